@@ -130,9 +130,7 @@ impl BulkRecord {
         if payload_len == 0 {
             return Err(BulkRecordError::TooShort { len: body.len() });
         }
-        if payload_len > MAX_BULK_RECORD_PAYLOAD_BYTES {
-            return Err(BulkRecordError::PayloadTooLarge { len: payload_len });
-        }
+        check_payload_len(payload_len)?;
         let kind = BulkKind::from_byte(header[0]).ok_or(BulkRecordError::BadKind(header[0]))?;
         let flow = BulkFlow::from_byte(header[1]).ok_or(BulkRecordError::BadFlow(header[1]))?;
         let reserved = u16::from_be_bytes([header[2], header[3]]);
@@ -142,14 +140,18 @@ impl BulkRecord {
         let mut offset_bytes = [0u8; 8];
         offset_bytes.copy_from_slice(&header[4..12]);
         let offset = u64::from_be_bytes(offset_bytes);
-        if offset.checked_add(payload_len as u64).is_none() {
-            return Err(BulkRecordError::OffsetOverflow { offset, len: payload_len });
-        }
+        check_offset(offset, payload_len)?;
         Ok(BulkRecord { id, kind, flow, offset, payload: body.slice(BULK_RECORD_HEADER_BYTES..) })
     }
 
-    /// Appends the complete wire frame (flags `0x08`).
+    /// Appends the complete wire frame (flags `0x08`). Refuses a record its receiver would
+    /// reject: an empty or over-3-MiB payload, or an offset whose end overflows.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if self.payload.is_empty() {
+            return Err(BulkRecordError::TooShort { len: BULK_RECORD_HEADER_BYTES }.into());
+        }
+        check_payload_len(self.payload.len())?;
+        check_offset(self.offset, self.payload.len())?;
         let body_len = BULK_RECORD_HEADER_BYTES + self.payload.len();
         frame::write_header(out, body_len, self.id, Flags::BULK)?;
         out.extend_from_slice(&[self.kind.to_byte(), self.flow.to_byte(), 0, 0]);
@@ -157,6 +159,20 @@ impl BulkRecord {
         out.extend_from_slice(&self.payload);
         Ok(())
     }
+}
+
+fn check_payload_len(len: usize) -> Result<(), BulkRecordError> {
+    if len > MAX_BULK_RECORD_PAYLOAD_BYTES {
+        return Err(BulkRecordError::PayloadTooLarge { len });
+    }
+    Ok(())
+}
+
+fn check_offset(offset: u64, len: usize) -> Result<(), BulkRecordError> {
+    if offset.checked_add(len as u64).is_none() {
+        return Err(BulkRecordError::OffsetOverflow { offset, len });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -300,7 +300,10 @@ impl<'a> Reader<'a> {
                     match self.head_untagged(1)? {
                         Head::Uint(b) if b <= 255 => out.push(b as u8),
                         _ => {
-                            return Err(CborError::UnexpectedType { expected: "byte", at: item_at });
+                            return Err(CborError::UnexpectedType {
+                                expected: "byte",
+                                at: item_at,
+                            });
                         }
                     }
                     index += 1;

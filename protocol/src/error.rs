@@ -52,6 +52,9 @@ pub enum EncodeError {
         /// The complete wire length.
         len: usize,
     },
+    /// A raw bulk record its receiver would reject (empty or oversized payload, offset overflow).
+    #[error("bulk record cannot be encoded: {0}")]
+    BulkRecord(#[from] BulkRecordError),
     /// The payload serializer failed.
     #[error("payload could not be encoded: {0}")]
     Payload(#[source] ciborium::ser::Error<std::io::Error>),

@@ -6,7 +6,7 @@
 //! ```
 //!
 //! This module owns the bit values and which bytes are legal on the wire. Which flags each message
-//! type must carry lives in [`crate::message::MessageType::flags`].
+//! type must carry lives in [`crate::message_type::MessageType::flags`].
 
 use std::fmt;
 

@@ -453,9 +453,14 @@ impl MessageFrame {
         Ok(out)
     }
 
+    /// The cap applies to the wire name, so it also holds for a [`Message::Unknown`] written
+    /// verbatim under an exec-control name (the only way such a frame can outgrow 4 KiB).
     fn check_exec_control(&self, wire_len: usize) -> Result<(), EncodeError> {
-        match self.message.message_type() {
-            Some(t) if t.is_exec_control() && wire_len > MAX_EXEC_CONTROL_FRAME_BYTES => {
+        if wire_len <= MAX_EXEC_CONTROL_FRAME_BYTES {
+            return Ok(());
+        }
+        match MessageType::from_wire_name(self.message.wire_name()) {
+            Some(t) if t.is_exec_control() => {
                 Err(EncodeError::ExecControlTooLarge { len: wire_len })
             }
             _ => Ok(()),
