@@ -1,0 +1,182 @@
+//! How the host process controls a running relay: [`RelayHandle`] stops it, sends the host's own
+//! frames (such as `core.shutdown`) to the guest through the relay's guest writer, and learns when
+//! a client asked for shutdown. [`RelayControl`] is the other end, handed to [`crate::serve`].
+//!
+//! This module also owns the guest-bound queue, bounded in frames
+//! ([`GUEST_QUEUE_MAX_FRAMES`]) and bytes ([`GUEST_QUEUE_MAX_BYTES`]): senders wait for room.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use moat_protocol::message::MessageFrame;
+use moat_protocol::relay::Slot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use crate::error::HostSendError;
+use crate::limits::{GUEST_QUEUE_MAX_BYTES, GUEST_QUEUE_MAX_FRAMES};
+
+/// One frame on its way to the guest, holding its share of the byte budget until written.
+#[derive(Debug)]
+pub(crate) struct GuestItem {
+    pub(crate) bytes: Bytes,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// The guest queue is closed: the relay is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GuestQueueClosed;
+
+/// The sending side of the guest-bound queue.
+#[derive(Debug, Clone)]
+pub(crate) struct GuestQueue {
+    tx: mpsc::Sender<GuestItem>,
+    budget: Arc<Semaphore>,
+}
+
+impl GuestQueue {
+    fn new() -> (GuestQueue, mpsc::Receiver<GuestItem>) {
+        let (tx, rx) = mpsc::channel(GUEST_QUEUE_MAX_FRAMES);
+        (GuestQueue { tx, budget: Arc::new(Semaphore::new(GUEST_QUEUE_MAX_BYTES)) }, rx)
+    }
+
+    /// Queues one frame, waiting while the queue is full.
+    pub(crate) async fn send(&self, bytes: Bytes) -> Result<(), GuestQueueClosed> {
+        // A frame is at most MAX_WIRE_FRAME_BYTES, which fits u32 and the budget (limits.rs).
+        let cost = u32::try_from(bytes.len()).map_err(|_| GuestQueueClosed)?;
+        let budget = Arc::clone(&self.budget)
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| GuestQueueClosed)?;
+        self.tx.send(GuestItem { bytes, _budget: budget }).await.map_err(|_| GuestQueueClosed)
+    }
+
+    /// Makes every waiting and future [`GuestQueue::send`] fail.
+    pub(crate) fn close(&self) {
+        self.budget.close();
+    }
+}
+
+/// The host's handle on a relay. Cheap to clone. Dropping every clone stops the relay as
+/// [`RelayHandle::shutdown`] does, so a relay never outlives the host code that controls it.
+#[derive(Debug, Clone)]
+pub struct RelayHandle {
+    stop: Arc<watch::Sender<bool>>,
+    guest: GuestQueue,
+    shutdown_requested: watch::Receiver<bool>,
+}
+
+/// The relay's end of a [`RelayHandle`]; pass it to [`crate::serve`].
+#[derive(Debug)]
+pub struct RelayControl {
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) guest: GuestQueue,
+    pub(crate) guest_rx: mpsc::Receiver<GuestItem>,
+    pub(crate) shutdown_requested: watch::Sender<bool>,
+}
+
+impl RelayHandle {
+    /// A handle and the control to start the relay with.
+    pub fn new() -> (RelayHandle, RelayControl) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (requested_tx, requested_rx) = watch::channel(false);
+        let (guest, guest_rx) = GuestQueue::new();
+        let handle = RelayHandle {
+            stop: Arc::new(stop_tx),
+            guest: guest.clone(),
+            shutdown_requested: requested_rx,
+        };
+        let control =
+            RelayControl { stop: stop_rx, guest, guest_rx, shutdown_requested: requested_tx };
+        (handle, control)
+    }
+
+    /// Asks the relay to stop: it stops accepting, closes every client, writes what is already
+    /// queued for the guest (for up to [`crate::limits::GUEST_FLUSH_TIMEOUT_MS`]), writes the
+    /// `--- sandbox stopped ---` marker and returns from [`crate::serve`]. Idempotent.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Queues one of the host's own frames for the guest (for example `core.shutdown` or
+    /// `core.clock.sync` on id 0), behind the frames already queued. Waits while the guest
+    /// queue is full. Ids inside a client slot are refused: they belong to that client.
+    pub async fn send_to_guest(&self, frame: &MessageFrame) -> Result<(), HostSendError> {
+        if Slot::of_id(frame.id).is_some() {
+            return Err(HostSendError::ClientId { id: frame.id });
+        }
+        let bytes = Bytes::from(frame.to_bytes()?);
+        self.guest.send(bytes).await.map_err(|_| HostSendError::Stopped)
+    }
+
+    /// Resolves when a client sends a SHUTDOWN frame (the relay forwards it to the guest; the
+    /// host may start its drain/force-exit fallback timer). Returns `false` if the relay stopped
+    /// first.
+    pub async fn client_requested_shutdown(&self) -> bool {
+        let mut requested = self.shutdown_requested.clone();
+        requested.wait_for(|requested| *requested).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use moat_protocol::message::Message;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn guest_queue_makes_senders_wait_for_byte_budget() {
+        let (queue, mut rx) = GuestQueue::new();
+        queue.send(Bytes::from(vec![0u8; GUEST_QUEUE_MAX_BYTES - 10])).await.unwrap();
+        let blocked = queue.send(Bytes::from(vec![0u8; 11]));
+        tokio::pin!(blocked);
+        let waited = tokio::time::timeout(Duration::from_millis(50), &mut blocked).await;
+        assert!(waited.is_err(), "a send over the byte budget must wait");
+        // Writing the first frame returns its budget.
+        drop(rx.recv().await.unwrap());
+        blocked.await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().bytes.len(), 11);
+    }
+
+    #[tokio::test]
+    async fn guest_queue_makes_senders_wait_for_frame_room() {
+        let (queue, mut rx) = GuestQueue::new();
+        for _ in 0..GUEST_QUEUE_MAX_FRAMES {
+            queue.send(Bytes::from_static(b"x")).await.unwrap();
+        }
+        let blocked = queue.send(Bytes::from_static(b"y"));
+        tokio::pin!(blocked);
+        assert!(tokio::time::timeout(Duration::from_millis(50), &mut blocked).await.is_err());
+        rx.recv().await.unwrap();
+        blocked.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn closed_queue_refuses_senders() {
+        let (queue, _rx) = GuestQueue::new();
+        queue.close();
+        assert_eq!(queue.send(Bytes::from_static(b"x")).await, Err(GuestQueueClosed));
+    }
+
+    #[tokio::test]
+    async fn host_frames_on_client_ids_are_refused() {
+        let (handle, mut control) = RelayHandle::new();
+        let ping = MessageFrame::new(Slot::new(2).unwrap().range().start, Message::Ping);
+        assert!(matches!(handle.send_to_guest(&ping).await, Err(HostSendError::ClientId { .. })));
+        let shutdown = MessageFrame::new(0, Message::Shutdown);
+        handle.send_to_guest(&shutdown).await.unwrap();
+        let queued = control.guest_rx.recv().await.unwrap();
+        assert_eq!(&queued.bytes[..], &shutdown.to_bytes().unwrap()[..]);
+    }
+
+    #[tokio::test]
+    async fn shutdown_request_wait_ends_when_the_relay_is_gone() {
+        let (handle, control) = RelayHandle::new();
+        control.shutdown_requested.send_replace(true);
+        assert!(handle.client_requested_shutdown().await);
+        let (handle, control) = RelayHandle::new();
+        drop(control);
+        assert!(!handle.client_requested_shutdown().await);
+    }
+}

@@ -1,0 +1,1056 @@
+//! The relay's sans-IO core: clients, slots, routing, validation outcomes, exec sessions and the
+//! `exec.log` tap (PROTOCOL.md §13.2–§13.4, §13.6 unleased, §13.10, §8.5).
+//!
+//! ```text
+//!  inputs                                   effects (run in order by the driver)
+//!  ──────                                   ───────
+//!  client_connected ─┐                   ┌─ ToClient { client, bytes }   queue on the client's writer
+//!  client_frame ─────┤                   ├─ ToGuest(bytes)               queue on the guest writer
+//!  client_wrote ─────┤                   ├─ CloseClient { client, why }  stop that client's tasks
+//!  client_disconnected┼──► Router ───────┼─ ReleaseSlot(slot)            after the ToGuest before it
+//!  guest_frame ──────┤                   ├─ ExecLog(entry)               append to exec.log
+//!  tick ─────────────┘                   └─ ShutdownRequested { client } a client sent SHUTDOWN
+//! ```
+//!
+//! Client life: `connected → Open → (CloseClient) Closing → (client_disconnected) gone`; a client
+//! may also go from Open straight to gone (it hung up). Slot life follows [`SlotTable`]:
+//! `Free → Leased` on connect, `Leased → Quarantined` on disconnect, and `Quarantined → Free` on
+//! [`Router::release_slot`], which the driver calls once the disconnect notice is queued for the
+//! guest, so no frame of a new client in that slot can overtake the notice.
+//!
+//! Guest frames are routed by id, byte for byte, to the client owning the id's slot. A frame that
+//! does not fit the client's bounded queue disconnects that client; the guest stream never waits
+//! for a client. This module does no I/O and never blocks; time comes in as an argument.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use moat_protocol::error::{DecodeError, EncodeError};
+use moat_protocol::exec_log::LogSource;
+use moat_protocol::limits::RELAY_SLOTS;
+use moat_protocol::message::{Message, MessageFrame};
+use moat_protocol::message_type::MessageType;
+use moat_protocol::payload::core::RelayClientDisconnected;
+use moat_protocol::payload::exec::ExecSignal;
+use moat_protocol::relay::{Prologue, Slot};
+use moat_protocol::{Decoded, Flags, RawFrame, decode_frame};
+
+use crate::exec_log::{LogEntry, SANDBOX_STARTED, SANDBOX_STOPPED};
+use crate::limits::MAX_OPEN_EXECS_PER_CLIENT;
+use crate::outbound::{OutboundQueue, Overflow};
+use crate::sessions::{ExecSession, ExecSessions};
+use crate::slots::SlotTable;
+use crate::validate::{Checked, Violation, check_client_frame};
+
+/// The signal sent to a departed client's open execs (SIGKILL, to the process group).
+const KILL_SIGNAL: i32 = 9;
+
+/// A connected client, unique for the relay's lifetime (slots are reused, ids are not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub(crate) u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client-{}", self.0)
+    }
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Queue these bytes on the client's writer (already counted against its queue).
+    ToClient {
+        /// The client.
+        client: ClientId,
+        /// One frame (or the greeting), byte for byte.
+        bytes: Bytes,
+    },
+    /// Queue this frame for the guest.
+    ToGuest(Bytes),
+    /// Stop the client's reader and writer; the reader then reports
+    /// [`Router::client_disconnected`].
+    CloseClient {
+        /// The client.
+        client: ClientId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Once every `ToGuest` before this one is queued, call [`Router::release_slot`].
+    ReleaseSlot(Slot),
+    /// Append to `exec.log`.
+    ExecLog(LogEntry),
+    /// A client sent a SHUTDOWN frame (forwarded as well): the host may start its fallback timer.
+    ShutdownRequested {
+        /// The client.
+        client: ClientId,
+    },
+}
+
+/// Why the relay disconnects a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloseReason {
+    /// A frame failed the §13.4 checks.
+    #[error("protocol violation: {0}")]
+    Violation(#[from] Violation),
+    /// Opening one more exec would pass [`MAX_OPEN_EXECS_PER_CLIENT`] or the relay-wide cap.
+    #[error("too many open exec sessions")]
+    TooManyExecs,
+    /// A guest frame for the client did not fit its outbound queue.
+    #[error(
+        "slow client: {} queued frames / {} queued bytes, no room for a {}-byte frame",
+        .0.queued_frames, .0.queued_bytes, .0.frame_bytes
+    )]
+    QueueOverflow(Overflow),
+    /// Queued output made no progress for the stall deadline.
+    #[error("slow client: queued output made no progress for {} ms", waited.as_millis())]
+    Stalled {
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// Writing to the client's socket failed.
+    #[error("writing to the client failed")]
+    WriteFailed,
+}
+
+/// All 128 slots are taken: the connection is closed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("all {RELAY_SLOTS} relay slots are in use")]
+pub struct AllSlotsBusy;
+
+/// A newly accepted client.
+#[derive(Debug)]
+pub struct Connected {
+    /// Its id.
+    pub client: ClientId,
+    /// Its slot (the range is `slot.range()`).
+    pub slot: Slot,
+    /// The greeting (prologue + ready) to queue.
+    pub effects: Vec<Effect>,
+}
+
+/// The ready frame handed to [`Router::new`] is not a `core.ready` announcement.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadyError {
+    /// Not id 0 with flags 0.
+    #[error("ready frame must have id 0 and flags 0, got id {id} flags {flags}")]
+    Header {
+        /// The id.
+        id: u32,
+        /// The flags.
+        flags: Flags,
+    },
+    /// The frame does not decode.
+    #[error("ready frame does not decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// The frame is another message or record.
+    #[error("expected core.ready, got {found}")]
+    NotReady {
+        /// What it was.
+        found: String,
+    },
+    /// The frame cannot be written back out.
+    #[error("ready frame cannot be encoded: {0}")]
+    Encode(#[from] EncodeError),
+}
+
+/// A guest frame that makes the relay fail (PROTOCOL.md §1.2: a bad flags byte from the guest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GuestFrameError {
+    /// The flags byte is a combination or uses reserved bits.
+    #[error("guest frame on id {id} has invalid flags byte {flags}")]
+    InvalidFlags {
+        /// The frame's id.
+        id: u32,
+        /// Its flags.
+        flags: Flags,
+    },
+}
+
+/// Counters, for the host's logs and for tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Connections given a slot.
+    pub clients_accepted: u64,
+    /// Connections closed at once because every slot was taken.
+    pub clients_refused: u64,
+    /// Clients disconnected for a protocol violation or too many execs.
+    pub clients_closed_for_violation: u64,
+    /// Clients disconnected for not reading their output (overflow or stall).
+    pub slow_clients_closed: u64,
+    /// Frames queued for the guest: forwarded client frames and disconnect clean-up.
+    pub frames_to_guest: u64,
+    /// Frames read from the guest.
+    pub frames_from_guest: u64,
+    /// Guest frames queued for a client.
+    pub frames_to_clients: u64,
+    /// Guest frames dropped: id 0 after ready, no owning client, outside every slot.
+    pub guest_frames_dropped: u64,
+    /// Exec sessions registered.
+    pub exec_sessions_opened: u64,
+}
+
+/// Where a client is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Frames flow both ways.
+    Open,
+    /// The relay decided to drop it; its frames are ignored and nothing more is routed to it.
+    Closing,
+}
+
+#[derive(Debug)]
+struct Client {
+    slot: Slot,
+    phase: Phase,
+    queue: OutboundQueue,
+    /// Exec ids this client opened whose session has not ended.
+    execs: BTreeSet<u32>,
+}
+
+/// The relay core. See the module documentation for inputs, effects and states.
+#[derive(Debug)]
+pub struct Router {
+    /// The agent's `core.ready` frame, byte for byte, sent after every prologue.
+    ready: Bytes,
+    slots: SlotTable,
+    owners: [Option<ClientId>; RELAY_SLOTS as usize],
+    clients: HashMap<ClientId, Client>,
+    sessions: ExecSessions,
+    next_client: u64,
+    stats: RouterStats,
+}
+
+impl Router {
+    /// A router serving `ready`, the agent's `core.ready` frame (id 0, flags 0). Moat adds
+    /// nothing to it: no `local_transport`, no `exec_control`.
+    pub fn new(ready: &RawFrame) -> Result<Router, ReadyError> {
+        if ready.id != 0 || ready.flags != Flags::NONE {
+            return Err(ReadyError::Header { id: ready.id, flags: ready.flags });
+        }
+        match decode_frame(ready)? {
+            Decoded::Message(MessageFrame { message: Message::Ready(_), .. }) => {}
+            Decoded::Message(other) => {
+                return Err(ReadyError::NotReady { found: other.message.wire_name().to_owned() });
+            }
+            Decoded::Bulk(_) | Decoded::Lease(_) | Decoded::LocalTransport(_) => {
+                return Err(ReadyError::NotReady { found: "a non-message record".into() });
+            }
+        }
+        Ok(Router {
+            ready: Bytes::from(ready.to_bytes()?),
+            slots: SlotTable::new(),
+            owners: [None; RELAY_SLOTS as usize],
+            clients: HashMap::new(),
+            sessions: ExecSessions::new(),
+            next_client: 0,
+            stats: RouterStats::default(),
+        })
+    }
+
+    /// The relay starts serving: the `--- sandbox started ---` marker.
+    pub fn start(&self) -> Vec<Effect> {
+        vec![Effect::ExecLog(LogEntry::System(SANDBOX_STARTED))]
+    }
+
+    /// The relay stops: the `--- sandbox stopped ---` marker.
+    pub fn stop(&self) -> LogEntry {
+        LogEntry::System(SANDBOX_STOPPED)
+    }
+
+    /// A connection was accepted: lease the lowest free slot and greet it with the prologue and
+    /// the ready frame, or refuse it when all 128 slots are taken.
+    pub fn client_connected(&mut self, now: Instant) -> Result<Connected, AllSlotsBusy> {
+        let Ok(slot) = self.slots.lease() else {
+            self.stats.clients_refused += 1;
+            return Err(AllSlotsBusy);
+        };
+        self.next_client += 1;
+        let client = ClientId(self.next_client);
+        let prologue = Prologue::for_slot(slot).to_bytes();
+        let mut greeting = BytesMut::with_capacity(prologue.len() + self.ready.len());
+        greeting.extend_from_slice(&prologue);
+        greeting.extend_from_slice(&self.ready);
+        let greeting = greeting.freeze();
+        let mut queue = OutboundQueue::default();
+        // An empty queue always has room for the greeting (checked in limits.rs).
+        let _ = queue.try_push(greeting.len(), now);
+        self.clients
+            .insert(client, Client { slot, phase: Phase::Open, queue, execs: BTreeSet::new() });
+        self.owners[slot.index() as usize] = Some(client);
+        self.stats.clients_accepted += 1;
+        tracing::info!(%client, slot = slot.index(), "relay client connected");
+        Ok(Connected { client, slot, effects: vec![Effect::ToClient { client, bytes: greeting }] })
+    }
+
+    /// A frame from `client`: check it, note exec sessions and shutdown, forward it.
+    pub fn client_frame(&mut self, client: ClientId, frame: &RawFrame) -> Vec<Effect> {
+        let Some(state) = self.clients.get(&client) else { return Vec::new() };
+        if state.phase == Phase::Closing {
+            return Vec::new();
+        }
+        let checked = match check_client_frame(state.slot.range(), frame) {
+            Ok(checked) => checked,
+            Err(violation) => return self.close(client, violation.into()),
+        };
+        let mut effects = Vec::new();
+        match checked {
+            Checked::Message(envelope) => {
+                let exec_request = frame.flags == Flags::SESSION_START
+                    && envelope.t == MessageType::ExecRequest.wire_name();
+                if exec_request {
+                    if let Err(reason) = self.open_exec(client, frame.id, &envelope.p) {
+                        return self.close(client, reason);
+                    }
+                }
+            }
+            Checked::EmptyShutdown | Checked::Bulk => {}
+        }
+        if frame.flags == Flags::SHUTDOWN {
+            tracing::info!(%client, "client requested sandbox shutdown");
+            effects.push(Effect::ShutdownRequested { client });
+        }
+        if let Some(bytes) = wire_bytes(frame) {
+            self.stats.frames_to_guest += 1;
+            effects.push(Effect::ToGuest(bytes));
+        }
+        effects
+    }
+
+    /// The client's byte stream is not framed (bad length, or it ended inside a frame).
+    pub fn client_stream_error(&mut self, client: ClientId, violation: Violation) -> Vec<Effect> {
+        self.close(client, CloseReason::Violation(violation))
+    }
+
+    /// The client's writer put `frames` frames of `bytes` bytes on its socket.
+    pub fn client_wrote(&mut self, client: ClientId, frames: usize, bytes: usize, now: Instant) {
+        if let Some(state) = self.clients.get_mut(&client) {
+            state.queue.wrote(frames, bytes, now);
+        }
+    }
+
+    /// Writing to the client's socket failed.
+    pub fn client_write_failed(&mut self, client: ClientId) -> Vec<Effect> {
+        self.close(client, CloseReason::WriteFailed)
+    }
+
+    /// Whether the relay should stop reading `client`'s requests until its output drains.
+    pub fn backlogged(&self, client: ClientId) -> bool {
+        self.clients.get(&client).is_some_and(|state| state.queue.backlogged())
+    }
+
+    /// The client is gone (it hung up, or its tasks stopped after [`Effect::CloseClient`]).
+    /// Sends `core.exec.signal {9}` on each exec it opened that has not ended, then
+    /// `core.relay.client.disconnected` for its range (id 0, no incarnation: moat's agent does
+    /// not lease ranges), then asks for the slot to be released.
+    pub fn client_disconnected(&mut self, client: ClientId) -> Vec<Effect> {
+        let Some(state) = self.clients.remove(&client) else { return Vec::new() };
+        let slot = state.slot;
+        self.owners[slot.index() as usize] = None;
+        if let Err(err) = self.slots.quarantine(slot) {
+            tracing::error!(%client, error = %err, "slot table out of step");
+        }
+        let mut effects = Vec::with_capacity(state.execs.len() + 2);
+        for &id in &state.execs {
+            self.sessions.orphan(id);
+            let kill = Message::ExecSignal(ExecSignal { signal: KILL_SIGNAL });
+            effects.extend(encode(MessageFrame::new(id, kill)).map(Effect::ToGuest));
+        }
+        let range = slot.range();
+        let notice = Message::RelayClientDisconnected(RelayClientDisconnected {
+            id_start: range.start,
+            id_end_exclusive: range.end_exclusive,
+            incarnation: None,
+        });
+        effects.extend(encode(MessageFrame::new(0, notice)).map(Effect::ToGuest));
+        self.stats.frames_to_guest += effects.len() as u64;
+        effects.push(Effect::ReleaseSlot(slot));
+        tracing::info!(%client, slot = slot.index(), killed_execs = state.execs.len(), "relay client disconnected");
+        effects
+    }
+
+    /// The disconnect notice for `slot` is queued for the guest: the slot is free again.
+    pub fn release_slot(&mut self, slot: Slot) {
+        if let Err(err) = self.slots.release(slot) {
+            tracing::error!(slot = slot.index(), error = %err, "slot table out of step");
+        }
+    }
+
+    /// A frame from the guest: tap exec output, end sessions on TERMINAL, route by id.
+    pub fn guest_frame(
+        &mut self,
+        frame: &RawFrame,
+        now: Instant,
+    ) -> Result<Vec<Effect>, GuestFrameError> {
+        if !frame.flags.is_wire_valid() {
+            return Err(GuestFrameError::InvalidFlags { id: frame.id, flags: frame.flags });
+        }
+        self.stats.frames_from_guest += 1;
+        if frame.id == 0 {
+            self.drop_id0_frame(frame);
+            return Ok(Vec::new());
+        }
+        let Some(slot) = Slot::of_id(frame.id) else {
+            self.stats.guest_frames_dropped += 1;
+            tracing::warn!(id = frame.id, flags = %frame.flags, "dropping guest frame outside every client range");
+            return Ok(Vec::new());
+        };
+        let mut effects = Vec::new();
+        self.tap(frame, &mut effects);
+        self.route(slot, frame, now, &mut effects);
+        Ok(effects)
+    }
+
+    /// Housekeeping: disconnect clients whose queued output stalled.
+    pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
+        let mut stalled: Vec<(ClientId, Duration)> = self
+            .clients
+            .iter()
+            .filter(|(_, state)| state.phase == Phase::Open)
+            .filter_map(|(client, state)| state.queue.stalled(now).map(|waited| (*client, waited)))
+            .collect();
+        stalled.sort();
+        stalled
+            .into_iter()
+            .flat_map(|(client, waited)| self.close(client, CloseReason::Stalled { waited }))
+            .collect()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> RouterStats {
+        RouterStats { exec_sessions_opened: self.sessions.opened(), ..self.stats }
+    }
+
+    /// The open exec session on `id`, if any.
+    pub fn exec_session(&self, id: u32) -> Option<ExecSession> {
+        self.sessions.get(id).copied()
+    }
+
+    /// Clients connected (open or closing).
+    pub fn connected_clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    fn open_exec(&mut self, client: ClientId, id: u32, payload: &[u8]) -> Result<(), CloseReason> {
+        // An undecodable request is still forwarded: the agent answers it with a TERMINAL
+        // core.error, which ends the session registered here.
+        let tty = match Message::decode_payload(MessageType::ExecRequest, payload) {
+            Ok(Message::ExecRequest(request)) => request.tty,
+            Ok(_) | Err(_) => false,
+        };
+        let Some(state) = self.clients.get_mut(&client) else { return Ok(()) };
+        if !state.execs.contains(&id) && state.execs.len() >= MAX_OPEN_EXECS_PER_CLIENT {
+            return Err(CloseReason::TooManyExecs);
+        }
+        let number = self.sessions.open(id, tty, client).map_err(|_| CloseReason::TooManyExecs)?;
+        state.execs.insert(id);
+        tracing::debug!(%client, id, session = number, tty, "exec session opened");
+        Ok(())
+    }
+
+    fn close(&mut self, client: ClientId, reason: CloseReason) -> Vec<Effect> {
+        let Some(state) = self.clients.get_mut(&client) else { return Vec::new() };
+        if state.phase == Phase::Closing {
+            return Vec::new();
+        }
+        state.phase = Phase::Closing;
+        match reason {
+            CloseReason::Violation(_) | CloseReason::TooManyExecs => {
+                self.stats.clients_closed_for_violation += 1;
+            }
+            CloseReason::QueueOverflow(_) | CloseReason::Stalled { .. } => {
+                self.stats.slow_clients_closed += 1;
+            }
+            CloseReason::WriteFailed => {}
+        }
+        tracing::warn!(%client, slot = state.slot.index(), %reason, "disconnecting relay client");
+        vec![Effect::CloseClient { client, reason }]
+    }
+
+    /// The `exec.log` tap and session end: output on a registered exec id is logged whether or
+    /// not its client is still here; a TERMINAL frame ends the session.
+    fn tap(&mut self, frame: &RawFrame, effects: &mut Vec<Effect>) {
+        let Some(session) = self.sessions.get(frame.id).copied() else { return };
+        if frame.flags == Flags::NONE {
+            if let Some((stream, data)) = exec_output(frame) {
+                let source = match stream {
+                    OutputStream::Stdout => session.stdout_source(),
+                    OutputStream::Stderr => LogSource::Stderr,
+                };
+                effects.push(Effect::ExecLog(LogEntry::Output {
+                    source,
+                    session: session.number,
+                    data,
+                }));
+            }
+        }
+        if frame.flags == Flags::TERMINAL {
+            self.sessions.end(frame.id);
+            if let Some(owner) = session.owner.and_then(|owner| self.clients.get_mut(&owner)) {
+                owner.execs.remove(&frame.id);
+            }
+            tracing::debug!(id = frame.id, session = session.number, "exec session ended");
+        }
+    }
+
+    fn route(&mut self, slot: Slot, frame: &RawFrame, now: Instant, effects: &mut Vec<Effect>) {
+        let owner = self.owners[slot.index() as usize];
+        let Some((client, state)) = owner.and_then(|c| self.clients.get_mut(&c).map(|s| (c, s)))
+        else {
+            self.stats.guest_frames_dropped += 1;
+            tracing::debug!(id = frame.id, "dropping guest frame for a slot with no client");
+            return;
+        };
+        if state.phase == Phase::Closing {
+            self.stats.guest_frames_dropped += 1;
+            return;
+        }
+        let Some(bytes) = wire_bytes(frame) else { return };
+        match state.queue.try_push(bytes.len(), now) {
+            Ok(()) => {
+                self.stats.frames_to_clients += 1;
+                effects.push(Effect::ToClient { client, bytes });
+            }
+            Err(overflow) => {
+                self.stats.guest_frames_dropped += 1;
+                effects.extend(self.close(client, CloseReason::QueueOverflow(overflow)));
+            }
+        }
+    }
+
+    /// After ready, id 0 carries nothing for clients: log and drop.
+    fn drop_id0_frame(&mut self, frame: &RawFrame) {
+        self.stats.guest_frames_dropped += 1;
+        match decode_frame(frame) {
+            Ok(Decoded::Message(message)) => {
+                let t = message.message.wire_name();
+                let lifecycle = message.message.message_type().is_some_and(is_guest_lifecycle);
+                if lifecycle {
+                    tracing::debug!(t, "dropping guest lifecycle frame on id 0");
+                } else {
+                    tracing::warn!(t, "dropping unexpected guest frame on id 0");
+                }
+            }
+            Ok(Decoded::Lease(_)) => {
+                tracing::debug!("dropping relay-lease record: this relay does not lease ranges");
+            }
+            Ok(Decoded::Bulk(_) | Decoded::LocalTransport(_)) => {
+                tracing::warn!(flags = %frame.flags, "dropping unexpected guest record on id 0");
+            }
+            Err(err) => tracing::warn!(error = %err, "dropping undecodable guest frame on id 0"),
+        }
+    }
+}
+
+/// Which exec output stream a frame carries.
+enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// The data of a `core.exec.stdout` / `core.exec.stderr` frame, if it is one.
+fn exec_output(frame: &RawFrame) -> Option<(OutputStream, Vec<u8>)> {
+    match decode_frame(frame) {
+        Ok(Decoded::Message(MessageFrame { message: Message::ExecStdout(data), .. })) => {
+            Some((OutputStream::Stdout, data.data))
+        }
+        Ok(Decoded::Message(MessageFrame { message: Message::ExecStderr(data), .. })) => {
+            Some((OutputStream::Stderr, data.data))
+        }
+        // Other exec events (started, stdin.error, ...) are not output.
+        Ok(_) => None,
+        Err(err) => {
+            tracing::debug!(id = frame.id, error = %err, "exec frame not tapped: undecodable");
+            None
+        }
+    }
+}
+
+/// Whether a guest frame of type `t` on id 0 is part of the boot/lifecycle exchange (expected,
+/// dropped quietly) rather than a stray frame (dropped with a warning).
+const fn is_guest_lifecycle(t: MessageType) -> bool {
+    match t {
+        MessageType::Ready | MessageType::InitResolved | MessageType::Error => true,
+        MessageType::Bootstrap
+        | MessageType::InitAck
+        | MessageType::Shutdown
+        | MessageType::RelayClientDisconnected
+        | MessageType::ClockSync
+        | MessageType::Ping
+        | MessageType::Pong
+        | MessageType::Touch
+        | MessageType::Touched
+        | MessageType::WorkloadFreeze
+        | MessageType::WorkloadFrozen
+        | MessageType::WorkloadThaw
+        | MessageType::WorkloadThawed
+        | MessageType::WorkloadTransportCredit
+        | MessageType::RootDiskPrepare
+        | MessageType::RootDiskGrow
+        | MessageType::RootDiskState
+        | MessageType::BulkAccepted
+        | MessageType::BulkCredit
+        | MessageType::BulkFinish
+        | MessageType::BulkCancel
+        | MessageType::ExecRequest
+        | MessageType::ExecStarted
+        | MessageType::ExecStdin
+        | MessageType::ExecStdinError
+        | MessageType::ExecStdout
+        | MessageType::ExecStderr
+        | MessageType::ExecExited
+        | MessageType::ExecFailed
+        | MessageType::ExecResize
+        | MessageType::ExecSignal
+        | MessageType::ExecOutputAck
+        | MessageType::ExecStdinAck
+        | MessageType::FsRequest
+        | MessageType::FsResponse
+        | MessageType::FsData
+        | MessageType::TcpConnect
+        | MessageType::TcpConnected
+        | MessageType::TcpData
+        | MessageType::TcpEof
+        | MessageType::TcpClose
+        | MessageType::TcpClosed
+        | MessageType::TcpFailed => false,
+    }
+}
+
+/// The frame's wire bytes (header and body exactly as received).
+fn wire_bytes(frame: &RawFrame) -> Option<Bytes> {
+    match frame.to_bytes() {
+        Ok(bytes) => Some(Bytes::from(bytes)),
+        Err(err) => {
+            // Unreachable for a frame that came out of the decoder.
+            tracing::error!(id = frame.id, error = %err, "frame cannot be written back out");
+            None
+        }
+    }
+}
+
+/// A relay-made frame's wire bytes.
+fn encode(frame: MessageFrame) -> Option<Bytes> {
+    match frame.to_bytes() {
+        Ok(bytes) => Some(Bytes::from(bytes)),
+        Err(err) => {
+            tracing::error!(id = frame.id, error = %err, "relay frame cannot be encoded");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use moat_protocol::frame::split_frame;
+    use moat_protocol::payload::core::Ready;
+    use moat_protocol::payload::exec::{Data, ExecExited, ExecRequest, ExecStarted};
+
+    use super::*;
+    use crate::limits::{CLIENT_QUEUE_MAX_BYTES, CLIENT_WRITE_STALL_MS};
+
+    fn raw(message: MessageFrame) -> RawFrame {
+        let bytes = message.to_bytes().unwrap();
+        split_frame(&mut BytesMut::from(&bytes[..])).unwrap().unwrap()
+    }
+
+    fn ready() -> RawFrame {
+        let ready = Ready { agent_version: "moat-test".into(), ..Ready::default() };
+        raw(MessageFrame { id: 0, v: 7, message: Message::Ready(ready) })
+    }
+
+    fn router() -> Router {
+        Router::new(&ready()).unwrap()
+    }
+
+    fn connect(router: &mut Router) -> (ClientId, Slot) {
+        let connected = router.client_connected(Instant::now()).unwrap();
+        (connected.client, connected.slot)
+    }
+
+    fn exec(id: u32, tty: bool) -> RawFrame {
+        raw(MessageFrame::new(
+            id,
+            Message::ExecRequest(ExecRequest { tty, ..ExecRequest::new("sh") }),
+        ))
+    }
+
+    fn stdout(id: u32, data: &[u8]) -> RawFrame {
+        raw(MessageFrame::new(id, Message::ExecStdout(Data::new(data))))
+    }
+
+    fn stderr(id: u32, data: &[u8]) -> RawFrame {
+        raw(MessageFrame::new(id, Message::ExecStderr(Data::new(data))))
+    }
+
+    fn exited(id: u32) -> RawFrame {
+        raw(MessageFrame::new(id, Message::ExecExited(ExecExited { code: 0 })))
+    }
+
+    fn ping(id: u32) -> RawFrame {
+        raw(MessageFrame::new(id, Message::Ping))
+    }
+
+    fn guest(router: &mut Router, frame: &RawFrame) -> Vec<Effect> {
+        router.guest_frame(frame, Instant::now()).unwrap()
+    }
+
+    fn closed(effects: &[Effect], client: ClientId) -> bool {
+        effects.iter().any(|e| matches!(e, Effect::CloseClient { client: c, .. } if *c == client))
+    }
+
+    fn decoded(bytes: &Bytes) -> MessageFrame {
+        match decode_frame(&split_frame(&mut BytesMut::from(&bytes[..])).unwrap().unwrap()) {
+            Ok(Decoded::Message(message)) => message,
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+
+    fn logged(effects: &[Effect]) -> Vec<LogEntry> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::ExecLog(entry) => Some(entry.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn prologue_and_ready_are_replayed_to_every_client() {
+        let mut router = router();
+        let ready_bytes = ready().to_bytes().unwrap();
+        for k in 0..3u32 {
+            let connected = router.client_connected(Instant::now()).unwrap();
+            assert_eq!(connected.slot.index(), k);
+            let [Effect::ToClient { client, bytes }] = &connected.effects[..] else {
+                panic!("greeting expected, got {:?}", connected.effects);
+            };
+            assert_eq!(*client, connected.client);
+            let range = connected.slot.range();
+            assert_eq!(&bytes[..8], &Prologue { range }.to_bytes()[..]);
+            assert_eq!(&bytes[8..], &ready_bytes[..], "ready replayed unchanged");
+        }
+    }
+
+    #[test]
+    fn new_refuses_a_frame_that_is_not_ready() {
+        assert!(matches!(Router::new(&ping(0)), Err(ReadyError::NotReady { .. })));
+        let mut wrong_id = ready();
+        wrong_id.id = 5;
+        assert!(matches!(Router::new(&wrong_id), Err(ReadyError::Header { id: 5, .. })));
+    }
+
+    #[test]
+    fn guest_frames_reach_only_the_owning_client_byte_for_byte() {
+        let mut router = router();
+        let (a, slot_a) = connect(&mut router);
+        let (b, slot_b) = connect(&mut router);
+        for (client, slot) in [(a, slot_a), (b, slot_b)] {
+            let id = slot.range().start + 3;
+            let frame = raw(MessageFrame::new(id, Message::Pong));
+            let effects = guest(&mut router, &frame);
+            let expected = Bytes::from(frame.to_bytes().unwrap());
+            assert_eq!(effects, [Effect::ToClient { client, bytes: expected }]);
+        }
+    }
+
+    #[test]
+    fn valid_client_frames_are_forwarded_unchanged() {
+        let mut router = router();
+        let (a, slot) = connect(&mut router);
+        let frame = ping(slot.range().start);
+        let effects = router.client_frame(a, &frame);
+        assert_eq!(effects, [Effect::ToGuest(Bytes::from(frame.to_bytes().unwrap()))]);
+    }
+
+    #[test]
+    fn id_outside_the_range_closes_only_that_client() {
+        let mut router = router();
+        let (a, slot_a) = connect(&mut router);
+        let (b, slot_b) = connect(&mut router);
+        let effects = router.client_frame(a, &ping(slot_b.range().start));
+        assert!(closed(&effects, a));
+        assert!(!effects.iter().any(|e| matches!(e, Effect::ToGuest(_))), "not forwarded");
+        // a's later frames are ignored, b carries on.
+        assert!(router.client_frame(a, &ping(slot_a.range().start)).is_empty());
+        let effects = router.client_frame(b, &ping(slot_b.range().start));
+        assert!(matches!(effects[..], [Effect::ToGuest(_)]));
+        assert_eq!(router.stats().clients_closed_for_violation, 1);
+    }
+
+    #[test]
+    fn bad_flags_close_the_client() {
+        let mut router = router();
+        let (a, slot) = connect(&mut router);
+        let mut frame = ping(slot.range().start);
+        frame.flags = Flags::from_bits(0x03);
+        let effects = router.client_frame(a, &frame);
+        assert_eq!(
+            effects,
+            [Effect::CloseClient {
+                client: a,
+                reason: CloseReason::Violation(Violation::Flags(Flags::from_bits(0x03)))
+            }]
+        );
+    }
+
+    #[test]
+    fn control_type_closes_the_client() {
+        let mut router = router();
+        let (a, slot) = connect(&mut router);
+        let control = raw(MessageFrame::new(
+            slot.range().start,
+            Message::Unknown(moat_protocol::UnknownMessage {
+                t: "control.jobs".into(),
+                flags: Flags::NONE,
+                payload: vec![0xa0],
+            }),
+        ));
+        assert!(closed(&router.client_frame(a, &control), a));
+    }
+
+    #[test]
+    fn local_transport_frame_closes_the_client() {
+        let mut router = router();
+        let (a, _) = connect(&mut router);
+        let msbs =
+            RawFrame { id: 0, flags: Flags::NONE, body: Bytes::from_static(b"MSBS\x01\x01") };
+        let effects = router.client_frame(a, &msbs);
+        assert_eq!(
+            effects,
+            [Effect::CloseClient { client: a, reason: Violation::LocalTransport.into() }]
+        );
+    }
+
+    #[test]
+    fn client_shutdown_is_reported_and_forwarded() {
+        let mut router = router();
+        let (a, _) = connect(&mut router);
+        let shutdown = raw(MessageFrame::new(0, Message::Shutdown));
+        let effects = router.client_frame(a, &shutdown);
+        assert!(matches!(
+            effects[..],
+            [Effect::ShutdownRequested { client }, Effect::ToGuest(_)] if client == a
+        ));
+    }
+
+    #[test]
+    fn the_129th_client_is_refused() {
+        let mut router = router();
+        for _ in 0..RELAY_SLOTS {
+            connect(&mut router);
+        }
+        assert_eq!(router.client_connected(Instant::now()).unwrap_err(), AllSlotsBusy);
+        assert_eq!(router.stats().clients_refused, 1);
+    }
+
+    #[test]
+    fn disconnect_kills_open_execs_then_notifies_then_frees_the_slot() {
+        let mut router = router();
+        let (a, slot) = connect(&mut router);
+        let (first, second) = (slot.range().start + 1, slot.range().start + 2);
+        router.client_frame(a, &exec(second, false));
+        router.client_frame(a, &exec(first, false));
+        let effects = router.client_disconnected(a);
+        let [
+            Effect::ToGuest(k1),
+            Effect::ToGuest(k2),
+            Effect::ToGuest(notice),
+            Effect::ReleaseSlot(s),
+        ] = &effects[..]
+        else {
+            panic!("unexpected effects {effects:?}");
+        };
+        let kill = |id| MessageFrame::new(id, Message::ExecSignal(ExecSignal { signal: 9 }));
+        assert_eq!((decoded(k1), decoded(k2)), (kill(first), kill(second)));
+        let range = slot.range();
+        assert_eq!(
+            decoded(notice),
+            MessageFrame::new(
+                0,
+                Message::RelayClientDisconnected(RelayClientDisconnected {
+                    id_start: range.start,
+                    id_end_exclusive: range.end_exclusive,
+                    incarnation: None,
+                })
+            )
+        );
+        assert_eq!(*s, slot);
+        // Quarantined until released: the next client gets slot 1, then slot 0 again.
+        assert_eq!(connect(&mut router).1.index(), 1);
+        router.release_slot(slot);
+        assert_eq!(connect(&mut router).1, slot);
+    }
+
+    #[test]
+    fn frames_for_a_departed_client_are_dropped() {
+        let mut router = router();
+        let (a, slot) = connect(&mut router);
+        router.client_disconnected(a);
+        router.release_slot(slot);
+        assert!(guest(&mut router, &ping(slot.range().start)).is_empty());
+        assert_eq!(router.stats().guest_frames_dropped, 1);
+    }
+
+    #[test]
+    fn guest_frames_outside_every_slot_and_on_id_zero_are_dropped() {
+        let mut router = router();
+        connect(&mut router);
+        for id in [0, u32::MAX, RELAY_SLOT_STEP] {
+            assert!(guest(&mut router, &ping(id)).is_empty(), "id {id}");
+        }
+        assert!(guest(&mut router, &ready()).is_empty());
+        assert_eq!(router.stats().guest_frames_dropped, 4);
+    }
+
+    const RELAY_SLOT_STEP: u32 = moat_protocol::limits::RELAY_SLOT_STEP_IDS;
+
+    #[test]
+    fn guest_frame_with_invalid_flags_is_fatal() {
+        let mut router = router();
+        let mut frame = ping(5);
+        frame.flags = Flags::from_bits(0x30);
+        assert_eq!(
+            router.guest_frame(&frame, Instant::now()),
+            Err(GuestFrameError::InvalidFlags { id: 5, flags: Flags::from_bits(0x30) })
+        );
+    }
+
+    #[test]
+    fn exec_output_is_logged_with_relay_session_numbers() {
+        let mut router = router();
+        let (a, slot_a) = connect(&mut router);
+        let (b, slot_b) = connect(&mut router);
+        let (pipe, tty) = (slot_a.range().start + 1, slot_b.range().start + 1);
+        router.client_frame(a, &exec(pipe, false));
+        router.client_frame(b, &exec(tty, true));
+        let mut entries = logged(&guest(&mut router, &stdout(pipe, b"out")));
+        entries.extend(logged(&guest(&mut router, &stderr(pipe, b"err"))));
+        entries.extend(logged(&guest(&mut router, &stdout(tty, b"pty"))));
+        assert_eq!(
+            entries,
+            [
+                LogEntry::Output { source: LogSource::Stdout, session: 1, data: b"out".to_vec() },
+                LogEntry::Output { source: LogSource::Stderr, session: 1, data: b"err".to_vec() },
+                LogEntry::Output { source: LogSource::Output, session: 2, data: b"pty".to_vec() },
+            ]
+        );
+        // Output on an id that never opened an exec is routed but not logged.
+        assert!(logged(&guest(&mut router, &stdout(slot_a.range().start + 9, b"x"))).is_empty());
+        assert_eq!(router.stats().exec_sessions_opened, 2);
+    }
+
+    #[test]
+    fn exec_output_is_logged_after_the_owner_left() {
+        let mut router = router();
+        let (a, slot) = connect(&mut router);
+        let id = slot.range().start;
+        router.client_frame(a, &exec(id, false));
+        router.client_disconnected(a);
+        let effects = guest(&mut router, &stdout(id, b"late"));
+        assert_eq!(
+            effects,
+            [Effect::ExecLog(LogEntry::Output {
+                source: LogSource::Stdout,
+                session: 1,
+                data: b"late".to_vec()
+            })]
+        );
+    }
+
+    #[test]
+    fn terminal_frame_ends_the_session_so_disconnect_sends_no_signal() {
+        let mut router = router();
+        let (a, slot) = connect(&mut router);
+        let id = slot.range().start + 1;
+        router.client_frame(a, &exec(id, false));
+        let started = raw(MessageFrame::new(id, Message::ExecStarted(ExecStarted { pid: 7 })));
+        guest(&mut router, &started);
+        assert!(router.exec_session(id).is_some(), "non-terminal frames keep it open");
+        guest(&mut router, &exited(id));
+        assert_eq!(router.exec_session(id), None);
+        assert!(logged(&guest(&mut router, &stdout(id, b"after"))).is_empty());
+        let effects = router.client_disconnected(a);
+        assert!(matches!(effects[..], [Effect::ToGuest(_), Effect::ReleaseSlot(_)]));
+    }
+
+    #[test]
+    fn a_full_queue_disconnects_only_the_slow_client() {
+        let mut router = router();
+        let (slow, slow_slot) = connect(&mut router);
+        let (fast, fast_slot) = connect(&mut router);
+        let chunk = vec![b'x'; 1024 * 1024];
+        let big = stdout(slow_slot.range().start, &chunk);
+        let mut overflowed = None;
+        for n in 0..CLIENT_QUEUE_MAX_BYTES / chunk.len() + 1 {
+            let effects = guest(&mut router, &big);
+            if closed(&effects, slow) {
+                overflowed = Some(n);
+                break;
+            }
+            // The fast client drains whatever it gets.
+            let small = guest(&mut router, &ping(fast_slot.range().start));
+            let [Effect::ToClient { bytes, .. }] = &small[..] else { panic!("{small:?}") };
+            router.client_wrote(fast, 1, bytes.len(), Instant::now());
+        }
+        assert!(overflowed.is_some(), "the slow client's queue never overflowed");
+        assert!(guest(&mut router, &big).is_empty(), "nothing more is queued for it");
+        assert!(matches!(
+            guest(&mut router, &ping(fast_slot.range().start))[..],
+            [Effect::ToClient { client, .. }] if client == fast
+        ));
+        assert_eq!(router.stats().slow_clients_closed, 1);
+    }
+
+    #[test]
+    fn a_client_whose_output_stalls_is_disconnected_on_tick() {
+        let mut router = router();
+        let start = Instant::now();
+        let a = router.client_connected(start).unwrap().client;
+        let b = router.client_connected(start).unwrap().client;
+        let stall = Duration::from_millis(CLIENT_WRITE_STALL_MS);
+        // b keeps writing; a never does.
+        router.client_wrote(b, 1, 1, start + stall / 2);
+        assert!(router.tick(start + stall / 2).is_empty());
+        let effects = router.tick(start + stall);
+        assert_eq!(
+            effects,
+            [Effect::CloseClient { client: a, reason: CloseReason::Stalled { waited: stall } }]
+        );
+        assert!(!closed(&router.tick(start + stall * 2), a), "closed only once");
+    }
+
+    #[test]
+    fn backlogged_client_reports_backpressure() {
+        let mut router = router();
+        let (a, slot) = connect(&mut router);
+        assert!(!router.backlogged(a));
+        let chunk = vec![0u8; 1024 * 1024];
+        for _ in 0..9 {
+            guest(&mut router, &stdout(slot.range().start, &chunk));
+        }
+        assert!(router.backlogged(a));
+    }
+
+    #[test]
+    fn too_many_execs_close_the_client() {
+        let mut router = router();
+        let (a, slot) = connect(&mut router);
+        for n in 0..MAX_OPEN_EXECS_PER_CLIENT as u32 {
+            let effects = router.client_frame(a, &exec(slot.range().start + n, false));
+            assert!(matches!(effects[..], [Effect::ToGuest(_)]));
+        }
+        let effects = router.client_frame(a, &exec(slot.range().start + 5000, false));
+        assert_eq!(effects, [Effect::CloseClient { client: a, reason: CloseReason::TooManyExecs }]);
+    }
+
+    #[test]
+    fn start_and_stop_write_system_markers() {
+        let router = router();
+        assert_eq!(router.start(), [Effect::ExecLog(LogEntry::System(SANDBOX_STARTED))]);
+        assert_eq!(router.stop(), LogEntry::System(SANDBOX_STOPPED));
+    }
+}

@@ -1,0 +1,152 @@
+//! The exec sessions the relay has seen opened (PROTOCOL.md §13.4 side effects, §13.10).
+//!
+//! A client's `core.exec.request` (SESSION_START) registers its correlation id with a fresh
+//! relay-global session number (1, 2, ...), the number `exec.log` lines carry. A TERMINAL guest
+//! frame on that id ends the session. When its client leaves, the session stays registered
+//! without an owner, so its remaining output is still logged until the guest ends it.
+//!
+//! This module owns that registry only; which client holds which ids, and what to send when a
+//! client leaves, is the router's business.
+
+use std::collections::HashMap;
+
+use moat_protocol::exec_log::LogSource;
+
+use crate::limits::MAX_TRACKED_EXEC_SESSIONS;
+use crate::router::ClientId;
+
+/// One open exec session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecSession {
+    /// Relay-assigned number, the `id` of its `exec.log` lines.
+    pub number: u64,
+    /// Whether the exec was opened with `tty: true` (its stdout is logged as `output`).
+    pub tty: bool,
+    /// The connected client that opened it; `None` once that client left.
+    pub owner: Option<ClientId>,
+}
+
+impl ExecSession {
+    /// The `exec.log` source of this session's `core.exec.stdout` frames.
+    pub fn stdout_source(&self) -> LogSource {
+        if self.tty { LogSource::Output } else { LogSource::Stdout }
+    }
+}
+
+/// The registry is at [`MAX_TRACKED_EXEC_SESSIONS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the relay already tracks {MAX_TRACKED_EXEC_SESSIONS} exec sessions")]
+pub struct RegistryFull;
+
+/// Open exec sessions by correlation id.
+#[derive(Debug, Default)]
+pub struct ExecSessions {
+    by_id: HashMap<u32, ExecSession>,
+    last_number: u64,
+}
+
+impl ExecSessions {
+    /// An empty registry; the first session gets number 1.
+    pub fn new() -> ExecSessions {
+        ExecSessions::default()
+    }
+
+    /// Registers a session on `id` and returns its number. An id still registered (a client
+    /// reusing an id, or a new client in a slot whose previous owner's exec has not ended) is
+    /// replaced: later output on it belongs to the new request.
+    pub fn open(&mut self, id: u32, tty: bool, owner: ClientId) -> Result<u64, RegistryFull> {
+        if !self.by_id.contains_key(&id) && self.by_id.len() >= MAX_TRACKED_EXEC_SESSIONS {
+            return Err(RegistryFull);
+        }
+        self.last_number += 1;
+        let number = self.last_number;
+        self.by_id.insert(id, ExecSession { number, tty, owner: Some(owner) });
+        Ok(number)
+    }
+
+    /// The session on `id`, if one is open.
+    pub fn get(&self, id: u32) -> Option<&ExecSession> {
+        self.by_id.get(&id)
+    }
+
+    /// Ends the session on `id` (a TERMINAL guest frame), returning it.
+    pub fn end(&mut self, id: u32) -> Option<ExecSession> {
+        self.by_id.remove(&id)
+    }
+
+    /// The owner of `id` left: keep logging the session's output, owned by nobody.
+    pub fn orphan(&mut self, id: u32) {
+        if let Some(session) = self.by_id.get_mut(&id) {
+            session.owner = None;
+        }
+    }
+
+    /// Sessions opened since the relay started.
+    pub fn opened(&self) -> u64 {
+        self.last_number
+    }
+
+    /// Sessions open now.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_start_at_one_and_are_global() {
+        let mut sessions = ExecSessions::new();
+        assert_eq!(sessions.open(5, false, ClientId(1)), Ok(1));
+        assert_eq!(sessions.open(40_000_000, true, ClientId(2)), Ok(2));
+        assert_eq!(sessions.opened(), 2);
+        assert_eq!(sessions.get(40_000_000).unwrap().stdout_source(), LogSource::Output);
+        assert_eq!(sessions.get(5).unwrap().stdout_source(), LogSource::Stdout);
+    }
+
+    #[test]
+    fn end_removes_the_session() {
+        let mut sessions = ExecSessions::new();
+        sessions.open(7, false, ClientId(1)).unwrap();
+        assert_eq!(sessions.end(7).map(|s| s.number), Some(1));
+        assert_eq!(sessions.get(7), None);
+        assert_eq!(sessions.end(7), None);
+        assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn orphaned_session_keeps_its_number() {
+        let mut sessions = ExecSessions::new();
+        sessions.open(7, true, ClientId(1)).unwrap();
+        sessions.orphan(7);
+        assert_eq!(sessions.get(7), Some(&ExecSession { number: 1, tty: true, owner: None }));
+    }
+
+    #[test]
+    fn reopening_an_id_replaces_it_with_a_new_number() {
+        let mut sessions = ExecSessions::new();
+        sessions.open(7, false, ClientId(1)).unwrap();
+        sessions.orphan(7);
+        assert_eq!(sessions.open(7, true, ClientId(2)), Ok(2));
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions.get(7).unwrap().owner, Some(ClientId(2)));
+    }
+
+    #[test]
+    fn registry_refuses_past_its_cap() {
+        let mut sessions = ExecSessions::new();
+        for id in 0..MAX_TRACKED_EXEC_SESSIONS as u32 {
+            sessions.open(id, false, ClientId(1)).unwrap();
+        }
+        assert_eq!(sessions.open(u32::MAX, false, ClientId(1)), Err(RegistryFull));
+        // Replacing an id already tracked does not grow the registry.
+        assert!(sessions.open(0, false, ClientId(1)).is_ok());
+    }
+}
