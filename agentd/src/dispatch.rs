@@ -1,0 +1,583 @@
+//! The dispatcher: one frame from the host in, at most one immediate action out. Sans-IO: the
+//! services behind it (exec, filesystem, clock) are a trait, so tests and fuzzers drive it with
+//! fakes.
+//!
+//! Bad input never ends the agent here. Every frame that cannot be served gets a `core.error` on
+//! its own id with the kind PROTOCOL.md §12 names, and the agent goes on serving:
+//!
+//! | input                                        | reply                                         |
+//! |----------------------------------------------|-----------------------------------------------|
+//! | body that is not an envelope, bad bulk/lease | `malformed_message`                           |
+//! | wrong flags byte for the type                | `invalid_flags`                               |
+//! | payload that does not decode                 | `invalid_payload`                             |
+//! | exec-control frame over 4 KiB                | `invalid_payload`                             |
+//! | unknown type name                            | `unsupported_message_type`                    |
+//! | type newer than the agent's generation (7)   | `unsupported_protocol_generation`             |
+//! | raw bulk record (generation 8)               | `unsupported_protocol_generation`             |
+//! | agent-to-host type sent to the agent         | `unsupported_message_type`                    |
+//! | follow-up for an unknown session             | `invalid_session`                             |
+
+use moat_protocol::limits::{AGENT_GENERATION, MAX_EXEC_CONTROL_FRAME_BYTES};
+use moat_protocol::payload::core::{CoreError, CoreErrorKind, Touched};
+use moat_protocol::payload::exec::{ExecRequest, ExecStdinError};
+use moat_protocol::payload::fs::FsRequest;
+use moat_protocol::payload::tcp::TcpFailed;
+use moat_protocol::relay::{IdRange, Slot};
+use moat_protocol::{Decoded, Direction, Message, MessageType, RawFrame, decode_frame};
+
+/// Why a service refused a request; becomes the reply on the request's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// Answer with `core.error`.
+    Error {
+        /// Its kind.
+        kind: CoreErrorKind,
+        /// Its message.
+        message: String,
+    },
+    /// Answer with a non-terminal `core.exec.stdin.error`.
+    Stdin(ExecStdinError),
+}
+
+/// What the dispatcher drives. The real implementation is in [`crate::driver`].
+pub trait Services {
+    /// Start an exec session.
+    fn exec_start(&mut self, id: u32, request: ExecRequest) -> Result<(), Rejected>;
+    /// Stdin for a session (empty = EOF).
+    fn exec_stdin(&mut self, id: u32, data: Vec<u8>) -> Result<(), Rejected>;
+    /// Signal a session's process group.
+    fn exec_signal(&mut self, id: u32, signal: i32) -> Result<(), Rejected>;
+    /// Resize a session's PTY.
+    fn exec_resize(&mut self, id: u32, rows: u16, cols: u16) -> Result<(), Rejected>;
+    /// A filesystem request (answered by the service).
+    fn fs_request(&mut self, id: u32, v: u8, request: FsRequest);
+    /// Filesystem write data (answered by the service).
+    fn fs_data(&mut self, id: u32, data: Vec<u8>);
+    /// A relay client left: release everything in its range.
+    fn release_range(&mut self, range: IdRange);
+    /// Step the clock.
+    fn clock_sync(&mut self, unix_nanos: u64);
+}
+
+/// What the driver must do after a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send `message` on `id`.
+    Reply {
+        /// Correlation id.
+        id: u32,
+        /// The reply.
+        message: Message,
+    },
+    /// Begin the shutdown sequence.
+    Shutdown,
+}
+
+/// The dispatcher's own state.
+#[derive(Debug, Default)]
+pub struct Dispatcher {
+    activity_seq: u64,
+}
+
+fn error(id: u32, kind: CoreErrorKind, message: String, offending: Option<&str>) -> Option<Action> {
+    Some(Action::Reply {
+        id,
+        message: Message::Error(CoreError {
+            kind,
+            message,
+            offending_type: offending.map(str::to_owned),
+            init_failure: None,
+            workload_failure: None,
+        }),
+    })
+}
+
+fn rejected(id: u32, rejection: Rejected, offending: MessageType) -> Option<Action> {
+    match rejection {
+        Rejected::Error { kind, message } => error(id, kind, message, Some(offending.wire_name())),
+        Rejected::Stdin(stdin_error) => {
+            Some(Action::Reply { id, message: Message::ExecStdinError(stdin_error) })
+        }
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher with no activity recorded.
+    pub fn new() -> Dispatcher {
+        Dispatcher::default()
+    }
+
+    /// The activity sequence `core.touched` reports.
+    pub fn activity_seq(&self) -> u64 {
+        self.activity_seq
+    }
+
+    /// Handles one frame.
+    pub fn handle(&mut self, frame: &RawFrame, services: &mut impl Services) -> Option<Action> {
+        let id = frame.id;
+        let message = match decode_frame(frame) {
+            Err(err) => {
+                let core = err.core_error();
+                return error(id, core.kind, core.message, core.offending_type.as_deref());
+            }
+            Ok(Decoded::Bulk(_)) => {
+                return error(
+                    id,
+                    CoreErrorKind::UnsupportedProtocolGeneration,
+                    format!(
+                        "raw bulk records need protocol generation 8; this agent speaks {AGENT_GENERATION}"
+                    ),
+                    None,
+                );
+            }
+            Ok(Decoded::Lease(_) | Decoded::LocalTransport(_)) => {
+                tracing::warn!(id, "ignoring a relay-local record the agent does not use");
+                return None;
+            }
+            Ok(Decoded::Message(m)) => m,
+        };
+        let v = message.v;
+        let message = message.message;
+        let Some(t) = message.message_type() else {
+            let name = message.wire_name().to_owned();
+            return error(
+                id,
+                CoreErrorKind::UnsupportedMessageType,
+                format!("unknown message type {name:?}"),
+                Some(&name),
+            );
+        };
+        if let Some(action) = self.check_acceptable(frame, t) {
+            return Some(action);
+        }
+        self.serve(id, v, t, message, services)
+    }
+
+    fn check_acceptable(&self, frame: &RawFrame, t: MessageType) -> Option<Action> {
+        let id = frame.id;
+        if t.introduced_in() > AGENT_GENERATION {
+            return error(
+                id,
+                CoreErrorKind::UnsupportedProtocolGeneration,
+                format!(
+                    "{t} needs protocol generation {}; this agent speaks {AGENT_GENERATION}",
+                    t.introduced_in()
+                ),
+                Some(t.wire_name()),
+            );
+        }
+        if t.direction() == Direction::GuestToHost {
+            return error(
+                id,
+                CoreErrorKind::UnsupportedMessageType,
+                format!("{t} is sent by the agent, not to it"),
+                Some(t.wire_name()),
+            );
+        }
+        if t.is_exec_control() && frame.wire_len() > MAX_EXEC_CONTROL_FRAME_BYTES {
+            return error(
+                id,
+                CoreErrorKind::InvalidPayload,
+                "execution control message exceeds 4 KiB".to_owned(),
+                Some(t.wire_name()),
+            );
+        }
+        None
+    }
+
+    fn serve(
+        &mut self,
+        id: u32,
+        v: u8,
+        t: MessageType,
+        message: Message,
+        services: &mut impl Services,
+    ) -> Option<Action> {
+        match message {
+            Message::Ping => Some(Action::Reply { id, message: Message::Pong }),
+            Message::Touch => {
+                self.activity_seq += 1;
+                Some(Action::Reply {
+                    id,
+                    message: Message::Touched(Touched { activity_seq: self.activity_seq }),
+                })
+            }
+            Message::Shutdown => Some(Action::Shutdown),
+            Message::ClockSync(sync) => {
+                services.clock_sync(sync.unix_time_nanos);
+                None
+            }
+            Message::InitAck(_) => None,
+            Message::Bootstrap(_) => error(
+                id,
+                CoreErrorKind::UnsupportedMessageType,
+                "core.bootstrap is only valid as the first frame".to_owned(),
+                Some(t.wire_name()),
+            ),
+            Message::RelayClientDisconnected(notice) => {
+                let range =
+                    IdRange { start: notice.id_start, end_exclusive: notice.id_end_exclusive };
+                if Slot::of_range(range).is_none() {
+                    return error(
+                        id,
+                        CoreErrorKind::InvalidPayload,
+                        format!(
+                            "[{}, {}) is not a relay slot range",
+                            range.start, range.end_exclusive
+                        ),
+                        Some(t.wire_name()),
+                    );
+                }
+                services.release_range(range);
+                None
+            }
+            Message::ExecRequest(request) => {
+                self.activity_seq += 1;
+                services.exec_start(id, request).err().and_then(|r| rejected(id, r, t))
+            }
+            Message::ExecStdin(data) => {
+                services.exec_stdin(id, data.data).err().and_then(|r| rejected(id, r, t))
+            }
+            Message::ExecSignal(s) => {
+                services.exec_signal(id, s.signal).err().and_then(|r| rejected(id, r, t))
+            }
+            Message::ExecResize(r) => {
+                services.exec_resize(id, r.rows, r.cols).err().and_then(|e| rejected(id, e, t))
+            }
+            Message::FsRequest(request) => {
+                self.activity_seq += 1;
+                services.fs_request(id, v, request);
+                None
+            }
+            Message::FsData(data) => {
+                services.fs_data(id, data.data);
+                None
+            }
+            Message::TcpConnect(connect) => Some(Action::Reply {
+                id,
+                message: Message::TcpFailed(TcpFailed {
+                    error: format!(
+                        "connect {}:{}: guest TCP forwarding is not built in moat-agentd yet",
+                        connect.host, connect.port
+                    ),
+                }),
+            }),
+            Message::TcpData(_) | Message::TcpEof | Message::TcpClose => Some(Action::Reply {
+                id,
+                message: Message::TcpFailed(TcpFailed {
+                    error: format!("unknown TCP session: {id}"),
+                }),
+            }),
+            // Everything below was refused by `check_acceptable` (too new for generation 7, or
+            // sent by the agent rather than to it); listing them keeps this match exhaustive.
+            Message::InitResolved(_)
+            | Message::Ready(_)
+            | Message::Pong
+            | Message::Touched(_)
+            | Message::Error(_)
+            | Message::WorkloadFreeze(_)
+            | Message::WorkloadFrozen(_)
+            | Message::WorkloadThaw(_)
+            | Message::WorkloadThawed(_)
+            | Message::WorkloadTransportCredit(_)
+            | Message::RootDiskPrepare(_)
+            | Message::RootDiskGrow(_)
+            | Message::RootDiskState(_)
+            | Message::BulkAccepted(_)
+            | Message::BulkCredit(_)
+            | Message::BulkFinish(_)
+            | Message::BulkCancel(_)
+            | Message::ExecStarted(_)
+            | Message::ExecStdinError(_)
+            | Message::ExecStdout(_)
+            | Message::ExecStderr(_)
+            | Message::ExecExited(_)
+            | Message::ExecFailed(_)
+            | Message::ExecOutputAck(_)
+            | Message::ExecStdinAck(_)
+            | Message::FsResponse(_)
+            | Message::TcpConnected
+            | Message::TcpClosed
+            | Message::TcpFailed(_)
+            | Message::Unknown(_) => error(
+                id,
+                CoreErrorKind::UnsupportedMessageType,
+                format!("{t} is not accepted by the agent"),
+                Some(t.wire_name()),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use moat_protocol::payload::exec::{Data, ExecSignal};
+    use moat_protocol::payload::fs::FsOp;
+    use moat_protocol::{Flags, MessageFrame};
+
+    /// Records calls; sessions listed in `sessions` exist.
+    #[derive(Default)]
+    struct Fake {
+        calls: Vec<String>,
+        sessions: Vec<u32>,
+    }
+
+    impl Fake {
+        fn session(&self, id: u32) -> Result<(), Rejected> {
+            if self.sessions.contains(&id) {
+                Ok(())
+            } else {
+                Err(Rejected::Error {
+                    kind: CoreErrorKind::InvalidSession,
+                    message: format!("no exec session {id}"),
+                })
+            }
+        }
+    }
+
+    impl Services for Fake {
+        fn exec_start(&mut self, id: u32, request: ExecRequest) -> Result<(), Rejected> {
+            self.calls.push(format!("start {id} {}", request.cmd));
+            self.sessions.push(id);
+            Ok(())
+        }
+        fn exec_stdin(&mut self, id: u32, data: Vec<u8>) -> Result<(), Rejected> {
+            self.calls.push(format!("stdin {id} {}", data.len()));
+            self.session(id)
+        }
+        fn exec_signal(&mut self, id: u32, signal: i32) -> Result<(), Rejected> {
+            self.calls.push(format!("signal {id} {signal}"));
+            self.session(id)
+        }
+        fn exec_resize(&mut self, id: u32, rows: u16, cols: u16) -> Result<(), Rejected> {
+            self.calls.push(format!("resize {id} {rows}x{cols}"));
+            self.session(id)
+        }
+        fn fs_request(&mut self, id: u32, _v: u8, request: FsRequest) {
+            self.calls.push(format!("fs {id} {}", request.op.name()));
+        }
+        fn fs_data(&mut self, id: u32, data: Vec<u8>) {
+            self.calls.push(format!("fs-data {id} {}", data.len()));
+        }
+        fn release_range(&mut self, range: IdRange) {
+            self.calls.push(format!("release {}", range.start));
+        }
+        fn clock_sync(&mut self, unix_nanos: u64) {
+            self.calls.push(format!("clock {unix_nanos}"));
+        }
+    }
+
+    fn raw(id: u32, message: Message) -> RawFrame {
+        let bytes = MessageFrame::new(id, message).to_bytes().unwrap();
+        RawFrame {
+            id,
+            flags: Flags::from_bits(bytes[8]),
+            body: Bytes::copy_from_slice(&bytes[9..]),
+        }
+    }
+
+    fn error_kind(action: Option<Action>) -> CoreErrorKind {
+        match action {
+            Some(Action::Reply { message: Message::Error(e), .. }) => e.kind,
+            other => panic!("expected core.error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ping_gets_pong_on_the_same_id() {
+        let action = Dispatcher::new().handle(&raw(9, Message::Ping), &mut Fake::default());
+        assert_eq!(action, Some(Action::Reply { id: 9, message: Message::Pong }));
+    }
+
+    #[test]
+    fn touch_advances_activity() {
+        let mut d = Dispatcher::new();
+        let action = d.handle(&raw(2, Message::Touch), &mut Fake::default());
+        assert_eq!(
+            action,
+            Some(Action::Reply { id: 2, message: Message::Touched(Touched { activity_seq: 1 }) })
+        );
+    }
+
+    #[test]
+    fn unknown_type_gets_unsupported_message_type_and_serving_continues() {
+        let mut d = Dispatcher::new();
+        let mut fake = Fake::default();
+        let unknown = Message::Unknown(moat_protocol::UnknownMessage {
+            t: "core.teleport".into(),
+            flags: Flags::NONE,
+            payload: vec![0xa0],
+        });
+        assert_eq!(
+            error_kind(d.handle(&raw(5, unknown), &mut fake)),
+            CoreErrorKind::UnsupportedMessageType
+        );
+        assert_eq!(
+            d.handle(&raw(6, Message::Ping), &mut fake),
+            Some(Action::Reply { id: 6, message: Message::Pong })
+        );
+    }
+
+    #[test]
+    fn too_new_type_gets_unsupported_protocol_generation() {
+        let ack = Message::ExecOutputAck(moat_protocol::payload::exec::Consumed { consumed: 1 });
+        let kind = error_kind(Dispatcher::new().handle(&raw(3, ack), &mut Fake::default()));
+        assert_eq!(kind, CoreErrorKind::UnsupportedProtocolGeneration);
+    }
+
+    #[test]
+    fn wrong_flags_get_invalid_flags() {
+        let mut frame = raw(4, Message::Ping);
+        frame.flags = Flags::TERMINAL;
+        assert_eq!(
+            error_kind(Dispatcher::new().handle(&frame, &mut Fake::default())),
+            CoreErrorKind::InvalidFlags
+        );
+    }
+
+    #[test]
+    fn undecodable_payload_gets_invalid_payload() {
+        // core.ping whose payload is null instead of {}.
+        let mut body = vec![0xa3, 0x61, b'v', 0x0a, 0x61, b't', 0x69];
+        body.extend_from_slice(b"core.ping");
+        body.extend_from_slice(&[0x61, b'p', 0x41, 0xf6]);
+        let frame = RawFrame { id: 1, flags: Flags::NONE, body: Bytes::from(body) };
+        assert_eq!(
+            error_kind(Dispatcher::new().handle(&frame, &mut Fake::default())),
+            CoreErrorKind::InvalidPayload
+        );
+    }
+
+    #[test]
+    fn garbage_body_gets_malformed_message() {
+        let frame =
+            RawFrame { id: 1, flags: Flags::NONE, body: Bytes::from_static(b"\xff\x00junk") };
+        assert_eq!(
+            error_kind(Dispatcher::new().handle(&frame, &mut Fake::default())),
+            CoreErrorKind::MalformedMessage
+        );
+    }
+
+    #[test]
+    fn follow_up_for_unknown_session_gets_invalid_session() {
+        let stdin = Message::ExecStdin(Data::new(b"x".to_vec()));
+        assert_eq!(
+            error_kind(Dispatcher::new().handle(&raw(77, stdin), &mut Fake::default())),
+            CoreErrorKind::InvalidSession
+        );
+    }
+
+    #[test]
+    fn exec_request_and_follow_ups_reach_the_service() {
+        let mut d = Dispatcher::new();
+        let mut fake = Fake::default();
+        assert_eq!(
+            d.handle(&raw(1, Message::ExecRequest(ExecRequest::new("echo"))), &mut fake),
+            None
+        );
+        assert_eq!(
+            d.handle(&raw(1, Message::ExecSignal(ExecSignal { signal: 9 })), &mut fake),
+            None
+        );
+        assert_eq!(fake.calls, vec!["start 1 echo", "signal 1 9"]);
+    }
+
+    #[test]
+    fn oversized_exec_control_frame_is_refused() {
+        // An exec.signal padded with an unknown key past 4 KiB.
+        let mut payload = vec![0xa2, 0x66];
+        payload.extend_from_slice(b"signal");
+        payload.push(0x09);
+        payload.extend_from_slice(&[0x61, b'x', 0x59, 0x10, 0x00]);
+        payload.extend(std::iter::repeat_n(0u8, 4096));
+        // The encoder refuses oversized exec-control frames, so encode it under a same-length
+        // unknown name and patch the name back in.
+        let message = Message::Unknown(moat_protocol::UnknownMessage {
+            t: "core.exec.signaX".into(),
+            flags: Flags::NONE,
+            payload,
+        });
+        let mut frame = raw(1, message);
+        let mut body = frame.body.to_vec();
+        let at = body.windows(16).position(|w| w == b"core.exec.signaX").unwrap();
+        body[at + 15] = b'l';
+        frame.body = Bytes::from(body);
+        assert!(frame.wire_len() > MAX_EXEC_CONTROL_FRAME_BYTES);
+        let mut fake = Fake { sessions: vec![1], ..Fake::default() };
+        assert_eq!(
+            error_kind(Dispatcher::new().handle(&frame, &mut fake)),
+            CoreErrorKind::InvalidPayload
+        );
+        assert!(fake.calls.is_empty());
+    }
+
+    #[test]
+    fn agent_originated_type_is_refused() {
+        let kind =
+            error_kind(Dispatcher::new().handle(&raw(1, Message::Pong), &mut Fake::default()));
+        assert_eq!(kind, CoreErrorKind::UnsupportedMessageType);
+    }
+
+    #[test]
+    fn bulk_record_is_refused_as_too_new() {
+        let frame = RawFrame {
+            id: 1,
+            flags: Flags::BULK,
+            body: Bytes::from_static(&[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]),
+        };
+        assert_eq!(
+            error_kind(Dispatcher::new().handle(&frame, &mut Fake::default())),
+            CoreErrorKind::UnsupportedProtocolGeneration
+        );
+    }
+
+    #[test]
+    fn disconnect_notice_releases_a_canonical_range_only() {
+        let mut fake = Fake::default();
+        let mut d = Dispatcher::new();
+        let notice = |start, end| {
+            Message::RelayClientDisconnected(
+                moat_protocol::payload::core::RelayClientDisconnected {
+                    id_start: start,
+                    id_end_exclusive: end,
+                    incarnation: None,
+                },
+            )
+        };
+        assert_eq!(d.handle(&raw(0, notice(1, 33_554_431)), &mut fake), None);
+        assert_eq!(
+            error_kind(d.handle(&raw(0, notice(5, 9)), &mut fake)),
+            CoreErrorKind::InvalidPayload
+        );
+        assert_eq!(fake.calls, vec!["release 1"]);
+    }
+
+    #[test]
+    fn tcp_connect_fails_with_a_reason_and_shutdown_is_an_action() {
+        let connect = Message::TcpConnect(moat_protocol::payload::tcp::TcpConnect {
+            host: "127.0.0.1".into(),
+            port: 80,
+            bulk: None,
+        });
+        match Dispatcher::new().handle(&raw(3, connect), &mut Fake::default()) {
+            Some(Action::Reply { id: 3, message: Message::TcpFailed(f) }) => {
+                assert!(f.error.contains("not built"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            Dispatcher::new().handle(&raw(0, Message::Shutdown), &mut Fake::default()),
+            Some(Action::Shutdown)
+        );
+    }
+
+    #[test]
+    fn fs_requests_go_to_the_service() {
+        let mut fake = Fake::default();
+        let request = FsRequest { op: FsOp::List { path: "/".into() }, bulk: None };
+        assert_eq!(Dispatcher::new().handle(&raw(8, Message::FsRequest(request)), &mut fake), None);
+        assert_eq!(fake.calls, vec!["fs 8 List"]);
+    }
+}

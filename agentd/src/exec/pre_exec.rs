@@ -1,0 +1,287 @@
+//! `fork` and everything the child does before `execve`. This is the one place in exec that
+//! runs between fork and exec, so it follows the post-fork rule strictly: the child only makes
+//! async-signal-safe libc calls on data prepared by the parent ([`ChildSpec`] borrows it), and
+//! never allocates, locks, or touches the environment of the parent's libc.
+//!
+//! The child reports a failed step to the parent through a `CLOEXEC` pipe, then `_exit(127)`s. A
+//! successful `execve` closes the pipe, so the parent reads either end-of-file (the program runs)
+//! or one report:
+//!
+//! ```text
+//!  0        4        8        12
+//!  +--------+--------+--------+
+//!  | step   | detail | errno  |   three native-endian 32-bit words
+//!  +--------+--------+--------+
+//!  step: ChildStep as u32; detail: index into ChildSpec::rlimits for SetRlimit, else 0
+//! ```
+
+use std::ffi::{CStr, CString, c_char};
+use std::io;
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+
+use super::failure::Stage;
+use super::plan::Rlimit;
+
+/// Size of a child's failure report.
+pub(crate) const CHILD_REPORT_BYTES: usize = 12;
+
+/// Exit status of a child that failed before `execve` (the shell's "cannot execute").
+const CHILD_FAILED_STATUS: i32 = 127;
+
+/// Highest signal number on Linux (`SIGRTMAX`).
+pub(crate) const MAX_SIGNAL: i32 = 64;
+
+/// The resource type `setrlimit` takes on this libc.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+type RawResource = libc::__rlimit_resource_t;
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+type RawResource = libc::c_int;
+
+/// The steps the child can fail at, in the order it runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum ChildStep {
+    Setsid = 1,
+    ControllingTty = 2,
+    Stdio = 3,
+    Chdir = 4,
+    Setrlimit = 5,
+    Setgroups = 6,
+    Setgid = 7,
+    Setuid = 8,
+    Exec = 9,
+}
+
+/// What the child needs, all prepared before the fork. The pointer arrays are null-terminated
+/// and point into `CString`s that outlive the fork.
+#[derive(Debug)]
+pub(crate) struct ChildSpec<'a> {
+    /// The descriptors to install as fds 0, 1 and 2. All must be 3 or above.
+    pub(crate) stdio: [RawFd; 3],
+    /// Whether `stdio[0]` is a PTY slave to make the controlling terminal.
+    pub(crate) controlling_tty: bool,
+    /// Working directory.
+    pub(crate) cwd: &'a CStr,
+    /// Limits to set while still privileged.
+    pub(crate) rlimits: &'a [Rlimit],
+    /// `(uid, gid, supplementary groups)` to switch to, or `None` to keep agentd's.
+    pub(crate) identity: Option<(libc::uid_t, libc::gid_t, &'a [libc::gid_t])>,
+    /// Paths to try with `execve`, in order.
+    pub(crate) candidates: &'a [CString],
+    /// Null-terminated argv.
+    pub(crate) argv: &'a [*const c_char],
+    /// Null-terminated envp.
+    pub(crate) envp: &'a [*const c_char],
+    /// Write end of the report pipe (`CLOEXEC`).
+    pub(crate) report_fd: RawFd,
+}
+
+/// A child's report of the step that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChildFailure {
+    step: u32,
+    detail: u32,
+    errno: i32,
+}
+
+impl ChildFailure {
+    fn encode(self) -> [u8; CHILD_REPORT_BYTES] {
+        let mut out = [0u8; CHILD_REPORT_BYTES];
+        out[0..4].copy_from_slice(&self.step.to_ne_bytes());
+        out[4..8].copy_from_slice(&self.detail.to_ne_bytes());
+        out[8..12].copy_from_slice(&self.errno.to_ne_bytes());
+        out
+    }
+
+    /// Decodes a report; `None` unless `bytes` is exactly one report.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<ChildFailure> {
+        let bytes: &[u8; CHILD_REPORT_BYTES] = bytes.try_into().ok()?;
+        let word = |i: usize| [bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]];
+        Some(ChildFailure {
+            step: u32::from_ne_bytes(word(0)),
+            detail: u32::from_ne_bytes(word(4)),
+            errno: i32::from_ne_bytes(word(8)),
+        })
+    }
+
+    /// The errno the step failed with.
+    pub(crate) fn errno(self) -> Errno {
+        Errno::from_raw(self.errno)
+    }
+
+    /// The stage it names, given the rlimits the child was asked to set.
+    pub(crate) fn stage(self, rlimits: &[Rlimit]) -> Stage {
+        const STEPS: [(ChildStep, Stage); 8] = [
+            (ChildStep::Setsid, Stage::Setsid),
+            (ChildStep::ControllingTty, Stage::ControllingTty),
+            (ChildStep::Stdio, Stage::Stdio),
+            (ChildStep::Chdir, Stage::Chdir),
+            (ChildStep::Setgroups, Stage::Setgroups),
+            (ChildStep::Setgid, Stage::Setgid),
+            (ChildStep::Setuid, Stage::Setuid),
+            (ChildStep::Exec, Stage::Exec),
+        ];
+        if self.step == ChildStep::Setrlimit as u32 {
+            let name = rlimits.get(self.detail as usize).map_or("RLIMIT_?", |r| r.name);
+            return Stage::Setrlimit(name);
+        }
+        STEPS
+            .into_iter()
+            .find(|(step, _)| *step as u32 == self.step)
+            .map_or(Stage::Exec, |(_, stage)| stage)
+    }
+}
+
+/// Forks a child that runs `spec` and execs; returns its pid. Call it with the reaper's
+/// registration lock held (`Reaper::spawn_tracked`).
+pub(crate) fn fork_and_exec(spec: &ChildSpec<'_>) -> io::Result<u32> {
+    debug_assert!(spec.stdio.iter().all(|fd| *fd > 2), "stdio sources must not be 0..=2");
+    debug_assert!(spec.argv.last().is_some_and(|p| p.is_null()));
+    debug_assert!(spec.envp.last().is_some_and(|p| p.is_null()));
+    // SAFETY: fork has no memory-safety preconditions. The child, which has one thread and a
+    // copy of memory other threads may have left mid-update, only runs `child_main`, which makes
+    // async-signal-safe calls on `spec` and never returns.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => child_main(spec),
+        pid => Ok(pid.unsigned_abs()),
+    }
+}
+
+/// The child after fork: set up, exec, or report and exit. Never returns.
+fn child_main(spec: &ChildSpec<'_>) -> ! {
+    let failure = match prepare(spec) {
+        Err(failure) => failure,
+        Ok(()) => exec_path(spec),
+    };
+    let report = failure.encode();
+    // SAFETY: write and _exit are async-signal-safe; `report` is a live stack buffer of the
+    // length given. Nothing can be done if the write fails, so its result is ignored.
+    unsafe {
+        libc::write(spec.report_fd, report.as_ptr().cast(), report.len());
+        libc::_exit(CHILD_FAILED_STATUS)
+    }
+}
+
+/// Everything before exec, in the reference's order: signals, session, terminal, stdio, cwd,
+/// rlimits (while privileged), then groups, gid, uid.
+fn prepare(spec: &ChildSpec<'_>) -> Result<(), ChildFailure> {
+    reset_signals();
+    let fail = |step: ChildStep, detail: usize| ChildFailure {
+        step: step as u32,
+        detail: u32::try_from(detail).unwrap_or(u32::MAX),
+        errno: Errno::last_raw(),
+    };
+    let check =
+        |ret: libc::c_int, step: ChildStep| if ret == -1 { Err(fail(step, 0)) } else { Ok(()) };
+    // SAFETY: setsid takes no arguments.
+    check(unsafe { libc::setsid() }, ChildStep::Setsid)?;
+    if spec.controlling_tty {
+        // SAFETY: TIOCSCTTY takes an int argument; stdio[0] is an open PTY slave fd.
+        let ret = unsafe { libc::ioctl(spec.stdio[0], libc::TIOCSCTTY, 0) };
+        check(ret, ChildStep::ControllingTty)?;
+    }
+    for (target, source) in spec.stdio.into_iter().enumerate() {
+        // SAFETY: dup2 on two integers; the sources are open fds above 2, so no source is
+        // overwritten by an earlier dup2. The new fd is not CLOEXEC; the sources are.
+        check(unsafe { libc::dup2(source, target as libc::c_int) }, ChildStep::Stdio)?;
+    }
+    // SAFETY: `cwd` is a valid NUL-terminated string borrowed from the parent's plan.
+    check(unsafe { libc::chdir(spec.cwd.as_ptr()) }, ChildStep::Chdir)?;
+    for (index, limit) in spec.rlimits.iter().enumerate() {
+        let value = libc::rlimit { rlim_cur: limit.soft, rlim_max: limit.hard };
+        // SAFETY: `value` is a valid rlimit on the stack; the resource is a valid constant.
+        if unsafe { libc::setrlimit(limit.resource as RawResource, &value) } == -1 {
+            return Err(fail(ChildStep::Setrlimit, index));
+        }
+    }
+    if let Some((uid, gid, groups)) = spec.identity {
+        // SAFETY: `groups` is a live slice of gid_t of the given length.
+        check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }, ChildStep::Setgroups)?;
+        // SAFETY: plain integer argument.
+        check(unsafe { libc::setgid(gid) }, ChildStep::Setgid)?;
+        // SAFETY: plain integer argument.
+        check(unsafe { libc::setuid(uid) }, ChildStep::Setuid)?;
+    }
+    Ok(())
+}
+
+/// Puts every signal back to its default action and unblocks all of them. `execve` resets
+/// handled signals but keeps ignored ones and the mask, and agentd ignores `SIGPIPE` (the Rust
+/// runtime does) and may ignore or block others; the program must not inherit that.
+fn reset_signals() {
+    for signal in 1..=MAX_SIGNAL {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: signal is async-signal-safe; SIG_DFL is a valid disposition. Numbers the
+        // libc reserves fail with EINVAL, which is fine to ignore.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+    // SAFETY: `set` is a stack sigset_t initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Tries each candidate with `execve` the way glibc's `execvp` searches PATH: a missing file
+/// moves on, `EACCES` is remembered and moves on, any other error stops. Returns only on failure.
+fn exec_path(spec: &ChildSpec<'_>) -> ChildFailure {
+    let mut saw_eacces = false;
+    let mut errno = libc::ENOENT;
+    for candidate in spec.candidates {
+        // SAFETY: candidate, argv and envp are NUL-terminated strings and null-terminated pointer
+        // arrays prepared by the parent and alive for the child's whole life.
+        unsafe { libc::execve(candidate.as_ptr(), spec.argv.as_ptr(), spec.envp.as_ptr()) };
+        errno = Errno::last_raw();
+        match errno {
+            libc::EACCES => saw_eacces = true,
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+            _ => return ChildFailure { step: ChildStep::Exec as u32, detail: 0, errno },
+        }
+    }
+    if saw_eacces {
+        errno = libc::EACCES;
+    }
+    ChildFailure { step: ChildStep::Exec as u32, detail: 0, errno }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::resource::Resource;
+
+    use super::*;
+
+    #[test]
+    fn report_round_trips() {
+        let failure = ChildFailure { step: ChildStep::Chdir as u32, detail: 0, errno: 2 };
+        assert_eq!(ChildFailure::decode(&failure.encode()), Some(failure));
+    }
+
+    #[test]
+    fn short_or_long_report_does_not_decode() {
+        assert_eq!(ChildFailure::decode(&[0; 11]), None);
+        assert_eq!(ChildFailure::decode(&[0; 13]), None);
+    }
+
+    #[test]
+    fn setrlimit_report_names_the_resource_by_index() {
+        let limits = [
+            Rlimit { resource: Resource::RLIMIT_CPU, name: "RLIMIT_CPU", soft: 1, hard: 1 },
+            Rlimit { resource: Resource::RLIMIT_NOFILE, name: "RLIMIT_NOFILE", soft: 1, hard: 1 },
+        ];
+        let failure = ChildFailure { step: ChildStep::Setrlimit as u32, detail: 1, errno: 1 };
+        assert_eq!(failure.stage(&limits), Stage::Setrlimit("RLIMIT_NOFILE"));
+    }
+
+    #[test]
+    fn chdir_report_is_the_chdir_stage() {
+        let failure = ChildFailure { step: ChildStep::Chdir as u32, detail: 0, errno: 2 };
+        assert_eq!((failure.stage(&[]), failure.errno()), (Stage::Chdir, Errno::ENOENT));
+    }
+}

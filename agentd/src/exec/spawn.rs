@@ -1,0 +1,215 @@
+//! From a [`LaunchPlan`] to a running child: check the working directory, create the stdio
+//! (three pipes or a PTY pair) and the report pipe, register the parent's ends with the runtime,
+//! then fork under the reaper's registration lock. Everything that can fail without a child
+//! fails before the fork; what fails after it (in the child) arrives on the report pipe.
+//!
+//! Every descriptor is created `O_CLOEXEC`, so a child started by another session at the same
+//! moment does not keep this session's pipes open (which would delay its end-of-file).
+
+use std::ffi::{CStr, OsStr, c_char};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use moat_protocol::payload::exec::ExecFailed;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+use super::failure::{self, Stage};
+use super::plan::LaunchPlan;
+use super::pre_exec::{ChildSpec, fork_and_exec};
+use super::pty::{open_pty, register_master};
+use crate::process::{ExitCode, Reaper};
+
+/// The parent's side of a child's stdio.
+#[derive(Debug)]
+pub(crate) enum ChildIo {
+    /// Three pipes.
+    Pipes {
+        /// Write end of the child's stdin.
+        stdin: pipe::Sender,
+        /// Read end of the child's stdout.
+        stdout: pipe::Receiver,
+        /// Read end of the child's stderr.
+        stderr: pipe::Receiver,
+    },
+    /// A PTY: stdin is written to the master, all output is read from it.
+    Pty {
+        /// The non-blocking master, shared by the reader, the stdin writer and resizes.
+        master: Arc<AsyncFd<OwnedFd>>,
+    },
+}
+
+/// A forked child.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    /// The child's pid, also its process group and session id once it runs.
+    pub(crate) pid: u32,
+    /// Read end of the report pipe: end-of-file once the program runs, else a
+    /// [`super::pre_exec::ChildFailure`].
+    pub(crate) report: pipe::Receiver,
+    /// The exit status, from the reaper.
+    pub(crate) exit: oneshot::Receiver<ExitCode>,
+    /// The parent's stdio ends.
+    pub(crate) io: ChildIo,
+}
+
+/// Fails with `bad_cwd` unless `cwd` is an existing directory. The child's `chdir` would fail
+/// with `ENOENT` too, indistinguishable from a missing program in a shell's eyes, so agentd
+/// checks first (the child still reports its own `chdir` failure as `bad_cwd`).
+pub(crate) fn check_cwd(cwd: &CStr, tty: bool) -> Result<(), ExecFailed> {
+    let path = Path::new(OsStr::from_bytes(cwd.to_bytes()));
+    let what = format!("working directory {}", path.display());
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(failure::failed(Stage::CheckCwd, Some(Errno::ENOTDIR), tty, &what)),
+        Err(err) => Err(failure::failed(Stage::CheckCwd, Some(errno_of(&err)), tty, &what)),
+    }
+}
+
+/// Starts the child described by `plan`. Must run inside the tokio runtime (descriptors are
+/// registered with its reactor).
+pub(crate) fn spawn(reaper: &Reaper, plan: &LaunchPlan) -> Result<Spawned, ExecFailed> {
+    let tty = plan.tty.is_some();
+    let fail =
+        |stage: Stage, errno: Errno, what: &str| failure::failed(stage, Some(errno), tty, what);
+    let (report_read, report_write) =
+        cloexec_pipe().map_err(|e| fail(Stage::Pipe, e, "creating the report pipe"))?;
+    let report = pipe::Receiver::from_owned_fd(report_read)
+        .map_err(|e| fail(Stage::Register, errno_of(&e), "registering the report pipe"))?;
+    let (child_stdio, io) = match plan.tty {
+        Some((rows, cols)) => pty_stdio(rows, cols, &fail)?,
+        None => pipe_stdio(&fail)?,
+    };
+    let raw = |fd: &OwnedFd| fd.as_raw_fd();
+    let stdio: [RawFd; 3] = match &child_stdio {
+        ChildStdio::Pipes(fds) => [raw(&fds[0]), raw(&fds[1]), raw(&fds[2])],
+        ChildStdio::Pty(slave) => [raw(slave); 3],
+    };
+    let argv = null_terminated(&plan.argv);
+    let envp = null_terminated(&plan.envp);
+    let groups: Vec<libc::gid_t> =
+        plan.identity.as_ref().map(|id| id.groups.clone()).unwrap_or_default();
+    let spec = ChildSpec {
+        stdio,
+        controlling_tty: tty,
+        cwd: &plan.cwd,
+        rlimits: &plan.rlimits,
+        identity: plan.identity.as_ref().map(|id| (id.uid, id.gid, groups.as_slice())),
+        candidates: &plan.candidates,
+        argv: &argv,
+        envp: &envp,
+        report_fd: report_write.as_raw_fd(),
+    };
+    let (pid, (), exit) = reaper
+        .spawn_tracked(|| fork_and_exec(&spec).map(|pid| (pid, ())))
+        .map_err(|e| fail(Stage::Fork, errno_of(&e), "fork"))?;
+    // The child has its copies; closing ours lets end-of-file and EIO reach the parent.
+    drop(child_stdio);
+    drop(report_write);
+    Ok(Spawned { pid, report, exit, io })
+}
+
+/// The child's ends of its stdio, owned by the parent until the fork is done.
+enum ChildStdio {
+    /// stdin read end, stdout write end, stderr write end.
+    Pipes([OwnedFd; 3]),
+    /// The PTY slave, used for all three.
+    Pty(OwnedFd),
+}
+
+type Fail<'a> = dyn Fn(Stage, Errno, &str) -> ExecFailed + 'a;
+
+fn pipe_stdio(fail: &Fail<'_>) -> Result<(ChildStdio, ChildIo), ExecFailed> {
+    let pipe_err = |e| fail(Stage::Pipe, e, "creating stdio pipes");
+    let register_err = |e: std::io::Error| fail(Stage::Register, errno_of(&e), "registering stdio");
+    let (stdin_read, stdin_write) = cloexec_pipe().map_err(pipe_err)?;
+    let (stdout_read, stdout_write) = cloexec_pipe().map_err(pipe_err)?;
+    let (stderr_read, stderr_write) = cloexec_pipe().map_err(pipe_err)?;
+    let io = ChildIo::Pipes {
+        stdin: pipe::Sender::from_owned_fd(stdin_write).map_err(register_err)?,
+        stdout: pipe::Receiver::from_owned_fd(stdout_read).map_err(register_err)?,
+        stderr: pipe::Receiver::from_owned_fd(stderr_read).map_err(register_err)?,
+    };
+    Ok((ChildStdio::Pipes([stdin_read, stdout_write, stderr_write]), io))
+}
+
+fn pty_stdio(rows: u16, cols: u16, fail: &Fail<'_>) -> Result<(ChildStdio, ChildIo), ExecFailed> {
+    let pair = open_pty(rows, cols).map_err(|(call, e)| fail(Stage::OpenPty, e, call))?;
+    let slave = above_stdio(pair.slave).map_err(|e| fail(Stage::OpenPty, e, "dup(slave)"))?;
+    let master =
+        register_master(pair.master).map_err(|(call, e)| fail(Stage::Register, e, call))?;
+    Ok((ChildStdio::Pty(slave), ChildIo::Pty { master: Arc::new(master) }))
+}
+
+/// A `CLOEXEC` pipe whose ends are both above fd 2, so the child's `dup2` onto 0..=2 never
+/// overwrites one of its own sources (agentd may run with fds 0..=2 closed).
+fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+    Ok((above_stdio(read)?, above_stdio(write)?))
+}
+
+/// `fd` itself if it is above 2, else a `CLOEXEC` duplicate that is (`try_clone` uses
+/// `F_DUPFD_CLOEXEC` with a minimum of 3).
+fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, Errno> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    fd.try_clone().map_err(|e| errno_of(&e))
+}
+
+/// A null-terminated array of pointers into `strings`, for `execve`.
+fn null_terminated(strings: &[std::ffi::CString]) -> Vec<*const c_char> {
+    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+}
+
+/// The errno behind an I/O error (`EIO` when there is none).
+fn errno_of(err: &std::io::Error) -> Errno {
+    err.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+
+    use nix::fcntl::{FcntlArg, fcntl};
+
+    use super::*;
+
+    #[test]
+    fn pointer_array_ends_with_null() {
+        let strings = [CString::new("a").unwrap(), CString::new("b").unwrap()];
+        let ptrs = null_terminated(&strings);
+        assert_eq!(ptrs.len(), 3);
+        assert!(ptrs[2].is_null());
+        assert_eq!(ptrs[0], strings[0].as_ptr());
+    }
+
+    #[test]
+    fn missing_cwd_is_bad_cwd_with_enoent() {
+        let failed = check_cwd(c"/nonexistent/moat-test-dir", false).unwrap_err();
+        assert_eq!(failed.kind, moat_protocol::payload::exec::ExecFailureKind::BadCwd);
+        assert_eq!(failed.errno, Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn file_as_cwd_is_bad_cwd_with_enotdir() {
+        let failed = check_cwd(c"/proc/self/status", false).unwrap_err();
+        assert_eq!(failed.errno, Some(libc::ENOTDIR));
+    }
+
+    #[test]
+    fn pipe_ends_are_above_stdio_and_cloexec() {
+        let (read, write) = cloexec_pipe().unwrap();
+        for fd in [&read, &write] {
+            assert!(fd.as_raw_fd() > 2);
+            let flags = fcntl(fd, FcntlArg::F_GETFD).unwrap();
+            assert_ne!(flags & libc::FD_CLOEXEC, 0);
+        }
+    }
+}

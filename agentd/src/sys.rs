@@ -1,0 +1,183 @@
+//! Thin, named wrappers over the system calls the boot and shutdown paths make (mount, pivot,
+//! hostname, rlimits, clock, power). Each returns a [`SysError`] naming the call and its
+//! argument, so a failed boot step reports exactly what failed.
+
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+
+/// A failed system call, with what it was doing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{call}({target}): {errno}")]
+pub struct SysError {
+    /// The call, e.g. `mount`.
+    pub call: &'static str,
+    /// What it was applied to.
+    pub target: String,
+    /// The error.
+    pub errno: Errno,
+}
+
+fn sys<T>(
+    call: &'static str,
+    target: impl AsRef<Path>,
+    result: nix::Result<T>,
+) -> Result<T, SysError> {
+    result.map_err(|errno| SysError { call, target: target.as_ref().display().to_string(), errno })
+}
+
+/// `mount(source, target, fstype, flags, data)`.
+pub fn mount(
+    source: &str,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), SysError> {
+    sys("mount", target, nix::mount::mount(Some(source), target, fstype, flags, data))
+}
+
+/// A bind mount of `source` on `target` (recursive), then a remount with `flags` if any are set.
+pub fn bind(source: &Path, target: &Path, flags: MsFlags) -> Result<(), SysError> {
+    let none: Option<&str> = None;
+    sys(
+        "mount --rbind",
+        target,
+        nix::mount::mount(Some(source), target, none, MsFlags::MS_BIND | MsFlags::MS_REC, none),
+    )?;
+    if !flags.is_empty() {
+        sys(
+            "mount -o remount,bind",
+            target,
+            nix::mount::mount(
+                none,
+                target,
+                none,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+                none,
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Makes every mount under `/` private, so nothing this namespace mounts propagates out.
+pub fn make_mounts_private() -> Result<(), SysError> {
+    let none: Option<&str> = None;
+    sys(
+        "mount --make-rprivate",
+        "/",
+        nix::mount::mount(none, "/", none, MsFlags::MS_PRIVATE | MsFlags::MS_REC, none),
+    )
+}
+
+/// `umount2(target, MNT_DETACH)`.
+pub fn umount_lazy(target: &Path) -> Result<(), SysError> {
+    sys("umount", target, nix::mount::umount2(target, MntFlags::MNT_DETACH))
+}
+
+/// `pivot_root(new_root, put_old)`.
+pub fn pivot_root(new_root: &Path, put_old: &Path) -> Result<(), SysError> {
+    sys("pivot_root", new_root, nix::unistd::pivot_root(new_root, put_old))
+}
+
+/// `chdir(path)`.
+pub fn chdir(path: &Path) -> Result<(), SysError> {
+    sys("chdir", path, nix::unistd::chdir(path))
+}
+
+/// `mkdir -p path`.
+pub fn mkdir_all(path: &Path) -> Result<(), SysError> {
+    std::fs::create_dir_all(path).map_err(|e| SysError {
+        call: "mkdir",
+        target: path.display().to_string(),
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })
+}
+
+/// `sethostname(name)`.
+pub fn sethostname(name: &str) -> Result<(), SysError> {
+    sys("sethostname", name, nix::unistd::sethostname(name))
+}
+
+/// `setrlimit(resource, soft, hard)` on this process (inherited by every child).
+pub fn setrlimit(
+    name: &str,
+    resource: nix::sys::resource::Resource,
+    soft: u64,
+    hard: u64,
+) -> Result<(), SysError> {
+    sys("setrlimit", name, nix::sys::resource::setrlimit(resource, soft, hard))
+}
+
+/// Steps CLOCK_REALTIME.
+pub fn set_realtime_clock(unix_nanos: u64) -> Result<(), SysError> {
+    let ts = nix::sys::time::TimeSpec::new(
+        (unix_nanos / 1_000_000_000) as i64,
+        (unix_nanos % 1_000_000_000) as i64,
+    );
+    sys(
+        "clock_settime",
+        "CLOCK_REALTIME",
+        nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts),
+    )
+}
+
+/// Nanoseconds of CLOCK_BOOTTIME.
+pub fn boottime_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|ts| ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Sends `signal` to every process this one may signal except itself (`kill(-1, sig)`).
+pub fn kill_all(signal: nix::sys::signal::Signal) {
+    // ESRCH (nothing left to signal) is the expected end state, not an error.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), signal);
+}
+
+/// Flushes every filesystem.
+pub fn sync() {
+    nix::unistd::sync();
+}
+
+/// Restarts the machine: in a libkrun VM this is the path libkrun's own init takes, and the
+/// emulated reset ends the VMM. Returns only on failure.
+pub fn reboot_restart() -> SysError {
+    match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT) {
+        Err(errno) => SysError { call: "reboot", target: "RB_AUTOBOOT".into(), errno },
+        Ok(never) => match never {},
+    }
+}
+
+/// The mount points listed in `/proc/self/mounts`, in mount order.
+pub fn mount_points() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .collect()
+}
+
+/// Takes ownership of a file descriptor this process inherited (the agent channel in the
+/// namespace backend), after checking it is open, and marks it close-on-exec so no exec'd
+/// program inherits it.
+pub fn take_inherited_fd(fd: std::os::fd::RawFd) -> Result<std::os::fd::OwnedFd, SysError> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use std::os::fd::{BorrowedFd, FromRawFd};
+    let target = format!("fd {fd}");
+    if fd < 0 {
+        return Err(SysError { call: "fcntl", target, errno: Errno::EBADF });
+    }
+    // SAFETY: `fd` is non-negative; the borrow lives only for the fcntl calls below, which fail
+    // cleanly with EBADF if the descriptor is not open.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    sys("fcntl(F_GETFD)", &target, fcntl(borrowed, FcntlArg::F_GETFD))?;
+    sys("fcntl(F_SETFD)", &target, fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)))?;
+    // SAFETY: the descriptor is open (checked above) and was handed to this process by its
+    // parent for this purpose alone; nothing else in agentd refers to this number, so taking
+    // ownership here cannot lead to a double close.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
