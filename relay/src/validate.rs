@@ -8,6 +8,9 @@
 //!  4. id inside the client's range, or id 0 with SHUTDOWN
 //!  5. non-bulk body: one well-formed CBOR map (no trailing bytes, nesting <= 256) with exactly one
 //!     text `t` that does not start with `control.`; a SHUTDOWN frame with an empty body skips it
+//!  6. not a host-only lifecycle type (bootstrap, init ack, relay client notices, clock sync,
+//!     the runtime's workload channel): only the host process sends those. moat's own rule, so a
+//!     client cannot forge `core.relay.client.disconnected` to kill another client's execs
 //! ```
 //!
 //! This module owns those rules only. It does not decide what a valid frame means for sessions
@@ -18,7 +21,7 @@ use moat_protocol::cbor::{self, CborError};
 use moat_protocol::envelope::{Envelope, EnvelopeError};
 use moat_protocol::error::FrameError;
 use moat_protocol::relay::IdRange;
-use moat_protocol::{Flags, RawFrame};
+use moat_protocol::{Flags, MessageType, RawFrame};
 
 use crate::limits::MAX_LOGGED_TYPE_NAME_BYTES;
 
@@ -51,6 +54,12 @@ pub enum Violation {
     /// The body is well-formed CBOR but not an envelope map with one text `t`.
     #[error("body is not a message envelope: {0}")]
     Envelope(#[from] EnvelopeError),
+    /// A lifecycle type only the host process may send.
+    #[error("message type {t} is sent only by the host, not by relay clients")]
+    HostOnlyType {
+        /// The type's wire name.
+        t: &'static str,
+    },
     /// A host-private `control.*` message type.
     #[error("message type {t:?} is host-private")]
     ControlType {
@@ -95,7 +104,23 @@ pub fn check_client_frame(range: IdRange, frame: &RawFrame) -> Result<Checked<'_
     if envelope.t.starts_with(CONTROL_PREFIX) {
         return Err(Violation::ControlType { t: cut(&envelope.t) });
     }
+    if let Some(t) = MessageType::from_wire_name(&envelope.t).filter(|t| is_host_only(*t)) {
+        return Err(Violation::HostOnlyType { t: t.wire_name() });
+    }
     Ok(Checked::Message(envelope))
+}
+
+/// Types only the host process sends to the agent, never a relay client.
+fn is_host_only(t: MessageType) -> bool {
+    matches!(
+        t,
+        MessageType::Bootstrap
+            | MessageType::InitAck
+            | MessageType::RelayClientDisconnected
+            | MessageType::ClockSync
+            | MessageType::WorkloadFreeze
+            | MessageType::WorkloadThaw
+    )
 }
 
 /// `t` cut to at most [`MAX_LOGGED_TYPE_NAME_BYTES`] on a character boundary.
@@ -255,5 +280,26 @@ mod tests {
         let t = cut(&long);
         assert!(t.len() <= MAX_LOGGED_TYPE_NAME_BYTES);
         assert!(long.starts_with(&t));
+    }
+
+    #[test]
+    fn forged_disconnect_notice_is_a_violation() {
+        let notice = Message::RelayClientDisconnected(
+            moat_protocol::payload::core::RelayClientDisconnected {
+                id_start: 1,
+                id_end_exclusive: 33_554_431,
+                incarnation: None,
+            },
+        );
+        let id = slot1().start;
+        assert_eq!(
+            check_client_frame(slot1(), &frame(id, 0, notice)),
+            Err(Violation::HostOnlyType { t: "core.relay.client.disconnected" })
+        );
+        let bootstrap = Message::Bootstrap(Box::default());
+        assert!(matches!(
+            check_client_frame(slot1(), &frame(id, 0, bootstrap)),
+            Err(Violation::HostOnlyType { .. })
+        ));
     }
 }
