@@ -1,0 +1,296 @@
+//! The committed seed corpora in `fuzz/seeds/<target>/`, generated from the golden vectors and a
+//! few hand-written lines, so they can be regenerated when the vectors change:
+//!
+//! ```text
+//!  cargo run --manifest-path fuzz/targets/Cargo.toml --bin gen-seeds
+//! ```
+//!
+//! Generated seeds are named `gen-<nnn>-<what>`; the generator replaces exactly those and leaves
+//! every other file of a seed folder alone (minimized crash inputs are kept there, named
+//! `regression-<what>`). The replay test checks that the committed `gen-*` files are what this
+//! module generates.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use moat_protocol::exec_log::{ExecLogRecord, LogSource};
+use moat_protocol::limits::MAX_FRAME_BYTES;
+use moat_protocol::vectors::{self, VectorBody};
+use moat_protocol::{
+    Decoded, Flags, Message, MessageFrame, RawFrame, UnknownMessage, decode_frame,
+};
+
+use crate::frame_split::plan_step;
+use crate::{frame_split, message_decode};
+
+/// The golden vectors the seeds are made from.
+pub const REFERENCE_VECTORS: &str =
+    include_str!("../../../conformance/vectors/reference-0.7.13.txt");
+
+/// File-name prefix of every generated seed.
+pub const GENERATED_PREFIX: &str = "gen-";
+
+/// One seed input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    /// The target it seeds.
+    pub target: &'static str,
+    /// Its file name in `fuzz/seeds/<target>/`.
+    pub name: String,
+    /// The input bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// `fuzz/`, the fuzz workspace this crate is a member of.
+pub fn fuzz_dir() -> PathBuf {
+    let targets = Path::new(env!("CARGO_MANIFEST_DIR"));
+    targets.parent().expect("fuzz/targets/ lies inside fuzz/").to_path_buf()
+}
+
+/// `fuzz/seeds/`, where the committed seeds live.
+pub fn seeds_dir() -> PathBuf {
+    fuzz_dir().join("seeds")
+}
+
+/// `fuzz/corpus/`, where local (gitignored) corpora live.
+pub fn corpus_dir() -> PathBuf {
+    fuzz_dir().join("corpus")
+}
+
+/// Every generated seed of every target.
+pub fn generate() -> Vec<Seed> {
+    let frames = reference_frames();
+    let mut seeds = Vec::new();
+    seeds.extend(frame_split_seeds(&frames));
+    seeds.extend(message_decode_seeds(&frames));
+    seeds.extend(roundtrip_seeds(&frames));
+    seeds.extend(exec_log_line_seeds());
+    seeds.extend(vector_text_seeds());
+    seeds
+}
+
+/// A framed record of the vector file.
+struct VectorFrame {
+    name: String,
+    frame: Vec<u8>,
+    payload: Option<Vec<u8>>,
+}
+
+impl VectorFrame {
+    fn raw(&self) -> RawFrame {
+        let (id, flags, body) =
+            crate::split_header(&self.frame[4..]).expect("a vector frame has a header");
+        RawFrame { id, flags, body: Bytes::copy_from_slice(body) }
+    }
+}
+
+fn reference_frames() -> Vec<VectorFrame> {
+    let records = vectors::parse(REFERENCE_VECTORS).expect("the reference vectors parse");
+    records
+        .into_iter()
+        .filter_map(|record| match record.body {
+            VectorBody::Frame { frame, payload, .. } if frame.len() > 4 => {
+                Some(VectorFrame { name: record.name, frame, payload })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Numbers and names the seeds of one target.
+struct SeedSet {
+    target: &'static str,
+    seeds: Vec<Seed>,
+}
+
+impl SeedSet {
+    fn new(target: &'static str) -> SeedSet {
+        SeedSet { target, seeds: Vec::new() }
+    }
+
+    fn add(&mut self, what: &str, bytes: Vec<u8>) {
+        let name = format!("{GENERATED_PREFIX}{:03}-{}", self.seeds.len(), slug(what));
+        self.seeds.push(Seed { target: self.target, name, bytes });
+    }
+}
+
+/// `exec.request tty+rlimit` → `exec-request-tty-rlimit`.
+fn slug(what: &str) -> String {
+    let mut out = String::new();
+    for c in what.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').chars().take(48).collect()
+}
+
+fn frame_split_seeds(frames: &[VectorFrame]) -> Vec<Seed> {
+    let mut set = SeedSet::new("frame_split");
+    let all: Vec<u8> = frames.iter().flat_map(|f| f.frame.iter().copied()).collect();
+    set.add("all frames one push", frame_split::join_input(&[], &all));
+    set.add("all frames byte at a time", frame_split::join_input(&[plan_step(1, false)], &all));
+    let mixed =
+        [plan_step(5, false), plan_step(17, true), plan_step(0, false), plan_step(127, false)];
+    set.add("all frames mixed plan", frame_split::join_input(&mixed, &all));
+    for (i, pair) in frames.windows(2).enumerate() {
+        let chunk = (i * 37 % 127 + 1) as u8;
+        let stream = [&pair[0].frame[..], &pair[1].frame[..]].concat();
+        let plan = [plan_step(chunk, i % 3 == 0)];
+        set.add(
+            &format!("{} then {}", pair[0].name, pair[1].name),
+            frame_split::join_input(&plan, &stream),
+        );
+    }
+    let ping = &frames.iter().find(|f| f.name == "ping").expect("the vectors have a ping").frame;
+    let plan = [plan_step(3, false)];
+    let over_limit = (MAX_FRAME_BYTES as u32 + 1).to_be_bytes();
+    let max_len = (MAX_FRAME_BYTES as u32).to_be_bytes();
+    for (what, tail) in [
+        ("ping then too short length", &[0, 0, 0, 4, 0, 0, 0, 0][..]),
+        ("ping then 4 gib length", &[0xff; 4][..]),
+        ("ping then over limit length", &over_limit[..]),
+        (
+            "ping then maximum length incomplete",
+            &[max_len[0], max_len[1], max_len[2], max_len[3], 0, 0, 0, 1, 0][..],
+        ),
+        ("ping then partial prefix", &[0, 0][..]),
+    ] {
+        set.add(what, frame_split::join_input(&plan, &[ping, tail].concat()));
+    }
+    set.add("truncated ping", frame_split::join_input(&plan, &ping[..ping.len() - 1]));
+    set.seeds
+}
+
+fn message_decode_seeds(frames: &[VectorFrame]) -> Vec<Seed> {
+    let mut set = SeedSet::new("message_decode");
+    for f in frames {
+        let raw = f.raw();
+        let selector = match decode_frame(&raw) {
+            Ok(Decoded::Message(m)) => {
+                m.message.message_type().map_or(0, message_decode::selector_of)
+            }
+            _ => 0,
+        };
+        set.add(&format!("{} frame", f.name), message_decode::join_input(selector, &raw));
+        if let Some(payload) = &f.payload {
+            let raw = RawFrame { body: Bytes::copy_from_slice(payload), ..raw };
+            set.add(&format!("{} payload", f.name), message_decode::join_input(selector, &raw));
+        }
+    }
+    set.seeds
+}
+
+fn roundtrip_seeds(frames: &[VectorFrame]) -> Vec<Seed> {
+    let mut set = SeedSet::new("roundtrip");
+    for f in frames {
+        set.add(&f.name, f.frame[4..].to_vec());
+    }
+    let unknown = UnknownMessage {
+        t: "core.future".into(),
+        flags: Flags::from_bits(0x30),
+        payload: vec![0xa0],
+    };
+    let wire = MessageFrame::new(9, Message::Unknown(unknown)).to_bytes().expect("encodes");
+    set.add("unknown type", wire[4..].to_vec());
+    set.add(
+        "local transport msbs",
+        crate::join_header(0, Flags::NONE, b"MSBS\x01\x00\x00\x00opaque"),
+    );
+    // {_ "p": [160], "t": "core.ping", "v": 10}: reordered keys, indefinite map, array payload.
+    let mut lenient = vec![0xbf, 0x61, b'p', 0x81, 0x18, 0xa0, 0x61, b't', 0x69];
+    lenient.extend_from_slice(b"core.ping");
+    lenient.extend_from_slice(&[0x61, b'v', 0x0a, 0xff]);
+    set.add("ping lenient envelope", crate::join_header(1, Flags::NONE, &lenient));
+    set.seeds
+}
+
+fn exec_log_line_seeds() -> Vec<Seed> {
+    let mut set = SeedSet::new("exec_log_line");
+    let at = |millis| UNIX_EPOCH + Duration::from_millis(millis);
+    let lines = [
+        r#"{"t":"2026-04-30T20:32:59.688Z","s":"stdout","d":"hello\n","id":7}"#.to_owned(),
+        ExecLogRecord::output(at(1_777_581_179_701), LogSource::Stderr, 7, b"warning: low disk\n")
+            .to_line(),
+        ExecLogRecord::output(
+            at(1_777_581_180_002),
+            LogSource::Output,
+            8,
+            b"\x1b[1mtty\x1b[0m\r\n",
+        )
+        .to_line(),
+        ExecLogRecord::output(at(1_777_581_180_003), LogSource::Stdout, 9, b"\xff\xfe not utf-8")
+            .to_line(),
+        ExecLogRecord::system(at(1_777_581_178_000), "--- sandbox started ---\n").to_line(),
+        r#"{"t":"2026-04-30T20:33:01.500Z","s":"stdout","d":"/w==","id":9,"e":"b64"}"#.to_owned(),
+        r#"{"id":null,"d":"","s":"system","t":"1970-01-01T00:00:00.000Z"}"#.to_owned() + "\r\n",
+    ];
+    for line in lines {
+        let what =
+            line.split("\"s\":\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or("line");
+        set.add(what, line.as_bytes().to_vec());
+    }
+    set.seeds
+}
+
+fn vector_text_seeds() -> Vec<Seed> {
+    let mut set = SeedSet::new("vector_text");
+    let mut block = String::new();
+    let mut what = "header".to_owned();
+    for line in REFERENCE_VECTORS.lines() {
+        if let Some(name) = line.strip_prefix("### ") {
+            set.add(&what, std::mem::take(&mut block).into_bytes());
+            what = name.split(':').next().unwrap_or(name).to_owned();
+        }
+        block.push_str(line);
+        block.push('\n');
+    }
+    set.add(&what, block.into_bytes());
+    for (what, text) in [
+        ("odd hex", "### ping\n frame: 0\n"),
+        ("slot out of range", "slot 200: Some((1, 2))\n"),
+        ("wrong range step", "RANGE_STEP=7\n"),
+        ("decodes as without record", "decodes as Ready: 3\n"),
+        ("unknown header field", "### x\n type=core.ping id=1 flags=0 color=red\n"),
+    ] {
+        set.add(what, text.as_bytes().to_vec());
+    }
+    set.seeds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slug_keeps_alphanumerics_and_single_dashes() {
+        assert_eq!(slug("exec.request tty+rlimit"), "exec-request-tty-rlimit");
+        assert_eq!(
+            slug("raw bulk record fs g2h id=6 off=0 'hello'"),
+            "raw-bulk-record-fs-g2h-id-6-off-0-hello"
+        );
+    }
+
+    #[test]
+    fn every_target_gets_seeds_with_unique_names() {
+        let seeds = generate();
+        for t in crate::TARGETS {
+            let names: Vec<_> =
+                seeds.iter().filter(|s| s.target == t.name).map(|s| &s.name).collect();
+            assert!(names.len() >= 5, "{} has {} seeds", t.name, names.len());
+            let mut unique = names.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), names.len(), "{} has duplicate seed names", t.name);
+        }
+    }
+
+    #[test]
+    fn seeds_stay_commit_sized() {
+        let total: usize = generate().iter().map(|s| s.bytes.len()).sum();
+        assert!(total < 1024 * 1024, "seeds total {total} bytes");
+    }
+}
