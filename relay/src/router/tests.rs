@@ -1,0 +1,404 @@
+//! Unit tests of the router core, one behaviour each.
+
+use bytes::BytesMut;
+use moat_protocol::frame::split_frame;
+use moat_protocol::payload::core::Ready;
+use moat_protocol::payload::exec::{Data, ExecExited, ExecRequest, ExecStarted};
+
+use super::*;
+use crate::limits::{CLIENT_QUEUE_MAX_BYTES, CLIENT_WRITE_STALL_MS};
+
+fn raw(message: MessageFrame) -> RawFrame {
+    let bytes = message.to_bytes().unwrap();
+    split_frame(&mut BytesMut::from(&bytes[..])).unwrap().unwrap()
+}
+
+fn ready() -> RawFrame {
+    let ready = Ready { agent_version: "moat-test".into(), ..Ready::default() };
+    raw(MessageFrame { id: 0, v: 7, message: Message::Ready(ready) })
+}
+
+fn router() -> Router {
+    Router::new(&ready()).unwrap()
+}
+
+fn connect(router: &mut Router) -> (ClientId, Slot) {
+    let connected = router.client_connected(Instant::now()).unwrap();
+    (connected.client, connected.slot)
+}
+
+fn exec(id: u32, tty: bool) -> RawFrame {
+    raw(MessageFrame::new(id, Message::ExecRequest(ExecRequest { tty, ..ExecRequest::new("sh") })))
+}
+
+fn stdout(id: u32, data: &[u8]) -> RawFrame {
+    raw(MessageFrame::new(id, Message::ExecStdout(Data::new(data))))
+}
+
+fn stderr(id: u32, data: &[u8]) -> RawFrame {
+    raw(MessageFrame::new(id, Message::ExecStderr(Data::new(data))))
+}
+
+fn exited(id: u32) -> RawFrame {
+    raw(MessageFrame::new(id, Message::ExecExited(ExecExited { code: 0 })))
+}
+
+fn ping(id: u32) -> RawFrame {
+    raw(MessageFrame::new(id, Message::Ping))
+}
+
+fn guest(router: &mut Router, frame: &RawFrame) -> Vec<Effect> {
+    router.guest_frame(frame, Instant::now()).unwrap()
+}
+
+fn closed(effects: &[Effect], client: ClientId) -> bool {
+    effects.iter().any(|e| matches!(e, Effect::CloseClient { client: c, .. } if *c == client))
+}
+
+fn decoded(bytes: &Bytes) -> MessageFrame {
+    match decode_frame(&split_frame(&mut BytesMut::from(&bytes[..])).unwrap().unwrap()) {
+        Ok(Decoded::Message(message)) => message,
+        other => panic!("not a message: {other:?}"),
+    }
+}
+
+fn logged(effects: &[Effect]) -> Vec<LogEntry> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ExecLog(entry) => Some(entry.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn prologue_and_ready_are_replayed_to_every_client() {
+    let mut router = router();
+    let ready_bytes = ready().to_bytes().unwrap();
+    for k in 0..3u32 {
+        let connected = router.client_connected(Instant::now()).unwrap();
+        assert_eq!(connected.slot.index(), k);
+        let [Effect::ToClient { client, bytes }] = &connected.effects[..] else {
+            panic!("greeting expected, got {:?}", connected.effects);
+        };
+        assert_eq!(*client, connected.client);
+        let range = connected.slot.range();
+        assert_eq!(&bytes[..8], &Prologue { range }.to_bytes()[..]);
+        assert_eq!(&bytes[8..], &ready_bytes[..], "ready replayed unchanged");
+    }
+}
+
+#[test]
+fn new_refuses_a_frame_that_is_not_ready() {
+    assert!(matches!(Router::new(&ping(0)), Err(ReadyError::NotReady { .. })));
+    let mut wrong_id = ready();
+    wrong_id.id = 5;
+    assert!(matches!(Router::new(&wrong_id), Err(ReadyError::Header { id: 5, .. })));
+}
+
+#[test]
+fn guest_frames_reach_only_the_owning_client_byte_for_byte() {
+    let mut router = router();
+    let (a, slot_a) = connect(&mut router);
+    let (b, slot_b) = connect(&mut router);
+    for (client, slot) in [(a, slot_a), (b, slot_b)] {
+        let id = slot.range().start + 3;
+        let frame = raw(MessageFrame::new(id, Message::Pong));
+        let effects = guest(&mut router, &frame);
+        let expected = Bytes::from(frame.to_bytes().unwrap());
+        assert_eq!(effects, [Effect::ToClient { client, bytes: expected }]);
+    }
+}
+
+#[test]
+fn valid_client_frames_are_forwarded_unchanged() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let frame = ping(slot.range().start);
+    let effects = router.client_frame(a, &frame);
+    assert_eq!(effects, [Effect::ToGuest(Bytes::from(frame.to_bytes().unwrap()))]);
+}
+
+#[test]
+fn id_outside_the_range_closes_only_that_client() {
+    let mut router = router();
+    let (a, slot_a) = connect(&mut router);
+    let (b, slot_b) = connect(&mut router);
+    let effects = router.client_frame(a, &ping(slot_b.range().start));
+    assert!(closed(&effects, a));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::ToGuest(_))), "not forwarded");
+    // a's later frames are ignored, b carries on.
+    assert!(router.client_frame(a, &ping(slot_a.range().start)).is_empty());
+    let effects = router.client_frame(b, &ping(slot_b.range().start));
+    assert!(matches!(effects[..], [Effect::ToGuest(_)]));
+    assert_eq!(router.stats().clients_closed_for_violation, 1);
+}
+
+#[test]
+fn bad_flags_close_the_client() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let mut frame = ping(slot.range().start);
+    frame.flags = Flags::from_bits(0x03);
+    let effects = router.client_frame(a, &frame);
+    assert_eq!(
+        effects,
+        [Effect::CloseClient {
+            client: a,
+            reason: CloseReason::Violation(Violation::Flags(Flags::from_bits(0x03)))
+        }]
+    );
+}
+
+#[test]
+fn control_type_closes_the_client() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let control = raw(MessageFrame::new(
+        slot.range().start,
+        Message::Unknown(moat_protocol::UnknownMessage {
+            t: "control.jobs".into(),
+            flags: Flags::NONE,
+            payload: vec![0xa0],
+        }),
+    ));
+    assert!(closed(&router.client_frame(a, &control), a));
+}
+
+#[test]
+fn local_transport_frame_closes_the_client() {
+    let mut router = router();
+    let (a, _) = connect(&mut router);
+    let msbs = RawFrame { id: 0, flags: Flags::NONE, body: Bytes::from_static(b"MSBS\x01\x01") };
+    let effects = router.client_frame(a, &msbs);
+    assert_eq!(
+        effects,
+        [Effect::CloseClient { client: a, reason: Violation::LocalTransport.into() }]
+    );
+}
+
+#[test]
+fn client_shutdown_is_reported_and_forwarded() {
+    let mut router = router();
+    let (a, _) = connect(&mut router);
+    let shutdown = raw(MessageFrame::new(0, Message::Shutdown));
+    let effects = router.client_frame(a, &shutdown);
+    assert!(matches!(
+        effects[..],
+        [Effect::ShutdownRequested { client }, Effect::ToGuest(_)] if client == a
+    ));
+}
+
+#[test]
+fn the_129th_client_is_refused() {
+    let mut router = router();
+    for _ in 0..RELAY_SLOTS {
+        connect(&mut router);
+    }
+    assert_eq!(router.client_connected(Instant::now()).unwrap_err(), AllSlotsBusy);
+    assert_eq!(router.stats().clients_refused, 1);
+}
+
+#[test]
+fn disconnect_kills_open_execs_then_notifies_then_frees_the_slot() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let (first, second) = (slot.range().start + 1, slot.range().start + 2);
+    router.client_frame(a, &exec(second, false));
+    router.client_frame(a, &exec(first, false));
+    let effects = router.client_disconnected(a);
+    let [Effect::ToGuest(k1), Effect::ToGuest(k2), Effect::ToGuest(notice), Effect::ReleaseSlot(s)] =
+        &effects[..]
+    else {
+        panic!("unexpected effects {effects:?}");
+    };
+    let kill = |id| MessageFrame::new(id, Message::ExecSignal(ExecSignal { signal: 9 }));
+    assert_eq!((decoded(k1), decoded(k2)), (kill(first), kill(second)));
+    let range = slot.range();
+    assert_eq!(
+        decoded(notice),
+        MessageFrame::new(
+            0,
+            Message::RelayClientDisconnected(RelayClientDisconnected {
+                id_start: range.start,
+                id_end_exclusive: range.end_exclusive,
+                incarnation: None,
+            })
+        )
+    );
+    assert_eq!(*s, slot);
+    // Quarantined until released: the next client gets slot 1, then slot 0 again.
+    assert_eq!(connect(&mut router).1.index(), 1);
+    router.release_slot(slot);
+    assert_eq!(connect(&mut router).1, slot);
+}
+
+#[test]
+fn frames_for_a_departed_client_are_dropped() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    router.client_disconnected(a);
+    router.release_slot(slot);
+    assert!(guest(&mut router, &ping(slot.range().start)).is_empty());
+    assert_eq!(router.stats().guest_frames_dropped, 1);
+}
+
+#[test]
+fn guest_frames_outside_every_slot_and_on_id_zero_are_dropped() {
+    let mut router = router();
+    connect(&mut router);
+    for id in [0, u32::MAX, RELAY_SLOT_STEP] {
+        assert!(guest(&mut router, &ping(id)).is_empty(), "id {id}");
+    }
+    assert!(guest(&mut router, &ready()).is_empty());
+    assert_eq!(router.stats().guest_frames_dropped, 4);
+}
+
+const RELAY_SLOT_STEP: u32 = moat_protocol::limits::RELAY_SLOT_STEP_IDS;
+
+#[test]
+fn guest_frame_with_invalid_flags_is_fatal() {
+    let mut router = router();
+    let mut frame = ping(5);
+    frame.flags = Flags::from_bits(0x30);
+    assert_eq!(
+        router.guest_frame(&frame, Instant::now()),
+        Err(GuestFrameError::InvalidFlags { id: 5, flags: Flags::from_bits(0x30) })
+    );
+}
+
+#[test]
+fn exec_output_is_logged_with_relay_session_numbers() {
+    let mut router = router();
+    let (a, slot_a) = connect(&mut router);
+    let (b, slot_b) = connect(&mut router);
+    let (pipe, tty) = (slot_a.range().start + 1, slot_b.range().start + 1);
+    router.client_frame(a, &exec(pipe, false));
+    router.client_frame(b, &exec(tty, true));
+    let mut entries = logged(&guest(&mut router, &stdout(pipe, b"out")));
+    entries.extend(logged(&guest(&mut router, &stderr(pipe, b"err"))));
+    entries.extend(logged(&guest(&mut router, &stdout(tty, b"pty"))));
+    assert_eq!(
+        entries,
+        [
+            LogEntry::Output { source: LogSource::Stdout, session: 1, data: b"out".to_vec() },
+            LogEntry::Output { source: LogSource::Stderr, session: 1, data: b"err".to_vec() },
+            LogEntry::Output { source: LogSource::Output, session: 2, data: b"pty".to_vec() },
+        ]
+    );
+    // Output on an id that never opened an exec is routed but not logged.
+    assert!(logged(&guest(&mut router, &stdout(slot_a.range().start + 9, b"x"))).is_empty());
+    assert_eq!(router.stats().exec_sessions_opened, 2);
+}
+
+#[test]
+fn exec_output_is_logged_after_the_owner_left() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    router.client_disconnected(a);
+    let effects = guest(&mut router, &stdout(id, b"late"));
+    assert_eq!(
+        effects,
+        [Effect::ExecLog(LogEntry::Output {
+            source: LogSource::Stdout,
+            session: 1,
+            data: b"late".to_vec()
+        })]
+    );
+}
+
+#[test]
+fn terminal_frame_ends_the_session_so_disconnect_sends_no_signal() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start + 1;
+    router.client_frame(a, &exec(id, false));
+    let started = raw(MessageFrame::new(id, Message::ExecStarted(ExecStarted { pid: 7 })));
+    guest(&mut router, &started);
+    assert!(router.exec_session(id).is_some(), "non-terminal frames keep it open");
+    guest(&mut router, &exited(id));
+    assert_eq!(router.exec_session(id), None);
+    assert!(logged(&guest(&mut router, &stdout(id, b"after"))).is_empty());
+    let effects = router.client_disconnected(a);
+    assert!(matches!(effects[..], [Effect::ToGuest(_), Effect::ReleaseSlot(_)]));
+}
+
+#[test]
+fn a_full_queue_disconnects_only_the_slow_client() {
+    let mut router = router();
+    let (slow, slow_slot) = connect(&mut router);
+    let (fast, fast_slot) = connect(&mut router);
+    let chunk = vec![b'x'; 1024 * 1024];
+    let big = stdout(slow_slot.range().start, &chunk);
+    let mut overflowed = None;
+    for n in 0..CLIENT_QUEUE_MAX_BYTES / chunk.len() + 1 {
+        let effects = guest(&mut router, &big);
+        if closed(&effects, slow) {
+            overflowed = Some(n);
+            break;
+        }
+        // The fast client drains whatever it gets.
+        let small = guest(&mut router, &ping(fast_slot.range().start));
+        let [Effect::ToClient { bytes, .. }] = &small[..] else { panic!("{small:?}") };
+        router.client_wrote(fast, 1, bytes.len(), Instant::now());
+    }
+    assert!(overflowed.is_some(), "the slow client's queue never overflowed");
+    assert!(guest(&mut router, &big).is_empty(), "nothing more is queued for it");
+    assert!(matches!(
+        guest(&mut router, &ping(fast_slot.range().start))[..],
+        [Effect::ToClient { client, .. }] if client == fast
+    ));
+    assert_eq!(router.stats().slow_clients_closed, 1);
+}
+
+#[test]
+fn a_client_whose_output_stalls_is_disconnected_on_tick() {
+    let mut router = router();
+    let start = Instant::now();
+    let a = router.client_connected(start).unwrap().client;
+    let b = router.client_connected(start).unwrap().client;
+    let stall = Duration::from_millis(CLIENT_WRITE_STALL_MS);
+    // b keeps writing; a never does.
+    router.client_wrote(b, 1, 1, start + stall / 2);
+    assert!(router.tick(start + stall / 2).is_empty());
+    let effects = router.tick(start + stall);
+    assert_eq!(
+        effects,
+        [Effect::CloseClient { client: a, reason: CloseReason::Stalled { waited: stall } }]
+    );
+    assert!(!closed(&router.tick(start + stall * 2), a), "closed only once");
+}
+
+#[test]
+fn backlogged_client_reports_backpressure() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    assert!(!router.backlogged(a));
+    let chunk = vec![0u8; 1024 * 1024];
+    for _ in 0..9 {
+        guest(&mut router, &stdout(slot.range().start, &chunk));
+    }
+    assert!(router.backlogged(a));
+}
+
+#[test]
+fn too_many_execs_close_the_client() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    for n in 0..MAX_OPEN_EXECS_PER_CLIENT as u32 {
+        let effects = router.client_frame(a, &exec(slot.range().start + n, false));
+        assert!(matches!(effects[..], [Effect::ToGuest(_)]));
+    }
+    let effects = router.client_frame(a, &exec(slot.range().start + 5000, false));
+    assert_eq!(effects, [Effect::CloseClient { client: a, reason: CloseReason::TooManyExecs }]);
+}
+
+#[test]
+fn start_and_stop_write_system_markers() {
+    let router = router();
+    assert_eq!(router.start(), [Effect::ExecLog(LogEntry::System(SANDBOX_STARTED))]);
+    assert_eq!(router.stop(), LogEntry::System(SANDBOX_STOPPED));
+}
