@@ -375,14 +375,32 @@ impl<'a> Reader<'a> {
         Ok(matches!(probe.head_untagged(0)?, Head::Text(_)))
     }
 
-    /// Whether the next item (after tags) is the text string `key`, without consuming anything.
-    pub(crate) fn next_text_is(&self, key: &str) -> Result<bool, CborError> {
-        if !self.next_is_text()? {
-            return Ok(false);
-        }
+    /// Looks at the next map key (after tags) without consuming anything. A definite-length text
+    /// or byte string yields its bytes: serde field names match either, as the reference's
+    /// decoder does.
+    pub(crate) fn peek_key(&self) -> Result<Key<'a>, CborError> {
         let mut probe = Reader { buf: self.buf, pos: self.pos };
-        Ok(probe.text()? == key)
+        let at = probe.pos;
+        Ok(match probe.head_untagged(0)? {
+            Head::Text(Some(n)) | Head::Bytes(Some(n)) => Key::Definite(probe.take(n)?),
+            Head::Text(None) | Head::Bytes(None) => Key::Indefinite { at },
+            _ => Key::Other,
+        })
     }
+}
+
+/// What [`Reader::peek_key`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key<'a> {
+    /// A definite-length text or byte string.
+    Definite(&'a [u8]),
+    /// An indefinite-length string, which serde field identifiers do not accept.
+    Indefinite {
+        /// Offset of the key.
+        at: usize,
+    },
+    /// Any other item.
+    Other,
 }
 
 /// Checks that `bytes` start with one well-formed item and returns its length. Trailing bytes

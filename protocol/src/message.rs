@@ -10,7 +10,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cbor::{self, Reader};
+use crate::cbor::{self, CborError, Key, Reader};
 use crate::envelope::{self, Envelope};
 use crate::error::{DecodeError, EncodeError, PayloadError};
 use crate::flags::Flags;
@@ -364,9 +364,10 @@ const fn data_payload_len(len: usize) -> usize {
     6 + cbor::head_len(len as u64) + len
 }
 
-/// Decodes a `{data}` payload as leniently as the serde path would: any map shape, unknown keys
-/// skipped, tags skipped, the bytes as a byte string (definite or chunked) or an array of
-/// integers. A text string, a missing key or a repeated key is an error.
+/// Decodes a `{data}` payload as the serde path does: the key as a definite text or byte string
+/// (an indefinite-length key is refused, as serde refuses it), unknown keys skipped, tags skipped,
+/// the bytes as a byte string (definite or chunked) or an array of integers. A text string, a
+/// missing key or a repeated key is an error.
 fn de_data(p: &[u8]) -> Result<Data, PayloadError> {
     let mut reader = Reader::new(p);
     let len = reader.map_head()?;
@@ -379,15 +380,23 @@ fn de_data(p: &[u8]) -> Result<Data, PayloadError> {
             _ => {}
         }
         index += 1;
-        if reader.next_text_is("data")? {
-            reader.text()?;
-            if data.is_some() {
-                return Err(PayloadError::DuplicateField("data"));
+        match reader.peek_key()? {
+            Key::Definite(b"data") => {
+                reader.skip(1)?;
+                if data.is_some() {
+                    return Err(PayloadError::DuplicateField("data"));
+                }
+                data = Some(reader.bytes_lenient()?.into_owned());
             }
-            data = Some(reader.bytes_lenient()?.into_owned());
-        } else {
-            reader.skip(1)?;
-            reader.skip(1)?;
+            Key::Indefinite { at } => {
+                return Err(
+                    CborError::UnexpectedType { expected: "definite-length map key", at }.into()
+                );
+            }
+            Key::Definite(_) | Key::Other => {
+                reader.skip(1)?;
+                reader.skip(1)?;
+            }
         }
     }
     data.map(|data| Data { data }).ok_or(PayloadError::MissingField("data"))
@@ -494,5 +503,35 @@ impl MessageFrame {
             }
         };
         Ok(MessageFrame { id, v: env.v, message })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_key_may_be_a_byte_string_as_with_serde() {
+        // {h'64617461': h'01'}
+        let p = [0xa1, 0x44, b'd', b'a', b't', b'a', 0x41, 0x01];
+        assert_eq!(de_data(&p).unwrap().data, vec![1]);
+    }
+
+    #[test]
+    fn indefinite_length_data_key_is_refused_as_with_serde() {
+        // {(_ "da", "ta"): h'01'}
+        let p = [0xa1, 0x7f, 0x62, b'd', b'a', 0x62, b't', b'a', 0xff, 0x41, 0x01];
+        assert!(matches!(de_data(&p), Err(PayloadError::Cbor(CborError::UnexpectedType { .. }))));
+    }
+
+    #[test]
+    fn data_fast_path_agrees_with_serde_on_plain_and_tagged_payloads() {
+        for p in [
+            &[0xa1, 0x64, b'd', b'a', b't', b'a', 0x42, 1, 2][..],
+            &[0xa2, 0x61, b'x', 0x00, 0x64, b'd', b'a', b't', b'a', 0xd8, 0x40, 0x41, 7][..],
+        ] {
+            let serde: Data = ciborium::from_reader(p).unwrap();
+            assert_eq!(de_data(p).unwrap(), serde);
+        }
     }
 }
