@@ -1,9 +1,39 @@
 //! The moat host runtime library.
 //!
-//! Today it holds the host checks behind `moat doctor` ([`doctor`]). Sandbox specs, state,
-//! lifecycle and the two backends (libkrun VM, Linux namespaces) are not built yet; the CLI says so
-//! instead of pretending.
+//! ```text
+//!  moat run ──► run::execute ──spawn──► moat __sandbox DIR (sandbox::serve_sandbox)
+//!      │                                   │ unshare --pid --mount --uts --ipc --net --fork
+//!      │                                   ▼
+//!      │                                moat __ns-init DIR (ns_init: root assembly, then exec)
+//!      │                                   ▼
+//!      │                                moat-agentd (PID 1) ◄── socketpair ── relay (agent.sock)
+//!      └── client::ExecSession ── unix socket DIR/agent.sock ──────────────────────┘
+//! ```
+//!
+//! - [`doctor`]: can this host boot a microVM, and why not.
+//! - [`cli`]: parsing `moat run` arguments; [`isolation`]: choosing a backend.
+//! - [`home`]: the moat home, sandbox directories and their spec file.
+//! - [`agentd_bin`]: finding (or building) the `moat-agentd` binary.
+//! - [`sandbox`]: the per-sandbox process (agent start, bootstrap handshake, relay).
+//! - [`ns_init`] and [`host_root`]: inside the new namespaces, the root the agent gets.
+//! - [`client`]: a relay client running one exec session.
+//! - [`run`]: `moat run` from start to cleanup.
+//!
+//! The libkrun VM backend is not built: `--isolation vm` says so with the doctor's reason.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod agentd_bin;
+pub mod cli;
+pub mod client;
 pub mod doctor;
+pub mod error;
+pub mod home;
+pub mod host_root;
+pub mod isolation;
+pub mod limits;
+pub mod ns_init;
+mod pre_exec;
+pub mod run;
+pub mod sandbox;
+mod sys;

@@ -1,0 +1,248 @@
+//! A relay client running one exec session: what `moat run` does once the sandbox is up.
+//!
+//! ```text
+//!  connect DIR/agent.sock ─► read [id_start BE][id_end BE] ─► read core.ready ─► exec.request
+//!     ─► stdout/stderr frames to our stdout/stderr, live      (our stdin ─► exec.stdin frames,
+//!     ─► exec.exited {code} | exec.failed | core.error           empty frame on EOF, own thread)
+//! ```
+//!
+//! SIGINT, SIGTERM and SIGHUP sent to the CLI go to the command as `core.exec.signal`.
+//!
+//! Blocking I/O on three threads: the session is one request, so an async runtime buys nothing.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use moat_protocol::limits::RELAY_PROLOGUE_BYTES;
+use moat_protocol::payload::exec::{Data, ExecFailed, ExecRequest, ExecSignal};
+use moat_protocol::relay::{IdAllocator, Prologue, PrologueKind};
+use moat_protocol::{Decoded, FrameDecoder, Message, MessageFrame, decode_frame};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::error::RuntimeError;
+use crate::limits::{SOCKET_READ_CHUNK_BYTES, STDIN_CHUNK_BYTES};
+use crate::sandbox::wire_name;
+
+const RELAY: &str = "the relay";
+
+/// Signals the CLI forwards to the command instead of dying of them: the command ends, and
+/// `moat run` then tears the sandbox down as after any other exit.
+const FORWARDED_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in FORWARDED_SIGNALS {
+        set.add(signal);
+    }
+    set
+}
+
+/// Blocks the forwarded signals in the calling thread (and the threads it spawns later), so a
+/// session's signal thread can take them with `sigwait`. Call before spawning any thread.
+/// Children get an empty mask again (`std::process` resets it).
+pub fn block_forwarded_signals() -> Result<(), RuntimeError> {
+    forwarded_signals()
+        .thread_block()
+        .map_err(|e| RuntimeError::io("block signals", "sigprocmask")(std::io::Error::from(e)))
+}
+
+/// How an exec session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutcome {
+    /// The program ran and exited with this code (-1: killed by a signal).
+    Exited(i32),
+    /// The program never started.
+    Failed(ExecFailed),
+    /// The agent refused the request.
+    Refused(String),
+}
+
+/// A connected relay client.
+#[derive(Debug)]
+pub struct RelayClient {
+    writer: Arc<Mutex<UnixStream>>,
+    reader: UnixStream,
+    decoder: FrameDecoder,
+    ids: IdAllocator,
+}
+
+impl RelayClient {
+    /// Connects and reads the prologue and the replayed `core.ready`.
+    pub fn connect(socket: &Path) -> Result<RelayClient, RuntimeError> {
+        let mut reader =
+            UnixStream::connect(socket).map_err(RuntimeError::io("connect to relay", socket))?;
+        let mut prologue = [0u8; RELAY_PROLOGUE_BYTES];
+        reader.read_exact(&mut prologue).map_err(|_| RuntimeError::PeerGone {
+            peer: RELAY,
+            while_doing: "reading the prologue",
+        })?;
+        let range = match Prologue::parse(prologue)? {
+            PrologueKind::Current(range) => range,
+            PrologueKind::Legacy { .. } => return Err(RuntimeError::LegacyRelay),
+        };
+        let writer = reader.try_clone().map_err(RuntimeError::io("clone relay socket", socket))?;
+        let mut client = RelayClient {
+            writer: Arc::new(Mutex::new(writer)),
+            reader,
+            decoder: FrameDecoder::new(),
+            ids: IdAllocator::new(range),
+        };
+        match client.next_message("waiting for the replayed core.ready")? {
+            MessageFrame { message: Message::Ready(_), .. } => Ok(client),
+            other => Err(RuntimeError::Unexpected {
+                peer: RELAY,
+                got: wire_name(&other.message),
+                while_doing: "waiting for the replayed core.ready",
+            }),
+        }
+    }
+
+    /// Runs `request` to its end, streaming output live and forwarding our stdin.
+    pub fn run_exec(&mut self, request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+        let id = self.ids.next_id().ok_or(RuntimeError::IdsExhausted)?;
+        send(
+            &self.writer,
+            MessageFrame::new(id, Message::ExecRequest(request)),
+            "core.exec.request",
+        )?;
+        let writer = Arc::clone(&self.writer);
+        std::thread::spawn(move || forward_stdin(&writer, id));
+        let writer = Arc::clone(&self.writer);
+        std::thread::spawn(move || forward_signals(&writer, id));
+        let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+        loop {
+            let frame = self.next_message("waiting for the command to finish")?;
+            if frame.id != id {
+                tracing::debug!(id = frame.id, message = %wire_name(&frame.message), "frame for another id");
+                continue;
+            }
+            match frame.message {
+                Message::ExecStdout(Data { data }) => write_live(&mut stdout, &data),
+                Message::ExecStderr(Data { data }) => write_live(&mut stderr, &data),
+                Message::ExecExited(exited) => return Ok(ExecOutcome::Exited(exited.code)),
+                Message::ExecFailed(failed) => return Ok(ExecOutcome::Failed(failed)),
+                Message::Error(err) => return Ok(ExecOutcome::Refused(err.message)),
+                Message::ExecStarted(_) => {}
+                Message::ExecStdinError(err) => {
+                    eprintln!("moat: stdin to the command failed: {}", err.message);
+                }
+                // Nothing else belongs to an exec session; a peer that sends it is logged, not
+                // trusted.
+                other => {
+                    tracing::debug!(message = %wire_name(&other), "ignored on the exec session")
+                }
+            }
+        }
+    }
+
+    /// Asks the agent to shut down (`core.shutdown` on id 0, which the relay forwards).
+    pub fn request_shutdown(&self) -> Result<(), RuntimeError> {
+        send(&self.writer, MessageFrame::new(0, Message::Shutdown), "core.shutdown")
+    }
+
+    fn next_message(&mut self, while_doing: &'static str) -> Result<MessageFrame, RuntimeError> {
+        let mut buf = vec![0u8; SOCKET_READ_CHUNK_BYTES];
+        loop {
+            let next = self
+                .decoder
+                .next_frame()
+                .map_err(|source| RuntimeError::Frame { peer: RELAY, source })?;
+            if let Some(raw) = next {
+                match decode_frame(&raw) {
+                    Ok(Decoded::Message(frame)) => return Ok(frame),
+                    Ok(_) => continue,
+                    Err(source) => return Err(RuntimeError::Decode { peer: RELAY, source }),
+                }
+            }
+            let n = match self.reader.read(&mut buf) {
+                Ok(0) | Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
+                Ok(n) => n,
+            };
+            self.decoder.push(&buf[..n]);
+        }
+    }
+}
+
+fn send(
+    writer: &Mutex<UnixStream>,
+    frame: MessageFrame,
+    what: &'static str,
+) -> Result<(), RuntimeError> {
+    let bytes = frame.to_bytes().map_err(|source| RuntimeError::Encode { what, source })?;
+    let mut stream = writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    stream.write_all(&bytes).map_err(RuntimeError::io("write to relay", "agent.sock"))
+}
+
+/// Our stdin to `core.exec.stdin` frames; an empty frame on EOF. Stops quietly when the relay
+/// is gone (the session ended).
+fn forward_stdin(writer: &Mutex<UnixStream>, id: u32) {
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = vec![0u8; STDIN_CHUNK_BYTES];
+    loop {
+        let n = stdin.read(&mut buf).unwrap_or(0);
+        let frame = MessageFrame::new(id, Message::ExecStdin(Data::new(buf[..n].to_vec())));
+        if send(writer, frame, "core.exec.stdin").is_err() || n == 0 {
+            return;
+        }
+    }
+}
+
+/// Blocked signals (see [`block_forwarded_signals`]) to `core.exec.signal` frames.
+fn forward_signals(writer: &Mutex<UnixStream>, id: u32) {
+    let set = forwarded_signals();
+    while let Ok(signal) = set.wait() {
+        let frame =
+            MessageFrame::new(id, Message::ExecSignal(ExecSignal { signal: signal as i32 }));
+        if send(writer, frame, "core.exec.signal").is_err() {
+            return;
+        }
+    }
+}
+
+fn write_live(out: &mut impl Write, data: &[u8]) {
+    // A closed stdout (e.g. `| head`) must not stop the session; the command sees its own EPIPE.
+    let _ = out.write_all(data);
+    let _ = out.flush();
+}
+
+/// The CLI exit status for a session outcome: the command's code; 255 for signal death (the
+/// agent reports -1 without the signal number) or any code outside 0..=255; 127 when the
+/// program never started; 125 when the agent refused the request.
+pub fn exit_status(outcome: &ExecOutcome) -> u8 {
+    match outcome {
+        ExecOutcome::Exited(code) => u8::try_from(*code).unwrap_or(255),
+        ExecOutcome::Failed(_) => 127,
+        ExecOutcome::Refused(_) => 125,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_protocol::payload::exec::ExecFailureKind;
+
+    #[test]
+    fn exit_codes_pass_through() {
+        assert_eq!(exit_status(&ExecOutcome::Exited(7)), 7);
+        assert_eq!(exit_status(&ExecOutcome::Exited(0)), 0);
+    }
+
+    #[test]
+    fn signal_death_maps_to_255() {
+        assert_eq!(exit_status(&ExecOutcome::Exited(-1)), 255);
+    }
+
+    #[test]
+    fn a_program_that_never_started_maps_to_127() {
+        let failed = ExecFailed {
+            kind: ExecFailureKind::NotFound,
+            errno: Some(2),
+            errno_name: Some("ENOENT".into()),
+            message: "no such program".into(),
+            stage: Some("execvp".into()),
+        };
+        assert_eq!(exit_status(&ExecOutcome::Failed(failed)), 127);
+    }
+}

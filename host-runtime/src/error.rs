@@ -1,0 +1,151 @@
+//! The host runtime's error type. Each variant names the step that failed and keeps its source.
+
+use std::path::PathBuf;
+
+/// What went wrong while preparing, running or tearing down a sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A file or process operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// The step, e.g. `"create sandbox directory"`.
+        what: &'static str,
+        /// The path (or program) it concerned.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A mount operation failed.
+    #[error("{what} {}: {source}", target.display())]
+    Mount {
+        /// The step, e.g. `"bind /usr read-only"`.
+        what: &'static str,
+        /// The mount point.
+        target: PathBuf,
+        /// The errno.
+        source: nix::errno::Errno,
+    },
+    /// A frame could not be encoded.
+    #[error("encode {what}: {source}")]
+    Encode {
+        /// The message.
+        what: &'static str,
+        /// The cause.
+        source: moat_protocol::EncodeError,
+    },
+    /// The peer sent bytes that are not a frame stream.
+    #[error("{peer} sent a malformed frame stream: {source}")]
+    Frame {
+        /// `"the agent"` or `"the relay"`.
+        peer: &'static str,
+        /// The cause.
+        source: moat_protocol::FrameError,
+    },
+    /// The peer sent a frame that does not decode.
+    #[error("{peer} sent an undecodable frame: {source}")]
+    Decode {
+        /// `"the agent"` or `"the relay"`.
+        peer: &'static str,
+        /// The cause.
+        source: moat_protocol::DecodeError,
+    },
+    /// The peer closed the stream or timed out before the expected message.
+    #[error("{peer} closed the stream or timed out while {while_doing}")]
+    PeerGone {
+        /// `"the agent"` or `"the relay"`.
+        peer: &'static str,
+        /// What we were waiting for.
+        while_doing: &'static str,
+    },
+    /// The peer sent a message out of order.
+    #[error("{peer} sent {got} while {while_doing}")]
+    Unexpected {
+        /// `"the agent"` or `"the relay"`.
+        peer: &'static str,
+        /// The wire type name received.
+        got: String,
+        /// What we were waiting for.
+        while_doing: &'static str,
+    },
+    /// The relay's prologue is unusable.
+    #[error("relay prologue: {0}")]
+    Prologue(#[from] moat_protocol::relay::PrologueError),
+    /// The relay speaks the pre-0.5 prologue, which this client does not.
+    #[error("the relay sent a legacy (pre-0.5) prologue")]
+    LegacyRelay,
+    /// The relay has no free id left for this client.
+    #[error("the relay id range is exhausted")]
+    IdsExhausted,
+    /// The relay stopped with an error.
+    #[error("relay: {0}")]
+    Relay(#[from] moat_relay::RelayError),
+    /// The spec file could not be read or written.
+    #[error("sandbox spec {}: {source}", path.display())]
+    Spec {
+        /// The spec file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// The sandbox process reported a boot failure (or died before reporting).
+    #[error("sandbox failed to start: {message}{}", if agent_log.is_empty() { String::new() } else { format!("\n--- agent log (tail) ---\n{agent_log}") })]
+    Boot {
+        /// The sandbox process's one-line report.
+        message: String,
+        /// The last lines of the agent's log.
+        agent_log: String,
+    },
+    /// `moat-agentd` was not found.
+    #[error(
+        "cannot find moat-agentd: looked next to {} and in $MOAT_AGENTD; build it with `cargo build --release -p moat-agentd` or set MOAT_AGENTD=/path/to/moat-agentd",
+        exe_dir.display()
+    )]
+    AgentdNotFound {
+        /// The directory of the running `moat`.
+        exe_dir: PathBuf,
+    },
+    /// Building `moat-agentd` on demand failed.
+    #[error("`cargo build -p moat-agentd` failed ({status}); build it by hand or set MOAT_AGENTD")]
+    AgentdBuild {
+        /// cargo's exit status.
+        status: std::process::ExitStatus,
+    },
+    /// The namespace backend needs root.
+    #[error(
+        "the namespace backend needs root (it creates pid, mount and network namespaces); run moat as root"
+    )]
+    NotRoot,
+    /// The VM backend was asked for and cannot run here.
+    #[error(
+        "--isolation vm: the libkrun VM backend is not built yet, and this host cannot boot a microVM anyway: {reason}"
+    )]
+    VmUnavailable {
+        /// The doctor's reason.
+        reason: String,
+    },
+    /// A path the agent cannot use as given.
+    #[error("{what} {} is under /tmp, which the agent covers with its own tmpfs before it reads the root; use a directory elsewhere (e.g. set MOAT_HOME)", path.display())]
+    UnderTmp {
+        /// What the path is.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+impl RuntimeError {
+    /// An [`RuntimeError::Io`] builder for `map_err`.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| RuntimeError::Io { what, path, source }
+    }
+
+    /// A [`RuntimeError::Mount`] builder for `map_err`.
+    pub fn mount(
+        what: &'static str,
+        target: impl Into<PathBuf>,
+    ) -> impl FnOnce(nix::errno::Errno) -> Self {
+        let target = target.into();
+        move |source| RuntimeError::Mount { what, target, source }
+    }
+}

@@ -1,0 +1,176 @@
+//! The moat home (`$MOAT_HOME`, default `~/.moat`) and one sandbox's directory in it.
+//!
+//! ```text
+//! $MOAT_HOME/sandboxes/<name>/
+//!   spec.json      what the sandbox process needs (root source, agent binary)
+//!   agent.sock     the relay socket (0600)
+//!   agent.log      the agent's (and the namespace init's) stderr
+//!   sandbox.log    the sandbox process's stderr
+//!   logs/exec.log  the relay's exec tap
+//!   root/          mount point of the assembled host root (inside the sandbox's mount namespace)
+//!   lower/         mount point of a read-only bind of --rootfs DIR (same)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::RootSource;
+use crate::error::RuntimeError;
+
+/// What the sandbox process and the namespace init read from `spec.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SandboxSpec {
+    /// The sandbox name (also its hostname).
+    pub name: String,
+    /// Where the root comes from.
+    pub root: RootSource,
+    /// The `moat-agentd` binary to run as PID 1.
+    pub agentd: PathBuf,
+}
+
+/// The moat home directory.
+pub fn moat_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("MOAT_HOME") {
+        return PathBuf::from(home);
+    }
+    let user_home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    user_home.join(".moat")
+}
+
+/// One sandbox's directory.
+#[derive(Debug, Clone)]
+pub struct SandboxDir {
+    path: PathBuf,
+}
+
+impl SandboxDir {
+    /// Wraps an existing directory (the sandbox process's view).
+    pub fn open(path: impl Into<PathBuf>) -> SandboxDir {
+        SandboxDir { path: path.into() }
+    }
+
+    /// Creates `home/sandboxes/<name>` (mode 0700); fails if it exists.
+    pub fn create(home: &Path, name: &str) -> Result<SandboxDir, RuntimeError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let parent = home.join("sandboxes");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&parent)
+            .map_err(RuntimeError::io("create sandboxes directory", &parent))?;
+        let path = parent.join(name);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(RuntimeError::io("create sandbox directory", &path))?;
+        let path =
+            path.canonicalize().map_err(RuntimeError::io("resolve sandbox directory", &path))?;
+        if path.starts_with("/tmp") {
+            let _ = std::fs::remove_dir(&path);
+            return Err(RuntimeError::UnderTmp { what: "sandbox directory", path });
+        }
+        Ok(SandboxDir { path })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The relay socket.
+    pub fn socket(&self) -> PathBuf {
+        self.path.join("agent.sock")
+    }
+
+    /// The agent's log.
+    pub fn agent_log(&self) -> PathBuf {
+        self.path.join("agent.log")
+    }
+
+    /// The sandbox process's log.
+    pub fn sandbox_log(&self) -> PathBuf {
+        self.path.join("sandbox.log")
+    }
+
+    /// The relay's log directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.path.join("logs")
+    }
+
+    /// Mount point of the assembled host root.
+    pub fn root_mount(&self) -> PathBuf {
+        self.path.join("root")
+    }
+
+    /// Mount point of the read-only `--rootfs` bind.
+    pub fn lower_mount(&self) -> PathBuf {
+        self.path.join("lower")
+    }
+
+    fn spec_path(&self) -> PathBuf {
+        self.path.join("spec.json")
+    }
+
+    /// Writes `spec.json`.
+    pub fn write_spec(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+        let path = self.spec_path();
+        let text = serde_json::to_vec_pretty(spec)
+            .map_err(|source| RuntimeError::Spec { path: path.clone(), source })?;
+        std::fs::write(&path, text).map_err(RuntimeError::io("write sandbox spec", &path))
+    }
+
+    /// Reads `spec.json`.
+    pub fn read_spec(&self) -> Result<SandboxSpec, RuntimeError> {
+        let path = self.spec_path();
+        let text = std::fs::read(&path).map_err(RuntimeError::io("read sandbox spec", &path))?;
+        serde_json::from_slice(&text).map_err(|source| RuntimeError::Spec { path, source })
+    }
+
+    /// The last `lines` lines of the agent log.
+    pub fn agent_log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.agent_log()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Removes the directory and everything in it.
+    pub fn remove(self) -> Result<(), RuntimeError> {
+        std::fs::remove_dir_all(&self.path)
+            .map_err(RuntimeError::io("remove sandbox directory", &self.path))
+    }
+}
+
+/// A fresh name for an ephemeral sandbox: `run-<pid>-<nanoseconds>`.
+pub fn ephemeral_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("run-{}-{nanos:09}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_through_the_sandbox_directory() {
+        let exe = std::env::current_exe().unwrap();
+        let home = exe.parent().unwrap().join("moat-home-unit-test");
+        let dir = SandboxDir::create(&home, &ephemeral_name()).unwrap();
+        let spec = SandboxSpec {
+            name: "x".into(),
+            root: RootSource::Dir("/srv".into()),
+            agentd: "/bin/true".into(),
+        };
+        dir.write_spec(&spec).unwrap();
+        assert_eq!(dir.read_spec().unwrap(), spec);
+        dir.remove().unwrap();
+    }
+
+    #[test]
+    fn sandbox_directory_under_tmp_is_refused() {
+        let home = PathBuf::from("/tmp").join(format!("moat-home-test-{}", std::process::id()));
+        let err = SandboxDir::create(&home, "x").unwrap_err();
+        assert!(matches!(err, RuntimeError::UnderTmp { .. }), "{err}");
+        let _ = std::fs::remove_dir_all(&home);
+    }
+}

@@ -1,0 +1,28 @@
+//! Every timeout and size the host runtime uses, with its unit in the name.
+
+/// Longest wait for one frame of the bootstrap handshake with the agent.
+pub const HANDSHAKE_FRAME_TIMEOUT_MS: u64 = 30_000;
+
+/// Longest wait for the relay socket to appear after the relay task starts.
+pub const RELAY_SOCKET_WAIT_MS: u64 = 5_000;
+
+/// Poll interval while waiting for a file or a process.
+pub const POLL_INTERVAL_MS: u64 = 10;
+
+/// How long the CLI waits for the sandbox process to exit after `core.shutdown` before SIGKILL.
+pub const SANDBOX_EXIT_TIMEOUT_MS: u64 = 10_000;
+
+/// How long the sandbox process waits for the agent to exit once the relay stopped before SIGKILL.
+pub const AGENT_EXIT_TIMEOUT_MS: u64 = 5_000;
+
+/// Bytes read from the CLI's stdin per `core.exec.stdin` frame.
+pub const STDIN_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Bytes read from the relay socket per read call.
+pub const SOCKET_READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Lines of the agent log shown when a sandbox fails to boot.
+pub const AGENT_LOG_TAIL_LINES: usize = 20;
+
+const _: () = assert!(POLL_INTERVAL_MS < RELAY_SOCKET_WAIT_MS);
+const _: () = assert!(AGENT_EXIT_TIMEOUT_MS < SANDBOX_EXIT_TIMEOUT_MS);

@@ -1,0 +1,179 @@
+//! `moat run`: one ephemeral sandbox, one command, then nothing left behind.
+//!
+//! ```text
+//!  choose backend ─► find agent ─► sandbox dir + spec ─► spawn `moat __sandbox DIR`
+//!   ─► startup line ("ok" | error + agent log tail) ─► relay client: exec, stream, exit code
+//!   ─► core.shutdown ─► wait for the sandbox process (SIGKILL after a timeout) ─► remove DIR
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use moat_protocol::payload::exec::{ExecFailed, ExecFailureKind, ExecRequest};
+
+use crate::cli::{RootSource, RunArgs};
+use crate::client::{ExecOutcome, RelayClient, exit_status};
+use crate::doctor;
+use crate::error::RuntimeError;
+use crate::home::{self, SandboxDir, SandboxSpec};
+use crate::isolation::{self, Backend};
+use crate::limits::{AGENT_LOG_TAIL_LINES, POLL_INTERVAL_MS, SANDBOX_EXIT_TIMEOUT_MS};
+use crate::sandbox::STARTUP_OK;
+
+/// Runs `args` in an ephemeral sandbox; returns the process exit status for the CLI.
+pub fn execute(args: RunArgs) -> Result<u8, RuntimeError> {
+    let report = doctor::diagnose(&doctor::HostPaths::system());
+    let Backend::Namespace { warning } = isolation::choose(args.isolation, &report)?;
+    if let Some(warning) = warning {
+        eprintln!("{warning}");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(RuntimeError::NotRoot);
+    }
+    crate::client::block_forwarded_signals()?;
+    let root = checked_root(&args.root)?;
+    let agentd = crate::agentd_bin::locate()?;
+    let name = home::ephemeral_name();
+    let dir = SandboxDir::create(&home::moat_home(), &name)?;
+    let span = tracing::info_span!("sandbox", %name);
+    let _entered = span.enter();
+    let result = run_in(&dir, SandboxSpec { name, root, agentd }, args);
+    if let Err(err) = dir.remove() {
+        tracing::warn!(%err, "could not remove the sandbox directory");
+    }
+    result
+}
+
+/// `--rootfs DIR` must be an existing directory; resolved to an absolute path.
+fn checked_root(root: &RootSource) -> Result<RootSource, RuntimeError> {
+    match root {
+        RootSource::Host => Ok(RootSource::Host),
+        RootSource::Dir(dir) => {
+            let resolved = dir.canonicalize().map_err(RuntimeError::io("open --rootfs", dir))?;
+            if !resolved.is_dir() {
+                return Err(RuntimeError::Io {
+                    what: "open --rootfs",
+                    path: resolved,
+                    source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
+                });
+            }
+            Ok(RootSource::Dir(resolved))
+        }
+    }
+}
+
+fn run_in(dir: &SandboxDir, spec: SandboxSpec, args: RunArgs) -> Result<u8, RuntimeError> {
+    dir.write_spec(&spec)?;
+    let mut sandbox = spawn_sandbox(dir)?;
+    let cmd = args.cmd.clone();
+    let result = wait_startup(dir, &mut sandbox).and_then(|()| exec_and_shutdown(dir, args));
+    stop_sandbox(&mut sandbox);
+    let outcome = result?;
+    if let ExecOutcome::Failed(failed) = &outcome {
+        eprintln!("{}", exec_failed_line(&cmd, failed));
+    }
+    if let ExecOutcome::Refused(message) = &outcome {
+        eprintln!("moat: the agent refused the command: {message}");
+    }
+    Ok(exit_status(&outcome))
+}
+
+/// One line for a command that never started.
+pub fn exec_failed_line(cmd: &str, failed: &ExecFailed) -> String {
+    match failed.kind {
+        ExecFailureKind::NotFound => {
+            format!("moat: {cmd}: command not found in the sandbox ({})", failed.message)
+        }
+        _ => format!("moat: {cmd}: cannot start ({}): {}", failed.kind.as_str(), failed.message),
+    }
+}
+
+fn spawn_sandbox(dir: &SandboxDir) -> Result<Child, RuntimeError> {
+    let exe = std::env::current_exe().map_err(RuntimeError::io("find own executable", "moat"))?;
+    let log_path = dir.sandbox_log();
+    let log = std::fs::File::create(&log_path)
+        .map_err(RuntimeError::io("create sandbox log", &log_path))?;
+    let mut command = Command::new(&exe);
+    command
+        .arg("__sandbox")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        // Its own process group: a terminal's Ctrl-C reaches the CLI (which forwards it to the
+        // command), not the sandbox process or the agent.
+        .process_group(0);
+    crate::pre_exec::kill_with_parent(&mut command);
+    command.spawn().map_err(RuntimeError::io("spawn sandbox process", exe))
+}
+
+/// Reads the one startup line from the sandbox process.
+fn wait_startup(dir: &SandboxDir, sandbox: &mut Child) -> Result<(), RuntimeError> {
+    let mut line = String::new();
+    if let Some(stdout) = sandbox.stdout.take() {
+        let _ = BufReader::new(stdout).read_line(&mut line);
+    }
+    let line = line.trim_end();
+    if line == STARTUP_OK {
+        return Ok(());
+    }
+    let message = match line.strip_prefix("error: ") {
+        Some(reason) => reason.to_owned(),
+        None => "the sandbox process exited before reporting".to_owned(),
+    };
+    Err(RuntimeError::Boot { message, agent_log: dir.agent_log_tail(AGENT_LOG_TAIL_LINES) })
+}
+
+fn exec_and_shutdown(dir: &SandboxDir, args: RunArgs) -> Result<ExecOutcome, RuntimeError> {
+    let mut client = RelayClient::connect(&dir.socket())?;
+    let mut request = ExecRequest::new(args.cmd);
+    request.args = args.args;
+    request.env = args.env;
+    request.cwd = args.cwd;
+    let outcome = client.run_exec(request);
+    if let Err(err) = client.request_shutdown() {
+        tracing::warn!(%err, "could not send core.shutdown; the sandbox will be killed");
+    }
+    outcome
+}
+
+/// Waits for the sandbox process to exit, then SIGKILLs it (which takes the agent with it).
+fn stop_sandbox(sandbox: &mut Child) {
+    let deadline = Instant::now() + Duration::from_millis(SANDBOX_EXIT_TIMEOUT_MS);
+    while Instant::now() < deadline {
+        match sandbox.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS)),
+        }
+    }
+    tracing::warn!("sandbox process did not exit after core.shutdown; killing it");
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+}
+
+/// The sandbox directory argument of the hidden subcommands.
+pub fn hidden_dir_arg(args: &[String]) -> Option<SandboxDir> {
+    args.first().map(|p| SandboxDir::open(PathBuf::from(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_names_the_command_on_one_line() {
+        let failed = ExecFailed {
+            kind: ExecFailureKind::NotFound,
+            errno: Some(2),
+            errno_name: Some("ENOENT".into()),
+            message: "execvp: No such file or directory".into(),
+            stage: None,
+        };
+        let line = exec_failed_line("nosuchcmd", &failed);
+        assert!(line.starts_with("moat: nosuchcmd: command not found"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+}

@@ -1,0 +1,230 @@
+//! `moat __sandbox DIR`: the per-sandbox process (DESIGN.md "Process model").
+//!
+//! ```text
+//!  start agent ─► bootstrap handshake ─► relay on DIR/agent.sock ─► "ok" on stdout ─► serve
+//!   (unshare ... moat __ns-init DIR)   (bootstrap, init.resolved,      until the guest closes
+//!                                        init.ack, ready)               (core.shutdown) ─► reap
+//! ```
+//!
+//! Its stdout is the startup pipe: exactly one line, `ok` or `error: <reason>`. Its stderr is
+//! `DIR/sandbox.log`. The agent runs in new pid, mount, uts, ipc and net namespaces (the net
+//! namespace has only a loopback device) and dies with this process (`PR_SET_PDEATHSIG`, then
+//! `unshare --kill-child`, then the pid namespace).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use moat_protocol::payload::bootstrap::GuestBootstrap;
+use moat_protocol::payload::core::InitAck;
+use moat_protocol::{Decoded, FrameDecoder, Message, MessageFrame, RawFrame, decode_frame};
+use moat_relay::{RelayConfig, RelayHandle};
+
+use crate::error::RuntimeError;
+use crate::home::{SandboxDir, SandboxSpec};
+use crate::limits::{
+    AGENT_EXIT_TIMEOUT_MS, HANDSHAKE_FRAME_TIMEOUT_MS, POLL_INTERVAL_MS, RELAY_SOCKET_WAIT_MS,
+    SOCKET_READ_CHUNK_BYTES,
+};
+
+/// The line that reports a successful start on the startup pipe.
+pub const STARTUP_OK: &str = "ok";
+
+const AGENT: &str = "the agent";
+
+/// Runs the sandbox process to its end. Reports the startup result on stdout.
+pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
+    let spec = dir.read_spec()?;
+    let (mut child, channel) = start_agent(dir)?;
+    let ready = match handshake(&channel, &spec) {
+        Ok(ready) => ready,
+        Err(err) => {
+            stop_child(&mut child);
+            return Err(err);
+        }
+    };
+    let result = run_relay(dir, channel, ready);
+    reap_agent(&mut child);
+    result
+}
+
+/// `unshare` with the agent's namespaces, running `moat __ns-init DIR`.
+fn start_agent(dir: &SandboxDir) -> Result<(Child, UnixStream), RuntimeError> {
+    let exe = std::env::current_exe().map_err(RuntimeError::io("find own executable", "moat"))?;
+    let (ours, theirs) =
+        UnixStream::pair().map_err(RuntimeError::io("create agent socketpair", dir.path()))?;
+    let log_path = dir.agent_log();
+    let log = std::fs::File::create(&log_path)
+        .map_err(RuntimeError::io("create agent log", &log_path))?;
+    let mut command = Command::new("unshare");
+    command
+        .args(["--pid", "--mount", "--uts", "--ipc", "--net", "--fork", "--kill-child"])
+        .args(["--propagation", "private"])
+        .arg(exe)
+        .arg("__ns-init")
+        .arg(dir.path())
+        .env("MOAT_AGENT_LOG", "info")
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    crate::pre_exec::kill_with_parent(&mut command);
+    let child = command.spawn().map_err(RuntimeError::io("spawn", "unshare"))?;
+    Ok((child, ours))
+}
+
+/// The bootstrap handshake; returns the agent's `core.ready` frame for the relay to replay.
+fn handshake(channel: &UnixStream, spec: &SandboxSpec) -> Result<RawFrame, RuntimeError> {
+    channel
+        .set_read_timeout(Some(Duration::from_millis(HANDSHAKE_FRAME_TIMEOUT_MS)))
+        .map_err(RuntimeError::io("set channel timeout", "socketpair"))?;
+    let bootstrap =
+        GuestBootstrap { hostname: Some(spec.name.clone()), ..GuestBootstrap::default() };
+    let mut reader = AgentReader { stream: channel, decoder: FrameDecoder::new() };
+    send(channel, "core.bootstrap", Message::Bootstrap(Box::new(bootstrap)))?;
+    let waiting = "waiting for core.init.resolved";
+    match reader.next_message(waiting)?.1 {
+        Message::InitResolved(_) => {}
+        other => return Err(unexpected(&other, waiting)),
+    }
+    send(channel, "core.init.ack", Message::InitAck(InitAck { failure: false }))?;
+    let waiting = "waiting for core.ready";
+    let (raw, message) = reader.next_message(waiting)?;
+    match message {
+        Message::Ready(_) => Ok(raw),
+        other => Err(unexpected(&other, waiting)),
+    }
+}
+
+fn unexpected(message: &Message, while_doing: &'static str) -> RuntimeError {
+    let got = match message {
+        Message::Error(err) => format!("core.error ({})", err.message),
+        other => wire_name(other),
+    };
+    RuntimeError::Unexpected { peer: AGENT, got, while_doing }
+}
+
+/// The wire type name of `message`, for error text.
+pub fn wire_name(message: &Message) -> String {
+    match (message.message_type(), message) {
+        (Some(kind), _) => kind.wire_name().to_owned(),
+        (None, Message::Unknown(unknown)) => unknown.t.clone(),
+        (None, _) => "an unknown message".to_owned(),
+    }
+}
+
+fn send(
+    mut channel: &UnixStream,
+    what: &'static str,
+    message: Message,
+) -> Result<(), RuntimeError> {
+    let bytes = MessageFrame::new(0, message)
+        .to_bytes()
+        .map_err(|source| RuntimeError::Encode { what, source })?;
+    channel.write_all(&bytes).map_err(RuntimeError::io("write to agent channel", "socketpair"))
+}
+
+/// Blocking frame reader for the handshake (before the relay owns the stream).
+struct AgentReader<'a> {
+    stream: &'a UnixStream,
+    decoder: FrameDecoder,
+}
+
+impl AgentReader<'_> {
+    fn next_message(
+        &mut self,
+        while_doing: &'static str,
+    ) -> Result<(RawFrame, Message), RuntimeError> {
+        let mut buf = vec![0u8; SOCKET_READ_CHUNK_BYTES];
+        loop {
+            if let Some(raw) = self
+                .decoder
+                .next_frame()
+                .map_err(|source| RuntimeError::Frame { peer: AGENT, source })?
+            {
+                return match decode_frame(&raw) {
+                    Ok(Decoded::Message(frame)) => Ok((raw, frame.message)),
+                    Ok(_) => Err(RuntimeError::Unexpected {
+                        peer: AGENT,
+                        got: "a non-message frame".into(),
+                        while_doing,
+                    }),
+                    Err(source) => Err(RuntimeError::Decode { peer: AGENT, source }),
+                };
+            }
+            let n = match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return Err(RuntimeError::PeerGone { peer: AGENT, while_doing }),
+                Ok(n) => n,
+            };
+            self.decoder.push(&buf[..n]);
+        }
+    }
+}
+
+/// Serves the relay until the guest closes; prints `ok` once the socket exists.
+fn run_relay(dir: &SandboxDir, channel: UnixStream, ready: RawFrame) -> Result<(), RuntimeError> {
+    channel
+        .set_read_timeout(None)
+        .map_err(RuntimeError::io("clear channel timeout", "socketpair"))?;
+    channel
+        .set_nonblocking(true)
+        .map_err(RuntimeError::io("set channel non-blocking", "socketpair"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RuntimeError::io("start async runtime", dir.path()))?;
+    runtime.block_on(async {
+        let stream = tokio::net::UnixStream::from_std(channel)
+            .map_err(RuntimeError::io("register agent channel", "socketpair"))?;
+        let (reader, writer) = stream.into_split();
+        let (handle, control) = RelayHandle::new();
+        let config = RelayConfig { socket_path: dir.socket(), log_dir: dir.log_dir(), ready };
+        let mut relay = tokio::spawn(moat_relay::serve(config, reader, writer, control));
+        let socket = dir.socket();
+        let deadline = Instant::now() + Duration::from_millis(RELAY_SOCKET_WAIT_MS);
+        while !socket.exists() && Instant::now() < deadline && !relay.is_finished() {
+            tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+        }
+        if socket.exists() {
+            report_startup(STARTUP_OK);
+        }
+        let outcome = (&mut relay).await;
+        drop(handle);
+        match outcome {
+            Ok(Ok(stats)) => {
+                tracing::info!(stop = ?stats.stop, "relay stopped");
+                Ok(())
+            }
+            Ok(Err(err)) => Err(err.into()),
+            Err(join) => Err(RuntimeError::Io {
+                what: "join relay task",
+                path: socket,
+                source: std::io::Error::other(join),
+            }),
+        }
+    })
+}
+
+/// Writes the startup line on stdout (the pipe to the CLI).
+pub fn report_startup(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn reap_agent(child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_millis(AGENT_EXIT_TIMEOUT_MS);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
+    }
+    tracing::warn!("agent did not exit after the relay stopped; killing it");
+    stop_child(child);
+}
+
+fn stop_child(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
