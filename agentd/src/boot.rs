@@ -93,8 +93,22 @@ fn step(stage: &'static str) -> impl Fn(SysError) -> BootError {
 const NAMESPACE_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Staging directories tried, in order, for the tmpfs that holds the new root: each exists in any
-/// Linux root, and mounting over one changes nothing outside this mount namespace.
+/// Linux root, and mounting over one changes nothing outside this mount namespace. One that holds
+/// a path the boot still has to read (the root source, a shared directory, host device nodes) is
+/// skipped, since the tmpfs would hide it.
 const STAGING_CANDIDATES: [&str; 4] = ["/tmp", "/mnt", "/run", "/dev"];
+
+/// The first staging candidate that exists and holds none of `needed`.
+fn pick_staging<'a>(
+    candidates: &[&'a str],
+    needed: &[&Path],
+    exists: impl Fn(&Path) -> bool,
+) -> Option<&'a Path> {
+    candidates
+        .iter()
+        .map(|c| Path::new(*c))
+        .find(|c| exists(c) && !needed.iter().any(|n| n.starts_with(c)))
+}
 
 /// Checks what this agent cannot do before touching anything.
 pub fn check_supported(bootstrap: &GuestBootstrap) -> Result<(), BootError> {
@@ -146,13 +160,18 @@ pub fn assemble(options: &BootOptions, bootstrap: &GuestBootstrap) -> Result<(),
         RootPlan::Overlay(lower) | RootPlan::Prepared(lower) => lower.clone(),
     };
     sys::make_mounts_private().map_err(step("make mounts private"))?;
-    let staging = STAGING_CANDIDATES.iter().map(Path::new).find(|p| p.is_dir()).ok_or(
-        BootError::Invalid {
+    let mut needed: Vec<&Path> = vec![lower_or_root.as_path()];
+    if !options.vm {
+        // Bind sources of shared directories, and the host device nodes bound into /dev.
+        needed.extend(bootstrap.dir_mounts.iter().map(|m| Path::new(&m.tag)));
+        needed.push(Path::new("/dev/null"));
+    }
+    let staging =
+        pick_staging(&STAGING_CANDIDATES, &needed, Path::is_dir).ok_or(BootError::Invalid {
             what: "root",
-            path: "/".into(),
-            reason: "has none of /tmp, /mnt, /run, /dev",
-        },
-    )?;
+            path: lower_or_root.display().to_string(),
+            reason: "every staging point (/tmp, /mnt, /run, /dev) holds a path the boot needs",
+        })?;
     sys::mount(
         "tmpfs",
         staging,
@@ -453,5 +472,24 @@ mod tests {
         let err = BootError::User(UserError::UserNotFound("x".into()));
         assert_eq!(err.init_failure_reason(), Some(InitFailureReason::UserNotFound));
         assert_eq!(BootError::Unsupported("network").init_failure_reason(), None);
+    }
+
+    #[test]
+    fn staging_skips_a_directory_holding_the_root_source() {
+        let all = |_: &Path| true;
+        let root = Path::new("/tmp/ci/home/sandboxes/x/root");
+        assert_eq!(pick_staging(&STAGING_CANDIDATES, &[root], all), Some(Path::new("/mnt")));
+        // A lower of `/` is read through the overlay, which never sees mounts on top of it.
+        assert_eq!(
+            pick_staging(&STAGING_CANDIDATES, &[Path::new("/")], all),
+            Some(Path::new("/tmp"))
+        );
+        let dev = Path::new("/dev/null");
+        let only_tmp_and_dev = |p: &Path| p == Path::new("/tmp") || p == Path::new("/dev");
+        assert_eq!(pick_staging(&STAGING_CANDIDATES, &[root, dev], only_tmp_and_dev), None);
+        assert_eq!(
+            pick_staging(&STAGING_CANDIDATES, &[Path::new("/srv")], all),
+            Some(Path::new("/tmp"))
+        );
     }
 }

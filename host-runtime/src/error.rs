@@ -123,14 +123,6 @@ pub enum RuntimeError {
         /// The doctor's reason.
         reason: String,
     },
-    /// A path the agent cannot use as given.
-    #[error("{what} {} is under /tmp, which the agent covers with its own tmpfs before it reads the root; use a directory elsewhere (e.g. set MOAT_HOME)", path.display())]
-    UnderTmp {
-        /// What the path is.
-        what: &'static str,
-        /// The path.
-        path: PathBuf,
-    },
 }
 
 impl RuntimeError {

@@ -64,10 +64,6 @@ impl SandboxDir {
             .map_err(RuntimeError::io("create sandbox directory", &path))?;
         let path =
             path.canonicalize().map_err(RuntimeError::io("resolve sandbox directory", &path))?;
-        if path.starts_with("/tmp") {
-            let _ = std::fs::remove_dir(&path);
-            return Err(RuntimeError::UnderTmp { what: "sandbox directory", path });
-        }
         Ok(SandboxDir { path })
     }
 
@@ -164,13 +160,5 @@ mod tests {
         dir.write_spec(&spec).unwrap();
         assert_eq!(dir.read_spec().unwrap(), spec);
         dir.remove().unwrap();
-    }
-
-    #[test]
-    fn sandbox_directory_under_tmp_is_refused() {
-        let home = PathBuf::from("/tmp").join(format!("moat-home-test-{}", std::process::id()));
-        let err = SandboxDir::create(&home, "x").unwrap_err();
-        assert!(matches!(err, RuntimeError::UnderTmp { .. }), "{err}");
-        let _ = std::fs::remove_dir_all(&home);
     }
 }
