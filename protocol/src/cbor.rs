@@ -141,13 +141,22 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// Takes exactly `N` bytes as an array.
+    fn take_array<const N: usize>(&mut self) -> Result<[u8; N], CborError> {
+        let Some(bytes) = self.buf[self.pos..].first_chunk::<N>() else {
+            return Err(CborError::UnexpectedEnd { at: self.buf.len() });
+        };
+        self.pos += N;
+        Ok(*bytes)
+    }
+
     fn argument(&mut self, info: u8, at: usize) -> Result<Option<u64>, CborError> {
         Ok(Some(match info {
             0..=23 => u64::from(info),
             24 => u64::from(self.byte()?),
-            25 => u64::from(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes"))),
-            26 => u64::from(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes"))),
-            27 => u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")),
+            25 => u64::from(u16::from_be_bytes(self.take_array()?)),
+            26 => u64::from(u32::from_be_bytes(self.take_array()?)),
+            27 => u64::from_be_bytes(self.take_array()?),
             28..=30 => return Err(CborError::ReservedInfo { info, at }),
             _ => return Ok(None),
         }))
