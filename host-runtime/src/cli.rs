@@ -1,4 +1,4 @@
-//! Parsing `moat run` arguments. Pure: no I/O, so every rule has a unit test.
+//! Parsing `moat run`, `create`, `exec`, `logs` and name-only arguments. Pure: no I/O, so every rule has a unit test.
 //!
 //! ```text
 //! moat run [-e K=V]... [-w DIR] [--rootfs DIR|host] [--isolation auto|namespace|vm] -- CMD [ARGS...]
@@ -58,13 +58,91 @@ pub enum UsageError {
     /// An option this command does not have.
     #[error("unknown option {0:?}")]
     UnknownOption(String),
+    /// No sandbox name given.
+    #[error("no sandbox name given")]
+    NoName,
+    /// A positional argument this command does not take.
+    #[error("unexpected argument {0:?}")]
+    UnexpectedArgument(String),
+    /// An unknown `--source` value.
+    #[error("--source {0:?}: expected stdout, stderr, system or all")]
+    BadSource(String),
+    /// A `--tail` value that is not a count.
+    #[error("--tail {0:?}: expected a number of lines")]
+    BadTail(String),
     /// No command after the options.
     #[error("no command given (usage: moat run [OPTIONS] -- CMD [ARGS...])")]
     NoCommand,
 }
 
+/// Options shared by `run`, `create` and `exec`; each command accepts a subset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepts {
+    /// `run`: `-e`, `-w`, `--rootfs`, `--isolation`.
+    Run,
+    /// `create`: `--rootfs`, `--isolation`.
+    Create,
+    /// `exec`: `-e`, `-w`, `-u`.
+    Exec,
+}
+
 /// Parses the arguments after `run`.
 pub fn parse_run(args: &[String]) -> Result<RunArgs, UsageError> {
+    let (parsed, _) = parse_options(args, Accepts::Run)?;
+    if parsed.cmd.is_empty() {
+        return Err(UsageError::NoCommand);
+    }
+    Ok(parsed)
+}
+
+/// A parsed `moat create NAME [--rootfs DIR|host] [--isolation ...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateArgs {
+    /// The sandbox name.
+    pub name: String,
+    /// The root filesystem.
+    pub root: RootSource,
+    /// The requested backend.
+    pub isolation: Isolation,
+}
+
+/// Parses the arguments after `create`.
+pub fn parse_create(args: &[String]) -> Result<CreateArgs, UsageError> {
+    let (name, rest) = args.split_first().ok_or(UsageError::NoName)?;
+    let (parsed, _) = parse_options(rest, Accepts::Create)?;
+    if !parsed.cmd.is_empty() {
+        return Err(UsageError::UnexpectedArgument(parsed.cmd));
+    }
+    Ok(CreateArgs { name: name.clone(), root: parsed.root, isolation: parsed.isolation })
+}
+
+/// A parsed `moat exec NAME [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecArgs {
+    /// The sandbox name.
+    pub name: String,
+    /// The command, its environment and working directory (`root`/`isolation` unused).
+    pub run: RunArgs,
+    /// The user to run as inside the sandbox.
+    pub user: Option<String>,
+}
+
+/// Parses the arguments after `exec`.
+pub fn parse_exec(args: &[String]) -> Result<ExecArgs, UsageError> {
+    let (name, rest) = args.split_first().ok_or(UsageError::NoName)?;
+    let (run, user) = parse_options(rest, Accepts::Exec)?;
+    if run.cmd.is_empty() {
+        return Err(UsageError::NoCommand);
+    }
+    Ok(ExecArgs { name: name.clone(), run, user })
+}
+
+/// Parses options up to the command; an empty `cmd` means none was given. Returns `-u`'s value
+/// separately (only `exec` has it).
+fn parse_options(
+    args: &[String],
+    accepts: Accepts,
+) -> Result<(RunArgs, Option<String>), UsageError> {
     let mut parsed = RunArgs {
         env: Vec::new(),
         cwd: None,
@@ -73,8 +151,11 @@ pub fn parse_run(args: &[String]) -> Result<RunArgs, UsageError> {
         cmd: String::new(),
         args: Vec::new(),
     };
+    let mut user = None;
     let mut rest = args.iter();
     let mut command = Vec::new();
+    let with_env = matches!(accepts, Accepts::Run | Accepts::Exec);
+    let with_backend = matches!(accepts, Accepts::Run | Accepts::Create);
     while let Some(arg) = rest.next() {
         let mut value =
             || rest.next().cloned().ok_or_else(|| UsageError::MissingValue(arg.clone()));
@@ -83,20 +164,21 @@ pub fn parse_run(args: &[String]) -> Result<RunArgs, UsageError> {
                 command.extend(rest.by_ref().cloned());
                 break;
             }
-            "-e" | "--env" => {
+            "-e" | "--env" if with_env => {
                 let pair = value()?;
                 if !pair.contains('=') || pair.starts_with('=') {
                     return Err(UsageError::BadEnv(pair));
                 }
                 parsed.env.push(pair);
             }
-            "-w" | "--workdir" => parsed.cwd = Some(value()?),
-            "--rootfs" => {
+            "-w" | "--workdir" if with_env => parsed.cwd = Some(value()?),
+            "-u" | "--user" if accepts == Accepts::Exec => user = Some(value()?),
+            "--rootfs" if with_backend => {
                 let root = value()?;
                 parsed.root =
                     if root == "host" { RootSource::Host } else { RootSource::Dir(root.into()) };
             }
-            "--isolation" => {
+            "--isolation" if with_backend => {
                 parsed.isolation = match value()?.as_str() {
                     "auto" => Isolation::Auto,
                     "namespace" => Isolation::Namespace,
@@ -115,9 +197,88 @@ pub fn parse_run(args: &[String]) -> Result<RunArgs, UsageError> {
         }
     }
     let mut command = command.into_iter();
-    parsed.cmd = command.next().ok_or(UsageError::NoCommand)?;
+    parsed.cmd = command.next().unwrap_or_default();
     parsed.args = command.collect();
+    Ok((parsed, user))
+}
+
+/// Which exec.log records `moat logs` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFilter {
+    /// Exec stdout only.
+    Stdout,
+    /// Exec stderr only.
+    Stderr,
+    /// Lifecycle markers only.
+    System,
+    /// Everything.
+    All,
+}
+
+/// A parsed `moat logs NAME [--source stdout|stderr|system|all] [--tail N] [-f]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsArgs {
+    /// The sandbox name.
+    pub name: String,
+    /// Which records.
+    pub source: LogFilter,
+    /// Only the last N lines of the selected output.
+    pub tail: Option<usize>,
+    /// Keep printing new records.
+    pub follow: bool,
+}
+
+/// Parses the arguments after `logs`.
+pub fn parse_logs(args: &[String]) -> Result<LogsArgs, UsageError> {
+    let mut parsed =
+        LogsArgs { name: String::new(), source: LogFilter::All, tail: None, follow: false };
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let mut value =
+            || rest.next().cloned().ok_or_else(|| UsageError::MissingValue(arg.clone()));
+        match arg.as_str() {
+            "--source" => {
+                parsed.source = match value()?.as_str() {
+                    "stdout" => LogFilter::Stdout,
+                    "stderr" => LogFilter::Stderr,
+                    "system" => LogFilter::System,
+                    "all" => LogFilter::All,
+                    other => return Err(UsageError::BadSource(other.to_owned())),
+                };
+            }
+            "--tail" => {
+                let n = value()?;
+                parsed.tail = Some(n.parse().map_err(|_| UsageError::BadTail(n))?);
+            }
+            "-f" | "--follow" => parsed.follow = true,
+            other if other.starts_with('-') => {
+                return Err(UsageError::UnknownOption(other.to_owned()));
+            }
+            name if parsed.name.is_empty() => parsed.name = name.to_owned(),
+            extra => return Err(UsageError::UnexpectedArgument(extra.to_owned())),
+        }
+    }
+    if parsed.name.is_empty() {
+        return Err(UsageError::NoName);
+    }
     Ok(parsed)
+}
+
+/// Parses `NAME` alone, or `-f NAME` / `NAME -f` when `force` names the flag (`rm`).
+pub fn parse_name(args: &[String], force: Option<&str>) -> Result<(String, bool), UsageError> {
+    let mut name = None;
+    let mut forced = false;
+    for arg in args {
+        match arg.as_str() {
+            flag if Some(flag) == force || (force.is_some() && flag == "--force") => forced = true,
+            other if other.starts_with('-') => {
+                return Err(UsageError::UnknownOption(other.to_owned()));
+            }
+            other if name.is_none() => name = Some(other.to_owned()),
+            extra => return Err(UsageError::UnexpectedArgument(extra.to_owned())),
+        }
+    }
+    Ok((name.ok_or(UsageError::NoName)?, forced))
 }
 
 #[cfg(test)]
@@ -170,6 +331,39 @@ mod tests {
     #[test]
     fn env_without_equals_is_refused() {
         assert_eq!(parse(&["-e", "A", "--", "x"]), Err(UsageError::BadEnv("A".into())));
+    }
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn create_takes_a_name_and_backend_options_but_no_command() {
+        let create = parse_create(&strings(&["box", "--rootfs", "/srv"])).unwrap();
+        assert_eq!((create.name.as_str(), create.root), ("box", RootSource::Dir("/srv".into())));
+        assert!(parse_create(&strings(&["box", "--", "sh"])).is_err());
+        assert!(parse_create(&strings(&["box", "-e", "A=1"])).is_err());
+    }
+
+    #[test]
+    fn exec_takes_user_env_and_a_command() {
+        let exec = parse_exec(&strings(&["box", "-u", "nobody", "-e", "A=1", "--", "id"])).unwrap();
+        assert_eq!((exec.name.as_str(), exec.user.as_deref()), ("box", Some("nobody")));
+        assert_eq!((exec.run.cmd.as_str(), exec.run.env), ("id", vec!["A=1".to_owned()]));
+    }
+
+    #[test]
+    fn logs_parses_source_and_tail() {
+        let logs = parse_logs(&strings(&["box", "--source", "stderr", "--tail", "3"])).unwrap();
+        assert_eq!((logs.source, logs.tail, logs.follow), (LogFilter::Stderr, Some(3), false));
+        assert!(parse_logs(&strings(&["--tail", "x", "box"])).is_err());
+    }
+
+    #[test]
+    fn rm_force_flag_is_found_on_either_side_of_the_name() {
+        assert_eq!(parse_name(&strings(&["-f", "b"]), Some("-f")).unwrap(), ("b".into(), true));
+        assert_eq!(parse_name(&strings(&["b"]), Some("-f")).unwrap(), ("b".into(), false));
+        assert!(parse_name(&strings(&["-f", "b"]), None).is_err());
     }
 
     #[test]

@@ -87,6 +87,39 @@ pub enum RuntimeError {
         /// The cause.
         source: serde_json::Error,
     },
+    /// A `state.json` could not be read or written.
+    #[error("sandbox state {}: {source}", path.display())]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// A sandbox name breaks the naming rules.
+    #[error("invalid sandbox name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// `moat create` with a name already in use.
+    #[error("a sandbox named {0:?} already exists")]
+    DuplicateName(String),
+    /// No sandbox has this name.
+    #[error("no sandbox named {0:?}")]
+    UnknownSandbox(String),
+    /// The command needs a running sandbox.
+    #[error("sandbox {name:?} is not running (it is {status})")]
+    NotRunning {
+        /// The sandbox.
+        name: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// `moat rm` without `-f` on a running sandbox.
+    #[error("sandbox {0:?} is running; stop it first or use `moat rm -f`")]
+    StillRunning(String),
     /// The sandbox process reported a boot failure (or died before reporting).
     #[error("sandbox failed to start: {message}{}", if agent_log.is_empty() { String::new() } else { format!("\n--- agent log (tail) ---\n{agent_log}") })]
     Boot {

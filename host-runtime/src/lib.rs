@@ -18,6 +18,9 @@
 //! - [`ns_init`] and [`host_root`]: inside the new namespaces, the root the agent gets.
 //! - [`client`]: a relay client running one exec session.
 //! - [`run`]: `moat run` from start to cleanup.
+//! - [`state`]: the per-sandbox `state.json` store and name rules; [`lifecycle`]: named
+//!   sandboxes (`create`, `exec`, `ls`, `inspect`, `socket`, `stop`, `kill`, `rm`); [`logs`]:
+//!   `moat logs`.
 //!
 //! The libkrun VM backend is not built: `--isolation vm` says so with the doctor's reason.
 
@@ -31,9 +34,12 @@ pub mod error;
 pub mod home;
 pub mod host_root;
 pub mod isolation;
+pub mod lifecycle;
 pub mod limits;
+pub mod logs;
 pub mod ns_init;
 mod pre_exec;
 pub mod run;
 pub mod sandbox;
+pub mod state;
 mod sys;

@@ -24,5 +24,17 @@ pub const SOCKET_READ_CHUNK_BYTES: usize = 256 * 1024;
 /// Lines of the agent log shown when a sandbox fails to boot.
 pub const AGENT_LOG_TAIL_LINES: usize = 20;
 
+/// Longest sandbox name, in UTF-8 bytes.
+pub const MAX_SANDBOX_NAME_BYTES: usize = 128;
+
+/// How long `moat stop` waits after SIGTERM before SIGKILL.
+pub const STOP_TERM_GRACE_MS: u64 = 2_000;
+
+/// How long `moat kill` waits for the killed sandbox process to disappear.
+pub const KILL_WAIT_MS: u64 = 5_000;
+
+/// How often `moat logs -f` looks for new lines.
+pub const LOG_FOLLOW_INTERVAL_MS: u64 = 200;
+
 const _: () = assert!(POLL_INTERVAL_MS < RELAY_SOCKET_WAIT_MS);
 const _: () = assert!(AGENT_EXIT_TIMEOUT_MS < SANDBOX_EXIT_TIMEOUT_MS);

@@ -1,14 +1,40 @@
 //! `moat`: the command-line interface. A checklist: parse, dispatch, exit.
 //!
-//! Commands: `doctor`, `run`. Hidden: `__sandbox DIR` (the per-sandbox process) and
+//! Commands: `doctor`, `run`, and the named-sandbox lifecycle (`create`, `exec`, `ls`, `inspect`,
+//! `socket`, `logs`, `stop`, `kill`, `rm`). Hidden: `__sandbox DIR` (the per-sandbox process) and
 //! `__ns-init DIR` (first process in the sandbox's namespaces; execs the agent). Exit status of
-//! `run`: the command's; 127 when it could not be started; 125 when moat itself failed.
+//! `run` and `exec`: the command's; 127 when it could not be started; 125 when moat itself
+//! failed. Other commands: 0, 1 on failure, 2 on a usage error.
 
 use std::process::ExitCode;
 
-use moat_runtime::{cli, doctor, ns_init, run, sandbox};
+use moat_runtime::cli::UsageError;
+use moat_runtime::error::RuntimeError;
+use moat_runtime::{cli, doctor, lifecycle, logs, ns_init, run, sandbox};
 
-const USAGE: &str = "usage: moat <command>\n\ncommands:\n  doctor    report whether this host can boot a microVM, and why\n  run       run a command in an ephemeral sandbox:\n            moat run [-e K=V]... [-w DIR] [--rootfs DIR|host] [--isolation auto|namespace|vm] -- CMD [ARGS...]\n";
+const USAGE: &str = "usage: moat <command>
+
+commands:
+  doctor    report whether this host can boot a microVM, and why
+  run       run a command in an ephemeral sandbox:
+            moat run [-e K=V]... [-w DIR] [--rootfs DIR|host] [--isolation auto|namespace|vm] -- CMD [ARGS...]
+  create    boot a named sandbox that outlives this command:
+            moat create NAME [--rootfs DIR|host] [--isolation auto|namespace|vm]
+  exec      moat exec NAME [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]
+  ls        list named sandboxes (--json for JSON)
+  inspect   moat inspect NAME: its state as JSON
+  socket    moat socket NAME: the path of its relay socket
+  logs      moat logs NAME [--source stdout|stderr|system|all] [--tail N] [-f]
+  stop      moat stop NAME: shut it down (SIGTERM, then SIGKILL, after 10 s)
+  kill      moat kill NAME: SIGKILL it
+  rm        moat rm [-f] NAME: remove a sandbox that is not running (-f: kill it first)
+";
+
+/// Exit status of a lifecycle command that failed.
+const EXIT_FAILED: u8 = 1;
+
+/// Exit status of a usage error.
+const EXIT_USAGE: u8 = 2;
 
 /// Exit status when moat itself fails (not the command).
 const EXIT_MOAT_FAILED: u8 = 125;
@@ -25,12 +51,20 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Some(
-            cmd @ ("create" | "exec" | "ls" | "inspect" | "socket" | "logs" | "stop" | "kill"
-            | "rm"),
-        ) => {
-            eprintln!("moat {cmd}: not built yet; today moat has `doctor` and `run`.");
-            ExitCode::from(2)
+        Some("exec") => exec_command(rest),
+        Some(cmd @ ("create" | "ls" | "inspect" | "socket" | "logs" | "stop" | "kill" | "rm")) => {
+            init_logging(tracing::Level::WARN);
+            match lifecycle_command(cmd, rest) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(Failure::Usage(err)) => {
+                    eprintln!("moat {cmd}: {err}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+                Err(Failure::Runtime(err)) => {
+                    eprintln!("moat {cmd}: {err}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
         }
         Some(other) => {
             eprintln!("moat: unknown command {other:?}\n\n{USAGE}");
@@ -64,6 +98,85 @@ fn run_command(args: &[String]) -> ExitCode {
             ExitCode::from(EXIT_MOAT_FAILED)
         }
     }
+}
+
+fn exec_command(args: &[String]) -> ExitCode {
+    init_logging(tracing::Level::WARN);
+    let parsed = match cli::parse_exec(args) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            eprintln!("moat exec: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match lifecycle::exec(parsed) {
+        Ok(status) => ExitCode::from(status),
+        Err(err) => {
+            eprintln!("moat exec: {err}");
+            ExitCode::from(EXIT_MOAT_FAILED)
+        }
+    }
+}
+
+/// Why a lifecycle command failed.
+enum Failure {
+    Usage(UsageError),
+    Runtime(RuntimeError),
+}
+
+impl From<UsageError> for Failure {
+    fn from(err: UsageError) -> Self {
+        Failure::Usage(err)
+    }
+}
+
+impl From<RuntimeError> for Failure {
+    fn from(err: RuntimeError) -> Self {
+        Failure::Runtime(err)
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    // The state types are strings, integers and enums: serializing them cannot fail.
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+fn lifecycle_command(cmd: &str, args: &[String]) -> Result<(), Failure> {
+    match cmd {
+        "create" => println!("{}", lifecycle::create(cli::parse_create(args)?)?),
+        "ls" => {
+            let json = match args {
+                [] => false,
+                [flag] if flag == "--json" => true,
+                [other, ..] => return Err(UsageError::UnknownOption(other.clone()).into()),
+            };
+            let states = lifecycle::list()?;
+            if json {
+                println!("{}", to_json(&states));
+            } else {
+                print!("{}", lifecycle::format_table(&states));
+            }
+        }
+        "inspect" => println!("{}", to_json(&lifecycle::inspect(&cli::parse_name(args, None)?.0)?)),
+        "socket" => {
+            println!("{}", lifecycle::socket(&cli::parse_name(args, None)?.0)?.display());
+        }
+        "logs" => {
+            let parsed = cli::parse_logs(args)?;
+            logs::print(&lifecycle::open_named(&parsed.name)?, &parsed)?;
+        }
+        "stop" => {
+            lifecycle::stop(&cli::parse_name(args, None)?.0)?;
+        }
+        "kill" => {
+            lifecycle::kill(&cli::parse_name(args, None)?.0)?;
+        }
+        _ => {
+            let (name, force) = cli::parse_name(args, Some("-f"))?;
+            lifecycle::remove(&name, force)?;
+        }
+    }
+    Ok(())
 }
 
 fn sandbox_command(args: &[String]) -> ExitCode {

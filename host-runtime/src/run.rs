@@ -48,7 +48,7 @@ pub fn execute(args: RunArgs) -> Result<u8, RuntimeError> {
 }
 
 /// `--rootfs DIR` must be an existing directory; resolved to an absolute path.
-fn checked_root(root: &RootSource) -> Result<RootSource, RuntimeError> {
+pub(crate) fn checked_root(root: &RootSource) -> Result<RootSource, RuntimeError> {
     match root {
         RootSource::Host => Ok(RootSource::Host),
         RootSource::Dir(dir) => {
@@ -67,7 +67,7 @@ fn checked_root(root: &RootSource) -> Result<RootSource, RuntimeError> {
 
 fn run_in(dir: &SandboxDir, spec: SandboxSpec, args: RunArgs) -> Result<u8, RuntimeError> {
     dir.write_spec(&spec)?;
-    let mut sandbox = spawn_sandbox(dir)?;
+    let mut sandbox = spawn_sandbox(dir, Lifetime::WithCli)?;
     let cmd = args.cmd.clone();
     let result = wait_startup(dir, &mut sandbox).and_then(|()| exec_and_shutdown(dir, args));
     stop_sandbox(&mut sandbox);
@@ -91,7 +91,16 @@ pub fn exec_failed_line(cmd: &str, failed: &ExecFailed) -> String {
     }
 }
 
-fn spawn_sandbox(dir: &SandboxDir) -> Result<Child, RuntimeError> {
+/// How long a sandbox process lives relative to the CLI that spawns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifetime {
+    /// `moat run`: its own process group, killed by the kernel when the CLI dies.
+    WithCli,
+    /// `moat create`: its own session, outliving the CLI.
+    Detached,
+}
+
+pub(crate) fn spawn_sandbox(dir: &SandboxDir, lifetime: Lifetime) -> Result<Child, RuntimeError> {
     let exe = std::env::current_exe().map_err(RuntimeError::io("find own executable", "moat"))?;
     let log_path = dir.sandbox_log();
     let log = std::fs::File::create(&log_path)
@@ -102,16 +111,21 @@ fn spawn_sandbox(dir: &SandboxDir) -> Result<Child, RuntimeError> {
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        // Its own process group: a terminal's Ctrl-C reaches the CLI (which forwards it to the
-        // command), not the sandbox process or the agent.
-        .process_group(0);
-    crate::pre_exec::kill_with_parent(&mut command);
+        .stderr(Stdio::from(log));
+    match lifetime {
+        Lifetime::WithCli => {
+            // Its own process group: a terminal's Ctrl-C reaches the CLI (which forwards it to
+            // the command), not the sandbox process or the agent.
+            command.process_group(0);
+            crate::pre_exec::kill_with_parent(&mut command);
+        }
+        Lifetime::Detached => crate::pre_exec::new_session(&mut command),
+    }
     command.spawn().map_err(RuntimeError::io("spawn sandbox process", exe))
 }
 
 /// Reads the one startup line from the sandbox process.
-fn wait_startup(dir: &SandboxDir, sandbox: &mut Child) -> Result<(), RuntimeError> {
+pub(crate) fn wait_startup(dir: &SandboxDir, sandbox: &mut Child) -> Result<(), RuntimeError> {
     let mut line = String::new();
     if let Some(stdout) = sandbox.stdout.take() {
         let _ = BufReader::new(stdout).read_line(&mut line);

@@ -1,0 +1,317 @@
+//! Named sandboxes: `moat create`, `exec`, `ls`, `inspect`, `socket`, `stop`, `kill`, `rm`.
+//!
+//! ```text
+//!  create: name check ─► DIR (mkdir: the uniqueness lock) ─► spec ─► spawn detached
+//!          `moat __sandbox DIR` (own session) ─► state running ─► startup line ─► started_at
+//!  exec:   state running? ─► relay client on DIR/agent.sock (as `moat run` does)
+//!  stop:   draining ─► core.shutdown ─► wait ─► SIGTERM ─► wait ─► SIGKILL (process group)
+//!          ─► stopped
+//!  kill:   SIGKILL (process group) ─► stopped, exit code 137
+//!  rm:     refuses a live sandbox unless -f (then kill) ─► remove DIR
+//! ```
+//!
+//! The state store's rules (atomic writes, `crashed` at read time) live in [`crate::state`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use moat_protocol::payload::exec::ExecRequest;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::cli::{CreateArgs, ExecArgs};
+use crate::client::{ExecOutcome, RelayClient, exit_status};
+use crate::error::RuntimeError;
+use crate::home::{self, SandboxDir, SandboxSpec};
+use crate::isolation::{self, Backend};
+use crate::limits::{KILL_WAIT_MS, POLL_INTERVAL_MS, SANDBOX_EXIT_TIMEOUT_MS, STOP_TERM_GRACE_MS};
+use crate::run::{self, Lifetime};
+use crate::state::{self, SandboxState, Status};
+use crate::{agentd_bin, doctor};
+
+/// Shell-style exit code of a process killed by `signal`.
+fn signal_exit_code(signal: Signal) -> i32 {
+    128 + signal as i32
+}
+
+/// The directory of an existing named sandbox (one with a `state.json`).
+pub fn open_named(name: &str) -> Result<SandboxDir, RuntimeError> {
+    state::validate_name(name)?;
+    let path = home::moat_home().join("sandboxes").join(name);
+    if !path.join(state::STATE_FILE).is_file() {
+        return Err(RuntimeError::UnknownSandbox(name.to_owned()));
+    }
+    Ok(SandboxDir::open(path))
+}
+
+/// `moat create`: boots a detached sandbox and records it. Returns its name.
+pub fn create(args: CreateArgs) -> Result<String, RuntimeError> {
+    state::validate_name(&args.name)?;
+    // Checked early for a clean error; the `mkdir` below is what makes the name unique.
+    if home::moat_home().join("sandboxes").join(&args.name).exists() {
+        return Err(RuntimeError::DuplicateName(args.name));
+    }
+    let report = doctor::diagnose(&doctor::HostPaths::system());
+    let Backend::Namespace { warning } = isolation::choose(args.isolation, &report)?;
+    if let Some(warning) = warning {
+        eprintln!("{warning}");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(RuntimeError::NotRoot);
+    }
+    let root = run::checked_root(&args.root)?;
+    let agentd = agentd_bin::locate()?;
+    let dir = SandboxDir::create(&home::moat_home(), &args.name).map_err(|err| match err {
+        RuntimeError::Io { what: "create sandbox directory", source, .. }
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            RuntimeError::DuplicateName(args.name.clone())
+        }
+        other => other,
+    })?;
+    let span = tracing::info_span!("sandbox", name = %args.name);
+    let _entered = span.enter();
+    let spec = SandboxSpec { name: args.name.clone(), root, agentd };
+    if let Err(err) = boot_detached(&dir, spec) {
+        if let Err(cleanup) = dir.remove() {
+            tracing::warn!(%cleanup, "could not remove the sandbox directory");
+        }
+        return Err(err);
+    }
+    Ok(args.name)
+}
+
+fn boot_detached(dir: &SandboxDir, spec: SandboxSpec) -> Result<(), RuntimeError> {
+    dir.write_spec(&spec)?;
+    let mut child = run::spawn_sandbox(dir, Lifetime::Detached)?;
+    let mut record = SandboxState {
+        name: spec.name.clone(),
+        spec,
+        status: Status::Running,
+        pid: i32::try_from(child.id()).ok(),
+        created_at: state::now(),
+        started_at: None,
+        stopped_at: None,
+        exit_code: None,
+    };
+    let started =
+        state::write(dir.path(), &record).and_then(|()| run::wait_startup(dir, &mut child));
+    if let Err(err) = started {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(err);
+    }
+    record.started_at = Some(state::now());
+    state::write(dir.path(), &record)
+}
+
+/// `moat exec`: runs a command in a running sandbox; returns the CLI exit status.
+pub fn exec(args: ExecArgs) -> Result<u8, RuntimeError> {
+    let dir = open_named(&args.name)?;
+    let record = state::read(dir.path())?;
+    if record.status != Status::Running {
+        return Err(RuntimeError::NotRunning { name: args.name, status: record.status.as_str() });
+    }
+    crate::client::block_forwarded_signals()?;
+    let mut client = RelayClient::connect(&dir.socket())?;
+    let cmd = args.run.cmd.clone();
+    let mut request = ExecRequest::new(args.run.cmd);
+    request.args = args.run.args;
+    request.env = args.run.env;
+    request.cwd = args.run.cwd;
+    request.user = args.user;
+    let outcome = client.run_exec(request)?;
+    match &outcome {
+        ExecOutcome::Failed(failed) => eprintln!("{}", run::exec_failed_line(&cmd, failed)),
+        ExecOutcome::Refused(message) => {
+            eprintln!("moat: the agent refused the command: {message}");
+        }
+        ExecOutcome::Exited(_) => {}
+    }
+    Ok(exit_status(&outcome))
+}
+
+/// Every named sandbox's state, sorted by name. Directories without `state.json` (a `moat run`
+/// in progress) are not named sandboxes and are skipped.
+pub fn list() -> Result<Vec<SandboxState>, RuntimeError> {
+    let parent = home::moat_home().join("sandboxes");
+    let entries = match std::fs::read_dir(&parent) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(RuntimeError::io("list sandboxes", &parent)(err)),
+    };
+    let mut states = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.join(state::STATE_FILE).is_file() {
+            states.push(state::read(&path)?);
+        }
+    }
+    states.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(states)
+}
+
+/// The `moat ls` table.
+pub fn format_table(states: &[SandboxState]) -> String {
+    let width = states.iter().map(|s| s.name.len()).max().unwrap_or(0).max(4);
+    let mut out = format!("{:<width$}  {:<8}  {:>7}  CREATED\n", "NAME", "STATUS", "PID");
+    for s in states {
+        let pid = match (s.status, s.pid) {
+            (Status::Running | Status::Draining, Some(pid)) => pid.to_string(),
+            _ => "-".to_owned(),
+        };
+        out.push_str(&format!(
+            "{:<width$}  {:<8}  {:>7}  {}\n",
+            s.name,
+            s.status.as_str(),
+            pid,
+            s.created_at
+        ));
+    }
+    out
+}
+
+/// `moat inspect`: the state as read (with `crashed` applied).
+pub fn inspect(name: &str) -> Result<SandboxState, RuntimeError> {
+    state::read(open_named(name)?.path())
+}
+
+/// `moat socket`: the relay socket path.
+pub fn socket(name: &str) -> Result<PathBuf, RuntimeError> {
+    Ok(open_named(name)?.socket())
+}
+
+/// `moat stop`: `core.shutdown`, then SIGTERM, then SIGKILL. A sandbox that is not live is left
+/// as it is.
+pub fn stop(name: &str) -> Result<SandboxState, RuntimeError> {
+    let dir = open_named(name)?;
+    let mut record = state::read(dir.path())?;
+    let Some(pid) = live_pid(&record) else {
+        return Ok(record);
+    };
+    record.status = Status::Draining;
+    state::write(dir.path(), &record)?;
+    let asked = RelayClient::connect(&dir.socket()).and_then(|client| client.request_shutdown());
+    if let Err(err) = asked {
+        tracing::warn!(%err, "could not send core.shutdown; escalating to signals");
+    }
+    let mut exit_code = 0;
+    if !wait_gone(pid, dir.path(), SANDBOX_EXIT_TIMEOUT_MS) {
+        exit_code = signal_exit_code(Signal::SIGTERM);
+        signal_group(pid, Signal::SIGTERM);
+        if !wait_gone(pid, dir.path(), STOP_TERM_GRACE_MS) {
+            exit_code = signal_exit_code(Signal::SIGKILL);
+            signal_group(pid, Signal::SIGKILL);
+            wait_gone(pid, dir.path(), KILL_WAIT_MS);
+        }
+    }
+    record_stopped(dir.path(), record, exit_code)
+}
+
+/// `moat kill`: SIGKILL to the sandbox's process group.
+pub fn kill(name: &str) -> Result<SandboxState, RuntimeError> {
+    let dir = open_named(name)?;
+    let record = state::read(dir.path())?;
+    let Some(pid) = live_pid(&record) else {
+        return Err(RuntimeError::NotRunning {
+            name: name.to_owned(),
+            status: record.status.as_str(),
+        });
+    };
+    kill_and_wait(pid, dir.path());
+    record_stopped(dir.path(), record, signal_exit_code(Signal::SIGKILL))
+}
+
+/// `moat rm`: removes a sandbox that is not live; with `force`, kills a live one first.
+pub fn remove(name: &str, force: bool) -> Result<(), RuntimeError> {
+    let dir = open_named(name)?;
+    let record = state::read(dir.path())?;
+    if let Some(pid) = live_pid(&record) {
+        if !force {
+            return Err(RuntimeError::StillRunning(name.to_owned()));
+        }
+        kill_and_wait(pid, dir.path());
+    }
+    dir.remove()
+}
+
+/// The pid of a sandbox whose process is alive (running or draining).
+fn live_pid(record: &SandboxState) -> Option<i32> {
+    match record.status {
+        Status::Running | Status::Draining => record.pid,
+        Status::Stopped | Status::Crashed => None,
+    }
+}
+
+fn kill_and_wait(pid: i32, dir: &Path) {
+    signal_group(pid, Signal::SIGKILL);
+    if !wait_gone(pid, dir, KILL_WAIT_MS) {
+        tracing::warn!(pid, "sandbox process still present after SIGKILL");
+    }
+}
+
+fn record_stopped(
+    dir: &Path,
+    mut record: SandboxState,
+    exit_code: i32,
+) -> Result<SandboxState, RuntimeError> {
+    record.status = Status::Stopped;
+    record.stopped_at = Some(state::now());
+    record.exit_code = Some(exit_code);
+    state::write(dir, &record)?;
+    Ok(record)
+}
+
+/// Signals the sandbox process's group (its pid: it leads its own session).
+fn signal_group(pid: i32, signal: Signal) {
+    if let Err(err) = killpg(Pid::from_raw(pid), signal) {
+        tracing::debug!(pid, %err, ?signal, "killpg");
+    }
+}
+
+/// Waits until `pid` is no longer our sandbox process; false on timeout.
+fn wait_gone(pid: i32, dir: &Path, timeout_ms: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    loop {
+        if !state::is_sandbox_process(pid, dir) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::RootSource;
+
+    fn record(name: &str, status: Status) -> SandboxState {
+        SandboxState {
+            name: name.into(),
+            spec: SandboxSpec { name: name.into(), root: RootSource::Host, agentd: "/a".into() },
+            status,
+            pid: Some(42),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            started_at: None,
+            stopped_at: None,
+            exit_code: None,
+        }
+    }
+
+    #[test]
+    fn table_shows_pid_only_for_live_sandboxes() {
+        let table = format_table(&[record("a", Status::Running), record("b", Status::Stopped)]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("NAME") && lines[0].contains("CREATED"), "{table}");
+        assert!(lines[1].contains("running") && lines[1].contains("42"), "{table}");
+        assert!(lines[2].contains("stopped") && !lines[2].contains("42"), "{table}");
+    }
+
+    #[test]
+    fn sigkill_exit_code_is_137() {
+        assert_eq!(signal_exit_code(Signal::SIGKILL), 137);
+    }
+}

@@ -1,0 +1,208 @@
+//! End to end: named sandboxes (`create`, `exec`, `ls`, `inspect`, `logs`, `stop`, `kill`, `rm`)
+//! on the namespace backend with the real agent and relay. Needs root; without it every test that
+//! boots a sandbox fails saying so.
+//!
+//! Each test has its own `MOAT_HOME`, and a guard that `rm -f`s its sandbox even when it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (moat create makes pid, mount and net namespaces); run the tests as root"
+    );
+}
+
+fn moat_home(test: &str) -> PathBuf {
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("moat-life-home").join(test);
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    home
+}
+
+fn moat(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(args)
+        .env("MOAT_HOME", home)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn moat")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A created sandbox, removed with `rm -f` when dropped.
+struct Sandbox {
+    home: PathBuf,
+    name: &'static str,
+}
+
+impl Sandbox {
+    fn create(home: &Path, name: &'static str) -> Sandbox {
+        require_root();
+        let output = moat(home, &["create", name]);
+        assert_eq!(output.status.code(), Some(0), "create: {}", stderr(&output));
+        assert_eq!(stdout(&output), format!("{name}\n"));
+        Sandbox { home: home.to_owned(), name }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        moat(&self.home, args)
+    }
+
+    /// The STATUS column of this sandbox's `moat ls` row, or None when it is not listed.
+    fn ls_status(&self) -> Option<String> {
+        let output = self.run(&["ls"]);
+        assert_eq!(output.status.code(), Some(0), "ls: {}", stderr(&output));
+        stdout(&output)
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .find(|cols| cols[0] == self.name)
+            .map(|cols| cols[1].clone())
+    }
+
+    fn pid(&self) -> i32 {
+        let output = self.run(&["inspect", self.name]);
+        let state: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        i32::try_from(state["pid"].as_i64().unwrap()).unwrap()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.run(&["rm", "-f", self.name]);
+    }
+}
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(needle) && entry.file_name() != std::process::id().to_string().as_str() {
+            found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+#[test]
+fn create_exec_stop_rm_lifecycle_shows_each_status_in_ls_as_root() {
+    let home = moat_home("lifecycle");
+    let sandbox = Sandbox::create(&home, "life");
+    assert_eq!(sandbox.ls_status().as_deref(), Some("running"));
+    let exec = sandbox.run(&["exec", "life", "-e", "X=7", "--", "sh", "-c", "echo $X; exit 4"]);
+    assert_eq!(stdout(&exec), "7\n", "stderr: {}", stderr(&exec));
+    assert_eq!(exec.status.code(), Some(4));
+    let json = sandbox.run(&["ls", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(list[0]["name"], "life");
+    assert_eq!(list[0]["status"], "running");
+    let stop = sandbox.run(&["stop", "life"]);
+    assert_eq!(stop.status.code(), Some(0), "stop: {}", stderr(&stop));
+    assert_eq!(sandbox.ls_status().as_deref(), Some("stopped"));
+    let rm = sandbox.run(&["rm", "life"]);
+    assert_eq!(rm.status.code(), Some(0), "rm: {}", stderr(&rm));
+    assert_eq!(sandbox.ls_status(), None);
+}
+
+#[test]
+fn sigkill_of_the_sandbox_process_reads_as_crashed_as_root() {
+    let home = moat_home("crash");
+    let sandbox = Sandbox::create(&home, "doomed");
+    let pid = sandbox.pid();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sandbox.ls_status().as_deref() != Some("crashed") {
+        assert!(std::time::Instant::now() < deadline, "ls never said crashed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn duplicate_name_is_a_one_line_error_as_root() {
+    let home = moat_home("duplicate");
+    let _sandbox = Sandbox::create(&home, "twin");
+    let again = moat(&home, &["create", "twin"]);
+    assert_ne!(again.status.code(), Some(0));
+    let err = stderr(&again);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+}
+
+#[test]
+fn unknown_sandbox_is_a_one_line_error() {
+    let home = moat_home("unknown");
+    for args in [&["exec", "ghost", "--", "true"][..], &["stop", "ghost"], &["inspect", "ghost"]] {
+        let output = moat(&home, args);
+        assert_ne!(output.status.code(), Some(0), "{args:?}");
+        let err = stderr(&output);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("no sandbox named \"ghost\""), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn logs_show_exec_output_in_order_after_exec_and_after_stop_as_root() {
+    let home = moat_home("logs");
+    let sandbox = Sandbox::create(&home, "talker");
+    let exec = sandbox.run(&["exec", "talker", "--", "sh", "-c", "echo one; echo two; echo three"]);
+    assert_eq!(exec.status.code(), Some(0), "stderr: {}", stderr(&exec));
+    let logs = sandbox.run(&["logs", "talker", "--source", "stdout"]);
+    assert_eq!(stdout(&logs), "one\ntwo\nthree\n", "stderr: {}", stderr(&logs));
+    let stop = sandbox.run(&["stop", "talker"]);
+    assert_eq!(stop.status.code(), Some(0), "stop: {}", stderr(&stop));
+    let logs = sandbox.run(&["logs", "talker", "--source", "stdout"]);
+    assert_eq!(stdout(&logs), "one\ntwo\nthree\n", "stderr: {}", stderr(&logs));
+    let tail = sandbox.run(&["logs", "talker", "--source", "stdout", "--tail", "1"]);
+    assert_eq!(stdout(&tail), "three\n");
+}
+
+#[test]
+fn rm_force_leaves_nothing_running_as_root() {
+    let home = moat_home("rmforce");
+    let sandbox = Sandbox::create(&home, "gone");
+    let rm = sandbox.run(&["rm", "-f", "gone"]);
+    assert_eq!(rm.status.code(), Some(0), "rm -f: {}", stderr(&rm));
+    let needle = home.to_string_lossy().into_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !processes_mentioning(&needle).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running: {:?}",
+            processes_mentioning(&needle)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!home.join("sandboxes").join("gone").exists());
+}
+
+#[test]
+fn logs_follow_prints_new_output_and_ends_when_the_sandbox_stops_as_root() {
+    let home = moat_home("follow");
+    let sandbox = Sandbox::create(&home, "chatty");
+    let follower = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["logs", "chatty", "-f", "--source", "stdout"])
+        .env("MOAT_HOME", &home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exec = sandbox.run(&["exec", "chatty", "--", "echo", "followed"]);
+    assert_eq!(exec.status.code(), Some(0), "stderr: {}", stderr(&exec));
+    let stop = sandbox.run(&["stop", "chatty"]);
+    assert_eq!(stop.status.code(), Some(0), "stop: {}", stderr(&stop));
+    let output = follower.wait_with_output().unwrap();
+    assert_eq!(stdout(&output), "followed\n", "stderr: {}", stderr(&output));
+}
