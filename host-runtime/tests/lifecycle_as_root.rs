@@ -7,36 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test needs root (moat create makes pid, mount and net namespaces); run the tests as root"
-    );
-}
-
-fn moat_home(test: &str) -> PathBuf {
-    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("moat-life-home").join(test);
-    let _ = std::fs::remove_dir_all(&home);
-    std::fs::create_dir_all(&home).unwrap();
-    home
-}
-
-fn moat(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_moat"))
-        .args(args)
-        .env("MOAT_HOME", home)
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn moat")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+mod support;
+use support::{moat, moat_home, processes_mentioning, require_root, stderr, stdout};
 
 /// A created sandbox, removed with `rm -f` when dropped.
 struct Sandbox {
@@ -82,22 +54,9 @@ impl Drop for Sandbox {
     }
 }
 
-/// Processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if text.contains(needle) && entry.file_name() != std::process::id().to_string().as_str() {
-            found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
-        }
-    }
-    found
-}
-
 #[test]
 fn create_exec_stop_rm_lifecycle_shows_each_status_in_ls_as_root() {
-    let home = moat_home("lifecycle");
+    let home = moat_home("life-lifecycle");
     let sandbox = Sandbox::create(&home, "life");
     assert_eq!(sandbox.ls_status().as_deref(), Some("running"));
     let exec = sandbox.run(&["exec", "life", "-e", "X=7", "--", "sh", "-c", "echo $X; exit 4"]);
@@ -117,7 +76,7 @@ fn create_exec_stop_rm_lifecycle_shows_each_status_in_ls_as_root() {
 
 #[test]
 fn sigkill_of_the_sandbox_process_reads_as_crashed_as_root() {
-    let home = moat_home("crash");
+    let home = moat_home("life-crash");
     let sandbox = Sandbox::create(&home, "doomed");
     let pid = sandbox.pid();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
@@ -131,7 +90,7 @@ fn sigkill_of_the_sandbox_process_reads_as_crashed_as_root() {
 
 #[test]
 fn duplicate_name_is_a_one_line_error_as_root() {
-    let home = moat_home("duplicate");
+    let home = moat_home("life-duplicate");
     let _sandbox = Sandbox::create(&home, "twin");
     let again = moat(&home, &["create", "twin"]);
     assert_ne!(again.status.code(), Some(0));
@@ -142,7 +101,7 @@ fn duplicate_name_is_a_one_line_error_as_root() {
 
 #[test]
 fn unknown_sandbox_is_a_one_line_error() {
-    let home = moat_home("unknown");
+    let home = moat_home("life-unknown");
     for args in [&["exec", "ghost", "--", "true"][..], &["stop", "ghost"], &["inspect", "ghost"]] {
         let output = moat(&home, args);
         assert_ne!(output.status.code(), Some(0), "{args:?}");
@@ -154,7 +113,7 @@ fn unknown_sandbox_is_a_one_line_error() {
 
 #[test]
 fn logs_show_exec_output_in_order_after_exec_and_after_stop_as_root() {
-    let home = moat_home("logs");
+    let home = moat_home("life-logs");
     let sandbox = Sandbox::create(&home, "talker");
     let exec = sandbox.run(&["exec", "talker", "--", "sh", "-c", "echo one; echo two; echo three"]);
     assert_eq!(exec.status.code(), Some(0), "stderr: {}", stderr(&exec));
@@ -170,7 +129,7 @@ fn logs_show_exec_output_in_order_after_exec_and_after_stop_as_root() {
 
 #[test]
 fn rm_force_leaves_nothing_running_as_root() {
-    let home = moat_home("rmforce");
+    let home = moat_home("life-rmforce");
     let sandbox = Sandbox::create(&home, "gone");
     let rm = sandbox.run(&["rm", "-f", "gone"]);
     assert_eq!(rm.status.code(), Some(0), "rm -f: {}", stderr(&rm));
@@ -189,7 +148,7 @@ fn rm_force_leaves_nothing_running_as_root() {
 
 #[test]
 fn logs_follow_prints_new_output_and_ends_when_the_sandbox_stops_as_root() {
-    let home = moat_home("follow");
+    let home = moat_home("life-follow");
     let sandbox = Sandbox::create(&home, "chatty");
     let follower = Command::new(env!("CARGO_BIN_EXE_moat"))
         .args(["logs", "chatty", "-f", "--source", "stdout"])

@@ -5,59 +5,22 @@
 //! Each test has its own `MOAT_HOME` under cargo's target tmp dir, so it can check that its own
 //! sandbox left nothing behind while other tests run in parallel.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test needs root (moat run creates pid, mount and net namespaces); run the tests as root"
-    );
-}
-
-/// A fresh `MOAT_HOME` for one test.
-fn moat_home(test: &str) -> PathBuf {
-    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("moat-home").join(test);
-    let _ = std::fs::remove_dir_all(&home);
-    std::fs::create_dir_all(&home).unwrap();
-    home
-}
+mod support;
+use support::{moat, moat_home, processes_mentioning, require_root, stderr, stdout};
 
 fn moat_run(home: &Path, args: &[&str]) -> Output {
     require_root();
-    Command::new(env!("CARGO_BIN_EXE_moat"))
-        .arg("run")
-        .args(args)
-        .env("MOAT_HOME", home)
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn moat")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if text.contains(needle) && entry.file_name() != std::process::id().to_string().as_str() {
-            found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
-        }
-    }
-    found
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    moat(home, &all)
 }
 
 #[test]
 fn echo_hello_prints_hello_as_root() {
-    let home = moat_home("echo");
+    let home = moat_home("run-echo");
     let output = moat_run(&home, &["--", "echo", "hello"]);
     assert_eq!(stdout(&output), "hello\n", "stderr: {}", stderr(&output));
     assert_eq!(output.status.code(), Some(0));
@@ -65,14 +28,14 @@ fn echo_hello_prints_hello_as_root() {
 
 #[test]
 fn exit_code_7_passes_through_as_root() {
-    let home = moat_home("exit7");
+    let home = moat_home("run-exit7");
     let output = moat_run(&home, &["--", "sh", "-c", "exit 7"]);
     assert_eq!(output.status.code(), Some(7), "stderr: {}", stderr(&output));
 }
 
 #[test]
 fn auto_isolation_warns_on_one_line_naming_the_backend_as_root() {
-    let home = moat_home("warn");
+    let home = moat_home("run-warn");
     let output = moat_run(&home, &["--", "true"]);
     let err = stderr(&output);
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
@@ -82,7 +45,7 @@ fn auto_isolation_warns_on_one_line_naming_the_backend_as_root() {
 
 #[test]
 fn writes_to_etc_and_usr_do_not_reach_the_host_as_root() {
-    let home = moat_home("writes");
+    let home = moat_home("run-writes");
     let marker = format!("moat-probe-{}", std::process::id());
     let script = format!(
         "echo x > /etc/{marker} && cat /etc/{marker}; if touch /usr/{marker} 2>/dev/null; then echo usr-writable; fi"
@@ -95,7 +58,7 @@ fn writes_to_etc_and_usr_do_not_reach_the_host_as_root() {
 
 #[test]
 fn host_root_home_and_shadow_are_not_visible_as_root() {
-    let home = moat_home("secrets");
+    let home = moat_home("run-secrets");
     let script = "ls -A /root; test -e /home && echo home-visible; \
                   test -e /etc/shadow && echo shadow-visible; test -e /etc/gshadow && echo gshadow-visible; \
                   cut -d: -f1 /etc/passwd";
@@ -106,7 +69,7 @@ fn host_root_home_and_shadow_are_not_visible_as_root() {
 
 #[test]
 fn rootfs_dir_is_an_overlay_that_is_never_written_as_root() {
-    let home = moat_home("rootfs");
+    let home = moat_home("run-rootfs");
     let marker = format!("moat-rootfs-probe-{}", std::process::id());
     let script = format!("echo y > /{marker} && cat /{marker}");
     let output = moat_run(&home, &["--rootfs", "/", "--", "sh", "-c", &script]);
@@ -117,7 +80,7 @@ fn rootfs_dir_is_an_overlay_that_is_never_written_as_root() {
 #[test]
 fn env_workdir_and_stdin_reach_the_command_as_root() {
     require_root();
-    let home = moat_home("env");
+    let home = moat_home("run-env");
     let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
         .args([
             "run",
@@ -144,7 +107,7 @@ fn env_workdir_and_stdin_reach_the_command_as_root() {
 
 #[test]
 fn not_found_command_exits_127_with_one_clear_line_as_root() {
-    let home = moat_home("notfound");
+    let home = moat_home("run-notfound");
     let output = moat_run(&home, &["--", "moat-no-such-command"]);
     assert_eq!(output.status.code(), Some(127));
     let err = stderr(&output);
@@ -154,14 +117,14 @@ fn not_found_command_exits_127_with_one_clear_line_as_root() {
 
 #[test]
 fn signal_death_exits_255_as_root() {
-    let home = moat_home("signal");
+    let home = moat_home("run-signal");
     let output = moat_run(&home, &["--", "sh", "-c", "kill -9 $$"]);
     assert_eq!(output.status.code(), Some(255), "stderr: {}", stderr(&output));
 }
 
 #[test]
 fn no_process_or_sandbox_directory_survives_a_run_as_root() {
-    let home = moat_home("leftovers");
+    let home = moat_home("run-leftovers");
     let output = moat_run(&home, &["--", "sh", "-c", "sleep 0.2; echo done"]);
     assert_eq!(stdout(&output), "done\n", "stderr: {}", stderr(&output));
     let needle = home.to_string_lossy().into_owned();
@@ -174,7 +137,7 @@ fn no_process_or_sandbox_directory_survives_a_run_as_root() {
 
 #[test]
 fn isolation_vm_fails_with_the_doctors_reason() {
-    let home = moat_home("vm");
+    let home = moat_home("run-vm");
     let output = Command::new(env!("CARGO_BIN_EXE_moat"))
         .args(["run", "--isolation", "vm", "--", "true"])
         .env("MOAT_HOME", &home)
@@ -189,7 +152,7 @@ fn isolation_vm_fails_with_the_doctors_reason() {
 #[test]
 fn boot_failure_reports_the_agent_log_and_leaves_nothing_as_root() {
     require_root();
-    let home = moat_home("bootfail");
+    let home = moat_home("run-bootfail");
     // A moat install whose agent exits at once: `moat` finds it next to itself.
     let bin = home.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -214,7 +177,7 @@ fn boot_failure_reports_the_agent_log_and_leaves_nothing_as_root() {
 #[test]
 fn sigterm_to_moat_ends_the_command_and_cleans_up_as_root() {
     require_root();
-    let home = moat_home("sigterm");
+    let home = moat_home("run-sigterm");
     let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
         .args(["run", "--", "sh", "-c", "echo started; sleep 100"])
         .env("MOAT_HOME", &home)
