@@ -25,6 +25,21 @@ pub fn vm_unavailable_reason(report: &Report) -> String {
         .unwrap_or_else(|| "the libkrun VM backend is not built into this moat".to_owned())
 }
 
+/// Picks the backend for `requested` on this host, prints the one-line warning when `auto` falls
+/// back to the namespace backend, and checks this process may create namespaces (root). Every
+/// command that boots a sandbox starts here.
+pub fn prepare_backend(requested: Isolation) -> Result<(), RuntimeError> {
+    let report = crate::doctor::diagnose(&crate::doctor::HostPaths::system());
+    let Backend::Namespace { warning } = choose(requested, &report)?;
+    if let Some(warning) = warning {
+        eprintln!("{warning}");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(RuntimeError::NotRoot);
+    }
+    Ok(())
+}
+
 /// Picks the backend for `requested` given the doctor's view of the host.
 pub fn choose(requested: Isolation, report: &Report) -> Result<Backend, RuntimeError> {
     match requested {

@@ -19,15 +19,15 @@ use moat_protocol::payload::exec::ExecRequest;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use crate::agentd_bin;
 use crate::cli::{CreateArgs, ExecArgs};
 use crate::client::{ExecOutcome, RelayClient, exit_status};
 use crate::error::RuntimeError;
 use crate::home::{self, SandboxDir, SandboxSpec};
-use crate::isolation::{self, Backend};
+use crate::isolation;
 use crate::limits::{KILL_WAIT_MS, POLL_INTERVAL_MS, SANDBOX_EXIT_TIMEOUT_MS, STOP_TERM_GRACE_MS};
 use crate::run::{self, Lifetime};
 use crate::state::{self, SandboxState, Status};
-use crate::{agentd_bin, doctor};
 
 /// Shell-style exit code of a process killed by `signal`.
 fn signal_exit_code(signal: Signal) -> i32 {
@@ -51,14 +51,7 @@ pub fn create(args: CreateArgs) -> Result<String, RuntimeError> {
     if home::moat_home().join("sandboxes").join(&args.name).exists() {
         return Err(RuntimeError::DuplicateName(args.name));
     }
-    let report = doctor::diagnose(&doctor::HostPaths::system());
-    let Backend::Namespace { warning } = isolation::choose(args.isolation, &report)?;
-    if let Some(warning) = warning {
-        eprintln!("{warning}");
-    }
-    if !nix::unistd::geteuid().is_root() {
-        return Err(RuntimeError::NotRoot);
-    }
+    isolation::prepare_backend(args.isolation)?;
     let root = run::checked_root(&args.root)?;
     let agentd = agentd_bin::locate()?;
     let dir = SandboxDir::create(&home::moat_home(), &args.name).map_err(|err| match err {

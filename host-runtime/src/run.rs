@@ -16,23 +16,15 @@ use moat_protocol::payload::exec::{ExecFailed, ExecFailureKind, ExecRequest};
 
 use crate::cli::{RootSource, RunArgs};
 use crate::client::{ExecOutcome, RelayClient, exit_status};
-use crate::doctor;
 use crate::error::RuntimeError;
 use crate::home::{self, SandboxDir, SandboxSpec};
-use crate::isolation::{self, Backend};
+use crate::isolation;
 use crate::limits::{AGENT_LOG_TAIL_LINES, POLL_INTERVAL_MS, SANDBOX_EXIT_TIMEOUT_MS};
 use crate::sandbox::STARTUP_OK;
 
 /// Runs `args` in an ephemeral sandbox; returns the process exit status for the CLI.
 pub fn execute(args: RunArgs) -> Result<u8, RuntimeError> {
-    let report = doctor::diagnose(&doctor::HostPaths::system());
-    let Backend::Namespace { warning } = isolation::choose(args.isolation, &report)?;
-    if let Some(warning) = warning {
-        eprintln!("{warning}");
-    }
-    if !nix::unistd::geteuid().is_root() {
-        return Err(RuntimeError::NotRoot);
-    }
+    isolation::prepare_backend(args.isolation)?;
     crate::client::block_forwarded_signals()?;
     let root = checked_root(&args.root)?;
     let agentd = crate::agentd_bin::locate()?;
