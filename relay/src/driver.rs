@@ -115,7 +115,8 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let RelayControl { mut stop, guest, guest_rx, shutdown_requested } = control;
+    let RelayControl { mut stop, guest, guest_rx, shutdown_requested, clients: client_count } =
+        control;
     let router = Router::new(&config.ready)?;
     let log = ExecLog::open(&config.log_dir)?;
     let socket = match BoundSocket::bind(&config.socket_path) {
@@ -130,6 +131,7 @@ where
         clients: HashMap::new(),
         log: log.sink(),
         shutdown_requested,
+        client_count,
     }));
     {
         let mut state = lock(&shared);
@@ -211,6 +213,8 @@ struct Shared {
     clients: HashMap<ClientId, ClientIo>,
     log: ExecLogSink,
     shutdown_requested: watch::Sender<bool>,
+    /// Published to [`crate::RelayHandle::connected_clients`].
+    client_count: watch::Sender<usize>,
 }
 
 /// The driver's ends of one client's tasks.
@@ -335,6 +339,7 @@ fn spawn_client(
     // Woken by the writer after each frame, for a reader waiting out a backlog.
     let progress = Arc::new(Notify::new());
     state.clients.insert(client, ClientIo { outbound, close });
+    state.client_count.send_replace(state.clients.len());
     state.dispatch_nonblocking(connected.effects);
     drop(state);
 
@@ -381,6 +386,7 @@ impl ClientReader {
             let effects = state.router.client_disconnected(client);
             // Dropping the client's io ends its writer.
             state.clients.remove(&client);
+            state.client_count.send_replace(state.clients.len());
             state.dispatch(effects)
         };
         if run_deferred(&shared, &guest, deferred).await.is_err() {

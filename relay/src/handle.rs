@@ -63,6 +63,7 @@ pub struct RelayHandle {
     stop: Arc<watch::Sender<bool>>,
     guest: GuestQueue,
     shutdown_requested: watch::Receiver<bool>,
+    clients: watch::Receiver<usize>,
 }
 
 /// The relay's end of a [`RelayHandle`]; pass it to [`crate::serve`].
@@ -72,6 +73,7 @@ pub struct RelayControl {
     pub(crate) guest: GuestQueue,
     pub(crate) guest_rx: mpsc::Receiver<GuestItem>,
     pub(crate) shutdown_requested: watch::Sender<bool>,
+    pub(crate) clients: watch::Sender<usize>,
 }
 
 impl RelayHandle {
@@ -79,14 +81,21 @@ impl RelayHandle {
     pub fn new() -> (RelayHandle, RelayControl) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (requested_tx, requested_rx) = watch::channel(false);
+        let (clients_tx, clients_rx) = watch::channel(0);
         let (guest, guest_rx) = GuestQueue::new();
         let handle = RelayHandle {
             stop: Arc::new(stop_tx),
             guest: guest.clone(),
             shutdown_requested: requested_rx,
+            clients: clients_rx,
         };
-        let control =
-            RelayControl { stop: stop_rx, guest, guest_rx, shutdown_requested: requested_tx };
+        let control = RelayControl {
+            stop: stop_rx,
+            guest,
+            guest_rx,
+            shutdown_requested: requested_tx,
+            clients: clients_tx,
+        };
         (handle, control)
     }
 
@@ -106,6 +115,12 @@ impl RelayHandle {
         }
         let bytes = Bytes::from(frame.to_bytes()?);
         self.guest.send(bytes).await.map_err(|_| HostSendError::Stopped)
+    }
+
+    /// The number of connected clients, updated as they come and go (for idle timeouts: a
+    /// sandbox with no client runs no exec, since a client's execs end with it).
+    pub fn connected_clients(&self) -> watch::Receiver<usize> {
+        self.clients.clone()
     }
 
     /// Resolves when a client sends a SHUTDOWN frame (the relay forwards it to the guest; the
@@ -178,5 +193,15 @@ mod tests {
         let (handle, control) = RelayHandle::new();
         drop(control);
         assert!(!handle.client_requested_shutdown().await);
+    }
+
+    #[tokio::test]
+    async fn client_count_reaches_the_handle() {
+        let (handle, control) = RelayHandle::new();
+        let mut clients = handle.connected_clients();
+        assert_eq!(*clients.borrow(), 0);
+        control.clients.send_replace(2);
+        clients.changed().await.unwrap();
+        assert_eq!(*clients.borrow_and_update(), 2);
     }
 }
