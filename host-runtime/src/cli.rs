@@ -1,10 +1,18 @@
 //! Parsing `moat run`, `create`, `exec`, `logs` and name-only arguments. Pure: no I/O, so every rule has a unit test.
 //!
 //! ```text
-//! moat run [-e K=V]... [-w DIR] [--rootfs DIR|host] [--isolation auto|namespace|vm] -- CMD [ARGS...]
+//! moat run    [SANDBOX OPTIONS] [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]
+//! moat create NAME [SANDBOX OPTIONS] [-e K=V]... [-w DIR] [-u USER]   (exec defaults)
+//! moat exec   NAME [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]
+//!
+//! SANDBOX OPTIONS: --rootfs DIR|host, --isolation auto|namespace|vm, --hostname NAME,
+//!   -v HOST:GUEST[:ro], --tmpfs PATH[:MiB], --script NAME=BODY, --rlimit RES=SOFT[:HARD],
+//!   --cpus N, --memory MiB, --max-duration D, --idle-timeout D   (D: N, Ns, Nm, Nh)
 //! ```
 
 use std::path::PathBuf;
+
+use crate::config::{self, BadValue, SandboxConfig};
 
 /// Which backend the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +41,16 @@ pub struct RunArgs {
     pub env: Vec<String>,
     /// Working directory inside the sandbox.
     pub cwd: Option<String>,
+    /// The user to run as inside the sandbox.
+    pub user: Option<String>,
+    /// Run the command on a PTY (`-t`).
+    pub tty: bool,
     /// The root filesystem.
     pub root: RootSource,
     /// The requested backend.
     pub isolation: Isolation,
+    /// The sandbox's configuration (mounts, limits, hostname...).
+    pub config: SandboxConfig,
     /// The program.
     pub cmd: String,
     /// Its arguments.
@@ -55,6 +69,9 @@ pub enum UsageError {
     /// An unknown `--isolation` value.
     #[error("--isolation {0:?}: expected auto, namespace or vm")]
     BadIsolation(String),
+    /// An option value that cannot be used.
+    #[error(transparent)]
+    BadValue(#[from] BadValue),
     /// An option this command does not have.
     #[error("unknown option {0:?}")]
     UnknownOption(String),
@@ -75,27 +92,27 @@ pub enum UsageError {
     NoCommand,
 }
 
-/// Options shared by `run`, `create` and `exec`; each command accepts a subset.
+/// Which options a command accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Accepts {
-    /// `run`: `-e`, `-w`, `--rootfs`, `--isolation`.
+    /// `run`: everything.
     Run,
-    /// `create`: `--rootfs`, `--isolation`.
+    /// `create`: the sandbox options, with `-e`, `-w` and `-u` as the sandbox's exec defaults.
     Create,
-    /// `exec`: `-e`, `-w`, `-u`.
+    /// `exec`: `-e`, `-w`, `-u`, `-t`.
     Exec,
 }
 
 /// Parses the arguments after `run`.
 pub fn parse_run(args: &[String]) -> Result<RunArgs, UsageError> {
-    let (parsed, _) = parse_options(args, Accepts::Run)?;
+    let parsed = parse_options(args, Accepts::Run)?;
     if parsed.cmd.is_empty() {
         return Err(UsageError::NoCommand);
     }
     Ok(parsed)
 }
 
-/// A parsed `moat create NAME [--rootfs DIR|host] [--isolation ...]`.
+/// A parsed `moat create NAME [OPTIONS]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateArgs {
     /// The sandbox name.
@@ -104,87 +121,104 @@ pub struct CreateArgs {
     pub root: RootSource,
     /// The requested backend.
     pub isolation: Isolation,
+    /// The sandbox's configuration; `-e`, `-w`, `-u` are its exec defaults.
+    pub config: SandboxConfig,
 }
 
 /// Parses the arguments after `create`.
 pub fn parse_create(args: &[String]) -> Result<CreateArgs, UsageError> {
     let (name, rest) = args.split_first().ok_or(UsageError::NoName)?;
-    let (parsed, _) = parse_options(rest, Accepts::Create)?;
+    let parsed = parse_options(rest, Accepts::Create)?;
     if !parsed.cmd.is_empty() {
         return Err(UsageError::UnexpectedArgument(parsed.cmd));
     }
-    Ok(CreateArgs { name: name.clone(), root: parsed.root, isolation: parsed.isolation })
+    let config =
+        SandboxConfig { env: parsed.env, cwd: parsed.cwd, user: parsed.user, ..parsed.config };
+    Ok(CreateArgs { name: name.clone(), root: parsed.root, isolation: parsed.isolation, config })
 }
 
-/// A parsed `moat exec NAME [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]`.
+/// A parsed `moat exec NAME [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecArgs {
     /// The sandbox name.
     pub name: String,
-    /// The command, its environment and working directory (`root`/`isolation` unused).
+    /// The command, its environment, user, working directory and tty (the sandbox fields unused).
     pub run: RunArgs,
-    /// The user to run as inside the sandbox.
-    pub user: Option<String>,
 }
 
 /// Parses the arguments after `exec`.
 pub fn parse_exec(args: &[String]) -> Result<ExecArgs, UsageError> {
     let (name, rest) = args.split_first().ok_or(UsageError::NoName)?;
-    let (run, user) = parse_options(rest, Accepts::Exec)?;
+    let run = parse_options(rest, Accepts::Exec)?;
     if run.cmd.is_empty() {
         return Err(UsageError::NoCommand);
     }
-    Ok(ExecArgs { name: name.clone(), run, user })
+    Ok(ExecArgs { name: name.clone(), run })
 }
 
-/// Parses options up to the command; an empty `cmd` means none was given. Returns `-u`'s value
-/// separately (only `exec` has it).
-fn parse_options(
-    args: &[String],
-    accepts: Accepts,
-) -> Result<(RunArgs, Option<String>), UsageError> {
+/// Parses options up to the command; an empty `cmd` means none was given.
+fn parse_options(args: &[String], accepts: Accepts) -> Result<RunArgs, UsageError> {
     let mut parsed = RunArgs {
         env: Vec::new(),
         cwd: None,
+        user: None,
+        tty: false,
         root: RootSource::Host,
         isolation: Isolation::Auto,
+        config: SandboxConfig::default(),
         cmd: String::new(),
         args: Vec::new(),
     };
-    let mut user = None;
     let mut rest = args.iter();
     let mut command = Vec::new();
-    let with_env = matches!(accepts, Accepts::Run | Accepts::Exec);
-    let with_backend = matches!(accepts, Accepts::Run | Accepts::Create);
+    let sandbox = matches!(accepts, Accepts::Run | Accepts::Create);
+    let command_options = matches!(accepts, Accepts::Run | Accepts::Exec);
     while let Some(arg) = rest.next() {
         let mut value =
             || rest.next().cloned().ok_or_else(|| UsageError::MissingValue(arg.clone()));
+        let config = &mut parsed.config;
         match arg.as_str() {
             "--" => {
                 command.extend(rest.by_ref().cloned());
                 break;
             }
-            "-e" | "--env" if with_env => {
+            "-e" | "--env" => {
                 let pair = value()?;
                 if !pair.contains('=') || pair.starts_with('=') {
                     return Err(UsageError::BadEnv(pair));
                 }
                 parsed.env.push(pair);
             }
-            "-w" | "--workdir" if with_env => parsed.cwd = Some(value()?),
-            "-u" | "--user" if accepts == Accepts::Exec => user = Some(value()?),
-            "--rootfs" if with_backend => {
+            "-w" | "--workdir" => parsed.cwd = Some(value()?),
+            "-u" | "--user" => parsed.user = Some(value()?),
+            "-t" | "--tty" if command_options => parsed.tty = true,
+            "--rootfs" if sandbox => {
                 let root = value()?;
                 parsed.root =
                     if root == "host" { RootSource::Host } else { RootSource::Dir(root.into()) };
             }
-            "--isolation" if with_backend => {
+            "--isolation" if sandbox => {
                 parsed.isolation = match value()?.as_str() {
                     "auto" => Isolation::Auto,
                     "namespace" => Isolation::Namespace,
                     "vm" => Isolation::Vm,
                     other => return Err(UsageError::BadIsolation(other.to_owned())),
                 };
+            }
+            "--hostname" if sandbox => config.hostname = Some(config::parse_hostname(&value()?)?),
+            "-v" | "--volume" if sandbox => config.volumes.push(config::parse_volume(&value()?)?),
+            "--tmpfs" if sandbox => config.tmpfs.push(config::parse_tmpfs(&value()?)?),
+            "--script" if sandbox => config.scripts.push(config::parse_script(&value()?)?),
+            "--rlimit" if sandbox => config.rlimits.push(config::parse_rlimit(&value()?)?),
+            "--cpus" if sandbox => config.vcpus = Some(config::parse_cpus(&value()?)?),
+            "--memory" if sandbox => config.memory_mib = Some(config::parse_memory(&value()?)?),
+            "--max-duration" if sandbox => {
+                config.max_duration_secs =
+                    Some(config::parse_duration("--max-duration", &value()?)?);
+            }
+            "--idle-timeout" if sandbox => {
+                config.idle_timeout_secs =
+                    Some(config::parse_duration("--idle-timeout", &value()?)?);
             }
             other if other.starts_with('-') => {
                 return Err(UsageError::UnknownOption(other.to_owned()));
@@ -199,7 +233,7 @@ fn parse_options(
     let mut command = command.into_iter();
     parsed.cmd = command.next().unwrap_or_default();
     parsed.args = command.collect();
-    Ok((parsed, user))
+    Ok(parsed)
 }
 
 /// Which exec.log records `moat logs` prints.
@@ -342,14 +376,69 @@ mod tests {
         let create = parse_create(&strings(&["box", "--rootfs", "/srv"])).unwrap();
         assert_eq!((create.name.as_str(), create.root), ("box", RootSource::Dir("/srv".into())));
         assert!(parse_create(&strings(&["box", "--", "sh"])).is_err());
-        assert!(parse_create(&strings(&["box", "-e", "A=1"])).is_err());
+        assert!(parse_create(&strings(&["box", "-t"])).is_err());
     }
 
     #[test]
     fn exec_takes_user_env_and_a_command() {
-        let exec = parse_exec(&strings(&["box", "-u", "nobody", "-e", "A=1", "--", "id"])).unwrap();
-        assert_eq!((exec.name.as_str(), exec.user.as_deref()), ("box", Some("nobody")));
+        let exec =
+            parse_exec(&strings(&["box", "-t", "-u", "nobody", "-e", "A=1", "--", "id"])).unwrap();
+        assert_eq!((exec.name.as_str(), exec.run.user.as_deref()), ("box", Some("nobody")));
+        assert!(exec.run.tty);
+        assert!(parse_exec(&strings(&["box", "--memory", "128", "--", "id"])).is_err());
         assert_eq!((exec.run.cmd.as_str(), exec.run.env), ("id", vec!["A=1".to_owned()]));
+    }
+
+    #[test]
+    fn create_keeps_env_workdir_and_user_as_sandbox_defaults() {
+        let create =
+            parse_create(&strings(&["box", "-e", "A=1", "-w", "/w", "-u", "nobody"])).unwrap();
+        assert_eq!(create.config.env, vec!["A=1".to_owned()]);
+        assert_eq!(create.config.cwd.as_deref(), Some("/w"));
+        assert_eq!(create.config.user.as_deref(), Some("nobody"));
+    }
+
+    #[test]
+    fn sandbox_options_fill_the_config() {
+        let run = parse(&[
+            "--hostname",
+            "h1",
+            "-v",
+            "/srv:/data:ro",
+            "--tmpfs",
+            "/scratch:16",
+            "--script",
+            "hi=echo hi",
+            "--rlimit",
+            "nofile=64",
+            "--cpus",
+            "2",
+            "--memory",
+            "256",
+            "--max-duration",
+            "5m",
+            "--idle-timeout",
+            "30",
+            "-t",
+            "--",
+            "sh",
+        ])
+        .unwrap();
+        let c = &run.config;
+        assert_eq!(c.hostname.as_deref(), Some("h1"));
+        assert_eq!(
+            (c.volumes.len(), c.tmpfs.len(), c.scripts.len(), c.rlimits.len()),
+            (1, 1, 1, 1)
+        );
+        assert_eq!((c.vcpus, c.memory_mib), (Some(2), Some(256)));
+        assert_eq!((c.max_duration_secs, c.idle_timeout_secs), (Some(300), Some(30)));
+        assert!(run.tty);
+    }
+
+    #[test]
+    fn a_bad_option_value_names_the_option() {
+        let err = parse(&["--rlimit", "files=1", "--", "x"]).unwrap_err();
+        assert!(err.to_string().starts_with("--rlimit \"files=1\""), "{err}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use moat_protocol::limits::RELAY_PROLOGUE_BYTES;
-use moat_protocol::payload::exec::{Data, ExecFailed, ExecRequest, ExecSignal};
+use moat_protocol::payload::exec::{Data, ExecFailed, ExecRequest, ExecResize, ExecSignal};
 use moat_protocol::relay::{IdAllocator, Prologue, PrologueKind};
 use moat_protocol::{Decoded, FrameDecoder, Message, MessageFrame, decode_frame};
 use nix::sys::signal::{SigSet, Signal};
@@ -28,8 +28,10 @@ use crate::sandbox::wire_name;
 const RELAY: &str = "the relay";
 
 /// Signals the CLI forwards to the command instead of dying of them: the command ends, and
-/// `moat run` then tears the sandbox down as after any other exit.
-const FORWARDED_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+/// `moat run` then tears the sandbox down as after any other exit. SIGWINCH (whose default is
+/// to be ignored) is taken too: in `-t` mode it becomes `core.exec.resize`.
+const FORWARDED_SIGNALS: [Signal; 4] =
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGWINCH];
 
 fn forwarded_signals() -> SigSet {
     let mut set = SigSet::empty();
@@ -99,9 +101,16 @@ impl RelayClient {
         }
     }
 
-    /// Runs `request` to its end, streaming output live and forwarding our stdin.
-    pub fn run_exec(&mut self, request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+    /// Runs `request` to its end, streaming output live and forwarding our stdin. With
+    /// `request.tty`, the PTY gets our terminal's size, our terminal is raw for the session, and
+    /// window size changes follow.
+    pub fn run_exec(&mut self, mut request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
         let id = self.ids.next_id().ok_or(RuntimeError::IdsExhausted)?;
+        let tty = request.tty;
+        if tty && let Some((rows, cols)) = crate::tty::terminal_size() {
+            (request.rows, request.cols) = (rows, cols);
+        }
+        let _raw = if tty { crate::tty::RawMode::enter() } else { None };
         send(
             &self.writer,
             MessageFrame::new(id, Message::ExecRequest(request)),
@@ -110,7 +119,7 @@ impl RelayClient {
         let writer = Arc::clone(&self.writer);
         std::thread::spawn(move || forward_stdin(&writer, id));
         let writer = Arc::clone(&self.writer);
-        std::thread::spawn(move || forward_signals(&writer, id));
+        std::thread::spawn(move || forward_signals(&writer, id, tty));
         let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
         loop {
             let frame = self.next_message("waiting for the command to finish")?;
@@ -189,12 +198,22 @@ fn forward_stdin(writer: &Mutex<UnixStream>, id: u32) {
     }
 }
 
-/// Blocked signals (see [`block_forwarded_signals`]) to `core.exec.signal` frames.
-fn forward_signals(writer: &Mutex<UnixStream>, id: u32) {
+/// Blocked signals (see [`block_forwarded_signals`]) to `core.exec.signal` frames; SIGWINCH
+/// to `core.exec.resize` on a PTY session (and nothing otherwise).
+fn forward_signals(writer: &Mutex<UnixStream>, id: u32, tty: bool) {
     let set = forwarded_signals();
     while let Ok(signal) = set.wait() {
-        let frame =
-            MessageFrame::new(id, Message::ExecSignal(ExecSignal { signal: signal as i32 }));
+        let frame = match signal {
+            Signal::SIGWINCH => match crate::tty::terminal_size() {
+                Some((rows, cols)) if tty => {
+                    MessageFrame::new(id, Message::ExecResize(ExecResize { rows, cols }))
+                }
+                _ => continue,
+            },
+            signal => {
+                MessageFrame::new(id, Message::ExecSignal(ExecSignal { signal: signal as i32 }))
+            }
+        };
         if send(writer, frame, "core.exec.signal").is_err() {
             return;
         }

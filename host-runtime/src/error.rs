@@ -15,6 +15,16 @@ pub enum RuntimeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A cgroup (for `--cpus`/`--memory` on the namespace backend) could not be set up.
+    #[error("{what} {}: {source} (--cpus and --memory on the namespace backend need a writable cgroup hierarchy under /sys/fs/cgroup)", path.display())]
+    Cgroup {
+        /// The step.
+        what: &'static str,
+        /// The cgroup file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A mount operation failed.
     #[error("{what} {}: {source}", target.display())]
     Mount {
@@ -103,6 +113,9 @@ pub enum RuntimeError {
         /// Which rule it breaks.
         reason: &'static str,
     },
+    /// The sandbox configuration is inconsistent (e.g. two mounts at one path).
+    #[error("bad sandbox configuration: {0}")]
+    Config(String),
     /// `moat create` with a name already in use.
     #[error("a sandbox named {0:?} already exists")]
     DuplicateName(String),

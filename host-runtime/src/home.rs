@@ -7,6 +7,7 @@
 //!   agent.log      the agent's (and the namespace init's) stderr
 //!   sandbox.log    the sandbox process's stderr
 //!   logs/exec.log  the relay's exec tap
+//!   scripts/       the named scripts (--script), shared read-only at /.msb/scripts
 //!   root/          mount point of the assembled host root (inside the sandbox's mount namespace)
 //!   lower/         mount point of a read-only bind of --rootfs DIR (same)
 //! ```
@@ -14,6 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::RootSource;
+use crate::config::SandboxConfig;
 use crate::error::RuntimeError;
 
 /// What the sandbox process and the namespace init read from `spec.json`.
@@ -25,6 +27,9 @@ pub struct SandboxSpec {
     pub root: RootSource,
     /// The `moat-agentd` binary to run as PID 1.
     pub agentd: PathBuf,
+    /// Everything else it is configured with.
+    #[serde(default)]
+    pub config: SandboxConfig,
 }
 
 /// The moat home directory.
@@ -92,6 +97,11 @@ impl SandboxDir {
         self.path.join("logs")
     }
 
+    /// Where the named scripts are written (shared read-only at `/.msb/scripts`).
+    pub fn scripts_dir(&self) -> PathBuf {
+        self.path.join("scripts")
+    }
+
     /// Mount point of the assembled host root.
     pub fn root_mount(&self) -> PathBuf {
         self.path.join("root")
@@ -156,6 +166,7 @@ mod tests {
             name: "x".into(),
             root: RootSource::Dir("/srv".into()),
             agentd: "/bin/true".into(),
+            config: SandboxConfig { hostname: Some("h".into()), ..SandboxConfig::default() },
         };
         dir.write_spec(&spec).unwrap();
         assert_eq!(dir.read_spec().unwrap(), spec);

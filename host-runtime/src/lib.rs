@@ -27,8 +27,10 @@
 #![deny(unsafe_code)]
 
 pub mod agentd_bin;
+pub mod cgroup;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod home;
@@ -38,8 +40,10 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logs;
 pub mod ns_init;
+pub mod ns_probe;
 mod pre_exec;
 pub mod run;
 pub mod sandbox;
 pub mod state;
 mod sys;
+mod tty;

@@ -53,6 +53,8 @@ pub fn create(args: CreateArgs) -> Result<String, RuntimeError> {
     }
     isolation::prepare_backend(args.isolation)?;
     let root = run::checked_root(&args.root)?;
+    let mut config = args.config;
+    config.resolve()?;
     let agentd = agentd_bin::locate()?;
     let dir = SandboxDir::create(&home::moat_home(), &args.name).map_err(|err| match err {
         RuntimeError::Io { what: "create sandbox directory", source, .. }
@@ -64,7 +66,7 @@ pub fn create(args: CreateArgs) -> Result<String, RuntimeError> {
     })?;
     let span = tracing::info_span!("sandbox", name = %args.name);
     let _entered = span.enter();
-    let spec = SandboxSpec { name: args.name.clone(), root, agentd };
+    let spec = SandboxSpec { name: args.name.clone(), root, agentd, config };
     if let Err(err) = boot_detached(&dir, spec) {
         if let Err(cleanup) = dir.remove() {
             tracing::warn!(%cleanup, "could not remove the sandbox directory");
@@ -86,6 +88,7 @@ fn boot_detached(dir: &SandboxDir, spec: SandboxSpec) -> Result<(), RuntimeError
         started_at: None,
         stopped_at: None,
         exit_code: None,
+        stop_reason: None,
     };
     let started =
         state::write(dir.path(), &record).and_then(|()| run::wait_startup(dir, &mut child));
@@ -112,7 +115,8 @@ pub fn exec(args: ExecArgs) -> Result<u8, RuntimeError> {
     request.args = args.run.args;
     request.env = args.run.env;
     request.cwd = args.run.cwd;
-    request.user = args.user;
+    request.user = args.run.user;
+    request.tty = args.run.tty;
     let outcome = client.run_exec(request)?;
     match &outcome {
         ExecOutcome::Failed(failed) => eprintln!("{}", run::exec_failed_line(&cmd, failed)),
@@ -198,7 +202,7 @@ pub fn stop(name: &str) -> Result<SandboxState, RuntimeError> {
             wait_gone(pid, dir.path(), KILL_WAIT_MS);
         }
     }
-    record_stopped(dir.path(), record, exit_code)
+    record_stopped(dir.path(), record, exit_code, "moat stop")
 }
 
 /// `moat kill`: SIGKILL to the sandbox's process group.
@@ -212,7 +216,7 @@ pub fn kill(name: &str) -> Result<SandboxState, RuntimeError> {
         });
     };
     kill_and_wait(pid, dir.path());
-    record_stopped(dir.path(), record, signal_exit_code(Signal::SIGKILL))
+    record_stopped(dir.path(), record, signal_exit_code(Signal::SIGKILL), "moat kill")
 }
 
 /// `moat rm`: removes a sandbox that is not live; with `force`, kills a live one first.
@@ -247,10 +251,12 @@ fn record_stopped(
     dir: &Path,
     mut record: SandboxState,
     exit_code: i32,
+    reason: &str,
 ) -> Result<SandboxState, RuntimeError> {
     record.status = Status::Stopped;
     record.stopped_at = Some(state::now());
     record.exit_code = Some(exit_code);
+    record.stop_reason = Some(reason.to_owned());
     state::write(dir, &record)?;
     Ok(record)
 }
@@ -284,13 +290,19 @@ mod tests {
     fn record(name: &str, status: Status) -> SandboxState {
         SandboxState {
             name: name.into(),
-            spec: SandboxSpec { name: name.into(), root: RootSource::Host, agentd: "/a".into() },
+            spec: SandboxSpec {
+                name: name.into(),
+                root: RootSource::Host,
+                agentd: "/a".into(),
+                config: Default::default(),
+            },
             status,
             pid: Some(42),
             created_at: "2026-01-01T00:00:00.000Z".into(),
             started_at: None,
             stopped_at: None,
             exit_code: None,
+            stop_reason: None,
         }
     }
 

@@ -12,6 +12,10 @@ pub const POLL_INTERVAL_MS: u64 = 10;
 /// How long the CLI waits for the sandbox process to exit after `core.shutdown` before SIGKILL.
 pub const SANDBOX_EXIT_TIMEOUT_MS: u64 = 10_000;
 
+/// After a time limit sent `core.shutdown`, how long the sandbox process waits for the guest to
+/// close before stopping the relay (and then the agent).
+pub const GUEST_SHUTDOWN_GRACE_MS: u64 = 10_000;
+
 /// How long the sandbox process waits for the agent to exit once the relay stopped before SIGKILL.
 pub const AGENT_EXIT_TIMEOUT_MS: u64 = 5_000;
 
@@ -29,6 +33,9 @@ pub const MAX_SANDBOX_NAME_BYTES: usize = 128;
 
 /// How long `moat stop` waits after SIGTERM before SIGKILL.
 pub const STOP_TERM_GRACE_MS: u64 = 2_000;
+
+/// How long the sandbox process retries removing its cgroup after the agent exited.
+pub const CGROUP_REMOVE_TIMEOUT_MS: u64 = 2_000;
 
 /// How long `moat kill` waits for the killed sandbox process to disappear.
 pub const KILL_WAIT_MS: u64 = 5_000;

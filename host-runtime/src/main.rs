@@ -15,19 +15,32 @@ use moat_runtime::{cli, doctor, lifecycle, logs, ns_init, run, sandbox};
 const USAGE: &str = "usage: moat <command>
 
 commands:
-  doctor    report whether this host can boot a microVM, and why
+  doctor    report whether this host can boot a microVM or run the namespace backend, and why
   run       run a command in an ephemeral sandbox:
-            moat run [-e K=V]... [-w DIR] [--rootfs DIR|host] [--isolation auto|namespace|vm] -- CMD [ARGS...]
-  create    boot a named sandbox that outlives this command:
-            moat create NAME [--rootfs DIR|host] [--isolation auto|namespace|vm]
-  exec      moat exec NAME [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]
+            moat run [SANDBOX OPTIONS] [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]
+  create    boot a named sandbox that outlives this command (-e/-w/-u: defaults for its execs):
+            moat create NAME [SANDBOX OPTIONS] [-e K=V]... [-w DIR] [-u USER]
+  exec      moat exec NAME [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]
   ls        list named sandboxes (--json for JSON)
   inspect   moat inspect NAME: its state as JSON
   socket    moat socket NAME: the path of its relay socket
   logs      moat logs NAME [--source stdout|stderr|system|all] [--tail N] [-f]
-  stop      moat stop NAME: shut it down (SIGTERM, then SIGKILL, after 10 s)
+  stop      moat stop NAME: shut it down (core.shutdown; SIGTERM after 10 s, then SIGKILL)
   kill      moat kill NAME: SIGKILL it
   rm        moat rm [-f] NAME: remove a sandbox that is not running (-f: kill it first)
+
+sandbox options:
+  --rootfs DIR|host                 root filesystem (default host: the host's system dirs, read-only)
+  --isolation auto|namespace|vm     backend (default auto: a VM when the host can boot one)
+  --hostname NAME                   hostname (default: the sandbox name)
+  -v, --volume HOST:GUEST[:ro]      share a host directory
+  --tmpfs PATH[:MiB]                a tmpfs mount
+  --script NAME=BODY                an executable at /.msb/scripts/NAME (on PATH)
+  --rlimit RESOURCE=SOFT[:HARD]     a sandbox-wide rlimit (nofile, nproc, as, cpu, ...)
+  --cpus N, --memory MiB            size (VM) or cgroup limits (namespace backend)
+  --max-duration D                  shut down D after start (D: N, Ns, Nm, Nh)
+  --idle-timeout D                  shut down after D with no client connected
+  -t, --tty                         (run, exec) run the command on a PTY; the terminal goes raw
 ";
 
 /// Exit status of a lifecycle command that failed.
@@ -214,6 +227,15 @@ fn doctor_command() -> ExitCode {
         println!("microVM: this host can boot one");
     } else {
         println!("microVM: this host cannot boot one (see FAIL lines)");
+    }
+    let namespace = moat_runtime::ns_probe::diagnose();
+    for check in &namespace {
+        println!("{:<10} {}  {}", check.name, if check.ok { "ok  " } else { "FAIL" }, check.detail);
+    }
+    if namespace.iter().all(|c| c.ok) {
+        println!("namespace: this host can run the namespace backend (weaker isolation than a VM)");
+    } else {
+        println!("namespace: this host cannot run the namespace backend (see FAIL lines)");
     }
     ExitCode::SUCCESS
 }

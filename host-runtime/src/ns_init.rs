@@ -3,6 +3,7 @@
 //! the agent is PID 1. Its stdin is the agent channel and its stderr the agent log; both pass
 //! through the `exec` unchanged.
 //!
+//! - `--cpus`/`--memory`: join the sandbox's cgroup first ([`crate::cgroup`]).
 //! - the network namespace is new and empty: bring up its loopback device, nothing else.
 //! - default root: [`host_root::assemble`] on `DIR/root`, agent `--prepared-root DIR/root`.
 //! - `--rootfs SRC`: a read-only recursive bind of SRC on `DIR/lower`, agent `--root DIR/lower`
@@ -36,9 +37,10 @@ pub fn exec_agent(dir: &SandboxDir) -> RuntimeError {
 
 fn prepare(dir: &SandboxDir) -> Result<Command, RuntimeError> {
     let spec = dir.read_spec()?;
+    crate::cgroup::join_from_env()?;
     crate::sys::loopback_up().map_err(RuntimeError::io("bring up loopback", "lo"))?;
     let mut command = Command::new(&spec.agentd);
-    command.args(["--channel", "fd:0"]);
+    command.args(["--channel", "fd:0"]).env_remove(crate::cgroup::PROCS_ENV);
     match &spec.root {
         RootSource::Host => {
             let root = dir.root_mount();

@@ -27,12 +27,14 @@ pub fn execute(args: RunArgs) -> Result<u8, RuntimeError> {
     isolation::prepare_backend(args.isolation)?;
     crate::client::block_forwarded_signals()?;
     let root = checked_root(&args.root)?;
+    let mut config = args.config.clone();
+    config.resolve()?;
     let agentd = crate::agentd_bin::locate()?;
     let name = home::ephemeral_name();
     let dir = SandboxDir::create(&home::moat_home(), &name)?;
     let span = tracing::info_span!("sandbox", %name);
     let _entered = span.enter();
-    let result = run_in(&dir, SandboxSpec { name, root, agentd }, args);
+    let result = run_in(&dir, SandboxSpec { name, root, agentd, config }, args);
     if let Err(err) = dir.remove() {
         tracing::warn!(%err, "could not remove the sandbox directory");
     }
@@ -139,6 +141,8 @@ fn exec_and_shutdown(dir: &SandboxDir, args: RunArgs) -> Result<ExecOutcome, Run
     request.args = args.args;
     request.env = args.env;
     request.cwd = args.cwd;
+    request.user = args.user;
+    request.tty = args.tty;
     let outcome = client.run_exec(request);
     if let Err(err) = client.request_shutdown() {
         tracing::warn!(%err, "could not send core.shutdown; the sandbox will be killed");

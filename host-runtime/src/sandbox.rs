@@ -14,6 +14,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moat_protocol::payload::bootstrap::GuestBootstrap;
@@ -21,11 +22,13 @@ use moat_protocol::payload::core::InitAck;
 use moat_protocol::{Decoded, FrameDecoder, Message, MessageFrame, RawFrame, decode_frame};
 use moat_relay::{RelayConfig, RelayHandle};
 
+use crate::cgroup::{CgroupLimits, SandboxCgroup};
+use crate::config::ShareNaming;
 use crate::error::RuntimeError;
-use crate::home::{SandboxDir, SandboxSpec};
+use crate::home::SandboxDir;
 use crate::limits::{
-    AGENT_EXIT_TIMEOUT_MS, HANDSHAKE_FRAME_TIMEOUT_MS, POLL_INTERVAL_MS, RELAY_SOCKET_WAIT_MS,
-    SOCKET_READ_CHUNK_BYTES,
+    AGENT_EXIT_TIMEOUT_MS, GUEST_SHUTDOWN_GRACE_MS, HANDSHAKE_FRAME_TIMEOUT_MS, POLL_INTERVAL_MS,
+    RELAY_SOCKET_WAIT_MS, SOCKET_READ_CHUNK_BYTES,
 };
 
 /// The line that reports a successful start on the startup pipe.
@@ -33,24 +36,77 @@ pub const STARTUP_OK: &str = "ok";
 
 const AGENT: &str = "the agent";
 
+/// `unshare(1)`'s flags for the agent: new pid, mount, uts, ipc and net namespaces, the agent as
+/// PID 1 of its pid namespace, killed with `unshare`.
+pub const UNSHARE_ARGS: [&str; 7] =
+    ["--pid", "--mount", "--uts", "--ipc", "--net", "--fork", "--kill-child"];
+
 /// Runs the sandbox process to its end. Reports the startup result on stdout.
 pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
     let spec = dir.read_spec()?;
-    let (mut child, channel) = start_agent(dir)?;
-    let ready = match handshake(&channel, &spec) {
+    spec.config.write_scripts(&dir.scripts_dir())?;
+    let shares = spec.config.shares(&dir.scripts_dir(), ShareNaming::HostPath);
+    let bootstrap = spec.config.bootstrap(&spec.name, &shares);
+    let limits = CgroupLimits { cpus: spec.config.vcpus, memory_mib: spec.config.memory_mib };
+    let cgroup = SandboxCgroup::create(&spec.name, limits)?;
+    let (mut child, channel) = start_agent(dir, cgroup.as_ref())?;
+    let ready = match handshake(&channel, bootstrap) {
         Ok(ready) => ready,
         Err(err) => {
             stop_child(&mut child);
             return Err(err);
         }
     };
-    let result = run_relay(dir, channel, ready);
+    let limits = TimeLimits {
+        max_duration: spec.config.max_duration(),
+        idle_timeout: spec.config.idle_timeout(),
+    };
+    let result = run_relay(dir, channel, ready, limits);
     reap_agent(&mut child);
-    result
+    drop(cgroup);
+    let reason = result?;
+    record_own_exit(dir, reason);
+    Ok(())
+}
+
+/// When the sandbox process shuts its guest down by itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TimeLimits {
+    /// `--max-duration`: counted from when the relay is up.
+    pub(crate) max_duration: Option<Duration>,
+    /// `--idle-timeout`: time with no client connected.
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+/// Why a sandbox stopped, as `state.json`'s `stop_reason` says it.
+pub const STOPPED_BY_GUEST: &str =
+    "the guest shut down (core.shutdown from a client, or the agent exited)";
+/// `stop_reason` after `--max-duration`.
+pub const STOPPED_MAX_DURATION: &str = "--max-duration reached";
+/// `stop_reason` after `--idle-timeout`.
+pub const STOPPED_IDLE: &str = "--idle-timeout reached with no client connected";
+
+/// A named sandbox records its own clean end (an ephemeral one has no `state.json`). Only a
+/// live record changes: `moat stop`/`kill` write their own outcome.
+fn record_own_exit(dir: &SandboxDir, reason: &'static str) {
+    let Ok(mut record) = crate::state::read_recorded(dir.path()) else { return };
+    if !matches!(record.status, crate::state::Status::Running | crate::state::Status::Draining) {
+        return;
+    }
+    record.status = crate::state::Status::Stopped;
+    record.stopped_at = Some(crate::state::now());
+    record.exit_code = Some(0);
+    record.stop_reason = Some(reason.to_owned());
+    if let Err(err) = crate::state::write(dir.path(), &record) {
+        tracing::warn!(%err, "could not record the sandbox's exit");
+    }
 }
 
 /// `unshare` with the agent's namespaces, running `moat __ns-init DIR`.
-fn start_agent(dir: &SandboxDir) -> Result<(Child, UnixStream), RuntimeError> {
+fn start_agent(
+    dir: &SandboxDir,
+    cgroup: Option<&SandboxCgroup>,
+) -> Result<(Child, UnixStream), RuntimeError> {
     let exe = std::env::current_exe().map_err(RuntimeError::io("find own executable", "moat"))?;
     let (ours, theirs) =
         UnixStream::pair().map_err(RuntimeError::io("create agent socketpair", dir.path()))?;
@@ -59,27 +115,29 @@ fn start_agent(dir: &SandboxDir) -> Result<(Child, UnixStream), RuntimeError> {
         .map_err(RuntimeError::io("create agent log", &log_path))?;
     let mut command = Command::new("unshare");
     command
-        .args(["--pid", "--mount", "--uts", "--ipc", "--net", "--fork", "--kill-child"])
+        .args(UNSHARE_ARGS)
         .args(["--propagation", "private"])
         .arg(exe)
         .arg("__ns-init")
         .arg(dir.path())
         .env("MOAT_AGENT_LOG", "info")
+        .env_remove(crate::cgroup::PROCS_ENV)
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
+    if let Some(cgroup) = cgroup {
+        command.env(crate::cgroup::PROCS_ENV, cgroup.procs_env());
+    }
     crate::pre_exec::kill_with_parent(&mut command);
     let child = command.spawn().map_err(RuntimeError::io("spawn", "unshare"))?;
     Ok((child, ours))
 }
 
 /// The bootstrap handshake; returns the agent's `core.ready` frame for the relay to replay.
-fn handshake(channel: &UnixStream, spec: &SandboxSpec) -> Result<RawFrame, RuntimeError> {
+fn handshake(channel: &UnixStream, bootstrap: GuestBootstrap) -> Result<RawFrame, RuntimeError> {
     channel
         .set_read_timeout(Some(Duration::from_millis(HANDSHAKE_FRAME_TIMEOUT_MS)))
         .map_err(RuntimeError::io("set channel timeout", "socketpair"))?;
-    let bootstrap =
-        GuestBootstrap { hostname: Some(spec.name.clone()), ..GuestBootstrap::default() };
     let mut reader = AgentReader { stream: channel, decoder: FrameDecoder::new() };
     send(channel, "core.bootstrap", Message::Bootstrap(Box::new(bootstrap)))?;
     let waiting = "waiting for core.init.resolved";
@@ -161,8 +219,15 @@ impl AgentReader<'_> {
     }
 }
 
-/// Serves the relay until the guest closes; prints `ok` once the socket exists.
-fn run_relay(dir: &SandboxDir, channel: UnixStream, ready: RawFrame) -> Result<(), RuntimeError> {
+/// Serves the relay until the guest closes; prints `ok` once the socket exists. Enforces `limits`
+/// by sending the guest `core.shutdown`, then stopping the relay if the guest does not close.
+/// Returns why the sandbox stopped.
+fn run_relay(
+    dir: &SandboxDir,
+    channel: UnixStream,
+    ready: RawFrame,
+    limits: TimeLimits,
+) -> Result<&'static str, RuntimeError> {
     channel
         .set_read_timeout(None)
         .map_err(RuntimeError::io("clear channel timeout", "socketpair"))?;
@@ -188,12 +253,16 @@ fn run_relay(dir: &SandboxDir, channel: UnixStream, ready: RawFrame) -> Result<(
         if socket.exists() {
             report_startup(STARTUP_OK);
         }
+        let fired = Arc::new(OnceLock::new());
+        let enforcer = tokio::spawn(enforce(handle.clone(), limits, Arc::clone(&fired)));
         let outcome = (&mut relay).await;
+        enforcer.abort();
+        let reason = fired.get().copied().unwrap_or(STOPPED_BY_GUEST);
         drop(handle);
         match outcome {
             Ok(Ok(stats)) => {
-                tracing::info!(stop = ?stats.stop, "relay stopped");
-                Ok(())
+                tracing::info!(stop = ?stats.stop, reason, "relay stopped");
+                Ok(reason)
             }
             Ok(Err(err)) => Err(err.into()),
             Err(join) => Err(RuntimeError::Io {
@@ -203,6 +272,53 @@ fn run_relay(dir: &SandboxDir, channel: UnixStream, ready: RawFrame) -> Result<(
             }),
         }
     })
+}
+
+/// Waits for the first time limit to pass, records which in `fired`, asks the guest to shut
+/// down, and stops the relay if it has not closed after [`GUEST_SHUTDOWN_GRACE_MS`]. Never
+/// returns when there is no limit.
+async fn enforce(handle: RelayHandle, limits: TimeLimits, fired: Arc<OnceLock<&'static str>>) {
+    let max_duration = async {
+        match limits.max_duration {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let idle = async {
+        match limits.idle_timeout {
+            Some(limit) => idle_for(handle.connected_clients(), limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let reason = tokio::select! {
+        () = max_duration => STOPPED_MAX_DURATION,
+        () = idle => STOPPED_IDLE,
+    };
+    tracing::info!(reason, "shutting the sandbox down");
+    let _ = fired.set(reason);
+    if let Err(err) = handle.send_to_guest(&MessageFrame::new(0, Message::Shutdown)).await {
+        tracing::warn!(%err, "could not send core.shutdown");
+    }
+    tokio::time::sleep(Duration::from_millis(GUEST_SHUTDOWN_GRACE_MS)).await;
+    tracing::warn!("the guest did not shut down in time; stopping the relay");
+    handle.shutdown();
+}
+
+/// Resolves once no client has been connected for `limit` in a row.
+async fn idle_for(mut clients: tokio::sync::watch::Receiver<usize>, limit: Duration) {
+    loop {
+        if clients.wait_for(|n| *n == 0).await.is_err() {
+            return std::future::pending().await;
+        }
+        let busy = tokio::time::timeout(limit, clients.wait_for(|n| *n > 0))
+            .await
+            .map(|connected| connected.is_ok());
+        match busy {
+            Err(_elapsed) => return,
+            Ok(true) => {}
+            Ok(false) => return std::future::pending().await,
+        }
+    }
 }
 
 /// Writes the startup line on stdout (the pipe to the CLI).

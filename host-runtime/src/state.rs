@@ -4,6 +4,8 @@
 //!  create ──► Running ──stop──► Draining ──exit──► Stopped
 //!                │                   └──timeout, SIGTERM/SIGKILL──► Stopped
 //!                ├──kill──► Stopped (exit code 137)
+//!                ├──guest shut down, --max-duration, --idle-timeout──► Stopped (written by the
+//!                │                                                     sandbox process itself)
 //!                └──pid gone or not our sandbox process (read time only)──► Crashed
 //! ```
 //!
@@ -65,6 +67,9 @@ pub struct SandboxState {
     pub stopped_at: Option<String>,
     /// The sandbox process's exit status as a shell would show it (128 + signal when killed).
     pub exit_code: Option<i32>,
+    /// Why it stopped (`moat stop`, `moat kill`, a time limit, the guest shutting down).
+    #[serde(default)]
+    pub stop_reason: Option<String>,
 }
 
 /// Now, as an RFC 3339 UTC timestamp with milliseconds.
@@ -151,6 +156,7 @@ mod tests {
                 name: "box".into(),
                 root: RootSource::Host,
                 agentd: "/bin/true".into(),
+                config: Default::default(),
             },
             status,
             pid,
@@ -158,6 +164,7 @@ mod tests {
             started_at: None,
             stopped_at: None,
             exit_code: None,
+            stop_reason: None,
         }
     }
 

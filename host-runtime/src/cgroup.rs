@@ -1,0 +1,180 @@
+//! `--cpus` and `--memory` on the namespace backend: a cgroup per sandbox, cgroup v2 or v1.
+//!
+//! ```text
+//!  sandbox process: create moat-<name> (v2: /sys/fs/cgroup/moat-<name>; v1: memory/moat/<name>
+//!    and cpu/moat/<name>) ─► write the limits ─► pass the cgroup.procs paths to __ns-init
+//!  __ns-init (PID 1 of the new pid namespace): write "0" (itself) to each ─► exec the agent,
+//!    whose every descendant inherits the cgroup
+//!  sandbox process, after the agent exited: rmdir
+//! ```
+//!
+//! A VM sizes its guest instead (libkrun's vCPU count and memory), so this is the namespace
+//! backend only. A limit that cannot be applied is an error, never silently ignored.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::RuntimeError;
+use crate::limits::{CGROUP_REMOVE_TIMEOUT_MS, POLL_INTERVAL_MS};
+
+/// Where cgroup filesystems are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The environment variable carrying the `cgroup.procs` paths (`:`-separated) to `__ns-init`.
+pub const PROCS_ENV: &str = "MOAT_CGROUP_PROCS";
+
+/// CFS period used for `--cpus`, in microseconds.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The sandbox's cgroup directories (one on v2; one per controller on v1).
+#[derive(Debug)]
+pub struct SandboxCgroup {
+    dirs: Vec<PathBuf>,
+}
+
+/// The limits to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupLimits {
+    /// Whole CPUs of quota.
+    pub cpus: Option<u8>,
+    /// Memory in MiB.
+    pub memory_mib: Option<u32>,
+}
+
+/// The control files and values for `limits`, relative to the cgroup directory, for v2
+/// (`v2 = true`) or v1 (`(controller, file, value)`, controller empty on v2).
+pub fn limit_files(limits: CgroupLimits, v2: bool) -> Vec<(&'static str, &'static str, String)> {
+    let mut files = Vec::new();
+    if let Some(mib) = limits.memory_mib {
+        let bytes = u64::from(mib) * 1024 * 1024;
+        if v2 {
+            files.push(("", "memory.max", bytes.to_string()));
+            files.push(("", "memory.swap.max", "0".to_owned()));
+        } else {
+            files.push(("memory", "memory.limit_in_bytes", bytes.to_string()));
+        }
+    }
+    if let Some(cpus) = limits.cpus {
+        let quota = u64::from(cpus) * CPU_PERIOD_US;
+        if v2 {
+            files.push(("", "cpu.max", format!("{quota} {CPU_PERIOD_US}")));
+        } else {
+            files.push(("cpu", "cpu.cfs_period_us", CPU_PERIOD_US.to_string()));
+            files.push(("cpu", "cpu.cfs_quota_us", quota.to_string()));
+        }
+    }
+    files
+}
+
+fn cgroup_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = path.to_owned();
+    move |source| RuntimeError::Cgroup { what, path, source }
+}
+
+impl SandboxCgroup {
+    /// Creates (or reuses, after a crash) the sandbox's cgroup and writes `limits`. `None` when
+    /// there is nothing to limit.
+    pub fn create(name: &str, limits: CgroupLimits) -> Result<Option<SandboxCgroup>, RuntimeError> {
+        if limits.cpus.is_none() && limits.memory_mib.is_none() {
+            return Ok(None);
+        }
+        let root = Path::new(CGROUP_ROOT);
+        let v2 = root.join("cgroup.controllers").is_file();
+        let leaf = format!("moat-{name}");
+        let mut cgroup = SandboxCgroup { dirs: Vec::new() };
+        if v2 {
+            let wanted: Vec<&str> =
+                [limits.memory_mib.map(|_| "+memory"), limits.cpus.map(|_| "+cpu")]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+            let control = root.join("cgroup.subtree_control");
+            std::fs::write(&control, wanted.join(" "))
+                .map_err(cgroup_error("enable controllers in", &control))?;
+        }
+        for (controller, file, value) in limit_files(limits, v2) {
+            let dir =
+                if v2 { root.join(&leaf) } else { root.join(controller).join("moat").join(name) };
+            if !cgroup.dirs.contains(&dir) {
+                std::fs::create_dir_all(&dir).map_err(cgroup_error("create cgroup", &dir))?;
+                cgroup.dirs.push(dir.clone());
+            }
+            let path = dir.join(file);
+            std::fs::write(&path, &value).map_err(cgroup_error("write cgroup limit", &path))?;
+        }
+        Ok(Some(cgroup))
+    }
+
+    /// The `cgroup.procs` files the agent's first process joins, `:`-separated for [`PROCS_ENV`].
+    pub fn procs_env(&self) -> String {
+        let files: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|dir| dir.join("cgroup.procs").to_string_lossy().into_owned())
+            .collect();
+        files.join(":")
+    }
+}
+
+impl Drop for SandboxCgroup {
+    /// Removes the cgroup directories once their processes are gone (they linger briefly after
+    /// the agent is reaped). Logs what could not be removed.
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_millis(CGROUP_REMOVE_TIMEOUT_MS);
+        for dir in self.dirs.iter().rev() {
+            loop {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(err) if Instant::now() >= deadline => {
+                        tracing::warn!(dir = %dir.display(), %err, "could not remove the cgroup");
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS)),
+                }
+            }
+        }
+    }
+}
+
+/// In `__ns-init`: moves this process into every cgroup named by [`PROCS_ENV`] (writing `0`
+/// means "the writer" in both cgroup versions).
+pub fn join_from_env() -> Result<(), RuntimeError> {
+    let Some(files) = std::env::var_os(PROCS_ENV) else { return Ok(()) };
+    for file in std::env::split_paths(&files) {
+        std::fs::write(&file, "0").map_err(cgroup_error("join cgroup", &file))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_limits_use_memory_max_and_cpu_max() {
+        let files = limit_files(CgroupLimits { cpus: Some(2), memory_mib: Some(64) }, true);
+        assert!(files.contains(&("", "memory.max", "67108864".to_owned())));
+        assert!(files.contains(&("", "memory.swap.max", "0".to_owned())));
+        assert!(files.contains(&("", "cpu.max", "200000 100000".to_owned())));
+    }
+
+    #[test]
+    fn v1_limits_use_one_directory_per_controller() {
+        let files = limit_files(CgroupLimits { cpus: Some(1), memory_mib: Some(128) }, false);
+        assert_eq!(
+            files,
+            vec![
+                ("memory", "memory.limit_in_bytes", "134217728".to_owned()),
+                ("cpu", "cpu.cfs_period_us", "100000".to_owned()),
+                ("cpu", "cpu.cfs_quota_us", "100000".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_to_limit_makes_no_cgroup() {
+        let none = SandboxCgroup::create("x", CgroupLimits { cpus: None, memory_mib: None });
+        assert!(none.unwrap().is_none());
+    }
+}
