@@ -61,6 +61,28 @@ pub enum ExecOutcome {
     Refused(String),
 }
 
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// `core.exec.stdout` (and a PTY's merged output).
+    Stdout,
+    /// `core.exec.stderr`.
+    Stderr,
+}
+
+/// The result of [`RelayClient::run_captured`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedExec {
+    /// How the command ended.
+    pub outcome: ExecOutcome,
+    /// Its standard output (up to the cap).
+    pub stdout: Vec<u8>,
+    /// Its standard error (up to the cap).
+    pub stderr: Vec<u8>,
+    /// Output bytes beyond the cap, counted and discarded.
+    pub dropped_bytes: u64,
+}
+
 /// A connected relay client.
 #[derive(Debug)]
 pub struct RelayClient {
@@ -121,6 +143,62 @@ impl RelayClient {
         let writer = Arc::clone(&self.writer);
         std::thread::spawn(move || forward_signals(&writer, id, tty));
         let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+        self.drive(id, |stream, data| match stream {
+            Stream::Stdout => write_live(&mut stdout, data),
+            Stream::Stderr => write_live(&mut stderr, data),
+        })
+    }
+
+    /// Runs `request` with `stdin` as its whole input (then EOF) and collects its output, up to
+    /// `max_bytes` per stream (the rest is counted as dropped, never buffered). For library
+    /// callers: nothing is read from or written to this process's own stdio.
+    pub fn run_captured(
+        &mut self,
+        request: ExecRequest,
+        stdin: &[u8],
+        max_bytes: usize,
+    ) -> Result<CapturedExec, RuntimeError> {
+        let id = self.ids.next_id().ok_or(RuntimeError::IdsExhausted)?;
+        send(
+            &self.writer,
+            MessageFrame::new(id, Message::ExecRequest(request)),
+            "core.exec.request",
+        )?;
+        for chunk in stdin.chunks(STDIN_CHUNK_BYTES) {
+            let frame = MessageFrame::new(id, Message::ExecStdin(Data::new(chunk.to_vec())));
+            send(&self.writer, frame, "core.exec.stdin")?;
+        }
+        send(
+            &self.writer,
+            MessageFrame::new(id, Message::ExecStdin(Data::new(Vec::new()))),
+            "core.exec.stdin",
+        )?;
+        let mut captured = CapturedExec {
+            outcome: ExecOutcome::Exited(0),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            dropped_bytes: 0,
+        };
+        let outcome = self.drive(id, |stream, data| {
+            let buf = match stream {
+                Stream::Stdout => &mut captured.stdout,
+                Stream::Stderr => &mut captured.stderr,
+            };
+            let room = max_bytes.saturating_sub(buf.len());
+            let kept = data.len().min(room);
+            buf.extend_from_slice(&data[..kept]);
+            captured.dropped_bytes += (data.len() - kept) as u64;
+        })?;
+        captured.outcome = outcome;
+        Ok(captured)
+    }
+
+    /// Reads the session's frames until it ends, handing output to `on_output`.
+    fn drive(
+        &mut self,
+        id: u32,
+        mut on_output: impl FnMut(Stream, &[u8]),
+    ) -> Result<ExecOutcome, RuntimeError> {
         loop {
             let frame = self.next_message("waiting for the command to finish")?;
             if frame.id != id {
@@ -128,14 +206,14 @@ impl RelayClient {
                 continue;
             }
             match frame.message {
-                Message::ExecStdout(Data { data }) => write_live(&mut stdout, &data),
-                Message::ExecStderr(Data { data }) => write_live(&mut stderr, &data),
+                Message::ExecStdout(Data { data }) => on_output(Stream::Stdout, &data),
+                Message::ExecStderr(Data { data }) => on_output(Stream::Stderr, &data),
                 Message::ExecExited(exited) => return Ok(ExecOutcome::Exited(exited.code)),
                 Message::ExecFailed(failed) => return Ok(ExecOutcome::Failed(failed)),
                 Message::Error(err) => return Ok(ExecOutcome::Refused(err.message)),
                 Message::ExecStarted(_) => {}
                 Message::ExecStdinError(err) => {
-                    eprintln!("moat: stdin to the command failed: {}", err.message);
+                    tracing::warn!(message = %err.message, "stdin to the command failed");
                 }
                 // Nothing else belongs to an exec session; a peer that sends it is logged, not
                 // trusted.

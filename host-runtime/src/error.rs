@@ -130,6 +130,14 @@ pub enum RuntimeError {
         /// Its status.
         status: &'static str,
     },
+    /// [`crate::api::Sandbox::wait`] ran out of time.
+    #[error("sandbox {name:?} was still running after {timeout:?}")]
+    WaitTimeout {
+        /// The sandbox.
+        name: String,
+        /// How long we waited.
+        timeout: std::time::Duration,
+    },
     /// `moat rm` without `-f` on a running sandbox.
     #[error("sandbox {0:?} is running; stop it first or use `moat rm -f`")]
     StillRunning(String),

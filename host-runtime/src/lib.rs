@@ -10,7 +10,10 @@
 //!      └── client::ExecSession ── unix socket DIR/agent.sock ──────────────────────┘
 //! ```
 //!
-//! - [`doctor`]: can this host boot a microVM, and why not.
+//! - [`api`]: the library's typed entry point (`Moat` → `Sandbox`), what bindings use.
+//! - [`doctor`]: can this host boot a microVM, and why not; [`ns_probe`]: the namespace backend.
+//! - [`config`]: sandbox options (mounts, limits, hostname) and the bootstrap they become;
+//!   [`cgroup`]: `--cpus`/`--memory` on the namespace backend; `tty`: the CLI's terminal for `-t`.
 //! - [`cli`]: parsing `moat run` arguments; [`isolation`]: choosing a backend.
 //! - [`home`]: the moat home, sandbox directories and their spec file.
 //! - [`agentd_bin`]: finding (or building) the `moat-agentd` binary.
@@ -27,6 +30,7 @@
 #![deny(unsafe_code)]
 
 pub mod agentd_bin;
+pub mod api;
 pub mod cgroup;
 pub mod cli;
 pub mod client;

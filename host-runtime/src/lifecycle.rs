@@ -34,29 +34,63 @@ fn signal_exit_code(signal: Signal) -> i32 {
     128 + signal as i32
 }
 
-/// The directory of an existing named sandbox (one with a `state.json`).
+/// The directory of an existing named sandbox (one with a `state.json`) in `$MOAT_HOME`.
 pub fn open_named(name: &str) -> Result<SandboxDir, RuntimeError> {
+    open_named_in(&home::moat_home(), name)
+}
+
+/// The directory of an existing named sandbox in the moat home `home`.
+pub fn open_named_in(home: &Path, name: &str) -> Result<SandboxDir, RuntimeError> {
     state::validate_name(name)?;
-    let path = home::moat_home().join("sandboxes").join(name);
+    let path = home.join("sandboxes").join(name);
     if !path.join(state::STATE_FILE).is_file() {
         return Err(RuntimeError::UnknownSandbox(name.to_owned()));
     }
     Ok(SandboxDir::open(path))
 }
 
-/// `moat create`: boots a detached sandbox and records it. Returns its name.
+/// The programs a sandbox runs: the sandbox process (`moat __sandbox DIR`) and the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executables {
+    /// A `moat` binary.
+    pub moat: PathBuf,
+    /// The `moat-agentd` binary.
+    pub agentd: PathBuf,
+}
+
+impl Executables {
+    /// This `moat` and the agent found (or built) as [`agentd_bin::locate`] does.
+    pub fn locate() -> Result<Executables, RuntimeError> {
+        Ok(Executables { moat: run::own_executable()?, agentd: agentd_bin::locate()? })
+    }
+}
+
+/// `moat create`: boots a detached sandbox in `$MOAT_HOME` and records it. Returns its name.
 pub fn create(args: CreateArgs) -> Result<String, RuntimeError> {
+    create_in(&home::moat_home(), args, None)
+}
+
+/// Boots a detached sandbox in the moat home `home` and records it. Returns its name.
+/// `executables`: `None` locates them as the CLI does.
+pub fn create_in(
+    home: &Path,
+    args: CreateArgs,
+    executables: Option<&Executables>,
+) -> Result<String, RuntimeError> {
     state::validate_name(&args.name)?;
     // Checked early for a clean error; the `mkdir` below is what makes the name unique.
-    if home::moat_home().join("sandboxes").join(&args.name).exists() {
+    if home.join("sandboxes").join(&args.name).exists() {
         return Err(RuntimeError::DuplicateName(args.name));
     }
     isolation::prepare_backend(args.isolation)?;
     let root = run::checked_root(&args.root)?;
     let mut config = args.config;
     config.resolve()?;
-    let agentd = agentd_bin::locate()?;
-    let dir = SandboxDir::create(&home::moat_home(), &args.name).map_err(|err| match err {
+    let executables = match executables {
+        Some(given) => given.clone(),
+        None => Executables::locate()?,
+    };
+    let dir = SandboxDir::create(home, &args.name).map_err(|err| match err {
         RuntimeError::Io { what: "create sandbox directory", source, .. }
             if source.kind() == std::io::ErrorKind::AlreadyExists =>
         {
@@ -66,8 +100,8 @@ pub fn create(args: CreateArgs) -> Result<String, RuntimeError> {
     })?;
     let span = tracing::info_span!("sandbox", name = %args.name);
     let _entered = span.enter();
-    let spec = SandboxSpec { name: args.name.clone(), root, agentd, config };
-    if let Err(err) = boot_detached(&dir, spec) {
+    let spec = SandboxSpec { name: args.name.clone(), root, agentd: executables.agentd, config };
+    if let Err(err) = boot_detached(&dir, spec, &executables.moat) {
         if let Err(cleanup) = dir.remove() {
             tracing::warn!(%cleanup, "could not remove the sandbox directory");
         }
@@ -76,9 +110,9 @@ pub fn create(args: CreateArgs) -> Result<String, RuntimeError> {
     Ok(args.name)
 }
 
-fn boot_detached(dir: &SandboxDir, spec: SandboxSpec) -> Result<(), RuntimeError> {
+fn boot_detached(dir: &SandboxDir, spec: SandboxSpec, moat: &Path) -> Result<(), RuntimeError> {
     dir.write_spec(&spec)?;
-    let mut child = run::spawn_sandbox(dir, Lifetime::Detached)?;
+    let mut child = run::spawn_sandbox(dir, Lifetime::Detached, moat)?;
     let mut record = SandboxState {
         name: spec.name.clone(),
         spec,
@@ -128,10 +162,15 @@ pub fn exec(args: ExecArgs) -> Result<u8, RuntimeError> {
     Ok(exit_status(&outcome))
 }
 
-/// Every named sandbox's state, sorted by name. Directories without `state.json` (a `moat run`
-/// in progress) are not named sandboxes and are skipped.
+/// Every named sandbox's state in `$MOAT_HOME`, sorted by name.
 pub fn list() -> Result<Vec<SandboxState>, RuntimeError> {
-    let parent = home::moat_home().join("sandboxes");
+    list_in(&home::moat_home())
+}
+
+/// Every named sandbox's state in the moat home `home`, sorted by name. Directories without
+/// `state.json` (a `moat run` in progress) are not named sandboxes and are skipped.
+pub fn list_in(home: &Path) -> Result<Vec<SandboxState>, RuntimeError> {
+    let parent = home.join("sandboxes");
     let entries = match std::fs::read_dir(&parent) {
         Ok(entries) => entries,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -181,7 +220,11 @@ pub fn socket(name: &str) -> Result<PathBuf, RuntimeError> {
 /// `moat stop`: `core.shutdown`, then SIGTERM, then SIGKILL. A sandbox that is not live is left
 /// as it is.
 pub fn stop(name: &str) -> Result<SandboxState, RuntimeError> {
-    let dir = open_named(name)?;
+    stop_dir(&open_named(name)?)
+}
+
+/// `moat stop` on an opened sandbox directory.
+pub fn stop_dir(dir: &SandboxDir) -> Result<SandboxState, RuntimeError> {
     let mut record = state::read(dir.path())?;
     let Some(pid) = live_pid(&record) else {
         return Ok(record);
@@ -207,11 +250,15 @@ pub fn stop(name: &str) -> Result<SandboxState, RuntimeError> {
 
 /// `moat kill`: SIGKILL to the sandbox's process group.
 pub fn kill(name: &str) -> Result<SandboxState, RuntimeError> {
-    let dir = open_named(name)?;
+    kill_dir(&open_named(name)?)
+}
+
+/// `moat kill` on an opened sandbox directory.
+pub fn kill_dir(dir: &SandboxDir) -> Result<SandboxState, RuntimeError> {
     let record = state::read(dir.path())?;
     let Some(pid) = live_pid(&record) else {
         return Err(RuntimeError::NotRunning {
-            name: name.to_owned(),
+            name: record.name.clone(),
             status: record.status.as_str(),
         });
     };
@@ -221,11 +268,15 @@ pub fn kill(name: &str) -> Result<SandboxState, RuntimeError> {
 
 /// `moat rm`: removes a sandbox that is not live; with `force`, kills a live one first.
 pub fn remove(name: &str, force: bool) -> Result<(), RuntimeError> {
-    let dir = open_named(name)?;
+    remove_dir(open_named(name)?, force)
+}
+
+/// `moat rm` on an opened sandbox directory.
+pub fn remove_dir(dir: SandboxDir, force: bool) -> Result<(), RuntimeError> {
     let record = state::read(dir.path())?;
     if let Some(pid) = live_pid(&record) {
         if !force {
-            return Err(RuntimeError::StillRunning(name.to_owned()));
+            return Err(RuntimeError::StillRunning(record.name));
         }
         kill_and_wait(pid, dir.path());
     }

@@ -8,7 +8,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,7 +61,7 @@ pub(crate) fn checked_root(root: &RootSource) -> Result<RootSource, RuntimeError
 
 fn run_in(dir: &SandboxDir, spec: SandboxSpec, args: RunArgs) -> Result<u8, RuntimeError> {
     dir.write_spec(&spec)?;
-    let mut sandbox = spawn_sandbox(dir, Lifetime::WithCli)?;
+    let mut sandbox = spawn_sandbox(dir, Lifetime::WithCli, &own_executable()?)?;
     let cmd = args.cmd.clone();
     let result = wait_startup(dir, &mut sandbox).and_then(|()| exec_and_shutdown(dir, args));
     stop_sandbox(&mut sandbox);
@@ -94,12 +94,16 @@ pub(crate) enum Lifetime {
     Detached,
 }
 
-pub(crate) fn spawn_sandbox(dir: &SandboxDir, lifetime: Lifetime) -> Result<Child, RuntimeError> {
-    let exe = std::env::current_exe().map_err(RuntimeError::io("find own executable", "moat"))?;
+/// Spawns `exe __sandbox DIR` (`exe`: a `moat` binary, normally this one).
+pub(crate) fn spawn_sandbox(
+    dir: &SandboxDir,
+    lifetime: Lifetime,
+    exe: &Path,
+) -> Result<Child, RuntimeError> {
     let log_path = dir.sandbox_log();
     let log = std::fs::File::create(&log_path)
         .map_err(RuntimeError::io("create sandbox log", &log_path))?;
-    let mut command = Command::new(&exe);
+    let mut command = Command::new(exe);
     command
         .arg("__sandbox")
         .arg(dir.path())
@@ -116,6 +120,11 @@ pub(crate) fn spawn_sandbox(dir: &SandboxDir, lifetime: Lifetime) -> Result<Chil
         Lifetime::Detached => crate::pre_exec::new_session(&mut command),
     }
     command.spawn().map_err(RuntimeError::io("spawn sandbox process", exe))
+}
+
+/// This process's executable (the `moat` CLI, which is also the sandbox process).
+pub(crate) fn own_executable() -> Result<PathBuf, RuntimeError> {
+    std::env::current_exe().map_err(RuntimeError::io("find own executable", "moat"))
 }
 
 /// Reads the one startup line from the sandbox process.

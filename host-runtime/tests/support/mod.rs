@@ -53,3 +53,21 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
     }
     found
 }
+
+/// The `moat` under test and a `moat-agentd` beside it (built with cargo when missing, as the
+/// CLI does on its first run), for tests that drive the library in-process.
+pub fn executables() -> moat_runtime::lifecycle::Executables {
+    let moat = PathBuf::from(env!("CARGO_BIN_EXE_moat"));
+    let agentd = moat.with_file_name("moat-agentd");
+    if !agentd.is_file() {
+        let release = moat.parent().and_then(Path::file_name).is_some_and(|n| n == "release");
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "moat-agentd"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build -p moat-agentd");
+        assert!(status.success(), "cargo build -p moat-agentd failed");
+    }
+    moat_runtime::lifecycle::Executables { moat, agentd }
+}
