@@ -6,9 +6,10 @@
 //!  tmpfs staging ─┬─ overlay(lower = root source, upper = tmpfs)   (RootPlan::Overlay)
 //!                 └─ or the host's prepared throw-away root         (RootPlan::Prepared)
 //!  user mounts (dir by tag, tmpfs) into the new root
-//!  /dev for the namespace backend (tmpfs + device binds from the old root)
+//!  /dev, /proc, /sys for the namespace backend (tmpfs + device binds from the old root; proc
+//!    and sysfs while the host's are still visible, as a user namespace requires)
 //!  pivot_root, detach the old root
-//!  /proc /sys /dev(+pts, shm) /tmp, hostname, rlimits
+//!  /proc /sys (VM) /dev(+pts, shm) /tmp, hostname, rlimits
 //! ```
 //!
 //! Whatever the root source, the sandbox writes into a tmpfs upper layer (or a root the host made
@@ -205,6 +206,7 @@ pub fn assemble(options: &BootOptions, bootstrap: &GuestBootstrap) -> Result<(),
     apply_user_mounts(&new_root, bootstrap, options.vm)?;
     if !options.vm {
         populate_namespace_dev(&new_root)?;
+        mount_proc_and_sys(&new_root)?;
     }
     pivot(&new_root)?;
     mount_pseudo_filesystems(options.vm)?;
@@ -289,6 +291,22 @@ fn populate_namespace_dev(new_root: &Path) -> Result<(), BootError> {
     Ok(())
 }
 
+/// The namespace backend's `/proc` and `/sys`, mounted before the pivot. In a user namespace
+/// the kernel allows a new proc or sysfs mount only while one is fully visible in the mount
+/// namespace (`mount_too_revealing`): the host's, until the old root is detached.
+fn mount_proc_and_sys(new_root: &Path) -> Result<(), BootError> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for (fstype, target, extra) in
+        [("proc", "proc", MsFlags::empty()), ("sysfs", "sys", MsFlags::MS_RDONLY)]
+    {
+        let target = new_root.join(target);
+        sys::mkdir_all(&target).map_err(step("create pseudo filesystem mount point"))?;
+        sys::mount(fstype, &target, Some(fstype), flags | extra, None)
+            .map_err(step("mount pseudo filesystem"))?;
+    }
+    Ok(())
+}
+
 fn io_sys(call: &'static str, path: &Path, err: &std::io::Error) -> SysError {
     SysError {
         call,
@@ -308,12 +326,15 @@ fn pivot(new_root: &Path) -> Result<(), BootError> {
     Ok(())
 }
 
-/// `/proc`, `/sys`, `/dev` (devtmpfs in a VM), `/dev/pts`, `/dev/shm`, and a private `/tmp`.
+/// `/proc` and `/sys` (in a VM; the namespace backend mounted them before the pivot), `/dev`
+/// (devtmpfs in a VM), `/dev/pts`, `/dev/shm`, and a private `/tmp`.
 pub fn mount_pseudo_filesystems(vm: bool) -> Result<(), BootError> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let mounts: [(&str, &str, &str, MsFlags, Option<&str>); 5] = [
+    let proc_and_sys: [(&str, &str, &str, MsFlags, Option<&str>); 2] = [
         ("proc", "/proc", "proc", nosuid_nodev_noexec, None),
         ("sysfs", "/sys", "sysfs", nosuid_nodev_noexec | MsFlags::MS_RDONLY, None),
+    ];
+    let mounts: [(&str, &str, &str, MsFlags, Option<&str>); 3] = [
         (
             "devpts",
             "/dev/pts",
@@ -335,7 +356,8 @@ pub fn mount_pseudo_filesystems(vm: bool) -> Result<(), BootError> {
         )
         .map_err(step("mount /dev"))?;
     }
-    for (source, target, fstype, flags, data) in mounts {
+    let before = if vm { &proc_and_sys[..] } else { &[] };
+    for &(source, target, fstype, flags, data) in before.iter().chain(&mounts) {
         let target = Path::new(target);
         sys::mkdir_all(target).map_err(step("create pseudo filesystem mount point"))?;
         sys::mount(source, target, Some(fstype), flags, data)

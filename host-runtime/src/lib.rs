@@ -51,3 +51,4 @@ pub mod sandbox;
 pub mod state;
 mod sys;
 mod tty;
+pub mod userns;

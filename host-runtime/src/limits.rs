@@ -37,6 +37,9 @@ pub const STOP_TERM_GRACE_MS: u64 = 2_000;
 /// How long the sandbox process retries removing its cgroup after the agent exited.
 pub const CGROUP_REMOVE_TIMEOUT_MS: u64 = 2_000;
 
+/// How long the sandbox process waits for `unshare` to enter its new user namespace.
+pub const USERNS_SWITCH_TIMEOUT_MS: u64 = 5_000;
+
 /// How long `moat kill` waits for the killed sandbox process to disappear.
 pub const KILL_WAIT_MS: u64 = 5_000;
 

@@ -2,7 +2,8 @@
 //!
 //! Commands: `doctor`, `run`, and the named-sandbox lifecycle (`create`, `exec`, `ls`, `inspect`,
 //! `socket`, `logs`, `stop`, `kill`, `rm`). Hidden: `__sandbox DIR` (the per-sandbox process) and
-//! `__ns-init DIR` (first process in the sandbox's namespaces; execs the agent). Exit status of
+//! `__ns-prepare DIR` (binds the root source, execs `unshare`) and `__ns-init DIR` (first process
+//! in the sandbox's namespaces; execs the agent). Exit status of
 //! `run` and `exec`: the command's; 127 when it could not be started; 125 when moat itself
 //! failed. Other commands: 0, 1 on failure, 2 on a usage error.
 
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
         Some("run") => run_command(rest),
         Some("__sandbox") => sandbox_command(rest),
         Some("__ns-init") => ns_init_command(rest),
+        Some("__ns-prepare") => ns_prepare_command(rest),
         Some("-h" | "--help") | None => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -215,6 +217,16 @@ fn ns_init_command(args: &[String]) -> ExitCode {
     };
     let err = ns_init::exec_agent(&dir);
     eprintln!("moat __ns-init: {err}");
+    ExitCode::FAILURE
+}
+
+fn ns_prepare_command(args: &[String]) -> ExitCode {
+    let Some(dir) = run::hidden_dir_arg(args) else {
+        eprintln!("moat __ns-prepare: needs the sandbox directory");
+        return ExitCode::from(2);
+    };
+    let err = ns_init::prepare_and_enter(&dir);
+    eprintln!("moat __ns-prepare: {err}");
     ExitCode::FAILURE
 }
 

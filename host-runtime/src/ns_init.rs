@@ -1,13 +1,17 @@
-//! `moat __ns-init DIR`: the first process in the sandbox's new namespaces (PID 1, private mount
+//! `moat __ns-prepare DIR` then `moat __ns-init DIR`: the first process in the sandbox's new
+//! namespaces (PID 1, private mount
 //! namespace). It prepares the root the agent gets, then `exec`s `moat-agentd` in its place, so
 //! the agent is PID 1. Its stdin is the agent channel and its stderr the agent log; both pass
 //! through the `exec` unchanged.
 //!
+//! - first, wait until the sandbox process wrote the user namespace's id maps, then exec itself
+//!   again to hold the namespace root's capabilities ([`crate::userns`]);
 //! - `--cpus`/`--memory`: join the sandbox's cgroup first ([`crate::cgroup`]).
 //! - the network namespace is new and empty: bring up its loopback device, nothing else.
 //! - default root: [`host_root::assemble`] on `DIR/root`, agent `--prepared-root DIR/root`.
-//! - `--rootfs SRC`: a read-only recursive bind of SRC on `DIR/lower`, agent `--root DIR/lower`
-//!   (the agent overlays a tmpfs upper on it; SRC is never written). The bind also moves SRC out
+//! - `--rootfs SRC`: `__ns-prepare` (see [`prepare_and_enter`]) made a read-only bind of SRC on
+//!   `DIR/lower`; the agent gets `--root DIR/lower` and overlays a tmpfs upper on it, so SRC is
+//!   never written. The root is SRC's own filesystem: mounts below SRC are not included. The bind also moves SRC out
 //!   of `/tmp`, which the agent covers with its staging tmpfs before it mounts the overlay.
 
 use std::os::unix::process::CommandExt;
@@ -20,8 +24,58 @@ use crate::error::RuntimeError;
 use crate::home::SandboxDir;
 use crate::host_root;
 
+/// `moat __ns-prepare DIR`, in a private mount namespace still owned by the host's user
+/// namespace: binds `--rootfs SRC` read-only on `DIR/lower`, then execs `unshare` with the
+/// sandbox's namespaces running `moat __ns-init DIR` (same pid, so the sandbox process's id-map
+/// handshake reaches it). Returns only on failure.
+pub fn prepare_and_enter(dir: &SandboxDir) -> RuntimeError {
+    let spec = match dir.read_spec() {
+        Ok(spec) => spec,
+        Err(err) => return err,
+    };
+    if let RootSource::Dir(source) = &spec.root {
+        if let Err(err) = bind_rootfs(source, &dir.lower_mount()) {
+            return err;
+        }
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => return RuntimeError::io("find own executable", "moat")(err),
+    };
+    let err = Command::new("unshare")
+        .args(crate::sandbox::UNSHARE_ARGS)
+        .args(["--propagation", "private"])
+        .arg(exe)
+        .arg("__ns-init")
+        .arg(dir.path())
+        .exec();
+    RuntimeError::io("exec", "unshare")(err)
+}
+
+/// A read-only bind of `source` on `lower`. Not recursive: mounts below `source` are not part of
+/// the root (in the user namespace they would be locked, and overlayfs refuses a lower layer
+/// with locked mounts under it). Made before the user namespace, so the bind itself is not
+/// locked to its children.
+fn bind_rootfs(source: &std::path::Path, lower: &std::path::Path) -> Result<(), RuntimeError> {
+    std::fs::create_dir_all(lower).map_err(RuntimeError::io("create lower mount point", lower))?;
+    let none: Option<&str> = None;
+    nix::mount::mount(Some(source), lower, none, MsFlags::MS_BIND, none)
+        .map_err(RuntimeError::mount("bind --rootfs directory", lower))?;
+    nix::mount::mount(
+        none,
+        lower,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        none,
+    )
+    .map_err(RuntimeError::mount("remount --rootfs read-only", lower))
+}
+
 /// Prepares the root and execs the agent; returns only on failure.
 pub fn exec_agent(dir: &SandboxDir) -> RuntimeError {
+    if std::env::var_os(crate::userns::READY_FD_ENV).is_some() {
+        return reexec_when_mapped();
+    }
     match prepare(dir) {
         Ok(mut command) => {
             let err = command.exec();
@@ -33,6 +87,24 @@ pub fn exec_agent(dir: &SandboxDir) -> RuntimeError {
         }
         Err(err) => err,
     }
+}
+
+/// `unshare` may exec us before the sandbox process wrote the user namespace's id maps, and an
+/// exec as an unmapped user leaves no capabilities. So: wait for the maps, then exec ourselves
+/// again, now as the namespace's root with its full capability set.
+fn reexec_when_mapped() -> RuntimeError {
+    if let Err(err) = crate::userns::wait_mapped() {
+        return err;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => return RuntimeError::io("find own executable", "moat")(err),
+    };
+    let err = Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .env_remove(crate::userns::READY_FD_ENV)
+        .exec();
+    RuntimeError::io("re-exec in the mapped user namespace", exe)(err)
 }
 
 fn prepare(dir: &SandboxDir) -> Result<Command, RuntimeError> {
@@ -49,27 +121,9 @@ fn prepare(dir: &SandboxDir) -> Result<Command, RuntimeError> {
             host_root::assemble(&root, &spec.name)?;
             command.arg("--prepared-root").arg(root);
         }
-        RootSource::Dir(source) => {
+        RootSource::Dir(_) => {
+            // `__ns-prepare` bound the directory on `lower` before the user namespace existed.
             let lower = dir.lower_mount();
-            std::fs::create_dir_all(&lower)
-                .map_err(RuntimeError::io("create lower mount point", &lower))?;
-            let none: Option<&str> = None;
-            nix::mount::mount(
-                Some(source.as_path()),
-                &lower,
-                none,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                none,
-            )
-            .map_err(RuntimeError::mount("bind --rootfs directory", &lower))?;
-            nix::mount::mount(
-                none,
-                &lower,
-                none,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                none,
-            )
-            .map_err(RuntimeError::mount("remount --rootfs read-only", &lower))?;
             command.arg("--root").arg(lower);
         }
     }

@@ -30,16 +30,18 @@ use crate::limits::{
     AGENT_EXIT_TIMEOUT_MS, GUEST_SHUTDOWN_GRACE_MS, HANDSHAKE_FRAME_TIMEOUT_MS, POLL_INTERVAL_MS,
     RELAY_SOCKET_WAIT_MS, SOCKET_READ_CHUNK_BYTES,
 };
+use crate::userns::ReadyPipe;
 
 /// The line that reports a successful start on the startup pipe.
 pub const STARTUP_OK: &str = "ok";
 
 const AGENT: &str = "the agent";
 
-/// `unshare(1)`'s flags for the agent: new pid, mount, uts, ipc and net namespaces, the agent as
-/// PID 1 of its pid namespace, killed with `unshare`.
-pub const UNSHARE_ARGS: [&str; 7] =
-    ["--pid", "--mount", "--uts", "--ipc", "--net", "--fork", "--kill-child"];
+/// `unshare(1)`'s flags for the agent: new user, pid, mount, uts, ipc and net namespaces (the
+/// others owned by the user namespace, whose id maps [`crate::userns`] writes), the agent as PID 1
+/// of its pid namespace, killed with `unshare`.
+pub const UNSHARE_ARGS: [&str; 8] =
+    ["--user", "--pid", "--mount", "--uts", "--ipc", "--net", "--fork", "--kill-child"];
 
 /// Runs the sandbox process to its end. Reports the startup result on stdout.
 pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
@@ -113,12 +115,13 @@ fn start_agent(
     let log_path = dir.agent_log();
     let log = std::fs::File::create(&log_path)
         .map_err(RuntimeError::io("create agent log", &log_path))?;
+    // A private mount namespace first, where `__ns-prepare` binds the root source, then the
+    // sandbox's namespaces (`ns_init::prepare_and_enter` execs `unshare` with UNSHARE_ARGS).
     let mut command = Command::new("unshare");
     command
-        .args(UNSHARE_ARGS)
-        .args(["--propagation", "private"])
+        .args(["--mount", "--propagation", "private"])
         .arg(exe)
-        .arg("__ns-init")
+        .arg("__ns-prepare")
         .arg(dir.path())
         .env("MOAT_AGENT_LOG", "info")
         .env_remove(crate::cgroup::PROCS_ENV)
@@ -128,8 +131,15 @@ fn start_agent(
     if let Some(cgroup) = cgroup {
         command.env(crate::cgroup::PROCS_ENV, cgroup.procs_env());
     }
+    let ready = ReadyPipe::new()?;
+    command.env(crate::userns::READY_FD_ENV, ready.child_fd());
     crate::pre_exec::kill_with_parent(&mut command);
-    let child = command.spawn().map_err(RuntimeError::io("spawn", "unshare"))?;
+    let mut child = command.spawn().map_err(RuntimeError::io("spawn", "unshare"))?;
+    drop(ready.child_end);
+    if let Err(err) = crate::userns::map_identity(child.id(), ready.parent_end) {
+        stop_child(&mut child);
+        return Err(err);
+    }
     Ok((child, ours))
 }
 

@@ -1,4 +1,5 @@
-//! Raw system calls without a safe wrapper in `nix`: bringing up the loopback device.
+//! Raw system calls without a safe wrapper in `nix`: bringing up the loopback device, and
+//! taking ownership of an inherited descriptor.
 
 #![allow(unsafe_code)]
 
@@ -29,4 +30,25 @@ pub(crate) fn loopback_up() -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Reads one byte from the inherited descriptor `fd`, then closes it. `Ok(false)` on EOF.
+pub(crate) fn read_one_byte(fd: i32) -> std::io::Result<bool> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    if fd < 0 {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: the descriptor was created by our parent for us alone (`userns::ReadyPipe`) and
+    // named in our environment; nothing else in this process owns it, so taking ownership (and
+    // closing it when the file drops) cannot affect another owner.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut byte = [0u8; 1];
+    loop {
+        match file.read(&mut byte) {
+            Ok(n) => return Ok(n == 1),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
 }

@@ -221,3 +221,36 @@ fn doctor_reports_the_namespace_backend() {
         assert!(out.contains("namespace: this host can run the namespace backend"), "{out}");
     }
 }
+
+#[test]
+fn sandbox_root_is_root_only_in_its_own_user_namespace_as_root() {
+    require_root();
+    let home = moat_home("opt-userns");
+    let host_ns = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let output = moat(
+        &home,
+        &[
+            "run",
+            "--isolation",
+            "namespace",
+            "--",
+            "sh",
+            "-c",
+            "readlink /proc/self/ns/user; id -u; mknod /tmp/null c 1 3 2>/dev/null && echo made-a-device || echo no-device",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = stdout(&output);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_ne!(lines[0], host_ns.to_string_lossy(), "the sandbox shares the host's user namespace");
+    assert_eq!(lines[1], "0", "root inside the sandbox");
+    assert_eq!(
+        lines[2], "no-device",
+        "sandbox root created a device node: it holds host capabilities"
+    );
+    // Ids map one to one, so other users still work.
+    let nobody =
+        moat(&home, &["run", "--isolation", "namespace", "-u", "nobody", "--", "id", "-u"]);
+    assert_eq!(stdout(&nobody), "65534\n", "{}", stderr(&nobody));
+}
