@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  moat run ──► run::execute ──spawn──► moat __sandbox DIR (sandbox::serve_sandbox)
-//!      │                                   │ unshare --pid --mount --uts --ipc --net --fork
+//!      │                                   │ unshare --mount: moat __ns-prepare DIR (rootfs bind)
+//!      │                                   │ exec unshare --user --pid --mount --uts --ipc --net
 //!      │                                   ▼
 //!      │                                moat __ns-init DIR (ns_init: root assembly, then exec)
 //!      │                                   ▼
