@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  moat-conformance vectors [FILE]
-//!  moat-conformance run --socket PATH [--json] [--case PATTERN]... [--timeout SECS]
+//!  moat-conformance run --socket PATH [--json] [--case PATTERN]... [--skip PATTERN]... [--timeout SECS]
 //!  moat-conformance list
 //! ```
 //!
@@ -16,8 +16,10 @@ use moat_conformance::run::{Options, Suite};
 use moat_conformance::vectors::{self, REFERENCE_VECTORS};
 
 const USAGE: &str = "usage: moat-conformance vectors [FILE]
-       moat-conformance run --socket PATH [--json] [--case PATTERN]... [--timeout SECS]
+       moat-conformance run --socket PATH [--json] [--case PATTERN]... [--skip PATTERN]...
+                            [--timeout SECS]
        moat-conformance list
+PATTERN: a substring of family/name, or a glob over it (* and ?).
 ";
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn usage_error(why: &str) -> ExitCode {
 fn parse_run(args: &[String]) -> Result<(Options, bool), String> {
     let mut socket: Option<PathBuf> = None;
     let mut patterns = Vec::new();
+    let mut skip = Vec::new();
     let mut json = false;
     let mut timeout = None;
     let mut it = args.iter();
@@ -51,6 +54,7 @@ fn parse_run(args: &[String]) -> Result<(Options, bool), String> {
         match arg.as_str() {
             "--socket" => socket = Some(PathBuf::from(value("--socket")?)),
             "--case" => patterns.push(value("--case")?),
+            "--skip" => skip.push(value("--skip")?),
             "--json" => json = true,
             "--timeout" => {
                 let text = value("--timeout")?;
@@ -67,6 +71,7 @@ fn parse_run(args: &[String]) -> Result<(Options, bool), String> {
     }
     let mut options = Options::new(socket.ok_or("run needs --socket PATH")?);
     options.patterns = patterns;
+    options.skip = skip;
     if let Some(timeout) = timeout {
         options.case_timeout = timeout;
     }
@@ -75,10 +80,10 @@ fn parse_run(args: &[String]) -> Result<(Options, bool), String> {
 
 fn run_command(options: &Options, json: bool) -> ExitCode {
     let suite = Suite::all();
-    if suite.select(&options.patterns).is_empty() {
+    if suite.selected(options).is_empty() {
         eprintln!(
-            "moat-conformance: no case matches {:?} (see `moat-conformance list`)",
-            options.patterns
+            "moat-conformance: no case left by --case {:?} --skip {:?} (see `moat-conformance list`)",
+            options.patterns, options.skip
         );
         return ExitCode::from(2);
     }

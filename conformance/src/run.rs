@@ -278,6 +278,8 @@ pub struct Options {
     pub socket: PathBuf,
     /// `--case` patterns; empty selects every case.
     pub patterns: Vec<String>,
+    /// `--skip` patterns: cases they match are left out even when selected.
+    pub skip: Vec<String>,
     /// Time each case may take.
     pub case_timeout: Duration,
 }
@@ -285,7 +287,12 @@ pub struct Options {
 impl Options {
     /// Every case against `socket` with the default timeout.
     pub fn new(socket: impl Into<PathBuf>) -> Options {
-        Options { socket: socket.into(), patterns: Vec::new(), case_timeout: DEFAULT_CASE_TIMEOUT }
+        Options {
+            socket: socket.into(),
+            patterns: Vec::new(),
+            skip: Vec::new(),
+            case_timeout: DEFAULT_CASE_TIMEOUT,
+        }
     }
 }
 
@@ -320,6 +327,16 @@ impl Suite {
             .collect()
     }
 
+    /// The cases `options` selects: matched by a `--case` pattern (or all), and by no `--skip`
+    /// pattern.
+    pub fn selected(&self, options: &Options) -> Vec<Case> {
+        let skipped = |c: &Case| {
+            let name = c.full_name();
+            options.skip.iter().any(|p| pattern::matches(p, &name))
+        };
+        self.select(&options.patterns).into_iter().filter(|c| !skipped(c)).collect()
+    }
+
     /// Runs the selected cases one after another, calling `on_case` as each finishes.
     pub fn run(&self, options: &Options, mut on_case: impl FnMut(&CaseReport)) -> Report {
         let probe = Conn::connect(&options.socket, Deadline::after(options.case_timeout));
@@ -334,7 +351,7 @@ impl Suite {
             handshake_error: handshake_error.clone(),
             cases: Vec::new(),
         };
-        for case in self.select(&options.patterns) {
+        for case in self.selected(options) {
             let started = Instant::now();
             let outcome = match (ready_generation, &handshake_error) {
                 (Some(v), _) => gate_and_run(case, options, v),
@@ -441,6 +458,12 @@ mod tests {
         let echo = suite.select(&["echo".to_owned()]);
         assert_eq!(echo.iter().map(Case::full_name).collect::<Vec<_>>(), ["exec/echo"]);
         assert!(suite.select(&["no-such-case".to_owned()]).is_empty());
+        let mut options = Options::new("/x.sock");
+        options.patterns = vec!["exec/*".to_owned()];
+        options.skip = vec!["echo".to_owned(), "*pty*".to_owned()];
+        let left = suite.selected(&options);
+        assert_eq!(left.len(), exec.len() - 2);
+        assert!(left.iter().all(|c| c.name != "echo" && c.name != "pty"));
     }
 
     #[test]
