@@ -27,6 +27,11 @@ pub const CLIENT_QUEUE_HIGH_WATER_BYTES: usize = CLIENT_QUEUE_MAX_BYTES / 2;
 /// A client with queued output whose socket accepted nothing for this long is disconnected.
 pub const CLIENT_WRITE_STALL_MS: u64 = 5_000;
 
+/// Longest a departed client's slot stays quarantined waiting for the terminal frames of the exec
+/// sessions it left open (the agent kills them; their `exec.exited` normally follows at once).
+/// After this the slot is freed anyway, so a session that never ends cannot leak a slot.
+pub const ORPHANED_EXEC_DRAIN_MS: u64 = 10_000;
+
 /// Frames a client writer takes off its queue before reporting progress to the router.
 pub const CLIENT_WRITE_BATCH_FRAMES: usize = 64;
 
@@ -79,3 +84,4 @@ const _: () = assert!(MAX_WIRE_FRAME_BYTES <= u32::MAX as usize);
 const _: () = assert!(EXEC_LOG_QUEUE_MAX_BYTES >= 3 * MAX_BODY_BYTES);
 // The stall deadline is checked on the tick, so it must span several ticks.
 const _: () = assert!(CLIENT_WRITE_STALL_MS >= 2 * TICK_INTERVAL_MS);
+const _: () = assert!(ORPHANED_EXEC_DRAIN_MS >= 2 * TICK_INTERVAL_MS);

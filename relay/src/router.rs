@@ -14,9 +14,12 @@
 //!
 //! Client life: `connected → Open → (CloseClient) Closing → (client_disconnected) gone`; a client
 //! may also go from Open straight to gone (it hung up). Slot life follows [`SlotTable`]:
-//! `Free → Leased` on connect, `Leased → Quarantined` on disconnect, and `Quarantined → Free` on
-//! [`Router::release_slot`], which the driver calls once the disconnect notice is queued for the
-//! guest, so no frame of a new client in that slot can overtake the notice.
+//! `Free → Leased` on connect, `Leased → Quarantined` on disconnect, and `Quarantined → Free`
+//! once both (a) the driver called [`Router::release_slot`] (the disconnect notice is queued for
+//! the guest, so no frame of a new client in that slot can overtake it) and (b) every exec session
+//! the client left open has sent its terminal frame (the agent killed it), or
+//! [`ORPHANED_EXEC_DRAIN_MS`] passed. Until then a new client cannot get ids on which the agent
+//! still runs, and will still report, a departed client's sessions.
 //!
 //! Guest frames are routed by id, byte for byte, to the client owning the id's slot. A frame that
 //! does not fit the client's bounded queue disconnects that client; the guest stream never waits
@@ -38,7 +41,7 @@ use moat_protocol::relay::{Prologue, Slot};
 use moat_protocol::{Decoded, Flags, RawFrame, decode_frame};
 
 use crate::exec_log::{LogEntry, SANDBOX_STARTED, SANDBOX_STOPPED};
-use crate::limits::MAX_OPEN_EXECS_PER_CLIENT;
+use crate::limits::{MAX_OPEN_EXECS_PER_CLIENT, ORPHANED_EXEC_DRAIN_MS};
 use crate::outbound::{OutboundQueue, Overflow};
 use crate::sessions::{ExecSession, ExecSessions};
 use crate::slots::SlotTable;
@@ -209,6 +212,17 @@ struct Client {
     execs: BTreeSet<u32>,
 }
 
+/// A departed client's quarantined slot whose exec sessions have not all ended.
+#[derive(Debug)]
+struct Draining {
+    /// Exec ids the client left open whose terminal frame has not arrived.
+    execs: BTreeSet<u32>,
+    /// The driver called [`Router::release_slot`]: the disconnect notice is queued.
+    notice_queued: bool,
+    /// The first tick after the notice was queued; [`ORPHANED_EXEC_DRAIN_MS`] counts from it.
+    since: Option<Instant>,
+}
+
 /// The relay core. See the module documentation for inputs, effects and states.
 #[derive(Debug)]
 pub struct Router {
@@ -218,6 +232,8 @@ pub struct Router {
     owners: [Option<ClientId>; RELAY_SLOTS as usize],
     clients: HashMap<ClientId, Client>,
     sessions: ExecSessions,
+    /// Quarantined slots waiting for their departed client's exec sessions to end.
+    draining: HashMap<Slot, Draining>,
     next_client: u64,
     stats: RouterStats,
 }
@@ -244,6 +260,7 @@ impl Router {
             owners: [None; RELAY_SLOTS as usize],
             clients: HashMap::new(),
             sessions: ExecSessions::new(),
+            draining: HashMap::new(),
             next_client: 0,
             stats: RouterStats::default(),
         })
@@ -365,13 +382,30 @@ impl Router {
         });
         effects.extend(encode(MessageFrame::new(0, notice)).map(Effect::ToGuest));
         self.stats.frames_to_guest += effects.len() as u64;
+        if !state.execs.is_empty() {
+            let draining =
+                Draining { execs: state.execs.clone(), notice_queued: false, since: None };
+            self.draining.insert(slot, draining);
+        }
         effects.push(Effect::ReleaseSlot(slot));
         tracing::info!(%client, slot = slot.index(), killed_execs = state.execs.len(), "relay client disconnected");
         effects
     }
 
-    /// The disconnect notice for `slot` is queued for the guest: the slot is free again.
+    /// The disconnect notice for `slot` is queued for the guest: the slot is free again, unless
+    /// exec sessions its client left open have not ended yet (then it frees when they have).
     pub fn release_slot(&mut self, slot: Slot) {
+        if let Some(draining) = self.draining.get_mut(&slot) {
+            if !draining.execs.is_empty() {
+                draining.notice_queued = true;
+                return;
+            }
+            self.draining.remove(&slot);
+        }
+        self.free_slot(slot);
+    }
+
+    fn free_slot(&mut self, slot: Slot) {
         if let Err(err) = self.slots.release(slot) {
             tracing::error!(slot = slot.index(), error = %err, "slot table out of step");
         }
@@ -402,8 +436,10 @@ impl Router {
         Ok(effects)
     }
 
-    /// Housekeeping: disconnect clients whose queued output stalled.
+    /// Housekeeping: free slots whose orphaned execs outlived [`ORPHANED_EXEC_DRAIN_MS`], and
+    /// disconnect clients whose queued output stalled.
     pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
+        self.expire_draining(now);
         let mut stalled: Vec<(ClientId, Duration)> = self
             .clients
             .iter()
@@ -449,6 +485,37 @@ impl Router {
         Ok(())
     }
 
+    fn expire_draining(&mut self, now: Instant) {
+        let deadline = Duration::from_millis(ORPHANED_EXEC_DRAIN_MS);
+        let mut expired = Vec::new();
+        for (slot, draining) in self.draining.iter_mut().filter(|(_, d)| d.notice_queued) {
+            let since = *draining.since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= deadline {
+                tracing::warn!(
+                    slot = slot.index(),
+                    open = draining.execs.len(),
+                    "freeing a slot whose departed client's execs never ended"
+                );
+                expired.push(*slot);
+            }
+        }
+        for slot in expired {
+            self.draining.remove(&slot);
+            self.free_slot(slot);
+        }
+    }
+
+    /// An exec session whose client had left sent its terminal frame.
+    fn orphan_ended(&mut self, id: u32) {
+        let Some(slot) = Slot::of_id(id) else { return };
+        let Some(draining) = self.draining.get_mut(&slot) else { return };
+        draining.execs.remove(&id);
+        if draining.execs.is_empty() && draining.notice_queued {
+            self.draining.remove(&slot);
+            self.free_slot(slot);
+        }
+    }
+
     fn close(&mut self, client: ClientId, reason: CloseReason) -> Vec<Effect> {
         let Some(state) = self.clients.get_mut(&client) else { return Vec::new() };
         if state.phase == Phase::Closing {
@@ -487,8 +554,11 @@ impl Router {
         }
         if frame.flags == Flags::TERMINAL {
             self.sessions.end(frame.id);
-            if let Some(owner) = session.owner.and_then(|owner| self.clients.get_mut(&owner)) {
-                owner.execs.remove(&frame.id);
+            match session.owner.and_then(|owner| self.clients.get_mut(&owner)) {
+                Some(owner) => {
+                    owner.execs.remove(&frame.id);
+                }
+                None => self.orphan_ended(frame.id),
             }
             tracing::debug!(id = frame.id, session = session.number, "exec session ended");
         }

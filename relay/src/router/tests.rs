@@ -6,7 +6,7 @@ use moat_protocol::payload::core::Ready;
 use moat_protocol::payload::exec::{Data, ExecExited, ExecRequest, ExecStarted};
 
 use super::*;
-use crate::limits::{CLIENT_QUEUE_MAX_BYTES, CLIENT_WRITE_STALL_MS};
+use crate::limits::{CLIENT_QUEUE_MAX_BYTES, CLIENT_WRITE_STALL_MS, ORPHANED_EXEC_DRAIN_MS};
 
 fn raw(message: MessageFrame) -> RawFrame {
     let bytes = message.to_bytes().unwrap();
@@ -228,9 +228,55 @@ fn disconnect_kills_open_execs_then_notifies_then_frees_the_slot() {
         )
     );
     assert_eq!(*s, slot);
-    // Quarantined until released: the next client gets slot 1, then slot 0 again.
+    // Quarantined until released and its execs ended: the next client gets slot 1, then slot 0.
     assert_eq!(connect(&mut router).1.index(), 1);
     router.release_slot(slot);
+    guest(&mut router, &exited(first));
+    guest(&mut router, &exited(second));
+    assert_eq!(connect(&mut router).1, slot);
+}
+
+#[test]
+fn slot_stays_quarantined_until_the_departed_clients_execs_end() {
+    // Regression (found by moat-conformance disconnect/kills_execs): the slot was freed as soon
+    // as the notice was queued, so the next client in it got "exec session 1 is already active"
+    // from the agent, and could receive the killed session's late exec.exited on its own id.
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    router.client_disconnected(a);
+    router.release_slot(slot);
+    assert_eq!(connect(&mut router).1.index(), 1, "slot 0 must wait for the orphan's end");
+    assert!(guest(&mut router, &exited(id)).is_empty(), "the orphan's exit reaches nobody");
+    assert_eq!(connect(&mut router).1, slot);
+}
+
+#[test]
+fn slot_is_not_freed_before_its_notice_is_queued_even_if_the_execs_ended() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    router.client_disconnected(a);
+    guest(&mut router, &exited(id));
+    assert_eq!(connect(&mut router).1.index(), 1);
+    router.release_slot(slot);
+    assert_eq!(connect(&mut router).1, slot);
+}
+
+#[test]
+fn slot_of_execs_that_never_end_is_freed_after_the_drain_deadline() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    router.client_frame(a, &exec(slot.range().start, false));
+    router.client_disconnected(a);
+    router.release_slot(slot);
+    let start = Instant::now();
+    router.tick(start);
+    router.tick(start + Duration::from_millis(ORPHANED_EXEC_DRAIN_MS - 1));
+    assert_eq!(connect(&mut router).1.index(), 1);
+    router.tick(start + Duration::from_millis(ORPHANED_EXEC_DRAIN_MS));
     assert_eq!(connect(&mut router).1, slot);
 }
 

@@ -1,0 +1,70 @@
+//! End to end: every case of the `moat-conformance` live suite against a real namespace-backend
+//! sandbox (the real `moat-agentd` as PID 1 behind the real relay socket), run through the suite's
+//! library. Needs root; without it the test fails saying so.
+//!
+//! The per-case lines are printed (`cargo test -- --nocapture` shows them); the test asserts no
+//! case failed, and that nothing was skipped for want of a protocol generation (moat's agent
+//! speaks generation 7, and no case needs more).
+
+use std::path::{Path, PathBuf};
+
+use moat_conformance::run::{Options, Outcome, Suite};
+
+mod support;
+use support::{moat, moat_home, require_root, stderr, stdout};
+
+/// A created sandbox, removed with `rm -f` when dropped.
+struct Sandbox {
+    home: PathBuf,
+    name: &'static str,
+}
+
+impl Sandbox {
+    fn create(home: &Path, name: &'static str) -> Sandbox {
+        require_root();
+        let output = moat(home, &["create", name, "--isolation", "namespace"]);
+        assert_eq!(output.status.code(), Some(0), "create: {}", stderr(&output));
+        Sandbox { home: home.to_owned(), name }
+    }
+
+    fn socket(&self) -> PathBuf {
+        let output = moat(&self.home, &["socket", self.name]);
+        assert_eq!(output.status.code(), Some(0), "socket: {}", stderr(&output));
+        PathBuf::from(stdout(&output).trim_end())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = moat(&self.home, &["rm", "-f", self.name]);
+    }
+}
+
+#[test]
+fn every_conformance_case_passes_against_a_namespace_sandbox_as_root() {
+    let home = moat_home("conformance");
+    let sandbox = Sandbox::create(&home, "conformance");
+    let suite = Suite::all();
+    let report = suite.run(&Options::new(sandbox.socket()), |case| println!("{}", case.line()));
+    println!("{}", report.summary_line());
+    assert_eq!(report.cases.len(), suite.cases().len());
+    assert_eq!(report.ready_generation, Some(7), "{:?}", report.handshake_error);
+    let failed: Vec<String> = report
+        .cases
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Fail { .. }))
+        .map(|c| c.line())
+        .collect();
+    assert!(failed.is_empty(), "conformance failures:\n{}", failed.join("\n"));
+    let generation_skips: Vec<String> = report
+        .cases
+        .iter()
+        .filter(|c| matches!(&c.outcome, Outcome::Skip { why } if why.contains("generation")))
+        .map(|c| c.line())
+        .collect();
+    assert!(
+        generation_skips.is_empty(),
+        "skipped for generation:\n{}",
+        generation_skips.join("\n")
+    );
+}
