@@ -46,6 +46,9 @@ pub const UNSHARE_ARGS: [&str; 8] =
 /// Runs the sandbox process to its end. Reports the startup result on stdout.
 pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
     let spec = dir.read_spec()?;
+    if spec.backend == crate::isolation::BackendKind::Vm {
+        return crate::vm::supervise(dir);
+    }
     spec.config.write_scripts(&dir.scripts_dir())?;
     let shares = spec.config.shares(&dir.scripts_dir(), ShareNaming::HostPath);
     let bootstrap = spec.config.bootstrap(&spec.name, &shares);
@@ -90,7 +93,7 @@ pub const STOPPED_IDLE: &str = "--idle-timeout reached with no client connected"
 
 /// A named sandbox records its own clean end (an ephemeral one has no `state.json`). Only a
 /// live record changes: `moat stop`/`kill` write their own outcome.
-fn record_own_exit(dir: &SandboxDir, reason: &'static str) {
+pub(crate) fn record_own_exit(dir: &SandboxDir, reason: &str) {
     let Ok(mut record) = crate::state::read_recorded(dir.path()) else { return };
     if !matches!(record.status, crate::state::Status::Running | crate::state::Status::Draining) {
         return;
@@ -144,7 +147,10 @@ fn start_agent(
 }
 
 /// The bootstrap handshake; returns the agent's `core.ready` frame for the relay to replay.
-fn handshake(channel: &UnixStream, bootstrap: GuestBootstrap) -> Result<RawFrame, RuntimeError> {
+pub(crate) fn handshake(
+    channel: &UnixStream,
+    bootstrap: GuestBootstrap,
+) -> Result<RawFrame, RuntimeError> {
     channel
         .set_read_timeout(Some(Duration::from_millis(HANDSHAKE_FRAME_TIMEOUT_MS)))
         .map_err(RuntimeError::io("set channel timeout", "socketpair"))?;
@@ -232,7 +238,7 @@ impl AgentReader<'_> {
 /// Serves the relay until the guest closes; prints `ok` once the socket exists. Enforces `limits`
 /// by sending the guest `core.shutdown`, then stopping the relay if the guest does not close.
 /// Returns why the sandbox stopped.
-fn run_relay(
+pub(crate) fn run_relay(
     dir: &SandboxDir,
     channel: UnixStream,
     ready: RawFrame,
