@@ -65,6 +65,7 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
     let limits = TimeLimits {
         max_duration: spec.config.max_duration(),
         idle_timeout: spec.config.idle_timeout(),
+        reason_file: None,
     };
     let result = run_relay(dir, channel, ready, limits);
     reap_agent(&mut child);
@@ -75,12 +76,15 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
 }
 
 /// When the sandbox process shuts its guest down by itself.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct TimeLimits {
     /// `--max-duration`: counted from when the relay is up.
     pub(crate) max_duration: Option<Duration>,
     /// `--idle-timeout`: time with no client connected.
     pub(crate) idle_timeout: Option<Duration>,
+    /// When set, the reason is written to this file the moment a limit fires (the VM backend's
+    /// supervisor reads it: libkrun may end the process before the relay returns).
+    pub(crate) reason_file: Option<std::path::PathBuf>,
 }
 
 /// Why a sandbox stopped, as `state.json`'s `stop_reason` says it.
@@ -312,6 +316,11 @@ async fn enforce(handle: RelayHandle, limits: TimeLimits, fired: Arc<OnceLock<&'
     };
     tracing::info!(reason, "shutting the sandbox down");
     let _ = fired.set(reason);
+    if let Some(path) = &limits.reason_file {
+        if let Err(err) = std::fs::write(path, reason) {
+            tracing::warn!(%err, "could not record why the sandbox is stopping");
+        }
+    }
     if let Err(err) = handle.send_to_guest(&MessageFrame::new(0, Message::Shutdown)).await {
         tracing::warn!(%err, "could not send core.shutdown");
     }

@@ -184,6 +184,7 @@ fn prepare(dir: &SandboxDir) -> Result<(VmConfig, Channel), RuntimeError> {
     let limits = TimeLimits {
         max_duration: spec.config.max_duration(),
         idle_timeout: spec.config.idle_timeout(),
+        reason_file: Some(dir.stop_reason_file()),
     };
     Ok((config, Channel { listener, bootstrap, limits }))
 }
@@ -238,9 +239,6 @@ fn serve_agent(
         .and_then(|(channel, ready)| crate::sandbox::run_relay(dir, channel, ready, limits));
     match outcome {
         Ok(reason) => {
-            if reason != STOPPED_BY_GUEST {
-                let _ = std::fs::write(dir.stop_reason_file(), reason);
-            }
             tracing::info!(reason, "relay stopped; waiting for the guest to power off");
             std::thread::sleep(Duration::from_millis(VM_POWER_OFF_GRACE_MS));
             tracing::warn!("the guest did not power off in time; ending the VM");
