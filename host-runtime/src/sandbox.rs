@@ -1,4 +1,6 @@
 //! `moat __sandbox DIR`: the per-sandbox process (DESIGN.md "Process model").
+//! This module is the namespace backend's; a VM sandbox's `__sandbox` hands over to
+//! [`crate::vm::supervise`] and shares the handshake and relay below.
 //!
 //! ```text
 //!  start agent ─► bootstrap handshake ─► relay on DIR/agent.sock ─► "ok" on stdout ─► serve
