@@ -20,7 +20,13 @@
 //! Guest view: the root is a read-only virtiofs share (tag `/dev/root`), agentd is served in it
 //! as `/init.krun` by libkrun's overlay-file API (so the user's root is never written, not even
 //! to add the init), agentd overlays a tmpfs upper layer on it, and `-v`/`--script` shares are
-//! virtiofs tags `moat-share-N` that agentd mounts. The guest console (kernel messages and the
+//! virtiofs tags `moat-share-N` that agentd mounts. The shared root never has mounts below it:
+//! libkrun announces those as virtiofs submounts, which overlayfs refuses to traverse (`EREMOTE`,
+//! seen as "Object is remote" on every exec). So `--rootfs DIR` is a non-recursive bind of DIR
+//! (its own filesystem, as on the namespace backend), and `--rootfs host` shares a skeleton
+//! (generated `/etc`, empty directories, the host's top-level symlinks) as the root and each
+//! host system directory (`/usr`, `/lib`, ...) as its own read-only tag `moat-sys-NAME`, which
+//! agentd mounts nosuid and nodev at the same path. The guest console (kernel messages and the
 //! agent's stderr) goes to `DIR/logs/kernel.log`. The vsock device has no TSI: the guest has no
 //! network, like the namespace backend's loopback-only sandbox.
 
@@ -159,18 +165,33 @@ struct Channel {
 fn prepare(dir: &SandboxDir) -> Result<(VmConfig, Channel), RuntimeError> {
     let spec = dir.read_spec()?;
     spec.config.write_scripts(&dir.scripts_dir())?;
-    let shares = spec.config.shares(&dir.scripts_dir(), ShareNaming::VirtioFsTag);
-    let bootstrap = spec.config.bootstrap(&spec.name, &shares);
+    let mut shares = spec.config.shares(&dir.scripts_dir(), ShareNaming::VirtioFsTag);
+    // A mount below a virtiofs share reaches the guest as a submount, and overlayfs refuses to
+    // traverse one (EREMOTE): so the shared root never has mounts below it.
     let root = match &spec.root {
-        RootSource::Dir(source) => source.clone(),
+        RootSource::Dir(source) => {
+            // A non-recursive read-only bind, as the namespace backend makes: SRC's own
+            // filesystem, without the mounts below it.
+            let lower = dir.lower_mount();
+            crate::ns_init::bind_rootfs(source, &lower)?;
+            lower
+        }
         RootSource::Host => {
             let root = dir.root_mount();
             std::fs::create_dir_all(&root)
                 .map_err(RuntimeError::io("create root mount point", &root))?;
-            crate::host_root::assemble(&root, &spec.name)?;
+            let system_dirs = crate::host_root::assemble_skeleton(&root, &spec.name)?;
+            shares.extend(system_dirs.into_iter().map(system_share));
             root
         }
     };
+    let mut bootstrap = spec.config.bootstrap(&spec.name, &shares);
+    for mount in &mut bootstrap.dir_mounts {
+        if mount.tag.starts_with(SYSTEM_TAG_PREFIX) {
+            mount.flags.nosuid = true;
+            mount.flags.nodev = true;
+        }
+    }
     let init = std::fs::read(&spec.agentd).map_err(RuntimeError::io("read", &spec.agentd))?;
     let log_dir = dir.log_dir();
     std::fs::create_dir_all(&log_dir)
@@ -187,6 +208,20 @@ fn prepare(dir: &SandboxDir) -> Result<(VmConfig, Channel), RuntimeError> {
         reason_file: Some(dir.stop_reason_file()),
     };
     Ok((config, Channel { listener, bootstrap, limits }))
+}
+
+/// Tag prefix of the host system directories shared into a `--rootfs host` guest.
+const SYSTEM_TAG_PREFIX: &str = "moat-sys-";
+
+/// The host's `/name` (a [`crate::host_root::SYSTEM_DIRS`] entry) as a read-only share at the
+/// same place in the guest.
+fn system_share(name: &str) -> Share {
+    Share {
+        tag: format!("{SYSTEM_TAG_PREFIX}{name}"),
+        host: Path::new("/").join(name),
+        guest: format!("/{name}"),
+        readonly: true,
+    }
 }
 
 /// The VM a sandbox spec asks for: `--cpus`/`--memory` (or the defaults), the root, the static
@@ -294,6 +329,18 @@ mod tests {
             agentd: "/opt/moat-agentd-static".into(),
             backend: crate::isolation::BackendKind::Vm,
             config,
+        }
+    }
+
+    #[test]
+    fn system_directories_are_shared_read_only_at_the_same_path() {
+        let share = system_share("usr");
+        assert_eq!(share.tag, "moat-sys-usr");
+        assert_eq!(share.host, PathBuf::from("/usr"));
+        assert_eq!(share.guest, "/usr");
+        assert!(share.readonly);
+        for name in crate::host_root::SYSTEM_DIRS {
+            assert!(system_share(name).tag.len() <= 36, "{name}");
         }
     }
 
