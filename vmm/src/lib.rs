@@ -1,5 +1,5 @@
 //! moat's microVM monitor: a safe, typed builder over libkrun (the crates.io `libkrun` crate,
-//! linked in; no system libkrun needed). All `unsafe` lives in [`ffi`].
+//! linked in; no system libkrun needed). All `unsafe` lives in its `ffi` module.
 //!
 //! ```text
 //!  VmConfig ─validate─► load libkrunfw (dlopen by path) ─► krun_create_ctx ─► vm config,
