@@ -43,7 +43,14 @@ pub struct HostPaths {
     pub library_dirs: Vec<PathBuf>,
     /// An explicit `libkrunfw.so.5` path (`MOAT_LIBKRUNFW`).
     pub libkrunfw_override: Option<PathBuf>,
+    /// `MOAT_VM_IGNORE_KVM_PVM=1`: treat KVM-PVM as able to boot. Only for testing the VM
+    /// backend's failure reporting on such a host: the guest is expected to die at boot.
+    pub ignore_kvm_pvm: bool,
 }
+
+/// The environment variable that makes the doctor pass a KVM-PVM host (see
+/// [`HostPaths::ignore_kvm_pvm`]).
+pub const IGNORE_KVM_PVM_ENV: &str = "MOAT_VM_IGNORE_KVM_PVM";
 
 /// The guest kernel library libkrun loads.
 pub const LIBKRUNFW: &str = "libkrunfw.so.5";
@@ -70,6 +77,7 @@ impl HostPaths {
             kvm_pvm_module: PathBuf::from("/sys/module/kvm_pvm"),
             library_dirs,
             libkrunfw_override: env::var_os("MOAT_LIBKRUNFW").map(PathBuf::from),
+            ignore_kvm_pvm: env::var_os(IGNORE_KVM_PVM_ENV).is_some_and(|v| v == "1"),
         }
     }
 }
@@ -79,7 +87,7 @@ pub fn diagnose(paths: &HostPaths) -> Report {
     Report {
         checks: vec![
             check_kvm(&paths.kvm_device),
-            check_pvm(&paths.kvm_pvm_module),
+            check_pvm(&paths.kvm_pvm_module, paths.ignore_kvm_pvm),
             check_libkrunfw(paths),
         ],
     }
@@ -100,7 +108,18 @@ fn check_kvm(device: &Path) -> Check {
     Check { name: "kvm", ok, detail }
 }
 
-fn check_pvm(module: &Path) -> Check {
+fn check_pvm(module: &Path, ignore: bool) -> Check {
+    if module.exists() && ignore {
+        return Check {
+            name: "kvm-pvm",
+            ok: true,
+            detail: format!(
+                "{} exists (KVM-PVM) but {IGNORE_KVM_PVM_ENV}=1: a VM will be tried, and its guest \
+                 kernel is expected to die at boot",
+                module.display()
+            ),
+        };
+    }
     if module.exists() {
         Check {
             name: "kvm-pvm",
@@ -116,19 +135,24 @@ fn check_pvm(module: &Path) -> Check {
     }
 }
 
-fn check_libkrunfw(paths: &HostPaths) -> Check {
-    let found = match &paths.libkrunfw_override {
+/// The `libkrunfw.so.5` a VM would use: `MOAT_LIBKRUNFW` when set, else the first found in the
+/// library directories. Only found, not yet loaded.
+pub fn find_libkrunfw(paths: &HostPaths) -> Option<PathBuf> {
+    match &paths.libkrunfw_override {
         Some(path) => path.is_file().then(|| path.clone()),
         None => paths.library_dirs.iter().map(|d| d.join(LIBKRUNFW)).find(|p| p.is_file()),
-    };
-    match (found, &paths.libkrunfw_override) {
-        (Some(path), _) => Check {
-            name: "libkrunfw",
-            ok: true,
-            detail: format!(
-                "found {} (loadability is checked when the VM backend lands)",
-                path.display()
-            ),
+    }
+}
+
+fn check_libkrunfw(paths: &HostPaths) -> Check {
+    match (find_libkrunfw(paths), &paths.libkrunfw_override) {
+        (Some(path), _) => match moat_vmm::load_krunfw(&path) {
+            Ok(()) => Check {
+                name: "libkrunfw",
+                ok: true,
+                detail: format!("{} found and loadable", path.display()),
+            },
+            Err(err) => Check { name: "libkrunfw", ok: false, detail: err.to_string() },
         },
         (None, Some(path)) => Check {
             name: "libkrunfw",
@@ -160,10 +184,13 @@ mod tests {
     fn pvm_module_present_fails_with_reason() {
         let dir = scratch("pvm");
         std::fs::create_dir(dir.join("kvm_pvm")).unwrap();
-        let check = check_pvm(&dir.join("kvm_pvm"));
+        let check = check_pvm(&dir.join("kvm_pvm"), false);
         assert!(!check.ok);
         assert!(check.detail.contains("KVM-PVM"));
-        assert!(check_pvm(&dir.join("absent")).ok);
+        assert!(check_pvm(&dir.join("absent"), false).ok);
+        let ignored = check_pvm(&dir.join("kvm_pvm"), true);
+        assert!(ignored.ok);
+        assert!(ignored.detail.contains(IGNORE_KVM_PVM_ENV));
     }
 
     #[test]
@@ -182,14 +209,28 @@ mod tests {
             kvm_pvm_module: dir.join("pvm"),
             library_dirs: vec![dir.clone()],
             libkrunfw_override: None,
+            ignore_kvm_pvm: false,
         };
         assert!(!check_libkrunfw(&paths).ok);
         std::fs::write(dir.join(LIBKRUNFW), b"").unwrap();
-        assert!(check_libkrunfw(&paths).ok);
+        assert_eq!(find_libkrunfw(&paths), Some(dir.join(LIBKRUNFW)));
+        // Found is not enough: an empty file does not load.
+        let check = check_libkrunfw(&paths);
+        assert!(!check.ok);
+        assert!(check.detail.contains("cannot load"), "{}", check.detail);
         paths.libkrunfw_override = Some(dir.join("nope.so"));
         let check = check_libkrunfw(&paths);
         assert!(!check.ok);
         assert!(check.detail.contains("MOAT_LIBKRUNFW"));
         assert!(!diagnose(&paths).vm_can_boot());
+    }
+
+    /// The real library loads (the vm-host and CI set `MOAT_LIBKRUNFW`).
+    #[test]
+    #[ignore = "needs MOAT_LIBKRUNFW=/path/to/libkrunfw.so.5"]
+    fn a_real_libkrunfw_is_found_and_loadable() {
+        let check = check_libkrunfw(&HostPaths::system());
+        assert!(check.ok, "{}", check.detail);
+        assert!(check.detail.contains("loadable"));
     }
 }

@@ -164,15 +164,50 @@ pub enum RuntimeError {
         /// cargo's exit status.
         status: std::process::ExitStatus,
     },
-    /// The namespace backend needs root.
+    /// The static `moat-agentd` (a VM's init) was not found.
     #[error(
-        "the namespace backend needs root (it creates pid, mount and network namespaces); run moat as root"
+        "cannot find the static moat-agentd the VM backend boots as its init: {looked}; build it with agentd/build-static.sh and set MOAT_AGENTD_STATIC=/path/to/it"
+    )]
+    StaticAgentdNotFound {
+        /// Where it looked.
+        looked: String,
+    },
+    /// `agentd/build-static.sh` failed.
+    #[error("agentd/build-static.sh failed ({status}); build it by hand or set MOAT_AGENTD_STATIC")]
+    StaticAgentdBuild {
+        /// The script's exit status.
+        status: std::process::ExitStatus,
+    },
+    /// The guest agent did not connect to its vsock port in time.
+    #[error("the VM's agent never connected on vsock port {port} within {waited_ms} ms{}", if kernel_log_tail.is_empty() { " (the guest console printed nothing)".to_owned() } else { format!("; guest console (tail): {kernel_log_tail}") })]
+    AgentNeverConnected {
+        /// The vsock port.
+        port: u32,
+        /// How long we waited.
+        waited_ms: u64,
+        /// The last lines of `logs/kernel.log`, joined with ` | `.
+        kernel_log_tail: String,
+    },
+    /// The VM exited before its agent was ready.
+    #[error("the VM exited ({status}) before its agent was ready{}{}", if vmm_log_tail.is_empty() { String::new() } else { format!("; libkrun: {vmm_log_tail}") }, if kernel_log_tail.is_empty() { " (the guest console printed nothing)".to_owned() } else { format!("; guest console (tail): {kernel_log_tail}") })]
+    VmExited {
+        /// How the VM process ended.
+        status: String,
+        /// The last lines of the sandbox process's log (libkrun's errors), joined with ` | `.
+        vmm_log_tail: String,
+        /// The last lines of `logs/kernel.log`, joined with ` | `.
+        kernel_log_tail: String,
+    },
+    /// libkrun refused the configuration or could not start the VM.
+    #[error("VMM: {0}")]
+    Vmm(#[from] moat_vmm::VmmError),
+    /// The backends need root.
+    #[error(
+        "moat needs root (the namespace backend creates pid, mount and network namespaces; the VM backend assembles its root in a private mount namespace); run moat as root"
     )]
     NotRoot,
     /// The VM backend was asked for and cannot run here.
-    #[error(
-        "--isolation vm: the libkrun VM backend is not built yet, and this host cannot boot a microVM anyway: {reason}"
-    )]
+    #[error("--isolation vm: this host cannot boot a microVM: {reason} (`moat doctor` explains)")]
     VmUnavailable {
         /// The doctor's reason.
         reason: String,

@@ -9,6 +9,8 @@
 //!   logs/exec.log  the relay's exec tap
 //!   scripts/       the named scripts (--script), shared read-only at /.msb/scripts
 //!   root/          mount point of the assembled host root (inside the sandbox's mount namespace)
+//!   agent-vm.sock  (VM) the unix socket libkrun connects the guest agent's vsock port to
+//!   logs/kernel.log (VM) the guest console: kernel messages and the agent's stderr
 //!   lower/         mount point of a read-only bind of --rootfs DIR (same)
 //! ```
 
@@ -25,8 +27,11 @@ pub struct SandboxSpec {
     pub name: String,
     /// Where the root comes from.
     pub root: RootSource,
-    /// The `moat-agentd` binary to run as PID 1.
+    /// The `moat-agentd` binary to run as PID 1 (the static build on the VM backend).
     pub agentd: PathBuf,
+    /// The backend [`crate::isolation::choose`] picked.
+    #[serde(default)]
+    pub backend: crate::isolation::BackendKind,
     /// Everything else it is configured with.
     #[serde(default)]
     pub config: SandboxConfig,
@@ -87,6 +92,21 @@ impl SandboxDir {
         self.path.join("agent.log")
     }
 
+    /// (VM) The unix socket the guest agent's vsock connection arrives on.
+    pub fn agent_vm_socket(&self) -> PathBuf {
+        self.path.join("agent-vm.sock")
+    }
+
+    /// (VM) The guest console.
+    pub fn kernel_log(&self) -> PathBuf {
+        self.log_dir().join("kernel.log")
+    }
+
+    /// (VM) Why the sandbox process stopped its guest (a time limit), for the supervisor.
+    pub fn stop_reason_file(&self) -> PathBuf {
+        self.path.join("stop-reason")
+    }
+
     /// The sandbox process's log.
     pub fn sandbox_log(&self) -> PathBuf {
         self.path.join("sandbox.log")
@@ -131,11 +151,11 @@ impl SandboxDir {
         serde_json::from_slice(&text).map_err(|source| RuntimeError::Spec { path, source })
     }
 
-    /// The last `lines` lines of the agent log.
+    /// The last `lines` lines of the agent log; for a VM (no `agent.log`), of the guest
+    /// console, where the agent's stderr goes.
     pub fn agent_log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.agent_log()).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        let tail = tail_lines(&self.agent_log(), lines);
+        if tail.is_empty() { tail_lines(&self.kernel_log(), lines) } else { tail }
     }
 
     /// Removes the directory and everything in it.
@@ -143,6 +163,15 @@ impl SandboxDir {
         std::fs::remove_dir_all(&self.path)
             .map_err(RuntimeError::io("remove sandbox directory", &self.path))
     }
+}
+
+/// The last `lines` lines of the text file at `path` (empty when unreadable), invalid UTF-8
+/// replaced.
+pub fn tail_lines(path: &Path, lines: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A fresh name for an ephemeral sandbox: `run-<pid>-<nanoseconds>`.
@@ -166,6 +195,7 @@ mod tests {
             name: "x".into(),
             root: RootSource::Dir("/srv".into()),
             agentd: "/bin/true".into(),
+            backend: crate::isolation::BackendKind::Vm,
             config: SandboxConfig { hostname: Some("h".into()), ..SandboxConfig::default() },
         };
         dir.write_spec(&spec).unwrap();

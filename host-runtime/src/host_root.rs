@@ -45,14 +45,30 @@ const EMPTY_DIRS: [(&str, u32); 8] = [
 
 /// Assembles the host root at `root` (an existing, empty directory).
 pub fn assemble(root: &Path, hostname: &str) -> Result<(), RuntimeError> {
+    for name in assemble_skeleton(root, hostname)? {
+        bind_read_only(&Path::new("/").join(name), &root.join(name))?;
+    }
+    Ok(())
+}
+
+/// The host root without its system directories: the tmpfs, the generated `/etc`, the empty
+/// directories, the host's top-level symlinks (merged `/usr`), and an empty mount point for each
+/// system directory that is a real directory on the host, whose names it returns. The VM backend
+/// shares those as separate virtiofs tags (a bind under a virtiofs share would reach the guest
+/// as a submount, which overlayfs refuses to traverse with `EREMOTE`).
+pub fn assemble_skeleton(root: &Path, hostname: &str) -> Result<Vec<&'static str>, RuntimeError> {
     mount_tmpfs(root)?;
+    let mut system_dirs = Vec::new();
     for name in SYSTEM_DIRS {
-        add_system_dir(root, name)?;
+        if add_system_dir(root, name)? {
+            system_dirs.push(name);
+        }
     }
     for (name, mode) in EMPTY_DIRS {
         make_dir(&root.join(name), mode)?;
     }
-    write_etc(&root.join("etc"), hostname)
+    write_etc(&root.join("etc"), hostname)?;
+    Ok(system_dirs)
 }
 
 fn mount_tmpfs(root: &Path) -> Result<(), RuntimeError> {
@@ -66,22 +82,25 @@ fn mount_tmpfs(root: &Path) -> Result<(), RuntimeError> {
     .map_err(RuntimeError::mount("mount root tmpfs", root))
 }
 
-fn add_system_dir(root: &Path, name: &str) -> Result<(), RuntimeError> {
+/// Recreates the host's `/name` symlink, or makes an empty mount point when `/name` is a
+/// directory (then returns true: the caller puts the directory there).
+fn add_system_dir(root: &Path, name: &str) -> Result<bool, RuntimeError> {
     let host = Path::new("/").join(name);
     let Ok(meta) = std::fs::symlink_metadata(&host) else {
-        return Ok(());
+        return Ok(false);
     };
     let target = root.join(name);
     if meta.file_type().is_symlink() {
         let link = std::fs::read_link(&host).map_err(RuntimeError::io("read symlink", &host))?;
-        return std::os::unix::fs::symlink(&link, &target)
-            .map_err(RuntimeError::io("recreate symlink", &target));
+        std::os::unix::fs::symlink(&link, &target)
+            .map_err(RuntimeError::io("recreate symlink", &target))?;
+        return Ok(false);
     }
     if !meta.is_dir() {
-        return Ok(());
+        return Ok(false);
     }
     make_dir(&target, 0o755)?;
-    bind_read_only(&host, &target)
+    Ok(true)
 }
 
 /// A recursive bind of `source` on `target`, then remounted read-only, nosuid, nodev.

@@ -1,17 +1,41 @@
 //! Choosing a backend: never weaker isolation than asked, never silently weaker than a VM.
+//! `vm` and `auto` get a microVM when the doctor says one can boot here.
 
 use crate::cli::Isolation;
 use crate::doctor::Report;
 use crate::error::RuntimeError;
 
-/// The backend a sandbox runs on. Only the namespace backend is built.
+/// Which backend a sandbox runs on, as `spec.json` records it for the sandbox process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Linux namespaces (agentd as PID 1, channel over a unix socket).
+    #[default]
+    Namespace,
+    /// A libkrun microVM (agentd as the guest's init, channel over vsock).
+    Vm,
+}
+
+/// The backend chosen for a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
+    /// A libkrun microVM.
+    Vm,
     /// Linux namespaces; `warning` is the one line to print when it was chosen for the user.
     Namespace {
         /// Printed to stderr when set.
         warning: Option<String>,
     },
+}
+
+impl Backend {
+    /// What `spec.json` records.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Backend::Vm => BackendKind::Vm,
+            Backend::Namespace { .. } => BackendKind::Namespace,
+        }
+    }
 }
 
 /// The first failing check of the doctor's report, as one line.
@@ -22,41 +46,37 @@ pub fn vm_unavailable_reason(report: &Report) -> String {
         .filter(|c| !c.ok)
         .map(|c| format!("{}: {}", c.name, c.detail))
         .next()
-        .unwrap_or_else(|| "the libkrun VM backend is not built into this moat".to_owned())
+        .unwrap_or_else(|| "every check passed".to_owned())
 }
 
 /// Picks the backend for `requested` on this host, prints the one-line warning when `auto` falls
-/// back to the namespace backend, and checks this process may create namespaces (root). Every
-/// command that boots a sandbox starts here.
-pub fn prepare_backend(requested: Isolation) -> Result<(), RuntimeError> {
+/// back to the namespace backend, and checks this process may create namespaces or boot a VM
+/// (root). Every command that boots a sandbox starts here.
+pub fn prepare_backend(requested: Isolation) -> Result<BackendKind, RuntimeError> {
     let report = crate::doctor::diagnose(&crate::doctor::HostPaths::system());
-    let Backend::Namespace { warning } = choose(requested, &report)?;
-    if let Some(warning) = warning {
+    let backend = choose(requested, &report)?;
+    if let Backend::Namespace { warning: Some(warning) } = &backend {
         eprintln!("{warning}");
     }
     if !nix::unistd::geteuid().is_root() {
         return Err(RuntimeError::NotRoot);
     }
-    Ok(())
+    Ok(backend.kind())
 }
 
 /// Picks the backend for `requested` given the doctor's view of the host.
 pub fn choose(requested: Isolation, report: &Report) -> Result<Backend, RuntimeError> {
     match requested {
         Isolation::Namespace => Ok(Backend::Namespace { warning: None }),
+        Isolation::Vm if report.vm_can_boot() => Ok(Backend::Vm),
         Isolation::Vm => Err(RuntimeError::VmUnavailable { reason: vm_unavailable_reason(report) }),
-        Isolation::Auto => {
-            let reason = if report.vm_can_boot() {
-                "the libkrun VM backend is not built yet".to_owned()
-            } else {
-                format!("no bootable VM: {}", vm_unavailable_reason(report))
-            };
-            Ok(Backend::Namespace {
-                warning: Some(format!(
-                    "moat: warning: using the namespace backend (weaker isolation than a microVM): {reason}"
-                )),
-            })
-        }
+        Isolation::Auto if report.vm_can_boot() => Ok(Backend::Vm),
+        Isolation::Auto => Ok(Backend::Namespace {
+            warning: Some(format!(
+                "moat: warning: using the namespace backend (weaker isolation than a microVM): no bootable VM: {}",
+                vm_unavailable_reason(report)
+            )),
+        }),
     }
 }
 
@@ -84,6 +104,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_host_that_can_boot_a_vm_gets_one_for_vm_and_auto() {
+        assert_eq!(choose(Isolation::Vm, &report(true)).unwrap(), Backend::Vm);
+        assert_eq!(choose(Isolation::Auto, &report(true)).unwrap(), Backend::Vm);
+        assert_eq!(Backend::Vm.kind(), BackendKind::Vm);
+    }
+
+    #[test]
+    fn explicit_namespace_is_honoured_even_when_a_vm_could_boot() {
+        assert_eq!(
+            choose(Isolation::Namespace, &report(true)).unwrap(),
+            Backend::Namespace { warning: None }
+        );
     }
 
     #[test]

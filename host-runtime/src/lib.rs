@@ -53,3 +53,4 @@ pub mod state;
 mod sys;
 mod tty;
 pub mod userns;
+pub mod vm;

@@ -59,9 +59,15 @@ pub struct Executables {
 }
 
 impl Executables {
-    /// This `moat` and the agent found (or built) as [`agentd_bin::locate`] does.
+    /// This `moat` and the namespace backend's agent, found (or built) as [`agentd_bin::locate`]
+    /// does.
     pub fn locate() -> Result<Executables, RuntimeError> {
-        Ok(Executables { moat: run::own_executable()?, agentd: agentd_bin::locate()? })
+        Self::locate_for(crate::isolation::BackendKind::Namespace)
+    }
+
+    /// This `moat` and the agent `backend` runs ([`agentd_bin::locate_for`]).
+    pub fn locate_for(backend: crate::isolation::BackendKind) -> Result<Executables, RuntimeError> {
+        Ok(Executables { moat: run::own_executable()?, agentd: agentd_bin::locate_for(backend)? })
     }
 }
 
@@ -82,13 +88,17 @@ pub fn create_in(
     if home.join("sandboxes").join(&args.name).exists() {
         return Err(RuntimeError::DuplicateName(args.name));
     }
-    isolation::prepare_backend(args.isolation)?;
+    let backend = isolation::prepare_backend(args.isolation)?;
     let root = run::checked_root(&args.root)?;
     let mut config = args.config;
     config.resolve()?;
     let executables = match executables {
-        Some(given) => given.clone(),
-        None => Executables::locate()?,
+        Some(given) if backend == crate::isolation::BackendKind::Namespace => given.clone(),
+        // A VM's init must be the static agent, whatever agent the caller named.
+        Some(given) => {
+            Executables { moat: given.moat.clone(), agentd: agentd_bin::locate_for(backend)? }
+        }
+        None => Executables::locate_for(backend)?,
     };
     let dir = SandboxDir::create(home, &args.name).map_err(|err| match err {
         RuntimeError::Io { what: "create sandbox directory", source, .. }
@@ -100,7 +110,8 @@ pub fn create_in(
     })?;
     let span = tracing::info_span!("sandbox", name = %args.name);
     let _entered = span.enter();
-    let spec = SandboxSpec { name: args.name.clone(), root, agentd: executables.agentd, config };
+    let spec =
+        SandboxSpec { name: args.name.clone(), root, agentd: executables.agentd, backend, config };
     if let Err(err) = boot_detached(&dir, spec, &executables.moat) {
         if let Err(cleanup) = dir.remove() {
             tracing::warn!(%cleanup, "could not remove the sandbox directory");
@@ -345,6 +356,7 @@ mod tests {
                 name: name.into(),
                 root: RootSource::Host,
                 agentd: "/a".into(),
+                backend: Default::default(),
                 config: Default::default(),
             },
             status,

@@ -25,6 +25,17 @@ pub const STDIN_CHUNK_BYTES: usize = 64 * 1024;
 /// Bytes read from the relay socket per read call.
 pub const SOCKET_READ_CHUNK_BYTES: usize = 256 * 1024;
 
+/// How long a VM's sandbox process waits for the guest agent to connect to its vsock port
+/// (a microVM boots in well under a second on real KVM, ~3-4 s under nested TCG emulation).
+pub const VM_AGENT_CONNECT_TIMEOUT_MS: u64 = 30_000;
+
+/// After the relay stopped, how long a VM's sandbox process waits for libkrun to end the
+/// process (the guest powering off) before ending it itself.
+pub const VM_POWER_OFF_GRACE_MS: u64 = 5_000;
+
+/// Lines of the guest console (and of libkrun's log) put into a VM boot error.
+pub const VM_LOG_TAIL_LINES: usize = 8;
+
 /// Lines of the agent log shown when a sandbox fails to boot.
 pub const AGENT_LOG_TAIL_LINES: usize = 20;
 

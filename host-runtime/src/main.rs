@@ -3,7 +3,7 @@
 //! Commands: `doctor`, `run`, and the named-sandbox lifecycle (`create`, `exec`, `ls`, `inspect`,
 //! `socket`, `logs`, `stop`, `kill`, `rm`). Hidden: `__sandbox DIR` (the per-sandbox process) and
 //! `__ns-prepare DIR` (binds the root source, execs `unshare`) and `__ns-init DIR` (first process
-//! in the sandbox's namespaces; execs the agent). Exit status of
+//! in the sandbox's namespaces; execs the agent), and `__vm DIR` (a VM sandbox's VM process). Exit status of
 //! `run` and `exec`: the command's; 127 when it could not be started; 125 when moat itself
 //! failed. Other commands: 0, 1 on failure, 2 on a usage error.
 
@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use moat_runtime::cli::UsageError;
 use moat_runtime::error::RuntimeError;
-use moat_runtime::{cli, doctor, lifecycle, logs, ns_init, run, sandbox};
+use moat_runtime::{cli, doctor, lifecycle, logs, ns_init, run, sandbox, vm};
 
 const USAGE: &str = "usage: moat <command>
 
@@ -62,6 +62,7 @@ fn main() -> ExitCode {
         Some("__sandbox") => sandbox_command(rest),
         Some("__ns-init") => ns_init_command(rest),
         Some("__ns-prepare") => ns_prepare_command(rest),
+        Some("__vm") => vm_command(rest),
         Some("-h" | "--help") | None => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -227,6 +228,18 @@ fn ns_prepare_command(args: &[String]) -> ExitCode {
     };
     let err = ns_init::prepare_and_enter(&dir);
     eprintln!("moat __ns-prepare: {err}");
+    ExitCode::FAILURE
+}
+
+fn vm_command(args: &[String]) -> ExitCode {
+    init_logging(tracing::Level::INFO);
+    let Some(dir) = run::hidden_dir_arg(args) else {
+        sandbox::report_startup("error: __vm needs the sandbox directory");
+        return ExitCode::from(2);
+    };
+    let err = vm::run_vm(&dir);
+    tracing::error!(%err, "the VM did not start");
+    sandbox::report_startup(&format!("error: {err}"));
     ExitCode::FAILURE
 }
 

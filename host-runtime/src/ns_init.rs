@@ -56,7 +56,10 @@ pub fn prepare_and_enter(dir: &SandboxDir) -> RuntimeError {
 /// the root (in the user namespace they would be locked, and overlayfs refuses a lower layer
 /// with locked mounts under it). Made before the user namespace, so the bind itself is not
 /// locked to its children.
-fn bind_rootfs(source: &std::path::Path, lower: &std::path::Path) -> Result<(), RuntimeError> {
+pub(crate) fn bind_rootfs(
+    source: &std::path::Path,
+    lower: &std::path::Path,
+) -> Result<(), RuntimeError> {
     std::fs::create_dir_all(lower).map_err(RuntimeError::io("create lower mount point", lower))?;
     let none: Option<&str> = None;
     nix::mount::mount(Some(source), lower, none, MsFlags::MS_BIND, none)

@@ -24,17 +24,17 @@ use crate::sandbox::STARTUP_OK;
 
 /// Runs `args` in an ephemeral sandbox; returns the process exit status for the CLI.
 pub fn execute(args: RunArgs) -> Result<u8, RuntimeError> {
-    isolation::prepare_backend(args.isolation)?;
+    let backend = isolation::prepare_backend(args.isolation)?;
     crate::client::block_forwarded_signals()?;
     let root = checked_root(&args.root)?;
     let mut config = args.config.clone();
     config.resolve()?;
-    let agentd = crate::agentd_bin::locate()?;
+    let agentd = crate::agentd_bin::locate_for(backend)?;
     let name = home::ephemeral_name();
     let dir = SandboxDir::create(&home::moat_home(), &name)?;
     let span = tracing::info_span!("sandbox", %name);
     let _entered = span.enter();
-    let result = run_in(&dir, SandboxSpec { name, root, agentd, config }, args);
+    let result = run_in(&dir, SandboxSpec { name, root, agentd, backend, config }, args);
     if let Err(err) = dir.remove() {
         tracing::warn!(%err, "could not remove the sandbox directory");
     }

@@ -1,4 +1,6 @@
 //! `moat __sandbox DIR`: the per-sandbox process (DESIGN.md "Process model").
+//! This module is the namespace backend's; a VM sandbox's `__sandbox` hands over to
+//! [`crate::vm::supervise`] and shares the handshake and relay below.
 //!
 //! ```text
 //!  start agent ─► bootstrap handshake ─► relay on DIR/agent.sock ─► "ok" on stdout ─► serve
@@ -46,6 +48,9 @@ pub const UNSHARE_ARGS: [&str; 8] =
 /// Runs the sandbox process to its end. Reports the startup result on stdout.
 pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
     let spec = dir.read_spec()?;
+    if spec.backend == crate::isolation::BackendKind::Vm {
+        return crate::vm::supervise(dir);
+    }
     spec.config.write_scripts(&dir.scripts_dir())?;
     let shares = spec.config.shares(&dir.scripts_dir(), ShareNaming::HostPath);
     let bootstrap = spec.config.bootstrap(&spec.name, &shares);
@@ -62,6 +67,7 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
     let limits = TimeLimits {
         max_duration: spec.config.max_duration(),
         idle_timeout: spec.config.idle_timeout(),
+        reason_file: None,
     };
     let result = run_relay(dir, channel, ready, limits);
     reap_agent(&mut child);
@@ -72,12 +78,15 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
 }
 
 /// When the sandbox process shuts its guest down by itself.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct TimeLimits {
     /// `--max-duration`: counted from when the relay is up.
     pub(crate) max_duration: Option<Duration>,
     /// `--idle-timeout`: time with no client connected.
     pub(crate) idle_timeout: Option<Duration>,
+    /// When set, the reason is written to this file the moment a limit fires (the VM backend's
+    /// supervisor reads it: libkrun may end the process before the relay returns).
+    pub(crate) reason_file: Option<std::path::PathBuf>,
 }
 
 /// Why a sandbox stopped, as `state.json`'s `stop_reason` says it.
@@ -90,7 +99,7 @@ pub const STOPPED_IDLE: &str = "--idle-timeout reached with no client connected"
 
 /// A named sandbox records its own clean end (an ephemeral one has no `state.json`). Only a
 /// live record changes: `moat stop`/`kill` write their own outcome.
-fn record_own_exit(dir: &SandboxDir, reason: &'static str) {
+pub(crate) fn record_own_exit(dir: &SandboxDir, reason: &str) {
     let Ok(mut record) = crate::state::read_recorded(dir.path()) else { return };
     if !matches!(record.status, crate::state::Status::Running | crate::state::Status::Draining) {
         return;
@@ -144,7 +153,10 @@ fn start_agent(
 }
 
 /// The bootstrap handshake; returns the agent's `core.ready` frame for the relay to replay.
-fn handshake(channel: &UnixStream, bootstrap: GuestBootstrap) -> Result<RawFrame, RuntimeError> {
+pub(crate) fn handshake(
+    channel: &UnixStream,
+    bootstrap: GuestBootstrap,
+) -> Result<RawFrame, RuntimeError> {
     channel
         .set_read_timeout(Some(Duration::from_millis(HANDSHAKE_FRAME_TIMEOUT_MS)))
         .map_err(RuntimeError::io("set channel timeout", "socketpair"))?;
@@ -232,7 +244,7 @@ impl AgentReader<'_> {
 /// Serves the relay until the guest closes; prints `ok` once the socket exists. Enforces `limits`
 /// by sending the guest `core.shutdown`, then stopping the relay if the guest does not close.
 /// Returns why the sandbox stopped.
-fn run_relay(
+pub(crate) fn run_relay(
     dir: &SandboxDir,
     channel: UnixStream,
     ready: RawFrame,
@@ -306,6 +318,11 @@ async fn enforce(handle: RelayHandle, limits: TimeLimits, fired: Arc<OnceLock<&'
     };
     tracing::info!(reason, "shutting the sandbox down");
     let _ = fired.set(reason);
+    if let Some(path) = &limits.reason_file {
+        if let Err(err) = std::fs::write(path, reason) {
+            tracing::warn!(%err, "could not record why the sandbox is stopping");
+        }
+    }
     if let Err(err) = handle.send_to_guest(&MessageFrame::new(0, Message::Shutdown)).await {
         tracing::warn!(%err, "could not send core.shutdown");
     }

@@ -156,6 +156,7 @@ mod tests {
                 name: "box".into(),
                 root: RootSource::Host,
                 agentd: "/bin/true".into(),
+                backend: Default::default(),
                 config: Default::default(),
             },
             status,
