@@ -39,8 +39,14 @@ fn auto_isolation_warns_on_one_line_naming_the_backend_as_root() {
     let output = moat_run(&home, &["--", "true"]);
     let err = stderr(&output);
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
-    assert_eq!(warnings.len(), 1, "{err}");
-    assert!(warnings[0].contains("namespace backend"), "{err}");
+    // `auto` warns only when it falls back; the doctor says which this host does.
+    let doctor = stdout(&moat(&home, &["doctor"]));
+    if doctor.contains("microVM: this host cannot boot one") {
+        assert_eq!(warnings.len(), 1, "{err}");
+        assert!(warnings[0].contains("namespace backend"), "{err}");
+    } else {
+        assert!(warnings.is_empty(), "auto chose a VM, so nothing is weaker: {err}");
+    }
 }
 
 #[test]
