@@ -436,6 +436,20 @@ impl Router {
         Ok(effects)
     }
 
+    /// Whether routing `frame` now would overflow the queue of a client that is still reading
+    /// (see [`crate::limits::CLIENT_BACKLOG_PATIENCE_MS`]): the guest reader then waits for room
+    /// instead of handing it over. `false` when it fits, has no client, or the client stopped
+    /// reading (routing it then disconnects that client).
+    pub fn guest_frame_must_wait(&self, frame: &RawFrame, now: Instant) -> bool {
+        let Some(slot) = Slot::of_id(frame.id).filter(|_| frame.id != 0) else { return false };
+        let owner = self.owners[slot.index() as usize];
+        owner.and_then(|client| self.clients.get(&client)).is_some_and(|state| {
+            state.phase == Phase::Open
+                && !state.queue.has_room(frame.wire_len())
+                && state.queue.progressing(now)
+        })
+    }
+
     /// Housekeeping: free slots whose orphaned execs outlived [`ORPHANED_EXEC_DRAIN_MS`], and
     /// disconnect clients whose queued output stalled.
     pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
