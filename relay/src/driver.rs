@@ -264,7 +264,7 @@ impl Shared {
                     }
                 }
                 Effect::ExecLog(entry) => {
-                    self.log.append(&entry);
+                    self.log.append(entry);
                 }
                 Effect::ShutdownRequested { .. } => {
                     self.shutdown_requested.send_replace(true);

@@ -74,7 +74,7 @@ pub const MAX_TRACKED_EXEC_SESSIONS: usize = 2 * RELAY_SLOTS as usize * MAX_OPEN
 /// `exec.log` records waiting for the writer thread; past this, records are dropped and counted.
 pub const EXEC_LOG_QUEUE_MAX_LINES: usize = 4096;
 
-/// Bytes of `exec.log` record text (`d`) waiting for the writer thread; same policy as
+/// Bytes of `exec.log` chunk data (raw output bytes) waiting for the writer thread; same policy as
 /// [`EXEC_LOG_QUEUE_MAX_LINES`].
 pub const EXEC_LOG_QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
