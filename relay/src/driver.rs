@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use moat_protocol::RawFrame;
-use moat_protocol::frame::split_frame;
+use moat_protocol::frame::split_frame_with_wire;
 use moat_protocol::relay::Slot;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -433,8 +433,8 @@ impl ClientReader {
     /// Hands every complete frame in `buf` to the router. Returns whether the client stays open.
     async fn handle_frames(&mut self, buf: &mut BytesMut) -> bool {
         loop {
-            let frame = match split_frame(buf) {
-                Ok(Some(frame)) => frame,
+            let (frame, wire) = match split_frame_with_wire(buf) {
+                Ok(Some(split)) => split,
                 Ok(None) => return true,
                 Err(err) => {
                     let mut state = lock(&self.shared);
@@ -445,7 +445,7 @@ impl ClientReader {
             };
             let deferred = {
                 let mut state = lock(&self.shared);
-                let effects = state.router.client_frame(self.client, &frame);
+                let effects = state.router.client_wire_frame(self.client, &frame, Some(wire));
                 state.dispatch(effects)
             };
             if run_deferred(&self.shared, &self.guest, deferred).await.is_err() {
@@ -538,8 +538,8 @@ where
             }
             return Err(RelayError::GuestTruncated { buffered: buf.len() });
         }
-        while let Some(frame) = split_frame(&mut buf)? {
-            route_guest_frame(&shared, &frame).await?;
+        while let Some((frame, wire)) = split_frame_with_wire(&mut buf)? {
+            route_guest_frame(&shared, &frame, wire).await?;
         }
     }
 }
@@ -547,13 +547,17 @@ where
 /// Hands one guest frame to the router, first waiting for room in its client's queue if the
 /// router says so. The wait re-checks at least every tick, so a client that stops reading is
 /// noticed even when nothing wakes us.
-async fn route_guest_frame(shared: &Mutex<Shared>, frame: &RawFrame) -> Result<(), RelayError> {
+async fn route_guest_frame(
+    shared: &Mutex<Shared>,
+    frame: &RawFrame,
+    wire: Bytes,
+) -> Result<(), RelayError> {
     loop {
         let room = {
             let mut state = lock(shared);
             let now = Instant::now();
             if !state.router.guest_frame_must_wait(frame, now) {
-                let effects = state.router.guest_frame(frame, now)?;
+                let effects = state.router.guest_wire_frame(frame, Some(wire), now)?;
                 state.dispatch_nonblocking(effects);
                 return Ok(());
             }
