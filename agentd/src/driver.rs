@@ -169,7 +169,13 @@ pub async fn serve(
                 return Ended::Broken(err);
             }
         };
-        let reply = match dispatcher.handle(&frame, services) {
+        let action = dispatcher.handle(&frame, services);
+        // Backpressure for streamed writes: a session whose queue is full is let drain before
+        // anything more is read, so the host waits instead of its session failing.
+        if let Some(room) = services.fs.write_room(frame.id) {
+            room.wait().await;
+        }
+        let reply = match action {
             None => continue,
             Some(Action::Shutdown) => return Ended::Shutdown,
             Some(Action::Reply { id, message }) => out.send(id, message).await,

@@ -40,11 +40,16 @@ impl Outbound {
     /// A message that cannot be encoded (over the frame limit) is a bug in the caller: it is
     /// logged and dropped rather than taking the agent down.
     pub async fn send(&self, id: u32, message: Message) -> Result<(), ChannelClosed> {
-        let frame = MessageFrame { id, v: AGENT_GENERATION, message };
+        self.send_frame(&MessageFrame { id, v: AGENT_GENERATION, message }).await
+    }
+
+    /// [`Outbound::send`] of a frame the caller keeps, so a streamer can take its data buffer
+    /// back and reuse it for the next chunk. `frame.v` should be [`AGENT_GENERATION`].
+    pub async fn send_frame(&self, frame: &MessageFrame) -> Result<(), ChannelClosed> {
         match frame.to_bytes() {
             Ok(bytes) => self.tx.send(bytes).await.map_err(|_| ChannelClosed),
             Err(err) => {
-                tracing::error!(id, message = frame.message.wire_name(), %err, "dropping an unencodable frame");
+                tracing::error!(id = frame.id, message = frame.message.wire_name(), %err, "dropping an unencodable frame");
                 Ok(())
             }
         }

@@ -90,6 +90,8 @@ pub struct RelayClient {
     reader: UnixStream,
     decoder: FrameDecoder,
     ids: IdAllocator,
+    /// Socket read buffer, reused across reads.
+    read_buf: Vec<u8>,
 }
 
 impl RelayClient {
@@ -112,6 +114,7 @@ impl RelayClient {
             reader,
             decoder: FrameDecoder::new(),
             ids: IdAllocator::new(range),
+            read_buf: vec![0u8; SOCKET_READ_CHUNK_BYTES],
         };
         match client.next_message("waiting for the replayed core.ready")? {
             MessageFrame { message: Message::Ready(_), .. } => Ok(client),
@@ -230,7 +233,6 @@ impl RelayClient {
     }
 
     fn next_message(&mut self, while_doing: &'static str) -> Result<MessageFrame, RuntimeError> {
-        let mut buf = vec![0u8; SOCKET_READ_CHUNK_BYTES];
         loop {
             let next = self
                 .decoder
@@ -243,11 +245,11 @@ impl RelayClient {
                     Err(source) => return Err(RuntimeError::Decode { peer: RELAY, source }),
                 }
             }
-            let n = match self.reader.read(&mut buf) {
+            let n = match self.reader.read(&mut self.read_buf) {
                 Ok(0) | Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
                 Ok(n) => n,
             };
-            self.decoder.push(&buf[..n]);
+            self.decoder.push(&self.read_buf[..n]);
         }
     }
 }

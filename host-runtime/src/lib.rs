@@ -32,6 +32,7 @@
 
 pub mod agentd_bin;
 pub mod api;
+pub mod bench;
 pub mod cgroup;
 pub mod cli;
 pub mod client;

@@ -1,7 +1,7 @@
 //! `moat`: the command-line interface. A checklist: parse, dispatch, exit.
 //!
 //! Commands: `doctor`, `run`, and the named-sandbox lifecycle (`create`, `exec`, `ls`, `inspect`,
-//! `socket`, `logs`, `stop`, `kill`, `rm`). Hidden: `__sandbox DIR` (the per-sandbox process) and
+//! `socket`, `logs`, `stop`, `kill`, `rm`) and `bench`. Hidden: `__sandbox DIR` (the per-sandbox process) and
 //! `__ns-prepare DIR` (binds the root source, execs `unshare`) and `__ns-init DIR` (first process
 //! in the sandbox's namespaces; execs the agent), and `__vm DIR` (a VM sandbox's VM process). Exit status of
 //! `run` and `exec`: the command's; 127 when it could not be started; 125 when moat itself
@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use moat_runtime::cli::UsageError;
 use moat_runtime::error::RuntimeError;
-use moat_runtime::{cli, doctor, lifecycle, logs, ns_init, run, sandbox, vm};
+use moat_runtime::{bench, cli, doctor, lifecycle, logs, ns_init, run, sandbox, vm};
 
 const USAGE: &str = "usage: moat <command>
 
@@ -29,6 +29,7 @@ commands:
   stop      moat stop NAME: shut it down (core.shutdown; SIGTERM after 10 s, then SIGKILL)
   kill      moat kill NAME: SIGKILL it
   rm        moat rm [-f] NAME: remove a sandbox that is not running (-f: kill it first)
+  bench     moat bench [--json] [--quick]: measure latency, throughput and memory of a sandbox
 
 sandbox options:
   --rootfs DIR|host                 root filesystem (default host: the host's system dirs, read-only)
@@ -68,6 +69,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("exec") => exec_command(rest),
+        Some("bench") => bench_command(rest),
         Some(cmd @ ("create" | "ls" | "inspect" | "socket" | "logs" | "stop" | "kill" | "rm")) => {
             init_logging(tracing::Level::WARN);
             match lifecycle_command(cmd, rest) {
@@ -132,6 +134,26 @@ fn exec_command(args: &[String]) -> ExitCode {
             ExitCode::from(EXIT_MOAT_FAILED)
         }
     }
+}
+
+fn bench_command(args: &[String]) -> ExitCode {
+    init_logging(tracing::Level::WARN);
+    let parsed = match bench::parse_args(args) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            eprintln!("moat bench: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match bench::run(parsed.sizes, |step| eprintln!("moat bench: {step}")) {
+        Ok(report) if parsed.json => println!("{}", report.to_json()),
+        Ok(report) => print!("{}", report.to_table()),
+        Err(err) => {
+            eprintln!("moat bench: {err}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Why a lifecycle command failed.

@@ -84,6 +84,13 @@ pub fn check_len(len: u32) -> Result<usize, FrameError> {
 /// Returns `Ok(None)` when more bytes are needed; in that case it reserves room for the rest of
 /// the frame, but only after the length prefix passed [`check_len`]. On error `buf` is untouched.
 pub fn split_frame(buf: &mut BytesMut) -> Result<Option<RawFrame>, FrameError> {
+    Ok(split_frame_with_wire(buf)?.map(|(frame, _)| frame))
+}
+
+/// [`split_frame`] that also returns the frame's complete wire bytes (length prefix, header and
+/// body), sharing memory with the frame's body: a relay forwards them as they are, without
+/// writing the header again or copying the body.
+pub fn split_frame_with_wire(buf: &mut BytesMut) -> Result<Option<(RawFrame, Bytes)>, FrameError> {
     let Some(prefix) = buf.first_chunk::<LEN_PREFIX_BYTES>() else {
         return Ok(None);
     };
@@ -93,11 +100,12 @@ pub fn split_frame(buf: &mut BytesMut) -> Result<Option<RawFrame>, FrameError> {
         buf.reserve(total - buf.len());
         return Ok(None);
     }
-    let mut frame = buf.split_to(total);
-    frame.advance(LEN_PREFIX_BYTES);
-    let id = frame.get_u32();
-    let flags = Flags::from_bits(frame.get_u8());
-    Ok(Some(RawFrame { id, flags, body: frame.freeze() }))
+    let wire = buf.split_to(total).freeze();
+    let mut header = &wire[LEN_PREFIX_BYTES..LEN_PREFIX_BYTES + FRAME_HEADER_BYTES];
+    let id = header.get_u32();
+    let flags = Flags::from_bits(header.get_u8());
+    let body = wire.slice(LEN_PREFIX_BYTES + FRAME_HEADER_BYTES..);
+    Ok(Some((RawFrame { id, flags, body }, wire)))
 }
 
 /// An incremental frame decoder: feed it bytes in any split, take frames out.
@@ -182,6 +190,21 @@ mod tests {
         assert_eq!((got.id, got.flags.bits(), &got.body[..]), (7, 0x02, &b"abc"[..]));
         assert_eq!(decoder.buffered(), 0);
         assert_eq!(decoder.finish(), Ok(()));
+    }
+
+    #[test]
+    fn split_with_wire_returns_the_exact_bytes_received() {
+        let mut wire = frame(9, 0x01, b"body");
+        wire.extend(frame(10, 0, b""));
+        let mut buf = BytesMut::from(&wire[..]);
+        let (first, first_wire) = split_frame_with_wire(&mut buf).unwrap().unwrap();
+        assert_eq!((first.id, first.flags.bits(), &first.body[..]), (9, 0x01, &b"body"[..]));
+        assert_eq!(first_wire, first.to_bytes().unwrap());
+        // The body is a view into the wire bytes, not a copy.
+        assert_eq!(first_wire[first_wire.len() - 4..].as_ptr(), first.body.as_ptr());
+        let (second, second_wire) = split_frame_with_wire(&mut buf).unwrap().unwrap();
+        assert_eq!((second.id, second_wire.len()), (10, 9));
+        assert_eq!(split_frame_with_wire(&mut buf).unwrap(), None);
     }
 
     #[test]

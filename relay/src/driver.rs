@@ -4,7 +4,8 @@
 //! ```text
 //!  accept loop ──► per client: reader task ──client_frame──► Router ──ToGuest──► guest queue
 //!                              writer task ◄──ToClient (bounded channel)   (bounded; the reader waits)
-//!  guest reader task ──guest_frame──► Router ──ToClient / ExecLog (never waits)
+//!  guest reader task ──guest_frame──► Router ──ToClient / ExecLog (waits only for room in a
+//!                                              full queue whose client is still reading)
 //!  guest writer task ◄── guest queue ◄── client readers, RelayHandle::send_to_guest
 //!  tick (1 s) ──► Router::tick (slow-client deadline)
 //! ```
@@ -13,7 +14,9 @@
 //! the non-waiting effects (queueing to a client, to `exec.log`, signalling a close); it is never
 //! held across an `.await`. Effects that wait (queueing for the guest, which may be full) are run
 //! by the client reader after it lets go of the lock, so only that client waits. The guest reader
-//! never waits on anything but the guest.
+//! waits on the guest, and for room when a frame does not fit a client's full queue while that
+//! client is still reading ([`Router::guest_frame_must_wait`]); a client that stopped reading is
+//! disconnected instead, after at most `CLIENT_BACKLOG_PATIENCE_MS`.
 //!
 //! A client's disconnect is always finished by its reader task: it reports
 //! [`Router::client_disconnected`], queues the kill signals and the disconnect notice for the
@@ -26,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use moat_protocol::RawFrame;
-use moat_protocol::frame::split_frame;
+use moat_protocol::frame::split_frame_with_wire;
 use moat_protocol::relay::Slot;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -42,7 +45,7 @@ use crate::exec_log::{ExecLog, ExecLogSink, ExecLogStats};
 use crate::handle::{GuestItem, GuestQueue, GuestQueueClosed, RelayControl};
 use crate::limits::{
     ACCEPT_ERROR_BACKOFF_MS, CLIENT_QUEUE_MAX_FRAMES, CLIENT_WRITE_BATCH_FRAMES,
-    GUEST_FLUSH_TIMEOUT_MS, READ_CHUNK_BYTES, TICK_INTERVAL_MS,
+    GUEST_FLUSH_TIMEOUT_MS, GUEST_ROOM_RECHECK_MS, READ_CHUNK_BYTES, TICK_INTERVAL_MS,
 };
 use crate::router::{ClientId, Effect, Router, RouterStats};
 use crate::socket::BoundSocket;
@@ -132,6 +135,7 @@ where
         log: log.sink(),
         shutdown_requested,
         client_count,
+        guest_room: Arc::new(Notify::new()),
     }));
     {
         let mut state = lock(&shared);
@@ -215,6 +219,8 @@ struct Shared {
     shutdown_requested: watch::Sender<bool>,
     /// Published to [`crate::RelayHandle::connected_clients`].
     client_count: watch::Sender<usize>,
+    /// Woken when a client's queue shrinks or a client goes, for a guest reader waiting for room.
+    guest_room: Arc<Notify>,
 }
 
 /// The driver's ends of one client's tasks.
@@ -258,7 +264,7 @@ impl Shared {
                     }
                 }
                 Effect::ExecLog(entry) => {
-                    self.log.append(&entry);
+                    self.log.append(entry);
                 }
                 Effect::ShutdownRequested { .. } => {
                     self.shutdown_requested.send_replace(true);
@@ -387,6 +393,7 @@ impl ClientReader {
             // Dropping the client's io ends its writer.
             state.clients.remove(&client);
             state.client_count.send_replace(state.clients.len());
+            state.guest_room.notify_one();
             state.dispatch(effects)
         };
         if run_deferred(&shared, &guest, deferred).await.is_err() {
@@ -426,8 +433,8 @@ impl ClientReader {
     /// Hands every complete frame in `buf` to the router. Returns whether the client stays open.
     async fn handle_frames(&mut self, buf: &mut BytesMut) -> bool {
         loop {
-            let frame = match split_frame(buf) {
-                Ok(Some(frame)) => frame,
+            let (frame, wire) = match split_frame_with_wire(buf) {
+                Ok(Some(split)) => split,
                 Ok(None) => return true,
                 Err(err) => {
                     let mut state = lock(&self.shared);
@@ -438,7 +445,7 @@ impl ClientReader {
             };
             let deferred = {
                 let mut state = lock(&self.shared);
-                let effects = state.router.client_frame(self.client, &frame);
+                let effects = state.router.client_wire_frame(self.client, &frame, Some(wire));
                 state.dispatch(effects)
             };
             if run_deferred(&self.shared, &self.guest, deferred).await.is_err() {
@@ -501,14 +508,17 @@ impl ClientWriter {
                     state.dispatch_nonblocking(effects);
                     return;
                 }
-                lock(&self.shared).router.client_wrote(self.client, 1, bytes.len(), Instant::now());
+                let state = &mut *lock(&self.shared);
+                state.router.client_wrote(self.client, 1, bytes.len(), Instant::now());
+                state.guest_room.notify_one();
                 self.progress.notify_one();
             }
         }
     }
 }
 
-/// Reads guest frames and hands them to the router. Never waits on a client.
+/// Reads guest frames and hands them to the router. Waits on a client only while a frame does
+/// not fit its full queue and it is still reading (see [`Router::guest_frame_must_wait`]).
 async fn read_guest<R>(mut reader: R, shared: Arc<Mutex<Shared>>) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
@@ -528,12 +538,33 @@ where
             }
             return Err(RelayError::GuestTruncated { buffered: buf.len() });
         }
-        let now = Instant::now();
-        let mut state = lock(&shared);
-        while let Some(frame) = split_frame(&mut buf)? {
-            let effects = state.router.guest_frame(&frame, now)?;
-            state.dispatch_nonblocking(effects);
+        while let Some((frame, wire)) = split_frame_with_wire(&mut buf)? {
+            route_guest_frame(&shared, &frame, wire).await?;
         }
+    }
+}
+
+/// Hands one guest frame to the router, first waiting for room in its client's queue if the
+/// router says so. The wait re-checks at least every tick, so a client that stops reading is
+/// noticed even when nothing wakes us.
+async fn route_guest_frame(
+    shared: &Mutex<Shared>,
+    frame: &RawFrame,
+    wire: Bytes,
+) -> Result<(), RelayError> {
+    loop {
+        let room = {
+            let mut state = lock(shared);
+            let now = Instant::now();
+            if !state.router.guest_frame_must_wait(frame, now) {
+                let effects = state.router.guest_wire_frame(frame, Some(wire), now)?;
+                state.dispatch_nonblocking(effects);
+                return Ok(());
+            }
+            Arc::clone(&state.guest_room)
+        };
+        let recheck = Duration::from_millis(GUEST_ROOM_RECHECK_MS);
+        let _ = tokio::time::timeout(recheck, room.notified()).await;
     }
 }
 

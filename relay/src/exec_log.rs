@@ -7,7 +7,7 @@
 //!                         the record and counts it)              .3→.4 .2→.3 .1→.2 exec.log→.1)
 //! ```
 //!
-//! The queue is bounded in records ([`EXEC_LOG_QUEUE_MAX_LINES`]) and in bytes of record text
+//! The queue is bounded in records ([`EXEC_LOG_QUEUE_MAX_LINES`]) and in bytes of chunk data
 //! ([`EXEC_LOG_QUEUE_MAX_BYTES`]). Dropped records are counted, reported in [`ExecLogStats`], in a
 //! `tracing` warning, and in the file itself as a `system` line
 //! `--- exec.log dropped N lines ---` at the point of the gap. The record's shape and text form
@@ -53,6 +53,14 @@ pub enum LogEntry {
 }
 
 impl LogEntry {
+    /// The bytes it counts against [`EXEC_LOG_QUEUE_MAX_BYTES`] while queued.
+    fn queued_len(&self) -> usize {
+        match self {
+            LogEntry::System(text) => text.len(),
+            LogEntry::Output { data, .. } => data.len(),
+        }
+    }
+
     /// The record for this entry captured at `at`.
     pub fn to_record(&self, at: SystemTime) -> ExecLogRecord {
         match self {
@@ -102,7 +110,8 @@ pub struct ExecLogStats {
 }
 
 enum Command {
-    Record(ExecLogRecord),
+    /// An entry and when it was appended.
+    Entry(LogEntry, SystemTime),
     Stop,
 }
 
@@ -121,15 +130,16 @@ pub struct ExecLogSink {
 
 impl ExecLogSink {
     /// Queues `entry`, stamped now. Returns `false` (and counts a dropped line) when the queue is
-    /// full or the writer has stopped.
-    pub fn append(&self, entry: &LogEntry) -> bool {
-        let record = entry.to_record(SystemTime::now());
-        let len = record.d.len();
+    /// full or the writer has stopped. The record's text (lossy UTF-8, timestamp) is made by the
+    /// writer thread, so the caller (the relay's guest reader) pays only for the queueing, and
+    /// nothing at all for an entry that is dropped.
+    pub fn append(&self, entry: LogEntry) -> bool {
+        let len = entry.queued_len();
         let queued = self.counters.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if queued + len > EXEC_LOG_QUEUE_MAX_BYTES {
             return self.dropped(len);
         }
-        match self.tx.try_send(Command::Record(record)) {
+        match self.tx.try_send(Command::Entry(entry, SystemTime::now())) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.dropped(len),
         }
@@ -178,10 +188,9 @@ impl ExecLog {
     /// thread. Blocks: call it from a blocking context.
     pub fn finish(self, last: Option<LogEntry>) -> ExecLogStats {
         if let Some(entry) = last {
-            let record = entry.to_record(SystemTime::now());
-            self.sink.counters.queued_bytes.fetch_add(record.d.len(), Ordering::AcqRel);
+            self.sink.counters.queued_bytes.fetch_add(entry.queued_len(), Ordering::AcqRel);
             // A send error means the thread is gone; its stats say so.
-            let _ = self.sink.tx.send(Command::Record(record));
+            let _ = self.sink.tx.send(Command::Entry(entry, SystemTime::now()));
         }
         let _ = self.sink.tx.send(Command::Stop);
         let dropped = self.sink.counters.dropped.load(Ordering::Acquire);
@@ -215,7 +224,7 @@ impl Writer {
             let mut next = Some(first);
             while let Some(command) = next.take() {
                 match command {
-                    Command::Record(record) => self.write(&record),
+                    Command::Entry(entry, at) => self.write(&entry, at),
                     Command::Stop => break 'outer,
                 }
                 // Empty or disconnected: flush, then block (or end) on `recv`.
@@ -228,10 +237,10 @@ impl Writer {
         self.stats
     }
 
-    fn write(&mut self, record: &ExecLogRecord) {
-        self.counters.queued_bytes.fetch_sub(record.d.len(), Ordering::AcqRel);
+    fn write(&mut self, entry: &LogEntry, at: SystemTime) {
+        self.counters.queued_bytes.fetch_sub(entry.queued_len(), Ordering::AcqRel);
         self.report_drops();
-        self.write_line(&record.to_line());
+        self.write_line(&entry.to_record(at).to_line());
     }
 
     /// Marks a gap left by dropped records, once per batch of drops.
@@ -381,8 +390,8 @@ mod tests {
         let tmp = TempDir::new();
         let dir = tmp.0.join("logs").join("nested");
         let log = ExecLog::open(&dir).unwrap();
-        assert!(log.sink().append(&LogEntry::System(SANDBOX_STARTED)));
-        assert!(log.sink().append(&output(1, b"hello\n")));
+        assert!(log.sink().append(LogEntry::System(SANDBOX_STARTED)));
+        assert!(log.sink().append(output(1, b"hello\n")));
         let stats = log.finish(Some(LogEntry::System(SANDBOX_STOPPED)));
         assert_eq!(stats, ExecLogStats { lines_written: 3, ..ExecLogStats::default() });
         let records = lines(&dir.join(EXEC_LOG_FILE));
@@ -413,7 +422,7 @@ mod tests {
         // Two lines per file (ids 10..12 are a byte longer): the third line of a file rotates it.
         let log = ExecLog::open_with_rotation(&tmp.0, 2 * line_len as u64 + 4).unwrap();
         for session in 1..=12 {
-            assert!(log.sink().append(&output(session, b"0123456789")));
+            assert!(log.sink().append(output(session, b"0123456789")));
         }
         let stats = log.finish(None);
         assert_eq!((stats.lines_written, stats.rotations), (12, 5));
@@ -432,8 +441,8 @@ mod tests {
     fn a_line_larger_than_the_limit_goes_into_a_fresh_file() {
         let tmp = TempDir::new();
         let log = ExecLog::open_with_rotation(&tmp.0, 10).unwrap();
-        log.sink().append(&output(1, b"first"));
-        log.sink().append(&output(2, b"second"));
+        log.sink().append(output(1, b"first"));
+        log.sink().append(output(2, b"second"));
         let stats = log.finish(None);
         assert_eq!(stats.rotations, 1);
         assert_eq!(lines(&tmp.0.join("exec.log"))[0].id, Some(2));
@@ -447,9 +456,9 @@ mod tests {
         let sink = log.sink();
         // Fill the byte budget as if the writer were far behind.
         sink.counters.queued_bytes.fetch_add(EXEC_LOG_QUEUE_MAX_BYTES, Ordering::AcqRel);
-        assert!(!sink.append(&output(1, b"lost")));
+        assert!(!sink.append(output(1, b"lost")));
         sink.counters.queued_bytes.fetch_sub(EXEC_LOG_QUEUE_MAX_BYTES, Ordering::AcqRel);
-        assert!(sink.append(&output(2, b"kept")));
+        assert!(sink.append(output(2, b"kept")));
         let stats = log.finish(None);
         assert_eq!(stats.lines_dropped, 1);
         let records = lines(&tmp.0.join(EXEC_LOG_FILE));
@@ -465,6 +474,6 @@ mod tests {
         let log = ExecLog::open(&tmp.0).unwrap();
         let sink = log.sink();
         log.finish(None);
-        assert!(!sink.append(&output(1, b"late")));
+        assert!(!sink.append(output(1, b"late")));
     }
 }

@@ -27,6 +27,15 @@ pub const CLIENT_QUEUE_HIGH_WATER_BYTES: usize = CLIENT_QUEUE_MAX_BYTES / 2;
 /// A client with queued output whose socket accepted nothing for this long is disconnected.
 pub const CLIENT_WRITE_STALL_MS: u64 = 5_000;
 
+/// When a guest frame does not fit a client's full queue, the guest reader waits for room as long
+/// as that client's socket took bytes within this window: a slow but still-reading client loses
+/// nothing. A client idle for longer is disconnected (queue overflow), so it holds the shared
+/// guest stream (and every other client) up for at most this long.
+pub const CLIENT_BACKLOG_PATIENCE_MS: u64 = 500;
+
+/// How often a guest reader waiting for room re-checks without being woken.
+pub const GUEST_ROOM_RECHECK_MS: u64 = 50;
+
 /// Longest a departed client's slot stays quarantined waiting for the terminal frames of the exec
 /// sessions it left open (the agent kills them; their `exec.exited` normally follows at once).
 /// After this the slot is freed anyway, so a session that never ends cannot leak a slot.
@@ -65,7 +74,7 @@ pub const MAX_TRACKED_EXEC_SESSIONS: usize = 2 * RELAY_SLOTS as usize * MAX_OPEN
 /// `exec.log` records waiting for the writer thread; past this, records are dropped and counted.
 pub const EXEC_LOG_QUEUE_MAX_LINES: usize = 4096;
 
-/// Bytes of `exec.log` record text (`d`) waiting for the writer thread; same policy as
+/// Bytes of `exec.log` chunk data (raw output bytes) waiting for the writer thread; same policy as
 /// [`EXEC_LOG_QUEUE_MAX_LINES`].
 pub const EXEC_LOG_QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
 

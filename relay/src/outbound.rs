@@ -4,7 +4,8 @@
 //! ```text
 //!  guest frame ──try_push──► [ queued: frames, bytes ] ──wrote──► socket
 //!                 │                  │
-//!                 │ over MAX ⇒ Overflow: the router disconnects the client (never waits)
+//!                 │ no room ⇒ the guest reader waits while the client still makes progress
+//!                 │           (CLIENT_BACKLOG_PATIENCE_MS); past that, Overflow: disconnected
 //!                 │ over HIGH_WATER ⇒ backlogged: the relay stops reading the client's requests
 //!                 └ non-empty and no write progress for CLIENT_WRITE_STALL_MS ⇒ stalled
 //! ```
@@ -16,8 +17,8 @@
 use std::time::{Duration, Instant};
 
 use crate::limits::{
-    CLIENT_QUEUE_HIGH_WATER_BYTES, CLIENT_QUEUE_HIGH_WATER_FRAMES, CLIENT_QUEUE_MAX_BYTES,
-    CLIENT_QUEUE_MAX_FRAMES, CLIENT_WRITE_STALL_MS,
+    CLIENT_BACKLOG_PATIENCE_MS, CLIENT_QUEUE_HIGH_WATER_BYTES, CLIENT_QUEUE_HIGH_WATER_FRAMES,
+    CLIENT_QUEUE_MAX_BYTES, CLIENT_QUEUE_MAX_FRAMES, CLIENT_WRITE_STALL_MS,
 };
 
 /// A push that would take the queue past a cap.
@@ -54,6 +55,19 @@ impl OutboundQueue {
         self.bytes += len;
         self.waiting_since.get_or_insert(now);
         Ok(())
+    }
+
+    /// Whether a frame of `len` bytes fits now.
+    pub fn has_room(&self, len: usize) -> bool {
+        self.frames < CLIENT_QUEUE_MAX_FRAMES && self.bytes + len <= CLIENT_QUEUE_MAX_BYTES
+    }
+
+    /// Whether a full queue is worth waiting for: the socket took bytes (or the queue filled)
+    /// less than [`CLIENT_BACKLOG_PATIENCE_MS`] ago.
+    pub fn progressing(&self, now: Instant) -> bool {
+        self.waiting_since.is_none_or(|since| {
+            now.saturating_duration_since(since) < Duration::from_millis(CLIENT_BACKLOG_PATIENCE_MS)
+        })
     }
 
     /// The writer put `frames` frames of `bytes` bytes on the socket.
@@ -116,6 +130,20 @@ mod tests {
             queue.try_push(1, now).unwrap();
         }
         assert!(queue.try_push(1, now).is_err());
+    }
+
+    #[test]
+    fn a_full_queue_is_waited_for_only_while_it_makes_progress() {
+        let patience = Duration::from_millis(CLIENT_BACKLOG_PATIENCE_MS);
+        let start = Instant::now();
+        let mut queue = OutboundQueue::default();
+        assert!(queue.has_room(CLIENT_QUEUE_MAX_BYTES) && queue.progressing(start));
+        queue.try_push(CLIENT_QUEUE_MAX_BYTES - 10, start).unwrap();
+        assert!(queue.has_room(10) && !queue.has_room(11));
+        assert!(queue.progressing(start + patience / 2));
+        assert!(!queue.progressing(start + patience));
+        queue.wrote(0, 0, start + patience);
+        assert!(queue.progressing(start + patience + patience / 2));
     }
 
     #[test]

@@ -303,6 +303,19 @@ impl Router {
 
     /// A frame from `client`: check it, note exec sessions and shutdown, forward it.
     pub fn client_frame(&mut self, client: ClientId, frame: &RawFrame) -> Vec<Effect> {
+        self.client_wire_frame(client, frame, wire_bytes(frame))
+    }
+
+    /// [`Router::client_frame`] given the frame's wire bytes as received (from
+    /// [`moat_protocol::frame::split_frame_with_wire`]): they are forwarded as they are, so the
+    /// header is not written again and the body not copied. `None` forwards nothing.
+    pub fn client_wire_frame(
+        &mut self,
+        client: ClientId,
+        frame: &RawFrame,
+        wire: Option<Bytes>,
+    ) -> Vec<Effect> {
+        debug_assert!(wire.as_ref().is_none_or(|w| w.len() == frame.wire_len()));
         let Some(state) = self.clients.get(&client) else { return Vec::new() };
         if state.phase == Phase::Closing {
             return Vec::new();
@@ -328,7 +341,7 @@ impl Router {
             tracing::info!(%client, "client requested sandbox shutdown");
             effects.push(Effect::ShutdownRequested { client });
         }
-        if let Some(bytes) = wire_bytes(frame) {
+        if let Some(bytes) = wire {
             self.stats.frames_to_guest += 1;
             effects.push(Effect::ToGuest(bytes));
         }
@@ -417,6 +430,18 @@ impl Router {
         frame: &RawFrame,
         now: Instant,
     ) -> Result<Vec<Effect>, GuestFrameError> {
+        self.guest_wire_frame(frame, wire_bytes(frame), now)
+    }
+
+    /// [`Router::guest_frame`] given the frame's wire bytes as received (see
+    /// [`Router::client_wire_frame`]); `None` routes nothing to a client.
+    pub fn guest_wire_frame(
+        &mut self,
+        frame: &RawFrame,
+        wire: Option<Bytes>,
+        now: Instant,
+    ) -> Result<Vec<Effect>, GuestFrameError> {
+        debug_assert!(wire.as_ref().is_none_or(|w| w.len() == frame.wire_len()));
         if !frame.flags.is_wire_valid() {
             return Err(GuestFrameError::InvalidFlags { id: frame.id, flags: frame.flags });
         }
@@ -432,8 +457,22 @@ impl Router {
         };
         let mut effects = Vec::new();
         self.tap(frame, &mut effects);
-        self.route(slot, frame, now, &mut effects);
+        self.route(slot, frame, wire, now, &mut effects);
         Ok(effects)
+    }
+
+    /// Whether routing `frame` now would overflow the queue of a client that is still reading
+    /// (see [`crate::limits::CLIENT_BACKLOG_PATIENCE_MS`]): the guest reader then waits for room
+    /// instead of handing it over. `false` when it fits, has no client, or the client stopped
+    /// reading (routing it then disconnects that client).
+    pub fn guest_frame_must_wait(&self, frame: &RawFrame, now: Instant) -> bool {
+        let Some(slot) = Slot::of_id(frame.id).filter(|_| frame.id != 0) else { return false };
+        let owner = self.owners[slot.index() as usize];
+        owner.and_then(|client| self.clients.get(&client)).is_some_and(|state| {
+            state.phase == Phase::Open
+                && !state.queue.has_room(frame.wire_len())
+                && state.queue.progressing(now)
+        })
     }
 
     /// Housekeeping: free slots whose orphaned execs outlived [`ORPHANED_EXEC_DRAIN_MS`], and
@@ -564,7 +603,14 @@ impl Router {
         }
     }
 
-    fn route(&mut self, slot: Slot, frame: &RawFrame, now: Instant, effects: &mut Vec<Effect>) {
+    fn route(
+        &mut self,
+        slot: Slot,
+        frame: &RawFrame,
+        wire: Option<Bytes>,
+        now: Instant,
+        effects: &mut Vec<Effect>,
+    ) {
         let owner = self.owners[slot.index() as usize];
         let Some((client, state)) = owner.and_then(|c| self.clients.get_mut(&c).map(|s| (c, s)))
         else {
@@ -576,7 +622,7 @@ impl Router {
             self.stats.guest_frames_dropped += 1;
             return;
         }
-        let Some(bytes) = wire_bytes(frame) else { return };
+        let Some(bytes) = wire else { return };
         match state.queue.try_push(bytes.len(), now) {
             Ok(()) => {
                 self.stats.frames_to_clients += 1;

@@ -222,6 +222,33 @@ async fn slow_client_does_not_stall_the_other_while_the_guest_floods_it() {
 }
 
 #[tokio::test]
+async fn slow_but_reading_client_gets_every_byte_of_a_flood() {
+    let relay = Harness::start("slow-reader").await;
+    let mut slow = relay.connect().await;
+    // 48 MiB, three times the client's queue cap, read with a pause every 64 frames (1 MiB): the
+    // guest outruns the client, which keeps reading, so the relay waits instead of cutting it off.
+    let flood = slow.exec("flood", &["3072", "16384"], false).await;
+    let mut bytes = 0usize;
+    let mut frames = 0usize;
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, slow.recv()).await.unwrap();
+        let frame = frame.expect("the relay dropped a client that was still reading");
+        frames += 1;
+        if frames % 64 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match frame.message {
+            Message::ExecStdout(data) if frame.id == flood => bytes += data.data.len(),
+            Message::ExecExited(_) if frame.id == flood => break,
+            _ => {}
+        }
+    }
+    assert_eq!(bytes, 3072 * 16384);
+    let (stats, ..) = relay.stop().await;
+    assert_eq!(stats.router.slow_clients_closed, 0);
+}
+
+#[tokio::test]
 async fn exec_log_records_output_with_session_numbers_and_markers() {
     let relay = Harness::start("exec-log").await;
     let mut a = relay.connect().await;

@@ -53,6 +53,7 @@ use crate::outbound::Outbound;
 use self::error::{FsError, Op, OpResult};
 use self::handles::{Access, HandleTable};
 use self::root::Root;
+pub use self::write::WriteRoom;
 use self::write::{Pushed, WRITE_QUEUE_BYTES, WRITE_QUEUE_CHUNKS, WriteSession};
 
 /// A stream in flight on a correlation id.
@@ -214,6 +215,16 @@ impl FsService {
                 self.streams.insert(id, Stream::Closing(session.fail(backlog)));
             }
             Pushed::Gone => self.reply(id, Err(FsError::UnknownWriteSession(id))),
+        }
+    }
+
+    /// After a `core.fs.data` on `id`: a waiter to await before reading the next frame when that
+    /// write session's queue could not take another full-size chunk (see
+    /// [`WriteSession::room`]); `None` otherwise.
+    pub fn write_room(&self, id: u32) -> Option<WriteRoom> {
+        match self.streams.get(&id) {
+            Some(Stream::Write(session)) => session.room(),
+            _ => None,
         }
     }
 

@@ -13,7 +13,10 @@
 //!
 //! The dispatcher hands chunks over synchronously, so each session is a task fed by a bounded
 //! queue: at most [`WRITE_QUEUE_CHUNKS`] chunks and [`WRITE_QUEUE_BYTES`] bytes wait for the disk.
-//! A host that runs further ahead than that fails its session with `ok:false` instead of growing
+//! After each chunk the driver asks [`WriteSession::room`] and, while the queue could not take
+//! another full-size frame, reads nothing more from the host: the host's writes back up through
+//! the relay instead of failing the session, however slow the disk. A push that still finds the
+//! queue full (a caller that does not wait) fails its session with `ok:false` instead of growing
 //! the agent's memory. The task writes each chunk with `pwrite` (plain `write` in append mode) on
 //! a blocking worker, strictly in arrival order, and alone answers the session, so the response
 //! is sent exactly once.
@@ -32,6 +35,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use moat_protocol::Message;
+use moat_protocol::limits::MAX_FRAME_BYTES;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -55,6 +59,22 @@ const _: () = assert!(WRITE_QUEUE_BYTES <= u32::MAX as usize);
 struct Chunk {
     data: Vec<u8>,
     _budget: OwnedSemaphorePermit,
+}
+
+/// Waits for room in one write session's queue (see [`WriteSession::room`]).
+#[derive(Debug)]
+pub struct WriteRoom {
+    budget: Arc<Semaphore>,
+    chunks: mpsc::Sender<Chunk>,
+}
+
+impl WriteRoom {
+    /// Resolves when a queue slot and a full frame's bytes are free. A session whose task ended
+    /// closes its queue (reserve fails at once) and drops what was queued (the bytes come back).
+    pub async fn wait(self) {
+        let Ok(_slot) = self.chunks.reserve().await else { return };
+        let _bytes = self.budget.acquire_many(MAX_FRAME_BYTES as u32).await;
+    }
 }
 
 /// How the service ends a session.
@@ -117,6 +137,15 @@ impl WriteSession {
             Err(mpsc::error::TrySendError::Full(_)) => Pushed::Overflowed,
             Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Gone,
         }
+    }
+
+    /// `None` when the queue can take another full-size frame; otherwise a waiter that resolves
+    /// once it can (or once the task has ended and nothing more will be queued).
+    pub(crate) fn room(&self) -> Option<WriteRoom> {
+        let bytes_short = self.budget.available_permits() < MAX_FRAME_BYTES;
+        let slots_short = self.chunks.capacity() == 0;
+        (!self.task.is_finished() && (bytes_short || slots_short))
+            .then(|| WriteRoom { budget: Arc::clone(&self.budget), chunks: self.chunks.clone() })
     }
 
     /// The host's EOF: the task writes what is queued, checks the length and answers.
@@ -262,6 +291,30 @@ mod tests {
             h.fs.data(id, piece.to_vec());
         }
         h.fs.data(id, Vec::new());
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_waits_for_room_never_overflows_the_queue() {
+        let mut h = Harness::new();
+        let handle = h.open(1, "/big", write_create()).await;
+        h.request(ID, FsOp::Write { handle, offset: 0, len: None });
+        // 30 full-size chunks: 90 MiB, past the 64 MiB queue, pushed as fast as the
+        // driver would, waiting only where `write_room` says so.
+        let chunk = vec![7u8; moat_protocol::limits::FS_CHUNK_BYTES];
+        let mut waited = 0;
+        for _ in 0..30 {
+            h.fs.data(ID, chunk.clone());
+            if let Some(room) = h.fs.write_room(ID) {
+                waited += 1;
+                room.wait().await;
+            }
+        }
+        h.fs.data(ID, Vec::new());
+        let response = h.response(ID).await;
+        assert!(response.ok, "{response:?}");
+        assert!(waited > 0, "the queue never filled: the test proves nothing");
+        let len = std::fs::metadata(h.tmp.path().join("big")).unwrap().len();
+        assert_eq!(len, 30 * moat_protocol::limits::FS_CHUNK_BYTES as u64);
     }
 
     #[tokio::test]

@@ -1,0 +1,326 @@
+//! The figures measured against a live sandbox, through the relay socket as an SDK uses it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use moat_protocol::payload::exec::{Data, ExecRequest};
+use moat_protocol::payload::fs::{FsOp, FsOpenOptions, FsRequest, FsResponse, FsResponseData};
+use moat_protocol::{Message, MessageFrame};
+
+use super::stats::Samples;
+use super::wire::{Conn, expect};
+use crate::api::{Moat, Sandbox};
+use crate::cli::{CreateArgs, Isolation, RootSource};
+use crate::client::{ExecOutcome, RelayClient};
+use crate::config::{SandboxConfig, Tmpfs};
+use crate::error::RuntimeError;
+
+/// The tmpfs the file transfers write to.
+pub(super) const SCRATCH_DIR: &str = "/bench";
+
+/// Largest `core.fs.data` payload a client sends (the protocol's 3 MiB `FS_CHUNK_SIZE`).
+const FS_CHUNK_BYTES: usize = 3 * 1024 * 1024;
+
+/// Creation arguments of a bench sandbox: host root, the given backend, a scratch tmpfs.
+pub(super) fn create_args(name: &str, scratch_mib: u32, isolation: Isolation) -> CreateArgs {
+    let config = SandboxConfig {
+        tmpfs: vec![Tmpfs { path: SCRATCH_DIR.to_owned(), size_mib: Some(scratch_mib) }],
+        ..SandboxConfig::default()
+    };
+    CreateArgs { name: name.to_owned(), root: RootSource::Host, isolation, config }
+}
+
+fn exec_failed(what: &'static str, detail: String) -> RuntimeError {
+    RuntimeError::io(what, "bench")(std::io::Error::other(detail))
+}
+
+/// Round trips of `exec true` on one connected client: request to `core.exec.exited`.
+pub(super) fn exec_round_trips(
+    socket: &Path,
+    warmup: usize,
+    n: usize,
+) -> Result<Samples, RuntimeError> {
+    let mut client = RelayClient::connect(socket)?;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..warmup + n {
+        let start = Instant::now();
+        let ran = client.run_captured(ExecRequest::new("true"), b"", 4096)?;
+        let elapsed = start.elapsed();
+        if ran.outcome != ExecOutcome::Exited(0) {
+            return Err(exec_failed("exec true", format!("{:?}", ran.outcome)));
+        }
+        if i >= warmup {
+            samples.push(elapsed);
+        }
+    }
+    Ok(Samples::new(samples))
+}
+
+/// `core.ping` → `core.pong` round trips through the relay on one client.
+pub(super) fn ping_round_trips(
+    socket: &Path,
+    warmup: usize,
+    n: usize,
+) -> Result<Samples, RuntimeError> {
+    let mut conn = Conn::connect(socket)?;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..warmup + n {
+        let id = conn.next_id()?;
+        let start = Instant::now();
+        conn.send(&MessageFrame::new(id, Message::Ping), "core.ping")?;
+        let pong = conn.recv("waiting for core.pong")?;
+        let elapsed = start.elapsed();
+        expect(pong.id == id && pong.message == Message::Pong, &pong, "waiting for core.pong")?;
+        if i >= warmup {
+            samples.push(elapsed);
+        }
+    }
+    Ok(Samples::new(samples))
+}
+
+/// One exec writing `bytes` of zeros to stdout, counted at the client: the elapsed time from
+/// the request to `core.exec.exited`.
+pub(super) fn stdout_stream(socket: &Path, bytes: u64) -> Result<Duration, RuntimeError> {
+    const BLOCK: u64 = 1024 * 1024;
+    let mut conn = Conn::connect(socket)?;
+    let id = conn.next_id()?;
+    let mut request = ExecRequest::new("dd");
+    request.args = vec![
+        "if=/dev/zero".to_owned(),
+        format!("bs={BLOCK}"),
+        format!("count={}", bytes / BLOCK),
+        "status=none".to_owned(),
+    ];
+    let start = Instant::now();
+    conn.send(&MessageFrame::new(id, Message::ExecRequest(request)), "core.exec.request")?;
+    conn.send(
+        &MessageFrame::new(id, Message::ExecStdin(Data::new(Vec::new()))),
+        "core.exec.stdin",
+    )?;
+    let mut got = 0u64;
+    loop {
+        let frame = conn.recv("streaming stdout")?;
+        if frame.id != id {
+            continue;
+        }
+        match frame.message {
+            Message::ExecStdout(Data { data }) => got += data.len() as u64,
+            Message::ExecExited(exited) if exited.code == 0 && got == bytes - bytes % BLOCK => {
+                return Ok(start.elapsed());
+            }
+            Message::ExecExited(exited) => {
+                return Err(exec_failed(
+                    "stream stdout",
+                    format!("dd exited {} after {got} of {bytes} bytes", exited.code),
+                ));
+            }
+            Message::ExecFailed(failed) => {
+                return Err(exec_failed("stream stdout", failed.message));
+            }
+            Message::Error(err) => return Err(exec_failed("stream stdout", err.message)),
+            _ => {}
+        }
+    }
+}
+
+/// Sends one fs request on a fresh id and returns its terminal response.
+fn fs_call(conn: &mut Conn, op: FsOp) -> Result<FsResponse, RuntimeError> {
+    let id = conn.next_id()?;
+    conn.send(
+        &MessageFrame::new(id, Message::FsRequest(FsRequest { op, bulk: None })),
+        "core.fs.request",
+    )?;
+    fs_response(conn, id, None)
+}
+
+/// Reads frames on `id` until its `core.fs.response`, counting `core.fs.data` bytes in `data`.
+fn fs_response(
+    conn: &mut Conn,
+    id: u32,
+    mut data: Option<&mut u64>,
+) -> Result<FsResponse, RuntimeError> {
+    loop {
+        let frame = conn.recv("waiting for core.fs.response")?;
+        if frame.id != id {
+            continue;
+        }
+        match frame.message {
+            Message::FsResponse(response) if response.ok => return Ok(response),
+            Message::FsResponse(response) => {
+                return Err(exec_failed("fs", response.error.unwrap_or_default()));
+            }
+            Message::FsData(Data { data: bytes }) => {
+                if let Some(count) = data.as_deref_mut() {
+                    *count += bytes.len() as u64;
+                }
+            }
+            _ => expect(false, &frame, "waiting for core.fs.response")?,
+        }
+    }
+}
+
+fn open(conn: &mut Conn, path: &str, write: bool) -> Result<u64, RuntimeError> {
+    let options = FsOpenOptions {
+        read: !write,
+        write,
+        append: false,
+        create: write,
+        truncate: write,
+        create_new: false,
+        mode: None,
+        user: None,
+    };
+    match fs_call(conn, FsOp::OpenFile { path: path.to_owned(), options })?.data {
+        Some(FsResponseData::Handle(handle)) => Ok(handle),
+        other => Err(exec_failed("open", format!("no handle in the response: {other:?}"))),
+    }
+}
+
+/// Streams `bytes` into `path` (open, `Write` with the exact length, 3 MiB `core.fs.data`
+/// chunks, the empty EOF chunk, close); the elapsed time of the `Write` session.
+pub(super) fn fs_write(socket: &Path, path: &str, bytes: u64) -> Result<Duration, RuntimeError> {
+    let mut conn = Conn::connect(socket)?;
+    let handle = open(&mut conn, path, true)?;
+    let id = conn.next_id()?;
+    let op = FsOp::Write { handle, offset: 0, len: Some(bytes) };
+    let start = Instant::now();
+    conn.send(
+        &MessageFrame::new(id, Message::FsRequest(FsRequest { op, bulk: None })),
+        "core.fs.request",
+    )?;
+    let mut frame = MessageFrame::new(id, Message::FsData(Data::new(vec![0xa5u8; FS_CHUNK_BYTES])));
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(FS_CHUNK_BYTES as u64) as usize;
+        if let Message::FsData(Data { data }) = &mut frame.message {
+            data.truncate(n);
+        }
+        conn.send(&frame, "core.fs.data")?;
+        left -= n as u64;
+    }
+    conn.send(&MessageFrame::new(id, Message::FsData(Data::new(Vec::new()))), "core.fs.data")?;
+    fs_response(&mut conn, id, None)?;
+    let elapsed = start.elapsed();
+    fs_call(&mut conn, FsOp::CloseHandle { handle })?;
+    Ok(elapsed)
+}
+
+/// Streams `path` back to EOF (`Read` with no length); the elapsed time of the `Read` session.
+pub(super) fn fs_read(socket: &Path, path: &str, bytes: u64) -> Result<Duration, RuntimeError> {
+    let mut conn = Conn::connect(socket)?;
+    let handle = open(&mut conn, path, false)?;
+    let id = conn.next_id()?;
+    let op = FsOp::Read { handle, offset: 0, len: None };
+    let start = Instant::now();
+    conn.send(
+        &MessageFrame::new(id, Message::FsRequest(FsRequest { op, bulk: None })),
+        "core.fs.request",
+    )?;
+    let mut got = 0u64;
+    fs_response(&mut conn, id, Some(&mut got))?;
+    let elapsed = start.elapsed();
+    fs_call(&mut conn, FsOp::CloseHandle { handle })?;
+    if got != bytes {
+        return Err(exec_failed("fs read", format!("read {got} of {bytes} bytes")));
+    }
+    Ok(elapsed)
+}
+
+/// What [`concurrent_execs`] saw.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Concurrent {
+    /// Execs that ended `Exited(0)`.
+    pub(super) ok: u64,
+    /// Execs (or connections) that failed.
+    pub(super) errors: u64,
+    /// Wall time from the first connect to the last exit.
+    pub(super) elapsed: Duration,
+}
+
+/// `clients` threads, each with its own relay connection, each running `execs` × `exec true`.
+pub(super) fn concurrent_execs(socket: &Path, clients: usize, execs: usize) -> Concurrent {
+    let start = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let socket: PathBuf = socket.to_owned();
+            std::thread::spawn(move || {
+                let Ok(mut client) = RelayClient::connect(&socket) else {
+                    return (0, execs as u64);
+                };
+                let mut ok = 0u64;
+                for _ in 0..execs {
+                    match client.run_captured(ExecRequest::new("true"), b"", 4096) {
+                        Ok(ran) if ran.outcome == ExecOutcome::Exited(0) => ok += 1,
+                        _ => {}
+                    }
+                }
+                (ok, execs as u64 - ok)
+            })
+        })
+        .collect();
+    let (mut ok, mut errors) = (0, 0);
+    for worker in workers {
+        let (good, bad) = worker.join().unwrap_or((0, execs as u64));
+        ok += good;
+        errors += bad;
+    }
+    Concurrent { ok, errors, elapsed: start.elapsed() }
+}
+
+/// Creates and removes `n` sandboxes; each sample runs from the create call to the replayed
+/// `core.ready` on a fresh client connection.
+pub(super) fn create_to_ready(
+    moat: &Moat,
+    n: usize,
+    isolation: Isolation,
+) -> Result<Samples, RuntimeError> {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let start = Instant::now();
+        let sandbox = moat.create(create_args(&format!("bench-ready-{i}"), 1, isolation))?;
+        let connected = Conn::connect(&sandbox.socket());
+        let elapsed = start.elapsed();
+        drop(connected);
+        sandbox.remove(true)?;
+        samples.push(elapsed);
+    }
+    Ok(Samples::new(samples))
+}
+
+/// Resident memory of the sandbox's process tree (sandbox process, helpers, agent and anything
+/// else it runs), in KiB.
+pub(super) fn tree_rss_kib(sandbox: &Sandbox) -> Result<u64, RuntimeError> {
+    let root =
+        sandbox.state()?.pid.ok_or_else(|| exec_failed("measure memory", "no pid".into()))?;
+    let mut parents = Vec::new();
+    let entries = std::fs::read_dir("/proc").map_err(RuntimeError::io("list", "/proc"))?;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
+        parents.push((pid, status_field(&status, "PPid:"), status_field(&status, "VmRSS:")));
+    }
+    let mut tree = vec![root];
+    let mut total = 0;
+    while let Some(pid) = tree.pop() {
+        for &(child, ppid, rss) in &parents {
+            if child == pid {
+                total += rss;
+            }
+            if ppid == pid as u64 && child != pid {
+                tree.push(child);
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn status_field(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,110 @@
+//! A raw relay client, as an SDK would write one: one socket, frames in and out, ids from the
+//! prologue's range. The bench drives pings, output streams and file transfers through it.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use moat_protocol::limits::RELAY_PROLOGUE_BYTES;
+use moat_protocol::relay::{IdAllocator, Prologue, PrologueKind};
+use moat_protocol::{Decoded, FrameDecoder, Message, MessageFrame, decode_frame};
+
+use crate::error::RuntimeError;
+use crate::limits::SOCKET_READ_CHUNK_BYTES;
+
+const RELAY: &str = "the relay";
+
+/// A connected relay client that has seen the replayed `core.ready`.
+#[derive(Debug)]
+pub(super) struct Conn {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+    ids: IdAllocator,
+    read_buf: Vec<u8>,
+    write_buf: Vec<u8>,
+}
+
+impl Conn {
+    /// Connects to the relay socket, reads the prologue and the replayed `core.ready`.
+    pub(super) fn connect(socket: &Path) -> Result<Conn, RuntimeError> {
+        let mut stream =
+            UnixStream::connect(socket).map_err(RuntimeError::io("connect to relay", socket))?;
+        let mut prologue = [0u8; RELAY_PROLOGUE_BYTES];
+        stream.read_exact(&mut prologue).map_err(|_| RuntimeError::PeerGone {
+            peer: RELAY,
+            while_doing: "reading the prologue",
+        })?;
+        let range = match Prologue::parse(prologue)? {
+            PrologueKind::Current(range) => range,
+            PrologueKind::Legacy { .. } => return Err(RuntimeError::LegacyRelay),
+        };
+        let mut conn = Conn {
+            stream,
+            decoder: FrameDecoder::new(),
+            ids: IdAllocator::new(range),
+            read_buf: vec![0u8; SOCKET_READ_CHUNK_BYTES],
+            write_buf: Vec::new(),
+        };
+        let ready = conn.recv("waiting for the replayed core.ready")?;
+        expect(matches!(ready.message, Message::Ready(_)), &ready, "waiting for core.ready")?;
+        Ok(conn)
+    }
+
+    /// A fresh correlation id.
+    pub(super) fn next_id(&mut self) -> Result<u32, RuntimeError> {
+        self.ids.next_id().ok_or(RuntimeError::IdsExhausted)
+    }
+
+    /// Encodes `frame` into a reused buffer and writes it.
+    pub(super) fn send(
+        &mut self,
+        frame: &MessageFrame,
+        what: &'static str,
+    ) -> Result<(), RuntimeError> {
+        self.write_buf.clear();
+        frame
+            .encode(&mut self.write_buf)
+            .map_err(|source| RuntimeError::Encode { what, source })?;
+        self.stream
+            .write_all(&self.write_buf)
+            .map_err(RuntimeError::io("write to relay", "agent.sock"))
+    }
+
+    /// The next message frame (bulk and lease records are skipped).
+    pub(super) fn recv(&mut self, while_doing: &'static str) -> Result<MessageFrame, RuntimeError> {
+        loop {
+            let next = self
+                .decoder
+                .next_frame()
+                .map_err(|source| RuntimeError::Frame { peer: RELAY, source })?;
+            if let Some(raw) = next {
+                match decode_frame(&raw) {
+                    Ok(Decoded::Message(frame)) => return Ok(frame),
+                    Ok(_) => continue,
+                    Err(source) => return Err(RuntimeError::Decode { peer: RELAY, source }),
+                }
+            }
+            let n = match self.stream.read(&mut self.read_buf) {
+                Ok(0) | Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
+                Ok(n) => n,
+            };
+            self.decoder.push(&self.read_buf[..n]);
+        }
+    }
+}
+
+/// `Ok` when `ok`; otherwise an error naming what arrived instead.
+pub(super) fn expect(
+    ok: bool,
+    got: &MessageFrame,
+    while_doing: &'static str,
+) -> Result<(), RuntimeError> {
+    if ok {
+        return Ok(());
+    }
+    Err(RuntimeError::Unexpected {
+        peer: RELAY,
+        got: crate::sandbox::wire_name(&got.message),
+        while_doing,
+    })
+}
