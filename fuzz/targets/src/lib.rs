@@ -19,6 +19,7 @@
 pub mod exec_log_line;
 pub mod frame_split;
 pub mod message_decode;
+pub mod relay_router;
 pub mod roundtrip;
 pub mod seeds;
 pub mod vector_text;
@@ -36,12 +37,13 @@ pub struct Target {
 }
 
 /// Every target, in the order `.ci/fuzz.sh` runs them.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     Target { name: "frame_split", run: frame_split::run },
     Target { name: "message_decode", run: message_decode::run },
     Target { name: "roundtrip", run: roundtrip::run },
     Target { name: "exec_log_line", run: exec_log_line::run },
     Target { name: "vector_text", run: vector_text::run },
+    Target { name: "relay_router", run: relay_router::run },
 ];
 
 /// Looks a target up by name.

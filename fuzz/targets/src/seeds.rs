@@ -22,6 +22,7 @@ use moat_protocol::{
 };
 
 use crate::frame_split::plan_step;
+use crate::relay_router::ops;
 use crate::{frame_split, message_decode};
 
 /// The golden vectors the seeds are made from.
@@ -67,6 +68,7 @@ pub fn generate() -> Vec<Seed> {
     seeds.extend(roundtrip_seeds(&frames));
     seeds.extend(exec_log_line_seeds());
     seeds.extend(vector_text_seeds());
+    seeds.extend(relay_router_seeds());
     seeds
 }
 
@@ -258,6 +260,130 @@ fn vector_text_seeds() -> Vec<Seed> {
     ] {
         set.add(what, text.as_bytes().to_vec());
     }
+    set.seeds
+}
+
+fn relay_router_seeds() -> Vec<Seed> {
+    let mut set = SeedSet::new("relay_router");
+    let scripts: [(&str, Vec<Vec<u8>>); 8] = [
+        (
+            "two clients exec and ping",
+            vec![
+                ops::connect(),
+                ops::connect(),
+                ops::send_valid(0, 0, 0),
+                ops::send_valid(1, 1, 3),
+                ops::guest(0, 0),
+                ops::guest(0, 1),
+                ops::wrote(0, 7),
+                ops::guest(0, 4),
+            ],
+        ),
+        (
+            "orphaned exec holds its slot until exited",
+            vec![
+                ops::connect(),
+                ops::send_valid(0, 0, 0),
+                ops::send_valid(0, 2, 0),
+                ops::disconnect(0),
+                ops::connect(),
+                ops::release(0),
+                ops::guest(0, 0),
+                ops::guest(0, 4),
+                ops::connect(),
+                ops::guest(4, 4),
+                ops::connect(),
+            ],
+        ),
+        (
+            "orphaned exec drain deadline",
+            vec![
+                ops::connect(),
+                ops::send_valid(0, 0, 0),
+                ops::disconnect(0),
+                ops::release(0),
+                ops::tick(1_000),
+                ops::connect(),
+                ops::tick(9_999),
+                ops::tick(1),
+                ops::connect(),
+                ops::guest(0, 0),
+                ops::guest(0, 4),
+            ],
+        ),
+        (
+            "every rule breaker among bystanders",
+            (0u8..14)
+                .flat_map(|kind| [ops::connect(), ops::connect(), ops::send_invalid(1, kind)])
+                .chain([ops::guest(1, 0), ops::disconnect(1), ops::release(0)])
+                .collect(),
+        ),
+        (
+            "raw frames",
+            vec![
+                ops::connect(),
+                ops::send_raw(0, 1, 0x02, b"\xa2atqcore.exec.requestap\xa1ccmdbsh"),
+                ops::send_raw(0, 2, 0x00, b"\xa1aticore.ping"),
+                ops::send_raw(0, 0, 0x04, b""),
+                ops::send_raw(0, 3, 0x08, b"bulk"),
+                ops::send_raw(0, 4, 0x06, b""),
+                ops::send_raw(0, 33_554_432, 0x00, b"\xa0"),
+            ],
+        ),
+        (
+            "slow client overflow and stall",
+            vec![
+                ops::connect(),
+                ops::connect(),
+                ops::send_valid(0, 0, 0),
+                ops::flood(0, 130),
+                ops::guest(5, 0),
+                ops::tick(5_000),
+                ops::wrote(1, 3),
+                ops::tick(5_000),
+            ],
+        ),
+        (
+            "closing clients and failures",
+            vec![
+                ops::connect(),
+                ops::connect(),
+                ops::connect(),
+                ops::write_failed(0),
+                ops::stream_error(1),
+                ops::send_valid(0, 0, 3),
+                ops::guest(1, 0),
+                ops::disconnect(0),
+                ops::disconnect(0),
+                ops::release(1),
+                ops::release(0),
+            ],
+        ),
+        (
+            "guest ids outside every slot and bad flags",
+            vec![
+                ops::connect(),
+                ops::guest(2, 0),
+                ops::guest(6, 1),
+                ops::guest(10, 3),
+                ops::guest(14, 4),
+                ops::guest(1, 0x0b),
+                ops::connect(),
+            ],
+        ),
+    ];
+    for (what, script) in scripts {
+        set.add(what, script.concat());
+    }
+    let mut full = Vec::new();
+    for _ in 0..130 {
+        full.extend(ops::connect());
+    }
+    full.extend(ops::disconnect(3));
+    full.extend(ops::connect());
+    full.extend(ops::release(0));
+    full.extend(ops::connect());
+    set.add("all slots taken then one freed", full);
     set.seeds
 }
 

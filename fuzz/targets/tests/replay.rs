@@ -70,6 +70,11 @@ fn replays_vector_text_inputs() {
 }
 
 #[test]
+fn replays_relay_router_inputs() {
+    replay("relay_router");
+}
+
+#[test]
 fn every_fuzz_binary_has_a_replayed_target() {
     let dir = seeds::fuzz_dir().join("fuzz_targets");
     let binaries: BTreeSet<String> = inputs(&dir)
