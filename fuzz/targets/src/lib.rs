@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod exec_log_line;
+pub mod exec_log_reader;
 pub mod frame_split;
 pub mod message_decode;
 pub mod relay_router;
@@ -37,13 +38,14 @@ pub struct Target {
 }
 
 /// Every target, in the order `.ci/fuzz.sh` runs them.
-pub const TARGETS: [Target; 6] = [
+pub const TARGETS: [Target; 7] = [
     Target { name: "frame_split", run: frame_split::run },
     Target { name: "message_decode", run: message_decode::run },
     Target { name: "roundtrip", run: roundtrip::run },
     Target { name: "exec_log_line", run: exec_log_line::run },
     Target { name: "vector_text", run: vector_text::run },
     Target { name: "relay_router", run: relay_router::run },
+    Target { name: "exec_log_reader", run: exec_log_reader::run },
 ];
 
 /// Looks a target up by name.

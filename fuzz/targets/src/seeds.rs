@@ -69,6 +69,7 @@ pub fn generate() -> Vec<Seed> {
     seeds.extend(exec_log_line_seeds());
     seeds.extend(vector_text_seeds());
     seeds.extend(relay_router_seeds());
+    seeds.extend(exec_log_reader_seeds());
     seeds
 }
 
@@ -384,6 +385,50 @@ fn relay_router_seeds() -> Vec<Seed> {
     full.extend(ops::release(0));
     full.extend(ops::connect());
     set.add("all slots taken then one freed", full);
+    set.seeds
+}
+
+fn exec_log_reader_seeds() -> Vec<Seed> {
+    let mut set = SeedSet::new("exec_log_reader");
+    let record = |source: u8, data: &[u8]| {
+        let mut op = vec![0, source, data.len() as u8];
+        op.extend_from_slice(data);
+        op
+    };
+    let mut many = vec![0, 0, 0];
+    for i in 0..60u8 {
+        many.extend(record(i, format!("line {i}\n").as_bytes()));
+        many.extend([2, i % 11]);
+        if i % 4 == 0 {
+            many.push(3);
+        }
+    }
+    set.add("rotation with partial flushes", many);
+    let mut tail = vec![255, 0, 4];
+    for i in 0..9u8 {
+        tail.extend(record(i % 4, b"a\nb\n"));
+    }
+    tail.extend([2, 255, 3]);
+    set.add("tail 3 of multi line chunks", tail);
+    let mut filtered = vec![3, 1, 0];
+    for i in 0..20u8 {
+        filtered.extend(record(i, &[0xff, b'x', i]));
+        filtered.extend([1, 4, b'{', b'}', b'\r', i]);
+        filtered.extend([2, 3, 3]);
+    }
+    set.add("stdout filter garbage and bad utf 8", filtered);
+    let mut burst = vec![0, 2, 2];
+    burst.push(3);
+    for i in 0..40u8 {
+        burst.extend(record(1, &[b'e'; 40][..usize::from(i)]));
+    }
+    burst.push(3);
+    set.add("five rotations between reads", burst);
+    let b64 = br#"{"t":"2026-04-30T20:33:01.500Z","s":"stdout","d":"/w==","id":9,"e":"b64"}"#;
+    let mut line = vec![0, 0, 1, 1, b64.len() as u8];
+    line.extend_from_slice(b64);
+    line.extend([2, 9, 3, 2, 255, 3]);
+    set.add("base64 line cut in two", line);
     set.seeds
 }
 

@@ -75,6 +75,11 @@ fn replays_relay_router_inputs() {
 }
 
 #[test]
+fn replays_exec_log_reader_inputs() {
+    replay("exec_log_reader");
+}
+
+#[test]
 fn every_fuzz_binary_has_a_replayed_target() {
     let dir = seeds::fuzz_dir().join("fuzz_targets");
     let binaries: BTreeSet<String> = inputs(&dir)
