@@ -70,6 +70,7 @@ pub fn generate() -> Vec<Seed> {
     seeds.extend(vector_text_seeds());
     seeds.extend(relay_router_seeds());
     seeds.extend(exec_log_reader_seeds());
+    seeds.extend(agentd_dispatch_seeds(&frames));
     seeds
 }
 
@@ -429,6 +430,29 @@ fn exec_log_reader_seeds() -> Vec<Seed> {
     line.extend_from_slice(b64);
     line.extend([2, 9, 3, 2, 255, 3]);
     set.add("base64 line cut in two", line);
+    set.seeds
+}
+
+fn agentd_dispatch_seeds(frames: &[VectorFrame]) -> Vec<Seed> {
+    let mut set = SeedSet::new("agentd_dispatch");
+    let mut all = Vec::new();
+    for f in frames {
+        let raw = f.raw();
+        all.extend(crate::agentd_dispatch::join_frame(raw.id, raw.flags, 0, &raw.body));
+    }
+    set.add("every golden frame", all);
+    for (what, id, flags, kind, bytes) in [
+        ("unknown type", 5, Flags::NONE, 1, &b"\x0acore.teleport"[..]),
+        ("huge unknown type", 6, Flags::NONE, 2 + 4 * 63, &b"\x0acore.x\xc3\xa9"[..]),
+        ("too new type", 7, Flags::NONE, 1, &b"\x0acore.exec.output.ack"[..]),
+        ("refused exec with long command", 8, Flags::SESSION_START, 3, &[b'!'; 4000][..]),
+        ("control type", 9, Flags::NONE, 1, &b"\x0acontrol.relay.lease"[..]),
+    ] {
+        set.add(what, crate::agentd_dispatch::join_frame(id, flags, kind, bytes));
+    }
+    let mut session = crate::agentd_dispatch::join_frame(11, Flags::SESSION_START, 3, b"sh");
+    session.extend(crate::agentd_dispatch::join_frame(12, Flags::NONE, 1, b"\x0acore.exec.stdin"));
+    set.add("exec then stdin on another id", session);
     set.seeds
 }
 

@@ -80,6 +80,11 @@ fn replays_exec_log_reader_inputs() {
 }
 
 #[test]
+fn replays_agentd_dispatch_inputs() {
+    replay("agentd_dispatch");
+}
+
+#[test]
 fn every_fuzz_binary_has_a_replayed_target() {
     let dir = seeds::fuzz_dir().join("fuzz_targets");
     let binaries: BTreeSet<String> = inputs(&dir)
