@@ -20,7 +20,8 @@
 //!   6       target, kind           one guest frame: stdout / stderr / started / exited
 //!                                  (TERMINAL) / an arbitrary flags byte, on a live exec id, an
 //!                                  id of a client's range, id 0 or an id outside every slot
-//!   7       target, count          count * 32 + 1 guest stdout frames on one id (queue overflow)
+//!   7       target, count          count * 32 + 1 guest stdout frames on one id (queue overflow;
+//!                                  at most MAX_GUEST_FRAMES guest frames per input in all)
 //!   8       ms:u16 BE              time passes, then the router's tick
 //!   9       which                  the driver releases a slot it was asked to (ReleaseSlot)
 //!  10       who                    writing to `who` failed
@@ -124,13 +125,15 @@ struct ModelClient {
     execs: BTreeSet<u32>,
     /// Sizes of the frames handed to its writer and not yet written.
     queue: VecDeque<usize>,
+    /// Their sum.
+    queued_bytes: usize,
     /// When the queue became non-empty or last made progress.
     waiting_since: Option<u64>,
 }
 
 impl ModelClient {
     fn queued(&self) -> (usize, usize) {
-        (self.queue.len(), self.queue.iter().sum())
+        (self.queue.len(), self.queued_bytes)
     }
 }
 
@@ -149,8 +152,13 @@ enum ModelSlot {
     },
 }
 
+/// Guest frames one input may send in all (floods included), so every input runs quickly.
+pub const MAX_GUEST_FRAMES: usize = 3 * CLIENT_QUEUE_MAX_FRAMES;
+
 struct Harness {
     router: Router,
+    /// Guest frames sent so far.
+    guest_frames: usize,
     /// `Instant` of model time 0.
     epoch: Instant,
     now_ms: u64,
@@ -185,6 +193,7 @@ impl Harness {
         let router = Router::new(&ready_frame()).expect("the fuzz ready frame is accepted");
         Harness {
             router,
+            guest_frames: 0,
             epoch: Instant::now(),
             now_ms: 0,
             clients: Vec::new(),
@@ -292,6 +301,7 @@ impl Harness {
                     open: true,
                     execs: BTreeSet::new(),
                     queue: VecDeque::new(),
+                    queued_bytes: 0,
                     waiting_since: None,
                 };
                 match &connected.effects[..] {
@@ -570,6 +580,7 @@ impl Harness {
         let client = &mut self.clients[i];
         let n = frames.min(client.queue.len());
         let bytes: usize = client.queue.drain(..n).sum();
+        client.queued_bytes -= bytes;
         client.waiting_since = (!client.queue.is_empty()).then_some(now_ms);
         let id = client.id;
         self.router.client_wrote(id, n, bytes, self.now());
@@ -577,9 +588,12 @@ impl Harness {
 
     /// The id a guest frame is sent on.
     fn guest_id(&self, target: u8) -> u32 {
-        let live: Vec<u32> = self.sessions.keys().copied().collect();
+        let live = self.sessions.len();
         match target % 4 {
-            0 if !live.is_empty() => live[usize::from(target / 4) % live.len()],
+            0 if live > 0 => {
+                let nth = usize::from(target / 4) % live;
+                *self.sessions.keys().nth(nth).expect("nth below the number of sessions")
+            }
             1 if !self.clients.is_empty() => {
                 let client = &self.clients[usize::from(target / 4) % self.clients.len()];
                 client.slot.range().first_usable() + u32::from(target / 4 % 4)
@@ -603,6 +617,8 @@ impl Harness {
             4 => raw(&MessageFrame::new(id, Message::ExecExited(ExecExited { code: -1 }))),
             _ => RawFrame { id, flags: Flags::from_bits(kind), body: Bytes::from_static(&[0xa0]) },
         };
+        let count = count.min(MAX_GUEST_FRAMES.saturating_sub(self.guest_frames));
+        self.guest_frames += count;
         for _ in 0..count {
             if !self.guest_frame(&frame) {
                 return false;
@@ -767,6 +783,7 @@ impl Harness {
 /// Accounts one frame of `len` bytes handed to `client`'s writer.
 fn push(client: &mut ModelClient, len: usize, now_ms: u64) {
     client.queue.push_back(len);
+    client.queued_bytes += len;
     client.waiting_since.get_or_insert(now_ms);
 }
 
