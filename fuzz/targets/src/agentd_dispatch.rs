@@ -196,7 +196,13 @@ fn check_one(dispatcher: &mut Dispatcher, fake: &mut Fake, frame: &RawFrame) {
     fake.touched.clear();
     fake.released = false;
     fake.clock = false;
-    match dispatcher.handle(frame, fake) {
+    let action = dispatcher.handle(frame, fake);
+    check_action(frame, fake, action);
+}
+
+/// The properties, for the `action` the dispatcher took on `frame`.
+fn check_action(frame: &RawFrame, fake: &Fake, action: Option<Action>) {
+    match action {
         Some(Action::Reply { id, message }) => {
             assert_eq!(id, frame.id, "a reply on another id than the request's");
             if let Message::Error(error) = &message {
@@ -256,12 +262,16 @@ mod tests {
     }
 
     #[test]
-    fn an_unanswered_frame_is_caught() {
-        // A ping the fake pretends was never replied to: the check must notice a silent drop.
-        let frame =
-            RawFrame { id: 3, flags: Flags::NONE, body: Bytes::from(body(1, b"\x0acore.pong")) };
+    fn a_silent_drop_or_a_misdirected_reply_is_caught() {
+        let ping =
+            RawFrame { id: 3, flags: Flags::NONE, body: Bytes::from(body(1, b"\x0acore.ping")) };
         let fake = Fake::default();
-        assert!(!needs_no_answer(&frame, &fake));
-        assert!(!fake.touched.contains(&3));
+        check_action(&ping, &fake, Some(Action::Reply { id: 3, message: Message::Pong }));
+        for wrong in
+            [None, Some(Action::Reply { id: 4, message: Message::Pong }), Some(Action::Shutdown)]
+        {
+            let caught = std::panic::catch_unwind(|| check_action(&ping, &fake, wrong.clone()));
+            assert!(caught.is_err(), "{wrong:?} for a ping must fail the check");
+        }
     }
 }
