@@ -17,11 +17,12 @@
 //!                                  `who` sends an arbitrary frame
 //!   4       who                    `who`'s connection ends (hung up, or after CloseClient)
 //!   5       who, n                 `who`'s writer puts n % 8 + 1 queued frames on its socket
-//!   6       target, kind           one guest frame: stdout / stderr / started / exited
+//!   6       target, kind           one guest frame: stdout / stderr / 1 MiB stdout / started /
+//!                                  exited
 //!                                  (TERMINAL) / an arbitrary flags byte, on a live exec id, an
 //!                                  id of a client's range, id 0 or an id outside every slot
-//!   7       target, count          count * 32 + 1 guest stdout frames on one id (queue overflow;
-//!                                  at most MAX_GUEST_FRAMES guest frames per input in all)
+//!   7       target, count          count % 32 + 1 guest stdout frames of 1 MiB on one id (16
+//!                                  overflow a client's queue)
 //!   8       ms:u16 BE              time passes, then the router's tick
 //!   9       which                  the driver releases a slot it was asked to (ReleaseSlot)
 //!  10       who                    writing to `who` failed
@@ -152,8 +153,13 @@ enum ModelSlot {
     },
 }
 
-/// Guest frames one input may send in all (floods included), so every input runs quickly.
-pub const MAX_GUEST_FRAMES: usize = 3 * CLIENT_QUEUE_MAX_FRAMES;
+/// Guest frames one input may send in all (floods included), so every input runs quickly. A
+/// client's queue is overflowed by bytes (1 MiB frames), not by its frame count, which would take
+/// 4096 frames per input (the frame cap is unit-tested in `relay/src/outbound.rs`).
+pub const MAX_GUEST_FRAMES: usize = 1024;
+
+/// Data bytes of a flood frame.
+pub const FLOOD_FRAME_BYTES: usize = 1024 * 1024;
 
 struct Harness {
     router: Router,
@@ -246,7 +252,7 @@ impl Harness {
             }
             7 => {
                 let (target, count) = (input.byte(), input.byte());
-                return self.guest(target, 2, usize::from(count) * 32 + 1);
+                return self.guest(target, 2, usize::from(count % 32) + 1);
             }
             8 => {
                 let ms = input.u16();
@@ -612,7 +618,10 @@ impl Harness {
         let frame = match kind % 6 {
             0 => raw(&MessageFrame::new(id, Message::ExecStdout(Data::new(vec![b'o'; 5])))),
             1 => raw(&MessageFrame::new(id, Message::ExecStderr(Data::new(vec![b'e'; 5])))),
-            2 => raw(&MessageFrame::new(id, Message::ExecStdout(Data::new(*b"x")))),
+            2 => {
+                let data = Data::new(vec![b'x'; FLOOD_FRAME_BYTES]);
+                raw(&MessageFrame::new(id, Message::ExecStdout(data)))
+            }
             3 => raw(&MessageFrame::new(id, Message::ExecStarted(ExecStarted { pid: 42 }))),
             4 => raw(&MessageFrame::new(id, Message::ExecExited(ExecExited { code: -1 }))),
             _ => RawFrame { id, flags: Flags::from_bits(kind), body: Bytes::from_static(&[0xa0]) },
@@ -835,13 +844,13 @@ pub mod ops {
         vec![5, who, n]
     }
 
-    /// One guest frame of `kind` (0 stdout, 1 stderr, 2 short stdout, 3 started, 4 exited,
+    /// One guest frame of `kind` (0 stdout, 1 stderr, 2 1 MiB stdout, 3 started, 4 exited,
     /// else flags byte `kind`) on the id `target` chooses.
     pub fn guest(target: u8, kind: u8) -> Vec<u8> {
         vec![6, target, kind]
     }
 
-    /// `count * 32 + 1` guest stdout frames.
+    /// `count % 32 + 1` guest stdout frames of 1 MiB.
     pub fn flood(target: u8, count: u8) -> Vec<u8> {
         vec![7, target, count]
     }
@@ -915,7 +924,15 @@ mod tests {
 
     #[test]
     fn a_flood_overflows_one_client_only() {
-        run(&script(&[connect(), connect(), send_valid(0, 0, 0), flood(0, 200), guest(1, 0)]));
+        let input = script(&[connect(), connect(), send_valid(0, 0, 0), flood(0, 31), guest(1, 0)]);
+        let mut harness = Harness::new();
+        let mut cursor = Input { data: &input, at: 0 };
+        while let Some(op) = cursor.next() {
+            assert!(harness.step(op % OPS, &mut cursor));
+            harness.check_bounds();
+        }
+        let open: Vec<bool> = harness.clients.iter().map(|c| c.open).collect();
+        assert_eq!(open, [false, true], "the flooded client is closed, the other is not");
     }
 
     #[test]
