@@ -9,7 +9,8 @@
 //!  ────────  ──────────────────────────────────────────────────────────────────────────────
 //!   0        the bytes as they are
 //!   1        {"v": bytes[0], "t": the rest as text, "p": {}}: an envelope of any type name
-//!   2        the same, the name repeated to about 64 KiB * (len % 64 + 1): huge echoed input
+//!   2        the same, the name repeated to about 64 KiB * (kind / 4 % 64 + 1): huge echoed
+//!            input (MAX_REPEATED_NAME_BYTES per input in all, then as kind 1)
 //!   3        exec.request {"cmd": the bytes as text}: the fake exec service refuses it when
 //!            the command is empty, echoing the command in its error
 //! ```
@@ -37,6 +38,11 @@ use moat_protocol::{Decoded, Flags, Message, MessageFrame, MessageType, RawFrame
 
 /// Frames read from one input at most.
 pub const MAX_FRAMES: usize = 512;
+
+/// Bytes of repeated type names (kind 2) one input may build in all; past it, kind 2 is kind 1.
+/// Any name over the error caps already shows a missing cut; a few MiB show a reply too big for a
+/// frame, without making every input slow.
+pub const MAX_REPEATED_NAME_BYTES: usize = 4 * 1024 * 1024;
 
 /// The fake services: which exec sessions exist, and the ids the last call touched.
 #[derive(Debug, Default)]
@@ -112,14 +118,21 @@ pub fn run(data: &[u8]) {
     let mut byte = move || input.next();
     let mut dispatcher = Dispatcher::new();
     let mut fake = Fake::default();
+    let mut repeated = 0;
     for _ in 0..MAX_FRAMES {
         let Some(first) = byte() else { break };
         let mut next = || byte().unwrap_or(0);
         let id = u32::from_be_bytes([first, next(), next(), next()]);
         let flags = Flags::from_bits(next());
-        let kind = next();
+        let mut kind = next();
         let len = usize::from(u16::from_be_bytes([next(), next()]));
         let bytes: Vec<u8> = (0..len).map(|_| next()).collect();
+        if kind % 4 == 2 {
+            repeated += repeated_name_bytes(kind);
+            if repeated > MAX_REPEATED_NAME_BYTES {
+                kind -= 1;
+            }
+        }
         let body = body(kind, &bytes);
         let frame = RawFrame { id, flags, body: Bytes::from(body) };
         check_one(&mut dispatcher, &mut fake, &frame);
@@ -134,8 +147,7 @@ pub fn body(kind: u8, bytes: &[u8]) -> Vec<u8> {
             let v = bytes.first().copied().unwrap_or(0);
             let mut name = String::from_utf8_lossy(bytes.get(1..).unwrap_or_default()).into_owned();
             if kind % 4 == 2 && !name.is_empty() {
-                let target = 64 * 1024 * (usize::from(kind / 4 % 64) + 1);
-                name = name.repeat(target / name.len() + 1);
+                name = name.repeat(repeated_name_bytes(kind) / name.len() + 1);
             }
             envelope(v, &name, &[0xa0])
         }
@@ -147,6 +159,11 @@ pub fn body(kind: u8, bytes: &[u8]) -> Vec<u8> {
             envelope(10, "core.exec.request", &payload)
         }
     }
+}
+
+/// About how long a kind-2 frame's repeated type name is.
+fn repeated_name_bytes(kind: u8) -> usize {
+    64 * 1024 * (usize::from(kind / 4 % 64) + 1)
 }
 
 /// `{"v": v, "t": t, "p": p}` as CBOR.
