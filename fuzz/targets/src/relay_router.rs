@@ -21,8 +21,9 @@
 //!                                  exited
 //!                                  (TERMINAL) / an arbitrary flags byte, on a live exec id, an
 //!                                  id of a client's range, id 0 or an id outside every slot
-//!   7       target, count          count % 32 + 1 guest stdout frames of 1 MiB on one id (16
-//!                                  overflow a client's queue)
+//!   7       target, count          count >= 0xf0: 2 * (count - 0xf0) + 2 guest stdout frames of
+//!                                  1 MiB on one id (16 overflow a client's queue); else
+//!                                  count % 8 + 1 small ones
 //!   8       ms:u16 BE              time passes, then the router's tick
 //!   9       which                  the driver releases a slot it was asked to (ReleaseSlot)
 //!  10       who                    writing to `who` failed
@@ -252,7 +253,11 @@ impl Harness {
             }
             7 => {
                 let (target, count) = (input.byte(), input.byte());
-                return self.guest(target, 2, usize::from(count % 32) + 1);
+                // Floods are rare (count >= 0xf0): each costs tens of MiB of copies.
+                return match count.checked_sub(0xf0) {
+                    Some(n) => self.guest(target, 2, 2 * usize::from(n) + 2),
+                    None => self.guest(target, 0, usize::from(count % 8) + 1),
+                };
             }
             8 => {
                 let ms = input.u16();
@@ -626,10 +631,11 @@ impl Harness {
             4 => raw(&MessageFrame::new(id, Message::ExecExited(ExecExited { code: -1 }))),
             _ => RawFrame { id, flags: Flags::from_bits(kind), body: Bytes::from_static(&[0xa0]) },
         };
+        let bytes = wire(&frame);
         let count = count.min(MAX_GUEST_FRAMES.saturating_sub(self.guest_frames));
         self.guest_frames += count;
         for _ in 0..count {
-            if !self.guest_frame(&frame) {
+            if !self.guest_frame(&frame, &bytes) {
                 return false;
             }
         }
@@ -637,7 +643,7 @@ impl Harness {
     }
 
     /// One guest frame; `false` when the router refused it (the relay stops).
-    fn guest_frame(&mut self, frame: &RawFrame) -> bool {
+    fn guest_frame(&mut self, frame: &RawFrame, bytes: &Bytes) -> bool {
         let result = self.router.guest_frame(frame, self.now());
         let effects = match result {
             Ok(effects) => effects,
@@ -651,7 +657,6 @@ impl Harness {
         let owner = Slot::of_id(frame.id)
             .filter(|_| frame.id != 0)
             .and_then(|slot| self.clients.iter().position(|c| c.slot == slot));
-        let bytes = wire(frame);
         let mut delivered = 0;
         let mut closed = 0;
         for effect in &effects {
@@ -850,7 +855,8 @@ pub mod ops {
         vec![6, target, kind]
     }
 
-    /// `count % 32 + 1` guest stdout frames of 1 MiB.
+    /// `count >= 0xf0`: `2 * (count - 0xf0) + 2` guest stdout frames of 1 MiB; else
+    /// `count % 8 + 1` small ones.
     pub fn flood(target: u8, count: u8) -> Vec<u8> {
         vec![7, target, count]
     }
@@ -924,7 +930,8 @@ mod tests {
 
     #[test]
     fn a_flood_overflows_one_client_only() {
-        let input = script(&[connect(), connect(), send_valid(0, 0, 0), flood(0, 31), guest(1, 0)]);
+        let input =
+            script(&[connect(), connect(), send_valid(0, 0, 0), flood(0, 0xf8), guest(1, 0)]);
         let mut harness = Harness::new();
         let mut cursor = Input { data: &input, at: 0 };
         while let Some(op) = cursor.next() {
@@ -959,7 +966,7 @@ mod tests {
         harness.clients[1].slot = a;
         let frame = raw(&MessageFrame::new(a.range().first_usable(), Message::Ping));
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            harness.guest_frame(&frame);
+            harness.guest_frame(&frame, &wire(&frame));
         }));
         assert!(caught.is_err(), "the isolation check must fail on a wrong model");
     }

@@ -338,7 +338,7 @@ fn relay_router_seeds() -> Vec<Seed> {
                 ops::connect(),
                 ops::connect(),
                 ops::send_valid(0, 0, 0),
-                ops::flood(0, 31),
+                ops::flood(0, 0xf8),
                 ops::guest(5, 0),
                 ops::tick(5_000),
                 ops::wrote(1, 3),
