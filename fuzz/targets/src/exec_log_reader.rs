@@ -76,6 +76,17 @@ pub fn run(data: &[u8]) {
     sim.read();
 }
 
+/// One line the writer wrote.
+#[derive(Debug)]
+struct Line {
+    /// Its length, newline included.
+    len: usize,
+    /// The data a reader prints for it: `None` when it is not a selected record.
+    chunk: Option<Vec<u8>>,
+    /// It was rotated out of the set before the first read.
+    dropped: bool,
+}
+
 /// One simulated file: its identity (an inode) and the lines it holds.
 #[derive(Debug, Clone)]
 struct SimFile {
@@ -98,8 +109,8 @@ struct Sim {
     /// Bytes the writer has given the live file (on disk or pending): its rotation measure.
     live_size: u64,
     next_identity: u64,
-    /// Every line written, and whether it was rotated out of the set.
-    lines: Vec<(Vec<u8>, bool)>,
+    /// Every line written.
+    lines: Vec<Line>,
     cursor: FollowCursor,
     printed: Vec<Vec<u8>>,
     reads: usize,
@@ -156,7 +167,12 @@ impl Sim {
         }
         self.pending.extend_from_slice(&line);
         self.live_size += len;
-        self.lines.push((line, false));
+        // What a reader must print for this line, worked out once, on the line alone.
+        let chunk = ExecLogRecord::from_line(&String::from_utf8_lossy(&line))
+            .ok()
+            .filter(|record| self.selects(record.s))
+            .and_then(|record| record.data().ok());
+        self.lines.push(Line { len: line.len(), chunk, dropped: false });
         self.live.lines.end = self.lines.len();
     }
 
@@ -183,7 +199,7 @@ impl Sim {
                 // Lines dropped before the first read were never there for the reader; after
                 // it, the read forced above already took them.
                 for line in &mut self.lines[dropped.lines] {
-                    line.1 = true;
+                    line.dropped = true;
                 }
             }
         }
@@ -227,31 +243,30 @@ impl Sim {
         self.printed.extend(fresh);
         self.reads += 1;
         self.rotations_since_read = 0;
-        let expected = self.expected();
+        let expected: Vec<&Vec<u8>> = self.expected().collect();
         assert_eq!(self.printed.len(), expected.len(), "records printed after read {}", self.reads);
-        assert!(self.printed == expected, "a record was lost, repeated, cut or reordered");
+        let same =
+            self.printed.iter().zip(&expected).all(|(printed, expected)| printed == *expected);
+        assert!(same, "a record was lost, repeated, cut or reordered");
     }
 
     /// The data of every selected record whose line is complete on disk and was not rotated out
     /// before the first read, in order.
-    fn expected(&self) -> Vec<Vec<u8>> {
+    fn expected(&self) -> impl Iterator<Item = &Vec<u8>> {
         let on_disk = self.live.lines.start + complete_lines(&self.live, &self.lines);
         self.lines[..on_disk]
             .iter()
-            .filter(|(_, dropped)| !dropped)
-            .filter_map(|(line, _)| ExecLogRecord::from_line(&String::from_utf8_lossy(line)).ok())
-            .filter(|record| self.selects(record.s))
-            .filter_map(|record| record.data().ok())
-            .collect()
+            .filter(|line| !line.dropped)
+            .filter_map(|line| line.chunk.as_ref())
     }
 }
 
 /// How many of `file`'s lines are wholly on disk.
-fn complete_lines(file: &SimFile, lines: &[(Vec<u8>, bool)]) -> usize {
+fn complete_lines(file: &SimFile, lines: &[Line]) -> usize {
     let mut end = 0;
     let mut count = 0;
-    for (line, _) in &lines[file.lines.clone()] {
-        end += line.len();
+    for line in &lines[file.lines.clone()] {
+        end += line.len;
         if end > file.bytes.len() {
             break;
         }
