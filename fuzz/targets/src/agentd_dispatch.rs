@@ -166,7 +166,7 @@ fn repeated_name_bytes(kind: u8) -> usize {
     64 * 1024 * (usize::from(kind / 4 % 64) + 1)
 }
 
-/// `{"v": v, "t": t, "p": p}` as CBOR.
+/// `{"v": v, "t": t, "p": p}` as CBOR: the payload's CBOR travels as a byte string.
 fn envelope(v: u8, t: &str, p: &[u8]) -> Vec<u8> {
     let mut out = vec![0xa3];
     text(&mut out, "v");
@@ -174,25 +174,30 @@ fn envelope(v: u8, t: &str, p: &[u8]) -> Vec<u8> {
     text(&mut out, "t");
     text(&mut out, t);
     text(&mut out, "p");
+    head(&mut out, 0x40, p.len());
     out.extend_from_slice(p);
     out
 }
 
 /// A CBOR text string.
 fn text(out: &mut Vec<u8>, s: &str) {
-    let len = s.len();
+    head(out, 0x60, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A CBOR head: major type `major` (its top three bits) and length `len`.
+fn head(out: &mut Vec<u8>, major: u8, len: usize) {
     if len < 24 {
-        out.push(0x60 | len as u8);
+        out.push(major | len as u8);
     } else if len < 0x100 {
-        out.extend_from_slice(&[0x78, len as u8]);
+        out.extend_from_slice(&[major | 24, len as u8]);
     } else if len < 0x1_0000 {
-        out.push(0x79);
+        out.push(major | 25);
         out.extend_from_slice(&(len as u16).to_be_bytes());
     } else {
-        out.push(0x7a);
+        out.push(major | 26);
         out.extend_from_slice(&(len as u32).to_be_bytes());
     }
-    out.extend_from_slice(s.as_bytes());
 }
 
 /// Frames that need no answer from the dispatcher when it does not give one.
@@ -269,6 +274,25 @@ pub fn join_frame(id: u32, flags: Flags, kind: u8, bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn built_envelopes_decode_to_their_type() {
+        let frame = |kind, bytes: &[u8]| RawFrame {
+            id: 8,
+            flags: Flags::SESSION_START,
+            body: Bytes::from(body(kind, bytes)),
+        };
+        let unknown =
+            Dispatcher::new().handle(&frame(2, b"\x0acore.x\xc3\xa9"), &mut Fake::default());
+        let Some(Action::Reply { message: Message::Error(error), .. }) = unknown else {
+            panic!("expected core.error, got {unknown:?}");
+        };
+        assert_eq!(error.kind, CoreErrorKind::UnsupportedMessageType, "{}", error.message);
+        assert!(error.offending_type.is_some_and(|t| t.starts_with("core.x")));
+        let mut fake = Fake::default();
+        assert_eq!(Dispatcher::new().handle(&frame(3, b"sh"), &mut fake), None);
+        assert_eq!(fake.sessions, [8], "the exec request reached the service");
+    }
 
     #[test]
     fn huge_echoed_names_and_commands_are_answered_within_a_frame() {

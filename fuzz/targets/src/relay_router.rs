@@ -426,9 +426,10 @@ impl Harness {
             },
             3 => RawFrame { body: Bytes::from_static(&[0xa1, 0x61, b't']), ..ping },
             4 => {
-                // {"t": "control.relay.lease"}
-                let mut body = vec![0xa1, 0x61, b't', 0x73];
+                // {"v": 10, "t": "control.relay.lease", "p": h''}
+                let mut body = vec![0xa3, 0x61, b'v', 0x0a, 0x61, b't', 0x73];
                 body.extend_from_slice(b"control.relay.lease");
+                body.extend_from_slice(&[0x61, b'p', 0x40]);
                 RawFrame { body: Bytes::from(body), ..ping }
             }
             5 => {
@@ -445,6 +446,21 @@ impl Harness {
         let effects = self.router.client_frame(self.clients[i].id, &frame);
         if self.clients[i].open {
             self.expect_closed_only(i, &effects, "a frame breaking a rule");
+            let Some(Effect::CloseClient { reason: CloseReason::Violation(violation), .. }) =
+                effects.first()
+            else {
+                panic!("a rule breaker is closed for a violation: {effects:?}")
+            };
+            let named = matches!(
+                (kind % 7, violation),
+                (0 | 6, Violation::IdOutOfRange { .. })
+                    | (1, Violation::Flags(_))
+                    | (2, Violation::LocalTransport)
+                    | (3, Violation::MalformedCbor(_))
+                    | (4, Violation::ControlType { .. })
+                    | (5, Violation::HostOnlyType { .. })
+            );
+            assert!(named, "rule {} broken, but closed for {violation:?}", kind % 7);
         } else {
             assert!(effects.is_empty(), "a closing client's frames are ignored: {effects:?}");
         }

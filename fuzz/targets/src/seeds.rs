@@ -16,6 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use moat_protocol::exec_log::{ExecLogRecord, LogSource};
 use moat_protocol::limits::MAX_FRAME_BYTES;
+use moat_protocol::payload::exec::ExecRequest;
 use moat_protocol::vectors::{self, VectorBody};
 use moat_protocol::{
     Decoded, Flags, Message, MessageFrame, RawFrame, UnknownMessage, decode_frame,
@@ -267,6 +268,9 @@ fn vector_text_seeds() -> Vec<Seed> {
 
 fn relay_router_seeds() -> Vec<Seed> {
     let mut set = SeedSet::new("relay_router");
+    let body = |message| crate::relay_router::raw(&MessageFrame::new(1, message)).body.to_vec();
+    let exec_request = body(Message::ExecRequest(ExecRequest::new("sh")));
+    let ping = body(Message::Ping);
     let scripts: [(&str, Vec<Vec<u8>>); 8] = [
         (
             "two clients exec and ping",
@@ -324,8 +328,8 @@ fn relay_router_seeds() -> Vec<Seed> {
             "raw frames",
             vec![
                 ops::connect(),
-                ops::send_raw(0, 1, 0x02, b"\xa2atqcore.exec.requestap\xa1ccmdbsh"),
-                ops::send_raw(0, 2, 0x00, b"\xa1aticore.ping"),
+                ops::send_raw(0, 1, 0x02, &exec_request),
+                ops::send_raw(0, 2, 0x00, &ping),
                 ops::send_raw(0, 0, 0x04, b""),
                 ops::send_raw(0, 3, 0x08, b"bulk"),
                 ops::send_raw(0, 4, 0x06, b""),
