@@ -18,9 +18,9 @@
 //!   4       who                    `who`'s connection ends (hung up, or after CloseClient)
 //!   5       who, n                 `who`'s writer puts n % 8 + 1 queued frames on its socket
 //!   6       target, kind           one guest frame: stdout / stderr / 1 MiB stdout / started /
-//!                                  exited
-//!                                  (TERMINAL) / an arbitrary flags byte, on a live exec id, an
-//!                                  id of a client's range, id 0 or an id outside every slot
+//!                                  exited (TERMINAL) / an arbitrary flags byte, on a live exec
+//!                                  id, an id of a client's range, id 0 or an id outside every
+//!                                  slot (bad flags end the run: the relay would stop)
 //!   7       target, count          count >= 0xf0: 2 * (count - 0xf0) + 2 guest stdout frames of
 //!                                  1 MiB on one id (16 overflow a client's queue); else
 //!                                  count % 8 + 1 small ones
@@ -39,15 +39,19 @@
 //!
 //! - Isolation: a `ToClient` goes only to an open client, and a guest frame only to the client
 //!   whose range holds its id, byte for byte; a client's own event never names another client.
-//! - Rule breakers: a frame that breaks a rule disconnects its sender (`CloseClient`) and
-//!   forwards nothing; valid frames are forwarded byte for byte and close nobody.
+//! - Rule breakers: a frame that breaks a rule disconnects its sender (`CloseClient`, for that
+//!   rule's violation) and forwards nothing; valid frames are forwarded byte for byte and close
+//!   nobody; an exec past the per-client or relay-wide cap closes its sender (`TooManyExecs`);
+//!   a closing client's frames are ignored.
 //! - Slots: a new client gets the lowest slot the model says is free, and none while all are
 //!   leased or quarantined. A departed client's slot stays quarantined until the driver released
 //!   it and every exec it left open sent its terminal frame, or [`ORPHANED_EXEC_DRAIN_MS`]
 //!   passed since the first tick after the release; a departed client's open execs are killed
 //!   (`core.exec.signal 9`) and its range announced to the guest, in that order.
 //! - Bounds: clients, open exec sessions and each client's queued frames and bytes match the
-//!   model and never pass their limits; a guest frame that does not fit disconnects its client.
+//!   model and never pass their limits; a guest frame that does not fit disconnects its client;
+//!   a tick closes exactly the clients whose queued output made no progress for
+//!   `CLIENT_WRITE_STALL_MS`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
