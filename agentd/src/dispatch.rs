@@ -158,7 +158,8 @@ impl Dispatcher {
         let v = message.v;
         let message = message.message;
         let Some(t) = message.message_type() else {
-            let name = message.wire_name().to_owned();
+            // Client input: cut before it is formatted, not only after.
+            let name = cut(message.wire_name().to_owned(), MAX_OFFENDING_TYPE_BYTES);
             return error(
                 id,
                 CoreErrorKind::UnsupportedMessageType,

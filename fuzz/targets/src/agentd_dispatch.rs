@@ -9,7 +9,7 @@
 //!  ────────  ──────────────────────────────────────────────────────────────────────────────
 //!   0        the bytes as they are
 //!   1        {"v": bytes[0], "t": the rest as text, "p": {}}: an envelope of any type name
-//!   2        the same, the name repeated to about 64 KiB * (kind / 4 % 64 + 1): huge echoed
+//!   2        the same, the name repeated to about 32 KiB * (kind / 4 % 64 + 1): huge echoed
 //!            input (MAX_REPEATED_NAME_BYTES per input in all, then as kind 1)
 //!   3        exec.request {"cmd": the bytes as text}: the fake exec service refuses it when
 //!            the command is empty, echoing the command in its error
@@ -40,9 +40,8 @@ use moat_protocol::{Decoded, Flags, Message, MessageFrame, MessageType, RawFrame
 pub const MAX_FRAMES: usize = 512;
 
 /// Bytes of repeated type names (kind 2) one input may build in all; past it, kind 2 is kind 1.
-/// Any name over the error caps already shows a missing cut; a few MiB show a reply too big for a
-/// frame, without making every input slow.
-pub const MAX_REPEATED_NAME_BYTES: usize = 4 * 1024 * 1024;
+/// Any name over the error caps already shows a missing cut, without making every input slow.
+pub const MAX_REPEATED_NAME_BYTES: usize = 2 * 1024 * 1024;
 
 /// The fake services: which exec sessions exist, and the ids the last call touched.
 #[derive(Debug, Default)]
@@ -163,7 +162,7 @@ pub fn body(kind: u8, bytes: &[u8]) -> Vec<u8> {
 
 /// About how long a kind-2 frame's repeated type name is.
 fn repeated_name_bytes(kind: u8) -> usize {
-    64 * 1024 * (usize::from(kind / 4 % 64) + 1)
+    32 * 1024 * (usize::from(kind / 4 % 64) + 1)
 }
 
 /// `{"v": v, "t": t, "p": p}` as CBOR: the payload's CBOR travels as a byte string.
