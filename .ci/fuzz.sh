@@ -104,7 +104,7 @@ for target in "${targets[@]}"; do
     for artifact in $artifacts; do
       echo "crashing input: $(realpath "$artifact")"
       echo "  reproduce: cargo +$nightly fuzz run --fuzz-dir fuzz $target $artifact"
-      echo "  keep it:   fix protocol/ with a regression unit test, then"
+      echo "  keep it:   fix the crate that owns the bug (protocol/, relay/, agentd/) with a regression unit test, then"
       echo "             cp $artifact fuzz/seeds/$target/regression-<what-it-broke>"
     done
     if [ -z "$artifacts" ]; then

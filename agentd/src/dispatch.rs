@@ -79,13 +79,32 @@ pub struct Dispatcher {
     activity_seq: u64,
 }
 
+/// Longest `core.error` message the agent sends: messages can echo client input (an unknown type
+/// name, a command, a path), and a reply must always fit a frame.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
+/// Longest `offending_type` the agent sends (an unknown type name is client input).
+pub const MAX_OFFENDING_TYPE_BYTES: usize = 256;
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 fn error(id: u32, kind: CoreErrorKind, message: String, offending: Option<&str>) -> Option<Action> {
     Some(Action::Reply {
         id,
         message: Message::Error(CoreError {
             kind,
-            message,
-            offending_type: offending.map(str::to_owned),
+            message: cut(message, MAX_ERROR_MESSAGE_BYTES),
+            offending_type: offending.map(|t| cut(t.to_owned(), MAX_OFFENDING_TYPE_BYTES)),
             init_failure: None,
             workload_failure: None,
         }),
@@ -139,7 +158,8 @@ impl Dispatcher {
         let v = message.v;
         let message = message.message;
         let Some(t) = message.message_type() else {
-            let name = message.wire_name().to_owned();
+            // Client input: cut before it is formatted, not only after.
+            let name = cut(message.wire_name().to_owned(), MAX_OFFENDING_TYPE_BYTES);
             return error(
                 id,
                 CoreErrorKind::UnsupportedMessageType,
@@ -256,9 +276,12 @@ impl Dispatcher {
             Message::TcpConnect(connect) => Some(Action::Reply {
                 id,
                 message: Message::TcpFailed(TcpFailed {
-                    error: format!(
-                        "connect {}:{}: guest TCP forwarding is not built in moat-agentd yet",
-                        connect.host, connect.port
+                    error: cut(
+                        format!(
+                            "connect {}:{}: guest TCP forwarding is not built in moat-agentd yet",
+                            connect.host, connect.port
+                        ),
+                        MAX_ERROR_MESSAGE_BYTES,
                     ),
                 }),
             }),
@@ -579,5 +602,26 @@ mod tests {
         let request = FsRequest { op: FsOp::List { path: "/".into() }, bulk: None };
         assert_eq!(Dispatcher::new().handle(&raw(8, Message::FsRequest(request)), &mut fake), None);
         assert_eq!(fake.calls, vec!["fs 8 List"]);
+    }
+
+    #[test]
+    fn errors_echoing_a_huge_type_name_still_fit_a_frame() {
+        // A 1 MiB unknown type name of two-byte characters: echoed whole, the reply would be
+        // over 2 MiB; the cut keeps message and offending_type short, on character boundaries.
+        let unknown = Message::Unknown(moat_protocol::UnknownMessage {
+            t: "é".repeat(512 * 1024),
+            flags: Flags::NONE,
+            payload: vec![0xa0],
+        });
+        let action = Dispatcher::new().handle(&raw(5, unknown), &mut Fake::default());
+        let Some(Action::Reply { id: 5, message: Message::Error(error) }) = action else {
+            panic!("expected core.error on id 5, got {action:?}");
+        };
+        assert!(error.message.len() <= MAX_ERROR_MESSAGE_BYTES, "{}", error.message.len());
+        let offending = error.offending_type.clone().expect("the type is named");
+        assert!(offending.len() <= MAX_OFFENDING_TYPE_BYTES && offending.starts_with("éé"));
+        let reply = MessageFrame::new(5, Message::Error(error.clone())).to_bytes().unwrap();
+        assert!(reply.len() < 2 * (MAX_ERROR_MESSAGE_BYTES + MAX_OFFENDING_TYPE_BYTES));
+        assert_eq!(cut("aé".to_owned(), 2), "a");
     }
 }

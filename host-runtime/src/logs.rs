@@ -3,17 +3,22 @@
 //! ```text
 //!  DIR/logs/exec.log.4 ─► .3 ─► .2 ─► .1 ─► exec.log ─► filter by source ─► `d` bytes
 //!   ─► last N lines (--tail)
-//!  -f: then poll exec.log from its end while the sandbox is live (a shrinking file was rotated:
-//!      read it again from the start)
+//!  -f: then, while the sandbox is live, read what is new: the rest of the file last read (even
+//!      when it was rotated to exec.log.N meanwhile), every newer rotation, the live file's
+//!      complete lines
 //! ```
 //!
-//! The record format belongs to `moat_protocol::exec_log`; writing and rotating to the relay.
+//! The record format and the pure reading rules (complete lines, record chunks, tail start,
+//! where to read next across rotation) belong to `moat_protocol::exec_log`; writing and rotating
+//! to the relay. This module does the file I/O.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use moat_protocol::exec_log::{ExecLogRecord, LogSource};
+use moat_protocol::exec_log::{FollowCursor, LogFile, LogSource, record_chunks, tail_start};
 use moat_protocol::limits::EXEC_LOG_ROTATED_FILES;
 
 use crate::cli::{LogFilter, LogsArgs};
@@ -47,95 +52,73 @@ fn log_files(log_dir: &Path) -> Vec<PathBuf> {
 /// The selected records' bytes from complete lines of `text`; lines that are not records are
 /// skipped.
 pub fn chunks(text: &str, filter: LogFilter) -> Vec<Vec<u8>> {
-    text.lines()
-        .filter_map(|line| ExecLogRecord::from_line(line).ok())
-        .filter(|record| selects(filter, record.s))
-        .filter_map(|record| record.data().ok())
-        .collect()
+    record_chunks(text.as_bytes(), |source| selects(filter, source))
 }
 
 /// Prints the selected records; with `follow`, keeps printing until the sandbox is not live.
 pub fn print(dir: &SandboxDir, args: &LogsArgs) -> Result<(), RuntimeError> {
     let log_dir = dir.log_dir();
-    let mut selected = Vec::new();
-    let mut live_len = 0;
-    for path in log_files(&log_dir) {
-        let text = std::fs::read(&path).map_err(RuntimeError::io("read exec log", &path))?;
-        if path.ends_with(EXEC_LOG) {
-            live_len = complete_prefix(&text);
-        }
-        selected.extend(chunks(
-            &String::from_utf8_lossy(&text[..complete_len(&text, &path)]),
-            args.source,
-        ));
-    }
-    let text = selected.concat();
+    let mut cursor = FollowCursor::new();
+    let text = read_new(&log_dir, &mut cursor, args.source)?.concat();
     let start = args.tail.map_or(0, |n| tail_start(&text, n));
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(&text[start..]);
     let _ = out.flush();
     if args.follow {
-        follow(dir, &log_dir.join(EXEC_LOG), live_len, args.source, &mut out)?;
+        follow(dir, &log_dir, cursor, args.source, &mut out)?;
     }
     Ok(())
 }
 
-/// Where the last `lines` lines of `text` start (a final line without newline counts).
-pub fn tail_start(text: &[u8], lines: usize) -> usize {
-    if lines == 0 {
-        return text.len();
-    }
-    let body = text.strip_suffix(b"\n").unwrap_or(text);
-    let mut seen = 0;
-    for (i, byte) in body.iter().enumerate().rev() {
-        if *byte == b'\n' {
-            seen += 1;
-            if seen == lines {
-                return i + 1;
-            }
+/// The selected records the cursor has not read yet, oldest first; the cursor moves past them.
+/// Every file is opened before any is measured or read, so a rotation in between cannot swap
+/// one for another. Nothing while the live `exec.log` is missing (between rotation's renames).
+fn read_new(
+    log_dir: &Path,
+    cursor: &mut FollowCursor,
+    filter: LogFilter,
+) -> Result<Vec<Vec<u8>>, RuntimeError> {
+    let mut open = Vec::new();
+    for path in log_files(log_dir) {
+        match File::open(&path) {
+            Ok(file) => open.push((path, file)),
+            Err(err) if err.kind() == ErrorKind::NotFound => {}
+            Err(err) => return Err(RuntimeError::io("open exec log", &path)(err)),
         }
     }
-    0
-}
-
-/// Length of `text` up to and including its last newline (a partial last line waits for more).
-fn complete_prefix(text: &[u8]) -> u64 {
-    text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i as u64 + 1)
-}
-
-/// How much of a file to parse now: rotated files whole, the live file's complete lines only.
-fn complete_len(text: &[u8], path: &Path) -> usize {
-    if path.ends_with(EXEC_LOG) {
-        usize::try_from(complete_prefix(text)).unwrap_or(text.len())
-    } else {
-        text.len()
+    if !open.last().is_some_and(|(path, _)| path.ends_with(EXEC_LOG)) {
+        return Ok(Vec::new());
     }
+    let mut files = Vec::with_capacity(open.len());
+    for (path, file) in &open {
+        let meta = file.metadata().map_err(RuntimeError::io("stat exec log", path))?;
+        files.push(LogFile { identity: meta.ino(), len: meta.len() });
+    }
+    let mut selected = Vec::new();
+    for read in cursor.plan(&files) {
+        let (path, file) = &mut open[read.file];
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(read.from))
+            .and_then(|_| file.read_to_end(&mut bytes))
+            .map_err(RuntimeError::io("read exec log", &*path))?;
+        let text =
+            if read.live { cursor.advance(files[read.file], read.from, &bytes) } else { &bytes };
+        selected.extend(record_chunks(text, |source| selects(filter, source)));
+    }
+    Ok(selected)
 }
 
 fn follow(
     dir: &SandboxDir,
-    live: &Path,
-    mut offset: u64,
+    log_dir: &Path,
+    mut cursor: FollowCursor,
     filter: LogFilter,
     out: &mut impl Write,
 ) -> Result<(), RuntimeError> {
     loop {
         let still_live =
             matches!(state::read(dir.path())?.status, Status::Running | Status::Draining);
-        let mut fresh = Vec::new();
-        if let Ok(mut file) = std::fs::File::open(live) {
-            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-            if len < offset {
-                offset = 0;
-            }
-            if file.seek(SeekFrom::Start(offset)).is_ok() {
-                let _ = file.read_to_end(&mut fresh);
-            }
-        }
-        let take = complete_prefix(&fresh);
-        offset += take;
-        let text = String::from_utf8_lossy(&fresh[..usize::try_from(take).unwrap_or(0)]);
-        for chunk in chunks(&text, filter) {
+        for chunk in read_new(log_dir, &mut cursor, filter)? {
             let _ = out.write_all(&chunk);
         }
         let _ = out.flush();
@@ -173,20 +156,6 @@ mod tests {
     }
 
     #[test]
-    fn tail_counts_output_lines_not_records() {
-        assert_eq!(tail_start(b"one\ntwo\nthree\n", 1), 8);
-        assert_eq!(tail_start(b"one\ntwo\nthree", 2), 4);
-        assert_eq!(tail_start(b"one\n", 5), 0);
-        assert_eq!(tail_start(b"one\n", 0), 4);
-    }
-
-    #[test]
-    fn partial_last_line_is_not_complete() {
-        assert_eq!(complete_prefix(b"a\nb"), 2);
-        assert_eq!(complete_prefix(b"ab"), 0);
-    }
-
-    #[test]
     fn rotations_are_read_oldest_first() {
         let exe = std::env::current_exe().unwrap();
         let dir = exe.parent().unwrap().join("moat-logs-unit-test");
@@ -200,5 +169,26 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["exec.log.3", "exec.log.1", "exec.log"]);
+    }
+
+    #[test]
+    fn follow_reads_the_rest_of_a_rotated_file_once() {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().join("moat-logs-follow-unit-test");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = |d: &str| {
+            format!(r#"{{"t":"2026-01-01T00:00:00.000Z","s":"stdout","d":"{d}","id":1}}"#) + "\n"
+        };
+        let live = dir.join("exec.log");
+        std::fs::write(&live, line("one") + &line("tw")[..20]).unwrap();
+        let mut cursor = FollowCursor::new();
+        assert_eq!(read_new(&dir, &mut cursor, LogFilter::All).unwrap(), [b"one"]);
+        // The partial line is completed, then the file rotates and the new one gets a record.
+        std::fs::write(&live, line("one") + &line("two")).unwrap();
+        std::fs::rename(&live, dir.join("exec.log.1")).unwrap();
+        std::fs::write(&live, line("three")).unwrap();
+        assert_eq!(read_new(&dir, &mut cursor, LogFilter::All).unwrap(), [&b"two"[..], b"three"]);
+        assert!(read_new(&dir, &mut cursor, LogFilter::All).unwrap().is_empty());
     }
 }

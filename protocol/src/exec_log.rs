@@ -5,8 +5,9 @@
 //! {"t":"2026-04-30T20:32:59.688Z","s":"stdout","d":"hello\n","id":7}
 //! ```
 //!
-//! This module owns the record's shape and its text form. Writing, rotating and tailing the file
-//! belong to the relay and the CLI.
+//! This module owns the record's shape and its text form, and the pure half of reading the file
+//! set back ([`complete_prefix`], [`record_chunks`], [`tail_start`], [`FollowCursor`]). Writing
+//! and rotating belong to the relay; the file I/O of `moat logs` to the CLI.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -130,6 +131,125 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// Length of `text` up to and including its last `\n`: the complete lines. A partial last line
+/// (the writer is between two writes) waits for the rest.
+pub fn complete_prefix(text: &[u8]) -> usize {
+    text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
+}
+
+/// The data of each record among the lines of `text` whose source `select` keeps, in order.
+/// Lines that are not records are skipped; invalid UTF-8 is read as U+FFFD.
+pub fn record_chunks(text: &[u8], select: impl Fn(LogSource) -> bool) -> Vec<Vec<u8>> {
+    text.split(|b| *b == b'\n')
+        .filter_map(|line| ExecLogRecord::from_line(&String::from_utf8_lossy(line)).ok())
+        .filter(|record| select(record.s))
+        .filter_map(|record| record.data().ok())
+        .collect()
+}
+
+/// Where the last `lines` lines of `text` start (a final line without `\n` counts as one):
+/// `moat logs --tail N`.
+pub fn tail_start(text: &[u8], lines: usize) -> usize {
+    if lines == 0 {
+        return text.len();
+    }
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    let mut seen = 0;
+    for (i, byte) in body.iter().enumerate().rev() {
+        if *byte == b'\n' {
+            seen += 1;
+            if seen == lines {
+                return i + 1;
+            }
+        }
+    }
+    0
+}
+
+/// One file of the `exec.log` set as a reader sees it now: which file it is (the file system's
+/// identity, such as the inode number, which survives a rename) and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogFile {
+    /// Identity that stays with the file across rotation renames.
+    pub identity: u64,
+    /// Bytes in it now.
+    pub len: u64,
+}
+
+/// One read a [`FollowCursor`] asks for: file `file` (an index into the list given to
+/// [`FollowCursor::plan`]) from byte `from` to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRead {
+    /// Index into the files, oldest first.
+    pub file: usize,
+    /// First byte to read.
+    pub from: u64,
+    /// Whether this is the live file: only its complete lines count, the rest is read again
+    /// next time ([`FollowCursor::advance`]). Rotated files are read whole.
+    pub live: bool,
+}
+
+/// Where `moat logs` stands in the rotating `exec.log` set: which file it read last and how far
+/// into it its complete lines go.
+///
+/// ```text
+///  files (oldest first):  exec.log.4  .3  .2  .1  exec.log
+///  cursor in exec.log, not rotated:       read exec.log from the cursor
+///  cursor's file renamed to .k:           read .k from the cursor, every newer .j whole, then
+///                                         exec.log from 0
+///  cursor's file gone (or a new cursor):  read every file from 0
+///  cursor's file shorter (truncated):     read it from 0
+/// ```
+///
+/// Each record is read once and whole, as long as the file holding unread records has not been
+/// rotated out of the set between two reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FollowCursor {
+    /// The live file last read, and the end of its complete lines.
+    at: Option<(u64, u64)>,
+}
+
+impl FollowCursor {
+    /// A cursor that has read nothing: its first plan reads every file.
+    pub fn new() -> FollowCursor {
+        FollowCursor::default()
+    }
+
+    /// The reads to make, in order, given the files present now, oldest first and the live
+    /// `exec.log` last. Empty when there are no files.
+    pub fn plan(&self, files: &[LogFile]) -> Vec<LogRead> {
+        let Some(live) = files.len().checked_sub(1) else { return Vec::new() };
+        let (first, from) = match self.at {
+            Some((identity, offset)) => match files.iter().rposition(|f| f.identity == identity) {
+                Some(i) if files[i].len >= offset => (i, offset),
+                Some(i) => (i, 0),
+                None => (0, 0),
+            },
+            None => (0, 0),
+        };
+        (first..=live)
+            .map(|file| LogRead {
+                file,
+                from: if file == first { from } else { 0 },
+                live: file == live,
+            })
+            .collect()
+    }
+
+    /// `bytes` were read from the live file `live` starting at `from`: returns their complete
+    /// lines and moves the cursor past them.
+    pub fn advance<'a>(&mut self, live: LogFile, from: u64, bytes: &'a [u8]) -> &'a [u8] {
+        let take = complete_prefix(bytes);
+        self.at = Some((live.identity, from + take as u64));
+        &bytes[..take]
+    }
+
+    /// The live file the cursor is in and the offset of its next unread line.
+    pub fn position(&self) -> Option<(u64, u64)> {
+        self.at
+    }
+}
+
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
     fn value(c: u8) -> Option<u32> {
         Some(match c {
@@ -213,5 +333,72 @@ mod tests {
     fn rejects_unknown_source_and_garbage() {
         assert!(ExecLogRecord::from_line("{\"t\":\"x\",\"s\":\"tty\",\"d\":\"\"}").is_err());
         assert!(ExecLogRecord::from_line("not json").is_err());
+    }
+
+    #[test]
+    fn complete_prefix_stops_at_the_last_newline() {
+        assert_eq!(complete_prefix(b"a\nb"), 2);
+        assert_eq!(complete_prefix(b"ab"), 0);
+        assert_eq!(complete_prefix(b""), 0);
+        assert_eq!(complete_prefix(b"a\n\n"), 3);
+    }
+
+    #[test]
+    fn record_chunks_filters_and_skips_garbage() {
+        let mut text = ExecLogRecord::system(at(0), "start\n").to_line().into_bytes();
+        text.extend_from_slice(b"not a record\n\xff\xfe\n");
+        text.extend(ExecLogRecord::output(at(1), LogSource::Stderr, 1, b"oops").to_line().bytes());
+        text.extend(ExecLogRecord::output(at(2), LogSource::Stdout, 1, b"one").to_line().bytes());
+        assert_eq!(record_chunks(&text, |_| true), [&b"start\n"[..], b"oops", b"one"]);
+        assert_eq!(record_chunks(&text, |s| s == LogSource::Stdout), [b"one"]);
+    }
+
+    #[test]
+    fn tail_counts_output_lines() {
+        assert_eq!(tail_start(b"one\ntwo\nthree\n", 1), 8);
+        assert_eq!(tail_start(b"one\ntwo\nthree", 2), 4);
+        assert_eq!(tail_start(b"one\n", 5), 0);
+        assert_eq!(tail_start(b"one\n", 0), 4);
+    }
+
+    fn file(identity: u64, len: u64) -> LogFile {
+        LogFile { identity, len }
+    }
+
+    fn read(file: usize, from: u64, live: bool) -> LogRead {
+        LogRead { file, from, live }
+    }
+
+    #[test]
+    fn a_new_cursor_reads_every_file() {
+        let cursor = FollowCursor::new();
+        assert_eq!(cursor.plan(&[file(7, 10), file(8, 3)]), [read(0, 0, false), read(1, 0, true)]);
+        assert!(cursor.plan(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_cursor_keeps_a_partial_line_for_next_time() {
+        let mut cursor = FollowCursor::new();
+        assert_eq!(cursor.advance(file(8, 5), 0, b"ab\ncd"), b"ab\n");
+        assert_eq!(cursor.plan(&[file(8, 9)]), [read(0, 3, true)]);
+        assert_eq!(cursor.advance(file(8, 9), 3, b"cd\nef"), b"cd\n");
+        assert_eq!(cursor.position(), Some((8, 6)));
+    }
+
+    #[test]
+    fn after_rotation_the_rest_of_the_old_file_is_read_first() {
+        let mut cursor = FollowCursor::new();
+        cursor.advance(file(8, 4), 0, b"one\n");
+        // exec.log (8) became exec.log.2, another rotation made .1 (9), the live file is 10.
+        let files = [file(7, 50), file(8, 9), file(9, 20), file(10, 2)];
+        assert_eq!(cursor.plan(&files), [read(1, 4, false), read(2, 0, false), read(3, 0, true)]);
+    }
+
+    #[test]
+    fn a_truncated_or_vanished_file_is_read_from_the_start() {
+        let mut cursor = FollowCursor::new();
+        cursor.advance(file(8, 10), 0, b"123456789\n");
+        assert_eq!(cursor.plan(&[file(8, 4)]), [read(0, 0, true)]);
+        assert_eq!(cursor.plan(&[file(5, 4), file(6, 1)]), [read(0, 0, false), read(1, 0, true)]);
     }
 }

@@ -507,6 +507,18 @@ impl Router {
         self.clients.len()
     }
 
+    /// Exec sessions open now, including those of departed clients whose terminal frame has not
+    /// arrived; never more than [`crate::limits::MAX_TRACKED_EXEC_SESSIONS`].
+    pub fn open_exec_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// `client`'s queued output as (frames, bytes): handed to its writer, not yet reported
+    /// written. `None` once the client is gone.
+    pub fn queued_output(&self, client: ClientId) -> Option<(usize, usize)> {
+        self.clients.get(&client).map(|state| (state.queue.frames(), state.queue.bytes()))
+    }
+
     fn open_exec(&mut self, client: ClientId, id: u32, payload: &[u8]) -> Result<(), CloseReason> {
         // An undecodable request is still forwarded: the agent answers it with a TERMINAL
         // core.error, which ends the session registered here.

@@ -6,7 +6,8 @@
 //!  tests/replay.rs: fuzz/seeds/<name>/*, fuzz/corpus/<name>/* ──┘   (stable, cargo test)
 //! ```
 //!
-//! Each target checks one property of `moat-protocol` and panics when it does not hold; a panic is
+//! Each target checks one property of `moat-protocol` (or of the relay's router, agentd's
+//! dispatcher, the exec.log reader built on it) and panics when it does not hold; a panic is
 //! what libFuzzer reports as a crash. Keeping the bodies here, with no libFuzzer dependency, lets
 //! the committed seeds and any local corpus be replayed as ordinary tests on stable Rust.
 //!
@@ -16,9 +17,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agentd_dispatch;
 pub mod exec_log_line;
+pub mod exec_log_reader;
 pub mod frame_split;
 pub mod message_decode;
+pub mod relay_router;
 pub mod roundtrip;
 pub mod seeds;
 pub mod vector_text;
@@ -36,12 +40,15 @@ pub struct Target {
 }
 
 /// Every target, in the order `.ci/fuzz.sh` runs them.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 8] = [
     Target { name: "frame_split", run: frame_split::run },
     Target { name: "message_decode", run: message_decode::run },
     Target { name: "roundtrip", run: roundtrip::run },
     Target { name: "exec_log_line", run: exec_log_line::run },
     Target { name: "vector_text", run: vector_text::run },
+    Target { name: "relay_router", run: relay_router::run },
+    Target { name: "exec_log_reader", run: exec_log_reader::run },
+    Target { name: "agentd_dispatch", run: agentd_dispatch::run },
 ];
 
 /// Looks a target up by name.

@@ -16,12 +16,14 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use moat_protocol::exec_log::{ExecLogRecord, LogSource};
 use moat_protocol::limits::MAX_FRAME_BYTES;
+use moat_protocol::payload::exec::ExecRequest;
 use moat_protocol::vectors::{self, VectorBody};
 use moat_protocol::{
     Decoded, Flags, Message, MessageFrame, RawFrame, UnknownMessage, decode_frame,
 };
 
 use crate::frame_split::plan_step;
+use crate::relay_router::ops;
 use crate::{frame_split, message_decode};
 
 /// The golden vectors the seeds are made from.
@@ -67,6 +69,9 @@ pub fn generate() -> Vec<Seed> {
     seeds.extend(roundtrip_seeds(&frames));
     seeds.extend(exec_log_line_seeds());
     seeds.extend(vector_text_seeds());
+    seeds.extend(relay_router_seeds());
+    seeds.extend(exec_log_reader_seeds());
+    seeds.extend(agentd_dispatch_seeds(&frames));
     seeds
 }
 
@@ -258,6 +263,200 @@ fn vector_text_seeds() -> Vec<Seed> {
     ] {
         set.add(what, text.as_bytes().to_vec());
     }
+    set.seeds
+}
+
+fn relay_router_seeds() -> Vec<Seed> {
+    let mut set = SeedSet::new("relay_router");
+    let body = |message| crate::relay_router::raw(&MessageFrame::new(1, message)).body.to_vec();
+    let exec_request = body(Message::ExecRequest(ExecRequest::new("sh")));
+    let ping = body(Message::Ping);
+    let scripts: [(&str, Vec<Vec<u8>>); 8] = [
+        (
+            "two clients exec and ping",
+            vec![
+                ops::connect(),
+                ops::connect(),
+                ops::send_valid(0, 0, 0),
+                ops::send_valid(1, 1, 3),
+                ops::guest(0, 0),
+                ops::guest(0, 1),
+                ops::wrote(0, 7),
+                ops::guest(0, 4),
+            ],
+        ),
+        (
+            "orphaned exec holds its slot until exited",
+            vec![
+                ops::connect(),
+                ops::send_valid(0, 0, 0),
+                ops::send_valid(0, 2, 0),
+                ops::disconnect(0),
+                ops::connect(),
+                ops::release(0),
+                ops::guest(0, 0),
+                ops::guest(0, 4),
+                ops::connect(),
+                ops::guest(4, 4),
+                ops::connect(),
+            ],
+        ),
+        (
+            "orphaned exec drain deadline",
+            vec![
+                ops::connect(),
+                ops::send_valid(0, 0, 0),
+                ops::disconnect(0),
+                ops::release(0),
+                ops::tick(1_000),
+                ops::connect(),
+                ops::tick(9_999),
+                ops::tick(1),
+                ops::connect(),
+                ops::guest(0, 0),
+                ops::guest(0, 4),
+            ],
+        ),
+        (
+            "every rule breaker among bystanders",
+            (0u8..14)
+                .flat_map(|kind| [ops::connect(), ops::connect(), ops::send_invalid(1, kind)])
+                .chain([ops::guest(1, 0), ops::disconnect(1), ops::release(0)])
+                .collect(),
+        ),
+        (
+            "raw frames",
+            vec![
+                ops::connect(),
+                ops::send_raw(0, 1, 0x02, &exec_request),
+                ops::send_raw(0, 2, 0x00, &ping),
+                ops::send_raw(0, 0, 0x04, b""),
+                ops::send_raw(0, 3, 0x08, b"bulk"),
+                ops::send_raw(0, 4, 0x06, b""),
+                ops::send_raw(0, 33_554_432, 0x00, b"\xa0"),
+            ],
+        ),
+        (
+            "slow client overflow and stall",
+            vec![
+                ops::connect(),
+                ops::connect(),
+                ops::send_valid(0, 0, 0),
+                ops::flood(0, 0xf8),
+                ops::guest(5, 0),
+                ops::tick(5_000),
+                ops::wrote(1, 3),
+                ops::tick(5_000),
+            ],
+        ),
+        (
+            "closing clients and failures",
+            vec![
+                ops::connect(),
+                ops::connect(),
+                ops::connect(),
+                ops::write_failed(0),
+                ops::stream_error(1),
+                ops::send_valid(0, 0, 3),
+                ops::guest(1, 0),
+                ops::disconnect(0),
+                ops::disconnect(0),
+                ops::release(1),
+                ops::release(0),
+            ],
+        ),
+        (
+            "guest ids outside every slot and bad flags",
+            vec![
+                ops::connect(),
+                ops::guest(2, 0),
+                ops::guest(6, 1),
+                ops::guest(10, 3),
+                ops::guest(14, 4),
+                ops::guest(1, 0x0b),
+                ops::connect(),
+            ],
+        ),
+    ];
+    for (what, script) in scripts {
+        set.add(what, script.concat());
+    }
+    let mut full = Vec::new();
+    for _ in 0..130 {
+        full.extend(ops::connect());
+    }
+    full.extend(ops::disconnect(3));
+    full.extend(ops::connect());
+    full.extend(ops::release(0));
+    full.extend(ops::connect());
+    set.add("all slots taken then one freed", full);
+    set.seeds
+}
+
+fn exec_log_reader_seeds() -> Vec<Seed> {
+    let mut set = SeedSet::new("exec_log_reader");
+    let record = |source: u8, data: &[u8]| {
+        let mut op = vec![0, source, data.len() as u8];
+        op.extend_from_slice(data);
+        op
+    };
+    let mut many = vec![0, 0, 0];
+    for i in 0..60u8 {
+        many.extend(record(i, format!("line {i}\n").as_bytes()));
+        many.extend([2, i % 11]);
+        if i % 4 == 0 {
+            many.push(3);
+        }
+    }
+    set.add("rotation with partial flushes", many);
+    let mut tail = vec![255, 0, 4];
+    for i in 0..9u8 {
+        tail.extend(record(i % 4, b"a\nb\n"));
+    }
+    tail.extend([2, 255, 3]);
+    set.add("tail 3 of multi line chunks", tail);
+    let mut filtered = vec![3, 1, 0];
+    for i in 0..20u8 {
+        filtered.extend(record(i, &[0xff, b'x', i]));
+        filtered.extend([1, 4, b'{', b'}', b'\r', i]);
+        filtered.extend([2, 3, 3]);
+    }
+    set.add("stdout filter garbage and bad utf 8", filtered);
+    let mut burst = vec![0, 2, 2];
+    burst.push(3);
+    for i in 0..40u8 {
+        burst.extend(record(1, &[b'e'; 40][..usize::from(i)]));
+    }
+    burst.push(3);
+    set.add("five rotations between reads", burst);
+    let b64 = br#"{"t":"2026-04-30T20:33:01.500Z","s":"stdout","d":"/w==","id":9,"e":"b64"}"#;
+    let mut line = vec![0, 0, 1, 1, b64.len() as u8];
+    line.extend_from_slice(b64);
+    line.extend([2, 9, 3, 2, 255, 3]);
+    set.add("base64 line cut in two", line);
+    set.seeds
+}
+
+fn agentd_dispatch_seeds(frames: &[VectorFrame]) -> Vec<Seed> {
+    let mut set = SeedSet::new("agentd_dispatch");
+    let mut all = Vec::new();
+    for f in frames {
+        let raw = f.raw();
+        all.extend(crate::agentd_dispatch::join_frame(raw.id, raw.flags, 0, &raw.body));
+    }
+    set.add("every golden frame", all);
+    for (what, id, flags, kind, bytes) in [
+        ("unknown type", 5, Flags::NONE, 1, &b"\x0acore.teleport"[..]),
+        ("huge unknown type", 6, Flags::NONE, 2 + 4 * 63, &b"\x0acore.x\xc3\xa9"[..]),
+        ("too new type", 7, Flags::NONE, 1, &b"\x0acore.exec.output.ack"[..]),
+        ("refused exec with long command", 8, Flags::SESSION_START, 3, &[b'!'; 4000][..]),
+        ("control type", 9, Flags::NONE, 1, &b"\x0acontrol.relay.lease"[..]),
+    ] {
+        set.add(what, crate::agentd_dispatch::join_frame(id, flags, kind, bytes));
+    }
+    let mut session = crate::agentd_dispatch::join_frame(11, Flags::SESSION_START, 3, b"sh");
+    session.extend(crate::agentd_dispatch::join_frame(12, Flags::NONE, 1, b"\x0acore.exec.stdin"));
+    set.add("exec then stdin on another id", session);
     set.seeds
 }
 

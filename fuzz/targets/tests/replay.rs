@@ -70,6 +70,21 @@ fn replays_vector_text_inputs() {
 }
 
 #[test]
+fn replays_relay_router_inputs() {
+    replay("relay_router");
+}
+
+#[test]
+fn replays_exec_log_reader_inputs() {
+    replay("exec_log_reader");
+}
+
+#[test]
+fn replays_agentd_dispatch_inputs() {
+    replay("agentd_dispatch");
+}
+
+#[test]
 fn every_fuzz_binary_has_a_replayed_target() {
     let dir = seeds::fuzz_dir().join("fuzz_targets");
     let binaries: BTreeSet<String> = inputs(&dir)
