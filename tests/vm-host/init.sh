@@ -4,7 +4,7 @@
 # Results go to the second serial port (/dev/ttyS1) as `VMTEST ...` lines, so kernel messages on
 # the console (ttyS0) can never corrupt them.
 /bin/busybox --install -s /bin
-export PATH=/opt/moat:/bin:/sbin
+export PATH=/opt/moat:/usr/bin:/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev

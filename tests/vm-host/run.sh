@@ -50,7 +50,7 @@ else
   # Debug builds: CI's `cargo test` has already built them, so this is nearly free, and the suite
   # is dominated by emulated microVM boots, not by moat's own code.
   say "building moat and moat-conformance (debug)"
-  nice cargo build --locked -p moat-runtime --bin moat -p moat-conformance --bin moat-conformance >&2
+  nice cargo build --locked --workspace --all-features --bins >&2
   bin_dir=$root/target/debug
 fi
 for b in moat moat-conformance; do
@@ -210,11 +210,16 @@ cp "$agentd_static" "$r/opt/moat/moat-agentd-static"
 # The namespace backend and `moat` look for moat-agentd next to moat: the static one serves.
 ln -s moat-agentd-static "$r/opt/moat/moat-agentd"
 cp -L "$krunfw" "$r/opt/libkrunfw.so.5"
-# script(1) gives `moat exec -t` a terminal (busybox has none): util-linux's, from the host.
-script_bin=$(command -v script || true)
-[ -n "$script_bin" ] || cannot "script(1) is missing on this host (package bsdutils)"
-cp -L "$script_bin" "$r/bin/script"
-for b in "$r/opt/moat/moat" "$r/opt/moat/moat-conformance" "$r/bin/script"; do
+# util-linux's script(1) gives `moat exec -t` a terminal (busybox has none), and moat runs
+# util-linux's unshare (busybox's lacks options it uses): both from this host, into /usr/bin,
+# which the test host's PATH puts before busybox's /bin.
+mkdir -p "$r/usr/bin"
+for t in script unshare; do
+  t_bin=$(command -v "$t" || true)
+  [ -n "$t_bin" ] || cannot "$t is missing on this host (util-linux / bsdutils)"
+  cp -L "$t_bin" "$r/usr/bin/$t"
+done
+for b in "$r/opt/moat/moat" "$r/opt/moat/moat-conformance" "$r/usr/bin/script" "$r/usr/bin/unshare"; do
   for l in $(ldd "$b" | awk '/=> \//{print $3}'); do
     cp -L "$l" "$r/lib/x86_64-linux-gnu/"
   done
@@ -294,9 +299,14 @@ if [ -n "$problem" ]; then
   tr -d '\r' <"$console" | tail -n 40
   echo "---"
 fi
-if [ "$failed" -gt 0 ] && [ -z "$problem" ]; then
-  echo "(the test host's console, with each failed case's evidence: $console)"
-fi
+# Each failed case's evidence: its part of the test host's console.
+for c in $(sed -n 's/^VMTEST FAIL \([a-z_]*\):.*/\1/p' "$run_dir/results.txt"); do
+  echo "--- evidence for $c (from $console):"
+  tr -d '\r' <"$console" | awk -v c="$c" '
+    /^==== case / { on = ($3 == c) }
+    on { print }' | head -n 60
+done
+[ "$failed" = 0 ] || echo "(the whole console: $console; sandbox logs are inside the test host)"
 echo "timing: $((t_boot - t_start)) s to build and assemble, $((t_end - t_boot)) s in the test host"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
