@@ -206,7 +206,7 @@ done
 for b in moat moat-conformance; do
   objcopy --strip-debug "$bin_dir/$b" "$r/opt/moat/$b"
 done
-cp "$agentd_static" "$r/opt/moat/moat-agentd-static"
+objcopy --strip-debug "$agentd_static" "$r/opt/moat/moat-agentd-static"
 # The namespace backend and `moat` look for moat-agentd next to moat: the static one serves.
 ln -s moat-agentd-static "$r/opt/moat/moat-agentd"
 cp -L "$krunfw" "$r/opt/libkrunfw.so.5"
@@ -228,11 +228,11 @@ cp -L /lib64/ld-linux-x86-64.so.2 "$r/lib64/"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' >"$r/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
 echo vmhost >"$r/etc/hostname"
-# A small root filesystem for --rootfs cases: static busybox and a marker file.
+# A small root filesystem for --rootfs cases: static busybox with every applet, a marker file.
 rf=$r/opt/rootfs
 mkdir -p "$rf"/{bin,sbin,etc,proc,sys,dev,tmp,run,root}
 cp "$busybox" "$rf/bin/busybox"
-for a in sh cat echo ls true false sleep env id uname mkdir rm tty stty head wc; do
+for a in $("$busybox" --list); do
   ln -s busybox "$rf/bin/$a"
 done
 cp "$r/etc/passwd" "$r/etc/group" "$rf/etc/"
@@ -304,7 +304,7 @@ for c in $(sed -n 's/^VMTEST FAIL \([a-z_]*\):.*/\1/p' "$run_dir/results.txt"); 
   echo "--- evidence for $c (from $console):"
   tr -d '\r' <"$console" | awk -v c="$c" '
     /^==== case / { on = ($3 == c) }
-    on { print }' | head -n 60
+    on { print "  | " $0 }' | head -n 80
 done
 [ "$failed" = 0 ] || echo "(the whole console: $console; sandbox logs are inside the test host)"
 echo "timing: $((t_boot - t_start)) s to build and assemble, $((t_end - t_boot)) s in the test host"

@@ -17,6 +17,12 @@ pass() {
 fail() {
   echo "== FAIL $1: $2"
   report "FAIL $1: $2"
+  # Evidence: the tails of every sandbox's logs (the guest console is logs/kernel.log).
+  for f in "${MOAT_HOME:-/tmp/moat}"/sandboxes/*/logs/*; do
+    [ -f "$f" ] || continue
+    echo "--- tail of $f"
+    tail -n 15 "$f" | cut -c1-300
+  done
 }
 figure() {
   echo "== figure: $*"
@@ -185,7 +191,7 @@ case_pty() {
     fail pty "no script(1) in the test host to give moat exec -t a terminal"
     return
   fi
-  run pty 60 script -qc "moat exec -t vt -- sh -c 'tty; stty size'" /dev/null
+  run pty 60 script -qc "moat exec vt -t -- sh -c 'tty; stty size'" /dev/null
   if [ "$rc" = 0 ] && grep -q '^/dev/pts/' "$w/pty.out"; then
     pass pty
   else
@@ -212,8 +218,27 @@ case_conformance() {
   if [ "$rc" = 0 ]; then
     pass conformance
   else
-    fail conformance "exit $rc; failing: $(grep -E '^FAIL' "$w/conformance.out" | cut -c1-60 | tr '\n' ';' | cut -c1-400) $(last "$w/conformance.err")"
+    fail conformance "exit $rc; failing: $(sed -n 's/^FAIL \([^:]*\):.*/\1/p' "$w/conformance.out" | tr '\n' ' ') $(last "$w/conformance.err")"
   fi
+}
+
+# The same suite against a sandbox on the small busybox root (--rootfs): one root filesystem
+# shared whole, with every program the conformance cases run.
+case_conformance_rootfs() {
+  run conformance_rootfs_create 120 moat create vr --isolation vm --rootfs /opt/rootfs
+  if [ "$rc" != 0 ]; then
+    fail conformance_rootfs "moat create vr --rootfs /opt/rootfs exited $rc: $(last "$w/conformance_rootfs_create.err")"
+    return
+  fi
+  sock=$(moat socket vr)
+  run conformance_rootfs 400 moat-conformance run --socket "$sock" --timeout 60
+  if [ "$rc" = 0 ]; then
+    pass conformance_rootfs
+  else
+    fail conformance_rootfs "exit $rc; failing: $(sed -n 's/^FAIL \([^:]*\):.*/\1/p' "$w/conformance_rootfs.out" | tr '\n' ' ') $(last "$w/conformance_rootfs.err")"
+  fi
+  moat stop vr >/dev/null 2>&1
+  moat rm -f vr >/dev/null 2>&1
 }
 
 case_stop() {
@@ -287,7 +312,7 @@ case_boot_fail_agentd() {
     moat run --isolation vm --rootfs /opt/rootfs -- true
 }
 
-all="kvm doctor run_echo exit_code stdin_cat rootfs create exec fs_relay pty logs conformance stop crashed boot_fail_rootfs boot_fail_agentd"
+all="kvm doctor run_echo exit_code stdin_cat rootfs create exec fs_relay pty logs conformance conformance_rootfs stop crashed boot_fail_rootfs boot_fail_agentd"
 cases=${*:-$all}
 for c in $cases; do
   echo
