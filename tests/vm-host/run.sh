@@ -148,9 +148,14 @@ stage="download and extract the packages"
 debs=$vh/debs
 x=$vh/root
 mkdir -p "$debs" "$x/.extracted"
+# One apt-cache call for every candidate version (each call loads all the lists: seconds).
+declare -A candidate=()
+while read -r p v; do
+  candidate[$p]=$v
+done < <(papt_cache policy "${pkgs[@]}" | awk '/^[^ ].*:$/{sub(/:$/, ""); p = $0} /^  Candidate:/{print p, $2}')
 need=()
 for p in "${pkgs[@]}"; do
-  v=$(papt_cache policy "$p" | awk '/Candidate:/{print $2}')
+  v=${candidate[$p]:-}
   [ -n "$v" ] && [ "$v" != "(none)" ] || cannot "no candidate version for $p"
   f="${p}_${v//:/%3a}"
   if ! compgen -G "$debs/${f}_*.deb" >/dev/null; then
@@ -180,7 +185,7 @@ krunfw=$(find "$x/usr/lib" -name 'libkrunfw.so.5*' -type f | sort | tail -n 1)
 [ -n "$krunfw" ] || cannot "libkrunfw.so.5 was not extracted from libkrunfw5"
 busybox=${host_busybox:-$x/bin/busybox}
 [ -x "$busybox" ] || cannot "busybox is missing ($busybox)"
-krunfw_ver=$(papt_cache policy libkrunfw5 | awk '/Candidate:/{print $2}')
+krunfw_ver=${candidate[libkrunfw5]}
 ld_path=$x/usr/lib/x86_64-linux-gnu:$x/lib/x86_64-linux-gnu
 qemu_ver=$(LD_LIBRARY_PATH=$ld_path "$qemu_bin" --version 2>&1 | head -n 1) ||
   cannot "$qemu_bin does not run: $qemu_ver"
@@ -233,7 +238,7 @@ rf=$r/opt/rootfs
 mkdir -p "$rf"/{bin,sbin,etc,proc,sys,dev,tmp,run,root}
 cp "$busybox" "$rf/bin/busybox"
 for a in $("$busybox" --list); do
-  ln -s busybox "$rf/bin/$a"
+  [ "$a" = busybox ] || ln -s busybox "$rf/bin/$a"
 done
 cp "$r/etc/passwd" "$r/etc/group" "$rf/etc/"
 echo "moat vm-host test rootfs" >"$rf/etc/moat-test-marker"
@@ -259,6 +264,8 @@ results=$run_dir/results.log
 : >"$results"
 t_boot=$(date +%s)
 say "booting the test host (QEMU TCG, timeout ${host_timeout}s); console: $console"
+# From here on a failing command is a result to read, not a setup failure.
+trap - ERR
 set +e
 LD_LIBRARY_PATH=$ld_path timeout --kill-after=10 "$host_timeout" "$qemu_bin" \
   -L "$x/usr/share/qemu" -L "$x/usr/share/seabios" -L "$x/usr/lib/ipxe/qemu" \
@@ -277,7 +284,6 @@ wait "$qemu_pid"
 qemu_rc=$?
 wait "$tail_pid" 2>/dev/null
 set -e
-trap - ERR
 t_end=$(date +%s)
 
 # ---------------------------------------------------------------------------------------------

@@ -53,10 +53,16 @@ run() {
   shift 2
   echo "\$ $*"
   t0=$(now_ms)
-  timeout "$limit" "$@" >"$w/$name.out" 2>"$w/$name.err"
+  # moat forwards SIGTERM to its sandbox: SIGKILL follows 10 s later if it is still there.
+  timeout -k 10 "$limit" "$@" >"$w/$name.out" 2>"$w/$name.err"
   rc=$?
   ms=$(($(now_ms) - t0))
   echo "(exit $rc after $ms ms)"
+  if [ "$ms" -ge $((limit * 1000)) ]; then
+    echo "(timed out after ${limit} s; processes left:)"
+    ps | grep -v ' \[' | tail -n 20
+    echo "timed out after ${limit} s" >>"$w/$name.err"
+  fi
   show "$w/$name.out" "$w/$name.err"
 }
 vm_ready=no
@@ -102,7 +108,7 @@ case_exit_code() {
 case_stdin_cat() {
   echo "\$ echo x | moat run --isolation vm -- cat"
   t0=$(now_ms)
-  echo x | timeout 120 moat run --isolation vm -- cat >"$w/stdin_cat.out" 2>"$w/stdin_cat.err"
+  echo x | timeout -k 10 120 moat run --isolation vm -- cat >"$w/stdin_cat.out" 2>"$w/stdin_cat.err"
   rc=$?
   echo "(exit $rc after $(($(now_ms) - t0)) ms)"
   show "$w/stdin_cat.out" "$w/stdin_cat.err"
@@ -122,8 +128,10 @@ case_rootfs() {
   fi
 }
 
+# The lifecycle cases use a sandbox on the busybox test root; the host-root share has its own
+# cases (run_echo, exit_code, stdin_cat, conformance_host_root), so one fault does not hide others.
 case_create() {
-  run create 120 moat create vt --isolation vm
+  run create 120 moat create vt --isolation vm --rootfs /opt/rootfs
   if [ "$rc" != 0 ]; then
     fail create "moat create exited $rc: $(last "$w/create.err")"
     return
@@ -191,7 +199,7 @@ case_pty() {
     fail pty "no script(1) in the test host to give moat exec -t a terminal"
     return
   fi
-  run pty 60 script -qc "moat exec vt -t -- sh -c 'tty; stty size'" /dev/null
+  run pty 60 script -eqc "moat exec vt -t -- sh -c 'tty; stty size'" /dev/null
   if [ "$rc" = 0 ] && grep -q '^/dev/pts/' "$w/pty.out"; then
     pass pty
   else
@@ -222,23 +230,23 @@ case_conformance() {
   fi
 }
 
-# The same suite against a sandbox on the small busybox root (--rootfs): one root filesystem
-# shared whole, with every program the conformance cases run.
-case_conformance_rootfs() {
-  run conformance_rootfs_create 120 moat create vr --isolation vm --rootfs /opt/rootfs
+# The same suite against a sandbox on the host root (the test host's own /usr, /bin, /lib...
+# shared into the guest).
+case_conformance_host_root() {
+  run conformance_host_root_create 120 moat create vh --isolation vm
   if [ "$rc" != 0 ]; then
-    fail conformance_rootfs "moat create vr --rootfs /opt/rootfs exited $rc: $(last "$w/conformance_rootfs_create.err")"
+    fail conformance_host_root "moat create vh (host root) exited $rc: $(last "$w/conformance_host_root_create.err")"
     return
   fi
-  sock=$(moat socket vr)
-  run conformance_rootfs 400 moat-conformance run --socket "$sock" --timeout 60
+  sock=$(moat socket vh)
+  run conformance_host_root 400 moat-conformance run --socket "$sock" --timeout 60
   if [ "$rc" = 0 ]; then
-    pass conformance_rootfs
+    pass conformance_host_root
   else
-    fail conformance_rootfs "exit $rc; failing: $(sed -n 's/^FAIL \([^:]*\):.*/\1/p' "$w/conformance_rootfs.out" | tr '\n' ' ') $(last "$w/conformance_rootfs.err")"
+    fail conformance_host_root "exit $rc; failing: $(sed -n 's/^FAIL \([^:]*\):.*/\1/p' "$w/conformance_host_root.out" | tr '\n' ' ') $(last "$w/conformance_host_root.err")"
   fi
-  moat stop vr >/dev/null 2>&1
-  moat rm -f vr >/dev/null 2>&1
+  moat stop vh >/dev/null 2>&1
+  moat rm -f vh >/dev/null 2>&1
 }
 
 case_stop() {
@@ -312,7 +320,7 @@ case_boot_fail_agentd() {
     moat run --isolation vm --rootfs /opt/rootfs -- true
 }
 
-all="kvm doctor run_echo exit_code stdin_cat rootfs create exec fs_relay pty logs conformance conformance_rootfs stop crashed boot_fail_rootfs boot_fail_agentd"
+all="kvm doctor run_echo exit_code stdin_cat rootfs create exec fs_relay pty logs conformance stop conformance_host_root crashed boot_fail_rootfs boot_fail_agentd"
 cases=${*:-$all}
 for c in $cases; do
   echo
