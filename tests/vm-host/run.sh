@@ -147,13 +147,14 @@ say "packages: ${pkgs[*]}"
 stage="download and extract the packages"
 debs=$vh/debs
 x=$vh/root
-mkdir -p "$debs" "$x/.extracted"
+mkdir -p "$debs"
 # One apt-cache call for every candidate version (each call loads all the lists: seconds).
 declare -A candidate=()
 while read -r p v; do
   candidate[$p]=$v
 done < <(papt_cache policy "${pkgs[@]}" | awk '/^[^ ].*:$/{sub(/:$/, ""); p = $0} /^  Candidate:/{print p, $2}')
 need=()
+wanted=()
 for p in "${pkgs[@]}"; do
   v=${candidate[$p]:-}
   [ -n "$v" ] && [ "$v" != "(none)" ] || cannot "no candidate version for $p"
@@ -161,19 +162,34 @@ for p in "${pkgs[@]}"; do
   if ! compgen -G "$debs/${f}_*.deb" >/dev/null; then
     need+=("$p=$v")
   fi
+  wanted+=("$f")
 done
 if [ ${#need[@]} -gt 0 ]; then
   say "downloading ${#need[@]} package(s) into $debs"
   (cd "$debs" && papt_get -qq download "${need[@]}" >&2) ||
     cannot "apt-get download ${need[*]} failed"
 fi
-for d in "$debs"/*.deb; do
-  b=$(basename "$d")
-  if [ ! -e "$x/.extracted/$b" ]; then
-    dpkg -x "$d" "$x"
-    touch "$x/.extracted/$b"
-  fi
+# The extracted tree holds exactly this run's packages: a changed set (a new kernel, a qemu
+# update) re-extracts from scratch, and superseded .debs are dropped.
+set_files=()
+for f in "${wanted[@]}"; do
+  d=$(compgen -G "$debs/${f}_*.deb" | head -n 1)
+  [ -n "$d" ] || cannot "the download of ${f%%_*} left no .deb in $debs"
+  set_files+=("$(basename "$d")")
 done
+printf '%s\n' "${set_files[@]}" | sort >"$vh/debs.wanted"
+for d in "$debs"/*.deb; do
+  grep -qxF "$(basename "$d")" "$vh/debs.wanted" || rm -f "$d"
+done
+if ! cmp -s "$vh/debs.wanted" "$x/.debs" 2>/dev/null; then
+  say "extracting ${#set_files[@]} package(s) into $x"
+  rm -rf "$x"
+  mkdir -p "$x"
+  for b in "${set_files[@]}"; do
+    dpkg -x "$debs/$b" "$x"
+  done
+  cp "$vh/debs.wanted" "$x/.debs"
+fi
 
 qemu_bin=$x/usr/bin/qemu-system-x86_64
 [ -x "$qemu_bin" ] || qemu_bin=/usr/bin/qemu-system-x86_64
