@@ -17,11 +17,20 @@ pass() {
 fail() {
   echo "== FAIL $1: $2"
   report "FAIL $1: $2"
-  # Evidence: the tails of every sandbox's logs (the guest console is logs/kernel.log).
-  for f in "${MOAT_HOME:-/tmp/moat}"/sandboxes/*/logs/*; do
-    [ -f "$f" ] || continue
-    echo "--- tail of $f"
-    tail -n 15 "$f" | cut -c1-300
+  # Evidence: each sandbox's state and the tails of its logs (the guest console is
+  # logs/kernel.log; moat's own messages are the system source).
+  for d in "${MOAT_HOME:-/tmp/moat}"/sandboxes/*; do
+    [ -d "$d" ] || continue
+    n=${d##*/}
+    echo "--- moat inspect $n (status, stop_reason, exit_code)"
+    moat inspect "$n" 2>&1 | grep -E '"(status|stop_reason|exit_code)"'
+    echo "--- moat logs $n --source system --tail 10"
+    moat logs "$n" --source system --tail 10 2>&1 | cut -c1-300
+    for f in "$d"/logs/*; do
+      [ -f "$f" ] || continue
+      echo "--- tail of $f"
+      tail -n 15 "$f" | cut -c1-300
+    done
   done
 }
 figure() {
