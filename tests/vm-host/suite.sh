@@ -1,0 +1,342 @@
+#!/bin/sh
+# The VM backend's end-to-end cases, run by /init inside the nested test host against real
+# libkrun microVMs (`--isolation vm`). Each case reports one `VMTEST PASS name` or
+# `VMTEST FAIL name: why` line on $VMTEST_OUT; the evidence (full outputs) goes to stdout, the test
+# host's console. Arguments: the case names to run (default: all, in order; later cases use the
+# sandbox `vt` that `create` makes).
+# Figures printed here come from software emulation (QEMU TCG): never performance numbers.
+out=${VMTEST_OUT:-/dev/stdout}
+w=/tmp/vt
+mkdir -p "$w"
+
+report() { echo "VMTEST $*" >"$out"; }
+pass() {
+  echo "== PASS $1"
+  report "PASS $1"
+}
+fail() {
+  echo "== FAIL $1: $2"
+  report "FAIL $1: $2"
+  # Evidence: each sandbox's state and the tails of its logs (the guest console is
+  # logs/kernel.log; moat's own messages are the system source).
+  for d in "${MOAT_HOME:-/tmp/moat}"/sandboxes/*; do
+    [ -d "$d" ] || continue
+    n=${d##*/}
+    echo "--- moat inspect $n (status, stop_reason, exit_code)"
+    moat inspect "$n" 2>&1 | grep -E '"(status|stop_reason|exit_code)"'
+    echo "--- moat logs $n --source system --tail 10"
+    moat logs "$n" --source system --tail 10 2>&1 | cut -c1-300
+    for f in "$d"/logs/*; do
+      [ -f "$f" ] || continue
+      echo "--- tail of $f"
+      tail -n 15 "$f" | cut -c1-300
+    done
+  done
+}
+figure() {
+  echo "== figure: $*"
+  report "INFO software-emulated (TCG), not performance: $*"
+}
+now_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
+# The last non-empty line of a file, on one line, for a failure message.
+last() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | tr -d '\r' | cut -c1-300; }
+# Show a command's captured output on the console as evidence.
+show() {
+  for f in "$@"; do
+    [ -s "$f" ] || continue
+    echo "--- $f"
+    tail -n 40 "$f"
+  done
+}
+# A sandbox's status, from `moat inspect`.
+status_of() {
+  moat inspect "$1" 2>/dev/null | sed -n 's/^ *"status": "\([a-z]*\)".*/\1/p' | head -n 1
+}
+pid_of() {
+  moat inspect "$1" 2>/dev/null | sed -n 's/^ *"pid": \([0-9]*\).*/\1/p' | head -n 1
+}
+# Run "$@" with a time limit, stdout to $w/$name.out, stderr to $w/$name.err; sets rc and ms.
+run() {
+  name=$1
+  limit=$2
+  shift 2
+  echo "\$ $*"
+  t0=$(now_ms)
+  # moat forwards SIGTERM to its sandbox: SIGKILL follows 10 s later if it is still there.
+  timeout -k 10 "$limit" "$@" >"$w/$name.out" 2>"$w/$name.err"
+  rc=$?
+  ms=$(($(now_ms) - t0))
+  echo "(exit $rc after $ms ms)"
+  if [ "$ms" -ge $((limit * 1000)) ]; then
+    echo "(timed out after ${limit} s; processes left:)"
+    ps | grep -v ' \[' | tail -n 20
+    echo "timed out after ${limit} s" >>"$w/$name.err"
+  fi
+  show "$w/$name.out" "$w/$name.err"
+}
+vm_ready=no
+
+case_kvm() {
+  if [ -c /dev/kvm ] && grep -q '^kvm_amd ' /proc/modules; then
+    pass kvm
+  else
+    dmesg | grep -i -E 'kvm|svm' | tail -n 10
+    fail kvm "no /dev/kvm with kvm_amd loaded in the test host: $(dmesg | grep -i kvm | tail -n 1)"
+  fi
+}
+
+case_doctor() {
+  run doctor 60 moat doctor
+  if grep -q '^microVM: this host can boot one' "$w/doctor.out"; then
+    pass doctor
+  else
+    fail doctor "moat doctor does not say a microVM can boot: $(grep FAIL "$w/doctor.out" | head -n 2 | tr '\n' ' ')"
+  fi
+}
+
+case_run_echo() {
+  run run_echo 120 moat run --isolation vm -- echo hello
+  if [ "$rc" = 0 ] && [ "$(cat "$w/run_echo.out")" = hello ]; then
+    vm_ready=yes
+    pass run_echo
+    figure "moat run --isolation vm -- echo hello, start to exit: $ms ms"
+  else
+    fail run_echo "exit $rc, stdout '$(head -c 80 "$w/run_echo.out")', stderr: $(last "$w/run_echo.err")"
+  fi
+}
+
+case_exit_code() {
+  run exit_code 120 moat run --isolation vm -- sh -c 'exit 7'
+  if [ "$rc" = 7 ]; then
+    pass exit_code
+  else
+    fail exit_code "expected exit 7, got $rc; stderr: $(last "$w/exit_code.err")"
+  fi
+}
+
+case_stdin_cat() {
+  echo "\$ echo x | moat run --isolation vm -- cat"
+  t0=$(now_ms)
+  echo x | timeout -k 10 120 moat run --isolation vm -- cat >"$w/stdin_cat.out" 2>"$w/stdin_cat.err"
+  rc=$?
+  echo "(exit $rc after $(($(now_ms) - t0)) ms)"
+  show "$w/stdin_cat.out" "$w/stdin_cat.err"
+  if [ "$rc" = 0 ] && [ "$(cat "$w/stdin_cat.out")" = x ]; then
+    pass stdin_cat
+  else
+    fail stdin_cat "exit $rc, stdout '$(head -c 80 "$w/stdin_cat.out")', stderr: $(last "$w/stdin_cat.err")"
+  fi
+}
+
+case_rootfs() {
+  run rootfs 120 moat run --isolation vm --rootfs /opt/rootfs -- cat /etc/moat-test-marker
+  if [ "$rc" = 0 ] && [ "$(cat "$w/rootfs.out")" = "moat vm-host test rootfs" ]; then
+    pass rootfs
+  else
+    fail rootfs "exit $rc, stdout '$(head -c 80 "$w/rootfs.out")', stderr: $(last "$w/rootfs.err")"
+  fi
+}
+
+# The lifecycle cases use a sandbox on the busybox test root; the host-root share has its own
+# cases (run_echo, exit_code, stdin_cat, conformance_host_root), so one fault does not hide others.
+case_create() {
+  run create 120 moat create vt --isolation vm --rootfs /opt/rootfs
+  if [ "$rc" != 0 ]; then
+    fail create "moat create exited $rc: $(last "$w/create.err")"
+    return
+  fi
+  figure "moat create --isolation vm (boot to ready): $ms ms"
+  st=$(status_of vt)
+  moat ls >"$w/ls.out" 2>&1
+  show "$w/ls.out"
+  if [ "$st" = running ] && grep -q '^vt  *running ' "$w/ls.out"; then
+    pass create
+  else
+    fail create "after create: inspect status '$st', moat ls: $(grep '^vt ' "$w/ls.out")"
+  fi
+}
+
+need_vt() {
+  if [ "$(status_of vt)" != running ]; then
+    fail "$1" "sandbox vt is not running (status '$(status_of vt)'): see case create"
+    return 1
+  fi
+}
+
+case_exec() {
+  need_vt exec || return
+  run exec 60 moat exec vt -- echo exec-marker-4711
+  if [ "$rc" != 0 ] || [ "$(cat "$w/exec.out")" != exec-marker-4711 ]; then
+    fail exec "exit $rc, stdout '$(head -c 80 "$w/exec.out")', stderr: $(last "$w/exec.err")"
+    return
+  fi
+  run exec_code 60 moat exec vt -- sh -c 'exit 3'
+  if [ "$rc" != 3 ]; then
+    fail exec "sh -c 'exit 3' in vt exited $rc: $(last "$w/exec_code.err")"
+    return
+  fi
+  total=0
+  i=0
+  while [ $i -lt 5 ]; do
+    run exec_rt 60 moat exec vt -- true
+    [ "$rc" = 0 ] || break
+    total=$((total + ms))
+    i=$((i + 1))
+  done
+  if [ $i -lt 5 ]; then
+    fail exec "moat exec vt -- true exited $rc: $(last "$w/exec_rt.err")"
+    return
+  fi
+  pass exec
+  figure "moat exec vt -- true, round trip including the CLI's start: $((total / 5)) ms (mean of 5)"
+}
+
+case_fs_relay() {
+  need_vt fs_relay || return
+  sock=$(moat socket vt)
+  run fs_relay 120 moat-conformance run --socket "$sock" --case fs/write_read --case fs/stat
+  if [ "$rc" = 0 ] && grep -q 'PASS.*fs/write_read' "$w/fs_relay.out"; then
+    pass fs_relay
+  else
+    fail fs_relay "a file written and read back through the relay: exit $rc: $(grep -E 'FAIL' "$w/fs_relay.out" | head -n 1)$(last "$w/fs_relay.err")"
+  fi
+}
+
+case_pty() {
+  need_vt pty || return
+  if ! command -v script >/dev/null 2>&1; then
+    fail pty "no script(1) in the test host to give moat exec -t a terminal"
+    return
+  fi
+  run pty 60 script -eqc "moat exec vt -t -- sh -c 'tty; stty size'" /dev/null
+  if [ "$rc" = 0 ] && grep -q '^/dev/pts/' "$w/pty.out"; then
+    pass pty
+  else
+    fail pty "moat exec -t under script: exit $rc, output '$(tr -d '\r' <"$w/pty.out" | head -c 120 | tr '\n' ' ')', stderr: $(last "$w/pty.err")"
+  fi
+}
+
+case_logs() {
+  need_vt logs || return
+  run logs 30 moat logs vt
+  if [ "$rc" = 0 ] && grep -q exec-marker-4711 "$w/logs.out"; then
+    pass logs
+  else
+    fail logs "moat logs vt (exit $rc) does not hold the exec's output exec-marker-4711: $(last "$w/logs.err")"
+  fi
+}
+
+case_conformance() {
+  need_vt conformance || return
+  sock=$(moat socket vt)
+  run conformance 400 moat-conformance run --socket "$sock" --timeout 60
+  lat=$(sed -n "s/^PASS latency\/ping: //p" "$w/conformance.out" | head -n 1)
+  [ -n "$lat" ] && figure "conformance latency/ping through the relay: $lat"
+  if [ "$rc" = 0 ]; then
+    pass conformance
+  else
+    fail conformance "exit $rc; failing: $(sed -n 's/^FAIL \([^:]*\):.*/\1/p' "$w/conformance.out" | tr '\n' ' ') $(last "$w/conformance.err")"
+  fi
+}
+
+# The same suite against a sandbox on the host root (the test host's own /usr, /bin, /lib...
+# shared into the guest).
+case_conformance_host_root() {
+  run conformance_host_root_create 120 moat create vh --isolation vm
+  if [ "$rc" != 0 ]; then
+    fail conformance_host_root "moat create vh (host root) exited $rc: $(last "$w/conformance_host_root_create.err")"
+    return
+  fi
+  sock=$(moat socket vh)
+  run conformance_host_root 400 moat-conformance run --socket "$sock" --timeout 60
+  if [ "$rc" = 0 ]; then
+    pass conformance_host_root
+  else
+    fail conformance_host_root "exit $rc; failing: $(sed -n 's/^FAIL \([^:]*\):.*/\1/p' "$w/conformance_host_root.out" | tr '\n' ' ') $(last "$w/conformance_host_root.err")"
+  fi
+  moat stop vh >/dev/null 2>&1
+  moat rm -f vh >/dev/null 2>&1
+}
+
+case_stop() {
+  need_vt stop || return
+  run stop 60 moat stop vt
+  st=$(status_of vt)
+  if [ "$rc" = 0 ] && [ "$st" = stopped ]; then
+    pass stop
+  else
+    fail stop "moat stop exited $rc, status afterwards '$st': $(last "$w/stop.err")"
+  fi
+  moat rm -f vt >/dev/null 2>&1
+}
+
+case_crashed() {
+  run crashed_create 120 moat create vc --isolation vm
+  if [ "$rc" != 0 ]; then
+    fail crashed "moat create vc exited $rc: $(last "$w/crashed_create.err")"
+    return
+  fi
+  pid=$(pid_of vc)
+  if [ -z "$pid" ]; then
+    fail crashed "moat inspect vc gives no pid"
+    return
+  fi
+  echo "\$ kill -9 $pid"
+  kill -9 "$pid"
+  i=0
+  st=$(status_of vc)
+  while [ "$st" != crashed ] && [ $i -lt 20 ]; do
+    sleep 0.5
+    st=$(status_of vc)
+    i=$((i + 1))
+  done
+  moat ls >"$w/crashed_ls.out" 2>&1
+  show "$w/crashed_ls.out"
+  if [ "$st" = crashed ]; then
+    pass crashed
+  else
+    fail crashed "after SIGKILL of the sandbox process $pid the status reads '$st'"
+  fi
+  moat rm -f vc >/dev/null 2>&1
+}
+
+# A guest boot failure must be reported with its cause (kernel log tail, agent init failure), in
+# bounded time: not as a bare timeout.
+boot_failure() {
+  name=$1
+  shift
+  run "$name" 150 "$@"
+  if [ "$rc" = 0 ]; then
+    fail "$name" "a guest that cannot boot was reported as a success"
+  elif [ "$rc" = 124 ] || [ "$ms" -gt 120000 ]; then
+    fail "$name" "no answer within 120 s (exit $rc)"
+  elif grep -q -i -E 'panic|kernel|agent|init|no such file|not found|exec format|console' "$w/$name.err"; then
+    pass "$name"
+  else
+    fail "$name" "exit $rc without a cause: $(last "$w/$name.err")"
+  fi
+}
+
+case_boot_fail_rootfs() {
+  boot_failure boot_fail_rootfs moat run --isolation vm --rootfs /opt/emptyroot -- /bin/sh -c true
+}
+
+case_boot_fail_agentd() {
+  # An "agent" that is not an executable at all: the guest has no init it can run.
+  printf 'not an executable\n' >/tmp/broken-agentd
+  chmod 755 /tmp/broken-agentd
+  boot_failure boot_fail_agentd env MOAT_AGENTD_STATIC=/tmp/broken-agentd \
+    moat run --isolation vm --rootfs /opt/rootfs -- true
+}
+
+all="kvm doctor run_echo exit_code stdin_cat rootfs create exec fs_relay pty logs conformance stop conformance_host_root crashed boot_fail_rootfs boot_fail_agentd"
+cases=${*:-$all}
+for c in $cases; do
+  echo
+  echo "==== case $c at $(cut -d' ' -f1 /proc/uptime) s"
+  case " $all " in
+    *" $c "*) "case_$c" ;;
+    *) fail "$c" "no such case" ;;
+  esac
+done
+echo "==== suite done at $(cut -d' ' -f1 /proc/uptime) s"
