@@ -26,7 +26,7 @@ fail() {
     moat inspect "$n" 2>&1 | grep -E '"(status|stop_reason|exit_code)"'
     echo "--- moat logs $n --source system --tail 10"
     moat logs "$n" --source system --tail 10 2>&1 | cut -c1-300
-    for f in "$d"/logs/*; do
+    for f in "$d"/sandbox.log "$d"/logs/*; do
       [ -f "$f" ] || continue
       echo "--- tail of $f"
       tail -n 15 "$f" | cut -c1-300
