@@ -60,8 +60,9 @@ pub const DEFAULT_VCPUS: u8 = 1;
 /// Guest RAM in MiB when `--memory` is not given.
 pub const DEFAULT_MEMORY_MIB: u32 = 512;
 
-/// libkrun's log level on the sandbox log: warnings and errors.
-const VMM_LOG_LEVEL: u32 = 2;
+/// libkrun's log level on the sandbox log: info, so the log says how the guest ended (libkrun
+/// reports a power-off, a reset or a triple fault only at info), besides warnings and errors.
+const VMM_LOG_LEVEL: u32 = 3;
 
 /// `moat __sandbox DIR` for a VM: starts the VM process, forwards its startup line, waits for
 /// it and records how it ended.

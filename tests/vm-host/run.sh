@@ -326,7 +326,7 @@ for c in $(sed -n 's/^VMTEST FAIL \([a-z_]*\):.*/\1/p' "$run_dir/results.txt"); 
   echo "--- evidence for $c (from $console):"
   tr -d '\r' <"$console" | awk -v c="$c" '
     /^==== case / { on = ($3 == c) }
-    on { print "  | " $0 }' | head -n 80
+    on { print "  | " $0 }' | head -n 200
 done
 [ "$failed" = 0 ] || echo "(the whole console: $console; sandbox logs are inside the test host)"
 echo "timing: $((t_boot - t_start)) s to build and assemble, $((t_end - t_boot)) s in the test host"
