@@ -220,7 +220,7 @@ impl FsService {
 
     /// After a `core.fs.data` on `id`: a waiter to await before reading the next frame when that
     /// write session's queue could not take another full-size chunk (see
-    /// [`WriteSession::room`]); `None` otherwise.
+    /// `WriteSession::room`); `None` otherwise.
     pub fn write_room(&self, id: u32) -> Option<WriteRoom> {
         match self.streams.get(&id) {
             Some(Stream::Write(session)) => session.room(),

@@ -61,7 +61,7 @@ struct Chunk {
     _budget: OwnedSemaphorePermit,
 }
 
-/// Waits for room in one write session's queue (see [`WriteSession::room`]).
+/// Waits for room in one write session's queue (see `WriteSession::room`).
 #[derive(Debug)]
 pub struct WriteRoom {
     budget: Arc<Semaphore>,
