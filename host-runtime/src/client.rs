@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use moat_protocol::limits::RELAY_PROLOGUE_BYTES;
 use moat_protocol::payload::exec::{Data, ExecFailed, ExecRequest, ExecResize, ExecSignal};
-use moat_protocol::relay::{IdAllocator, Prologue, PrologueKind};
+use moat_protocol::relay::{IdAllocator, IdRange, Prologue, PrologueKind};
 use moat_protocol::{Decoded, FrameDecoder, Message, MessageFrame, decode_frame};
 use nix::sys::signal::{SigSet, Signal};
 
@@ -97,17 +97,7 @@ pub struct RelayClient {
 impl RelayClient {
     /// Connects and reads the prologue and the replayed `core.ready`.
     pub fn connect(socket: &Path) -> Result<RelayClient, RuntimeError> {
-        let mut reader =
-            UnixStream::connect(socket).map_err(RuntimeError::io("connect to relay", socket))?;
-        let mut prologue = [0u8; RELAY_PROLOGUE_BYTES];
-        reader.read_exact(&mut prologue).map_err(|_| RuntimeError::PeerGone {
-            peer: RELAY,
-            while_doing: "reading the prologue",
-        })?;
-        let range = match Prologue::parse(prologue)? {
-            PrologueKind::Current(range) => range,
-            PrologueKind::Legacy { .. } => return Err(RuntimeError::LegacyRelay),
-        };
+        let (reader, range) = connect_relay(socket)?;
         let writer = reader.try_clone().map_err(RuntimeError::io("clone relay socket", socket))?;
         let mut client = RelayClient {
             writer: Arc::new(Mutex::new(writer)),
@@ -233,24 +223,47 @@ impl RelayClient {
     }
 
     fn next_message(&mut self, while_doing: &'static str) -> Result<MessageFrame, RuntimeError> {
-        loop {
-            let next = self
-                .decoder
-                .next_frame()
-                .map_err(|source| RuntimeError::Frame { peer: RELAY, source })?;
-            if let Some(raw) = next {
-                match decode_frame(&raw) {
-                    Ok(Decoded::Message(frame)) => return Ok(frame),
-                    Ok(_) => continue,
-                    Err(source) => return Err(RuntimeError::Decode { peer: RELAY, source }),
-                }
+        recv_message(&mut self.reader, &mut self.decoder, &mut self.read_buf, while_doing)
+    }
+}
+
+/// Connects to a relay socket and reads its prologue: the stream and the id range it grants.
+pub(crate) fn connect_relay(socket: &Path) -> Result<(UnixStream, IdRange), RuntimeError> {
+    let mut stream =
+        UnixStream::connect(socket).map_err(RuntimeError::io("connect to relay", socket))?;
+    let mut prologue = [0u8; RELAY_PROLOGUE_BYTES];
+    stream
+        .read_exact(&mut prologue)
+        .map_err(|_| RuntimeError::PeerGone { peer: RELAY, while_doing: "reading the prologue" })?;
+    match Prologue::parse(prologue)? {
+        PrologueKind::Current(range) => Ok((stream, range)),
+        PrologueKind::Legacy { .. } => Err(RuntimeError::LegacyRelay),
+    }
+}
+
+/// The next message frame from the relay (bulk and lease records are skipped), reading
+/// `reader` through `buf` into `decoder` as needed.
+pub(crate) fn recv_message(
+    reader: &mut impl Read,
+    decoder: &mut FrameDecoder,
+    buf: &mut [u8],
+    while_doing: &'static str,
+) -> Result<MessageFrame, RuntimeError> {
+    loop {
+        let next =
+            decoder.next_frame().map_err(|source| RuntimeError::Frame { peer: RELAY, source })?;
+        if let Some(raw) = next {
+            match decode_frame(&raw) {
+                Ok(Decoded::Message(frame)) => return Ok(frame),
+                Ok(_) => continue,
+                Err(source) => return Err(RuntimeError::Decode { peer: RELAY, source }),
             }
-            let n = match self.reader.read(&mut self.read_buf) {
-                Ok(0) | Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
-                Ok(n) => n,
-            };
-            self.decoder.push(&self.read_buf[..n]);
         }
+        let n = match reader.read(buf) {
+            Ok(0) | Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
+            Ok(n) => n,
+        };
+        decoder.push(&buf[..n]);
     }
 }
 

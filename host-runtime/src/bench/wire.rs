@@ -1,14 +1,14 @@
 //! A raw relay client, as an SDK would write one: one socket, frames in and out, ids from the
 //! prologue's range. The bench drives pings, output streams and file transfers through it.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use moat_protocol::limits::RELAY_PROLOGUE_BYTES;
-use moat_protocol::relay::{IdAllocator, Prologue, PrologueKind};
-use moat_protocol::{Decoded, FrameDecoder, Message, MessageFrame, decode_frame};
+use moat_protocol::relay::IdAllocator;
+use moat_protocol::{FrameDecoder, Message, MessageFrame};
 
+use crate::client::{connect_relay, recv_message};
 use crate::error::RuntimeError;
 use crate::limits::SOCKET_READ_CHUNK_BYTES;
 
@@ -27,17 +27,7 @@ pub(super) struct Conn {
 impl Conn {
     /// Connects to the relay socket, reads the prologue and the replayed `core.ready`.
     pub(super) fn connect(socket: &Path) -> Result<Conn, RuntimeError> {
-        let mut stream =
-            UnixStream::connect(socket).map_err(RuntimeError::io("connect to relay", socket))?;
-        let mut prologue = [0u8; RELAY_PROLOGUE_BYTES];
-        stream.read_exact(&mut prologue).map_err(|_| RuntimeError::PeerGone {
-            peer: RELAY,
-            while_doing: "reading the prologue",
-        })?;
-        let range = match Prologue::parse(prologue)? {
-            PrologueKind::Current(range) => range,
-            PrologueKind::Legacy { .. } => return Err(RuntimeError::LegacyRelay),
-        };
+        let (stream, range) = connect_relay(socket)?;
         let mut conn = Conn {
             stream,
             decoder: FrameDecoder::new(),
@@ -72,24 +62,7 @@ impl Conn {
 
     /// The next message frame (bulk and lease records are skipped).
     pub(super) fn recv(&mut self, while_doing: &'static str) -> Result<MessageFrame, RuntimeError> {
-        loop {
-            let next = self
-                .decoder
-                .next_frame()
-                .map_err(|source| RuntimeError::Frame { peer: RELAY, source })?;
-            if let Some(raw) = next {
-                match decode_frame(&raw) {
-                    Ok(Decoded::Message(frame)) => return Ok(frame),
-                    Ok(_) => continue,
-                    Err(source) => return Err(RuntimeError::Decode { peer: RELAY, source }),
-                }
-            }
-            let n = match self.stream.read(&mut self.read_buf) {
-                Ok(0) | Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
-                Ok(n) => n,
-            };
-            self.decoder.push(&self.read_buf[..n]);
-        }
+        recv_message(&mut self.stream, &mut self.decoder, &mut self.read_buf, while_doing)
     }
 }
 
