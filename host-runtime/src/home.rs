@@ -102,7 +102,8 @@ impl SandboxDir {
         self.log_dir().join("kernel.log")
     }
 
-    /// (VM) Why the sandbox process stopped its guest (a time limit), for the supervisor.
+    /// (VM) Why the guest is stopping (a time limit, a client's `core.shutdown`), for the
+    /// supervisor: its absence after a guest exit means nobody asked.
     pub fn stop_reason_file(&self) -> PathBuf {
         self.path.join("stop-reason")
     }

@@ -70,10 +70,19 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
         reason_file: None,
     };
     let result = run_relay(dir, channel, ready, limits);
-    reap_agent(&mut child);
+    let agent_status = reap_agent(&mut child);
     drop(cgroup);
-    let reason = result?;
-    record_own_exit(dir, reason);
+    match result? {
+        Some(reason) => record_own_exit(dir, reason),
+        None => {
+            let how = agent_status.map_or_else(|| "did not exit".to_owned(), |s| s.to_string());
+            let reason = format!(
+                "{ENDED_UNASKED}: the agent's process ended ({how}); see agent.log and logs/kernel.log"
+            );
+            tracing::error!(reason, "the sandbox crashed");
+            record_own_crash(dir, &reason);
+        }
+    }
     Ok(())
 }
 
@@ -89,9 +98,12 @@ pub(crate) struct TimeLimits {
     pub(crate) reason_file: Option<std::path::PathBuf>,
 }
 
-/// Why a sandbox stopped, as `state.json`'s `stop_reason` says it.
-pub const STOPPED_BY_GUEST: &str =
-    "the guest shut down (core.shutdown from a client, or the agent exited)";
+/// Why a sandbox stopped, as `state.json`'s `stop_reason` says it: a client (`moat stop`, an SDK)
+/// sent `core.shutdown`.
+pub const STOPPED_BY_CLIENT: &str = "core.shutdown from a client";
+/// The start of a crashed sandbox's `stop_reason` when its guest ended without anyone asking (no
+/// `core.shutdown`, no time limit): the agent died, or the guest kernel panicked or reset.
+pub const ENDED_UNASKED: &str = "the guest ended without a shutdown request";
 /// `stop_reason` after `--max-duration`.
 pub const STOPPED_MAX_DURATION: &str = "--max-duration reached";
 /// `stop_reason` after `--idle-timeout`.
@@ -110,6 +122,35 @@ pub(crate) fn record_own_exit(dir: &SandboxDir, reason: &str) {
     record.stop_reason = Some(reason.to_owned());
     if let Err(err) = crate::state::write(dir.path(), &record) {
         tracing::warn!(%err, "could not record the sandbox's exit");
+    }
+}
+
+/// A named sandbox records that its guest ended with nobody asking, as `crashed` with `reason`
+/// (the only place `Crashed` is written: otherwise it is read from a dead pid). Only a live record
+/// changes.
+pub(crate) fn record_own_crash(dir: &SandboxDir, reason: &str) {
+    let Ok(mut record) = crate::state::read_recorded(dir.path()) else { return };
+    if !matches!(record.status, crate::state::Status::Running | crate::state::Status::Draining) {
+        return;
+    }
+    record.status = crate::state::Status::Crashed;
+    record.stopped_at = Some(crate::state::now());
+    record.exit_code = None;
+    record.stop_reason = Some(reason.to_owned());
+    if let Err(err) = crate::state::write(dir.path(), &record) {
+        tracing::warn!(%err, "could not record the sandbox's crash");
+    }
+}
+
+/// Writes why the sandbox is stopping to `path`, unless a reason is already there (the first
+/// cause wins: a time limit that fired before a client's `core.shutdown`, or the reverse).
+fn write_reason_once(path: &std::path::Path, reason: &str) {
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(path);
+    let written = file.and_then(|mut file| file.write_all(reason.as_bytes()));
+    match written {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => tracing::warn!(%err, "could not record why the sandbox is stopping"),
     }
 }
 
@@ -243,13 +284,14 @@ impl AgentReader<'_> {
 
 /// Serves the relay until the guest closes; prints `ok` once the socket exists. Enforces `limits`
 /// by sending the guest `core.shutdown`, then stopping the relay if the guest does not close.
-/// Returns why the sandbox stopped.
+/// Returns why the sandbox stopped: a time limit or a client's `core.shutdown`, or `None` when
+/// the guest ended with nobody asking.
 pub(crate) fn run_relay(
     dir: &SandboxDir,
     channel: UnixStream,
     ready: RawFrame,
     limits: TimeLimits,
-) -> Result<&'static str, RuntimeError> {
+) -> Result<Option<&'static str>, RuntimeError> {
     channel
         .set_read_timeout(None)
         .map_err(RuntimeError::io("clear channel timeout", "socketpair"))?;
@@ -276,10 +318,14 @@ pub(crate) fn run_relay(
             report_startup(STARTUP_OK);
         }
         let fired = Arc::new(OnceLock::new());
+        let reason_file = limits.reason_file.clone();
         let enforcer = tokio::spawn(enforce(handle.clone(), limits, Arc::clone(&fired)));
+        let asked =
+            tokio::spawn(note_client_shutdown(handle.clone(), reason_file, Arc::clone(&fired)));
         let outcome = (&mut relay).await;
         enforcer.abort();
-        let reason = fired.get().copied().unwrap_or(STOPPED_BY_GUEST);
+        asked.abort();
+        let reason = fired.get().copied();
         drop(handle);
         match outcome {
             Ok(Ok(stats)) => {
@@ -319,9 +365,7 @@ async fn enforce(handle: RelayHandle, limits: TimeLimits, fired: Arc<OnceLock<&'
     tracing::info!(reason, "shutting the sandbox down");
     let _ = fired.set(reason);
     if let Some(path) = &limits.reason_file {
-        if let Err(err) = std::fs::write(path, reason) {
-            tracing::warn!(%err, "could not record why the sandbox is stopping");
-        }
+        write_reason_once(path, reason);
     }
     if let Err(err) = handle.send_to_guest(&MessageFrame::new(0, Message::Shutdown)).await {
         tracing::warn!(%err, "could not send core.shutdown");
@@ -329,6 +373,25 @@ async fn enforce(handle: RelayHandle, limits: TimeLimits, fired: Arc<OnceLock<&'
     tokio::time::sleep(Duration::from_millis(GUEST_SHUTDOWN_GRACE_MS)).await;
     tracing::warn!("the guest did not shut down in time; stopping the relay");
     handle.shutdown();
+}
+
+/// Notes a client's `core.shutdown` (`moat stop`, an SDK) as the reason the sandbox stops, unless
+/// a time limit fired first. The relay reports it before forwarding the frame, so the note is
+/// written before the guest can act on it (libkrun may end the VM process right after).
+async fn note_client_shutdown(
+    handle: RelayHandle,
+    reason_file: Option<std::path::PathBuf>,
+    fired: Arc<OnceLock<&'static str>>,
+) {
+    if !handle.client_requested_shutdown().await {
+        return;
+    }
+    if fired.set(STOPPED_BY_CLIENT).is_ok() {
+        tracing::info!("a client asked the sandbox to shut down");
+    }
+    if let Some(path) = &reason_file {
+        write_reason_once(path, fired.get().copied().unwrap_or(STOPPED_BY_CLIENT));
+    }
 }
 
 /// Resolves once no client has been connected for `limit` in a row.
@@ -355,19 +418,38 @@ pub fn report_startup(line: &str) {
     let _ = out.flush();
 }
 
-fn reap_agent(child: &mut Child) {
+/// Waits for the agent's process to end after the relay stopped; kills it after a while. Returns
+/// how it ended by itself, or `None` when it had to be killed.
+fn reap_agent(child: &mut Child) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + Duration::from_millis(AGENT_EXIT_TIMEOUT_MS);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
         }
         std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
     }
     tracing::warn!("agent did not exit after the relay stopped; killing it");
     stop_child(child);
+    None
 }
 
 fn stop_child(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_stop_reason_written_wins() {
+        let base = std::env::temp_dir().join(format!("moat-reason-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let path = base.join("stop-reason");
+        write_reason_once(&path, STOPPED_MAX_DURATION);
+        write_reason_once(&path, STOPPED_BY_CLIENT);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), STOPPED_MAX_DURATION);
+        let _ = std::fs::remove_dir_all(base);
+    }
 }

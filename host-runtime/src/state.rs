@@ -4,13 +4,16 @@
 //!  create ──► Running ──stop──► Draining ──exit──► Stopped
 //!                │                   └──timeout, SIGTERM/SIGKILL──► Stopped
 //!                ├──kill──► Stopped (exit code 137)
-//!                ├──guest shut down, --max-duration, --idle-timeout──► Stopped (written by the
-//!                │                                                     sandbox process itself)
+//!                ├──client's core.shutdown, --max-duration, --idle-timeout──► Stopped (written
+//!                │                                          by the sandbox process itself)
+//!                ├──guest ended with nobody asking──► Crashed (written by the sandbox process,
+//!                │                                    with the cause it saw)
 //!                └──pid gone or not our sandbox process (read time only)──► Crashed
 //! ```
 //!
-//! Writes are atomic (`state.json.tmp` then `rename`). `Crashed` is never written: a recorded
-//! `Running` or `Draining` whose pid is no longer a `moat __sandbox` process reads as `Crashed`.
+//! Writes are atomic (`state.json.tmp` then `rename`). Otherwise `Crashed` is not written: a
+//! recorded `Running` or `Draining` whose pid is no longer a `moat __sandbox` process reads as
+//! `Crashed`.
 //! This module does not start or signal processes; `lifecycle` does.
 
 use std::path::{Path, PathBuf};
@@ -30,9 +33,11 @@ pub enum Status {
     Running,
     /// `moat stop` asked it to shut down and is waiting for it to exit.
     Draining,
-    /// It exited because moat stopped or killed it.
+    /// It exited because it was asked to: moat stopped or killed it, a client sent
+    /// `core.shutdown`, or a time limit fired.
     Stopped,
-    /// It is recorded as running but its process is gone.
+    /// Its guest ended with nobody asking (recorded with the cause), or it is recorded as running
+    /// but its process is gone.
     Crashed,
 }
 

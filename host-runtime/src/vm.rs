@@ -46,7 +46,7 @@ use crate::home::{SandboxDir, SandboxSpec, tail_lines};
 use crate::limits::{
     POLL_INTERVAL_MS, VM_AGENT_CONNECT_TIMEOUT_MS, VM_LOG_TAIL_LINES, VM_POWER_OFF_GRACE_MS,
 };
-use crate::sandbox::{STARTUP_OK, STOPPED_BY_GUEST, TimeLimits, report_startup};
+use crate::sandbox::{ENDED_UNASKED, STARTUP_OK, TimeLimits, report_startup};
 
 /// The vsock port the guest agent connects to (agentd's default as a VM's init).
 pub const AGENT_VSOCK_PORT: u32 = 1024;
@@ -91,9 +91,17 @@ pub fn supervise(dir: &SandboxDir) -> Result<(), RuntimeError> {
     let status = child.wait().map_err(RuntimeError::io("wait for", "the VM process"))?;
     if started {
         if status.success() {
-            let reason = std::fs::read_to_string(dir.stop_reason_file())
-                .unwrap_or_else(|_| STOPPED_BY_GUEST.to_owned());
-            crate::sandbox::record_own_exit(dir, reason.trim());
+            // libkrun ends the process with `_exit` on any guest power-off or reset: only the
+            // reason file (a time limit, a client's `core.shutdown`) tells an asked-for end from
+            // a guest that died by itself.
+            match std::fs::read_to_string(dir.stop_reason_file()) {
+                Ok(reason) => crate::sandbox::record_own_exit(dir, reason.trim()),
+                Err(_) => {
+                    let reason = unasked_end_reason(dir);
+                    tracing::error!(reason, "the sandbox crashed");
+                    crate::sandbox::record_own_crash(dir, &reason);
+                }
+            }
         } else {
             // Not recorded: a live record whose process is gone reads as `crashed`.
             tracing::error!(%status, "the VM ended abnormally; see logs/kernel.log");
@@ -109,6 +117,45 @@ pub fn supervise(dir: &SandboxDir) -> Result<(), RuntimeError> {
         vmm_log_tail: one_line(&vmm_errors(&dir.sandbox_log())),
         kernel_log_tail: one_line(&tail_lines(&dir.kernel_log(), VM_LOG_TAIL_LINES)),
     })
+}
+
+/// Why a VM that nobody asked to stop ended: libkrun's own account of the guest's last exit from
+/// the sandbox log, and the last line of the guest console.
+fn unasked_end_reason(dir: &SandboxDir) -> String {
+    let log = tail_lines(&dir.sandbox_log(), 200);
+    let vmm = vmm_exit_line(&log);
+    let console = tail_lines(&dir.kernel_log(), 1);
+    let console = console.trim();
+    format!(
+        "{ENDED_UNASKED}: {}; the guest console's last line: {}",
+        vmm.map_or_else(
+            || "libkrun reported no guest exit (a guest reboot, for example after a kernel panic)"
+                .to_owned(),
+            |line| format!("libkrun: {line}{}", exit_meaning(line)),
+        ),
+        if console.is_empty() { "(none)" } else { console },
+    )
+}
+
+/// The last line in which libkrun reports how a vCPU left the guest (`Received KVM_EXIT_...`),
+/// without its log prefix.
+fn vmm_exit_line(log: &str) -> Option<&str> {
+    log.lines().rev().filter(|l| l.contains("krun_vmm")).find_map(|l| {
+        let (_, text) = l.split_once("] ")?;
+        let text = text.trim();
+        text.starts_with("Received ").then_some(text)
+    })
+}
+
+/// What a libkrun exit line means for the guest, in words.
+fn exit_meaning(line: &str) -> &'static str {
+    if line.contains("KVM_EXIT_SHUTDOWN") {
+        " (the guest CPU reset: a triple fault, or a kernel reboot)"
+    } else if line.contains("KVM_EXIT_INTERNAL_ERROR") || line.contains("KVM_EXIT_FAIL_ENTRY") {
+        " (KVM could not run the guest)"
+    } else {
+        ""
+    }
 }
 
 /// libkrun's own lines in the sandbox log (its `env_logger` lines carry `ERROR`/`WARN`, and a few
@@ -202,6 +249,7 @@ fn prepare(dir: &SandboxDir) -> Result<(VmConfig, Channel), RuntimeError> {
     config.validate()?;
     let socket = dir.agent_vm_socket();
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(dir.stop_reason_file());
     let listener = UnixListener::bind(&socket).map_err(RuntimeError::io("listen on", &socket))?;
     let limits = TimeLimits {
         max_duration: spec.config.max_duration(),
@@ -430,6 +478,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(vmm_errors(&log), "[2026 ERROR vmm] Building the microVM failed: Kvm");
+        let _ = std::fs::remove_dir_all(base);
+    }
+
+    #[test]
+    fn a_guest_that_ended_unasked_is_explained_from_libkrun_and_the_console() {
+        let base = std::env::temp_dir().join(format!("moat-vm-unasked-{}", std::process::id()));
+        let dir = SandboxDir::create(&base, "box").unwrap();
+        std::fs::create_dir_all(dir.log_dir()).unwrap();
+        std::fs::write(dir.kernel_log(), "boot\nINFO moat_agentd: ready\n").unwrap();
+        std::fs::write(
+            dir.sandbox_log(),
+            "[2026 INFO  krun_vmm::linux::vstate] Received KVM_EXIT_SHUTDOWN signal\n\
+             2026 INFO relay: client connected\n\
+             [2026 INFO  krun_vmm] Vmm is stopping.\n",
+        )
+        .unwrap();
+        let reason = unasked_end_reason(&dir);
+        assert!(reason.starts_with(ENDED_UNASKED), "{reason}");
+        assert!(reason.contains("libkrun: Received KVM_EXIT_SHUTDOWN signal (the guest CPU reset"));
+        assert!(reason.ends_with("last line: INFO moat_agentd: ready"), "{reason}");
+        // No exit line from libkrun and an empty console are said so.
+        std::fs::write(dir.sandbox_log(), "[2026 INFO  krun_vmm] Vmm is stopping.\n").unwrap();
+        std::fs::write(dir.kernel_log(), "").unwrap();
+        let reason = unasked_end_reason(&dir);
+        assert!(reason.contains("libkrun reported no guest exit"), "{reason}");
+        assert!(reason.ends_with("last line: (none)"), "{reason}");
+        dir.remove().unwrap();
         let _ = std::fs::remove_dir_all(base);
     }
 }

@@ -165,3 +165,71 @@ fn logs_follow_prints_new_output_and_ends_when_the_sandbox_stops_as_root() {
     let output = follower.wait_with_output().unwrap();
     assert_eq!(stdout(&output), "followed\n", "stderr: {}", stderr(&output));
 }
+
+/// The pids of `pid`'s descendants, from each process's parent in `/proc/*/stat`.
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // The parent is the second field after the parenthesised command name.
+        let parent = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1));
+        if let Some(parent) = parent.and_then(|p| p.parse::<i32>().ok()) {
+            parents.push((child, parent));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let of = found[i];
+        found.extend(parents.iter().filter(|(_, p)| *p == of).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+fn wait_for_status(sandbox: &Sandbox, status: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while sandbox.ls_status().as_deref() != Some(status) {
+        assert!(std::time::Instant::now() < deadline, "ls never said {status}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = sandbox.run(&["inspect", sandbox.name]);
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn an_agent_that_dies_unasked_reads_as_crashed_with_why_as_root() {
+    let home = moat_home("life-agent-dies");
+    let sandbox = Sandbox::create(&home, "fragile");
+    let agent = descendants(sandbox.pid())
+        .into_iter()
+        .find(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("moat-agentd"))
+        })
+        .expect("the sandbox's agent among its descendants");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    let state = wait_for_status(&sandbox, "crashed");
+    let reason = state["stop_reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with(moat_runtime::sandbox::ENDED_UNASKED), "{state}");
+    assert!(reason.contains("the agent's process ended"), "{state}");
+    assert_eq!(state["exit_code"], serde_json::Value::Null, "{state}");
+    // A crashed sandbox is not live: `rm` without -f removes it.
+    let rm = sandbox.run(&["rm", "fragile"]);
+    assert_eq!(rm.status.code(), Some(0), "rm: {}", stderr(&rm));
+}
+
+#[test]
+fn a_client_shutdown_reads_as_stopped_by_a_client_as_root() {
+    let home = moat_home("life-client-shutdown");
+    let sandbox = Sandbox::create(&home, "asked");
+    let socket = stdout(&sandbox.run(&["socket", "asked"]));
+    let client = moat_runtime::client::RelayClient::connect(Path::new(socket.trim())).unwrap();
+    client.request_shutdown().unwrap();
+    let state = wait_for_status(&sandbox, "stopped");
+    assert_eq!(state["stop_reason"], moat_runtime::sandbox::STOPPED_BY_CLIENT, "{state}");
+    assert_eq!(state["exit_code"], 0, "{state}");
+}

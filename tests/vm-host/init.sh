@@ -27,6 +27,15 @@ for m in irqbypass kvm kvm-amd; do
   fi
 done
 
+# A heartbeat on the results port: run.sh tells a test host that stopped responding (its kernel
+# hung under emulation, or its serial ports stalled) from a slow case by these lines.
+(
+  while :; do
+    sleep 10
+    report "ALIVE $(cut -d' ' -f1 /proc/uptime)"
+  done
+) &
+
 export MOAT_HOME=/tmp/moat
 export MOAT_LIBKRUNFW=/opt/libkrunfw.so.5
 export MOAT_AGENTD_STATIC=/opt/moat/moat-agentd-static

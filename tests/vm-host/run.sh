@@ -20,6 +20,7 @@
 #   MOAT_AGENTD_STATIC_BIN  use this prebuilt static moat-agentd (else agentd/build-static.sh)
 #   MOAT_VM_HOST_DIR      cache and work directory (default target/vm-host)
 #   MOAT_VM_HOST_TIMEOUT  seconds the test host may run (default 660)
+#   MOAT_VM_HOST_STALL    seconds without a heartbeat before the test host counts as hung (90)
 #   MOAT_VM_HOST_CASES    space-separated case names to run (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,6 +28,7 @@ root=$PWD
 here=$root/tests/vm-host
 vh=${MOAT_VM_HOST_DIR:-$root/target/vm-host}
 host_timeout=${MOAT_VM_HOST_TIMEOUT:-660}
+stall_limit=${MOAT_VM_HOST_STALL:-90}
 mkdir -p "$vh"
 vh=$(cd "$vh" && pwd)
 t_start=$(date +%s)
@@ -295,8 +297,22 @@ qemu_pid=$!
 # The suite ends with its DONE line. A test host that then does not power off (seen once: its
 # serial console stalled) is stopped after a grace period rather than waited for until the
 # timeout: the results are complete, and the note below says what happened.
-rm -f "$run_dir/stopped-after-done"
+# The test host also writes a heartbeat every 10 s. When none comes for $stall_limit s, the test
+# host has stopped responding (seen once in CI: nothing on either serial port after a case began,
+# while that case has its own 120 s limit inside). It is stopped then, rather than at the timeout,
+# and the report says how busy qemu was meanwhile: a hung or spinning emulated kernel, not a slow
+# case.
+rm -f "$run_dir/stopped-after-done" "$run_dir/stalled"
+# qemu's user+system CPU time in clock ticks (it is the child of `timeout`).
+qemu_ticks() {
+  local pid
+  pid=$(cat "/proc/$1/task/$1/children" 2>/dev/null | awk '{ print $1 }')
+  [ -n "$pid" ] && awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null
+}
 (
+  last_size=-1
+  last_change=$(date +%s)
+  ticks_at_change=$(qemu_ticks "$qemu_pid")
   while kill -0 "$qemu_pid" 2>/dev/null; do
     if grep -q '^VMTEST DONE' "$results" 2>/dev/null; then
       for _ in $(seq 30); do
@@ -304,6 +320,23 @@ rm -f "$run_dir/stopped-after-done"
         sleep 1
       done
       : >"$run_dir/stopped-after-done"
+      kill -TERM "$qemu_pid" 2>/dev/null
+      exit 0
+    fi
+    size=$(stat -c %s "$results" 2>/dev/null || echo 0)
+    now=$(date +%s)
+    if [ "$size" != "$last_size" ]; then
+      last_size=$size
+      last_change=$now
+      ticks_at_change=$(qemu_ticks "$qemu_pid")
+    elif [ $((now - last_change)) -ge "$stall_limit" ]; then
+      ticks=$(qemu_ticks "$qemu_pid")
+      busy=
+      if [ -n "$ticks" ] && [ -n "$ticks_at_change" ]; then
+        hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+        busy="; qemu used $(((ticks - ticks_at_change) * 100 / hz / (now - last_change)))% of one core meanwhile"
+      fi
+      echo "no heartbeat for $((now - last_change)) s$busy" >"$run_dir/stalled"
       kill -TERM "$qemu_pid" 2>/dev/null
       exit 0
     fi
@@ -329,6 +362,9 @@ failed=$(grep -c '^VMTEST FAIL ' "$run_dir/results.txt" || true)
 problem=
 if [ -e "$run_dir/stopped-after-done" ] && grep -q '^VMTEST DONE' "$run_dir/results.txt"; then
   echo "vm-host: note: the suite finished but the test host did not power off within 30 s; qemu was stopped (status $qemu_rc)"
+elif [ -e "$run_dir/stalled" ]; then
+  running=$(tr -d '\r' <"$console" | sed -n 's/^==== case \([a-z_]*\) at .*/\1/p' | tail -n 1)
+  problem="the test host stopped responding during case ${running:-(none yet)}: $(cat "$run_dir/stalled")"
 elif [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
   problem="the test host did not finish within ${host_timeout}s (timeout)"
 elif [ "$qemu_rc" != 0 ]; then
