@@ -112,33 +112,32 @@ pub const STOPPED_IDLE: &str = "--idle-timeout reached with no client connected"
 /// A named sandbox records its own clean end (an ephemeral one has no `state.json`). Only a
 /// live record changes: `moat stop`/`kill` write their own outcome.
 pub(crate) fn record_own_exit(dir: &SandboxDir, reason: &str) {
-    let Ok(mut record) = crate::state::read_recorded(dir.path()) else { return };
-    if !matches!(record.status, crate::state::Status::Running | crate::state::Status::Draining) {
-        return;
-    }
-    record.status = crate::state::Status::Stopped;
-    record.stopped_at = Some(crate::state::now());
-    record.exit_code = Some(0);
-    record.stop_reason = Some(reason.to_owned());
-    if let Err(err) = crate::state::write(dir.path(), &record) {
-        tracing::warn!(%err, "could not record the sandbox's exit");
-    }
+    record_own_end(dir, crate::state::Status::Stopped, Some(0), reason);
 }
 
 /// A named sandbox records that its guest ended with nobody asking, as `crashed` with `reason`
 /// (the only place `Crashed` is written: otherwise it is read from a dead pid). Only a live record
 /// changes.
 pub(crate) fn record_own_crash(dir: &SandboxDir, reason: &str) {
+    record_own_end(dir, crate::state::Status::Crashed, None, reason);
+}
+
+fn record_own_end(
+    dir: &SandboxDir,
+    status: crate::state::Status,
+    exit_code: Option<i32>,
+    reason: &str,
+) {
     let Ok(mut record) = crate::state::read_recorded(dir.path()) else { return };
     if !matches!(record.status, crate::state::Status::Running | crate::state::Status::Draining) {
         return;
     }
-    record.status = crate::state::Status::Crashed;
+    record.status = status;
     record.stopped_at = Some(crate::state::now());
-    record.exit_code = None;
+    record.exit_code = exit_code;
     record.stop_reason = Some(reason.to_owned());
     if let Err(err) = crate::state::write(dir.path(), &record) {
-        tracing::warn!(%err, "could not record the sandbox's crash");
+        tracing::warn!(%err, status = status.as_str(), "could not record how the sandbox ended");
     }
 }
 

@@ -266,6 +266,7 @@ cp "$here/init.sh" "$r/init"
 cp "$here/suite.sh" "$r/suite.sh"
 chmod 755 "$r/init" "$r/suite.sh"
 printf '%s\n' "${MOAT_VM_HOST_CASES:-}" >"$r/etc/vmtest-cases"
+printf '%s\n' "${MOAT_VM_HOST_KVM_AMD_ARGS-}" >"$r/etc/vmtest-kvm-amd-args"
 printf 'kernel=%s libkrunfw5=%s\n' "$kver" "$krunfw_ver" >"$r/etc/vmtest-versions"
 initrd=$vh/initrd.gz
 (cd "$r" && find . | "$busybox" cpio -o -H newc 2>/dev/null | gzip -1 >"$initrd.new")
@@ -345,8 +346,9 @@ qemu_ticks() {
 ) &
 watch_pid=$!
 # Print the cases as they come back.
-tail -n +1 -F --pid="$qemu_pid" "$results" 2>/dev/null | tr -d '\r' |
-  sed -un 's/^VMTEST \(PASS\|FAIL\|INFO\) /\1 /p' &
+# (sed -u, not tr, strips the carriage returns: a block-buffered tr would hold the lines back.)
+tail -n +1 -F --pid="$qemu_pid" "$results" 2>/dev/null |
+  sed -un 's/\r$//; s/^VMTEST \(PASS\|FAIL\|INFO\) /\1 /p' &
 tail_pid=$!
 wait "$qemu_pid"
 qemu_rc=$?
