@@ -31,6 +31,10 @@ const DEFAULT_VSOCK_PORT: u32 = 1024;
 /// How long the writer gets to flush the last frames before the process ends.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
+/// How long a VM guest's console gets to carry the agent's last lines out before an unrequested
+/// power-off.
+const CONSOLE_DRAIN: Duration = Duration::from_millis(500);
+
 struct Options {
     channel: ChannelSpec,
     boot: BootOptions,
@@ -87,6 +91,15 @@ fn init_logging() {
 fn main() -> ExitCode {
     let boot_time_ns = sys::boottime_ns();
     init_logging();
+    // PID 1's death ends the sandbox, and in a VM the console lines saying why can be lost with
+    // it: the panic message gets time to reach the console first.
+    let print_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print_panic(info);
+        if std::process::id() == 1 {
+            std::thread::sleep(CONSOLE_DRAIN);
+        }
+    }));
     let options = match parse_options() {
         Ok(options) => options,
         Err(message) => {
@@ -195,7 +208,12 @@ async fn run(options: Options, reaper: Reaper, boot_time_ns: u64) -> ExitCode {
     tracing::info!(boot_time_ns, init_time_ns, "ready");
 
     let ended = driver::serve(&mut reader, &out, &mut services).await;
-    tracing::info!(?ended, "stopping");
+    let asked = matches!(ended, Ended::Shutdown);
+    if asked {
+        tracing::info!(?ended, "stopping");
+    } else {
+        tracing::error!(?ended, "the host channel ended without core.shutdown; stopping");
+    }
     shutdown::stop_everything(&mut services, &reaper, options.pid1).await;
     drop(services);
     let code = match ended {
@@ -204,6 +222,11 @@ async fn run(options: Options, reaper: Reaper, boot_time_ns: u64) -> ExitCode {
     };
     let code = finish(out, writer, code).await;
     if options.pid1 && options.boot.vm {
+        if !asked {
+            // libkrun ends the VM process as soon as the guest resets, and the console lines
+            // still in flight are lost with it: give the ones that say why time to arrive.
+            std::thread::sleep(CONSOLE_DRAIN);
+        }
         shutdown::power_off_vm();
     }
     code

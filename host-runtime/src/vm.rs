@@ -129,8 +129,11 @@ fn unasked_end_reason(dir: &SandboxDir) -> String {
     format!(
         "{ENDED_UNASKED}: {}; the guest console's last line: {}",
         vmm.map_or_else(
-            || "libkrun reported no guest exit (a guest reboot, for example after a kernel panic)"
-                .to_owned(),
+            || {
+                "libkrun reported no vCPU exit, so the guest kernel rebooted (a kernel panic, or \
+                 the agent's death, which panics the kernel)"
+                    .to_owned()
+            },
             |line| format!("libkrun: {line}{}", exit_meaning(line)),
         ),
         if console.is_empty() { "(none)" } else { console },
@@ -150,7 +153,8 @@ fn vmm_exit_line(log: &str) -> Option<&str> {
 /// What a libkrun exit line means for the guest, in words.
 fn exit_meaning(line: &str) -> &'static str {
     if line.contains("KVM_EXIT_SHUTDOWN") {
-        " (the guest CPU reset: a triple fault, or a kernel reboot)"
+        " (a triple fault: the guest CPU reset without the kernel's reboot path, which ends \
+         through the i8042 reset and shows no such line)"
     } else if line.contains("KVM_EXIT_INTERNAL_ERROR") || line.contains("KVM_EXIT_FAIL_ENTRY") {
         " (KVM could not run the guest)"
     } else {
@@ -496,13 +500,13 @@ mod tests {
         .unwrap();
         let reason = unasked_end_reason(&dir);
         assert!(reason.starts_with(ENDED_UNASKED), "{reason}");
-        assert!(reason.contains("libkrun: Received KVM_EXIT_SHUTDOWN signal (the guest CPU reset"));
+        assert!(reason.contains("libkrun: Received KVM_EXIT_SHUTDOWN signal (a triple fault"));
         assert!(reason.ends_with("last line: INFO moat_agentd: ready"), "{reason}");
         // No exit line from libkrun and an empty console are said so.
         std::fs::write(dir.sandbox_log(), "[2026 INFO  krun_vmm] Vmm is stopping.\n").unwrap();
         std::fs::write(dir.kernel_log(), "").unwrap();
         let reason = unasked_end_reason(&dir);
-        assert!(reason.contains("libkrun reported no guest exit"), "{reason}");
+        assert!(reason.contains("libkrun reported no vCPU exit"), "{reason}");
         assert!(reason.ends_with("last line: (none)"), "{reason}");
         dir.remove().unwrap();
         let _ = std::fs::remove_dir_all(base);

@@ -22,6 +22,8 @@
 #   MOAT_VM_HOST_TIMEOUT  seconds the test host may run (default 660)
 #   MOAT_VM_HOST_STALL    seconds without a heartbeat before the test host counts as hung (90)
 #   MOAT_VM_HOST_CASES    space-separated case names to run (default: all)
+#   MOAT_VM_HOST_KVM_AMD_ARGS  parameters for the test host's kvm-amd module (default none), for
+#                         experiments: `npt=0` (shadow paging) was tried and left guests hung
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD

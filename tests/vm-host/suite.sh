@@ -262,6 +262,9 @@ case_stop() {
   need_vt stop || return
   run stop 60 moat stop vt
   st=$(status_of vt)
+  # How a clean power-off looks to libkrun, for comparison with a guest that ended unasked.
+  echo "--- libkrun's last lines in vt's sandbox.log"
+  grep krun_vmm /tmp/moat/sandboxes/vt/sandbox.log | tail -n 5 | cut -c1-200
   if [ "$rc" = 0 ] && [ "$st" = stopped ]; then
     pass stop
   else
