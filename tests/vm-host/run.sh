@@ -24,6 +24,7 @@
 #   MOAT_VM_HOST_CASES    space-separated case names to run (default: all)
 #   MOAT_VM_HOST_KVM_AMD_ARGS  parameters for the test host's kvm-amd module (default none), for
 #                         experiments: `npt=0` (shadow paging) was tried and left guests hung
+#   MOAT_VM_HOST_CPU      qemu's -cpu (default max), for experiments: see README.md
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -31,6 +32,7 @@ here=$root/tests/vm-host
 vh=${MOAT_VM_HOST_DIR:-$root/target/vm-host}
 host_timeout=${MOAT_VM_HOST_TIMEOUT:-660}
 stall_limit=${MOAT_VM_HOST_STALL:-90}
+qemu_cpu=${MOAT_VM_HOST_CPU:-max}
 mkdir -p "$vh"
 vh=$(cd "$vh" && pwd)
 t_start=$(date +%s)
@@ -290,7 +292,7 @@ trap - ERR
 set +e
 LD_LIBRARY_PATH=$ld_path timeout --kill-after=10 "$host_timeout" "$qemu_bin" \
   -L "$x/usr/share/qemu" -L "$x/usr/share/seabios" -L "$x/usr/lib/ipxe/qemu" \
-  -M q35 -accel tcg -cpu max -smp 2 -m 2048 \
+  -M q35 -accel tcg -cpu "$qemu_cpu" -smp 2 -m 2048 \
   -display none -monitor none -no-reboot \
   -serial "file:$console" -serial "file:$results" \
   -kernel "$vmlinuz" -initrd "$initrd" \

@@ -137,6 +137,22 @@ case_rootfs() {
   fi
 }
 
+# After the ephemeral `moat run`s: nothing of theirs may be left running, and the test host's
+# memory must be back (a leftover VM holds its guest RAM).
+case_leftovers() {
+  echo "\$ ps; free -m"
+  ps | grep -v ' \[' | grep -v -E ' (ps|grep|sh /suite.sh|init|sh)( |$)' | tail -n 30
+  free -m
+  # busybox timeout's watcher outlives its command by up to a second: give it that second.
+  sleep 2
+  left=$(ps -o pid,args | grep -E 'moat|krun' | grep -v -E 'grep|timeout' | cut -c1-120)
+  if [ -n "$left" ]; then
+    fail leftovers "processes left after the moat run cases: $(echo "$left" | tr '\n' ';')"
+  else
+    pass leftovers
+  fi
+}
+
 # The lifecycle cases use a sandbox on the busybox test root; the host-root share has its own
 # cases (run_echo, exit_code, stdin_cat, conformance_host_root), so one fault does not hide others.
 case_create() {
@@ -332,7 +348,7 @@ case_boot_fail_agentd() {
     moat run --isolation vm --rootfs /opt/rootfs -- true
 }
 
-all="kvm doctor run_echo exit_code stdin_cat rootfs create exec fs_relay pty logs conformance stop conformance_host_root crashed boot_fail_rootfs boot_fail_agentd"
+all="kvm doctor run_echo exit_code stdin_cat rootfs leftovers create exec fs_relay pty logs conformance stop conformance_host_root crashed boot_fail_rootfs boot_fail_agentd"
 cases=${*:-$all}
 for c in $cases; do
   echo
