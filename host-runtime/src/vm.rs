@@ -130,8 +130,9 @@ fn unasked_end_reason(dir: &SandboxDir) -> String {
         "{ENDED_UNASKED}: {}; the guest console's last line: {}",
         vmm.map_or_else(
             || {
-                "libkrun reported no vCPU exit, so the guest kernel rebooted (a kernel panic, or \
-                 the agent's death, which panics the kernel)"
+                "libkrun reported no vCPU exit, so most likely the guest kernel rebooted (a kernel \
+                 panic, the agent's death, or the agent powering off after its channel broke: see \
+                 logs/kernel.log)"
                     .to_owned()
             },
             |line| format!("libkrun: {line}{}", exit_meaning(line)),
@@ -153,8 +154,8 @@ fn vmm_exit_line(log: &str) -> Option<&str> {
 /// What a libkrun exit line means for the guest, in words.
 fn exit_meaning(line: &str) -> &'static str {
     if line.contains("KVM_EXIT_SHUTDOWN") {
-        " (a triple fault: the guest CPU reset without the kernel's reboot path, which ends \
-         through the i8042 reset and shows no such line)"
+        " (the guest CPU reset itself, most likely a triple fault: a guest reboot normally ends \
+         through the i8042 reset first and shows no such line)"
     } else if line.contains("KVM_EXIT_INTERNAL_ERROR") || line.contains("KVM_EXIT_FAIL_ENTRY") {
         " (KVM could not run the guest)"
     } else {
@@ -500,7 +501,7 @@ mod tests {
         .unwrap();
         let reason = unasked_end_reason(&dir);
         assert!(reason.starts_with(ENDED_UNASKED), "{reason}");
-        assert!(reason.contains("libkrun: Received KVM_EXIT_SHUTDOWN signal (a triple fault"));
+        assert!(reason.contains("libkrun: Received KVM_EXIT_SHUTDOWN signal (the guest CPU reset"));
         assert!(reason.ends_with("last line: INFO moat_agentd: ready"), "{reason}");
         // No exit line from libkrun and an empty console are said so.
         std::fs::write(dir.sandbox_log(), "[2026 INFO  krun_vmm] Vmm is stopping.\n").unwrap();
