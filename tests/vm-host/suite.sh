@@ -137,8 +137,8 @@ case_rootfs() {
   fi
 }
 
-# After the ephemeral `moat run`s: nothing of theirs may be left running, and the test host's
-# memory must be back (a leftover VM holds its guest RAM).
+# After the ephemeral `moat run`s: nothing of theirs may be left running (a leftover VM would also
+# hold its guest RAM; the test host's memory is printed as evidence).
 case_leftovers() {
   echo "\$ ps; free -m"
   ps | grep -v ' \[' | grep -v -E ' (ps|grep|sh /suite.sh|init|sh)( |$)' | tail -n 30
