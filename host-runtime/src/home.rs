@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::cli::RootSource;
 use crate::config::SandboxConfig;
 use crate::error::RuntimeError;
+use crate::limits::LOG_TAIL_READ_BYTES;
 
 /// What the sandbox process and the namespace init read from `spec.json`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -167,11 +168,25 @@ impl SandboxDir {
 }
 
 /// The last `lines` lines of the text file at `path` (empty when unreadable), invalid UTF-8
-/// replaced.
+/// replaced. Only the file's last [`LOG_TAIL_READ_BYTES`] are read, so a long-lived log costs
+/// no more than that; a line cut by that limit is left out.
 pub fn tail_lines(path: &Path, lines: usize) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    let mut cut = false;
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let len = file.metadata().map_or(0, |m| m.len());
+        let start = len.saturating_sub(LOG_TAIL_READ_BYTES);
+        cut = start > 0;
+        if file.seek(SeekFrom::Start(start)).is_ok() {
+            let _ = file.take(LOG_TAIL_READ_BYTES).read_to_end(&mut bytes);
+        }
+    }
     let text = String::from_utf8_lossy(&bytes);
-    let all: Vec<&str> = text.lines().collect();
+    let mut all: Vec<&str> = text.lines().collect();
+    if cut && !all.is_empty() {
+        all.remove(0);
+    }
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
@@ -186,6 +201,28 @@ pub fn ephemeral_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tail_lines_reads_only_the_end_of_a_long_log() {
+        let base = std::env::temp_dir().join(format!("moat-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let path = base.join("log");
+        // Longer than the read limit; its first line in that window is cut and left out.
+        let text: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+        assert!(text.len() as u64 > LOG_TAIL_READ_BYTES);
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(tail_lines(&path, 2), "line 19998\nline 19999");
+        let window = tail_lines(&path, usize::MAX);
+        assert!(window.len() as u64 <= LOG_TAIL_READ_BYTES, "{}", window.len());
+        assert!(window.lines().all(|l| l.starts_with("line ")));
+        let first = window.lines().next().unwrap();
+        assert!(text.contains(&format!("\n{first}\n")), "a cut line: {first}");
+        // A short file is read whole; a missing one is empty.
+        std::fs::write(&path, "a\nb\nc\n").unwrap();
+        assert_eq!(tail_lines(&path, 5), "a\nb\nc");
+        assert_eq!(tail_lines(&base.join("missing"), 5), "");
+        let _ = std::fs::remove_dir_all(base);
+    }
 
     #[test]
     fn spec_round_trips_through_the_sandbox_directory() {

@@ -36,6 +36,9 @@ pub const VM_POWER_OFF_GRACE_MS: u64 = 5_000;
 /// Lines of the guest console (and of libkrun's log) put into a VM boot error.
 pub const VM_LOG_TAIL_LINES: usize = 8;
 
+/// The most of a log's end read to quote its last lines: logs grow for the sandbox's whole life.
+pub const LOG_TAIL_READ_BYTES: u64 = 64 * 1024;
+
 /// Lines of the agent log shown when a sandbox fails to boot.
 pub const AGENT_LOG_TAIL_LINES: usize = 20;
 

@@ -76,9 +76,8 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
         Some(reason) => record_own_exit(dir, reason),
         None => {
             let how = agent_status.map_or_else(|| "did not exit".to_owned(), |s| s.to_string());
-            let reason = format!(
-                "{ENDED_UNASKED}: the agent's process ended ({how}); see agent.log and logs/kernel.log"
-            );
+            let reason =
+                format!("{ENDED_UNASKED}: the agent's process ended ({how}); see agent.log");
             tracing::error!(reason, "the sandbox crashed");
             record_own_crash(dir, &reason);
         }
