@@ -253,10 +253,16 @@ fetch_tree qemu_apt "$q/debs" "$q/root" "${qemu_pins[@]}"
 
 # qemu runs through its own tree's dynamic loader and libraries: nothing of this host's glibc.
 qemu_root=$q/root
-qemu_ld=$qemu_root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+# (A merged-/usr release ships the loader under usr/lib; older ones, bookworm among them, under lib.)
+qemu_ld=
+for l in usr/lib/x86_64-linux-gnu lib/x86_64-linux-gnu lib64; do
+  [ -e "$qemu_root/$l/ld-linux-x86-64.so.2" ] && { qemu_ld=$qemu_root/$l/ld-linux-x86-64.so.2; break; }
+done
 qemu_bin=$qemu_root/usr/bin/qemu-system-x86_64
-[ -x "$qemu_bin" ] && [ -e "$qemu_ld" ] || cannot "qemu-system-x86_64 or its loader was not extracted into $qemu_root"
-qemu=("$qemu_ld" --library-path "$qemu_root/usr/lib/x86_64-linux-gnu:$qemu_root/lib/x86_64-linux-gnu"
+[ -x "$qemu_bin" ] && [ -n "$qemu_ld" ] || cannot "qemu-system-x86_64 or its loader was not extracted into $qemu_root"
+# QEMU_MODULE_DIR: where a build with modular accelerators (bookworm's: accel-tcg-x86_64.so) finds them.
+qemu=(env "QEMU_MODULE_DIR=$qemu_root/usr/lib/x86_64-linux-gnu/qemu"
+  "$qemu_ld" --library-path "$qemu_root/usr/lib/x86_64-linux-gnu:$qemu_root/lib/x86_64-linux-gnu"
   "$qemu_bin" -L "$qemu_root/usr/share/qemu" -L "$qemu_root/usr/share/seabios"
   -L "$qemu_root/usr/lib/ipxe/qemu")
 vmlinuz=$x/boot/vmlinuz-$kver
