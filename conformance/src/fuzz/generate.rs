@@ -68,15 +68,22 @@ pub fn input(rng: &mut Rng, g: Generation) -> Input {
 pub fn step(rng: &mut Rng, conns: u8, g: Generation) -> Step {
     let conn = rng.below(usize::from(conns.max(1))) as u8;
     match rng.below(100) {
-        0..=47 => Step::Send { conn, frame: valid_frame(rng, g) },
-        48..=59 => {
+        0..=44 => Step::Send { conn, frame: valid_frame(rng, g) },
+        45..=56 => {
             let mut frame = valid_frame(rng, g);
             mutate::frame(rng, &mut frame);
             Step::Send { conn, frame }
         }
-        60..=64 => {
+        57..=61 => {
             let mut frame = valid_frame(rng, g);
             mutate::cut_envelope(rng, &mut frame);
+            Step::Send { conn, frame }
+        }
+        62..=64 => {
+            let mut frame = valid_frame(rng, g);
+            if let Body::Envelope { t, .. } = &mut frame.body {
+                *t = format!("core.fuzz.unknown{}", rng.below(4));
+            }
             Step::Send { conn, frame }
         }
         65..=66 => {
