@@ -48,8 +48,8 @@ struct Client {
     conn: Conn,
     /// Ids in the order frames were sent on them.
     sent: Vec<u32>,
-    /// The type name first sent on each id.
-    first_type: HashMap<u32, String>,
+    /// The type names sent on each id, in order.
+    types: HashMap<u32, Vec<String>>,
     /// Ids that opened a session, in order.
     sessions: Vec<u32>,
     opened: HashSet<u32>,
@@ -141,7 +141,7 @@ impl Run<'_> {
                 self.clients.push(Some(Client {
                     conn,
                     sent: Vec::new(),
-                    first_type: HashMap::new(),
+                    types: HashMap::new(),
                     sessions: Vec::new(),
                     opened: HashSet::new(),
                     admissible: true,
@@ -271,7 +271,7 @@ impl Run<'_> {
         let Some(client) = self.client(conn) else { return };
         client.closed = true;
         let admissible = client.admissible;
-        let last = client.sent.last().and_then(|id| client.first_type.get(id)).cloned();
+        let last = client.sent.last().and_then(|id| client.types.get(id)?.last()).cloned();
         self.out.features.insert(format!("closed:{}", last.clone().unwrap_or_default()));
         self.out.transcript.line(format!("  conn {conn}: closed by the peer ({how})"));
         if admissible {
@@ -328,9 +328,9 @@ impl Run<'_> {
         self.frames_read += 1;
         let Some(client) = self.client(conn) else { return };
         let checked = {
-            let first_type = &client.first_type;
+            let types = &client.types;
             let opened = &client.opened;
-            let used = |id: u32| first_type.get(&id).cloned();
+            let used = |id: u32| types.get(&id).cloned();
             let is_opened = |id: u32| opened.contains(&id);
             let range = client.conn.range();
             let view = ClientView { index: conn, range, used: &used, opened: &is_opened };
@@ -417,7 +417,7 @@ impl Run<'_> {
 impl Client {
     fn note_sent(&mut self, id: u32, t: &str, opens: bool) {
         self.sent.push(id);
-        self.first_type.entry(id).or_insert_with(|| t.to_owned());
+        self.types.entry(id).or_default().push(t.to_owned());
         if opens && self.opened.insert(id) {
             self.sessions.push(id);
         }
@@ -444,7 +444,7 @@ impl Client {
             }),
         };
         match id {
-            Some(id) => (id, self.first_type.contains_key(&id)),
+            Some(id) => (id, self.types.contains_key(&id)),
             None => (self.conn.next_id().unwrap_or(range.start), false),
         }
     }

@@ -77,8 +77,8 @@ pub struct ClientView<'a> {
     pub index: u8,
     /// Its id range.
     pub range: IdRange,
-    /// Whether it sent a frame on `id`, and the type name it sent there first.
-    pub used: &'a dyn Fn(u32) -> Option<String>,
+    /// The type names it sent on `id`, first first; `None` if it never used `id`.
+    pub used: &'a dyn Fn(u32) -> Option<Vec<String>>,
     /// Whether `id` opened a session.
     pub opened: &'a dyn Fn(u32) -> bool,
 }
@@ -96,12 +96,13 @@ pub fn check_reply(client: &ClientView<'_>, frame: &RawFrame) -> Result<Vec<Stri
             ),
         ));
     }
-    let Some(sent_t) = (client.used)(id) else {
+    let Some(sent) = (client.used)(id) else {
         return Err(Finding::new(
             FindingKind::UnusedId,
             format!("conn {c}: a reply on id {id}, which the client never used"),
         ));
     };
+    let sent_t = sent.first().cloned().unwrap_or_default();
     let decoded = decode_frame(frame).map_err(|e| {
         Finding::new(
             FindingKind::MalformedReply,
@@ -124,7 +125,10 @@ pub fn check_reply(client: &ClientView<'_>, frame: &RawFrame) -> Result<Vec<Stri
             ));
         }
     };
-    if is_session_event(&message) && !(client.opened)(id) {
+    if is_session_event(&message)
+        && !(client.opened)(id)
+        && !unknown_session_answer(&message, &sent)
+    {
         return Err(Finding::new(
             FindingKind::UnopenedSession,
             format!(
@@ -143,6 +147,18 @@ fn reply_feature(message: &Message) -> String {
         Message::FsResponse(FsResponse { ok, .. }) => format!("core.fs.response:ok={ok}"),
         Message::ExecFailed(f) => format!("core.exec.failed:{:?}", f.kind),
         other => other.wire_name().to_owned(),
+    }
+}
+
+/// The terminal answers the protocol gives a follow-up on a session that does not exist: an
+/// `fs.data` gets `fs.response ok:false` "unknown write session" (PROTOCOL.md §9.4), tcp data
+/// gets `tcp.failed` "unknown TCP session" (§10).
+fn unknown_session_answer(message: &Message, sent: &[String]) -> bool {
+    let sent_any = |names: &[&str]| sent.iter().any(|t| names.contains(&t.as_str()));
+    match message {
+        Message::FsResponse(FsResponse { ok: false, .. }) => sent_any(&["core.fs.data"]),
+        Message::TcpFailed(_) => sent_any(&["core.tcp.data", "core.tcp.eof", "core.tcp.close"]),
+        _other => false,
     }
 }
 
@@ -259,7 +275,7 @@ mod tests {
     use super::*;
 
     fn view<'a>(
-        used: &'a dyn Fn(u32) -> Option<String>,
+        used: &'a dyn Fn(u32) -> Option<Vec<String>>,
         opened: &'a dyn Fn(u32) -> bool,
     ) -> ClientView<'a> {
         ClientView { index: 0, range: IdRange { start: 1, end_exclusive: 100 }, used, opened }
@@ -274,14 +290,14 @@ mod tests {
 
     #[test]
     fn a_pong_on_a_used_id_is_fine_and_named_by_what_was_sent() {
-        let used = |id| (id == 5).then(|| "core.ping".to_owned());
+        let used = |id| (id == 5).then(|| vec!["core.ping".to_owned()]);
         let features = check_reply(&view(&used, &|_| false), &raw(5, Message::Pong)).unwrap();
         assert_eq!(features, ["core.ping->core.pong"]);
     }
 
     #[test]
     fn replies_on_foreign_or_unused_ids_are_findings() {
-        let used = |_| Some("core.ping".to_owned());
+        let used = |_| Some(vec!["core.ping".to_owned()]);
         let foreign = check_reply(&view(&used, &|_| false), &raw(100, Message::Pong));
         assert_eq!(foreign.unwrap_err().kind, FindingKind::ForeignId);
         let never = |_| None;
@@ -291,7 +307,7 @@ mod tests {
 
     #[test]
     fn a_session_event_on_an_id_that_opened_none_is_a_finding() {
-        let used = |_| Some("core.exec.stdin".to_owned());
+        let used = |_| Some(vec!["core.exec.stdin".to_owned()]);
         let exited = Message::ExecExited(moat_protocol::payload::exec::ExecExited { code: 0 });
         let found = check_reply(&view(&used, &|_| false), &raw(5, exited.clone()));
         assert_eq!(found.unwrap_err().kind, FindingKind::UnopenedSession);
@@ -299,8 +315,27 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_unknown_session_answers_are_not_findings() {
+        let fs_data = |_| Some(vec!["core.fs.data".to_owned()]);
+        let refused =
+            FsResponse { ok: false, error: Some("unknown write session: 5".into()), data: None };
+        let reply = raw(5, Message::FsResponse(refused));
+        assert!(check_reply(&view(&fs_data, &|_| false), &reply).is_ok());
+        let tcp_eof = |_| Some(vec!["core.tcp.eof".to_owned()]);
+        let failed =
+            Message::TcpFailed(moat_protocol::payload::tcp::TcpFailed { error: "x".into() });
+        assert!(check_reply(&view(&tcp_eof, &|_| false), &raw(5, failed.clone())).is_ok());
+        let ping = |_| Some(vec!["core.ping".to_owned()]);
+        let found = check_reply(&view(&ping, &|_| false), &raw(5, failed));
+        assert_eq!(found.unwrap_err().kind, FindingKind::UnopenedSession);
+        let ok = FsResponse { ok: true, error: None, data: None };
+        let found = check_reply(&view(&fs_data, &|_| false), &raw(5, Message::FsResponse(ok)));
+        assert_eq!(found.unwrap_err().kind, FindingKind::UnopenedSession);
+    }
+
+    #[test]
     fn a_known_type_with_wrong_flags_is_a_malformed_reply() {
-        let used = |_| Some("core.ping".to_owned());
+        let used = |_| Some(vec!["core.ping".to_owned()]);
         let mut frame = raw(5, Message::Pong);
         frame.flags = Flags::NONE;
         let found = check_reply(&view(&used, &|_| false), &frame);
