@@ -51,6 +51,12 @@ fn guest(router: &mut Router, frame: &RawFrame) -> Vec<Effect> {
     router.guest_frame(frame, Instant::now()).unwrap()
 }
 
+/// The agent's answer to `slot`'s disconnect barrier.
+fn barrier_pong(router: &mut Router, slot: Slot) {
+    let pong = raw(MessageFrame::new(slot.range().end_exclusive, Message::Pong));
+    assert!(guest(router, &pong).is_empty(), "a barrier pong is never routed");
+}
+
 fn closed(effects: &[Effect], client: ClientId) -> bool {
     effects.iter().any(|e| matches!(e, Effect::CloseClient { client: c, .. } if *c == client))
 }
@@ -208,8 +214,13 @@ fn disconnect_kills_open_execs_then_notifies_then_frees_the_slot() {
     router.client_frame(a, &exec(second, false));
     router.client_frame(a, &exec(first, false));
     let effects = router.client_disconnected(a);
-    let [Effect::ToGuest(k1), Effect::ToGuest(k2), Effect::ToGuest(notice), Effect::ReleaseSlot(s)] =
-        &effects[..]
+    let [
+        Effect::ToGuest(k1),
+        Effect::ToGuest(k2),
+        Effect::ToGuest(notice),
+        Effect::ToGuest(barrier),
+        Effect::ReleaseSlot(s),
+    ] = &effects[..]
     else {
         panic!("unexpected effects {effects:?}");
     };
@@ -227,12 +238,15 @@ fn disconnect_kills_open_execs_then_notifies_then_frees_the_slot() {
             })
         )
     );
+    assert_eq!(decoded(barrier), MessageFrame::new(range.end_exclusive, Message::Ping));
     assert_eq!(*s, slot);
-    // Quarantined until released and its execs ended: the next client gets slot 1, then slot 0.
+    // Quarantined until released, its execs ended and the barrier answered: the next client gets
+    // slot 1, then slot 0.
     assert_eq!(connect(&mut router).1.index(), 1);
     router.release_slot(slot);
     guest(&mut router, &exited(first));
     guest(&mut router, &exited(second));
+    barrier_pong(&mut router, slot);
     assert_eq!(connect(&mut router).1, slot);
 }
 
@@ -249,6 +263,7 @@ fn slot_stays_quarantined_until_the_departed_clients_execs_end() {
     router.release_slot(slot);
     assert_eq!(connect(&mut router).1.index(), 1, "slot 0 must wait for the orphan's end");
     assert!(guest(&mut router, &exited(id)).is_empty(), "the orphan's exit reaches nobody");
+    barrier_pong(&mut router, slot);
     assert_eq!(connect(&mut router).1, slot);
 }
 
@@ -260,6 +275,7 @@ fn slot_is_not_freed_before_its_notice_is_queued_even_if_the_execs_ended() {
     router.client_frame(a, &exec(id, false));
     router.client_disconnected(a);
     guest(&mut router, &exited(id));
+    barrier_pong(&mut router, slot);
     assert_eq!(connect(&mut router).1.index(), 1);
     router.release_slot(slot);
     assert_eq!(connect(&mut router).1, slot);
@@ -278,6 +294,46 @@ fn slot_of_execs_that_never_end_is_freed_after_the_drain_deadline() {
     assert_eq!(connect(&mut router).1.index(), 1);
     router.tick(start + Duration::from_millis(ORPHANED_EXEC_DRAIN_MS));
     assert_eq!(connect(&mut router).1, slot);
+}
+
+#[test]
+fn a_departed_clients_late_reply_never_reaches_the_next_client_in_its_slot() {
+    // Regression (found by moat-conformance fuzz): the slot was freed once the notice was queued,
+    // while the agent still had replies to the departed client's last frames on their way (a
+    // core.error for a frame the client sent just before a violation closed it). The next client
+    // in the slot got that core.error on its own id 1, in place of the pong to its ping.
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &ping(id));
+    router.client_disconnected(a);
+    router.release_slot(slot);
+    assert_eq!(connect(&mut router).1.index(), 1, "slot 0 waits for the barrier");
+    let late = raw(MessageFrame::new(id, Message::Pong));
+    assert!(guest(&mut router, &late).is_empty(), "the late reply reaches nobody");
+    barrier_pong(&mut router, slot);
+    let (b, again) = connect(&mut router);
+    assert_eq!((again, router.owners[slot.index() as usize]), (slot, Some(b)));
+}
+
+#[test]
+fn an_agent_without_ping_gets_no_barrier_and_the_slot_frees_with_the_notice() {
+    let old = Ready { agent_version: "gen 5".into(), ..Ready::default() };
+    let mut router =
+        Router::new(&raw(MessageFrame { id: 0, v: 5, message: Message::Ready(old) })).unwrap();
+    let (a, slot) = connect(&mut router);
+    let effects = router.client_disconnected(a);
+    assert!(matches!(effects[..], [Effect::ToGuest(_), Effect::ReleaseSlot(_)]), "{effects:?}");
+    router.release_slot(slot);
+    assert_eq!(connect(&mut router).1, slot);
+}
+
+#[test]
+fn a_barrier_pong_for_a_slot_not_draining_is_dropped() {
+    let mut router = router();
+    let (_, slot) = connect(&mut router);
+    barrier_pong(&mut router, slot);
+    assert_eq!(router.stats().guest_frames_dropped, 1);
 }
 
 #[test]
@@ -369,7 +425,10 @@ fn terminal_frame_ends_the_session_so_disconnect_sends_no_signal() {
     assert_eq!(router.exec_session(id), None);
     assert!(logged(&guest(&mut router, &stdout(id, b"after"))).is_empty());
     let effects = router.client_disconnected(a);
-    assert!(matches!(effects[..], [Effect::ToGuest(_), Effect::ReleaseSlot(_)]));
+    assert!(matches!(
+        effects[..],
+        [Effect::ToGuest(_), Effect::ToGuest(_), Effect::ReleaseSlot(_)]
+    ));
 }
 
 #[test]
