@@ -5,7 +5,7 @@
 //! peer is a finding, never a hung fuzzer.
 //!
 //! It does not decide what is a bug ([`super::oracle`]) and does not run the after-input checks
-//! that need every client gone (the fresh client, `--pid`); [`super::session`] does those.
+//! that need every client gone (the fresh client, `--pid`); [`super::trial`] does those.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;

@@ -13,7 +13,7 @@
 //!
 //! Modules: [`input`] (what an input is), [`generate`] and [`mutate`] (making them), [`execute`]
 //! (running one), [`oracle`] (what is a bug), [`trial`] (one input, fully judged), [`minimize`],
-//! [`corpus`], [`replay`] (the reproducer file), [`transcript`], [`procs`] (`--pid`), [`raw`]
+//! [`corpus`], [`replay`](mod@replay) (the reproducer file), [`transcript`], [`procs`] (`--pid`), [`raw`]
 //! (the one hand-written frame header), [`rng`].
 
 pub mod corpus;
