@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use moat_protocol::error::{DecodeError, EncodeError};
 use moat_protocol::exec_log::LogSource;
-use moat_protocol::limits::{RELAY_SLOT_STEP_IDS, RELAY_SLOTS};
+use moat_protocol::limits::RELAY_SLOTS;
 use moat_protocol::message::{Message, MessageFrame};
 use moat_protocol::message_type::MessageType;
 use moat_protocol::payload::core::RelayClientDisconnected;
@@ -50,7 +50,7 @@ use crate::exec_log::{LogEntry, SANDBOX_STARTED, SANDBOX_STOPPED};
 use crate::limits::{MAX_OPEN_EXECS_PER_CLIENT, ORPHANED_EXEC_DRAIN_MS};
 use crate::outbound::{OutboundQueue, Overflow};
 use crate::sessions::{ExecSession, ExecSessions};
-use crate::slots::SlotTable;
+use crate::slots::{SlotTable, barrier_id, barrier_slot};
 use crate::validate::{Checked, Violation, check_client_frame};
 
 /// The signal sent to a departed client's open execs (SIGKILL, to the process group).
@@ -800,18 +800,6 @@ fn wire_bytes(frame: &RawFrame) -> Option<Bytes> {
 }
 
 /// A relay-made frame's wire bytes.
-/// The relay-private id of `slot`'s disconnect barrier: the boundary id just past its range,
-/// which no client is ever given (PROTOCOL.md §13.3).
-fn barrier_id(slot: Slot) -> u32 {
-    slot.range().end_exclusive
-}
-
-/// The slot whose barrier id `id` is, if it is one.
-fn barrier_slot(id: u32) -> Option<Slot> {
-    let slot = Slot::new((id / RELAY_SLOT_STEP_IDS).checked_sub(1)?)?;
-    (barrier_id(slot) == id).then_some(slot)
-}
-
 fn encode(frame: MessageFrame) -> Option<Bytes> {
     match frame.to_bytes() {
         Ok(bytes) => Some(Bytes::from(bytes)),
