@@ -41,12 +41,12 @@ fn main() -> ExitCode {
         },
         Some("list") if args.len() == 1 => list_command(),
         Some("fuzz") => match parse_fuzz(&args[1..], None) {
-            Ok(options) => fuzz_command(&options),
+            Ok((options, seed_given)) => fuzz_command(options, seed_given),
             Err(e) => usage_error(&e),
         },
         Some("replay") => match args.get(1).filter(|a| !a.starts_with("--")) {
             Some(file) => match parse_fuzz(&args[2..], Some("replay")) {
-                Ok(options) => replay_command(&options, file),
+                Ok((options, _)) => replay_command(&options, file),
                 Err(e) => usage_error(&e),
             },
             None => usage_error("replay needs FILE"),
@@ -152,10 +152,12 @@ fn vectors_command(file: Option<&str>) -> ExitCode {
     if summary.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
-/// Parses `fuzz`'s arguments (or, with `only` = `replay`, the subset `replay` takes).
-fn parse_fuzz(args: &[String], only: Option<&str>) -> Result<fuzz::Options, String> {
+/// Parses `fuzz`'s arguments (or, with `only` = `replay`, the subset `replay` takes); also says
+/// whether `--seed` was given.
+fn parse_fuzz(args: &[String], only: Option<&str>) -> Result<(fuzz::Options, bool), String> {
     let mut options = fuzz::Options::new("");
     let mut socket = None;
+    let mut seed_given = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let flag = arg.as_str();
@@ -170,7 +172,10 @@ fn parse_fuzz(args: &[String], only: Option<&str>) -> Result<fuzz::Options, Stri
         match flag {
             "--socket" => socket = Some(PathBuf::from(value()?)),
             "--seconds" => options.duration = Duration::from_secs(number(flag, &value()?, 1)?),
-            "--seed" => options.seed = number(flag, &value()?, 0)?,
+            "--seed" => {
+                options.seed = number(flag, &value()?, 0)?;
+                seed_given = true;
+            }
             "--jobs" => {
                 let jobs = number(flag, &value()?, 1)?;
                 if jobs > FUZZ_MAX_JOBS as u64 {
@@ -194,7 +199,7 @@ fn parse_fuzz(args: &[String], only: Option<&str>) -> Result<fuzz::Options, Stri
         }
     }
     options.socket = socket.ok_or("fuzz and replay need --socket PATH")?;
-    Ok(options)
+    Ok((options, seed_given))
 }
 
 fn number(flag: &str, text: &str, min: u64) -> Result<u64, String> {
@@ -204,9 +209,7 @@ fn number(flag: &str, text: &str, min: u64) -> Result<u64, String> {
     }
 }
 
-fn fuzz_command(options: &fuzz::Options) -> ExitCode {
-    let seed_given = std::env::args().any(|a| a == "--seed");
-    let mut options = options.clone();
+fn fuzz_command(mut options: fuzz::Options, seed_given: bool) -> ExitCode {
     if !seed_given {
         options.seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
