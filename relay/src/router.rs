@@ -628,9 +628,14 @@ impl Router {
     }
 
     /// The `exec.log` tap and session end: output on a registered exec id is logged whether or
-    /// not its client is still here; a TERMINAL frame ends the session.
+    /// not its client is still here; the exec's own terminal frame ends the session (see
+    /// [`ends_exec`]).
     fn tap(&mut self, frame: &RawFrame, effects: &mut Vec<Effect>) {
         let Some(session) = self.sessions.get(frame.id).copied() else { return };
+        let t = envelope_type(frame);
+        if t == Some(MessageType::ExecStarted) {
+            self.sessions.mark_started(frame.id);
+        }
         if frame.flags == Flags::NONE {
             if let Some((stream, data)) = exec_output(frame) {
                 let source = match stream {
@@ -644,7 +649,7 @@ impl Router {
                 }));
             }
         }
-        if frame.flags == Flags::TERMINAL {
+        if frame.flags == Flags::TERMINAL && ends_exec(t, session.started) {
             self.sessions.end(frame.id);
             match session.owner.and_then(|owner| self.clients.get_mut(&owner)) {
                 Some(owner) => {
@@ -719,6 +724,30 @@ enum OutputStream {
 }
 
 /// The data of a `core.exec.stdout` / `core.exec.stderr` frame, if it is one.
+/// The message type a non-bulk frame's envelope names, if it names a known one.
+fn envelope_type(frame: &RawFrame) -> Option<MessageType> {
+    if frame.flags.is_bulk() {
+        return None;
+    }
+    let envelope = moat_protocol::envelope::Envelope::decode(&frame.body).ok()?;
+    MessageType::from_wire_name(&envelope.t)
+}
+
+/// Whether a TERMINAL frame of type `t` on an exec's id ends the exec (PROTOCOL.md §13.5): its
+/// `exited` or `failed`, or a `core.error` before it started. Any other terminal on that id
+/// (a `core.tcp.failed` for a tcp frame a client sent there, a `core.error` rejecting one
+/// follow-up of a running exec) leaves the process running, so the session stays tracked and is
+/// killed and drained when its client leaves. (Found by `moat-conformance fuzz`: a
+/// `core.tcp.close` on a running exec's id ended its tracking, and its late `core.exec.exited`
+/// reached the next client in the slot.)
+fn ends_exec(t: Option<MessageType>, started: bool) -> bool {
+    match t {
+        Some(MessageType::ExecExited | MessageType::ExecFailed) => true,
+        Some(MessageType::Error) => !started,
+        Some(_) | None => false,
+    }
+}
+
 fn exec_output(frame: &RawFrame) -> Option<(OutputStream, Vec<u8>)> {
     match decode_frame(frame) {
         Ok(Decoded::Message(MessageFrame { message: Message::ExecStdout(data), .. })) => {

@@ -3,7 +3,9 @@
 use bytes::BytesMut;
 use moat_protocol::frame::split_frame;
 use moat_protocol::payload::core::Ready;
+use moat_protocol::payload::core::{CoreError, CoreErrorKind};
 use moat_protocol::payload::exec::{Data, ExecExited, ExecRequest, ExecStarted};
+use moat_protocol::payload::tcp::TcpFailed;
 
 use super::*;
 use crate::limits::{CLIENT_QUEUE_MAX_BYTES, CLIENT_WRITE_STALL_MS, ORPHANED_EXEC_DRAIN_MS};
@@ -334,6 +336,55 @@ fn a_barrier_pong_for_a_slot_not_draining_is_dropped() {
     let (_, slot) = connect(&mut router);
     barrier_pong(&mut router, slot);
     assert_eq!(router.stats().guest_frames_dropped, 1);
+}
+
+#[test]
+fn a_terminal_that_is_not_the_execs_own_leaves_it_tracked_and_killed_on_disconnect() {
+    // Regression (found by moat-conformance fuzz): core.tcp.close on a running exec's id got a
+    // TERMINAL core.tcp.failed from the agent, which ended the relay's tracking of the exec; the
+    // client left, nothing killed or drained the exec, and its core.exec.exited reached the next
+    // client in the slot.
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    guest(&mut router, &raw(MessageFrame::new(id, Message::ExecStarted(ExecStarted { pid: 7 }))));
+    let failed = TcpFailed { error: format!("unknown TCP session: {id}") };
+    guest(&mut router, &raw(MessageFrame::new(id, Message::TcpFailed(failed))));
+    let rejected = CoreError {
+        kind: CoreErrorKind::InvalidPayload,
+        message: "bad stdin".into(),
+        offending_type: None,
+        init_failure: None,
+        workload_failure: None,
+    };
+    guest(&mut router, &raw(MessageFrame::new(id, Message::Error(rejected))));
+    assert!(router.exec_session(id).is_some(), "the exec still runs");
+    let effects = router.client_disconnected(a);
+    let kill = MessageFrame::new(id, Message::ExecSignal(ExecSignal { signal: 9 }));
+    assert!(matches!(&effects[..], [Effect::ToGuest(k), ..] if decoded(k) == kill), "{effects:?}");
+    router.release_slot(slot);
+    barrier_pong(&mut router, slot);
+    assert_eq!(connect(&mut router).1.index(), 1, "slot 0 waits for the exec's end");
+    assert!(guest(&mut router, &exited(id)).is_empty(), "the late exit reaches nobody");
+    assert_eq!(connect(&mut router).1, slot);
+}
+
+#[test]
+fn a_core_error_before_the_exec_started_ends_it() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    let error = CoreError {
+        kind: CoreErrorKind::InvalidPayload,
+        message: "bad request".into(),
+        offending_type: Some("core.exec.request".into()),
+        init_failure: None,
+        workload_failure: None,
+    };
+    guest(&mut router, &raw(MessageFrame::new(id, Message::Error(error))));
+    assert_eq!(router.exec_session(id), None);
 }
 
 #[test]
