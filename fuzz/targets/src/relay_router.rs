@@ -51,7 +51,8 @@
 //!   (any guest frame on the slot's barrier id), or [`ORPHANED_EXEC_DRAIN_MS`] passed since the
 //!   first tick after the release; a departed client's open execs are killed
 //!   (`core.exec.signal 9`), its range announced to the guest and the barrier `core.ping` sent on
-//!   the slot's boundary id, in that order.
+//!   the slot's boundary id, in that order. An exec ends on its own terminal frame (`exited`),
+//!   not on another TERMINAL frame on its id (an arbitrary flags byte `0x01` on a non-envelope).
 //! - Bounds: clients, open exec sessions and each client's queued frames and bytes match the
 //!   model and never pass their limits; a guest frame that does not fit disconnects its client;
 //!   a tick closes exactly the clients whose queued output made no progress for
@@ -766,7 +767,16 @@ impl Harness {
             }
             _ => assert_eq!((delivered, closed), (0, 0), "no open owner, nothing routed"),
         }
-        if live && frame.flags == Flags::TERMINAL {
+        // The relay ends an exec on its own terminal only: `exited` or `failed` (the model sends
+        // no `core.error`), never on another TERMINAL frame or a body that is no envelope.
+        let ends = matches!(
+            decode_frame(frame),
+            Ok(Decoded::Message(MessageFrame {
+                message: Message::ExecExited(_) | Message::ExecFailed(_),
+                ..
+            }))
+        );
+        if live && frame.flags == Flags::TERMINAL && ends {
             self.end_session(frame.id);
         }
         true
