@@ -146,11 +146,11 @@ fn an_agent_that_closes_everyone_on_an_unknown_type_is_caught_and_minimised() {
 fn an_agent_that_stalls_on_a_truncated_envelope_is_caught_as_no_pong() {
     let dir = scratch("stall-on-truncated");
     let buggy = Agent::start(&dir, "stall-on-truncated");
-    let path = find_bug(&dir, &buggy, &["--ping-ms", "500"], "NoPong", "no reply to core.ping");
-    let again = replay(&path, &buggy, &["--ping-ms", "500"]);
+    let path = find_bug(&dir, &buggy, &["--ping-ms", "1000"], "NoPong", "no reply to core.ping");
+    let again = replay(&path, &buggy, &["--ping-ms", "1000"]);
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
     let good = Agent::start(&dir, "good");
-    let clean = replay(&path, &good, &["--ping-ms", "500"]);
+    let clean = replay(&path, &good, &["--ping-ms", "1000"]);
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
 }
 
