@@ -649,7 +649,7 @@ impl Router {
                 }));
             }
         }
-        if frame.flags == Flags::TERMINAL && ends_exec(t, session.started) {
+        if frame.flags == Flags::TERMINAL && ends_exec(frame, t, session.started) {
             self.sessions.end(frame.id);
             match session.owner.and_then(|owner| self.clients.get_mut(&owner)) {
                 Some(owner) => {
@@ -733,17 +733,22 @@ fn envelope_type(frame: &RawFrame) -> Option<MessageType> {
     MessageType::from_wire_name(&envelope.t)
 }
 
-/// Whether a TERMINAL frame of type `t` on an exec's id ends the exec (PROTOCOL.md §13.5): its
-/// `exited` or `failed`, or a `core.error` before it started. Any other terminal on that id
-/// (a `core.tcp.failed` for a tcp frame a client sent there, a `core.error` rejecting one
-/// follow-up of a running exec) leaves the process running, so the session stays tracked and is
-/// killed and drained when its client leaves. (Found by `moat-conformance fuzz`: a
-/// `core.tcp.close` on a running exec's id ended its tracking, and its late `core.exec.exited`
-/// reached the next client in the slot.)
-fn ends_exec(t: Option<MessageType>, started: bool) -> bool {
+/// Whether a TERMINAL `frame` of type `t` on an exec's id ends the exec (PROTOCOL.md §13.5): its
+/// `exited` or `failed`, or a `core.error` refusing the request itself (before `started`, with
+/// `offending_type` `core.exec.request`). Any other terminal on that id (a `core.tcp.failed` for a
+/// tcp frame a client sent there, a `core.error` rejecting a follow-up, which may come before
+/// `started`) leaves the process running, so the session stays tracked and is killed and drained
+/// when its client leaves. (Found by `moat-conformance fuzz`: a `core.tcp.close` on a running
+/// exec's id ended its tracking, and its late `core.exec.exited` reached the next client in the
+/// slot.)
+fn ends_exec(frame: &RawFrame, t: Option<MessageType>, started: bool) -> bool {
     match t {
         Some(MessageType::ExecExited | MessageType::ExecFailed) => true,
-        Some(MessageType::Error) => !started,
+        Some(MessageType::Error) if !started => matches!(
+            decode_frame(frame),
+            Ok(Decoded::Message(MessageFrame { message: Message::Error(e), .. }))
+                if e.offending_type.as_deref() == Some(MessageType::ExecRequest.wire_name())
+        ),
         Some(_) | None => false,
     }
 }

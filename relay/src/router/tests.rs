@@ -388,6 +388,23 @@ fn a_core_error_before_the_exec_started_ends_it() {
 }
 
 #[test]
+fn a_core_error_for_a_follow_up_before_the_exec_started_does_not_end_it() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    let error = CoreError {
+        kind: CoreErrorKind::InvalidPayload,
+        message: "bad stdin".into(),
+        offending_type: Some("core.exec.stdin".into()),
+        init_failure: None,
+        workload_failure: None,
+    };
+    guest(&mut router, &raw(MessageFrame::new(id, Message::Error(error))));
+    assert!(router.exec_session(id).is_some(), "the request itself was not refused");
+}
+
+#[test]
 fn frames_for_a_departed_client_are_dropped() {
     let mut router = router();
     let (a, slot) = connect(&mut router);
