@@ -158,6 +158,25 @@ impl Conn {
         self.deadline
     }
 
+    /// Replaces this connection's deadline (the fuzzer gives every step its own).
+    pub fn set_deadline(&mut self, deadline: Deadline) {
+        self.deadline = deadline;
+    }
+
+    /// The next frame if one arrives within `within`, `Ok(None)` if none does. The connection's
+    /// own deadline still applies.
+    pub fn poll_raw(&mut self, within: Duration) -> Result<Option<RawFrame>, ClientError> {
+        let saved = self.deadline;
+        self.deadline = saved.capped(within);
+        let result = self.recv_raw("a reply");
+        self.deadline = saved;
+        match result {
+            Ok(frame) => Ok(Some(frame)),
+            Err(ClientError::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The next unused id of this client's range.
     pub fn next_id(&mut self) -> Result<u32, ClientError> {
         self.ids.next_id().ok_or(ClientError::IdsExhausted)

@@ -5,6 +5,8 @@
 //!  vectors [FILE]        golden frames decode and re-encode byte for byte      (vectors)
 //!  run --socket PATH     named cases driven against a live relay socket        (run, cases)
 //!                        └─ client: handshake, ids, generation gate, deadlines (client, ops)
+//!  fuzz --socket PATH    structure-aware fuzzing with an oracle, minimised reproducers (fuzz)
+//!  replay FILE --socket  runs a reproducer again                                     (fuzz::replay)
 //! ```
 //!
 //! The live suite depends on `moat-protocol` only, never on moat's relay or runtime, so what it
@@ -16,6 +18,7 @@
 mod cases;
 pub mod client;
 pub mod error;
+pub mod fuzz;
 pub mod limits;
 pub mod ops;
 pub mod pattern;

@@ -4,6 +4,9 @@
 //!  moat-conformance vectors [FILE]
 //!  moat-conformance run --socket PATH [--json] [--case PATTERN]... [--skip PATTERN]... [--timeout SECS]
 //!  moat-conformance list
+//!  moat-conformance fuzz --socket PATH [--seconds N] [--seed N] [--jobs N] [--corpus DIR]
+//!                        [--out DIR] [--generation G] [--pid PID] [--ping-ms MS] [--settle-ms MS]
+//!  moat-conformance replay FILE --socket PATH [--pid PID] [--ping-ms MS] [--settle-ms MS]
 //! ```
 //!
 //! Exit status: 0 when nothing failed, 1 when a check failed, 2 for a usage or input error.
@@ -12,6 +15,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use moat_conformance::fuzz::{self, FuzzError};
+use moat_conformance::limits::FUZZ_MAX_JOBS;
 use moat_conformance::run::{Options, Suite};
 use moat_conformance::vectors::{self, REFERENCE_VECTORS};
 
@@ -19,6 +24,10 @@ const USAGE: &str = "usage: moat-conformance vectors [FILE]
        moat-conformance run --socket PATH [--json] [--case PATTERN]... [--skip PATTERN]...
                             [--timeout SECS]
        moat-conformance list
+       moat-conformance fuzz --socket PATH [--seconds N] [--seed N] [--jobs N] [--corpus DIR]
+                             [--out DIR] [--generation G] [--pid PID] [--ping-ms MS]
+                             [--settle-ms MS]
+       moat-conformance replay FILE --socket PATH [--pid PID] [--ping-ms MS] [--settle-ms MS]
 PATTERN: a substring of family/name, or a glob over it (* and ?).
 ";
 
@@ -31,6 +40,17 @@ fn main() -> ExitCode {
             Err(e) => usage_error(&e),
         },
         Some("list") if args.len() == 1 => list_command(),
+        Some("fuzz") => match parse_fuzz(&args[1..], None) {
+            Ok((options, seed_given)) => fuzz_command(options, seed_given),
+            Err(e) => usage_error(&e),
+        },
+        Some("replay") => match args.get(1).filter(|a| !a.starts_with("--")) {
+            Some(file) => match parse_fuzz(&args[2..], Some("replay")) {
+                Ok((options, _)) => replay_command(&options, file),
+                Err(e) => usage_error(&e),
+            },
+            None => usage_error("replay needs FILE"),
+        },
         _ => usage_error("expected a command"),
     }
 }
@@ -130,4 +150,119 @@ fn vectors_command(file: Option<&str>) -> ExitCode {
     }
     println!("vectors ({source}): {} passed, {} failed", summary.passed, summary.failed.len());
     if summary.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Parses `fuzz`'s arguments (or, with `only` = `replay`, the subset `replay` takes); also says
+/// whether `--seed` was given.
+fn parse_fuzz(args: &[String], only: Option<&str>) -> Result<(fuzz::Options, bool), String> {
+    let mut options = fuzz::Options::new("");
+    let mut socket = None;
+    let mut seed_given = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let flag = arg.as_str();
+        let mut value = || it.next().cloned().ok_or(format!("{flag} needs a value"));
+        let fuzz_only = matches!(
+            flag,
+            "--seconds" | "--seed" | "--jobs" | "--corpus" | "--out" | "--generation"
+        );
+        if fuzz_only && only.is_some() {
+            return Err(format!("{flag} is for fuzz, not replay"));
+        }
+        match flag {
+            "--socket" => socket = Some(PathBuf::from(value()?)),
+            "--seconds" => options.duration = Duration::from_secs(number(flag, &value()?, 1)?),
+            "--seed" => {
+                options.seed = number(flag, &value()?, 0)?;
+                seed_given = true;
+            }
+            "--jobs" => {
+                let jobs = number(flag, &value()?, 1)?;
+                if jobs > FUZZ_MAX_JOBS as u64 {
+                    return Err(format!("--jobs is at most {FUZZ_MAX_JOBS}"));
+                }
+                options.jobs = jobs as usize;
+            }
+            "--corpus" => options.corpus = Some(PathBuf::from(value()?)),
+            "--out" => options.out = PathBuf::from(value()?),
+            "--generation" => {
+                let g = number(flag, &value()?, 1)?;
+                options.generation = u8::try_from(g).map_err(|_| "--generation is 1..=255")?;
+            }
+            "--pid" => {
+                let pid = number(flag, &value()?, 1)?;
+                options.pid = Some(u32::try_from(pid).map_err(|_| "--pid is too large")?);
+            }
+            "--ping-ms" => options.ping_bound = Duration::from_millis(number(flag, &value()?, 1)?),
+            "--settle-ms" => options.settle = Duration::from_millis(number(flag, &value()?, 0)?),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    options.socket = socket.ok_or("fuzz and replay need --socket PATH")?;
+    Ok((options, seed_given))
+}
+
+fn number(flag: &str, text: &str, min: u64) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!("{flag} {text:?}: expected a whole number >= {min}")),
+    }
+}
+
+fn fuzz_command(mut options: fuzz::Options, seed_given: bool) -> ExitCode {
+    if !seed_given {
+        options.seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+    }
+    let summary = match fuzz::fuzz(&options, &|line| println!("{line}")) {
+        Ok(summary) => summary,
+        Err(e @ FuzzError::Start(_)) => {
+            eprintln!("moat-conformance: {e}");
+            println!("0 inputs, 1 failures, 0 corpus entries");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("moat-conformance: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(failure) = &summary.failure {
+        println!(
+            "reproducer: {} ({} steps, {} minimisation runs{})",
+            failure.reproducer.display(),
+            failure.steps,
+            failure.minimize_trials,
+            failure
+                .stopped_early
+                .as_ref()
+                .map_or(String::new(), |why| format!("; stopped early: {why}"))
+        );
+        println!("transcript: {}", failure.reproducer.with_extension("txt").display());
+    }
+    println!("{}", summary.line());
+    if summary.failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn replay_command(options: &fuzz::Options, file: &str) -> ExitCode {
+    match fuzz::replay(options, std::path::Path::new(file)) {
+        Ok((repro, run)) => {
+            print!("{}", run.transcript);
+            println!("recorded: ({:?}) {}", repro.finding.kind, repro.finding.detail);
+            match run.finding {
+                Some(finding) => {
+                    println!("STILL FAILS ({:?}): {}", finding.kind, finding.detail);
+                    ExitCode::FAILURE
+                }
+                None => {
+                    println!("passes: the oracle found nothing");
+                    ExitCode::SUCCESS
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("moat-conformance: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -15,11 +15,17 @@
 //! Client life: `connected → Open → (CloseClient) Closing → (client_disconnected) gone`; a client
 //! may also go from Open straight to gone (it hung up). Slot life follows [`SlotTable`]:
 //! `Free → Leased` on connect, `Leased → Quarantined` on disconnect, and `Quarantined → Free`
-//! once both (a) the driver called [`Router::release_slot`] (the disconnect notice is queued for
-//! the guest, so no frame of a new client in that slot can overtake it) and (b) every exec session
-//! the client left open has sent its terminal frame (the agent killed it), or
-//! [`ORPHANED_EXEC_DRAIN_MS`] passed. Until then a new client cannot get ids on which the agent
-//! still runs, and will still report, a departed client's sessions.
+//! once (a) the driver called [`Router::release_slot`] (the disconnect notice is queued for
+//! the guest, so no frame of a new client in that slot can overtake it), (b) every exec session
+//! the client left open has sent its terminal frame (the agent killed it), and (c) the agent
+//! answered the barrier `core.ping` queued right after the notice (so every reply it made to the
+//! departed client's frames, which it handled before the ping, has been routed, and dropped); or
+//! once [`ORPHANED_EXEC_DRAIN_MS`] passed. Until then a new client cannot get ids on which the
+//! agent still runs, and will still report, a departed client's sessions or replies.
+//!
+//! The barrier ping goes on a relay-private id no client is ever given: slot k's uses the
+//! boundary id `(k + 1) * STEP` (PROTOCOL.md §13.3), and its pong is taken here, never routed.
+//! Agents older than generation 6 have no `core.ping`; for them there is no barrier.
 //!
 //! Guest frames are routed by id, byte for byte, to the client owning the id's slot. A frame that
 //! does not fit the client's bounded queue disconnects that client; the guest stream never waits
@@ -44,7 +50,7 @@ use crate::exec_log::{LogEntry, SANDBOX_STARTED, SANDBOX_STOPPED};
 use crate::limits::{MAX_OPEN_EXECS_PER_CLIENT, ORPHANED_EXEC_DRAIN_MS};
 use crate::outbound::{OutboundQueue, Overflow};
 use crate::sessions::{ExecSession, ExecSessions};
-use crate::slots::SlotTable;
+use crate::slots::{SlotTable, barrier_id, barrier_slot};
 use crate::validate::{Checked, Violation, check_client_frame};
 
 /// The signal sent to a departed client's open execs (SIGKILL, to the process group).
@@ -212,11 +218,14 @@ struct Client {
     execs: BTreeSet<u32>,
 }
 
-/// A departed client's quarantined slot whose exec sessions have not all ended.
+/// A departed client's quarantined slot whose exec sessions have not all ended, or whose barrier
+/// ping has not been answered.
 #[derive(Debug)]
 struct Draining {
     /// Exec ids the client left open whose terminal frame has not arrived.
     execs: BTreeSet<u32>,
+    /// The barrier `core.ping` queued after the notice has not been answered yet.
+    barrier_pending: bool,
     /// The driver called [`Router::release_slot`]: the disconnect notice is queued.
     notice_queued: bool,
     /// The first tick after the notice was queued; [`ORPHANED_EXEC_DRAIN_MS`] counts from it.
@@ -232,8 +241,12 @@ pub struct Router {
     owners: [Option<ClientId>; RELAY_SLOTS as usize],
     clients: HashMap<ClientId, Client>,
     sessions: ExecSessions,
-    /// Quarantined slots waiting for their departed client's exec sessions to end.
+    /// Quarantined slots waiting for their departed client's exec sessions to end, or for the
+    /// agent to answer their barrier ping.
     draining: HashMap<Slot, Draining>,
+    /// The agent answers `core.ping` (its ready frame says generation 6 or later): disconnects
+    /// queue a barrier ping.
+    barrier: bool,
     next_client: u64,
     stats: RouterStats,
 }
@@ -245,15 +258,17 @@ impl Router {
         if ready.id != 0 || ready.flags != Flags::NONE {
             return Err(ReadyError::Header { id: ready.id, flags: ready.flags });
         }
-        match decode_frame(ready)? {
-            Decoded::Message(MessageFrame { message: Message::Ready(_), .. }) => {}
+        let barrier = match decode_frame(ready)? {
+            Decoded::Message(MessageFrame { message: Message::Ready(_), v, .. }) => {
+                v >= MessageType::Ping.introduced_in()
+            }
             Decoded::Message(other) => {
                 return Err(ReadyError::NotReady { found: other.message.wire_name().to_owned() });
             }
             Decoded::Bulk(_) | Decoded::Lease(_) | Decoded::LocalTransport(_) => {
                 return Err(ReadyError::NotReady { found: "a non-message record".into() });
             }
-        }
+        };
         Ok(Router {
             ready: Bytes::from(ready.to_bytes()?),
             slots: SlotTable::new(),
@@ -261,6 +276,7 @@ impl Router {
             clients: HashMap::new(),
             sessions: ExecSessions::new(),
             draining: HashMap::new(),
+            barrier,
             next_client: 0,
             stats: RouterStats::default(),
         })
@@ -394,10 +410,18 @@ impl Router {
             incarnation: None,
         });
         effects.extend(encode(MessageFrame::new(0, notice)).map(Effect::ToGuest));
+        if self.barrier {
+            let ping = MessageFrame::new(barrier_id(slot), Message::Ping);
+            effects.extend(encode(ping).map(Effect::ToGuest));
+        }
         self.stats.frames_to_guest += effects.len() as u64;
-        if !state.execs.is_empty() {
-            let draining =
-                Draining { execs: state.execs.clone(), notice_queued: false, since: None };
+        if !state.execs.is_empty() || self.barrier {
+            let draining = Draining {
+                execs: state.execs.clone(),
+                barrier_pending: self.barrier,
+                notice_queued: false,
+                since: None,
+            };
             self.draining.insert(slot, draining);
         }
         effects.push(Effect::ReleaseSlot(slot));
@@ -409,8 +433,16 @@ impl Router {
     /// exec sessions its client left open have not ended yet (then it frees when they have).
     pub fn release_slot(&mut self, slot: Slot) {
         if let Some(draining) = self.draining.get_mut(&slot) {
-            if !draining.execs.is_empty() {
-                draining.notice_queued = true;
+            draining.notice_queued = true;
+        }
+        self.free_if_drained(slot);
+    }
+
+    /// Frees `slot` unless it is still draining (notice not queued, execs open, barrier
+    /// unanswered).
+    fn free_if_drained(&mut self, slot: Slot) {
+        if let Some(draining) = self.draining.get(&slot) {
+            if !draining.notice_queued || !draining.execs.is_empty() || draining.barrier_pending {
                 return;
             }
             self.draining.remove(&slot);
@@ -448,6 +480,18 @@ impl Router {
         self.stats.frames_from_guest += 1;
         if frame.id == 0 {
             self.drop_id0_frame(frame);
+            return Ok(Vec::new());
+        }
+        if let Some(slot) = barrier_slot(frame.id) {
+            // The agent's answer to a disconnect barrier: everything it sent before this for the
+            // departed client has been routed (to nobody).
+            match self.draining.get_mut(&slot) {
+                Some(draining) if draining.barrier_pending => {
+                    draining.barrier_pending = false;
+                    self.free_if_drained(slot);
+                }
+                Some(_) | None => self.stats.guest_frames_dropped += 1,
+            }
             return Ok(Vec::new());
         }
         let Some(slot) = Slot::of_id(frame.id) else {
@@ -561,10 +605,7 @@ impl Router {
         let Some(slot) = Slot::of_id(id) else { return };
         let Some(draining) = self.draining.get_mut(&slot) else { return };
         draining.execs.remove(&id);
-        if draining.execs.is_empty() && draining.notice_queued {
-            self.draining.remove(&slot);
-            self.free_slot(slot);
-        }
+        self.free_if_drained(slot);
     }
 
     fn close(&mut self, client: ClientId, reason: CloseReason) -> Vec<Effect> {
@@ -587,9 +628,14 @@ impl Router {
     }
 
     /// The `exec.log` tap and session end: output on a registered exec id is logged whether or
-    /// not its client is still here; a TERMINAL frame ends the session.
+    /// not its client is still here; the exec's own terminal frame ends the session (see
+    /// [`ends_exec`]).
     fn tap(&mut self, frame: &RawFrame, effects: &mut Vec<Effect>) {
         let Some(session) = self.sessions.get(frame.id).copied() else { return };
+        let t = envelope_type(frame);
+        if t == Some(MessageType::ExecStarted) {
+            self.sessions.mark_started(frame.id);
+        }
         if frame.flags == Flags::NONE {
             if let Some((stream, data)) = exec_output(frame) {
                 let source = match stream {
@@ -603,7 +649,7 @@ impl Router {
                 }));
             }
         }
-        if frame.flags == Flags::TERMINAL {
+        if frame.flags == Flags::TERMINAL && ends_exec(frame, t, session.started) {
             self.sessions.end(frame.id);
             match session.owner.and_then(|owner| self.clients.get_mut(&owner)) {
                 Some(owner) => {
@@ -678,6 +724,35 @@ enum OutputStream {
 }
 
 /// The data of a `core.exec.stdout` / `core.exec.stderr` frame, if it is one.
+/// The message type a non-bulk frame's envelope names, if it names a known one.
+fn envelope_type(frame: &RawFrame) -> Option<MessageType> {
+    if frame.flags.is_bulk() {
+        return None;
+    }
+    let envelope = moat_protocol::envelope::Envelope::decode(&frame.body).ok()?;
+    MessageType::from_wire_name(&envelope.t)
+}
+
+/// Whether a TERMINAL `frame` of type `t` on an exec's id ends the exec (PROTOCOL.md §13.5): its
+/// `exited` or `failed`, or a `core.error` refusing the request itself (before `started`, with
+/// `offending_type` `core.exec.request`). Any other terminal on that id (a `core.tcp.failed` for a
+/// tcp frame a client sent there, a `core.error` rejecting a follow-up, which may come before
+/// `started`) leaves the process running, so the session stays tracked and is killed and drained
+/// when its client leaves. (Found by `moat-conformance fuzz`: a `core.tcp.close` on a running
+/// exec's id ended its tracking, and its late `core.exec.exited` reached the next client in the
+/// slot.)
+fn ends_exec(frame: &RawFrame, t: Option<MessageType>, started: bool) -> bool {
+    match t {
+        Some(MessageType::ExecExited | MessageType::ExecFailed) => true,
+        Some(MessageType::Error) if !started => matches!(
+            decode_frame(frame),
+            Ok(Decoded::Message(MessageFrame { message: Message::Error(e), .. }))
+                if e.offending_type.as_deref() == Some(MessageType::ExecRequest.wire_name())
+        ),
+        Some(_) | None => false,
+    }
+}
+
 fn exec_output(frame: &RawFrame) -> Option<(OutputStream, Vec<u8>)> {
     match decode_frame(frame) {
         Ok(Decoded::Message(MessageFrame { message: Message::ExecStdout(data), .. })) => {

@@ -1,8 +1,11 @@
 //! The exec sessions the relay has seen opened (PROTOCOL.md §13.4 side effects, §13.10).
 //!
 //! A client's `core.exec.request` (SESSION_START) registers its correlation id with a fresh
-//! relay-global session number (1, 2, ...), the number `exec.log` lines carry. A TERMINAL guest
-//! frame on that id ends the session. When its client leaves, the session stays registered
+//! relay-global session number (1, 2, ...), the number `exec.log` lines carry. The session ends
+//! with the exec's own terminal frame: `core.exec.exited`, `core.exec.failed`, or a `core.error`
+//! before `core.exec.started` (PROTOCOL.md §13.5); another TERMINAL frame on the id (a
+//! `core.tcp.failed` answering a tcp frame sent there, a `core.error` rejecting one follow-up)
+//! ends nothing, since the process still runs. When its client leaves, the session stays registered
 //! without an owner, so its remaining output is still logged until the guest ends it.
 //!
 //! This module owns that registry only; which client holds which ids, and what to send when a
@@ -24,6 +27,8 @@ pub struct ExecSession {
     pub tty: bool,
     /// The connected client that opened it; `None` once that client left.
     pub owner: Option<ClientId>,
+    /// `core.exec.started` arrived: from then on only `exited` or `failed` ends it.
+    pub started: bool,
 }
 
 impl ExecSession {
@@ -60,7 +65,7 @@ impl ExecSessions {
         }
         self.last_number += 1;
         let number = self.last_number;
-        self.by_id.insert(id, ExecSession { number, tty, owner: Some(owner) });
+        self.by_id.insert(id, ExecSession { number, tty, owner: Some(owner), started: false });
         Ok(number)
     }
 
@@ -69,7 +74,14 @@ impl ExecSessions {
         self.by_id.get(&id)
     }
 
-    /// Ends the session on `id` (a TERMINAL guest frame), returning it.
+    /// `core.exec.started` arrived on `id`.
+    pub fn mark_started(&mut self, id: u32) {
+        if let Some(session) = self.by_id.get_mut(&id) {
+            session.started = true;
+        }
+    }
+
+    /// Ends the session on `id` (its terminal frame), returning it.
     pub fn end(&mut self, id: u32) -> Option<ExecSession> {
         self.by_id.remove(&id)
     }
@@ -126,7 +138,10 @@ mod tests {
         let mut sessions = ExecSessions::new();
         sessions.open(7, true, ClientId(1)).unwrap();
         sessions.orphan(7);
-        assert_eq!(sessions.get(7), Some(&ExecSession { number: 1, tty: true, owner: None }));
+        assert_eq!(
+            sessions.get(7),
+            Some(&ExecSession { number: 1, tty: true, owner: None, started: false })
+        );
     }
 
     #[test]

@@ -2,8 +2,20 @@
 //! free slot; a disconnected client's slot stays quarantined until the agent confirms it has
 //! cleaned up that range, so ids of a dead client can never be confused with a new one's.
 
-use moat_protocol::limits::RELAY_SLOTS;
+use moat_protocol::limits::{RELAY_SLOT_STEP_IDS, RELAY_SLOTS};
 use moat_protocol::relay::Slot;
+
+/// The relay-private id of `slot`'s disconnect barrier ping: the boundary id just past its
+/// range, which no client is ever given (PROTOCOL.md §13.3).
+pub(crate) fn barrier_id(slot: Slot) -> u32 {
+    slot.range().end_exclusive
+}
+
+/// The slot whose barrier id `id` is, if it is one.
+pub(crate) fn barrier_slot(id: u32) -> Option<Slot> {
+    let slot = Slot::new((id / RELAY_SLOT_STEP_IDS).checked_sub(1)?)?;
+    (barrier_id(slot) == id).then_some(slot)
+}
 
 /// The state of one slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +103,19 @@ impl SlotTable {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_slot_has_its_own_barrier_id_outside_every_range() {
+        for slot in Slot::all() {
+            let id = barrier_id(slot);
+            assert_eq!(Slot::of_id(id), None, "{id} is a client id");
+            assert_ne!(id, u32::MAX);
+            assert_eq!(barrier_slot(id), Some(slot));
+        }
+        assert_eq!(barrier_slot(0), None);
+        assert_eq!(barrier_slot(u32::MAX), None);
+        assert_eq!(barrier_slot(1), None);
+    }
+
     use super::*;
 
     #[test]

@@ -12,6 +12,9 @@ use crate::limits::{CLEANUP_POLL, CLEANUP_WAIT};
 use crate::ops::ExecOutcome;
 use crate::run::{Case, CaseResult, Ctx, Family, Passed};
 
+/// Most probe clients `releases_fs_handles` keeps connected while it looks for the departed slot.
+const MAX_HELD_PROBES: usize = 8;
+
 /// Exit status of the probe script while any of the pids is still alive.
 const STILL_ALIVE: i32 = 3;
 
@@ -89,13 +92,20 @@ fn releases_fs_handles(ctx: &Ctx) -> CaseResult {
     };
     drop(leaving);
     // The relay frees the slot once it has told the agent; until then a new client gets another.
+    // Clients that got another slot stay connected (up to a few), so the lowest free slot moves
+    // up to the departed one instead of being the one a probe just left (a relay may keep any
+    // departed client's slot quarantined for a moment).
     let started = Instant::now();
+    let mut held = Vec::new();
     let mut next = loop {
         let conn = ctx.connect()?;
         if conn.range() == range {
             break conn;
         }
-        drop(conn);
+        held.push(conn);
+        if held.len() > MAX_HELD_PROBES {
+            held.clear();
+        }
         if started.elapsed() >= CLEANUP_WAIT {
             return Err(CaseError::Skipped(format!(
                 "no new client got the departed client's slot [{}, {}) within {} s (another client holds it?)",
@@ -106,6 +116,7 @@ fn releases_fs_handles(ctx: &Ctx) -> CaseResult {
         }
         std::thread::sleep(CLEANUP_POLL);
     };
+    drop(held);
     let fstat = next.fs(FsOp::FStat { handle })?;
     let _ = next.fs(FsOp::Remove { path });
     ensure!(

@@ -4,7 +4,7 @@
 //! ```text
 //!  input: [op][operands ...][op][operands ...] ...        (at most MAX_OPS ops; a missing
 //!                                                           operand byte reads as 0)
-//!  op % 12  operands               event
+//!  op % 13  operands               event
 //!  ───────  ─────────────────────  ──────────────────────────────────────────────────────────
 //!   0       -                      a client connects
 //!   1       who, pick, kind        `who` sends a valid frame: exec.request / stdin / signal /
@@ -28,6 +28,8 @@
 //!   9       which                  the driver releases a slot it was asked to (ReleaseSlot)
 //!  10       who                    writing to `who` failed
 //!  11       who                    `who`'s byte stream is not framed
+//!  12       which                  the agent answers the disconnect barrier (`core.pong` on the
+//!                                  slot's boundary id) of a quarantined slot still waiting for it
 //!
 //!  who / target / which: an index into the model's connected clients / live execs / pending
 //!  releases, modulo their count (skipped when there are none)
@@ -45,9 +47,12 @@
 //!   a closing client's frames are ignored.
 //! - Slots: a new client gets the lowest slot the model says is free, and none while all are
 //!   leased or quarantined. A departed client's slot stays quarantined until the driver released
-//!   it and every exec it left open sent its terminal frame, or [`ORPHANED_EXEC_DRAIN_MS`]
-//!   passed since the first tick after the release; a departed client's open execs are killed
-//!   (`core.exec.signal 9`) and its range announced to the guest, in that order.
+//!   it, every exec it left open sent its terminal frame and the agent answered the barrier ping
+//!   (any guest frame on the slot's barrier id), or [`ORPHANED_EXEC_DRAIN_MS`] passed since the
+//!   first tick after the release; a departed client's open execs are killed
+//!   (`core.exec.signal 9`), its range announced to the guest and the barrier `core.ping` sent on
+//!   the slot's boundary id, in that order. An exec ends on its own terminal frame (`exited`),
+//!   not on another TERMINAL frame on its id (an arbitrary flags byte `0x01` on a non-envelope).
 //! - Bounds: clients, open exec sessions and each client's queued frames and bytes match the
 //!   model and never pass their limits; a guest frame that does not fit disconnects its client;
 //!   a tick closes exactly the clients whose queued output made no progress for
@@ -76,7 +81,7 @@ use moat_relay::validate::Violation;
 pub const MAX_OPS: usize = 4096;
 
 /// Number of op codes.
-pub const OPS: u8 = 12;
+pub const OPS: u8 = 13;
 
 /// The target body.
 pub fn run(data: &[u8]) {
@@ -153,6 +158,8 @@ enum ModelSlot {
         execs: BTreeSet<u32>,
         /// The driver released the slot (the disconnect notice is queued).
         released: bool,
+        /// The barrier ping sent after the notice has not been answered.
+        barrier: bool,
         /// The first tick after the release, in model milliseconds.
         since: Option<u64>,
     },
@@ -278,6 +285,10 @@ impl Harness {
                     let effects = self.router.client_write_failed(client);
                     self.expect_closed_only(i, &effects, "a failed write");
                 }
+            }
+            12 => {
+                let which = input.byte();
+                return self.answer_barrier(which);
             }
             _ => {
                 let who = input.byte();
@@ -553,6 +564,14 @@ impl Harness {
             _ => (false, &effects[..]),
         };
         assert!(ends_with_release, "a disconnect ends with ReleaseSlot of its slot: {effects:?}");
+        let Some((barrier, rest)) = rest.split_last() else {
+            panic!("a disconnect ends with a barrier ping: {effects:?}")
+        };
+        match guest_message(barrier) {
+            Some(MessageFrame { id, message: Message::Ping, .. })
+                if id == gone.slot.range().end_exclusive => {}
+            other => panic!("expected the barrier ping on the slot's boundary id, got {other:?}"),
+        }
         let Some((notice, kills)) = rest.split_last() else {
             panic!("a disconnect announces the range to the guest: {effects:?}")
         };
@@ -581,8 +600,12 @@ impl Harness {
         }
         let index = gone.slot.index() as usize;
         assert_eq!(self.slots[index], ModelSlot::Leased);
-        self.slots[index] =
-            ModelSlot::Quarantined { execs: gone.execs, released: false, since: None };
+        self.slots[index] = ModelSlot::Quarantined {
+            execs: gone.execs,
+            released: false,
+            barrier: true,
+            since: None,
+        };
         self.pending_releases.push(gone.slot);
     }
 
@@ -594,15 +617,24 @@ impl Harness {
         self.router.release_slot(slot);
         let state = &mut self.slots[slot.index() as usize];
         match state {
-            ModelSlot::Quarantined { execs, released, .. } => {
-                if execs.is_empty() {
-                    *state = ModelSlot::Free;
-                } else {
-                    *released = true;
-                }
-            }
+            ModelSlot::Quarantined { released, .. } => *released = true,
             other => panic!("slot {} released while {other:?}", slot.index()),
         }
+        settle(state);
+    }
+
+    /// The agent answers the barrier of the `which`-th slot still waiting for one.
+    fn answer_barrier(&mut self, which: u8) -> bool {
+        let waiting: Vec<usize> = (0..self.slots.len())
+            .filter(|k| matches!(self.slots[*k], ModelSlot::Quarantined { barrier: true, .. }))
+            .collect();
+        if waiting.is_empty() {
+            return true;
+        }
+        let k = waiting[usize::from(which) % waiting.len()];
+        let slot = Slot::new(k as u32).expect("below RELAY_SLOTS");
+        let pong = raw(&MessageFrame::new(slot.range().end_exclusive, Message::Pong));
+        self.guest_frame(&pong, &wire(&pong))
     }
 
     fn wrote(&mut self, who: u8, frames: usize) {
@@ -673,6 +705,15 @@ impl Harness {
             }
         };
         assert!(frame.flags.is_wire_valid(), "a guest frame with bad flags was accepted");
+        if let Some(slot) = barrier_slot(frame.id) {
+            assert!(effects.is_empty(), "a barrier id is never routed: {effects:?}");
+            let state = &mut self.slots[slot.index() as usize];
+            if let ModelSlot::Quarantined { barrier, .. } = state {
+                *barrier = false;
+            }
+            settle(state);
+            return true;
+        }
         let live = self.sessions.contains_key(&frame.id);
         let owner = Slot::of_id(frame.id)
             .filter(|_| frame.id != 0)
@@ -726,7 +767,16 @@ impl Harness {
             }
             _ => assert_eq!((delivered, closed), (0, 0), "no open owner, nothing routed"),
         }
-        if live && frame.flags == Flags::TERMINAL {
+        // The relay ends an exec on its own terminal only: `exited` or `failed` (the model sends
+        // no `core.error`), never on another TERMINAL frame or a body that is no envelope.
+        let ends = matches!(
+            decode_frame(frame),
+            Ok(Decoded::Message(MessageFrame {
+                message: Message::ExecExited(_) | Message::ExecFailed(_),
+                ..
+            }))
+        );
+        if live && frame.flags == Flags::TERMINAL && ends {
             self.end_session(frame.id);
         }
         true
@@ -742,12 +792,10 @@ impl Harness {
             Some(None) => {
                 let Some(slot) = Slot::of_id(id) else { return };
                 let state = &mut self.slots[slot.index() as usize];
-                if let ModelSlot::Quarantined { execs, released, .. } = state {
+                if let ModelSlot::Quarantined { execs, .. } = state {
                     execs.remove(&id);
-                    if execs.is_empty() && *released {
-                        *state = ModelSlot::Free;
-                    }
                 }
+                settle(state);
             }
             None => {}
         }
@@ -822,6 +870,21 @@ fn push(client: &mut ModelClient, len: usize, now_ms: u64) {
 }
 
 /// The message a `ToGuest` effect carries, if it is one.
+/// A quarantined slot whose release, execs and barrier are all done is free.
+fn settle(state: &mut ModelSlot) {
+    if let ModelSlot::Quarantined { execs, released: true, barrier: false, .. } = state {
+        if execs.is_empty() {
+            *state = ModelSlot::Free;
+        }
+    }
+}
+
+/// The slot whose disconnect barrier id (its range's exclusive end) `id` is, if any.
+fn barrier_slot(id: u32) -> Option<Slot> {
+    let slot = Slot::new((id / RELAY_SLOT_STEP_IDS).checked_sub(1)?)?;
+    (slot.range().end_exclusive == id).then_some(slot)
+}
+
 fn guest_message(effect: &Effect) -> Option<MessageFrame> {
     let Effect::ToGuest(bytes) = effect else { return None };
     let frame = split_frame(&mut BytesMut::from(&bytes[..])).ok()??;
@@ -901,6 +964,11 @@ pub mod ops {
     pub fn stream_error(who: u8) -> Vec<u8> {
         vec![11, who]
     }
+
+    /// The agent answers the barrier of waiting slot `which`.
+    pub fn answer_barrier(which: u8) -> Vec<u8> {
+        vec![12, which]
+    }
 }
 
 #[cfg(test)]
@@ -921,6 +989,7 @@ mod tests {
             release(0),
             connect(),
             guest(0, 4),
+            answer_barrier(0),
             connect(),
         ]);
         run(&input);
@@ -932,6 +1001,26 @@ mod tests {
         }
         let slots: Vec<u32> = harness.clients.iter().map(|c| c.slot.index()).collect();
         assert_eq!(slots, [1, 0], "slot 0 is free again only after its exec ended");
+    }
+
+    #[test]
+    fn a_departed_slot_waits_for_its_barrier() {
+        let input = script(&[
+            connect(),
+            disconnect(0),
+            release(0),
+            connect(),
+            answer_barrier(0),
+            connect(),
+        ]);
+        let mut harness = Harness::new();
+        let mut cursor = Input { data: &input, at: 0 };
+        while let Some(op) = cursor.next() {
+            assert!(harness.step(op % OPS, &mut cursor));
+            harness.check_bounds();
+        }
+        let slots: Vec<u32> = harness.clients.iter().map(|c| c.slot.index()).collect();
+        assert_eq!(slots, [1, 0], "slot 0 is free again only after the barrier was answered");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use bytes::BytesMut;
 use moat_protocol::frame::split_frame;
 use moat_protocol::payload::core::Ready;
+use moat_protocol::payload::core::{CoreError, CoreErrorKind};
 use moat_protocol::payload::exec::{Data, ExecExited, ExecRequest, ExecStarted};
+use moat_protocol::payload::tcp::TcpFailed;
 
 use super::*;
 use crate::limits::{CLIENT_QUEUE_MAX_BYTES, CLIENT_WRITE_STALL_MS, ORPHANED_EXEC_DRAIN_MS};
@@ -49,6 +51,12 @@ fn ping(id: u32) -> RawFrame {
 
 fn guest(router: &mut Router, frame: &RawFrame) -> Vec<Effect> {
     router.guest_frame(frame, Instant::now()).unwrap()
+}
+
+/// The agent's answer to `slot`'s disconnect barrier.
+fn barrier_pong(router: &mut Router, slot: Slot) {
+    let pong = raw(MessageFrame::new(slot.range().end_exclusive, Message::Pong));
+    assert!(guest(router, &pong).is_empty(), "a barrier pong is never routed");
 }
 
 fn closed(effects: &[Effect], client: ClientId) -> bool {
@@ -208,8 +216,13 @@ fn disconnect_kills_open_execs_then_notifies_then_frees_the_slot() {
     router.client_frame(a, &exec(second, false));
     router.client_frame(a, &exec(first, false));
     let effects = router.client_disconnected(a);
-    let [Effect::ToGuest(k1), Effect::ToGuest(k2), Effect::ToGuest(notice), Effect::ReleaseSlot(s)] =
-        &effects[..]
+    let [
+        Effect::ToGuest(k1),
+        Effect::ToGuest(k2),
+        Effect::ToGuest(notice),
+        Effect::ToGuest(barrier),
+        Effect::ReleaseSlot(s),
+    ] = &effects[..]
     else {
         panic!("unexpected effects {effects:?}");
     };
@@ -227,12 +240,15 @@ fn disconnect_kills_open_execs_then_notifies_then_frees_the_slot() {
             })
         )
     );
+    assert_eq!(decoded(barrier), MessageFrame::new(range.end_exclusive, Message::Ping));
     assert_eq!(*s, slot);
-    // Quarantined until released and its execs ended: the next client gets slot 1, then slot 0.
+    // Quarantined until released, its execs ended and the barrier answered: the next client gets
+    // slot 1, then slot 0.
     assert_eq!(connect(&mut router).1.index(), 1);
     router.release_slot(slot);
     guest(&mut router, &exited(first));
     guest(&mut router, &exited(second));
+    barrier_pong(&mut router, slot);
     assert_eq!(connect(&mut router).1, slot);
 }
 
@@ -249,6 +265,7 @@ fn slot_stays_quarantined_until_the_departed_clients_execs_end() {
     router.release_slot(slot);
     assert_eq!(connect(&mut router).1.index(), 1, "slot 0 must wait for the orphan's end");
     assert!(guest(&mut router, &exited(id)).is_empty(), "the orphan's exit reaches nobody");
+    barrier_pong(&mut router, slot);
     assert_eq!(connect(&mut router).1, slot);
 }
 
@@ -260,6 +277,7 @@ fn slot_is_not_freed_before_its_notice_is_queued_even_if_the_execs_ended() {
     router.client_frame(a, &exec(id, false));
     router.client_disconnected(a);
     guest(&mut router, &exited(id));
+    barrier_pong(&mut router, slot);
     assert_eq!(connect(&mut router).1.index(), 1);
     router.release_slot(slot);
     assert_eq!(connect(&mut router).1, slot);
@@ -278,6 +296,112 @@ fn slot_of_execs_that_never_end_is_freed_after_the_drain_deadline() {
     assert_eq!(connect(&mut router).1.index(), 1);
     router.tick(start + Duration::from_millis(ORPHANED_EXEC_DRAIN_MS));
     assert_eq!(connect(&mut router).1, slot);
+}
+
+#[test]
+fn a_departed_clients_late_reply_never_reaches_the_next_client_in_its_slot() {
+    // Regression (found by moat-conformance fuzz): the slot was freed once the notice was queued,
+    // while the agent still had replies to the departed client's last frames on their way (a
+    // core.error for a frame the client sent just before a violation closed it). The next client
+    // in the slot got that core.error on its own id 1, in place of the pong to its ping.
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &ping(id));
+    router.client_disconnected(a);
+    router.release_slot(slot);
+    assert_eq!(connect(&mut router).1.index(), 1, "slot 0 waits for the barrier");
+    let late = raw(MessageFrame::new(id, Message::Pong));
+    assert!(guest(&mut router, &late).is_empty(), "the late reply reaches nobody");
+    barrier_pong(&mut router, slot);
+    let (b, again) = connect(&mut router);
+    assert_eq!((again, router.owners[slot.index() as usize]), (slot, Some(b)));
+}
+
+#[test]
+fn an_agent_without_ping_gets_no_barrier_and_the_slot_frees_with_the_notice() {
+    let old = Ready { agent_version: "gen 5".into(), ..Ready::default() };
+    let mut router =
+        Router::new(&raw(MessageFrame { id: 0, v: 5, message: Message::Ready(old) })).unwrap();
+    let (a, slot) = connect(&mut router);
+    let effects = router.client_disconnected(a);
+    assert!(matches!(effects[..], [Effect::ToGuest(_), Effect::ReleaseSlot(_)]), "{effects:?}");
+    router.release_slot(slot);
+    assert_eq!(connect(&mut router).1, slot);
+}
+
+#[test]
+fn a_barrier_pong_for_a_slot_not_draining_is_dropped() {
+    let mut router = router();
+    let (_, slot) = connect(&mut router);
+    barrier_pong(&mut router, slot);
+    assert_eq!(router.stats().guest_frames_dropped, 1);
+}
+
+#[test]
+fn a_terminal_that_is_not_the_execs_own_leaves_it_tracked_and_killed_on_disconnect() {
+    // Regression (found by moat-conformance fuzz): core.tcp.close on a running exec's id got a
+    // TERMINAL core.tcp.failed from the agent, which ended the relay's tracking of the exec; the
+    // client left, nothing killed or drained the exec, and its core.exec.exited reached the next
+    // client in the slot.
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    guest(&mut router, &raw(MessageFrame::new(id, Message::ExecStarted(ExecStarted { pid: 7 }))));
+    let failed = TcpFailed { error: format!("unknown TCP session: {id}") };
+    guest(&mut router, &raw(MessageFrame::new(id, Message::TcpFailed(failed))));
+    let rejected = CoreError {
+        kind: CoreErrorKind::InvalidPayload,
+        message: "bad stdin".into(),
+        offending_type: None,
+        init_failure: None,
+        workload_failure: None,
+    };
+    guest(&mut router, &raw(MessageFrame::new(id, Message::Error(rejected))));
+    assert!(router.exec_session(id).is_some(), "the exec still runs");
+    let effects = router.client_disconnected(a);
+    let kill = MessageFrame::new(id, Message::ExecSignal(ExecSignal { signal: 9 }));
+    assert!(matches!(&effects[..], [Effect::ToGuest(k), ..] if decoded(k) == kill), "{effects:?}");
+    router.release_slot(slot);
+    barrier_pong(&mut router, slot);
+    assert_eq!(connect(&mut router).1.index(), 1, "slot 0 waits for the exec's end");
+    assert!(guest(&mut router, &exited(id)).is_empty(), "the late exit reaches nobody");
+    assert_eq!(connect(&mut router).1, slot);
+}
+
+#[test]
+fn a_core_error_before_the_exec_started_ends_it() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    let error = CoreError {
+        kind: CoreErrorKind::InvalidPayload,
+        message: "bad request".into(),
+        offending_type: Some("core.exec.request".into()),
+        init_failure: None,
+        workload_failure: None,
+    };
+    guest(&mut router, &raw(MessageFrame::new(id, Message::Error(error))));
+    assert_eq!(router.exec_session(id), None);
+}
+
+#[test]
+fn a_core_error_for_a_follow_up_before_the_exec_started_does_not_end_it() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    let error = CoreError {
+        kind: CoreErrorKind::InvalidPayload,
+        message: "bad stdin".into(),
+        offending_type: Some("core.exec.stdin".into()),
+        init_failure: None,
+        workload_failure: None,
+    };
+    guest(&mut router, &raw(MessageFrame::new(id, Message::Error(error))));
+    assert!(router.exec_session(id).is_some(), "the request itself was not refused");
 }
 
 #[test]
@@ -369,7 +493,10 @@ fn terminal_frame_ends_the_session_so_disconnect_sends_no_signal() {
     assert_eq!(router.exec_session(id), None);
     assert!(logged(&guest(&mut router, &stdout(id, b"after"))).is_empty());
     let effects = router.client_disconnected(a);
-    assert!(matches!(effects[..], [Effect::ToGuest(_), Effect::ReleaseSlot(_)]));
+    assert!(matches!(
+        effects[..],
+        [Effect::ToGuest(_), Effect::ToGuest(_), Effect::ReleaseSlot(_)]
+    ));
 }
 
 #[test]
