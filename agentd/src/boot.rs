@@ -70,6 +70,9 @@ pub enum BootError {
     /// The bootstrap asks for something this agent does not implement.
     #[error("{0} is not supported by moat-agentd yet")]
     Unsupported(&'static str),
+    /// The security profile could not be built.
+    #[error("security profile: {0}")]
+    Confine(String),
     /// The default user does not resolve.
     #[error("resolve default user failed: {0}")]
     User(#[from] UserError),
@@ -81,7 +84,10 @@ impl BootError {
         match self {
             BootError::User(UserError::UserNotFound(_)) => Some(InitFailureReason::UserNotFound),
             BootError::User(UserError::GroupNotFound(_)) => Some(InitFailureReason::GroupNotFound),
-            BootError::Sys { .. } | BootError::Invalid { .. } | BootError::Unsupported(_) => None,
+            BootError::Sys { .. }
+            | BootError::Invalid { .. }
+            | BootError::Unsupported(_)
+            | BootError::Confine(_) => None,
         }
     }
 }

@@ -170,6 +170,7 @@ fn config() -> ExecConfig {
         default_user: None,
         base_env: vec![("PATH".into(), "/usr/bin:/bin".into()), ("HOME".into(), "/".into())],
         root: "/".into(),
+        confinement: Default::default(),
     }
 }
 
