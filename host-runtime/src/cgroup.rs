@@ -1,8 +1,10 @@
-//! `--cpus` and `--memory` on the namespace backend: a cgroup per sandbox, cgroup v2 or v1.
+//! `--cpus`, `--memory` and `--pids-limit` on the namespace backend: a cgroup per sandbox,
+//! cgroup v2 or v1. Every sandbox has one, since the pids limit is on by default.
 //!
 //! ```text
-//!  sandbox process: create moat-<name> (v2: /sys/fs/cgroup/moat-<name>; v1: memory/moat/<name>
-//!    and cpu/moat/<name>) ─► write the limits ─► pass the cgroup.procs paths to __ns-init
+//!  sandbox process: create moat-<name> (v2: /sys/fs/cgroup/moat-<name>; v1: memory/moat/<name>,
+//!    cpu/moat/<name>, pids/moat/<name>) ─► write the limits ─► pass the cgroup.procs paths to
+//!    __ns-init
 //!  __ns-init (PID 1 of the new pid namespace): write "0" (itself) to each ─► exec the agent,
 //!    whose every descendant inherits the cgroup
 //!  sandbox process, after the agent exited: rmdir
@@ -39,6 +41,8 @@ pub struct CgroupLimits {
     pub cpus: Option<u8>,
     /// Memory in MiB.
     pub memory_mib: Option<u32>,
+    /// Most processes (and threads) at once.
+    pub pids: Option<u32>,
 }
 
 /// The control files and values for `limits`, relative to the cgroup directory, for v2
@@ -63,6 +67,9 @@ pub fn limit_files(limits: CgroupLimits, v2: bool) -> Vec<(&'static str, &'stati
             files.push(("cpu", "cpu.cfs_quota_us", quota.to_string()));
         }
     }
+    if let Some(pids) = limits.pids {
+        files.push((if v2 { "" } else { "pids" }, "pids.max", pids.to_string()));
+    }
     files
 }
 
@@ -75,7 +82,7 @@ impl SandboxCgroup {
     /// Creates (or reuses, after a crash) the sandbox's cgroup and writes `limits`. `None` when
     /// there is nothing to limit.
     pub fn create(name: &str, limits: CgroupLimits) -> Result<Option<SandboxCgroup>, RuntimeError> {
-        if limits.cpus.is_none() && limits.memory_mib.is_none() {
+        if limits.cpus.is_none() && limits.memory_mib.is_none() && limits.pids.is_none() {
             return Ok(None);
         }
         let root = Path::new(CGROUP_ROOT);
@@ -83,11 +90,14 @@ impl SandboxCgroup {
         let leaf = format!("moat-{name}");
         let mut cgroup = SandboxCgroup { dirs: Vec::new() };
         if v2 {
-            let wanted: Vec<&str> =
-                [limits.memory_mib.map(|_| "+memory"), limits.cpus.map(|_| "+cpu")]
-                    .into_iter()
-                    .flatten()
-                    .collect();
+            let wanted: Vec<&str> = [
+                limits.memory_mib.map(|_| "+memory"),
+                limits.cpus.map(|_| "+cpu"),
+                limits.pids.map(|_| "+pids"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             let control = root.join("cgroup.subtree_control");
             std::fs::write(&control, wanted.join(" "))
                 .map_err(cgroup_error("enable controllers in", &control))?;
@@ -153,7 +163,9 @@ mod tests {
 
     #[test]
     fn v2_limits_use_memory_max_and_cpu_max() {
-        let files = limit_files(CgroupLimits { cpus: Some(2), memory_mib: Some(64) }, true);
+        let limits = CgroupLimits { cpus: Some(2), memory_mib: Some(64), pids: Some(100) };
+        let files = limit_files(limits, true);
+        assert!(files.contains(&("", "pids.max", "100".to_owned())));
         assert!(files.contains(&("", "memory.max", "67108864".to_owned())));
         assert!(files.contains(&("", "memory.swap.max", "0".to_owned())));
         assert!(files.contains(&("", "cpu.max", "200000 100000".to_owned())));
@@ -161,20 +173,23 @@ mod tests {
 
     #[test]
     fn v1_limits_use_one_directory_per_controller() {
-        let files = limit_files(CgroupLimits { cpus: Some(1), memory_mib: Some(128) }, false);
+        let limits = CgroupLimits { cpus: Some(1), memory_mib: Some(128), pids: Some(64) };
+        let files = limit_files(limits, false);
         assert_eq!(
             files,
             vec![
                 ("memory", "memory.limit_in_bytes", "134217728".to_owned()),
                 ("cpu", "cpu.cfs_period_us", "100000".to_owned()),
                 ("cpu", "cpu.cfs_quota_us", "100000".to_owned()),
+                ("pids", "pids.max", "64".to_owned()),
             ]
         );
     }
 
     #[test]
     fn nothing_to_limit_makes_no_cgroup() {
-        let none = SandboxCgroup::create("x", CgroupLimits { cpus: None, memory_mib: None });
+        let none =
+            SandboxCgroup::create("x", CgroupLimits { cpus: None, memory_mib: None, pids: None });
         assert!(none.unwrap().is_none());
     }
 }

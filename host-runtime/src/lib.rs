@@ -50,6 +50,7 @@ pub mod ns_probe;
 mod pre_exec;
 pub mod run;
 pub mod sandbox;
+pub mod security;
 pub mod state;
 mod sys;
 mod tty;

@@ -40,6 +40,10 @@ sandbox options:
   --script NAME=BODY                an executable at /.msb/scripts/NAME (on PATH)
   --rlimit RESOURCE=SOFT[:HARD]     a sandbox-wide rlimit (nofile, nproc, as, cpu, ...)
   --cpus N, --memory MiB            size (VM) or cgroup limits (namespace backend)
+  --pids-limit N                    most processes at once (default 4096; 0: unlimited; namespace
+                                    backend, through its cgroup)
+  --security-profile P              default (seccomp filter like docker's, docker's capabilities),
+                                    restricted (also no ptrace, namespaces, io_uring...), none
   --max-duration D                  shut down D after start (D: N, Ns, Nm, Nh)
   --idle-timeout D                  shut down after D with no client connected
   -t, --tty                         (run, exec) run the command on a PTY; the terminal goes raw

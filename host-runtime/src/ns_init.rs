@@ -115,7 +115,11 @@ fn prepare(dir: &SandboxDir) -> Result<Command, RuntimeError> {
     crate::cgroup::join_from_env()?;
     crate::sys::loopback_up().map_err(RuntimeError::io("bring up loopback", "lo"))?;
     let mut command = Command::new(&spec.agentd);
-    command.args(["--channel", "fd:0"]).env_remove(crate::cgroup::PROCS_ENV);
+    command
+        .args(["--channel", "fd:0"])
+        .arg(crate::security::AGENT_PROFILE_OPTION)
+        .arg(spec.config.security_profile.as_str())
+        .env_remove(crate::cgroup::PROCS_ENV);
     match &spec.root {
         RootSource::Host => {
             let root = dir.root_mount();

@@ -54,7 +54,11 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
     spec.config.write_scripts(&dir.scripts_dir())?;
     let shares = spec.config.shares(&dir.scripts_dir(), ShareNaming::HostPath);
     let bootstrap = spec.config.bootstrap(&spec.name, &shares);
-    let limits = CgroupLimits { cpus: spec.config.vcpus, memory_mib: spec.config.memory_mib };
+    let limits = CgroupLimits {
+        cpus: spec.config.vcpus,
+        memory_mib: spec.config.memory_mib,
+        pids: spec.config.effective_pids_limit(),
+    };
     let cgroup = SandboxCgroup::create(&spec.name, limits)?;
     let (mut child, channel) = start_agent(dir, cgroup.as_ref())?;
     let ready = match handshake(&channel, bootstrap) {

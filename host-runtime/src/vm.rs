@@ -305,6 +305,7 @@ pub fn vm_config(
     config.env = vec![
         ("MOAT_AGENT_CHANNEL".into(), format!("vsock:{HOST_CID}:{AGENT_VSOCK_PORT}")),
         ("MOAT_AGENT_LOG".into(), "info".into()),
+        (crate::security::AGENT_PROFILE_ENV.into(), spec.config.security_profile.as_str().into()),
     ];
     config.krunfw = krunfw;
     config.log_level = VMM_LOG_LEVEL;

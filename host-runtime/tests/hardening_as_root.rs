@@ -1,0 +1,253 @@
+//! End to end: the namespace backend's hardening, probed from inside real sandboxes: the seccomp
+//! filter of each `--security-profile`, the capability bounding set, the masked and read-only
+//! kernel paths, the pids limit (`--pids-limit` and its default), and that ordinary work (python3,
+//! a C compiler, a PTY, shell pipelines) still runs under the default profile. Needs root.
+//!
+//! The probes call syscalls by number through python3's ctypes; the numbers come from the libc
+//! crate of this build, so they are right on x86_64 and aarch64 alike.
+
+use std::path::Path;
+
+mod support;
+use support::{moat, moat_home, processes_mentioning, require_root, stderr, stdout};
+
+/// A python3 program that calls each `(name, number, arg0)` and prints `name errno` per line
+/// (`0` when the call succeeded).
+fn syscall_probe(calls: &[(&str, i64, u64)]) -> String {
+    let list: Vec<String> =
+        calls.iter().map(|(name, nr, arg)| format!("({name:?}, {nr}, {arg})")).collect();
+    format!(
+        "import ctypes\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         libc.syscall.restype = ctypes.c_long\n\
+         for name, nr, arg in [{}]:\n\
+         \x20   ctypes.set_errno(0)\n\
+         \x20   r = libc.syscall(ctypes.c_long(nr), ctypes.c_ulong(arg), ctypes.c_long(0),\n\
+         \x20                    ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))\n\
+         \x20   print(name, 0 if r >= 0 else ctypes.get_errno())\n",
+        list.join(", ")
+    )
+}
+
+/// Runs `python3 -c PROGRAM` in a fresh sandbox with `extra` options; returns its stdout.
+fn run_python(test: &str, extra: &[&str], program: &str) -> String {
+    let home = moat_home(test);
+    let mut args = vec!["run", "--isolation", "namespace"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "python3", "-c", program]);
+    let output = moat(&home, &args);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    stdout(&output)
+}
+
+/// The seccomp, capability and no_new_privs lines of `/proc/self/status` inside a sandbox.
+fn status_fields(test: &str, extra: &[&str]) -> String {
+    let home = moat_home(test);
+    let mut args = vec!["run", "--isolation", "namespace"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "grep", "-E", "^(Seccomp|CapBnd|CapEff|NoNewPrivs):"]);
+    args.push("/proc/self/status");
+    let output = moat(&home, &args);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    stdout(&output)
+}
+
+fn field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
+
+/// docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID,
+/// SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
+const DOCKER_DEFAULT_CAPS: &str = "00000000a80425fb";
+
+const CLONE_NEWUSER: u64 = libc::CLONE_NEWUSER as u64;
+const CLONE_NEWNS: u64 = libc::CLONE_NEWNS as u64;
+
+#[test]
+fn default_profile_installs_a_filter_and_keeps_dockers_capabilities_as_root() {
+    require_root();
+    let status = status_fields("hard-default-status", &[]);
+    assert_eq!(field(&status, "Seccomp"), "2", "{status}");
+    assert_eq!(field(&status, "CapBnd"), DOCKER_DEFAULT_CAPS, "{status}");
+    assert_eq!(field(&status, "CapEff"), DOCKER_DEFAULT_CAPS, "{status}");
+    // No no_new_privs, so set-user-id programs in an image keep working.
+    assert_eq!(field(&status, "NoNewPrivs"), "0", "{status}");
+}
+
+#[test]
+fn default_profile_denies_kernel_attack_surface_with_eperm_as_root() {
+    require_root();
+    let denied: &[(&str, i64, u64)] = &[
+        ("keyctl", libc::SYS_keyctl, 0),
+        ("add_key", libc::SYS_add_key, 0),
+        ("request_key", libc::SYS_request_key, 0),
+        ("bpf", libc::SYS_bpf, 0),
+        ("perf_event_open", libc::SYS_perf_event_open, 0),
+        ("userfaultfd", libc::SYS_userfaultfd, 0),
+        ("init_module", libc::SYS_init_module, 0),
+        ("finit_module", libc::SYS_finit_module, 0),
+        ("delete_module", libc::SYS_delete_module, 0),
+        ("kexec_load", libc::SYS_kexec_load, 0),
+        ("unshare_newuser", libc::SYS_unshare, CLONE_NEWUSER),
+        ("clone_newuser", libc::SYS_clone, CLONE_NEWUSER),
+        ("mount", libc::SYS_mount, 0),
+        ("umount2", libc::SYS_umount2, 0),
+        ("pivot_root", libc::SYS_pivot_root, 0),
+        ("swapon", libc::SYS_swapon, 0),
+        ("reboot", libc::SYS_reboot, 0),
+        ("syslog", libc::SYS_syslog, 0),
+        ("acct", libc::SYS_acct, 0),
+        ("settimeofday", libc::SYS_settimeofday, 0),
+        ("clock_settime", libc::SYS_clock_settime, 0),
+        ("adjtimex", libc::SYS_adjtimex, 0),
+        ("open_by_handle_at", libc::SYS_open_by_handle_at, 0),
+        ("name_to_handle_at", libc::SYS_name_to_handle_at, 0),
+        ("quotactl", libc::SYS_quotactl, 0),
+        ("personality_odd", libc::SYS_personality, 0x0040_0000),
+    ];
+    let mut calls = denied.to_vec();
+    calls.push(("clone3", libc::SYS_clone3, 0));
+    calls.push(("personality_query", libc::SYS_personality, 0xffff_ffff));
+    calls.push(("getpid", libc::SYS_getpid, 0));
+    let out = run_python("hard-default-calls", &[], &syscall_probe(&calls));
+    for (name, _, _) in denied {
+        assert!(out.lines().any(|l| l == format!("{name} {}", libc::EPERM)), "{name}: {out}");
+    }
+    // clone3's flags are out of a filter's reach: ENOSYS makes libc fall back to clone.
+    assert!(out.lines().any(|l| l == format!("clone3 {}", libc::ENOSYS)), "{out}");
+    assert!(out.lines().any(|l| l == "personality_query 0"), "{out}");
+    assert!(out.lines().any(|l| l == "getpid 0"), "{out}");
+}
+
+#[test]
+fn restricted_profile_also_denies_ptrace_namespaces_and_io_uring_as_root() {
+    require_root();
+    let calls: &[(&str, i64, u64)] = &[
+        ("ptrace", libc::SYS_ptrace, 0),
+        ("unshare_newns", libc::SYS_unshare, CLONE_NEWNS),
+        ("setns", libc::SYS_setns, 0),
+        ("chroot", libc::SYS_chroot, 0),
+        ("io_uring_setup", libc::SYS_io_uring_setup, 0),
+        ("process_vm_readv", libc::SYS_process_vm_readv, 0),
+        ("keyctl", libc::SYS_keyctl, 0),
+    ];
+    let out =
+        run_python("hard-restricted", &["--security-profile", "restricted"], &syscall_probe(calls));
+    for (name, _, _) in calls {
+        assert!(out.lines().any(|l| l == format!("{name} {}", libc::EPERM)), "{name}: {out}");
+    }
+}
+
+#[test]
+fn default_profile_still_allows_ptrace_as_root() {
+    require_root();
+    // ptrace(PTRACE_TRACEME) succeeds: debuggers and strace work under the default profile.
+    let calls: &[(&str, i64, u64)] = &[("ptrace", libc::SYS_ptrace, 0)];
+    let out = run_python("hard-default-ptrace", &[], &syscall_probe(calls));
+    assert_eq!(out, "ptrace 0\n");
+}
+
+#[test]
+fn none_profile_has_no_filter_and_every_capability_as_root() {
+    require_root();
+    let status = status_fields("hard-none", &["--security-profile", "none"]);
+    assert_eq!(field(&status, "Seccomp"), "0", "{status}");
+    let bounding = u64::from_str_radix(field(&status, "CapBnd"), 16).unwrap();
+    assert_ne!(bounding & (1 << 21), 0, "CAP_SYS_ADMIN kept under none: {status}");
+}
+
+#[test]
+fn kernel_paths_are_masked_or_read_only_as_root() {
+    require_root();
+    let home = moat_home("hard-masks");
+    let script = "for f in /proc/keys /proc/timer_list /proc/sched_debug /proc/sysrq-trigger \
+                  /proc/kcore; do [ -e $f ] && printf '%s %s\\n' $f $(wc -c < $f); done; \
+                  for d in /proc/acpi /proc/scsi /sys/firmware; do \
+                  [ -d $d ] && echo $d $(ls -A $d | wc -l); done; \
+                  echo x > /proc/sys/kernel/domainname 2>/dev/null && echo proc-sys-writable; \
+                  touch /sys/moat-probe 2>/dev/null && echo sys-writable; \
+                  echo > /proc/sysrq-trigger 2>/dev/null; echo done";
+    let output = moat(&home, &["run", "--isolation", "namespace", "--", "sh", "-c", script]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    let out = stdout(&output);
+    assert!(out.ends_with("done\n"), "{out}");
+    assert!(!out.contains("writable"), "{out}");
+    // Every path that exists reads as empty (a masked file is /dev/null, a masked dir empty).
+    for line in out.lines().filter(|l| l.starts_with('/')) {
+        assert!(line.ends_with(" 0"), "{line} is not empty in {out}");
+    }
+    assert!(out.contains("/sys/firmware 0") || !Path::new("/sys/firmware").exists(), "{out}");
+}
+
+#[test]
+fn pids_limit_stops_a_fork_loop_inside_and_nothing_is_left_as_root() {
+    require_root();
+    // 4321 marks this test's sleepers on the host's process list.
+    let program = "import subprocess, errno\n\
+                   n = 0\n\
+                   try:\n\
+                   \x20   while n < 6000:\n\
+                   \x20       subprocess.Popen(['sleep', '4321'], stdout=subprocess.DEVNULL,\n\
+                   \x20                        stderr=subprocess.DEVNULL)\n\
+                   \x20       n += 1\n\
+                   except OSError as e:\n\
+                   \x20   print('stopped', n, errno.errorcode[e.errno])\n";
+    let out = run_python("hard-pids", &["--pids-limit", "64"], program);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"stopped"), "{out}");
+    let started: u32 = words[1].parse().unwrap();
+    assert!((32..64).contains(&started), "{out}");
+    assert_eq!(words[2], "EAGAIN", "{out}");
+    // The host is unaffected and the sandbox's processes died with it.
+    assert!(std::process::Command::new("true").status().unwrap().success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !processes_mentioning("sleep 4321").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(processes_mentioning("sleep 4321"), Vec::<String>::new());
+}
+
+#[test]
+fn a_sandbox_has_a_pids_limit_of_4096_by_default_as_root() {
+    require_root();
+    let home = moat_home("hard-pids-default");
+    let output = moat(&home, &["create", "pidsdefault", "--isolation", "namespace"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let v2 = Path::new("/sys/fs/cgroup/moat-pidsdefault/pids.max");
+    let v1 = Path::new("/sys/fs/cgroup/pids/moat/pidsdefault/pids.max");
+    let limit = std::fs::read_to_string(v2).or_else(|_| std::fs::read_to_string(v1));
+    let removed = moat(&home, &["rm", "-f", "pidsdefault"]);
+    assert_eq!(limit.expect("the sandbox's pids cgroup").trim(), "4096");
+    assert_eq!(removed.status.code(), Some(0), "{}", stderr(&removed));
+}
+
+#[test]
+fn ordinary_work_runs_under_the_default_profile_as_root() {
+    require_root();
+    for tool in ["/usr/bin/cc", "/usr/bin/setpriv", "/usr/bin/python3"] {
+        assert!(Path::new(tool).exists(), "this test needs {tool} on the host (the sandbox root)");
+    }
+    let home = moat_home("hard-ordinary");
+    let script = "set -e; cd /tmp; \
+                  printf '#include <stdio.h>\\nint main(void){puts(\"compiled\");return 0;}\\n' \
+                  > hello.c; cc -o hello hello.c; ./hello; \
+                  python3 -c 'import threading, subprocess; t = threading.Thread(target=print, \
+                  args=(\"thread\",)); t.start(); t.join(); \
+                  print(subprocess.run([\"echo\", \"subprocess\"], capture_output=True).stdout \
+                  .decode().strip())'; \
+                  seq 1 100 | sort -rn | head -1; \
+                  setpriv --reuid 65534 --regid 65534 --clear-groups id -u";
+    let output = moat(&home, &["run", "--isolation", "namespace", "--", "sh", "-c", script]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output), "compiled\nthread\nsubprocess\n100\n65534\n");
+    let pty = moat(
+        &home,
+        &["run", "--isolation", "namespace", "-t", "--", "sh", "-c", "test -t 0 && echo pty"],
+    );
+    assert_eq!(pty.status.code(), Some(0), "{}", stderr(&pty));
+    assert!(stdout(&pty).contains("pty"), "{}", stdout(&pty));
+}
