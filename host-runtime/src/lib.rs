@@ -16,6 +16,8 @@
 //! - [`config`]: sandbox options (mounts, limits, hostname) and the bootstrap they become;
 //!   [`cgroup`]: `--cpus`/`--memory` on the namespace backend; `tty`: the CLI's terminal for `-t`.
 //! - [`cli`]: parsing `moat run` arguments; [`isolation`]: choosing a backend.
+//! - [`security`]: the `--security-profile` agentd applies; [`hardening`]: what isolation a
+//!   sandbox has, for `moat inspect` and `moat doctor`.
 //! - [`home`]: the moat home, sandbox directories and their spec file.
 //! - [`agentd_bin`]: finding (or building) the `moat-agentd` binary.
 //! - [`sandbox`]: the per-sandbox process (agent start, bootstrap handshake, relay).
@@ -39,6 +41,7 @@ pub mod client;
 pub mod config;
 pub mod doctor;
 pub mod error;
+pub mod hardening;
 pub mod home;
 pub mod host_root;
 pub mod isolation;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use moat_runtime::cli::UsageError;
 use moat_runtime::error::RuntimeError;
-use moat_runtime::{bench, cli, doctor, lifecycle, logs, ns_init, run, sandbox, vm};
+use moat_runtime::{bench, cli, doctor, hardening, lifecycle, logs, ns_init, run, sandbox, vm};
 
 const USAGE: &str = "usage: moat <command>
 
@@ -23,7 +23,7 @@ commands:
             moat create NAME [SANDBOX OPTIONS] [-e K=V]... [-w DIR] [-u USER]
   exec      moat exec NAME [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]
   ls        list named sandboxes (--json for JSON)
-  inspect   moat inspect NAME: its state as JSON
+  inspect   moat inspect NAME: its state and the isolation it has (profile, id map, limits) as JSON
   socket    moat socket NAME: the path of its relay socket
   logs      moat logs NAME [--source stdout|stderr|system|all] [--tail N] [-f]
   stop      moat stop NAME: shut it down (core.shutdown; SIGTERM after 10 s, then SIGKILL)
@@ -178,6 +178,14 @@ impl From<RuntimeError> for Failure {
     }
 }
 
+/// `moat inspect`'s output: the state record and the isolation the sandbox has.
+#[derive(serde::Serialize)]
+struct Inspection {
+    #[serde(flatten)]
+    state: moat_runtime::state::SandboxState,
+    isolation: hardening::IsolationReport,
+}
+
 fn to_json(value: &impl serde::Serialize) -> String {
     // The state types are strings, integers and enums: serializing them cannot fail.
     serde_json::to_string_pretty(value).unwrap_or_default()
@@ -199,7 +207,12 @@ fn lifecycle_command(cmd: &str, args: &[String]) -> Result<(), Failure> {
                 print!("{}", lifecycle::format_table(&states));
             }
         }
-        "inspect" => println!("{}", to_json(&lifecycle::inspect(&cli::parse_name(args, None)?.0)?)),
+        "inspect" => {
+            let state = lifecycle::inspect(&cli::parse_name(args, None)?.0)?;
+            let live = matches!(state.status, moat_runtime::state::Status::Running);
+            let isolation = hardening::report(&state.spec, state.pid.filter(|_| live));
+            println!("{}", to_json(&Inspection { state, isolation }));
+        }
         "socket" => {
             println!("{}", lifecycle::socket(&cli::parse_name(args, None)?.0)?.display());
         }
@@ -288,5 +301,6 @@ fn doctor_command() -> ExitCode {
     } else {
         println!("namespace: this host cannot run the namespace backend (see FAIL lines)");
     }
+    println!("namespace isolation by default: {}", moat_runtime::ns_probe::DEFAULT_ISOLATION);
     ExitCode::SUCCESS
 }

@@ -5,6 +5,9 @@
 //!  sandbox's namespaces (pid, mount, uts, ipc, net) and run `true` in them
 //! ```
 //!
+//! Then the hardening the backend applies: seccomp filters (`Seccomp_filters` in
+//! `/proc/self/status`) and a pids cgroup controller for the default pids limit.
+//!
 //! Each check explains itself in one line, as the VM checks in [`crate::doctor`] do.
 
 use std::path::Path;
@@ -29,7 +32,52 @@ pub fn diagnose() -> Vec<Check> {
     let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     checks.push(check_overlay(&filesystems));
     checks.push(check_unshare(root));
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    checks.push(check_seccomp(&status));
+    checks.push(check_pids_controller(Path::new(crate::cgroup::CGROUP_ROOT)));
     checks
+}
+
+/// What a namespace sandbox gets when no option says otherwise, for `moat doctor`.
+pub const DEFAULT_ISOLATION: &str = "user/pid/mount/uts/ipc/net namespaces; id map identity (the \
+     sandbox's root is host root over files it can see); seccomp profile default; docker's 14 \
+     capabilities; masked /proc and /sys paths; pids limit 4096; no memory or CPU limit";
+
+/// Whether the kernel filters syscalls with seccomp (the security profiles need it).
+pub fn check_seccomp(proc_self_status: &str) -> Check {
+    let ok = proc_self_status.lines().any(|line| line.starts_with("Seccomp_filters:"))
+        || proc_self_status.lines().any(|line| line.starts_with("Seccomp:"));
+    Check {
+        name: "seccomp",
+        ok,
+        detail: if ok {
+            "the kernel has seccomp filters (--security-profile default and restricted)".to_owned()
+        } else {
+            "no Seccomp line in /proc/self/status: this kernel lacks CONFIG_SECCOMP_FILTER, and \
+             a sandbox's security profile cannot be applied"
+                .to_owned()
+        },
+    }
+}
+
+/// Whether a pids controller exists (cgroup v2 `cgroup.controllers`, or v1 `pids/`).
+pub fn check_pids_controller(cgroup_root: &Path) -> Check {
+    let v2 = std::fs::read_to_string(cgroup_root.join("cgroup.controllers")).ok();
+    let ok = match &v2 {
+        Some(controllers) => controllers.split_whitespace().any(|c| c == "pids"),
+        None => cgroup_root.join("pids").join("cgroup.procs").is_file(),
+    };
+    Check {
+        name: "pids",
+        ok,
+        detail: if ok {
+            "the pids cgroup controller is available (default --pids-limit 4096)".to_owned()
+        } else {
+            "no pids cgroup controller: the pids limit cannot apply (use --pids-limit 0 to run \
+             without one)"
+                .to_owned()
+        },
+    }
 }
 
 /// Whether the kernel lists overlayfs (the agent's writable layer over the read-only root).
@@ -101,6 +149,27 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seccomp_is_read_from_proc_self_status() {
+        assert!(check_seccomp("Name:\tx\nSeccomp:\t0\nSeccomp_filters:\t0\n").ok);
+        assert!(!check_seccomp("Name:\tx\n").ok);
+    }
+
+    #[test]
+    fn pids_controller_is_found_on_v2_or_v1() {
+        let dir = std::env::temp_dir().join(format!("moat-pids-probe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("pids")).unwrap();
+        assert!(!check_pids_controller(&dir).ok);
+        std::fs::write(dir.join("pids/cgroup.procs"), "").unwrap();
+        assert!(check_pids_controller(&dir).ok);
+        std::fs::write(dir.join("cgroup.controllers"), "cpu memory\n").unwrap();
+        assert!(!check_pids_controller(&dir).ok);
+        std::fs::write(dir.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        assert!(check_pids_controller(&dir).ok);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn overlay_is_found_in_proc_filesystems() {

@@ -70,7 +70,7 @@ const CLONE_NEWNS: u64 = libc::CLONE_NEWNS as u64;
 #[test]
 fn default_profile_installs_a_filter_and_keeps_dockers_capabilities_as_root() {
     require_root();
-    let status = status_fields("hard-default-status", &[]);
+    let status = status_fields("hd-status", &[]);
     assert_eq!(field(&status, "Seccomp"), "2", "{status}");
     assert_eq!(field(&status, "CapBnd"), DOCKER_DEFAULT_CAPS, "{status}");
     assert_eq!(field(&status, "CapEff"), DOCKER_DEFAULT_CAPS, "{status}");
@@ -113,7 +113,7 @@ fn default_profile_denies_kernel_attack_surface_with_eperm_as_root() {
     calls.push(("clone3", libc::SYS_clone3, 0));
     calls.push(("personality_query", libc::SYS_personality, 0xffff_ffff));
     calls.push(("getpid", libc::SYS_getpid, 0));
-    let out = run_python("hard-default-calls", &[], &syscall_probe(&calls));
+    let out = run_python("hd-calls", &[], &syscall_probe(&calls));
     for (name, _, _) in denied {
         assert!(out.lines().any(|l| l == format!("{name} {}", libc::EPERM)), "{name}: {out}");
     }
@@ -136,7 +136,7 @@ fn restricted_profile_also_denies_ptrace_namespaces_and_io_uring_as_root() {
         ("keyctl", libc::SYS_keyctl, 0),
     ];
     let out =
-        run_python("hard-restricted", &["--security-profile", "restricted"], &syscall_probe(calls));
+        run_python("hd-restrict", &["--security-profile", "restricted"], &syscall_probe(calls));
     for (name, _, _) in calls {
         assert!(out.lines().any(|l| l == format!("{name} {}", libc::EPERM)), "{name}: {out}");
     }
@@ -147,14 +147,14 @@ fn default_profile_still_allows_ptrace_as_root() {
     require_root();
     // ptrace(PTRACE_TRACEME) succeeds: debuggers and strace work under the default profile.
     let calls: &[(&str, i64, u64)] = &[("ptrace", libc::SYS_ptrace, 0)];
-    let out = run_python("hard-default-ptrace", &[], &syscall_probe(calls));
+    let out = run_python("hd-ptrace", &[], &syscall_probe(calls));
     assert_eq!(out, "ptrace 0\n");
 }
 
 #[test]
 fn none_profile_has_no_filter_and_every_capability_as_root() {
     require_root();
-    let status = status_fields("hard-none", &["--security-profile", "none"]);
+    let status = status_fields("hd-none", &["--security-profile", "none"]);
     assert_eq!(field(&status, "Seccomp"), "0", "{status}");
     let bounding = u64::from_str_radix(field(&status, "CapBnd"), 16).unwrap();
     assert_ne!(bounding & (1 << 21), 0, "CAP_SYS_ADMIN kept under none: {status}");
@@ -163,7 +163,7 @@ fn none_profile_has_no_filter_and_every_capability_as_root() {
 #[test]
 fn kernel_paths_are_masked_or_read_only_as_root() {
     require_root();
-    let home = moat_home("hard-masks");
+    let home = moat_home("hd-masks");
     let script = "for f in /proc/keys /proc/timer_list /proc/sched_debug /proc/sysrq-trigger \
                   /proc/kcore; do [ -e $f ] && printf '%s %s\\n' $f $(wc -c < $f); done; \
                   for d in /proc/acpi /proc/scsi /sys/firmware; do \
@@ -196,7 +196,7 @@ fn pids_limit_stops_a_fork_loop_inside_and_nothing_is_left_as_root() {
                    \x20       n += 1\n\
                    except OSError as e:\n\
                    \x20   print('stopped', n, errno.errorcode[e.errno])\n";
-    let out = run_python("hard-pids", &["--pids-limit", "64"], program);
+    let out = run_python("hd-pids", &["--pids-limit", "64"], program);
     let words: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(words.first(), Some(&"stopped"), "{out}");
     let started: u32 = words[1].parse().unwrap();
@@ -214,15 +214,26 @@ fn pids_limit_stops_a_fork_loop_inside_and_nothing_is_left_as_root() {
 #[test]
 fn a_sandbox_has_a_pids_limit_of_4096_by_default_as_root() {
     require_root();
-    let home = moat_home("hard-pids-default");
+    let home = moat_home("hd-pidsdef");
     let output = moat(&home, &["create", "pidsdefault", "--isolation", "namespace"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let v2 = Path::new("/sys/fs/cgroup/moat-pidsdefault/pids.max");
     let v1 = Path::new("/sys/fs/cgroup/pids/moat/pidsdefault/pids.max");
     let limit = std::fs::read_to_string(v2).or_else(|_| std::fs::read_to_string(v1));
+    let inspect = moat(&home, &["inspect", "pidsdefault"]);
     let removed = moat(&home, &["rm", "-f", "pidsdefault"]);
     assert_eq!(limit.expect("the sandbox's pids cgroup").trim(), "4096");
     assert_eq!(removed.status.code(), Some(0), "{}", stderr(&removed));
+    // `moat inspect` shows the isolation the live sandbox has, read back from its agent.
+    assert_eq!(inspect.status.code(), Some(0), "{}", stderr(&inspect));
+    let state: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let isolation = &state["isolation"];
+    assert_eq!(isolation["backend"], "namespace", "{state}");
+    assert_eq!(isolation["security_profile"], "default", "{state}");
+    assert_eq!(isolation["pids_limit"], 4096, "{state}");
+    assert_eq!(isolation["live"]["agent_seccomp"], "2", "{state}");
+    assert_eq!(isolation["live"]["pids_max"], "4096", "{state}");
+    assert_eq!(isolation["live"]["uid_map"], "0 0 4294967295", "{state}");
 }
 
 #[test]
@@ -231,7 +242,7 @@ fn ordinary_work_runs_under_the_default_profile_as_root() {
     for tool in ["/usr/bin/cc", "/usr/bin/setpriv", "/usr/bin/python3"] {
         assert!(Path::new(tool).exists(), "this test needs {tool} on the host (the sandbox root)");
     }
-    let home = moat_home("hard-ordinary");
+    let home = moat_home("hd-work");
     let script = "set -e; cd /tmp; \
                   printf '#include <stdio.h>\\nint main(void){puts(\"compiled\");return 0;}\\n' \
                   > hello.c; cc -o hello hello.c; ./hello; \
