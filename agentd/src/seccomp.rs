@@ -382,6 +382,93 @@ mod tests {
         assert!(restricted.contains_key(&libc::SYS_ptrace));
     }
 
+    /// A classic-BPF interpreter for the instructions seccompiler and the prelude emit, run on
+    /// a `seccomp_data` of this architecture: returns the filter's verdict.
+    fn run(program: &[sock_filter], nr: u32, args: [u64; 6]) -> u32 {
+        let arch = match target_arch().unwrap() {
+            TargetArch::x86_64 => 0xc000_003e,
+            _ => 0xc000_00b7,
+        };
+        let word = |offset: u32| -> u32 {
+            match offset {
+                0 => nr,
+                4 => arch,
+                o if (16..64).contains(&o) => {
+                    let arg = args[((o - 16) / 8) as usize];
+                    if (o - 16) % 8 == 0 { arg as u32 } else { (arg >> 32) as u32 }
+                }
+                o => panic!("load from offset {o}"),
+            }
+        };
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = &program[pc];
+            pc += 1;
+            let jump = |taken: bool| usize::from(if taken { i.jt } else { i.jf });
+            match i.code {
+                0x20 => acc = word(i.k),
+                0x54 => acc &= i.k,
+                0x05 => pc += i.k as usize,
+                0x15 => pc += jump(acc == i.k),
+                0x25 => pc += jump(acc > i.k),
+                0x35 => pc += jump(acc >= i.k),
+                0x06 => return i.k,
+                code => panic!("opcode {code:#x}"),
+            }
+        }
+    }
+
+    fn nr(call: i64) -> u32 {
+        u32::try_from(call).unwrap()
+    }
+
+    const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+    const EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    const ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+
+    /// The verdict of all of `programs` together: the kernel runs each and the most restrictive
+    /// action wins (a lower action value; ERRNO is below ALLOW).
+    fn run_all(programs: &[BpfProgram], nr: u32, args: [u64; 6]) -> u32 {
+        programs.iter().map(|p| run(p, nr, args)).min().unwrap_or(ALLOW)
+    }
+
+    #[test]
+    fn the_filters_deny_allow_and_answer_enosys_as_the_profile_says() {
+        let programs = programs(SecurityProfile::Default, Scope::Process).unwrap();
+        let verdict = |call: i64, arg0: u64| run_all(&programs, nr(call), [arg0, 0, 0, 0, 0, 0]);
+        for call in [libc::SYS_read, libc::SYS_write, libc::SYS_openat, libc::SYS_futex] {
+            assert_eq!(verdict(call, 0), ALLOW, "syscall {call}");
+        }
+        for call in [libc::SYS_keyctl, libc::SYS_bpf, libc::SYS_mount, libc::SYS_reboot] {
+            assert_eq!(verdict(call, 0), EPERM, "syscall {call}");
+        }
+        assert_eq!(verdict(libc::SYS_clone3, 0), ENOSYS);
+        assert_eq!(verdict(libc::SYS_clone, libc::SIGCHLD as u64), ALLOW);
+        assert_eq!(verdict(libc::SYS_clone, CLONE_NEWUSER | libc::SIGCHLD as u64), EPERM);
+        assert_eq!(verdict(libc::SYS_unshare, libc::CLONE_NEWNS as u64), ALLOW);
+        assert_eq!(verdict(libc::SYS_unshare, CLONE_NEWUSER), EPERM);
+        assert_eq!(verdict(libc::SYS_personality, 0xffff_ffff), ALLOW);
+        assert_eq!(verdict(libc::SYS_personality, 0x0040_0000), EPERM);
+        assert_eq!(verdict(libc::SYS_ptrace, 0), ALLOW);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(run_all(&programs, X32_SYSCALL_BIT | 250, [0; 6]), ENOSYS);
+    }
+
+    #[test]
+    fn the_agent_filters_leave_its_shutdown_calls_and_deny_the_rest_of_restricted() {
+        let agent = programs(SecurityProfile::Restricted, Scope::Agent).unwrap();
+        let process = programs(SecurityProfile::Restricted, Scope::Process).unwrap();
+        for call in AGENT_NEEDS {
+            assert_eq!(run_all(&agent, nr(*call), [0; 6]), ALLOW);
+            assert_eq!(run_all(&process, nr(*call), [0; 6]), EPERM);
+        }
+        for call in [libc::SYS_ptrace, libc::SYS_unshare, libc::SYS_setns, libc::SYS_keyctl] {
+            assert_eq!(run_all(&agent, nr(call), [0; 6]), EPERM, "syscall {call}");
+        }
+        assert_eq!(run_all(&agent, nr(libc::SYS_clone3), [0; 6]), ENOSYS);
+        assert_eq!(run_all(&agent, nr(libc::SYS_read), [0; 6]), ALLOW);
+    }
+
     #[test]
     fn kept_capabilities_are_dockers_default_fourteen() {
         let mask = kept_capabilities(SecurityProfile::Default).unwrap();
