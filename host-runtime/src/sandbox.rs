@@ -59,7 +59,8 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
         memory_mib: spec.config.memory_mib,
         pids: spec.config.effective_pids_limit(),
     };
-    let cgroup = SandboxCgroup::create(&spec.name, limits)?;
+    let leaf = crate::cgroup::leaf_name(&spec.name, std::process::id());
+    let cgroup = SandboxCgroup::create(&leaf, limits)?;
     let (mut child, channel) = start_agent(dir, cgroup.as_ref())?;
     let ready = match handshake(&channel, bootstrap) {
         Ok(ready) => ready,

@@ -217,16 +217,20 @@ fn a_sandbox_has_a_pids_limit_of_4096_by_default_as_root() {
     let home = moat_home("hd-pidsdef");
     let output = moat(&home, &["create", "pidsdefault", "--isolation", "namespace"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let v2 = Path::new("/sys/fs/cgroup/moat-pidsdefault/pids.max");
-    let v1 = Path::new("/sys/fs/cgroup/pids/moat/pidsdefault/pids.max");
-    let limit = std::fs::read_to_string(v2).or_else(|_| std::fs::read_to_string(v1));
     let inspect = moat(&home, &["inspect", "pidsdefault"]);
+    assert_eq!(inspect.status.code(), Some(0), "{}", stderr(&inspect));
+    let state: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let leaf = format!("pidsdefault-{}", state["pid"]);
+    let v2 = Path::new("/sys/fs/cgroup").join(format!("moat-{leaf}"));
+    let v1 = Path::new("/sys/fs/cgroup/pids/moat").join(&leaf);
+    let limit = std::fs::read_to_string(v2.join("pids.max"))
+        .or_else(|_| std::fs::read_to_string(v1.join("pids.max")));
     let removed = moat(&home, &["rm", "-f", "pidsdefault"]);
     assert_eq!(limit.expect("the sandbox's pids cgroup").trim(), "4096");
     assert_eq!(removed.status.code(), Some(0), "{}", stderr(&removed));
-    // `moat inspect` shows the isolation the live sandbox has, read back from its agent.
-    assert_eq!(inspect.status.code(), Some(0), "{}", stderr(&inspect));
-    let state: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    // A killed sandbox process cannot remove its cgroup: `moat rm -f` does.
+    assert!(!v2.exists() && !v1.exists(), "{} or {} left behind", v2.display(), v1.display());
+    // `moat inspect` showed the isolation the live sandbox had, read back from its agent.
     let isolation = &state["isolation"];
     assert_eq!(isolation["backend"], "namespace", "{state}");
     assert_eq!(isolation["security_profile"], "default", "{state}");
