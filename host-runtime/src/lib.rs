@@ -21,7 +21,9 @@
 //! - [`home`]: the moat home, sandbox directories and their spec file.
 //! - [`agentd_bin`]: finding (or building) the `moat-agentd` binary.
 //! - [`sandbox`]: the per-sandbox process (agent start, bootstrap handshake, relay).
-//! - [`ns_init`] and [`host_root`]: inside the new namespaces, the root the agent gets.
+//! - [`ns_init`] and [`host_root`]: inside the new namespaces, the root the agent gets;
+//!   [`userns`]: the user namespace's id maps; [`idmap`]: the unprivileged host id range (built,
+//!   not yet the default).
 //! - [`client`]: a relay client running one exec session.
 //! - [`run`]: `moat run` from start to cleanup.
 //! - [`state`]: the per-sandbox `state.json` store and name rules; [`lifecycle`]: named
@@ -44,6 +46,7 @@ pub mod error;
 pub mod hardening;
 pub mod home;
 pub mod host_root;
+pub mod idmap;
 pub mod isolation;
 pub mod lifecycle;
 pub mod limits;

@@ -28,6 +28,7 @@ use crate::cgroup::{CgroupLimits, SandboxCgroup};
 use crate::config::ShareNaming;
 use crate::error::RuntimeError;
 use crate::home::SandboxDir;
+use crate::idmap::IdMapping;
 use crate::limits::{
     AGENT_EXIT_TIMEOUT_MS, GUEST_SHUTDOWN_GRACE_MS, HANDSHAKE_FRAME_TIMEOUT_MS, POLL_INTERVAL_MS,
     RELAY_SOCKET_WAIT_MS, SOCKET_READ_CHUNK_BYTES,
@@ -189,7 +190,7 @@ fn start_agent(
     crate::pre_exec::kill_with_parent(&mut command);
     let mut child = command.spawn().map_err(RuntimeError::io("spawn", "unshare"))?;
     drop(ready.child_end);
-    if let Err(err) = crate::userns::map_identity(child.id(), ready.parent_end) {
+    if let Err(err) = crate::userns::map_ids(child.id(), ready.parent_end, &IdMapping::Identity) {
         stop_child(&mut child);
         return Err(err);
     }
