@@ -23,7 +23,7 @@
 //! - [`sandbox`]: the per-sandbox process (agent start, bootstrap handshake, relay).
 //! - [`ns_init`] and [`host_root`]: inside the new namespaces, the root the agent gets;
 //!   [`userns`]: the user namespace's id maps; [`idmap`]: the unprivileged host id range (built,
-//!   not yet the default).
+//!   not yet the default) and [`idmount`]: idmapped bind mounts.
 //! - [`client`]: a relay client running one exec session.
 //! - [`run`]: `moat run` from start to cleanup.
 //! - [`state`]: the per-sandbox `state.json` store and name rules; [`lifecycle`]: named
@@ -47,6 +47,7 @@ pub mod hardening;
 pub mod home;
 pub mod host_root;
 pub mod idmap;
+pub mod idmount;
 pub mod isolation;
 pub mod lifecycle;
 pub mod limits;

@@ -97,6 +97,20 @@ fn write_maps(proc: &Path, uid_map: &str, gid_map: &str) -> Result<(), RuntimeEr
     Ok(())
 }
 
+/// A new user namespace with these maps (text as `/proc/PID/uid_map` takes it), held by the
+/// returned descriptor: what `mount_setattr(MOUNT_ATTR_IDMAP)` takes ([`crate::idmount`]). No
+/// process stays in it; a short-lived child makes it and exits.
+pub fn user_namespace(uid_map: &str, gid_map: &str) -> Result<OwnedFd, RuntimeError> {
+    let holder = crate::sys::spawn_userns_holder()
+        .map_err(RuntimeError::io("create a user namespace", "unshare(CLONE_NEWUSER)"))?;
+    let proc = PathBuf::from(format!("/proc/{}", holder.pid()));
+    write_maps(&proc, uid_map, gid_map)?;
+    let ns = proc.join("ns/user");
+    let file = std::fs::File::open(&ns).map_err(RuntimeError::io("open", &ns))?;
+    drop(holder);
+    Ok(OwnedFd::from(file))
+}
+
 /// In `__ns-init`: when [`READY_FD_ENV`] is set, blocks until the sandbox process wrote the
 /// maps (one byte); an EOF means it failed or died.
 pub fn wait_mapped() -> Result<(), RuntimeError> {

@@ -266,3 +266,52 @@ fn ordinary_work_runs_under_the_default_profile_as_root() {
     assert_eq!(pty.status.code(), Some(0), "{}", stderr(&pty));
     assert!(stdout(&pty).contains("pty"), "{}", stdout(&pty));
 }
+
+/// Runs `sh -c script` as host uid and gid `id` (no supplementary groups, no capabilities): the
+/// host's view of a sandbox's root under an unprivileged id map.
+fn sh_as(id: u32, script: &str) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("/bin/sh")
+        .args(["-c", script])
+        .uid(id)
+        .gid(id)
+        .output()
+        .expect("run /bin/sh")
+}
+
+#[test]
+fn idmapped_bind_gives_the_sandbox_roots_files_to_the_directory_owner_as_root() {
+    use moat_runtime::idmap::{RESERVED_BASE, owner_map};
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require_root();
+    const OWNER: u32 = 4321;
+    let scratch = std::env::temp_dir().join(format!("moat-idmount-{}", std::process::id()));
+    let (volume, mnt) = (scratch.join("volume"), scratch.join("mnt"));
+    for dir in [&scratch, &volume, &mnt] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::os::unix::fs::chown(&volume, Some(OWNER), Some(OWNER)).unwrap();
+    // A host-root file in the volume: mode 0644, so only its owner may write it.
+    std::fs::write(volume.join("root-file"), "host\n").unwrap();
+    let map = owner_map(OWNER, RESERVED_BASE);
+    let userns = moat_runtime::userns::user_namespace(&map, &map).unwrap();
+    moat_runtime::idmount::idmapped_bind(&volume, &mnt, userns.as_fd(), false).unwrap();
+
+    let seen = std::fs::metadata(&mnt).unwrap();
+    let root_file = std::fs::metadata(mnt.join("root-file")).unwrap();
+    let write = sh_as(RESERVED_BASE, &format!("echo sandbox > {}/new", mnt.display()));
+    let append = sh_as(RESERVED_BASE, &format!("echo x >> {}/root-file", mnt.display()));
+    nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH).unwrap();
+
+    // Through the mount the owner is the sandbox's root; host root is unmapped (the overflow id).
+    assert_eq!((seen.uid(), seen.gid()), (RESERVED_BASE, RESERVED_BASE));
+    assert_eq!((root_file.uid(), root_file.gid()), (65534, 65534));
+    assert_eq!(write.status.code(), Some(0), "{}", String::from_utf8_lossy(&write.stderr));
+    assert_ne!(append.status.code(), Some(0), "the sandbox's root wrote a host-root file");
+    let new = std::fs::metadata(volume.join("new")).unwrap();
+    assert_eq!((new.uid(), new.gid()), (OWNER, OWNER), "on disk the volume's owner owns it");
+    assert_eq!(std::fs::read_to_string(volume.join("root-file")).unwrap(), "host\n");
+    let _ = std::fs::remove_dir_all(&scratch);
+}
