@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Then the hardening the backend applies: seccomp filters (`Seccomp_filters` in
-//! `/proc/self/status`) and a pids cgroup controller for the default pids limit.
+//! `/proc/self/status`) and a pids cgroup controller for the default pids limit. Apart: the
+//! unprivileged id map sandboxes will get (its host range, and whether idmapped mounts work).
 //!
 //! Each check explains itself in one line, as the VM checks in [`crate::doctor`] do.
 
@@ -36,6 +37,55 @@ pub fn diagnose() -> Vec<Check> {
     checks.push(check_seccomp(&status));
     checks.push(check_pids_controller(Path::new(crate::cgroup::CGROUP_ROOT)));
     checks
+}
+
+/// The checks for the unprivileged id map ([`crate::idmap`], [`crate::idmount`]), which sandboxes
+/// do not use yet: printed apart, since a failure here does not stop the namespace backend.
+pub fn diagnose_id_map() -> Vec<Check> {
+    let root = nix::unistd::geteuid().is_root();
+    vec![check_id_range(crate::idmap::choose_for_host()), check_idmapped_mounts(root)]
+}
+
+/// Which host range a sandbox's ids would map to, or why none can be chosen.
+pub fn check_id_range(choice: Result<crate::idmap::SandboxIds, crate::idmap::IdMapError>) -> Check {
+    use crate::idmap::RangeSource;
+    match choice {
+        Ok(ids) => {
+            let from = match ids.source {
+                RangeSource::SubIdFiles => "the moat entries of /etc/subuid and /etc/subgid",
+                RangeSource::Reserved => "moat's reserved range: /etc/subuid has no moat entry",
+            };
+            Check {
+                name: "id range",
+                ok: true,
+                detail: format!(
+                    "a sandbox's {} ids would map to host uids {}.. and gids {}.., from {from}",
+                    ids.uids.count, ids.uids.base, ids.gids.base
+                ),
+            }
+        }
+        Err(err) => Check { name: "id range", ok: false, detail: err.to_string() },
+    }
+}
+
+fn check_idmapped_mounts(root: bool) -> Check {
+    let name = "idmap";
+    if !root {
+        return Check { name, ok: false, detail: "not probed: needs root".to_owned() };
+    }
+    match crate::idmount::probe(Path::new("/usr")) {
+        Ok(()) => {
+            Check { name, ok: true, detail: "idmapped mounts work (probed on /usr)".to_owned() }
+        }
+        Err(err) => Check {
+            name,
+            ok: false,
+            detail: format!(
+                "no idmapped mounts ({err}): they need Linux 5.12+ and a filesystem that \
+                 supports them; without them a sandbox can only have the identity id map"
+            ),
+        },
+    }
 }
 
 /// What a namespace sandbox gets when no option says otherwise, for `moat doctor`.
@@ -169,6 +219,18 @@ mod tests {
         std::fs::write(dir.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
         assert!(check_pids_controller(&dir).ok);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn id_range_check_names_the_range_or_the_reason() {
+        let ok = check_id_range(crate::idmap::choose("", ""));
+        assert!(
+            ok.ok && ok.detail.contains("1879048192") && ok.detail.contains("reserved"),
+            "{}",
+            ok.detail
+        );
+        let bad = check_id_range(crate::idmap::choose("moat:200000:10\n", "moat:200000:65536\n"));
+        assert!(!bad.ok && bad.detail.contains("/etc/subuid"), "{}", bad.detail);
     }
 
     #[test]
