@@ -308,6 +308,9 @@ pub enum ShareNaming {
     HostPath,
     /// VM backend: virtiofs tags `moat-share-N`, in [`SandboxConfig::shares`] order.
     VirtioFsTag,
+    /// Namespace backend with an unprivileged id map: the idmapped bind `__ns-prepare` makes,
+    /// [`crate::ns_mapped::share_tag`], in the same order.
+    Staged,
 }
 
 /// A host directory the backend must make available under `tag`.
@@ -402,6 +405,7 @@ impl SandboxConfig {
                 tag: match naming {
                     ShareNaming::HostPath => host.to_string_lossy().into_owned(),
                     ShareNaming::VirtioFsTag => format!("moat-share-{i}"),
+                    ShareNaming::Staged => crate::ns_mapped::share_tag(i),
                 },
                 host,
                 guest,

@@ -55,9 +55,11 @@ pub struct LiveFacts {
     pub pids_max: Option<String>,
 }
 
-/// The identity map the namespace backend writes (see [`crate::userns`]).
-pub const NAMESPACE_ID_MAP: &str = "identity (0 0 4294967295): the sandbox's root owns host files it can see as host root does; \
-     no unprivileged subuid range yet";
+/// The id map a namespace sandbox gets (see [`crate::ns_mapped`]; the live `uid_map` shows which).
+pub const NAMESPACE_ID_MAP: &str = "0..65535 on an unprivileged host range (/etc/subuid's moat entry, \
+     else 1879048192..): the sandbox's root is nobody on the host; volumes are idmapped so its \
+     writes belong to the volume's owner. Identity (0 0 4294967295) only on a host without \
+     idmapped mounts, with a warning in sandbox.log";
 
 /// The isolation `spec` asks for, plus what the live agent below `pid` shows.
 pub fn report(spec: &SandboxSpec, pid: Option<i32>) -> IsolationReport {

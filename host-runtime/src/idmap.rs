@@ -13,8 +13,7 @@
 //!
 //! A volume (a `-v HOST:GUEST` bind) is idmapped with [`owner_map`]: its host owner is the
 //! sandbox's root, so what the sandbox's root writes there belongs to the volume's owner on the
-//! host. Not yet the default: `sandbox.rs` still writes [`IdMapping::Identity`] (see README.md,
-//! "Hardening").
+//! host. [`for_sandbox`] picks a sandbox's map; [`crate::ns_mapped`] applies it.
 
 /// The account whose `/etc/subuid` and `/etc/subgid` entries moat uses, as docker's userns-remap
 /// uses `dockremap`.
@@ -177,6 +176,27 @@ pub fn choose_for_host() -> Result<SandboxIds, IdMapError> {
     choose(&read(SUBUID_FILE), &read(SUBGID_FILE))
 }
 
+/// The map a new namespace sandbox gets: [`IdMapping::Range`] when a range can be chosen and
+/// this host can idmap `/usr` (where the default root's system directories come from), else
+/// [`IdMapping::Identity`], with a warning in the sandbox log naming why (`moat doctor` shows
+/// both checks).
+pub fn for_sandbox() -> IdMapping {
+    let ids = match choose_for_host() {
+        Ok(ids) => ids,
+        Err(err) => {
+            tracing::warn!(%err, "no unprivileged id range: the sandbox gets the identity id map");
+            return IdMapping::Identity;
+        }
+    };
+    match crate::idmount::probe(std::path::Path::new("/usr")) {
+        Ok(()) => IdMapping::Range(ids),
+        Err(err) => {
+            tracing::warn!(%err, "no idmapped mounts: the sandbox gets the identity id map");
+            IdMapping::Identity
+        }
+    }
+}
+
 fn usable(file: &'static str, range: IdRange) -> Result<IdRange, IdMapError> {
     if range.count < SANDBOX_ID_COUNT {
         return Err(IdMapError::EntryTooSmall { file, count: range.count });
@@ -190,7 +210,8 @@ fn usable(file: &'static str, range: IdRange) -> Result<IdRange, IdMapError> {
 /// What a sandbox's user namespace maps its ids to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdMapping {
-    /// Every id to itself: the sandbox's root owns host files as host root does. Today's default.
+    /// Every id to itself: the sandbox's root owns host files as host root does. Only on a host
+    /// without idmapped mounts or a usable range.
     Identity,
     /// Sandbox ids 0 ..= 65535 onto an unprivileged host range: its root is nobody on the host.
     Range(SandboxIds),

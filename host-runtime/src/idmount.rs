@@ -12,7 +12,7 @@
 //! Needs Linux 5.12 or later and a filesystem that allows idmapping (ext4, xfs, btrfs, tmpfs
 //! since 6.3, overlayfs since 5.19, ...). Where either is missing, `mount_setattr` fails
 //! (`EINVAL` or `ENOSYS`) and [`idmapped_bind`] reports it; `moat doctor` runs [`probe`].
-//! Not yet used by the sandbox start (README.md, "Hardening").
+//! [`crate::ns_mapped`] uses them for a sandbox's root and shares.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
@@ -30,6 +30,20 @@ pub fn idmapped_bind(
     let tree =
         crate::sys::clone_tree(source, false).map_err(RuntimeError::io("open_tree", source))?;
     crate::sys::set_idmap(tree.as_fd(), userns, read_only)
+        .map_err(RuntimeError::io("idmap (mount_setattr MOUNT_ATTR_IDMAP)", source))?;
+    crate::sys::attach_tree(tree.as_fd(), target).map_err(RuntimeError::io("move_mount", target))
+}
+
+/// Binds `source` and every mount below it on `target`, all idmapped through `userns`; the
+/// mounts keep their own flags (a read-only bind below stays read-only).
+pub fn idmapped_rbind(
+    source: &Path,
+    target: &Path,
+    userns: BorrowedFd<'_>,
+) -> Result<(), RuntimeError> {
+    let tree =
+        crate::sys::clone_tree(source, true).map_err(RuntimeError::io("open_tree", source))?;
+    crate::sys::set_idmap(tree.as_fd(), userns, false)
         .map_err(RuntimeError::io("idmap (mount_setattr MOUNT_ATTR_IDMAP)", source))?;
     crate::sys::attach_tree(tree.as_fd(), target).map_err(RuntimeError::io("move_mount", target))
 }

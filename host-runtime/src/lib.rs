@@ -2,10 +2,9 @@
 //!
 //! ```text
 //!  moat run ──► run::execute ──spawn──► moat __sandbox DIR (sandbox::serve_sandbox)
-//!      │                                   │ unshare --mount: moat __ns-prepare DIR (rootfs bind)
-//!      │                                   │ exec unshare --user --pid --mount --uts --ipc --net
-//!      │                                   ▼
-//!      │                                moat __ns-init DIR (ns_init: root assembly, then exec)
+//!      │                                   │ unshare --mount: moat __ns-prepare DIR (ns_mapped:
+//!      │                                   │ idmapped root and volumes, the user namespace as its
+//!      │                                   │ root, then exec unshare --pid --mount --uts --ipc)
 //!      │                                   ▼
 //!      │                                moat-agentd (PID 1) ◄── socketpair ── relay (agent.sock)
 //!      └── client::ExecSession ── unix socket DIR/agent.sock ──────────────────────┘
@@ -22,8 +21,9 @@
 //! - [`agentd_bin`]: finding (or building) the `moat-agentd` binary.
 //! - [`sandbox`]: the per-sandbox process (agent start, bootstrap handshake, relay).
 //! - [`ns_init`] and [`host_root`]: inside the new namespaces, the root the agent gets;
-//!   [`userns`]: the user namespace's id maps; [`idmap`]: the unprivileged host id range (built,
-//!   not yet the default) and [`idmount`]: idmapped bind mounts.
+//!   [`idmap`]: the unprivileged host id range a sandbox's ids map to; [`idmount`]: idmapped
+//!   bind mounts; [`ns_mapped`]: the start with that map (the default); [`userns`]: user
+//!   namespaces, and the identity-map start on hosts without idmapped mounts.
 //! - [`client`]: a relay client running one exec session.
 //! - [`run`]: `moat run` from start to cleanup.
 //! - [`state`]: the per-sandbox `state.json` store and name rules; [`lifecycle`]: named
@@ -53,6 +53,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logs;
 pub mod ns_init;
+pub mod ns_mapped;
 pub mod ns_probe;
 mod pre_exec;
 pub mod run;

@@ -302,7 +302,7 @@ fn doctor_command() -> ExitCode {
         println!("namespace: this host cannot run the namespace backend (see FAIL lines)");
     }
     println!("namespace isolation by default: {}", moat_runtime::ns_probe::DEFAULT_ISOLATION);
-    println!("unprivileged id map (built, not yet used by sandboxes):");
+    println!("unprivileged id map (identity without it):");
     for check in moat_runtime::ns_probe::diagnose_id_map() {
         println!("{:<10} {}  {}", check.name, if check.ok { "ok  " } else { "FAIL" }, check.detail);
     }

@@ -7,7 +7,7 @@
 //!
 //! Then the hardening the backend applies: seccomp filters (`Seccomp_filters` in
 //! `/proc/self/status`) and a pids cgroup controller for the default pids limit. Apart: the
-//! unprivileged id map sandboxes will get (its host range, and whether idmapped mounts work).
+//! unprivileged id map (its host range, and whether idmapped mounts work).
 //!
 //! Each check explains itself in one line, as the VM checks in [`crate::doctor`] do.
 
@@ -39,8 +39,8 @@ pub fn diagnose() -> Vec<Check> {
     checks
 }
 
-/// The checks for the unprivileged id map ([`crate::idmap`], [`crate::idmount`]), which sandboxes
-/// do not use yet: printed apart, since a failure here does not stop the namespace backend.
+/// The checks for the unprivileged id map ([`crate::idmap`], [`crate::idmount`]): printed apart,
+/// since without it the namespace backend still runs, with the identity map.
 pub fn diagnose_id_map() -> Vec<Check> {
     let root = nix::unistd::geteuid().is_root();
     vec![check_id_range(crate::idmap::choose_for_host()), check_idmapped_mounts(root)]
@@ -82,15 +82,16 @@ fn check_idmapped_mounts(root: bool) -> Check {
             ok: false,
             detail: format!(
                 "no idmapped mounts ({err}): they need Linux 5.12+ and a filesystem that \
-                 supports them; without them a sandbox can only have the identity id map"
+                 supports them; without them sandboxes get the identity id map (their root is \
+                 host root over files they can see)"
             ),
         },
     }
 }
 
 /// What a namespace sandbox gets when no option says otherwise, for `moat doctor`.
-pub const DEFAULT_ISOLATION: &str = "user/pid/mount/uts/ipc/net namespaces; id map identity (the \
-     sandbox's root is host root over files it can see); seccomp profile default; docker's 14 \
+pub const DEFAULT_ISOLATION: &str = "user/pid/mount/uts/ipc/net namespaces; ids 0..65535 on an \
+     unprivileged host range (identity without idmapped mounts); seccomp profile default; docker's 14 \
      capabilities; masked /proc and /sys paths; pids limit 4096; no memory or CPU limit";
 
 /// Whether the kernel filters syscalls with seccomp (the security profiles need it).

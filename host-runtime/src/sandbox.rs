@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  start agent ─► bootstrap handshake ─► relay on DIR/agent.sock ─► "ok" on stdout ─► serve
-//!   (unshare ... moat __ns-init DIR)   (bootstrap, init.resolved,      until the guest closes
+//!   (moat __ns-prepare DIR, ns_mapped) (bootstrap, init.resolved,      until the guest closes
 //!                                        init.ack, ready)               (core.shutdown) ─► reap
 //! ```
 //!
@@ -53,7 +53,12 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
         return crate::vm::supervise(dir);
     }
     spec.config.write_scripts(&dir.scripts_dir())?;
-    let shares = spec.config.shares(&dir.scripts_dir(), ShareNaming::HostPath);
+    let mapping = crate::idmap::for_sandbox();
+    let naming = match mapping {
+        IdMapping::Identity => ShareNaming::HostPath,
+        IdMapping::Range(_) => ShareNaming::Staged,
+    };
+    let shares = spec.config.shares(&dir.scripts_dir(), naming);
     let bootstrap = spec.config.bootstrap(&spec.name, &shares);
     let limits = CgroupLimits {
         cpus: spec.config.vcpus,
@@ -62,7 +67,7 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
     };
     let leaf = crate::cgroup::leaf_name(&spec.name, std::process::id());
     let cgroup = SandboxCgroup::create(&leaf, limits)?;
-    let (mut child, channel) = start_agent(dir, cgroup.as_ref())?;
+    let (mut child, channel) = start_agent(dir, cgroup.as_ref(), &mapping)?;
     let ready = match handshake(&channel, bootstrap) {
         Ok(ready) => ready,
         Err(err) => {
@@ -158,10 +163,13 @@ fn write_reason_once(path: &std::path::Path, reason: &str) {
     }
 }
 
-/// `unshare` with the agent's namespaces, running `moat __ns-init DIR`.
+/// `unshare --mount` running `moat __ns-prepare DIR`, which starts the agent in its namespaces:
+/// with `mapping`'s unprivileged range by itself ([`crate::ns_mapped`]), or with the identity
+/// map through the ready-pipe handshake ([`crate::userns`]).
 fn start_agent(
     dir: &SandboxDir,
     cgroup: Option<&SandboxCgroup>,
+    mapping: &IdMapping,
 ) -> Result<(Child, UnixStream), RuntimeError> {
     let exe = std::env::current_exe().map_err(RuntimeError::io("find own executable", "moat"))?;
     let (ours, theirs) =
@@ -179,18 +187,25 @@ fn start_agent(
         .arg(dir.path())
         .env("MOAT_AGENT_LOG", "info")
         .env_remove(crate::cgroup::PROCS_ENV)
+        .env_remove(crate::ns_mapped::ID_MAP_ENV)
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
     if let Some(cgroup) = cgroup {
         command.env(crate::cgroup::PROCS_ENV, cgroup.procs_env());
     }
+    crate::pre_exec::kill_with_parent(&mut command);
+    if let IdMapping::Range(ids) = mapping {
+        // `__ns-prepare` makes the user namespace itself (`ns_mapped`).
+        command.env(crate::ns_mapped::ID_MAP_ENV, crate::ns_mapped::env_value(ids));
+        let child = command.spawn().map_err(RuntimeError::io("spawn", "unshare"))?;
+        return Ok((child, ours));
+    }
     let ready = ReadyPipe::new()?;
     command.env(crate::userns::READY_FD_ENV, ready.child_fd());
-    crate::pre_exec::kill_with_parent(&mut command);
     let mut child = command.spawn().map_err(RuntimeError::io("spawn", "unshare"))?;
     drop(ready.child_end);
-    if let Err(err) = crate::userns::map_ids(child.id(), ready.parent_end, &IdMapping::Identity) {
+    if let Err(err) = crate::userns::map_ids(child.id(), ready.parent_end, mapping) {
         stop_child(&mut child);
         return Err(err);
     }

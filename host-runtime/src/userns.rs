@@ -9,13 +9,12 @@
 //!   write one byte ─────────────────────────────►  then mounts, joins the cgroup, execs the agent
 //! ```
 //!
-//! The map ([`IdMapping`]) is today the identity over every id, so files keep their owners and
-//! `-u nobody` still works; what changes is that the agent's capabilities hold only over the
-//! sandbox's own namespaces: it cannot load modules, reach host devices it was not given, change
-//! host sysctls, or raise a resource limit above the host's. [`IdMapping::Range`] (an
-//! unprivileged host range from [`crate::idmap`]) is built but not yet used: see README.md,
-//! "Hardening". `unshare --map-users` would need newuidmap and an `/etc/subuid` entry, so the
-//! privileged sandbox process writes the maps itself.
+//! This handshake serves [`IdMapping::Identity`], the fallback on a host without idmapped mounts:
+//! every id maps to itself, so files keep their owners, and the agent's capabilities hold only
+//! over the sandbox's own namespaces (no modules, host devices, host sysctls or resource limits
+//! above the host's). The default, [`IdMapping::Range`], is made by `__ns-prepare` itself
+//! ([`crate::ns_mapped`]) with [`user_namespace`]. `unshare --map-users` would need newuidmap
+//! and an `/etc/subuid` entry, so moat writes the maps itself.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};

@@ -237,7 +237,8 @@ fn a_sandbox_has_a_pids_limit_of_4096_by_default_as_root() {
     assert_eq!(isolation["pids_limit"], 4096, "{state}");
     assert_eq!(isolation["live"]["agent_seccomp"], "2", "{state}");
     assert_eq!(isolation["live"]["pids_max"], "4096", "{state}");
-    assert_eq!(isolation["live"]["uid_map"], "0 0 4294967295", "{state}");
+    let ids = moat_runtime::idmap::choose_for_host().unwrap();
+    assert_eq!(isolation["live"]["uid_map"], format!("0 {} 65536", ids.uids.base), "{state}");
 }
 
 #[test]
@@ -314,4 +315,115 @@ fn idmapped_bind_gives_the_sandbox_roots_files_to_the_directory_owner_as_root() 
     assert_eq!((new.uid(), new.gid()), (OWNER, OWNER), "on disk the volume's owner owns it");
     assert_eq!(std::fs::read_to_string(volume.join("root-file")).unwrap(), "host\n");
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// The host range this host's sandboxes get, as `moat doctor` reports it.
+fn host_range() -> moat_runtime::idmap::SandboxIds {
+    moat_runtime::idmap::choose_for_host().expect("an unprivileged id range on this host")
+}
+
+#[test]
+fn a_sandboxs_ids_map_to_an_unprivileged_host_range_as_root() {
+    require_root();
+    let ids = host_range();
+    let home = moat_home("hd-idmap");
+    let output = moat(
+        &home,
+        &[
+            "run",
+            "--isolation",
+            "namespace",
+            "--",
+            "cat",
+            "/proc/self/uid_map",
+            "/proc/self/gid_map",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let maps: Vec<Vec<String>> = stdout(&output)
+        .lines()
+        .map(|line| line.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    let (uid_base, gid_base) = (ids.uids.base.to_string(), ids.gids.base.to_string());
+    assert_eq!(maps, [["0", uid_base.as_str(), "65536"], ["0", gid_base.as_str(), "65536"]]);
+    assert!(ids.uids.base >= 65_536 && ids.gids.base >= 65_536, "{ids:?}");
+}
+
+/// A directory under cargo's tmp dir owned by `owner`, holding a host-root file `root-file`
+/// (mode 0644).
+fn volume_dir(name: &str, owner: u32) -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("moat-volumes").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("root-file"), "host\n").unwrap();
+    std::os::unix::fs::chown(&dir, Some(owner), Some(owner)).unwrap();
+    dir
+}
+
+#[test]
+fn files_the_sandbox_root_writes_in_a_volume_belong_to_its_host_owner_as_root() {
+    use std::os::unix::fs::MetadataExt;
+    require_root();
+    let (user, root) = (volume_dir("owned-4321", 4321), volume_dir("owned-root", 0));
+    let home = moat_home("hd-volume-owner");
+    let volumes = format!("{}:/user", user.display());
+    let root_volume = format!("{}:/rootvol", root.display());
+    let script = "set -e; stat -c '%u:%g' /user /user/root-file; echo a > /user/new; \
+                  mkdir /user/sub; echo b > /rootvol/new; \
+                  if echo x >> /user/root-file; then echo wrote; else echo denied; fi";
+    let output = moat(
+        &home,
+        &[
+            "run",
+            "--isolation",
+            "namespace",
+            "-v",
+            &volumes,
+            "-v",
+            &root_volume,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // Inside, the volume's owner is the sandbox's root; host root is nobody.
+    assert_eq!(stdout(&output), "0:0\n65534:65534\ndenied\n");
+    for made in ["new", "sub"] {
+        let meta = std::fs::metadata(user.join(made)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4321, 4321), "{made}");
+    }
+    let meta = std::fs::metadata(root.join("new")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 0), "a root-owned volume's writes stay root's");
+    assert_eq!(std::fs::read_to_string(user.join("root-file")).unwrap(), "host\n");
+}
+
+#[test]
+fn host_root_files_outside_volumes_are_not_writable_by_the_sandbox_root_as_root() {
+    require_root();
+    let ids = host_range();
+    let home = moat_home("hd-host-files");
+    // /usr is the host's, idmapped read-only: its root-owned files read as the sandbox root's,
+    // but neither writing them nor remounting /usr read-write works (the mount is locked).
+    let script = "stat -c '%u' /usr/bin/env; \
+                  if echo x >> /usr/bin/env; then echo wrote; else echo denied; fi; \
+                  if mount -o remount,bind,rw /usr; then echo remounted; else echo locked; fi; \
+                  if touch /usr/new-file; then echo created; else echo denied; fi";
+    let output = moat(&home, &["run", "--isolation", "namespace", "--", "sh", "-c", script]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "0\ndenied\nlocked\ndenied\n", "{}", stderr(&output));
+    assert!(!Path::new("/usr/new-file").exists());
+    // On the host, what the sandbox runs as is an id in its range, never host root.
+    let home = moat_home("hd-host-ids");
+    let created = moat(&home, &["create", "hostids", "--isolation", "namespace"]);
+    assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
+    let inspect = moat(&home, &["inspect", "hostids"]);
+    let state: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let agent = state["isolation"]["live"]["agent_pid"].as_u64().expect("a live agent");
+    let status = std::fs::read_to_string(format!("/proc/{agent}/status")).unwrap();
+    let removed = moat(&home, &["rm", "-f", "hostids"]);
+    assert_eq!(removed.status.code(), Some(0), "{}", stderr(&removed));
+    let base = ids.uids.base.to_string();
+    assert_eq!(field(&status, "Uid").split_whitespace().collect::<Vec<_>>(), [base.as_str(); 4]);
 }
