@@ -176,11 +176,20 @@ pub fn choose_for_host() -> Result<SandboxIds, IdMapError> {
     choose(&read(SUBUID_FILE), &read(SUBGID_FILE))
 }
 
-/// The map a new namespace sandbox gets: [`IdMapping::Range`] when a range can be chosen and
+/// Set to `1` in the environment of `moat`, it gives new namespace sandboxes the identity map:
+/// for a `--rootfs` or volume on a filesystem that cannot be idmapped, or to compare.
+pub const IDENTITY_ENV: &str = "MOAT_IDENTITY_ID_MAP";
+
+/// The map a new namespace sandbox gets: [`IdMapping::Identity`] when [`IDENTITY_ENV`] asks
+/// for it; else [`IdMapping::Range`] when a range can be chosen and
 /// this host can idmap `/usr` (where the default root's system directories come from), else
 /// [`IdMapping::Identity`], with a warning in the sandbox log naming why (`moat doctor` shows
 /// both checks).
 pub fn for_sandbox() -> IdMapping {
+    if std::env::var_os(IDENTITY_ENV).is_some_and(|value| value == "1") {
+        tracing::warn!("{IDENTITY_ENV}=1: the sandbox gets the identity id map");
+        return IdMapping::Identity;
+    }
     let ids = match choose_for_host() {
         Ok(ids) => ids,
         Err(err) => {

@@ -427,3 +427,24 @@ fn host_root_files_outside_volumes_are_not_writable_by_the_sandbox_root_as_root(
     let base = ids.uids.base.to_string();
     assert_eq!(field(&status, "Uid").split_whitespace().collect::<Vec<_>>(), [base.as_str(); 4]);
 }
+
+#[test]
+fn the_identity_map_start_still_works_when_asked_for_as_root() {
+    use std::os::unix::fs::MetadataExt;
+    require_root();
+    let volume = volume_dir("identity-4321", 4321);
+    let home = moat_home("hd-identity");
+    let bind = format!("{}:/v", volume.display());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["run", "--isolation", "namespace", "-v", &bind, "--", "sh", "-c"])
+        .arg("cat /proc/self/uid_map; echo a > /v/new")
+        .env("MOAT_HOME", &home)
+        .env(moat_runtime::idmap::IDENTITY_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output).split_whitespace().collect::<Vec<_>>(), ["0", "0", "4294967295"]);
+    // Without the range, the sandbox's root writes as host root.
+    assert_eq!(std::fs::metadata(volume.join("new")).unwrap().uid(), 0);
+}
