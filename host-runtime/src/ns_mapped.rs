@@ -55,10 +55,16 @@ pub fn env_value(ids: &SandboxIds) -> String {
 /// Reads [`ID_MAP_ENV`]: the host bases of the sandbox's uids and gids, when set.
 pub fn from_env() -> Result<Option<(u32, u32)>, RuntimeError> {
     let Some(value) = std::env::var(ID_MAP_ENV).ok() else { return Ok(None) };
+    parse_env_value(&value)
+        .map(Some)
+        .ok_or_else(|| RuntimeError::Config(format!("{ID_MAP_ENV}={value}")))
+}
+
+fn parse_env_value(value: &str) -> Option<(u32, u32)> {
     let mut parts = value.split(' ').map(str::parse::<u32>);
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(Ok(uid)), Some(Ok(gid)), None) => Ok(Some((uid, gid))),
-        _ => Err(RuntimeError::Config(format!("{ID_MAP_ENV}={value}"))),
+        (Some(Ok(uid)), Some(Ok(gid)), None) => Some((uid, gid)),
+        _ => None,
     }
 }
 
@@ -191,4 +197,24 @@ fn enter(userns: &OwnedFd) -> Result<(), RuntimeError> {
         .map_err(fail("set the parent-death signal"))?;
     nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(fail("unshare the network"))?;
     crate::sys::loopback_up().map_err(RuntimeError::io("bring up loopback", "lo"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_map_env_value_round_trips_and_rejects_junk() {
+        let ids = crate::idmap::choose("moat:200000:65536\n", "moat:300000:65536\n").unwrap();
+        assert_eq!(parse_env_value(&env_value(&ids)), Some((200_000, 300_000)));
+        for junk in ["", "1", "1 2 3", "a b", "1  2"] {
+            assert_eq!(parse_env_value(junk), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn share_tags_are_numbered_under_the_stage() {
+        assert_eq!(share_tag(0), "/run/moat/vol/0");
+        assert_eq!(share_tag(12), "/run/moat/vol/12");
+    }
 }
