@@ -181,29 +181,31 @@ pub fn choose_for_host() -> Result<SandboxIds, IdMapError> {
 pub const IDENTITY_ENV: &str = "MOAT_IDENTITY_ID_MAP";
 
 /// The map a new namespace sandbox gets: [`IdMapping::Identity`] when [`IDENTITY_ENV`] asks
-/// for it; else [`IdMapping::Range`] when a range can be chosen and
-/// this host can idmap `/usr` (where the default root's system directories come from), else
-/// [`IdMapping::Identity`], with a warning in the sandbox log naming why (`moat doctor` shows
-/// both checks).
-pub fn for_sandbox() -> IdMapping {
+/// for it; else [`IdMapping::Range`] when a range can be chosen and this host can idmap `/usr`
+/// (where the default root's system directories come from); else [`IdMapping::Identity`]. With
+/// the identity map comes the reason, which `moat run`/`create` print on stderr (through
+/// [`crate::isolation::prepare_backend`]) and the sandbox process logs; `moat doctor` shows
+/// both checks.
+pub fn for_sandbox() -> (IdMapping, Option<String>) {
     if std::env::var_os(IDENTITY_ENV).is_some_and(|value| value == "1") {
-        tracing::warn!("{IDENTITY_ENV}=1: the sandbox gets the identity id map");
-        return IdMapping::Identity;
+        return (IdMapping::Identity, Some(format!("{IDENTITY_ENV}=1 asks for it")));
     }
     let ids = match choose_for_host() {
         Ok(ids) => ids,
-        Err(err) => {
-            tracing::warn!(%err, "no unprivileged id range: the sandbox gets the identity id map");
-            return IdMapping::Identity;
-        }
+        Err(err) => return (IdMapping::Identity, Some(format!("no unprivileged id range: {err}"))),
     };
     match crate::idmount::probe(std::path::Path::new("/usr")) {
-        Ok(()) => IdMapping::Range(ids),
-        Err(err) => {
-            tracing::warn!(%err, "no idmapped mounts: the sandbox gets the identity id map");
-            IdMapping::Identity
-        }
+        Ok(()) => (IdMapping::Range(ids), None),
+        Err(err) => (IdMapping::Identity, Some(format!("no idmapped mounts: {err}"))),
     }
+}
+
+/// The one line that says a namespace sandbox gets the identity map, and why.
+pub fn identity_warning(reason: &str) -> String {
+    format!(
+        "warning: the namespace sandbox gets the identity id map, so its root is host root over \
+         the host files it can see ({reason})"
+    )
 }
 
 fn usable(file: &'static str, range: IdRange) -> Result<IdRange, IdMapError> {

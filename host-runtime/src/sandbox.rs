@@ -53,7 +53,10 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
         return crate::vm::supervise(dir);
     }
     spec.config.write_scripts(&dir.scripts_dir())?;
-    let mapping = crate::idmap::for_sandbox();
+    let (mapping, identity_reason) = crate::idmap::for_sandbox();
+    if let Some(reason) = identity_reason {
+        tracing::warn!("{}", crate::idmap::identity_warning(&reason));
+    }
     let naming = match mapping {
         IdMapping::Identity => ShareNaming::HostPath,
         IdMapping::Range(_) => ShareNaming::Staged,

@@ -445,6 +445,8 @@ fn the_identity_map_start_still_works_when_asked_for_as_root() {
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(stdout(&output).split_whitespace().collect::<Vec<_>>(), ["0", "0", "4294967295"]);
+    // Never weaker silently: the CLI says which map the sandbox got, and why.
+    assert!(stderr(&output).contains("identity id map"), "{}", stderr(&output));
     // Without the range, the sandbox's root writes as host root.
     assert_eq!(std::fs::metadata(volume.join("new")).unwrap().uid(), 0);
 }
