@@ -56,9 +56,9 @@ pub struct LiveFacts {
 }
 
 /// The id map a namespace sandbox gets (see [`crate::ns_mapped`]; the live `uid_map` shows which).
-pub const NAMESPACE_ID_MAP: &str = "0..65535 on an unprivileged host range (/etc/subuid's moat entry, \
-     else 1879048192..): the sandbox's root is nobody on the host; volumes are idmapped so its \
-     writes belong to the volume's owner. Identity (0 0 4294967295) only on a host without \
+pub const NAMESPACE_ID_MAP: &str = "0..65535 on an unprivileged host block of its own (from /etc/subuid's \
+     moat entry, else 1879048192..): the sandbox's root is nobody on the host; volumes are \
+     idmapped so its writes belong to the volume's owner. Identity (0 0 4294967295) only on a host without \
      idmapped mounts, with a warning in sandbox.log";
 
 /// The isolation `spec` asks for, plus what the live agent below `pid` shows.

@@ -1,14 +1,16 @@
-//! The unprivileged host id range a namespace sandbox's ids would map to, and the map lines that
-//! say so. Pure: parsing `/etc/subuid` and `/etc/subgid`, choosing a range, formatting maps; the
-//! namespaces and mounts that use them are [`crate::userns`] and `sys.rs`.
+//! The unprivileged host id ranges namespace sandboxes' ids map to, and the map lines that say
+//! so. Pure: parsing `/etc/subuid` and `/etc/subgid`, choosing the pool, formatting maps; the
+//! lease of one block per sandbox is [`crate::idlease`], the namespaces and mounts that use them
+//! [`crate::userns`] and [`crate::idmount`].
 //!
 //! ```text
 //!  sandbox ids   0 ............................ 65535
 //!                │ uid_map / gid_map "0 BASE 65536"
 //!  host ids      BASE ......................... BASE + 65535    (BASE >= 65536: never host root)
 //!
-//!  BASE: the `moat` entry of /etc/subuid (and /etc/subgid) when it holds >= 65536 ids,
-//!        else RESERVED_BASE (0x7000_0000), refused if another /etc/sub?id entry overlaps it.
+//!  pool:  the `moat` entries of /etc/subuid and /etc/subgid (whole 65536-id blocks of them),
+//!         else RESERVED_BLOCKS blocks from RESERVED_BASE (0x7000_0000), refused if another
+//!         /etc/sub?id entry overlaps it.  BASE = pool base + k * 65536, block k leased per sandbox.
 //! ```
 //!
 //! A volume (a `-v HOST:GUEST` bind) is idmapped with [`owner_map`]: its host owner is the
@@ -26,6 +28,15 @@ pub const SANDBOX_ID_COUNT: u32 = 65_536;
 /// the range systemd-nspawn allocates containers from (524288 ..= 1879048191) and below the ids
 /// some tools read as negative (2^31 and up).
 pub const RESERVED_BASE: u32 = 0x7000_0000;
+
+/// How many 65536-id blocks moat reserves from [`RESERVED_BASE`]: as many sandboxes can run at
+/// once, each with its own ids.
+pub const RESERVED_BLOCKS: u32 = 1024;
+
+const _: () = assert!(
+    RESERVED_BASE as u64 + RESERVED_BLOCKS as u64 * SANDBOX_ID_COUNT as u64 <= 0x8000_0000,
+    "the reserved range stays below 2^31"
+);
 
 /// The file naming each account's subordinate user ids.
 pub const SUBUID_FILE: &str = "/etc/subuid";
@@ -92,7 +103,41 @@ pub enum RangeSource {
     Reserved,
 }
 
-/// The host ids a sandbox's 65536 user and group ids map to.
+/// The host ids sandboxes' ids map to: whole blocks of [`SANDBOX_ID_COUNT`], one per sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdPool {
+    /// Host uids, a whole number of blocks.
+    pub uids: IdRange,
+    /// Host gids, a whole number of blocks.
+    pub gids: IdRange,
+    /// Where they came from.
+    pub source: RangeSource,
+}
+
+impl IdPool {
+    /// How many sandboxes can have ids at once.
+    pub fn blocks(&self) -> u32 {
+        self.uids.count.min(self.gids.count) / SANDBOX_ID_COUNT
+    }
+
+    /// Block `index` (below [`IdPool::blocks`]).
+    pub fn block(&self, index: u32) -> SandboxIds {
+        let at = |range: IdRange| IdRange {
+            base: range.base + index * SANDBOX_ID_COUNT,
+            count: SANDBOX_ID_COUNT,
+        };
+        SandboxIds { uids: at(self.uids), gids: at(self.gids), source: self.source }
+    }
+
+    /// Which block a sandbox whose uids start at host id `uid_base` has, if it is one of ours.
+    pub fn block_of(&self, uid_base: u32) -> Option<u32> {
+        let offset = uid_base.checked_sub(self.uids.base)?;
+        let index = offset / SANDBOX_ID_COUNT;
+        (offset % SANDBOX_ID_COUNT == 0 && index < self.blocks()).then_some(index)
+    }
+}
+
+/// The host ids one sandbox's 65536 user and group ids map to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SandboxIds {
     /// Host uids for sandbox uids 0 ..= 65535.
@@ -140,23 +185,22 @@ pub enum IdMapError {
     },
 }
 
-/// Chooses the host range from the text of `/etc/subuid` and `/etc/subgid` (empty when a file
-/// is missing): both `moat` entries when both exist, else the reserved range. Only the first
-/// [`SANDBOX_ID_COUNT`] ids of an entry are used.
-pub fn choose(subuid: &str, subgid: &str) -> Result<SandboxIds, IdMapError> {
+/// Chooses the pool from the text of `/etc/subuid` and `/etc/subgid` (empty when a file is
+/// missing): both `moat` entries when both exist (their whole blocks), else the reserved range.
+pub fn choose(subuid: &str, subgid: &str) -> Result<IdPool, IdMapError> {
     let uid_entries = parse_subid(subuid);
     let gid_entries = parse_subid(subgid);
     let own = |entries: &[SubIdEntry]| {
         entries.iter().find(|entry| entry.owner == SUBID_ACCOUNT).map(|entry| entry.range)
     };
     if let (Some(uids), Some(gids)) = (own(&uid_entries), own(&gid_entries)) {
-        return Ok(SandboxIds {
+        return Ok(IdPool {
             uids: usable(SUBUID_FILE, uids)?,
             gids: usable(SUBGID_FILE, gids)?,
             source: RangeSource::SubIdFiles,
         });
     }
-    let reserved = IdRange { base: RESERVED_BASE, count: SANDBOX_ID_COUNT };
+    let reserved = IdRange { base: RESERVED_BASE, count: RESERVED_BLOCKS * SANDBOX_ID_COUNT };
     for (file, entries) in [(SUBUID_FILE, &uid_entries), (SUBGID_FILE, &gid_entries)] {
         if let Some(entry) = entries.iter().find(|entry| entry.range.overlaps(reserved)) {
             return Err(IdMapError::ReservedRangeTaken {
@@ -167,11 +211,11 @@ pub fn choose(subuid: &str, subgid: &str) -> Result<SandboxIds, IdMapError> {
             });
         }
     }
-    Ok(SandboxIds { uids: reserved, gids: reserved, source: RangeSource::Reserved })
+    Ok(IdPool { uids: reserved, gids: reserved, source: RangeSource::Reserved })
 }
 
 /// Reads `/etc/subuid` and `/etc/subgid` (a missing file reads as empty) and [`choose`]s.
-pub fn choose_for_host() -> Result<SandboxIds, IdMapError> {
+pub fn choose_for_host() -> Result<IdPool, IdMapError> {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     choose(&read(SUBUID_FILE), &read(SUBGID_FILE))
 }
@@ -180,24 +224,20 @@ pub fn choose_for_host() -> Result<SandboxIds, IdMapError> {
 /// for a `--rootfs` or volume on a filesystem that cannot be idmapped, or to compare.
 pub const IDENTITY_ENV: &str = "MOAT_IDENTITY_ID_MAP";
 
-/// The map a new namespace sandbox gets: [`IdMapping::Identity`] when [`IDENTITY_ENV`] asks
-/// for it; else [`IdMapping::Range`] when a range can be chosen and this host can idmap `/usr`
-/// (where the default root's system directories come from); else [`IdMapping::Identity`]. With
-/// the identity map comes the reason, which `moat run`/`create` print on stderr (through
-/// [`crate::isolation::prepare_backend`]) and the sandbox process logs; `moat doctor` shows
+/// The pool a new namespace sandbox's ids come from ([`crate::idlease`] leases it a block), or
+/// why it gets [`IdMapping::Identity`] instead: [`IDENTITY_ENV`] asks for it, no pool can be
+/// chosen, or this host cannot idmap `/usr` (where the default root's system directories come
+/// from). `moat run`/`create` print the reason on stderr (through
+/// [`crate::isolation::prepare_backend`]) and the sandbox process logs it; `moat doctor` shows
 /// both checks.
-pub fn for_sandbox() -> (IdMapping, Option<String>) {
+pub fn for_sandbox() -> Result<IdPool, String> {
     if std::env::var_os(IDENTITY_ENV).is_some_and(|value| value == "1") {
-        return (IdMapping::Identity, Some(format!("{IDENTITY_ENV}=1 asks for it")));
+        return Err(format!("{IDENTITY_ENV}=1 asks for it"));
     }
-    let ids = match choose_for_host() {
-        Ok(ids) => ids,
-        Err(err) => return (IdMapping::Identity, Some(format!("no unprivileged id range: {err}"))),
-    };
-    match crate::idmount::probe(std::path::Path::new("/usr")) {
-        Ok(()) => (IdMapping::Range(ids), None),
-        Err(err) => (IdMapping::Identity, Some(format!("no idmapped mounts: {err}"))),
-    }
+    let pool = choose_for_host().map_err(|err| format!("no unprivileged id range: {err}"))?;
+    crate::idmount::probe(std::path::Path::new("/usr"))
+        .map_err(|err| format!("no idmapped mounts: {err}"))?;
+    Ok(pool)
 }
 
 /// The one line that says a namespace sandbox gets the identity map, and why.
@@ -215,7 +255,7 @@ fn usable(file: &'static str, range: IdRange) -> Result<IdRange, IdMapError> {
     if range.base < SANDBOX_ID_COUNT {
         return Err(IdMapError::EntryTooLow { file, base: range.base });
     }
-    Ok(IdRange { base: range.base, count: SANDBOX_ID_COUNT })
+    Ok(IdRange { base: range.base, count: range.count / SANDBOX_ID_COUNT * SANDBOX_ID_COUNT })
 }
 
 /// What a sandbox's user namespace maps its ids to.
@@ -282,20 +322,36 @@ mod tests {
     }
 
     #[test]
-    fn moat_entries_are_preferred_and_cut_to_one_sandbox() {
-        let ids =
-            choose("alice:100000:65536\nmoat:200000:131072\n", "moat:300000:65536\n").unwrap();
-        assert_eq!(ids.source, RangeSource::SubIdFiles);
+    fn moat_entries_are_preferred_and_cut_to_whole_blocks() {
+        let uids = "alice:100000:65536\nmoat:200000:140000\n";
+        let pool = choose(uids, "moat:300000:65536\n").unwrap();
+        assert_eq!(pool.source, RangeSource::SubIdFiles);
+        assert_eq!(pool.uids, IdRange { base: 200_000, count: 2 * SANDBOX_ID_COUNT });
+        assert_eq!(pool.gids, IdRange { base: 300_000, count: SANDBOX_ID_COUNT });
+        assert_eq!(pool.blocks(), 1, "as many blocks as the smaller entry holds");
+        let ids = pool.block(0);
         assert_eq!(ids.uids, IdRange { base: 200_000, count: SANDBOX_ID_COUNT });
         assert_eq!(ids.gids, IdRange { base: 300_000, count: SANDBOX_ID_COUNT });
     }
 
     #[test]
     fn without_both_moat_entries_the_reserved_range_is_used() {
-        let ids = choose("moat:200000:65536\n", "").unwrap();
-        assert_eq!(ids.source, RangeSource::Reserved);
-        assert_eq!(ids.uids, IdRange { base: RESERVED_BASE, count: SANDBOX_ID_COUNT });
-        assert_eq!(ids.gids, ids.uids);
+        let pool = choose("moat:200000:65536\n", "").unwrap();
+        assert_eq!(pool.source, RangeSource::Reserved);
+        assert_eq!(pool.blocks(), RESERVED_BLOCKS);
+        let last = pool.block(RESERVED_BLOCKS - 1);
+        assert_eq!(last.uids.base, RESERVED_BASE + (RESERVED_BLOCKS - 1) * SANDBOX_ID_COUNT);
+        assert_eq!(last.gids, last.uids);
+    }
+
+    #[test]
+    fn a_block_is_found_from_its_base_only_on_a_block_boundary() {
+        let pool = choose("moat:200000:196608\n", "moat:900000:196608\n").unwrap();
+        assert_eq!(pool.block_of(pool.block(2).uids.base), Some(2));
+        assert_eq!(pool.block_of(200_000), Some(0));
+        assert_eq!(pool.block_of(200_001), None);
+        assert_eq!(pool.block_of(199_999), None);
+        assert_eq!(pool.block_of(200_000 + 3 * SANDBOX_ID_COUNT), None);
     }
 
     #[test]
@@ -312,10 +368,11 @@ mod tests {
 
     #[test]
     fn another_accounts_entry_over_the_reserved_range_is_refused() {
-        let taken = format!("bob:{}:10\n", RESERVED_BASE + 65_535);
+        let end = RESERVED_BASE + RESERVED_BLOCKS * SANDBOX_ID_COUNT;
+        let taken = format!("bob:{}:10\n", end - 1);
         let err = choose("", &taken).unwrap_err();
         assert!(matches!(err, IdMapError::ReservedRangeTaken { file: SUBGID_FILE, .. }), "{err}");
-        assert!(choose(&format!("bob:{}:10\n", RESERVED_BASE + 65_536), "").is_ok());
+        assert!(choose(&format!("bob:{end}:10\n"), "").is_ok());
     }
 
     #[test]
@@ -332,8 +389,7 @@ mod tests {
 
     #[test]
     fn map_text_is_one_line_per_range() {
-        let ids = choose("", "").unwrap();
-        let mapping = IdMapping::Range(ids);
+        let mapping = IdMapping::Range(choose("", "").unwrap().block(0));
         assert_eq!(mapping.uid_map(), format!("0 {RESERVED_BASE} 65536\n"));
         assert_eq!(IdMapping::Identity.gid_map(), "0 0 4294967295\n");
         assert_eq!(owner_map(1000, RESERVED_BASE), format!("1000 {RESERVED_BASE} 1\n"));

@@ -63,7 +63,7 @@ pub fn prepare_backend(requested: Isolation) -> Result<BackendKind, RuntimeError
         return Err(RuntimeError::NotRoot);
     }
     if matches!(backend, Backend::Namespace { .. }) {
-        if let (_, Some(reason)) = crate::idmap::for_sandbox() {
+        if let Err(reason) = crate::idmap::for_sandbox() {
             eprintln!("{}", crate::idmap::identity_warning(&reason));
         }
     }

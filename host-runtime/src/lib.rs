@@ -21,7 +21,8 @@
 //! - [`agentd_bin`]: finding (or building) the `moat-agentd` binary.
 //! - [`sandbox`]: the per-sandbox process (agent start, bootstrap handshake, relay).
 //! - [`ns_init`] and [`host_root`]: inside the new namespaces, the root the agent gets;
-//!   [`idmap`]: the unprivileged host id range a sandbox's ids map to; [`idmount`]: idmapped
+//!   [`idmap`]: the unprivileged host id ranges sandboxes' ids map to; [`idlease`]: one block
+//!   of them per running sandbox; [`idmount`]: idmapped
 //!   bind mounts; [`ns_mapped`]: the start with that map (the default); [`userns`]: user
 //!   namespaces, and the identity-map start on hosts without idmapped mounts.
 //! - [`client`]: a relay client running one exec session.
@@ -46,6 +47,7 @@ pub mod error;
 pub mod hardening;
 pub mod home;
 pub mod host_root;
+pub mod idlease;
 pub mod idmap;
 pub mod idmount;
 pub mod isolation;

@@ -205,7 +205,8 @@ mod tests {
 
     #[test]
     fn the_id_map_env_value_round_trips_and_rejects_junk() {
-        let ids = crate::idmap::choose("moat:200000:65536\n", "moat:300000:65536\n").unwrap();
+        let pool = crate::idmap::choose("moat:200000:65536\n", "moat:300000:65536\n").unwrap();
+        let ids = pool.block(0);
         assert_eq!(parse_env_value(&env_value(&ids)), Some((200_000, 300_000)));
         for junk in ["", "1", "1 2 3", "a b", "1  2"] {
             assert_eq!(parse_env_value(junk), None, "{junk:?}");

@@ -47,11 +47,11 @@ pub fn diagnose_id_map() -> Vec<Check> {
 }
 
 /// Which host range a sandbox's ids would map to, or why none can be chosen.
-pub fn check_id_range(choice: Result<crate::idmap::SandboxIds, crate::idmap::IdMapError>) -> Check {
+pub fn check_id_range(choice: Result<crate::idmap::IdPool, crate::idmap::IdMapError>) -> Check {
     use crate::idmap::RangeSource;
     match choice {
-        Ok(ids) => {
-            let from = match ids.source {
+        Ok(pool) => {
+            let from = match pool.source {
                 RangeSource::SubIdFiles => "the moat entries of /etc/subuid and /etc/subgid",
                 RangeSource::Reserved => "moat's reserved range: /etc/subuid has no moat entry",
             };
@@ -59,8 +59,12 @@ pub fn check_id_range(choice: Result<crate::idmap::SandboxIds, crate::idmap::IdM
                 name: "id range",
                 ok: true,
                 detail: format!(
-                    "a sandbox's {} ids would map to host uids {}.. and gids {}.., from {from}",
-                    ids.uids.count, ids.uids.base, ids.gids.base
+                    "each sandbox's 65536 ids map to its own block of host uids from {} and \
+                     gids from {} ({} blocks, so {} sandboxes at once), from {from}",
+                    pool.uids.base,
+                    pool.gids.base,
+                    pool.blocks(),
+                    pool.blocks()
                 ),
             }
         }
@@ -230,6 +234,7 @@ mod tests {
             "{}",
             ok.detail
         );
+        assert!(ok.detail.contains("1024 blocks"), "{}", ok.detail);
         let bad = check_id_range(crate::idmap::choose("moat:200000:10\n", "moat:200000:65536\n"));
         assert!(!bad.ok && bad.detail.contains("/etc/subuid"), "{}", bad.detail);
     }

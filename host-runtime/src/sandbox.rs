@@ -53,10 +53,15 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
         return crate::vm::supervise(dir);
     }
     spec.config.write_scripts(&dir.scripts_dir())?;
-    let (mapping, identity_reason) = crate::idmap::for_sandbox();
-    if let Some(reason) = identity_reason {
-        tracing::warn!("{}", crate::idmap::identity_warning(&reason));
-    }
+    // Held until this process ends: no other sandbox gets these host ids meanwhile.
+    let lease = match crate::idmap::for_sandbox() {
+        Ok(pool) => Some(crate::idlease::lease(&pool)?),
+        Err(reason) => {
+            tracing::warn!("{}", crate::idmap::identity_warning(&reason));
+            None
+        }
+    };
+    let mapping = lease.as_ref().map_or(IdMapping::Identity, |lease| IdMapping::Range(lease.ids()));
     let naming = match mapping {
         IdMapping::Identity => ShareNaming::HostPath,
         IdMapping::Range(_) => ShareNaming::Staged,

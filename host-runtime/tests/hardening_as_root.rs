@@ -237,8 +237,10 @@ fn a_sandbox_has_a_pids_limit_of_4096_by_default_as_root() {
     assert_eq!(isolation["pids_limit"], 4096, "{state}");
     assert_eq!(isolation["live"]["agent_seccomp"], "2", "{state}");
     assert_eq!(isolation["live"]["pids_max"], "4096", "{state}");
-    let ids = moat_runtime::idmap::choose_for_host().unwrap();
-    assert_eq!(isolation["live"]["uid_map"], format!("0 {} 65536", ids.uids.base), "{state}");
+    let uid_map = isolation["live"]["uid_map"].as_str().unwrap_or_default().to_owned();
+    let fields: Vec<&str> = uid_map.split(' ').collect();
+    assert_eq!((fields.len(), fields[0], fields[2]), (3, "0", "65536"), "{state}");
+    assert!(host_range().block_of(fields[1].parse().unwrap()).is_some(), "{state}");
 }
 
 #[test]
@@ -317,36 +319,40 @@ fn idmapped_bind_gives_the_sandbox_roots_files_to_the_directory_owner_as_root() 
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
-/// The host range this host's sandboxes get, as `moat doctor` reports it.
-fn host_range() -> moat_runtime::idmap::SandboxIds {
+/// The pool this host's sandboxes get their ids from, as `moat doctor` reports it.
+fn host_range() -> moat_runtime::idmap::IdPool {
     moat_runtime::idmap::choose_for_host().expect("an unprivileged id range on this host")
 }
 
 #[test]
 fn a_sandboxs_ids_map_to_an_unprivileged_host_range_as_root() {
     require_root();
-    let ids = host_range();
+    let pool = host_range();
     let home = moat_home("hd-idmap");
-    let output = moat(
-        &home,
-        &[
-            "run",
-            "--isolation",
-            "namespace",
-            "--",
-            "cat",
-            "/proc/self/uid_map",
-            "/proc/self/gid_map",
-        ],
-    );
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let maps: Vec<Vec<String>> = stdout(&output)
-        .lines()
-        .map(|line| line.split_whitespace().map(str::to_owned).collect())
-        .collect();
-    let (uid_base, gid_base) = (ids.uids.base.to_string(), ids.gids.base.to_string());
-    assert_eq!(maps, [["0", uid_base.as_str(), "65536"], ["0", gid_base.as_str(), "65536"]]);
-    assert!(ids.uids.base >= 65_536 && ids.gids.base >= 65_536, "{ids:?}");
+    let maps = "cat /proc/self/uid_map /proc/self/gid_map";
+    // A detached sandbox holds its block while a second one runs: each has its own ids.
+    let created = moat(&home, &["create", "idmap-held", "--isolation", "namespace"]);
+    assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
+    let held = moat(&home, &["exec", "idmap-held", "--", "sh", "-c", maps]);
+    let output = moat(&home, &["run", "--isolation", "namespace", "--", "sh", "-c", maps]);
+    let removed = moat(&home, &["rm", "-f", "idmap-held"]);
+    assert_eq!(removed.status.code(), Some(0), "{}", stderr(&removed));
+    let mut bases = Vec::new();
+    for output in [&held, &output] {
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
+        let maps: Vec<Vec<String>> = stdout(output)
+            .lines()
+            .map(|line| line.split_whitespace().map(str::to_owned).collect())
+            .collect();
+        assert_eq!(maps.len(), 2, "{maps:?}");
+        let base: u32 = maps[0][1].parse().unwrap();
+        let ids = pool.block(pool.block_of(base).expect("a block of the pool"));
+        let (uid_base, gid_base) = (ids.uids.base.to_string(), ids.gids.base.to_string());
+        assert_eq!(maps, [["0", uid_base.as_str(), "65536"], ["0", gid_base.as_str(), "65536"]]);
+        assert!(ids.uids.base >= 65_536 && ids.gids.base >= 65_536, "{ids:?}");
+        bases.push(base);
+    }
+    assert_ne!(bases[0], bases[1], "two running sandboxes share host ids");
 }
 
 /// A directory under cargo's tmp dir owned by `owner`, holding a host-root file `root-file`
@@ -402,7 +408,6 @@ fn files_the_sandbox_root_writes_in_a_volume_belong_to_its_host_owner_as_root() 
 #[test]
 fn host_root_files_outside_volumes_are_not_writable_by_the_sandbox_root_as_root() {
     require_root();
-    let ids = host_range();
     let home = moat_home("hd-host-files");
     // /usr is the host's, idmapped read-only: its root-owned files read as the sandbox root's,
     // but neither writing them nor remounting /usr read-write works (the mount is locked).
@@ -424,8 +429,10 @@ fn host_root_files_outside_volumes_are_not_writable_by_the_sandbox_root_as_root(
     let status = std::fs::read_to_string(format!("/proc/{agent}/status")).unwrap();
     let removed = moat(&home, &["rm", "-f", "hostids"]);
     assert_eq!(removed.status.code(), Some(0), "{}", stderr(&removed));
-    let base = ids.uids.base.to_string();
-    assert_eq!(field(&status, "Uid").split_whitespace().collect::<Vec<_>>(), [base.as_str(); 4]);
+    let uids: Vec<&str> = field(&status, "Uid").split_whitespace().collect();
+    assert!(uids.iter().all(|uid| *uid == uids[0]), "{uids:?}");
+    let block = host_range().block_of(uids[0].parse().unwrap());
+    assert!(block.is_some(), "the agent runs as host uid {}, not its block's root", uids[0]);
 }
 
 #[test]
