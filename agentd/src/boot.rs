@@ -8,6 +8,7 @@
 //!  user mounts (dir by tag, tmpfs) into the new root
 //!  /dev, /proc, /sys for the namespace backend (tmpfs + device binds from the old root; proc
 //!    and sysfs while the host's are still visible, as a user namespace requires)
+//!  mask /proc/kcore, /proc/keys, /sys/firmware...; /proc/sys, /proc/irq... read-only
 //!  pivot_root, detach the old root
 //!  /proc /sys (VM) /dev(+pts, shm) /tmp, hostname, rlimits
 //! ```
@@ -70,6 +71,9 @@ pub enum BootError {
     /// The bootstrap asks for something this agent does not implement.
     #[error("{0} is not supported by moat-agentd yet")]
     Unsupported(&'static str),
+    /// The security profile could not be built.
+    #[error("security profile: {0}")]
+    Confine(String),
     /// The default user does not resolve.
     #[error("resolve default user failed: {0}")]
     User(#[from] UserError),
@@ -81,7 +85,10 @@ impl BootError {
         match self {
             BootError::User(UserError::UserNotFound(_)) => Some(InitFailureReason::UserNotFound),
             BootError::User(UserError::GroupNotFound(_)) => Some(InitFailureReason::GroupNotFound),
-            BootError::Sys { .. } | BootError::Invalid { .. } | BootError::Unsupported(_) => None,
+            BootError::Sys { .. }
+            | BootError::Invalid { .. }
+            | BootError::Unsupported(_)
+            | BootError::Confine(_) => None,
         }
     }
 }
@@ -89,6 +96,26 @@ impl BootError {
 fn step(stage: &'static str) -> impl Fn(SysError) -> BootError {
     move |source| BootError::Sys { stage, source }
 }
+
+/// Kernel interfaces hidden from the sandbox, as runc hides them: a file gets `/dev/null` bound
+/// over it, a directory an empty read-only tmpfs. Paths this kernel lacks are skipped.
+const MASKED_PATHS: [&str; 12] = [
+    "proc/acpi",
+    "proc/asound",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "proc/sysrq-trigger",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "sys/devices/virtual/powercap",
+    "sys/firmware",
+];
+
+/// Kernel interfaces the sandbox may read but not change (bound read-only over themselves).
+const READ_ONLY_PATHS: [&str; 4] = ["proc/bus", "proc/fs", "proc/irq", "proc/sys"];
 
 /// Device nodes the namespace backend binds from the host into the sandbox's `/dev`.
 const NAMESPACE_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -207,9 +234,13 @@ pub fn assemble(options: &BootOptions, bootstrap: &GuestBootstrap) -> Result<(),
     if !options.vm {
         populate_namespace_dev(&new_root)?;
         mount_proc_and_sys(&new_root)?;
+        mask_kernel_paths(&new_root)?;
     }
     pivot(&new_root)?;
     mount_pseudo_filesystems(options.vm)?;
+    if options.vm {
+        mask_kernel_paths(Path::new("/"))?;
+    }
     apply_system_settings(bootstrap)
 }
 
@@ -303,6 +334,38 @@ fn mount_proc_and_sys(new_root: &Path) -> Result<(), BootError> {
         sys::mkdir_all(&target).map_err(step("create pseudo filesystem mount point"))?;
         sys::mount(fstype, &target, Some(fstype), flags | extra, None)
             .map_err(step("mount pseudo filesystem"))?;
+    }
+    Ok(())
+}
+
+/// Hides [`MASKED_PATHS`] and makes [`READ_ONLY_PATHS`] read-only under `root`, whose `/proc`,
+/// `/sys` and `/dev/null` are already mounted.
+fn mask_kernel_paths(root: &Path) -> Result<(), BootError> {
+    let null = root.join("dev/null");
+    for path in MASKED_PATHS {
+        let target = root.join(path);
+        match std::fs::metadata(&target) {
+            Err(_) => continue,
+            Ok(meta) if meta.is_dir() => sys::mount(
+                "tmpfs",
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,mode=0555"),
+            )
+            .map_err(step("mask a kernel directory"))?,
+            Ok(_) => {
+                sys::bind(&null, &target, MsFlags::empty()).map_err(step("mask a kernel file"))?
+            }
+        }
+    }
+    for path in READ_ONLY_PATHS {
+        let target = root.join(path);
+        if target.exists() {
+            let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            sys::bind(&target, &target, flags | MsFlags::MS_NOEXEC)
+                .map_err(step("make a kernel directory read-only"))?;
+        }
     }
     Ok(())
 }

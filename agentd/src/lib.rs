@@ -17,6 +17,7 @@ pub mod fs;
 pub mod handshake;
 pub mod outbound;
 pub mod process;
+pub mod seccomp;
 pub mod shutdown;
 pub mod sys;
 pub mod users;

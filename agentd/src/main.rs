@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! moat-agentd [--channel fd:N|unix:PATH|vsock:[CID:]PORT] [--root DIR | --prepared-root DIR]
+//!             [--security-profile default|restricted|none]
 //! ```
-//! The same settings come from `MOAT_AGENT_CHANNEL`, `MOAT_AGENT_ROOT` and
-//! `MOAT_AGENT_PREPARED_ROOT` (a VM's init gets its configuration from the environment libkrun
-//! puts on the kernel command line). As PID 1 with nothing set, it is a VM guest:
-//! `vsock:1024` and an overlay on `/`.
+//! The same settings come from `MOAT_AGENT_CHANNEL`, `MOAT_AGENT_ROOT`,
+//! `MOAT_AGENT_PREPARED_ROOT` and `MOAT_AGENT_SECURITY_PROFILE` (a VM's init gets its
+//! configuration from the environment libkrun puts on the kernel command line). As PID 1 with
+//! nothing set, it is a VM guest: `vsock:1024` and an overlay on `/`. The security profile is
+//! `default` unless set: after boot, before serving, the agent confines itself and everything it
+//! starts ([`moat_agentd::seccomp`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,11 +18,12 @@ use std::time::Duration;
 use moat_agentd::boot::{self, BootOptions, RootPlan};
 use moat_agentd::channel::{self, ChannelSpec};
 use moat_agentd::driver::{self, AgentServices, Ended, FrameReader};
-use moat_agentd::exec::{ExecConfig, ExecManager};
+use moat_agentd::exec::{Confinement, ExecConfig, ExecManager};
 use moat_agentd::fs::FsService;
 use moat_agentd::handshake;
 use moat_agentd::outbound::Outbound;
 use moat_agentd::process::Reaper;
+use moat_agentd::seccomp::{self, Scope, SecurityProfile};
 use moat_agentd::shutdown;
 use moat_agentd::sys;
 use moat_agentd::users::UserDb;
@@ -39,12 +43,14 @@ struct Options {
     channel: ChannelSpec,
     boot: BootOptions,
     pid1: bool,
+    profile: SecurityProfile,
 }
 
 fn parse_options() -> Result<Options, String> {
     let mut channel = std::env::var("MOAT_AGENT_CHANNEL").ok();
     let mut root = std::env::var("MOAT_AGENT_ROOT").ok().map(PathBuf::from);
     let mut prepared = std::env::var("MOAT_AGENT_PREPARED_ROOT").ok().map(PathBuf::from);
+    let mut profile = std::env::var(seccomp::PROFILE_ENV).ok();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -52,6 +58,7 @@ fn parse_options() -> Result<Options, String> {
             "--channel" => channel = Some(value()?),
             "--root" => root = Some(PathBuf::from(value()?)),
             "--prepared-root" => prepared = Some(PathBuf::from(value()?)),
+            "--security-profile" => profile = Some(value()?),
             "--version" => return Err(format!("moat-agentd {}", env!("CARGO_PKG_VERSION"))),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -75,7 +82,11 @@ fn parse_options() -> Result<Options, String> {
         return Err("root assembly needs PID 1 in a fresh pid and mount namespace".to_owned());
     }
     let vm = channel.is_vm();
-    Ok(Options { channel, boot: BootOptions { root, vm }, pid1 })
+    let profile = match profile {
+        Some(name) => name.parse().map_err(|e| format!("{e}"))?,
+        None => SecurityProfile::default(),
+    };
+    Ok(Options { channel, boot: BootOptions { root, vm }, pid1, profile })
 }
 
 fn init_logging() {
@@ -161,8 +172,9 @@ async fn run(options: Options, reaper: Reaper, boot_time_ns: u64) -> ExitCode {
             .resolve(bootstrap.user.as_deref().unwrap_or(""))?;
         Ok(ResolvedUser { uid: identity.uid, gid: identity.gid })
     });
-    let default_user = match booted {
-        Ok(user) => user,
+    let booted = booted.and_then(|user| Ok((user, confine(options.profile)?)));
+    let (default_user, confinement) = match booted {
+        Ok(booted) => booted,
         Err(err) => {
             tracing::error!(%err, "boot failed");
             let reason = err.init_failure_reason();
@@ -195,6 +207,7 @@ async fn run(options: Options, reaper: Reaper, boot_time_ns: u64) -> ExitCode {
         default_user: bootstrap.user.clone(),
         base_env: bootstrap.default_env.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
         root: PathBuf::from("/"),
+        confinement,
     };
     let mut services = AgentServices {
         exec: ExecManager::new(config, reaper.clone(), out.clone()),
@@ -230,6 +243,20 @@ async fn run(options: Options, reaper: Reaper, boot_time_ns: u64) -> ExitCode {
         shutdown::power_off_vm();
     }
     code
+}
+
+/// Installs `profile`'s filter on the agent itself (after boot, before serving) and returns the
+/// confinement of the processes it will start.
+fn confine(profile: SecurityProfile) -> Result<Confinement, boot::BootError> {
+    let failed = |err: seccomp::SeccompError| boot::BootError::Confine(err.to_string());
+    let confinement = Confinement::for_profile(profile).map_err(failed)?;
+    let agent = seccomp::programs(profile, Scope::Agent).map_err(failed)?;
+    sys::install_seccomp(&agent).map_err(|source| boot::BootError::Sys {
+        stage: "install the agent's seccomp filter",
+        source,
+    })?;
+    tracing::info!(%profile, filters = agent.len(), "security profile applied");
+    Ok(confinement)
 }
 
 /// Lets the writer flush what is queued, then returns `code`.

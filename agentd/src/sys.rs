@@ -181,3 +181,49 @@ pub fn take_inherited_fd(fd: std::os::fd::RawFd) -> Result<std::os::fd::OwnedFd,
     // ownership here cannot lead to a double close.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
+
+/// Installs seccomp filters on every thread of this process (`SECCOMP_FILTER_FLAG_TSYNC`), in
+/// order. Without `CAP_SYS_ADMIN` in its user namespace (agentd run unprivileged for development)
+/// the kernel requires `no_new_privs` first, which is then set; as a sandbox's PID 1 it is not.
+pub fn install_seccomp(programs: &[seccompiler::BpfProgram]) -> Result<(), SysError> {
+    for program in programs {
+        let result = seccomp_all_threads(program);
+        let result = match result {
+            Err(Errno::EACCES) => {
+                tracing::warn!("no CAP_SYS_ADMIN: setting no_new_privs to install seccomp");
+                sys("prctl(PR_SET_NO_NEW_PRIVS)", "self", set_no_new_privs())?;
+                seccomp_all_threads(program)
+            }
+            other => other,
+        };
+        sys("seccomp(SECCOMP_SET_MODE_FILTER)", "all threads", result)?;
+    }
+    Ok(())
+}
+
+fn seccomp_all_threads(program: &seccompiler::BpfProgram) -> nix::Result<()> {
+    let len = u16::try_from(program.len()).map_err(|_| Errno::E2BIG)?;
+    let fprog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut().cast() };
+    // SAFETY: `fprog` points at `program`, a live slice of `len` BPF instructions whose layout
+    // (`seccompiler::sock_filter`) is the kernel's `struct sock_filter`; the kernel copies it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_TSYNC,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    match ret {
+        0 => Ok(()),
+        // A positive value is the id of a thread that could not be synchronised.
+        r if r > 0 => Err(Errno::ESRCH),
+        _ => Err(Errno::last()),
+    }
+}
+
+fn set_no_new_privs() -> nix::Result<()> {
+    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) takes only integers.
+    let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    Errno::result(ret).map(drop)
+}

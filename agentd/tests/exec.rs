@@ -170,6 +170,7 @@ fn config() -> ExecConfig {
         default_user: None,
         base_env: vec![("PATH".into(), "/usr/bin:/bin".into()), ("HOME".into(), "/".into())],
         root: "/".into(),
+        confinement: Default::default(),
     }
 }
 
@@ -558,4 +559,30 @@ async fn duplicate_and_unknown_ids_are_refused() {
     assert_eq!(host.finish(7).await.exited, Some(-1));
     // Once finished, the id is no longer a session.
     assert_eq!(host.manager.signal(7, 9), Err(ExecError::NoSuchSession(7)));
+}
+
+#[tokio::test]
+async fn confined_children_get_the_profile_filter_and_bounding_set_as_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: a child installs its filter with CAP_SYS_ADMIN, not no_new_privs"
+    );
+    let profile = moat_agentd::seccomp::SecurityProfile::Default;
+    let confinement = moat_agentd::exec::Confinement::for_profile(profile).unwrap();
+    let mut host = Host::with_config(ExecConfig { confinement, ..config() });
+    let probe = format!(
+        "grep -E '^(Seccomp|CapBnd|NoNewPrivs):' /proc/self/status | tr -d '\\t'; \
+         python3 -c 'import ctypes; l = ctypes.CDLL(None, use_errno=True); \
+         print(\"keyctl\", l.syscall({}, 0, 0, 0, 0, 0), ctypes.get_errno())'",
+        libc::SYS_keyctl
+    );
+    let outcome = host.run(sh(&probe)).await;
+    assert_eq!(outcome.exited, Some(0), "{}", String::from_utf8_lossy(&outcome.stderr));
+    assert_eq!(
+        outcome.stdout_text(),
+        format!("CapBnd:00000000a80425fb\nNoNewPrivs:0\nSeccomp:2\nkeyctl -1 {}\n", libc::EPERM)
+    );
+    // This test process itself is untouched: only the child was confined.
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert!(own.lines().any(|l| l.replace('\t', "") == "Seccomp:0"), "{own}");
 }

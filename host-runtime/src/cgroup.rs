@@ -1,11 +1,20 @@
-//! `--cpus` and `--memory` on the namespace backend: a cgroup per sandbox, cgroup v2 or v1.
+//! `--cpus`, `--memory` and `--pids-limit` on the namespace backend: a cgroup per sandbox,
+//! cgroup v2 or v1. Every sandbox has one, since the pids limit is on by default.
 //!
 //! ```text
-//!  sandbox process: create moat-<name> (v2: /sys/fs/cgroup/moat-<name>; v1: memory/moat/<name>
-//!    and cpu/moat/<name>) ─► write the limits ─► pass the cgroup.procs paths to __ns-init
+//!  sandbox process: create the leaf <name>-<its pid> (v2: /sys/fs/cgroup/moat-<leaf>; v1:
+//!    memory/moat/<leaf>, cpu/moat/<leaf>, pids/moat/<leaf>) ─► write the limits ─► pass the
+//!    cgroup.procs paths to __ns-init
 //!  __ns-init (PID 1 of the new pid namespace): write "0" (itself) to each ─► exec the agent,
 //!    whose every descendant inherits the cgroup
-//!  sandbox process, after the agent exited: rmdir
+//!  sandbox process, after the agent exited: rmdir; `moat kill`/`rm -f`/`stop`, after killing a
+//!    sandbox process (which then cannot): rmdir what it left
+//! ```
+//!
+//! The sandbox process's pid in the leaf name keeps two sandboxes of one name (in two moat homes)
+//! out of each other's cgroup.
+//!
+//! ```text
 //! ```
 //!
 //! A VM sizes its guest instead (libkrun's vCPU count and memory), so this is the namespace
@@ -39,6 +48,8 @@ pub struct CgroupLimits {
     pub cpus: Option<u8>,
     /// Memory in MiB.
     pub memory_mib: Option<u32>,
+    /// Most processes (and threads) at once.
+    pub pids: Option<u32>,
 }
 
 /// The control files and values for `limits`, relative to the cgroup directory, for v2
@@ -63,6 +74,9 @@ pub fn limit_files(limits: CgroupLimits, v2: bool) -> Vec<(&'static str, &'stati
             files.push(("cpu", "cpu.cfs_quota_us", quota.to_string()));
         }
     }
+    if let Some(pids) = limits.pids {
+        files.push((if v2 { "" } else { "pids" }, "pids.max", pids.to_string()));
+    }
     files
 }
 
@@ -72,29 +86,30 @@ fn cgroup_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) 
 }
 
 impl SandboxCgroup {
-    /// Creates (or reuses, after a crash) the sandbox's cgroup and writes `limits`. `None` when
+    /// Creates (or reuses) the cgroup `leaf` ([`leaf_name`]) and writes `limits`. `None` when
     /// there is nothing to limit.
-    pub fn create(name: &str, limits: CgroupLimits) -> Result<Option<SandboxCgroup>, RuntimeError> {
-        if limits.cpus.is_none() && limits.memory_mib.is_none() {
+    pub fn create(leaf: &str, limits: CgroupLimits) -> Result<Option<SandboxCgroup>, RuntimeError> {
+        if limits.cpus.is_none() && limits.memory_mib.is_none() && limits.pids.is_none() {
             return Ok(None);
         }
         let root = Path::new(CGROUP_ROOT);
         let v2 = root.join("cgroup.controllers").is_file();
-        let leaf = format!("moat-{name}");
         let mut cgroup = SandboxCgroup { dirs: Vec::new() };
         if v2 {
-            let wanted: Vec<&str> =
-                [limits.memory_mib.map(|_| "+memory"), limits.cpus.map(|_| "+cpu")]
-                    .into_iter()
-                    .flatten()
-                    .collect();
+            let wanted: Vec<&str> = [
+                limits.memory_mib.map(|_| "+memory"),
+                limits.cpus.map(|_| "+cpu"),
+                limits.pids.map(|_| "+pids"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             let control = root.join("cgroup.subtree_control");
             std::fs::write(&control, wanted.join(" "))
                 .map_err(cgroup_error("enable controllers in", &control))?;
         }
         for (controller, file, value) in limit_files(limits, v2) {
-            let dir =
-                if v2 { root.join(&leaf) } else { root.join(controller).join("moat").join(name) };
+            let dir = leaf_dir(root, controller, leaf, v2);
             if !cgroup.dirs.contains(&dir) {
                 std::fs::create_dir_all(&dir).map_err(cgroup_error("create cgroup", &dir))?;
                 cgroup.dirs.push(dir.clone());
@@ -120,18 +135,50 @@ impl Drop for SandboxCgroup {
     /// Removes the cgroup directories once their processes are gone (they linger briefly after
     /// the agent is reaped). Logs what could not be removed.
     fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_millis(CGROUP_REMOVE_TIMEOUT_MS);
-        for dir in self.dirs.iter().rev() {
-            loop {
-                match std::fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(err) if Instant::now() >= deadline => {
-                        tracing::warn!(dir = %dir.display(), %err, "could not remove the cgroup");
-                        break;
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS)),
+        remove_dirs(self.dirs.iter().rev());
+    }
+}
+
+/// The cgroup leaf of the sandbox `name` whose sandbox process is `sandbox_pid`.
+pub fn leaf_name(name: &str, sandbox_pid: u32) -> String {
+    format!("{name}-{sandbox_pid}")
+}
+
+/// The directory of `leaf` for `controller` (v1) or the unified hierarchy (v2).
+fn leaf_dir(root: &Path, controller: &str, leaf: &str, v2: bool) -> PathBuf {
+    if v2 {
+        root.join(format!("moat-{leaf}"))
+    } else {
+        root.join(controller).join("moat").join(leaf)
+    }
+}
+
+/// Removes whatever cgroup directories of `leaf` a killed sandbox process left behind, once
+/// their processes are gone. Does nothing where there are none.
+pub fn remove_left_behind(leaf: &str) {
+    let root = Path::new(CGROUP_ROOT);
+    let v2 = root.join("cgroup.controllers").is_file();
+    let dirs: Vec<PathBuf> = if v2 {
+        vec![leaf_dir(root, "", leaf, true)]
+    } else {
+        ["memory", "cpu", "pids"].iter().map(|c| leaf_dir(root, c, leaf, false)).collect()
+    };
+    remove_dirs(dirs.iter().filter(|dir| dir.is_dir()));
+}
+
+/// Removes each directory, retrying while it is busy, for at most [`CGROUP_REMOVE_TIMEOUT_MS`].
+fn remove_dirs<'a>(dirs: impl Iterator<Item = &'a PathBuf>) {
+    let deadline = Instant::now() + Duration::from_millis(CGROUP_REMOVE_TIMEOUT_MS);
+    for dir in dirs {
+        loop {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => break,
+                Err(err) if Instant::now() >= deadline => {
+                    tracing::warn!(dir = %dir.display(), %err, "could not remove the cgroup");
+                    break;
                 }
+                Err(_) => std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS)),
             }
         }
     }
@@ -153,7 +200,9 @@ mod tests {
 
     #[test]
     fn v2_limits_use_memory_max_and_cpu_max() {
-        let files = limit_files(CgroupLimits { cpus: Some(2), memory_mib: Some(64) }, true);
+        let limits = CgroupLimits { cpus: Some(2), memory_mib: Some(64), pids: Some(100) };
+        let files = limit_files(limits, true);
+        assert!(files.contains(&("", "pids.max", "100".to_owned())));
         assert!(files.contains(&("", "memory.max", "67108864".to_owned())));
         assert!(files.contains(&("", "memory.swap.max", "0".to_owned())));
         assert!(files.contains(&("", "cpu.max", "200000 100000".to_owned())));
@@ -161,20 +210,31 @@ mod tests {
 
     #[test]
     fn v1_limits_use_one_directory_per_controller() {
-        let files = limit_files(CgroupLimits { cpus: Some(1), memory_mib: Some(128) }, false);
+        let limits = CgroupLimits { cpus: Some(1), memory_mib: Some(128), pids: Some(64) };
+        let files = limit_files(limits, false);
         assert_eq!(
             files,
             vec![
                 ("memory", "memory.limit_in_bytes", "134217728".to_owned()),
                 ("cpu", "cpu.cfs_period_us", "100000".to_owned()),
                 ("cpu", "cpu.cfs_quota_us", "100000".to_owned()),
+                ("pids", "pids.max", "64".to_owned()),
             ]
         );
     }
 
     #[test]
+    fn leaves_carry_the_sandbox_process_pid_under_moat() {
+        let root = Path::new("/sys/fs/cgroup");
+        assert_eq!(leaf_name("box", 42), "box-42");
+        assert_eq!(leaf_dir(root, "", "box-42", true), root.join("moat-box-42"));
+        assert_eq!(leaf_dir(root, "pids", "box-42", false), root.join("pids/moat/box-42"));
+    }
+
+    #[test]
     fn nothing_to_limit_makes_no_cgroup() {
-        let none = SandboxCgroup::create("x", CgroupLimits { cpus: None, memory_mib: None });
+        let none =
+            SandboxCgroup::create("x", CgroupLimits { cpus: None, memory_mib: None, pids: None });
         assert!(none.unwrap().is_none());
     }
 }

@@ -7,7 +7,8 @@
 //!
 //! SANDBOX OPTIONS: --rootfs DIR|host, --isolation auto|namespace|vm, --hostname NAME,
 //!   -v HOST:GUEST[:ro], --tmpfs PATH[:MiB], --script NAME=BODY, --rlimit RES=SOFT[:HARD],
-//!   --cpus N, --memory MiB, --max-duration D, --idle-timeout D   (D: N, Ns, Nm, Nh)
+//!   --cpus N, --memory MiB, --max-duration D, --idle-timeout D   (D: N, Ns, Nm, Nh),
+//!   --security-profile default|restricted|none, --pids-limit N (0: unlimited)
 //! ```
 
 use std::path::PathBuf;
@@ -212,6 +213,12 @@ fn parse_options(args: &[String], accepts: Accepts) -> Result<RunArgs, UsageErro
             "--rlimit" if sandbox => config.rlimits.push(config::parse_rlimit(&value()?)?),
             "--cpus" if sandbox => config.vcpus = Some(config::parse_cpus(&value()?)?),
             "--memory" if sandbox => config.memory_mib = Some(config::parse_memory(&value()?)?),
+            "--pids-limit" if sandbox => {
+                config.pids_limit = Some(config::parse_pids_limit(&value()?)?);
+            }
+            "--security-profile" if sandbox => {
+                config.security_profile = config::parse_security_profile(&value()?)?;
+            }
             "--max-duration" if sandbox => {
                 config.max_duration_secs =
                     Some(config::parse_duration("--max-duration", &value()?)?);
@@ -318,6 +325,7 @@ pub fn parse_name(args: &[String], force: Option<&str>) -> Result<(String, bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::SecurityProfile;
 
     fn parse(args: &[&str]) -> Result<RunArgs, UsageError> {
         parse_run(&args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
@@ -419,6 +427,10 @@ mod tests {
             "5m",
             "--idle-timeout",
             "30",
+            "--security-profile",
+            "restricted",
+            "--pids-limit",
+            "64",
             "-t",
             "--",
             "sh",
@@ -432,6 +444,7 @@ mod tests {
         );
         assert_eq!((c.vcpus, c.memory_mib), (Some(2), Some(256)));
         assert_eq!((c.max_duration_secs, c.idle_timeout_secs), (Some(300), Some(30)));
+        assert_eq!((c.security_profile, c.pids_limit), (SecurityProfile::Restricted, Some(64)));
         assert!(run.tty);
     }
 

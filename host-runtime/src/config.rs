@@ -18,6 +18,8 @@ use std::time::Duration;
 use moat_protocol::payload::bootstrap::{DirMount, EnvVar, GuestBootstrap, MountFlags, TmpfsMount};
 use moat_protocol::payload::exec::ExecRlimit;
 
+pub use crate::security::SecurityProfile;
+
 /// Where named scripts appear inside the sandbox (agentd keeps it on every exec's PATH).
 pub const SCRIPTS_GUEST_DIR: &str = "/.msb/scripts";
 
@@ -121,7 +123,16 @@ pub struct SandboxConfig {
     pub max_duration_secs: Option<u64>,
     /// The sandbox shuts down after this many seconds with no client connected and no exec running.
     pub idle_timeout_secs: Option<u64>,
+    /// `--security-profile`: the seccomp filter and capabilities of the sandbox's processes.
+    pub security_profile: SecurityProfile,
+    /// `--pids-limit`: most processes and threads in the sandbox at once (`None`:
+    /// [`DEFAULT_PIDS_LIMIT`]; `Some(0)`: unlimited). The namespace backend's cgroup enforces it.
+    pub pids_limit: Option<u32>,
 }
+
+/// The pids limit of a sandbox that sets none: room for big parallel builds, far from what a
+/// fork bomb needs to hurt the host.
+pub const DEFAULT_PIDS_LIMIT: u32 = 4096;
 
 /// An option value that cannot be used; the message names the option and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -257,6 +268,20 @@ pub fn parse_memory(value: &str) -> Result<u32, BadValue> {
     }
 }
 
+/// `--pids-limit N` (0: unlimited; otherwise at least 8, enough for a shell and a pipeline).
+pub fn parse_pids_limit(value: &str) -> Result<u32, BadValue> {
+    match value.parse::<u32>() {
+        Ok(n) if n == 0 || n >= 8 => Ok(n),
+        _ => Err(bad("--pids-limit", value, "expected a number of processes, 0 or at least 8")),
+    }
+}
+
+/// `--security-profile default|restricted|none`.
+pub fn parse_security_profile(value: &str) -> Result<SecurityProfile, BadValue> {
+    SecurityProfile::parse(value)
+        .ok_or_else(|| bad("--security-profile", value, "expected default, restricted or none"))
+}
+
 /// Whether `name` is a valid hostname: 1..=64 bytes of letters, digits, `-` and `.`, not
 /// starting or ending with `-` or `.`.
 pub fn is_valid_hostname(name: &str) -> bool {
@@ -283,6 +308,9 @@ pub enum ShareNaming {
     HostPath,
     /// VM backend: virtiofs tags `moat-share-N`, in [`SandboxConfig::shares`] order.
     VirtioFsTag,
+    /// Namespace backend with an unprivileged id map: the idmapped bind `__ns-prepare` makes,
+    /// [`crate::ns_mapped::share_tag`], in the same order.
+    Staged,
 }
 
 /// A host directory the backend must make available under `tag`.
@@ -377,6 +405,7 @@ impl SandboxConfig {
                 tag: match naming {
                     ShareNaming::HostPath => host.to_string_lossy().into_owned(),
                     ShareNaming::VirtioFsTag => format!("moat-share-{i}"),
+                    ShareNaming::Staged => crate::ns_mapped::share_tag(i),
                 },
                 host,
                 guest,
@@ -421,6 +450,14 @@ impl SandboxConfig {
                 .map(|(key, value)| EnvVar { key: key.to_owned(), value: value.to_owned() })
                 .collect(),
             ..GuestBootstrap::default()
+        }
+    }
+
+    /// The pids limit to enforce: `None` when unlimited (`--pids-limit 0`).
+    pub fn effective_pids_limit(&self) -> Option<u32> {
+        match self.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT) {
+            0 => None,
+            n => Some(n),
         }
     }
 
@@ -510,6 +547,12 @@ mod tests {
     #[test]
     fn sizes_are_bounded() {
         assert_eq!(parse_cpus("2").unwrap(), 2);
+        assert_eq!(parse_pids_limit("64").unwrap(), 64);
+        assert_eq!(parse_pids_limit("0").unwrap(), 0);
+        assert!(parse_pids_limit("3").is_err());
+        assert!(parse_pids_limit("-1").is_err());
+        assert_eq!(parse_security_profile("none").unwrap(), SecurityProfile::None);
+        assert!(parse_security_profile("off").is_err());
         assert!(parse_cpus("0").is_err() && parse_cpus("256").is_err());
         assert_eq!(parse_memory("512").unwrap(), 512);
         assert!(parse_memory("8").is_err() && parse_memory("1G").is_err());

@@ -15,8 +15,9 @@ pub enum RuntimeError {
         /// The cause.
         source: std::io::Error,
     },
-    /// A cgroup (for `--cpus`/`--memory` on the namespace backend) could not be set up.
-    #[error("{what} {}: {source} (--cpus and --memory on the namespace backend need a writable cgroup hierarchy under /sys/fs/cgroup)", path.display())]
+    /// A cgroup (for the pids limit, `--cpus`, `--memory` on the namespace backend) could not be
+    /// set up.
+    #[error("{what} {}: {source} (the pids limit, on by default, and --cpus and --memory on the namespace backend need a writable cgroup hierarchy under /sys/fs/cgroup; --pids-limit 0 runs without a pids limit)", path.display())]
     Cgroup {
         /// The step.
         what: &'static str,

@@ -50,7 +50,8 @@ pub fn vm_unavailable_reason(report: &Report) -> String {
 }
 
 /// Picks the backend for `requested` on this host, prints the one-line warning when `auto` falls
-/// back to the namespace backend, and checks this process may create namespaces or boot a VM
+/// back to the namespace backend (and another when a namespace sandbox would get the identity id
+/// map, [`crate::idmap::for_sandbox`]), and checks this process may create namespaces or boot a VM
 /// (root). Every command that boots a sandbox starts here.
 pub fn prepare_backend(requested: Isolation) -> Result<BackendKind, RuntimeError> {
     let report = crate::doctor::diagnose(&crate::doctor::HostPaths::system());
@@ -60,6 +61,11 @@ pub fn prepare_backend(requested: Isolation) -> Result<BackendKind, RuntimeError
     }
     if !nix::unistd::geteuid().is_root() {
         return Err(RuntimeError::NotRoot);
+    }
+    if matches!(backend, Backend::Namespace { .. }) {
+        if let Err(reason) = crate::idmap::for_sandbox() {
+            eprintln!("{}", crate::idmap::identity_warning(&reason));
+        }
     }
     Ok(backend.kind())
 }

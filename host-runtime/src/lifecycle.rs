@@ -255,6 +255,8 @@ pub fn stop_dir(dir: &SandboxDir) -> Result<SandboxState, RuntimeError> {
             signal_group(pid, Signal::SIGKILL);
             wait_gone(pid, dir.path(), KILL_WAIT_MS);
         }
+        // A signalled sandbox process cannot remove its cgroup.
+        remove_cgroup_of(&record.name, pid);
     }
     record_stopped(dir.path(), record, exit_code, "moat stop")
 }
@@ -274,6 +276,7 @@ pub fn kill_dir(dir: &SandboxDir) -> Result<SandboxState, RuntimeError> {
         });
     };
     kill_and_wait(pid, dir.path());
+    remove_cgroup_of(&record.name, pid);
     record_stopped(dir.path(), record, signal_exit_code(Signal::SIGKILL), "moat kill")
 }
 
@@ -291,6 +294,11 @@ pub fn remove_dir(dir: SandboxDir, force: bool) -> Result<(), RuntimeError> {
         }
         kill_and_wait(pid, dir.path());
     }
+    // A sandbox process that was killed (here, by `moat kill`, or by anyone: `crashed`) left its
+    // cgroup behind; one that stopped cleanly removed it already.
+    if let Some(pid) = record.pid {
+        remove_cgroup_of(&record.name, pid);
+    }
     dir.remove()
 }
 
@@ -306,6 +314,13 @@ fn kill_and_wait(pid: i32, dir: &Path) {
     signal_group(pid, Signal::SIGKILL);
     if !wait_gone(pid, dir, KILL_WAIT_MS) {
         tracing::warn!(pid, "sandbox process still present after SIGKILL");
+    }
+}
+
+/// Removes the cgroup a killed sandbox process (`pid`) could not remove itself.
+fn remove_cgroup_of(name: &str, pid: i32) {
+    if let Ok(pid) = u32::try_from(pid) {
+        crate::cgroup::remove_left_behind(&crate::cgroup::leaf_name(name, pid));
     }
 }
 

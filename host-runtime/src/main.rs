@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use moat_runtime::cli::UsageError;
 use moat_runtime::error::RuntimeError;
-use moat_runtime::{bench, cli, doctor, lifecycle, logs, ns_init, run, sandbox, vm};
+use moat_runtime::{bench, cli, doctor, hardening, lifecycle, logs, ns_init, run, sandbox, vm};
 
 const USAGE: &str = "usage: moat <command>
 
@@ -23,7 +23,7 @@ commands:
             moat create NAME [SANDBOX OPTIONS] [-e K=V]... [-w DIR] [-u USER]
   exec      moat exec NAME [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]
   ls        list named sandboxes (--json for JSON)
-  inspect   moat inspect NAME: its state as JSON
+  inspect   moat inspect NAME: its state and the isolation it has (profile, id map, limits) as JSON
   socket    moat socket NAME: the path of its relay socket
   logs      moat logs NAME [--source stdout|stderr|system|all] [--tail N] [-f]
   stop      moat stop NAME: shut it down (core.shutdown; SIGTERM after 10 s, then SIGKILL)
@@ -40,6 +40,10 @@ sandbox options:
   --script NAME=BODY                an executable at /.msb/scripts/NAME (on PATH)
   --rlimit RESOURCE=SOFT[:HARD]     a sandbox-wide rlimit (nofile, nproc, as, cpu, ...)
   --cpus N, --memory MiB            size (VM) or cgroup limits (namespace backend)
+  --pids-limit N                    most processes at once (default 4096; 0: unlimited; namespace
+                                    backend, through its cgroup)
+  --security-profile P              default (seccomp filter like docker's, docker's capabilities),
+                                    restricted (also no ptrace, namespaces, io_uring...), none
   --max-duration D                  shut down D after start (D: N, Ns, Nm, Nh)
   --idle-timeout D                  shut down after D with no client connected
   -t, --tty                         (run, exec) run the command on a PTY; the terminal goes raw
@@ -174,6 +178,14 @@ impl From<RuntimeError> for Failure {
     }
 }
 
+/// `moat inspect`'s output: the state record and the isolation the sandbox has.
+#[derive(serde::Serialize)]
+struct Inspection {
+    #[serde(flatten)]
+    state: moat_runtime::state::SandboxState,
+    isolation: hardening::IsolationReport,
+}
+
 fn to_json(value: &impl serde::Serialize) -> String {
     // The state types are strings, integers and enums: serializing them cannot fail.
     serde_json::to_string_pretty(value).unwrap_or_default()
@@ -195,7 +207,12 @@ fn lifecycle_command(cmd: &str, args: &[String]) -> Result<(), Failure> {
                 print!("{}", lifecycle::format_table(&states));
             }
         }
-        "inspect" => println!("{}", to_json(&lifecycle::inspect(&cli::parse_name(args, None)?.0)?)),
+        "inspect" => {
+            let state = lifecycle::inspect(&cli::parse_name(args, None)?.0)?;
+            let live = matches!(state.status, moat_runtime::state::Status::Running);
+            let isolation = hardening::report(&state.spec, state.pid.filter(|_| live));
+            println!("{}", to_json(&Inspection { state, isolation }));
+        }
         "socket" => {
             println!("{}", lifecycle::socket(&cli::parse_name(args, None)?.0)?.display());
         }
@@ -283,6 +300,11 @@ fn doctor_command() -> ExitCode {
         println!("namespace: this host can run the namespace backend (weaker isolation than a VM)");
     } else {
         println!("namespace: this host cannot run the namespace backend (see FAIL lines)");
+    }
+    println!("namespace isolation by default: {}", moat_runtime::ns_probe::DEFAULT_ISOLATION);
+    println!("unprivileged id map (identity without it):");
+    for check in moat_runtime::ns_probe::diagnose_id_map() {
+        println!("{:<10} {}  {}", check.name, if check.ok { "ok  " } else { "FAIL" }, check.detail);
     }
     ExitCode::SUCCESS
 }

@@ -1,3 +1,7 @@
+//! The identity-map start, on a host without idmapped mounts (the default start, with an
+//! unprivileged id map, is [`crate::ns_mapped`], which `__ns-prepare` hands over to when
+//! [`crate::ns_mapped::ID_MAP_ENV`] is set).
+//!
 //! `moat __ns-prepare DIR` then `moat __ns-init DIR`: the first process in the sandbox's new
 //! namespaces (PID 1, private mount
 //! namespace). It prepares the root the agent gets, then `exec`s `moat-agentd` in its place, so
@@ -29,6 +33,11 @@ use crate::host_root;
 /// sandbox's namespaces running `moat __ns-init DIR` (same pid, so the sandbox process's id-map
 /// handshake reaches it). Returns only on failure.
 pub fn prepare_and_enter(dir: &SandboxDir) -> RuntimeError {
+    match crate::ns_mapped::from_env() {
+        Ok(Some(bases)) => return crate::ns_mapped::prepare_and_enter(dir, bases),
+        Ok(None) => {}
+        Err(err) => return err,
+    }
     let spec = match dir.read_spec() {
         Ok(spec) => spec,
         Err(err) => return err,
@@ -115,7 +124,11 @@ fn prepare(dir: &SandboxDir) -> Result<Command, RuntimeError> {
     crate::cgroup::join_from_env()?;
     crate::sys::loopback_up().map_err(RuntimeError::io("bring up loopback", "lo"))?;
     let mut command = Command::new(&spec.agentd);
-    command.args(["--channel", "fd:0"]).env_remove(crate::cgroup::PROCS_ENV);
+    command
+        .args(["--channel", "fd:0"])
+        .arg(crate::security::AGENT_PROFILE_OPTION)
+        .arg(spec.config.security_profile.as_str())
+        .env_remove(crate::cgroup::PROCS_ENV);
     match &spec.root {
         RootSource::Host => {
             let root = dir.root_mount();

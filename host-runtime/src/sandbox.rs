@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  start agent ─► bootstrap handshake ─► relay on DIR/agent.sock ─► "ok" on stdout ─► serve
-//!   (unshare ... moat __ns-init DIR)   (bootstrap, init.resolved,      until the guest closes
+//!   (moat __ns-prepare DIR, ns_mapped) (bootstrap, init.resolved,      until the guest closes
 //!                                        init.ack, ready)               (core.shutdown) ─► reap
 //! ```
 //!
@@ -28,6 +28,7 @@ use crate::cgroup::{CgroupLimits, SandboxCgroup};
 use crate::config::ShareNaming;
 use crate::error::RuntimeError;
 use crate::home::SandboxDir;
+use crate::idmap::IdMapping;
 use crate::limits::{
     AGENT_EXIT_TIMEOUT_MS, GUEST_SHUTDOWN_GRACE_MS, HANDSHAKE_FRAME_TIMEOUT_MS, POLL_INTERVAL_MS,
     RELAY_SOCKET_WAIT_MS, SOCKET_READ_CHUNK_BYTES,
@@ -52,11 +53,29 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
         return crate::vm::supervise(dir);
     }
     spec.config.write_scripts(&dir.scripts_dir())?;
-    let shares = spec.config.shares(&dir.scripts_dir(), ShareNaming::HostPath);
+    // Held until this process ends: no other sandbox gets these host ids meanwhile.
+    let lease = match crate::idmap::for_sandbox() {
+        Ok(pool) => Some(crate::idlease::lease(&pool)?),
+        Err(reason) => {
+            tracing::warn!("{}", crate::idmap::identity_warning(&reason));
+            None
+        }
+    };
+    let mapping = lease.as_ref().map_or(IdMapping::Identity, |lease| IdMapping::Range(lease.ids()));
+    let naming = match mapping {
+        IdMapping::Identity => ShareNaming::HostPath,
+        IdMapping::Range(_) => ShareNaming::Staged,
+    };
+    let shares = spec.config.shares(&dir.scripts_dir(), naming);
     let bootstrap = spec.config.bootstrap(&spec.name, &shares);
-    let limits = CgroupLimits { cpus: spec.config.vcpus, memory_mib: spec.config.memory_mib };
-    let cgroup = SandboxCgroup::create(&spec.name, limits)?;
-    let (mut child, channel) = start_agent(dir, cgroup.as_ref())?;
+    let limits = CgroupLimits {
+        cpus: spec.config.vcpus,
+        memory_mib: spec.config.memory_mib,
+        pids: spec.config.effective_pids_limit(),
+    };
+    let leaf = crate::cgroup::leaf_name(&spec.name, std::process::id());
+    let cgroup = SandboxCgroup::create(&leaf, limits)?;
+    let (mut child, channel) = start_agent(dir, cgroup.as_ref(), &mapping)?;
     let ready = match handshake(&channel, bootstrap) {
         Ok(ready) => ready,
         Err(err) => {
@@ -152,10 +171,13 @@ fn write_reason_once(path: &std::path::Path, reason: &str) {
     }
 }
 
-/// `unshare` with the agent's namespaces, running `moat __ns-init DIR`.
+/// `unshare --mount` running `moat __ns-prepare DIR`, which starts the agent in its namespaces:
+/// with `mapping`'s unprivileged range by itself ([`crate::ns_mapped`]), or with the identity
+/// map through the ready-pipe handshake ([`crate::userns`]).
 fn start_agent(
     dir: &SandboxDir,
     cgroup: Option<&SandboxCgroup>,
+    mapping: &IdMapping,
 ) -> Result<(Child, UnixStream), RuntimeError> {
     let exe = std::env::current_exe().map_err(RuntimeError::io("find own executable", "moat"))?;
     let (ours, theirs) =
@@ -173,18 +195,25 @@ fn start_agent(
         .arg(dir.path())
         .env("MOAT_AGENT_LOG", "info")
         .env_remove(crate::cgroup::PROCS_ENV)
+        .env_remove(crate::ns_mapped::ID_MAP_ENV)
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
     if let Some(cgroup) = cgroup {
         command.env(crate::cgroup::PROCS_ENV, cgroup.procs_env());
     }
+    crate::pre_exec::kill_with_parent(&mut command);
+    if let IdMapping::Range(ids) = mapping {
+        // `__ns-prepare` makes the user namespace itself (`ns_mapped`).
+        command.env(crate::ns_mapped::ID_MAP_ENV, crate::ns_mapped::env_value(ids));
+        let child = command.spawn().map_err(RuntimeError::io("spawn", "unshare"))?;
+        return Ok((child, ours));
+    }
     let ready = ReadyPipe::new()?;
     command.env(crate::userns::READY_FD_ENV, ready.child_fd());
-    crate::pre_exec::kill_with_parent(&mut command);
     let mut child = command.spawn().map_err(RuntimeError::io("spawn", "unshare"))?;
     drop(ready.child_end);
-    if let Err(err) = crate::userns::map_identity(child.id(), ready.parent_end) {
+    if let Err(err) = crate::userns::map_ids(child.id(), ready.parent_end, mapping) {
         stop_child(&mut child);
         return Err(err);
     }

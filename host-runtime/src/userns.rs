@@ -5,23 +5,25 @@
 //!   pipe (read end inherited, write end ours)        │ unshare(2): new user ns (+ the others,
 //!   spawn ───────────────────────────────────────►   │ owned by it), fork
 //!   wait until /proc/PID/ns/user changes             ▼
-//!   write /proc/PID/{uid,gid}_map: identity     moat __ns-init: waits for the byte on the pipe
+//!   write /proc/PID/{uid,gid}_map               moat __ns-init: waits for the byte on the pipe
 //!   write one byte ─────────────────────────────►  then mounts, joins the cgroup, execs the agent
 //! ```
 //!
-//! The map is the identity over every id, so files keep their owners and `-u nobody` still
-//! works; what changes is that the agent's capabilities hold only over the sandbox's own
-//! namespaces: it cannot load modules, reach host devices it was not given, change host sysctls,
-//! or raise a resource limit above the host's. `unshare --map-users` would need newuidmap and an
-//! `/etc/subuid` entry, so the privileged sandbox process writes the maps itself.
+//! This handshake serves [`IdMapping::Identity`], the fallback on a host without idmapped mounts:
+//! every id maps to itself, so files keep their owners, and the agent's capabilities hold only
+//! over the sandbox's own namespaces (no modules, host devices, host sysctls or resource limits
+//! above the host's). The default, [`IdMapping::Range`], is made by `__ns-prepare` itself
+//! ([`crate::ns_mapped`]) with [`user_namespace`]. `unshare --map-users` would need newuidmap
+//! and an `/etc/subuid` entry, so moat writes the maps itself.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 
 use crate::error::RuntimeError;
+use crate::idmap::IdMapping;
 use crate::limits::{POLL_INTERVAL_MS, USERNS_SWITCH_TIMEOUT_MS};
 
 /// Environment variable naming the inherited read end of the "maps written" pipe.
@@ -58,8 +60,8 @@ impl ReadyPipe {
     }
 }
 
-/// Waits until `pid` has left our user namespace, writes the identity maps, and tells the child.
-pub fn map_identity(pid: u32, parent_end: OwnedFd) -> Result<(), RuntimeError> {
+/// Waits until `pid` has left our user namespace, writes `mapping`'s maps, and tells the child.
+pub fn map_ids(pid: u32, parent_end: OwnedFd, mapping: &IdMapping) -> Result<(), RuntimeError> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     let own = std::fs::read_link("/proc/self/ns/user")
         .map_err(RuntimeError::io("read own user namespace", "/proc/self/ns/user"))?;
@@ -80,13 +82,32 @@ pub fn map_identity(pid: u32, parent_end: OwnedFd) -> Result<(), RuntimeError> {
         }
         std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
     }
-    for map in ["uid_map", "gid_map"] {
-        let path = proc.join(map);
-        std::fs::write(&path, IDENTITY_MAP).map_err(RuntimeError::io("write", &path))?;
-    }
+    write_maps(&proc, &mapping.uid_map(), &mapping.gid_map())?;
     let mut pipe = std::fs::File::from(parent_end);
     std::io::Write::write_all(&mut pipe, b"1")
         .map_err(RuntimeError::io("signal the mapped user namespace", "pipe"))
+}
+
+fn write_maps(proc: &Path, uid_map: &str, gid_map: &str) -> Result<(), RuntimeError> {
+    for (map, text) in [("uid_map", uid_map), ("gid_map", gid_map)] {
+        let path = proc.join(map);
+        std::fs::write(&path, text).map_err(RuntimeError::io("write", &path))?;
+    }
+    Ok(())
+}
+
+/// A new user namespace with these maps (text as `/proc/PID/uid_map` takes it), held by the
+/// returned descriptor: what `mount_setattr(MOUNT_ATTR_IDMAP)` takes ([`crate::idmount`]). No
+/// process stays in it; a short-lived child makes it and exits.
+pub fn user_namespace(uid_map: &str, gid_map: &str) -> Result<OwnedFd, RuntimeError> {
+    let holder = crate::sys::spawn_userns_holder()
+        .map_err(RuntimeError::io("create a user namespace", "unshare(CLONE_NEWUSER)"))?;
+    let proc = PathBuf::from(format!("/proc/{}", holder.pid()));
+    write_maps(&proc, uid_map, gid_map)?;
+    let ns = proc.join("ns/user");
+    let file = std::fs::File::open(&ns).map_err(RuntimeError::io("open", &ns))?;
+    drop(holder);
+    Ok(OwnedFd::from(file))
 }
 
 /// In `__ns-init`: when [`READY_FD_ENV`] is set, blocks until the sandbox process wrote the

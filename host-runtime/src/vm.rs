@@ -305,6 +305,7 @@ pub fn vm_config(
     config.env = vec![
         ("MOAT_AGENT_CHANNEL".into(), format!("vsock:{HOST_CID}:{AGENT_VSOCK_PORT}")),
         ("MOAT_AGENT_LOG".into(), "info".into()),
+        (crate::security::AGENT_PROFILE_ENV.into(), spec.config.security_profile.as_str().into()),
     ];
     config.krunfw = krunfw;
     config.log_level = VMM_LOG_LEVEL;
@@ -446,6 +447,9 @@ mod tests {
         assert_eq!(config.vsock_ports[0].direction, VsockDirection::GuestConnects);
         assert_eq!(config.console, Some(PathBuf::from("/run/moat/box/logs/kernel.log")));
         assert!(config.env.contains(&("MOAT_AGENT_CHANNEL".into(), "vsock:2:1024".into())));
+        // The guest's agent gets the sandbox's security profile (default unless set).
+        let profile = (crate::security::AGENT_PROFILE_ENV.into(), "default".into());
+        assert!(config.env.contains(&profile), "{:?}", config.env);
         assert_eq!(config.krunfw, Some(PathBuf::from("/lib/libkrunfw.so.5")));
         config.validate().unwrap();
         // The bootstrap names the same tag agentd mounts.

@@ -120,9 +120,8 @@ fn memory_limit_kills_an_allocation_beyond_it_and_leaves_no_cgroup_as_root() {
     require_root();
     let home = moat_home("opt-memory");
     // A 200 MB shell string under a 64 MiB limit: the kernel's OOM killer ends the shell.
-    let output = moat(
-        &home,
-        &[
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args([
             "run",
             "--isolation",
             "namespace",
@@ -134,24 +133,36 @@ fn memory_limit_kills_an_allocation_beyond_it_and_leaves_no_cgroup_as_root() {
             "sh",
             "-c",
             "grep -c moat /proc/self/cgroup; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}",
-        ],
-    );
+        ])
+        .env("MOAT_HOME", &home)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn moat");
+    // The sandbox is named run-<the CLI's pid>-...; other tests' sandboxes run meanwhile.
+    let ours = format!("run-{}-", child.id());
+    let output = child.wait_with_output().expect("wait for moat");
     let out = stdout(&output);
     assert!(!out.contains("survived"), "the allocation was not limited: {out}");
     assert_ne!(out.lines().next().unwrap_or("0"), "0", "not in a moat cgroup: {out}");
     assert_ne!(output.status.code(), Some(0), "{}", stderr(&output));
-    let leftovers: Vec<_> =
-        ["/sys/fs/cgroup/memory/moat", "/sys/fs/cgroup/cpu/moat", "/sys/fs/cgroup"]
-            .iter()
-            .filter_map(|dir| std::fs::read_dir(dir).ok())
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                e.file_name().to_string_lossy().starts_with("run-")
-                    || e.file_name().to_string_lossy().starts_with("moat-run-")
-            })
-            .map(|e| e.path())
-            .collect();
+    let leftovers: Vec<_> = [
+        "/sys/fs/cgroup/memory/moat",
+        "/sys/fs/cgroup/cpu/moat",
+        "/sys/fs/cgroup/pids/moat",
+        "/sys/fs/cgroup",
+    ]
+    .iter()
+    .filter_map(|dir| std::fs::read_dir(dir).ok())
+    .flatten()
+    .flatten()
+    .filter(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        name.starts_with(&ours) || name.starts_with(&format!("moat-{ours}"))
+    })
+    .map(|e| e.path())
+    .collect();
     assert!(leftovers.is_empty(), "cgroups left behind: {leftovers:?}");
 }
 

@@ -41,6 +41,10 @@ pub(crate) enum Stage {
     Setuid,
     /// In the child: the `execve` loop over PATH.
     Exec,
+    /// In the child: installing the security profile's seccomp filters.
+    Seccomp,
+    /// In the child: dropping capabilities from the bounding set.
+    DropCapabilities,
 }
 
 impl Stage {
@@ -63,6 +67,8 @@ impl Stage {
             Stage::Setgid => "setgid",
             Stage::Setuid => "setuid",
             Stage::Exec => "execvp",
+            Stage::Seccomp => "seccomp",
+            Stage::DropCapabilities => "prctl(PR_CAPBSET_DROP)",
         };
         name.to_owned()
     }
@@ -91,9 +97,13 @@ pub(crate) fn classify(stage: &Stage, errno: Option<Errno>, tty: bool) -> ExecFa
             Some(Errno::ENOMEM) => ExecFailureKind::OutOfMemory,
             _ => ExecFailureKind::Other,
         },
-        Stage::Pipe | Stage::Register | Stage::Setsid | Stage::Stdio | Stage::Setrlimit(_) => {
-            ExecFailureKind::Other
-        }
+        Stage::Pipe
+        | Stage::Register
+        | Stage::Setsid
+        | Stage::Stdio
+        | Stage::Setrlimit(_)
+        | Stage::Seccomp
+        | Stage::DropCapabilities => ExecFailureKind::Other,
     }
 }
 

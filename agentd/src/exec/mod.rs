@@ -70,6 +70,31 @@ pub struct ExecConfig {
     /// Root of the filesystem whose `etc/passwd` and `etc/group` resolve users (`/` in the
     /// sandbox).
     pub root: PathBuf,
+    /// What confines every started program (nothing by default).
+    pub confinement: Confinement,
+}
+
+/// What every program the agent starts is confined by, applied in the child before `execve`
+/// while it still holds the agent's capabilities (see [`crate::seccomp`]).
+#[derive(Debug, Clone, Default)]
+pub struct Confinement {
+    /// Seccomp filters to install, in order (none: no filter).
+    pub seccomp: Arc<Vec<seccompiler::BpfProgram>>,
+    /// The capability bounding set to keep, as a bit mask (`None`: keep all).
+    pub kept_capabilities: Option<u64>,
+}
+
+impl Confinement {
+    /// The confinement of the sandbox's processes under `profile`.
+    pub fn for_profile(
+        profile: crate::seccomp::SecurityProfile,
+    ) -> Result<Confinement, crate::seccomp::SeccompError> {
+        let seccomp = crate::seccomp::programs(profile, crate::seccomp::Scope::Process)?;
+        Ok(Confinement {
+            seccomp: Arc::new(seccomp),
+            kept_capabilities: crate::seccomp::kept_capabilities(profile),
+        })
+    }
 }
 
 /// Why a session call was refused.
@@ -158,7 +183,7 @@ impl ExecManager {
         let users = UserDb::load(&self.config.root);
         let launch = plan::plan(&self.config, &users, &request).and_then(|plan| {
             spawn::check_cwd(&plan.cwd, request.tty)?;
-            let child = spawn::spawn(&self.reaper, &plan)?;
+            let child = spawn::spawn(&self.reaper, &plan, &self.config.confinement)?;
             Ok((plan, child))
         });
         let (plan, child) = match launch {

@@ -214,6 +214,7 @@ mod tests {
             default_user: None,
             base_env: pairs(&[("PATH", "/bin"), ("TERM", "linux")]),
             root: "/".into(),
+            confinement: Default::default(),
         }
     }
 

@@ -52,6 +52,8 @@ enum ChildStep {
     Setgid = 7,
     Setuid = 8,
     Exec = 9,
+    Seccomp = 10,
+    DropCapabilities = 11,
 }
 
 /// What the child needs, all prepared before the fork. The pointer arrays are null-terminated
@@ -66,6 +68,10 @@ pub(crate) struct ChildSpec<'a> {
     pub(crate) cwd: &'a CStr,
     /// Limits to set while still privileged.
     pub(crate) rlimits: &'a [Rlimit],
+    /// Seccomp filters to install (pointing into programs the parent keeps alive).
+    pub(crate) seccomp: &'a [libc::sock_fprog],
+    /// The capability bounding set to keep, as a bit mask; `None` keeps all.
+    pub(crate) kept_capabilities: Option<u64>,
     /// `(uid, gid, supplementary groups)` to switch to, or `None` to keep agentd's.
     pub(crate) identity: Option<(libc::uid_t, libc::gid_t, &'a [libc::gid_t])>,
     /// Paths to try with `execve`, in order.
@@ -113,7 +119,7 @@ impl ChildFailure {
 
     /// The stage it names, given the rlimits the child was asked to set.
     pub(crate) fn stage(self, rlimits: &[Rlimit]) -> Stage {
-        const STEPS: [(ChildStep, Stage); 8] = [
+        const STEPS: [(ChildStep, Stage); 10] = [
             (ChildStep::Setsid, Stage::Setsid),
             (ChildStep::ControllingTty, Stage::ControllingTty),
             (ChildStep::Stdio, Stage::Stdio),
@@ -122,6 +128,8 @@ impl ChildFailure {
             (ChildStep::Setgid, Stage::Setgid),
             (ChildStep::Setuid, Stage::Setuid),
             (ChildStep::Exec, Stage::Exec),
+            (ChildStep::Seccomp, Stage::Seccomp),
+            (ChildStep::DropCapabilities, Stage::DropCapabilities),
         ];
         if self.step == ChildStep::Setrlimit as u32 {
             let name = rlimits.get(self.detail as usize).map_or("RLIMIT_?", |r| r.name);
@@ -167,7 +175,9 @@ fn child_main(spec: &ChildSpec<'_>) -> ! {
 }
 
 /// Everything before exec, in the reference's order: signals, session, terminal, stdio, cwd,
-/// rlimits (while privileged), then groups, gid, uid.
+/// rlimits (while privileged), then moat's confinement (seccomp while the child still holds
+/// `CAP_SYS_ADMIN`, so no `no_new_privs` is needed; then the capability bounding set), then
+/// groups, gid, uid.
 fn prepare(spec: &ChildSpec<'_>) -> Result<(), ChildFailure> {
     reset_signals();
     let fail = |step: ChildStep, detail: usize| ChildFailure {
@@ -198,6 +208,24 @@ fn prepare(spec: &ChildSpec<'_>) -> Result<(), ChildFailure> {
             return Err(fail(ChildStep::Setrlimit, index));
         }
     }
+    for program in spec.seccomp {
+        // SAFETY: `program` is a sock_fprog prepared by the parent whose instructions stay alive
+        // in the parent's copy of memory; seccomp(2) is a plain system call and async-signal-safe.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                program as *const libc::sock_fprog,
+            )
+        };
+        if ret != 0 {
+            return Err(fail(ChildStep::Seccomp, 0));
+        }
+    }
+    if let Some(kept) = spec.kept_capabilities {
+        drop_capabilities(kept).map_err(|()| fail(ChildStep::DropCapabilities, 0))?;
+    }
     if let Some((uid, gid, groups)) = spec.identity {
         // SAFETY: `groups` is a live slice of gid_t of the given length.
         check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }, ChildStep::Setgroups)?;
@@ -205,6 +233,31 @@ fn prepare(spec: &ChildSpec<'_>) -> Result<(), ChildFailure> {
         check(unsafe { libc::setgid(gid) }, ChildStep::Setgid)?;
         // SAFETY: plain integer argument.
         check(unsafe { libc::setuid(uid) }, ChildStep::Setuid)?;
+    }
+    Ok(())
+}
+
+/// Drops every capability not in `kept` from the bounding set, and clears the ambient set, so
+/// no program started here (set-user-id or file-capability ones included) gains one. Numbers
+/// past the kernel's last capability fail with EINVAL and end the loop.
+fn drop_capabilities(kept: u64) -> Result<(), ()> {
+    for cap in 0..64u64 {
+        if kept & (1 << cap) != 0 {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments only; async-signal-safe.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } == -1 {
+            if Errno::last_raw() == libc::EINVAL {
+                break;
+            }
+            return Err(());
+        }
+    }
+    // SAFETY: prctl with integer arguments only; async-signal-safe. EINVAL (no ambient
+    // capabilities on this kernel) leaves nothing to clear.
+    let ret = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    if ret == -1 && Errno::last_raw() != libc::EINVAL {
+        return Err(());
     }
     Ok(())
 }

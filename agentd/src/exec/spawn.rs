@@ -20,6 +20,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use super::Confinement;
 use super::failure::{self, Stage};
 use super::plan::LaunchPlan;
 use super::pre_exec::{ChildSpec, fork_and_exec};
@@ -74,7 +75,11 @@ pub(crate) fn check_cwd(cwd: &CStr, tty: bool) -> Result<(), ExecFailed> {
 
 /// Starts the child described by `plan`. Must run inside the tokio runtime (descriptors are
 /// registered with its reactor).
-pub(crate) fn spawn(reaper: &Reaper, plan: &LaunchPlan) -> Result<Spawned, ExecFailed> {
+pub(crate) fn spawn(
+    reaper: &Reaper,
+    plan: &LaunchPlan,
+    confinement: &Confinement,
+) -> Result<Spawned, ExecFailed> {
     let tty = plan.tty.is_some();
     let fail =
         |stage: Stage, errno: Errno, what: &str| failure::failed(stage, Some(errno), tty, what);
@@ -95,7 +100,19 @@ pub(crate) fn spawn(reaper: &Reaper, plan: &LaunchPlan) -> Result<Spawned, ExecF
     let envp = null_terminated(&plan.envp);
     let groups: Vec<libc::gid_t> =
         plan.identity.as_ref().map(|id| id.groups.clone()).unwrap_or_default();
+    let seccomp: Vec<libc::sock_fprog> = confinement
+        .seccomp
+        .iter()
+        .map(|program| libc::sock_fprog {
+            // The kernel's limit is 4096 instructions; the profiles stay far below it
+            // (`seccomp` unit tests), so the length fits.
+            len: u16::try_from(program.len()).unwrap_or(u16::MAX),
+            filter: program.as_ptr().cast_mut().cast(),
+        })
+        .collect();
     let spec = ChildSpec {
+        seccomp: &seccomp,
+        kept_capabilities: confinement.kept_capabilities,
         stdio,
         controlling_tty: tty,
         cwd: &plan.cwd,
