@@ -33,6 +33,9 @@ pub struct SandboxSpec {
     /// The backend [`crate::isolation::choose`] picked.
     #[serde(default)]
     pub backend: crate::isolation::BackendKind,
+    /// Started by an unprivileged user ([`crate::rootless`]): no cgroup, the user's id map.
+    #[serde(default)]
+    pub rootless: bool,
     /// Everything else it is configured with.
     #[serde(default)]
     pub config: SandboxConfig,
@@ -234,6 +237,7 @@ mod tests {
             root: RootSource::Dir("/srv".into()),
             agentd: "/bin/true".into(),
             backend: crate::isolation::BackendKind::Vm,
+            rootless: false,
             config: SandboxConfig { hostname: Some("h".into()), ..SandboxConfig::default() },
         };
         dir.write_spec(&spec).unwrap();

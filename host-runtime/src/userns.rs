@@ -82,7 +82,12 @@ pub fn map_ids(pid: u32, parent_end: OwnedFd, mapping: &IdMapping) -> Result<(),
         }
         std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
     }
-    write_maps(&proc, &mapping.uid_map(), &mapping.gid_map())?;
+    match mapping {
+        IdMapping::Rootless(map) => map.write(pid)?,
+        IdMapping::Identity | IdMapping::Range(_) => {
+            write_maps(&proc, &mapping.uid_map(), &mapping.gid_map())?;
+        }
+    }
     let mut pipe = std::fs::File::from(parent_end);
     std::io::Write::write_all(&mut pipe, b"1")
         .map_err(RuntimeError::io("signal the mapped user namespace", "pipe"))

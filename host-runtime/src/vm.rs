@@ -383,6 +383,7 @@ mod tests {
             root: RootSource::Dir("/srv/root".into()),
             agentd: "/opt/moat-agentd-static".into(),
             backend: crate::isolation::BackendKind::Vm,
+            rootless: false,
             config,
         }
     }
