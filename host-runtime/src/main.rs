@@ -301,6 +301,13 @@ fn doctor_command() -> ExitCode {
     } else {
         println!("namespace: this host cannot run the namespace backend (see FAIL lines)");
     }
+    if moat_runtime::rootless::is_rootless() {
+        println!(
+            "namespace isolation by default, unprivileged: {}",
+            moat_runtime::ns_probe::ROOTLESS_DEFAULT_ISOLATION
+        );
+        return ExitCode::SUCCESS;
+    }
     println!("namespace isolation by default: {}", moat_runtime::ns_probe::DEFAULT_ISOLATION);
     println!("unprivileged id map (identity without it):");
     for check in moat_runtime::ns_probe::diagnose_id_map() {
