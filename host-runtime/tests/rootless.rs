@@ -287,8 +287,8 @@ fn a_rootfs_directory_of_the_user_is_the_root_as_unprivileged_user() {
     let home = user_home(&user, "rootfs");
     let rootfs = home.join("rootfs");
     std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    let busybox = Path::new("/usr/bin/busybox");
-    assert!(busybox.is_file(), "/usr/bin/busybox is missing: install busybox-static");
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.is_file(), "/bin/busybox is missing: install busybox-static");
     std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
     std::fs::write(rootfs.join("marker"), "from the user's rootfs\n").unwrap();
@@ -307,10 +307,12 @@ fn a_rootfs_directory_of_the_user_is_the_root_as_unprivileged_user() {
             "--",
             "/bin/sh",
             "-c",
-            "/bin/busybox cat /marker",
+            "/bin/busybox cat /marker && echo new > /new",
         ],
     );
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
     assert_eq!(stdout(&output), "from the user's rootfs\n");
+    // The agent's overlay takes the writes: the user's directory is never written.
+    assert!(!rootfs.join("new").exists(), "a write reached the --rootfs directory");
     let _ = std::fs::remove_dir_all(&home);
 }
