@@ -1,6 +1,7 @@
 //! The identity-map start, on a host without idmapped mounts (the default start, with an
 //! unprivileged id map, is [`crate::ns_mapped`], which `__ns-prepare` hands over to when
-//! [`crate::ns_mapped::ID_MAP_ENV`] is set).
+//! [`crate::ns_mapped::ID_MAP_ENV`] is set), and the start of a sandbox an unprivileged user
+//! runs ([`crate::rootless`]: no `__ns-prepare`; `__ns-init` binds `--rootfs` itself).
 //!
 //! `moat __ns-prepare DIR` then `moat __ns-init DIR`: the first process in the sandbox's new
 //! namespaces (PID 1, private mount

@@ -180,7 +180,8 @@ fn write_reason_once(path: &std::path::Path, reason: &str) {
 
 /// `unshare --mount` running `moat __ns-prepare DIR`, which starts the agent in its namespaces:
 /// with `mapping`'s unprivileged range by itself ([`crate::ns_mapped`]), or with the identity
-/// map through the ready-pipe handshake ([`crate::userns`]).
+/// map through the ready-pipe handshake ([`crate::userns`]). An unprivileged user's map
+/// ([`crate::rootless`]) takes the same handshake, with `unshare` running `__ns-init` directly.
 fn start_agent(
     dir: &SandboxDir,
     cgroup: Option<&SandboxCgroup>,
