@@ -8,7 +8,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 mod support;
 use support::{require_root, stderr, stdout};
@@ -32,6 +32,9 @@ struct TestUser {
 /// with the reason when it cannot.
 fn ensure_user(name: &'static str, subordinate: bool) -> TestUser {
     require_root();
+    // The tests run on parallel threads: one creates the user and its entries, once.
+    static SETUP: Mutex<()> = Mutex::new(());
+    let _setup = SETUP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for tool in ["useradd", "setpriv", "newuidmap", "newgidmap"] {
         let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output();
         assert!(
