@@ -54,13 +54,17 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
     }
     spec.config.write_scripts(&dir.scripts_dir())?;
     let rootless = crate::rootless::is_rootless();
-    // Held until this process ends: no other sandbox gets these host ids meanwhile.
-    let lease = match crate::idmap::for_sandbox() {
-        _ if rootless => None,
-        Ok(pool) => Some(crate::idlease::lease(&pool)?),
-        Err(reason) => {
-            tracing::warn!("{}", crate::idmap::identity_warning(&reason));
-            None
+    // Held until this process ends: no other sandbox gets these host ids meanwhile. An
+    // unprivileged user's sandboxes all use the user's own ids instead: no pool, no lease.
+    let lease = if rootless {
+        None
+    } else {
+        match crate::idmap::for_sandbox() {
+            Ok(pool) => Some(crate::idlease::lease(&pool)?),
+            Err(reason) => {
+                tracing::warn!("{}", crate::idmap::identity_warning(&reason));
+                None
+            }
         }
     };
     let mapping = match &lease {
