@@ -319,3 +319,20 @@ fn a_rootfs_directory_of_the_user_is_the_root_as_unprivileged_user() {
     assert!(!rootfs.join("new").exists(), "a write reached the --rootfs directory");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn doctor_reports_the_users_map_and_a_working_namespace_probe_as_unprivileged_user() {
+    let user = ensure_user(USER, true);
+    let home = user_home(&user, "doctor");
+    let output = moat_as(&user, &home, &["doctor"]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    let base = sub_base("/etc/subuid", USER);
+    let user_line = out.lines().find(|l| l.starts_with("user ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(user_line.contains(&format!("unprivileged (uid {})", user.uid)), "{user_line}");
+    assert!(user_line.contains(&format!("uids from {base}")), "{user_line}");
+    assert!(out.lines().any(|l| l.starts_with("namespaces ok")), "{out}");
+    assert!(out.contains("namespace: this host can run the namespace backend"), "{out}");
+    assert!(out.contains("no pids, memory or CPU limit"), "{out}");
+    let _ = std::fs::remove_dir_all(&home);
+}
