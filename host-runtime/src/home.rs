@@ -41,12 +41,21 @@ pub struct SandboxSpec {
     pub config: SandboxConfig,
 }
 
-/// The moat home directory.
+/// The moat home directory: `$MOAT_HOME`, else `.moat` in `$HOME`, else in the home directory
+/// the password database gives this process's user (root's `/root`, or an unprivileged user's).
 pub fn moat_home() -> PathBuf {
     if let Some(home) = std::env::var_os("MOAT_HOME") {
         return PathBuf::from(home);
     }
-    let user_home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let user_home = std::env::var_os("HOME").map_or_else(
+        || {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map_or_else(|| PathBuf::from("/root"), |user| user.dir)
+        },
+        PathBuf::from,
+    );
     user_home.join(".moat")
 }
 
