@@ -202,11 +202,24 @@ pub enum RuntimeError {
     /// libkrun refused the configuration or could not start the VM.
     #[error("VMM: {0}")]
     Vmm(#[from] moat_vmm::VmmError),
-    /// The backends need root.
+    /// A limit an unprivileged sandbox cannot apply ([`crate::rootless`]).
     #[error(
-        "moat needs root (the namespace backend creates pid, mount and network namespaces; the VM backend assembles its root in a private mount namespace); run moat as root"
+        "{option}: moat runs unprivileged and cannot create a cgroup on this host, so the limit cannot be applied; run as root, or leave {option} out"
     )]
-    NotRoot,
+    RootlessLimit {
+        /// The option given.
+        option: &'static str,
+    },
+    /// `newuidmap` or `newgidmap` refused the user's map.
+    #[error(
+        "{helper} could not map the sandbox's ids (check /etc/subuid and /etc/subgid): {reason}"
+    )]
+    RootlessIdMap {
+        /// The helper.
+        helper: &'static str,
+        /// Its stderr.
+        reason: String,
+    },
     /// The VM backend was asked for and cannot run here.
     #[error("--isolation vm: this host cannot boot a microVM: {reason} (`moat doctor` explains)")]
     VmUnavailable {

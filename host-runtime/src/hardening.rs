@@ -32,6 +32,9 @@ pub struct IsolationReport {
     pub kernel_paths: &'static str,
     /// Most processes at once (`None`: unlimited).
     pub pids_limit: Option<u32>,
+    /// Why no pids, memory or CPU limit applies, when that is not the sandbox's own choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits_not_applied: Option<&'static str>,
     /// Memory limit in MiB (`None`: none on the namespace backend; a VM's size otherwise).
     pub memory_mib: Option<u32>,
     /// CPU quota in whole CPUs (`None`: none).
@@ -61,6 +64,14 @@ pub const NAMESPACE_ID_MAP: &str = "0..65535 on an unprivileged host block of it
      idmapped so its writes belong to the volume's owner. Identity (0 0 4294967295) only on a host without \
      idmapped mounts, with a warning in sandbox.log";
 
+/// The id map of a namespace sandbox an unprivileged user started ([`crate::rootless`]).
+pub const ROOTLESS_ID_MAP: &str = "0 is the user who started it; 1..65535 the user's /etc/subuid \
+     and /etc/subgid ranges, or nothing else when the user has none (single-id map, with a warning)";
+
+/// Why an unprivileged namespace sandbox has no cgroup limits.
+pub const ROOTLESS_NO_LIMITS: &str = "started unprivileged: moat creates no cgroup, so no pids, \
+     memory or CPU limit applies (explicit ones are refused)";
+
 /// The isolation `spec` asks for, plus what the live agent below `pid` shows.
 pub fn report(spec: &SandboxSpec, pid: Option<i32>) -> IsolationReport {
     let vm = spec.backend == BackendKind::Vm;
@@ -75,10 +86,15 @@ pub fn report(spec: &SandboxSpec, pid: Option<i32>) -> IsolationReport {
                  SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP)"
             }
         },
-        id_map: if vm { "the guest kernel's own ids" } else { NAMESPACE_ID_MAP },
+        id_map: match (vm, spec.rootless) {
+            (true, _) => "the guest kernel's own ids",
+            (false, true) => ROOTLESS_ID_MAP,
+            (false, false) => NAMESPACE_ID_MAP,
+        },
         kernel_paths: "masked: /proc/kcore, keys, timer_list, sched_debug, sysrq-trigger, acpi, \
                        scsi, /sys/firmware...; read-only: /proc/sys, irq, bus, fs, /sys",
-        pids_limit: if vm { None } else { spec.config.effective_pids_limit() },
+        pids_limit: if vm || spec.rootless { None } else { spec.config.effective_pids_limit() },
+        limits_not_applied: (!vm && spec.rootless).then_some(ROOTLESS_NO_LIMITS),
         memory_mib: spec.config.memory_mib,
         cpus: spec.config.vcpus,
         live: if vm { None } else { pid.and_then(|pid| live_facts(Path::new("/proc"), pid)) },
@@ -195,5 +211,18 @@ mod tests {
         assert_eq!(report.pids_limit, Some(crate::config::DEFAULT_PIDS_LIMIT));
         assert!(report.capabilities.starts_with("docker's default 14"));
         assert_eq!(report.live, None);
+        assert_eq!(report.limits_not_applied, None);
+    }
+
+    #[test]
+    fn an_unprivileged_sandbox_reports_no_pids_limit_and_why() {
+        let spec: SandboxSpec = serde_json::from_value(serde_json::json!({
+            "name": "box", "root": "Host", "agentd": "/a", "backend": "namespace", "rootless": true,
+        }))
+        .unwrap();
+        let report = report(&spec, None);
+        assert_eq!(report.pids_limit, None);
+        assert_eq!(report.limits_not_applied, Some(ROOTLESS_NO_LIMITS));
+        assert_eq!(report.id_map, ROOTLESS_ID_MAP);
     }
 }

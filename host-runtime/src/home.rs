@@ -33,17 +33,29 @@ pub struct SandboxSpec {
     /// The backend [`crate::isolation::choose`] picked.
     #[serde(default)]
     pub backend: crate::isolation::BackendKind,
+    /// Started by an unprivileged user ([`crate::rootless`]): no cgroup, the user's id map.
+    #[serde(default)]
+    pub rootless: bool,
     /// Everything else it is configured with.
     #[serde(default)]
     pub config: SandboxConfig,
 }
 
-/// The moat home directory.
+/// The moat home directory: `$MOAT_HOME`, else `.moat` in `$HOME`, else in the home directory
+/// the password database gives this process's user (root's `/root`, or an unprivileged user's).
 pub fn moat_home() -> PathBuf {
     if let Some(home) = std::env::var_os("MOAT_HOME") {
         return PathBuf::from(home);
     }
-    let user_home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let user_home = std::env::var_os("HOME").map_or_else(
+        || {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map_or_else(|| PathBuf::from("/root"), |user| user.dir)
+        },
+        PathBuf::from,
+    );
     user_home.join(".moat")
 }
 
@@ -234,6 +246,7 @@ mod tests {
             root: RootSource::Dir("/srv".into()),
             agentd: "/bin/true".into(),
             backend: crate::isolation::BackendKind::Vm,
+            rootless: false,
             config: SandboxConfig { hostname: Some("h".into()), ..SandboxConfig::default() },
         };
         dir.write_spec(&spec).unwrap();

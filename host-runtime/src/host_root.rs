@@ -162,8 +162,12 @@ fn copy_tree(source: &Path, target: &Path) -> Result<(), RuntimeError> {
     }
     if meta.is_dir() {
         std::fs::create_dir_all(target).map_err(RuntimeError::io("create directory", target))?;
-        let entries =
-            std::fs::read_dir(source).map_err(RuntimeError::io("list directory", source))?;
+        let entries = match std::fs::read_dir(source) {
+            Ok(entries) => entries,
+            // Unprivileged, what the user may not read (`/etc/ssl/private`) stays out.
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
+            Err(err) => return Err(RuntimeError::io("list directory", source)(err)),
+        };
         for entry in entries {
             let entry = entry.map_err(RuntimeError::io("list directory", source))?;
             copy_tree(&entry.path(), &target.join(entry.file_name()))?;
@@ -171,7 +175,11 @@ fn copy_tree(source: &Path, target: &Path) -> Result<(), RuntimeError> {
         return Ok(());
     }
     if meta.is_file() {
-        std::fs::copy(source, target).map_err(RuntimeError::io("copy file", source))?;
+        match std::fs::copy(source, target) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {}
+            Err(err) => return Err(RuntimeError::io("copy file", source)(err)),
+        }
     }
     Ok(())
 }

@@ -266,6 +266,8 @@ pub enum IdMapping {
     Identity,
     /// Sandbox ids 0 ..= 65535 onto an unprivileged host range: its root is nobody on the host.
     Range(SandboxIds),
+    /// An unprivileged user's map: the sandbox's root is the user ([`crate::rootless`]).
+    Rootless(crate::rootless::RootlessMap),
 }
 
 impl IdMapping {
@@ -274,6 +276,7 @@ impl IdMapping {
         match self {
             IdMapping::Identity => crate::userns::IDENTITY_MAP.to_owned(),
             IdMapping::Range(ids) => map_line(0, ids.uids),
+            IdMapping::Rootless(map) => map.uid_map(),
         }
     }
 
@@ -282,6 +285,7 @@ impl IdMapping {
         match self {
             IdMapping::Identity => crate::userns::IDENTITY_MAP.to_owned(),
             IdMapping::Range(ids) => map_line(0, ids.gids),
+            IdMapping::Rootless(map) => map.gid_map(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! `vm` and `auto` get a microVM when the doctor says one can boot here.
 
 use crate::cli::Isolation;
+use crate::config::SandboxConfig;
 use crate::doctor::Report;
 use crate::error::RuntimeError;
 
@@ -50,24 +51,39 @@ pub fn vm_unavailable_reason(report: &Report) -> String {
 }
 
 /// Picks the backend for `requested` on this host, prints the one-line warning when `auto` falls
-/// back to the namespace backend (and another when a namespace sandbox would get the identity id
-/// map, [`crate::idmap::for_sandbox`]), and checks this process may create namespaces or boot a VM
-/// (root). Every command that boots a sandbox starts here.
+/// back to the namespace backend, and another when a namespace sandbox would get the identity id
+/// map ([`crate::idmap::for_sandbox`]) or, unprivileged, the single-id map
+/// ([`crate::rootless::RootlessMap::warning`]). Every command that boots a sandbox starts here,
+/// then calls [`check_limits`] with its resolved configuration.
 pub fn prepare_backend(requested: Isolation) -> Result<BackendKind, RuntimeError> {
     let report = crate::doctor::diagnose(&crate::doctor::HostPaths::system());
     let backend = choose(requested, &report)?;
     if let Backend::Namespace { warning: Some(warning) } = &backend {
         eprintln!("{warning}");
     }
-    if !nix::unistd::geteuid().is_root() {
-        return Err(RuntimeError::NotRoot);
-    }
     if matches!(backend, Backend::Namespace { .. }) {
-        if let Err(reason) = crate::idmap::for_sandbox() {
+        if crate::rootless::is_rootless() {
+            if let Some(warning) = crate::rootless::RootlessMap::for_this_user().warning() {
+                eprintln!("{warning}");
+            }
+        } else if let Err(reason) = crate::idmap::for_sandbox() {
             eprintln!("{}", crate::idmap::identity_warning(&reason));
         }
     }
     Ok(backend.kind())
+}
+
+/// The limits of `config` a sandbox on `backend` started by this process can apply: unprivileged
+/// on the namespace backend, an explicit limit is an error and the default pids limit's absence
+/// a printed warning line ([`crate::rootless::limits_warning`]).
+pub fn check_limits(backend: BackendKind, config: &SandboxConfig) -> Result<(), RuntimeError> {
+    if backend != BackendKind::Namespace || !crate::rootless::is_rootless() {
+        return Ok(());
+    }
+    if let Some(warning) = crate::rootless::limits_warning(config)? {
+        eprintln!("{warning}");
+    }
+    Ok(())
 }
 
 /// Picks the backend for `requested` given the doctor's view of the host.

@@ -58,6 +58,7 @@ pub mod ns_init;
 pub mod ns_mapped;
 pub mod ns_probe;
 mod pre_exec;
+pub mod rootless;
 pub mod run;
 pub mod sandbox;
 pub mod security;

@@ -92,6 +92,7 @@ pub fn create_in(
     let root = run::checked_root(&args.root)?;
     let mut config = args.config;
     config.resolve()?;
+    isolation::check_limits(backend, &config)?;
     let executables = match executables {
         Some(given) if backend == crate::isolation::BackendKind::Namespace => given.clone(),
         // A VM's init must be the static agent, whatever agent the caller named.
@@ -110,8 +111,14 @@ pub fn create_in(
     })?;
     let span = tracing::info_span!("sandbox", name = %args.name);
     let _entered = span.enter();
-    let spec =
-        SandboxSpec { name: args.name.clone(), root, agentd: executables.agentd, backend, config };
+    let spec = SandboxSpec {
+        name: args.name.clone(),
+        root,
+        agentd: executables.agentd,
+        backend,
+        rootless: crate::rootless::is_rootless(),
+        config,
+    };
     if let Err(err) = boot_detached(&dir, spec, &executables.moat) {
         if let Err(cleanup) = dir.remove() {
             tracing::warn!(%cleanup, "could not remove the sandbox directory");
@@ -372,6 +379,7 @@ mod tests {
                 root: RootSource::Host,
                 agentd: "/a".into(),
                 backend: Default::default(),
+                rootless: false,
                 config: Default::default(),
             },
             status,

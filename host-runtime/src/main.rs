@@ -39,9 +39,10 @@ sandbox options:
   --tmpfs PATH[:MiB]                a tmpfs mount
   --script NAME=BODY                an executable at /.msb/scripts/NAME (on PATH)
   --rlimit RESOURCE=SOFT[:HARD]     a sandbox-wide rlimit (nofile, nproc, as, cpu, ...)
-  --cpus N, --memory MiB            size (VM) or cgroup limits (namespace backend)
+  --cpus N, --memory MiB            size (VM) or cgroup limits (namespace backend; refused
+                                    when moat runs without root, which makes no cgroup)
   --pids-limit N                    most processes at once (default 4096; 0: unlimited; namespace
-                                    backend, through its cgroup)
+                                    backend, through its cgroup: none without root, with a warning)
   --security-profile P              default (seccomp filter like docker's, docker's capabilities),
                                     restricted (also no ptrace, namespaces, io_uring...), none
   --max-duration D                  shut down D after start (D: N, Ns, Nm, Nh)
@@ -300,6 +301,13 @@ fn doctor_command() -> ExitCode {
         println!("namespace: this host can run the namespace backend (weaker isolation than a VM)");
     } else {
         println!("namespace: this host cannot run the namespace backend (see FAIL lines)");
+    }
+    if moat_runtime::rootless::is_rootless() {
+        println!(
+            "namespace isolation by default, unprivileged: {}",
+            moat_runtime::ns_probe::ROOTLESS_DEFAULT_ISOLATION
+        );
+        return ExitCode::SUCCESS;
     }
     println!("namespace isolation by default: {}", moat_runtime::ns_probe::DEFAULT_ISOLATION);
     println!("unprivileged id map (identity without it):");

@@ -1,6 +1,7 @@
 //! The identity-map start, on a host without idmapped mounts (the default start, with an
 //! unprivileged id map, is [`crate::ns_mapped`], which `__ns-prepare` hands over to when
-//! [`crate::ns_mapped::ID_MAP_ENV`] is set).
+//! [`crate::ns_mapped::ID_MAP_ENV`] is set), and the start of a sandbox an unprivileged user
+//! runs ([`crate::rootless`]: no `__ns-prepare`; `__ns-init` binds `--rootfs` itself).
 //!
 //! `moat __ns-prepare DIR` then `moat __ns-init DIR`: the first process in the sandbox's new
 //! namespaces (PID 1, private mount
@@ -128,7 +129,8 @@ fn prepare(dir: &SandboxDir) -> Result<Command, RuntimeError> {
         .args(["--channel", "fd:0"])
         .arg(crate::security::AGENT_PROFILE_OPTION)
         .arg(spec.config.security_profile.as_str())
-        .env_remove(crate::cgroup::PROCS_ENV);
+        .env_remove(crate::cgroup::PROCS_ENV)
+        .env_remove(crate::rootless::ROOTLESS_ENV);
     match &spec.root {
         RootSource::Host => {
             let root = dir.root_mount();
@@ -137,9 +139,13 @@ fn prepare(dir: &SandboxDir) -> Result<Command, RuntimeError> {
             host_root::assemble(&root, &spec.name)?;
             command.arg("--prepared-root").arg(root);
         }
-        RootSource::Dir(_) => {
-            // `__ns-prepare` bound the directory on `lower` before the user namespace existed.
+        RootSource::Dir(source) => {
+            // `__ns-prepare` bound the directory on `lower` before the user namespace existed;
+            // an unprivileged start has no `__ns-prepare`, so the bind is made here.
             let lower = dir.lower_mount();
+            if std::env::var_os(crate::rootless::ROOTLESS_ENV).is_some() {
+                bind_rootfs(source, &lower)?;
+            }
             command.arg("--root").arg(lower);
         }
     }

@@ -1,7 +1,7 @@
 //! `moat doctor`'s namespace-backend checks: can this host run a sandbox without a VM?
 //!
 //! ```text
-//!  root? ─► unshare(1) on PATH? ─► overlay in /proc/filesystems? ─► a real probe: unshare the
+//!  who (root, or unprivileged with which id map)? ─► unshare(1) on PATH? ─► overlay in /proc/filesystems? ─► a real probe: unshare the
 //!  sandbox's namespaces (pid, mount, uts, ipc, net) and run `true` in them
 //! ```
 //!
@@ -21,22 +21,42 @@ use crate::sandbox::UNSHARE_ARGS as PROBE_ARGS;
 /// Runs every namespace-backend check on this host.
 pub fn diagnose() -> Vec<Check> {
     let root = nix::unistd::geteuid().is_root();
-    let mut checks = vec![Check {
-        name: "root",
-        ok: root,
-        detail: if root {
-            "running as root".to_owned()
-        } else {
-            "not root: the namespace backend creates pid, mount and net namespaces".to_owned()
-        },
-    }];
+    let mut checks = vec![check_user(
+        root.then_some(()).ok_or_else(crate::rootless::RootlessMap::for_this_user),
+    )];
     let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     checks.push(check_overlay(&filesystems));
-    checks.push(check_unshare(root));
+    checks.push(check_unshare());
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     checks.push(check_seccomp(&status));
-    checks.push(check_pids_controller(Path::new(crate::cgroup::CGROUP_ROOT)));
+    if root {
+        checks.push(check_pids_controller(Path::new(crate::cgroup::CGROUP_ROOT)));
+    } else {
+        checks.push(Check {
+            name: "pids",
+            ok: true,
+            detail: crate::hardening::ROOTLESS_NO_LIMITS.to_owned(),
+        });
+    }
     checks
+}
+
+/// Who runs moat: root, or an unprivileged user with `map` ([`crate::rootless`]).
+pub fn check_user(who: Result<(), crate::rootless::RootlessMap>) -> Check {
+    let detail = match who {
+        Ok(()) => "running as root".to_owned(),
+        Err(map) => {
+            let ids = match map.subordinate {
+                Some((uids, gids)) => format!(
+                    "1..{} are your subordinate uids from {} and gids from {}",
+                    uids.count, uids.base, gids.base
+                ),
+                None => "no /etc/subuid and /etc/subgid entries: single-id map".to_owned(),
+            };
+            format!("unprivileged (uid {}): a sandbox's root is you; {ids}", map.uid)
+        }
+    };
+    Check { name: "user", ok: true, detail }
 }
 
 /// The checks for the unprivileged id map ([`crate::idmap`], [`crate::idmount`]): printed apart,
@@ -98,6 +118,11 @@ pub const DEFAULT_ISOLATION: &str = "user/pid/mount/uts/ipc/net namespaces; ids 
      unprivileged host range (identity without idmapped mounts); seccomp profile default; docker's 14 \
      capabilities; masked /proc and /sys paths; pids limit 4096; no memory or CPU limit";
 
+/// What a namespace sandbox an unprivileged user starts gets ([`crate::rootless`]).
+pub const ROOTLESS_DEFAULT_ISOLATION: &str = "user/pid/mount/uts/ipc/net namespaces; root is \
+     you, ids 1..65535 your /etc/subuid range (single-id map without one); seccomp profile \
+     default; docker's 14 capabilities; masked /proc and /sys paths; no pids, memory or CPU limit";
+
 /// Whether the kernel filters syscalls with seccomp (the security profiles need it).
 pub fn check_seccomp(proc_self_status: &str) -> Check {
     let ok = proc_self_status.lines().any(|line| line.starts_with("Seccomp_filters:"))
@@ -150,7 +175,7 @@ pub fn check_overlay(proc_filesystems: &str) -> Check {
     }
 }
 
-fn check_unshare(root: bool) -> Check {
+fn check_unshare() -> Check {
     let name = "namespaces";
     let Some(unshare) = find_on_path("unshare") else {
         return Check {
@@ -159,9 +184,6 @@ fn check_unshare(root: bool) -> Check {
             detail: "unshare(1) is not on PATH: install util-linux".to_owned(),
         };
     };
-    if !root {
-        return Check { name, ok: false, detail: "not probed: needs root".to_owned() };
-    }
     let probe = Command::new(&unshare)
         .args(PROBE_ARGS)
         .arg("true")
@@ -204,6 +226,14 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_check_says_root_or_the_unprivileged_map() {
+        assert_eq!(check_user(Ok(())).detail, "running as root");
+        let map = crate::rootless::RootlessMap::choose(None, 1000, 1000, "1000:100000:65536", "");
+        let check = check_user(Err(map));
+        assert!(check.ok && check.detail.contains("single-id map"), "{}", check.detail);
+    }
 
     #[test]
     fn seccomp_is_read_from_proc_self_status() {

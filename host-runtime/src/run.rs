@@ -29,12 +29,14 @@ pub fn execute(args: RunArgs) -> Result<u8, RuntimeError> {
     let root = checked_root(&args.root)?;
     let mut config = args.config.clone();
     config.resolve()?;
+    isolation::check_limits(backend, &config)?;
+    let rootless = crate::rootless::is_rootless();
     let agentd = crate::agentd_bin::locate_for(backend)?;
     let name = home::ephemeral_name();
     let dir = SandboxDir::create(&home::moat_home(), &name)?;
     let span = tracing::info_span!("sandbox", %name);
     let _entered = span.enter();
-    let result = run_in(&dir, SandboxSpec { name, root, agentd, backend, config }, args);
+    let result = run_in(&dir, SandboxSpec { name, root, agentd, backend, rootless, config }, args);
     if let Err(err) = dir.remove() {
         tracing::warn!(%err, "could not remove the sandbox directory");
     }

@@ -53,17 +53,27 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
         return crate::vm::supervise(dir);
     }
     spec.config.write_scripts(&dir.scripts_dir())?;
-    // Held until this process ends: no other sandbox gets these host ids meanwhile.
-    let lease = match crate::idmap::for_sandbox() {
-        Ok(pool) => Some(crate::idlease::lease(&pool)?),
-        Err(reason) => {
-            tracing::warn!("{}", crate::idmap::identity_warning(&reason));
-            None
+    let rootless = crate::rootless::is_rootless();
+    // Held until this process ends: no other sandbox gets these host ids meanwhile. An
+    // unprivileged user's sandboxes all use the user's own ids instead: no pool, no lease.
+    let lease = if rootless {
+        None
+    } else {
+        match crate::idmap::for_sandbox() {
+            Ok(pool) => Some(crate::idlease::lease(&pool)?),
+            Err(reason) => {
+                tracing::warn!("{}", crate::idmap::identity_warning(&reason));
+                None
+            }
         }
     };
-    let mapping = lease.as_ref().map_or(IdMapping::Identity, |lease| IdMapping::Range(lease.ids()));
+    let mapping = match &lease {
+        _ if rootless => IdMapping::Rootless(crate::rootless::RootlessMap::for_this_user()),
+        Some(lease) => IdMapping::Range(lease.ids()),
+        None => IdMapping::Identity,
+    };
     let naming = match mapping {
-        IdMapping::Identity => ShareNaming::HostPath,
+        IdMapping::Identity | IdMapping::Rootless(_) => ShareNaming::HostPath,
         IdMapping::Range(_) => ShareNaming::Staged,
     };
     let shares = spec.config.shares(&dir.scripts_dir(), naming);
@@ -74,7 +84,8 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
         pids: spec.config.effective_pids_limit(),
     };
     let leaf = crate::cgroup::leaf_name(&spec.name, std::process::id());
-    let cgroup = SandboxCgroup::create(&leaf, limits)?;
+    // Unprivileged: no cgroup; the CLI refused explicit limits and warned of the default one.
+    let cgroup = if rootless { None } else { SandboxCgroup::create(&leaf, limits)? };
     let (mut child, channel) = start_agent(dir, cgroup.as_ref(), &mapping)?;
     let ready = match handshake(&channel, bootstrap) {
         Ok(ready) => ready,
@@ -173,7 +184,8 @@ fn write_reason_once(path: &std::path::Path, reason: &str) {
 
 /// `unshare --mount` running `moat __ns-prepare DIR`, which starts the agent in its namespaces:
 /// with `mapping`'s unprivileged range by itself ([`crate::ns_mapped`]), or with the identity
-/// map through the ready-pipe handshake ([`crate::userns`]).
+/// map through the ready-pipe handshake ([`crate::userns`]). An unprivileged user's map
+/// ([`crate::rootless`]) takes the same handshake, with `unshare` running `__ns-init` directly.
 fn start_agent(
     dir: &SandboxDir,
     cgroup: Option<&SandboxCgroup>,
@@ -187,11 +199,22 @@ fn start_agent(
         .map_err(RuntimeError::io("create agent log", &log_path))?;
     // A private mount namespace first, where `__ns-prepare` binds the root source, then the
     // sandbox's namespaces (`ns_init::prepare_and_enter` execs `unshare` with UNSHARE_ARGS).
+    // Unprivileged, the sandbox's namespaces at once: `__ns-init` binds the root source itself.
     let mut command = Command::new("unshare");
+    match mapping {
+        IdMapping::Rootless(_) => command
+            .args(UNSHARE_ARGS)
+            .args(["--propagation", "private"])
+            .arg(exe)
+            .arg("__ns-init")
+            .env(crate::rootless::ROOTLESS_ENV, "1"),
+        IdMapping::Identity | IdMapping::Range(_) => command
+            .args(["--mount", "--propagation", "private"])
+            .arg(exe)
+            .arg("__ns-prepare")
+            .env_remove(crate::rootless::ROOTLESS_ENV),
+    };
     command
-        .args(["--mount", "--propagation", "private"])
-        .arg(exe)
-        .arg("__ns-prepare")
         .arg(dir.path())
         .env("MOAT_AGENT_LOG", "info")
         .env_remove(crate::cgroup::PROCS_ENV)

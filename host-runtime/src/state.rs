@@ -162,6 +162,7 @@ mod tests {
                 root: RootSource::Host,
                 agentd: "/bin/true".into(),
                 backend: Default::default(),
+                rootless: false,
                 config: Default::default(),
             },
             status,

@@ -13,8 +13,9 @@
 //! every id maps to itself, so files keep their owners, and the agent's capabilities hold only
 //! over the sandbox's own namespaces (no modules, host devices, host sysctls or resource limits
 //! above the host's). The default, [`IdMapping::Range`], is made by `__ns-prepare` itself
-//! ([`crate::ns_mapped`]) with [`user_namespace`]. `unshare --map-users` would need newuidmap
-//! and an `/etc/subuid` entry, so moat writes the maps itself.
+//! ([`crate::ns_mapped`]) with [`user_namespace`]. It also serves [`IdMapping::Rootless`], an
+//! unprivileged user's map ([`crate::rootless`]), which `newuidmap`/`newgidmap` write (an
+//! unprivileged writer may map only its own id); as root moat writes the maps itself.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -82,7 +83,12 @@ pub fn map_ids(pid: u32, parent_end: OwnedFd, mapping: &IdMapping) -> Result<(),
         }
         std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
     }
-    write_maps(&proc, &mapping.uid_map(), &mapping.gid_map())?;
+    match mapping {
+        IdMapping::Rootless(map) => map.write(pid)?,
+        IdMapping::Identity | IdMapping::Range(_) => {
+            write_maps(&proc, &mapping.uid_map(), &mapping.gid_map())?;
+        }
+    }
     let mut pipe = std::fs::File::from(parent_end);
     std::io::Write::write_all(&mut pipe, b"1")
         .map_err(RuntimeError::io("signal the mapped user namespace", "pipe"))

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  moat __sandbox DIR  (supervisor; its pid is the sandbox's)
-//!   └─ unshare --mount --propagation private moat __vm DIR   (the VM process)
+//!   └─ unshare --mount --propagation private moat __vm DIR   (the VM process; unprivileged,
+//!        with `--user --map-root-user` first, [`vm_unshare_args`]: not yet booted on a real host)
 //!        root: --rootfs DIR as is, or the host root assembled on DIR/root (private mounts)
 //!        listen DIR/agent-vm.sock ─► thread: accept the agent (timeout: AgentNeverConnected
 //!          with the guest console's tail) ─► core.bootstrap handshake (virtiofs tags)
@@ -70,7 +71,7 @@ pub fn supervise(dir: &SandboxDir) -> Result<(), RuntimeError> {
     let exe = std::env::current_exe().map_err(RuntimeError::io("find own executable", "moat"))?;
     let mut command = Command::new("unshare");
     command
-        .args(["--mount", "--propagation", "private"])
+        .args(vm_unshare_args(crate::rootless::is_rootless()))
         .arg(exe)
         .arg("__vm")
         .arg(dir.path())
@@ -182,6 +183,14 @@ fn vmm_errors(log: &Path) -> String {
 /// Lines joined with ` | ` for a one-line error.
 fn one_line(text: &str) -> String {
     text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+}
+
+/// `unshare(1)`'s flags for the VM process: a private mount namespace, owned by a new user
+/// namespace whose root is the user when moat runs unprivileged (the only privilege `__vm` needs
+/// is to mount in its own mount namespace; `/dev/kvm` is opened with the user's own access).
+pub fn vm_unshare_args(rootless: bool) -> Vec<&'static str> {
+    let user: &[&str] = if rootless { &["--user", "--map-root-user"] } else { &[] };
+    [user, &["--mount", "--propagation", "private"]].concat()
 }
 
 /// `moat __vm DIR` (in a private mount namespace): builds the VM and enters it. Returns only on
@@ -383,6 +392,7 @@ mod tests {
             root: RootSource::Dir("/srv/root".into()),
             agentd: "/opt/moat-agentd-static".into(),
             backend: crate::isolation::BackendKind::Vm,
+            rootless: false,
             config,
         }
     }
@@ -397,6 +407,15 @@ mod tests {
         for name in crate::host_root::SYSTEM_DIRS {
             assert!(system_share(name).tag.len() <= 36, "{name}");
         }
+    }
+
+    #[test]
+    fn an_unprivileged_vm_process_gets_a_user_namespace_for_its_mounts() {
+        assert_eq!(vm_unshare_args(false), ["--mount", "--propagation", "private"]);
+        assert_eq!(
+            vm_unshare_args(true),
+            ["--user", "--map-root-user", "--mount", "--propagation", "private"]
+        );
     }
 
     #[test]
