@@ -301,15 +301,16 @@ objcopy --strip-debug "$agentd_static" "$r/opt/moat/moat-agentd-static"
 ln -s moat-agentd-static "$r/opt/moat/moat-agentd"
 cp -L "$krunfw" "$r/opt/libkrunfw.so.5"
 # util-linux's script(1) gives `moat exec -t` a terminal (busybox has none), and moat runs
-# util-linux's unshare (busybox's lacks options it uses): both from this host, into /usr/bin,
+# util-linux's unshare (busybox's lacks options it uses), and setpriv runs the rootless case as
+# an unprivileged user: all from this host, into /usr/bin,
 # which the test host's PATH puts before busybox's /bin.
 mkdir -p "$r/usr/bin"
-for t in script unshare; do
+for t in script unshare setpriv; do
   t_bin=$(command -v "$t" || true)
   [ -n "$t_bin" ] || cannot "$t is missing on this host (util-linux / bsdutils)"
   cp -L "$t_bin" "$r/usr/bin/$t"
 done
-for b in "$r/opt/moat/moat" "$r/opt/moat/moat-conformance" "$r/usr/bin/script" "$r/usr/bin/unshare"; do
+for b in "$r/opt/moat/moat" "$r/opt/moat/moat-conformance" "$r/usr/bin/script" "$r/usr/bin/unshare" "$r/usr/bin/setpriv"; do
   for l in $(ldd "$b" | awk '/=> \//{print $3}'); do
     cp -L "$l" "$r/lib/x86_64-linux-gnu/"
   done
@@ -491,7 +492,8 @@ support "boot failures reported with their cause" "boot_fail_rootfs boot_fail_ag
 support "OCI images (--image)" ""
 support "guest network (--network, -p)" ""
 support "named volumes, metrics" ""
-support "seccomp and limits inside the guest" ""
+support "seccomp profile and masked /proc inside the guest" "vm_seccomp"
+support "without root (/dev/kvm access alone; a root the user owns)" "rootless_vm"
 echo "timing: $((t_boot - t_start)) s to build and assemble, $((t_end - t_boot)) s in the test host"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -319,6 +319,53 @@ case_crashed() {
   moat rm -f vc >/dev/null 2>&1
 }
 
+# The guest agent confines what it starts as on the namespace backend: the default seccomp
+# profile (Seccomp: 2) and masked /proc paths (nothing to read in keys, kcore, timer_list);
+# `--security-profile none` lifts the filter.
+case_vm_seccomp() {
+  run vm_seccomp 120 moat run --isolation vm --rootfs /opt/rootfs -- \
+    sh -c 'grep "^Seccomp:" /proc/self/status; cat /proc/keys /proc/kcore /proc/timer_list 2>/dev/null | wc -c'
+  run vm_seccomp_none 120 moat run --isolation vm --rootfs /opt/rootfs --security-profile none -- \
+    grep "^Seccomp:" /proc/self/status
+  seccomp=$(awk '/^Seccomp:/{print $2}' "$w/vm_seccomp.out")
+  masked=$(sed -n 2p "$w/vm_seccomp.out" | tr -d ' ')
+  none=$(awk '/^Seccomp:/{print $2}' "$w/vm_seccomp_none.out")
+  if [ "$seccomp" = 2 ] && [ "$masked" = 0 ] && [ "$none" = 0 ]; then
+    pass vm_seccomp
+  else
+    fail vm_seccomp "default profile: Seccomp '$seccomp', bytes read from /proc/keys, kcore and timer_list '$masked' (want 2 and 0: masked); --security-profile none: Seccomp '$none' (want 0); stderr: $(last "$w/vm_seccomp.err")$(last "$w/vm_seccomp_none.err")"
+  fi
+}
+
+# An unprivileged user with access to /dev/kvm alone (the kvm group) runs a microVM, with its
+# state in its own home, on a root it owns. (Measured: files of a root owned by host root, the
+# host's own /usr or /opt/rootfs, cannot be executed in such a guest, "Operation not permitted":
+# host root is not mapped in the VM process's user namespace. See README.md.)
+case_rootless_vm() {
+  grep -q '^kvm:' /etc/group || echo 'kvm:x:108:moatuser' >>/etc/group
+  grep -q '^moatuser:' /etc/passwd || echo 'moatuser:x:1000:1000::/tmp/moatuser:/bin/sh' >>/etc/passwd
+  grep -q '^moatuser:' /etc/group || echo 'moatuser:x:1000:' >>/etc/group
+  mkdir -p /tmp/moatuser
+  rm -rf /tmp/moatuser/rootfs
+  cp -a /opt/rootfs /tmp/moatuser/rootfs
+  chown -R 1000:1000 /tmp/moatuser
+  chgrp 108 /dev/kvm
+  chmod 660 /dev/kvm
+  # The full path: busybox sh prefers its own setpriv applet, which has no --reuid.
+  run rootless_vm 120 /usr/bin/setpriv --reuid 1000 --regid 1000 --groups 108 \
+    env HOME=/tmp/moatuser MOAT_HOME=/tmp/moatuser/.moat \
+    moat run --isolation vm --rootfs /tmp/moatuser/rootfs -- sh -c 'cat /etc/moat-test-marker; exit 5'
+  owner=$(stat -c %u /tmp/moatuser/.moat 2>/dev/null)
+  left=$(ps -o user,args | grep -E '^ *(1000|moatuser) ' | grep -v -E 'grep|ps ' | cut -c1-120)
+  if [ "$rc" = 5 ] && [ "$(cat "$w/rootless_vm.out")" = "moat vm-host test rootfs" ] &&
+    [ "$owner" = 1000 ] && [ -z "$left" ]; then
+    pass rootless_vm
+  else
+    fail rootless_vm "as uid 1000 in the kvm group: exit $rc (want 5), stdout '$(head -c 80 "$w/rootless_vm.out")', state dir owner '$owner', left running '$left', stderr: $(last "$w/rootless_vm.err")"
+  fi
+  chmod 666 /dev/kvm
+}
+
 # A guest boot failure must be reported with its cause (kernel log tail, agent init failure), in
 # bounded time: not as a bare timeout.
 boot_failure() {
@@ -348,7 +395,7 @@ case_boot_fail_agentd() {
     moat run --isolation vm --rootfs /opt/rootfs -- true
 }
 
-all="kvm doctor run_echo exit_code stdin_cat rootfs leftovers create exec fs_relay pty logs conformance stop conformance_host_root crashed boot_fail_rootfs boot_fail_agentd"
+all="kvm doctor run_echo exit_code stdin_cat rootfs vm_seccomp rootless_vm leftovers create exec fs_relay pty logs conformance stop conformance_host_root crashed boot_fail_rootfs boot_fail_agentd"
 cases=${*:-$all}
 for c in $cases; do
   echo
