@@ -121,6 +121,8 @@ pub struct SandboxConfig {
     pub max_duration_secs: Option<u64>,
     /// The sandbox shuts down after this many seconds with no client connected and no exec running.
     pub idle_timeout_secs: Option<u64>,
+    /// The image's StopSignal, recorded (`moat stop` sends `core.shutdown`, then SIGTERM).
+    pub stop_signal: Option<String>,
 }
 
 /// An option value that cannot be used; the message names the option and what was expected.

@@ -206,6 +206,9 @@ pub enum RuntimeError {
         "moat needs root (the namespace backend creates pid, mount and network namespaces; the VM backend assembles its root in a private mount namespace); run moat as root"
     )]
     NotRoot,
+    /// An image could not be pulled, stored or used.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
     /// The VM backend was asked for and cannot run here.
     #[error("--isolation vm: this host cannot boot a microVM: {reason} (`moat doctor` explains)")]
     VmUnavailable {

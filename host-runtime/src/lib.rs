@@ -17,6 +17,7 @@
 //!   [`cgroup`]: `--cpus`/`--memory` on the namespace backend; `tty`: the CLI's terminal for `-t`.
 //! - [`cli`]: parsing `moat run` arguments; [`isolation`]: choosing a backend.
 //! - [`home`]: the moat home, sandbox directories and their spec file.
+//! - [`image`]: OCI images: pull, the content-addressed store, unpacking, image defaults.
 //! - [`agentd_bin`]: finding (or building) the `moat-agentd` binary.
 //! - [`sandbox`]: the per-sandbox process (agent start, bootstrap handshake, relay).
 //! - [`ns_init`] and [`host_root`]: inside the new namespaces, the root the agent gets.
@@ -41,6 +42,7 @@ pub mod doctor;
 pub mod error;
 pub mod home;
 pub mod host_root;
+pub mod image;
 pub mod isolation;
 pub mod lifecycle;
 pub mod limits;

@@ -89,8 +89,14 @@ pub fn create_in(
         return Err(RuntimeError::DuplicateName(args.name));
     }
     let backend = isolation::prepare_backend(args.isolation)?;
-    let root = run::checked_root(&args.root)?;
+    let (root, defaults) = run::resolve_root(home, &args.root, backend)?;
     let mut config = args.config;
+    if let Some(defaults) = defaults {
+        config.env = defaults.merged_env(&config.env);
+        config.cwd = config.cwd.or(defaults.working_dir);
+        config.user = config.user.or(defaults.user);
+        config.stop_signal = defaults.stop_signal;
+    }
     config.resolve()?;
     let executables = match executables {
         Some(given) if backend == crate::isolation::BackendKind::Namespace => given.clone(),

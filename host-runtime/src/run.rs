@@ -14,19 +14,23 @@ use std::time::{Duration, Instant};
 
 use moat_protocol::payload::exec::{ExecFailed, ExecFailureKind, ExecRequest};
 
-use crate::cli::{RootSource, RunArgs};
+use crate::cli::{ImageSource, RootSource, RunArgs};
 use crate::client::{ExecOutcome, RelayClient, exit_status};
 use crate::error::RuntimeError;
 use crate::home::{self, SandboxDir, SandboxSpec};
-use crate::isolation;
+use crate::image::{ImageDefaults, ImageError, Images, PullOptions};
+use crate::isolation::{self, BackendKind};
 use crate::limits::{AGENT_LOG_TAIL_LINES, POLL_INTERVAL_MS, SANDBOX_EXIT_TIMEOUT_MS};
 use crate::sandbox::STARTUP_OK;
 
 /// Runs `args` in an ephemeral sandbox; returns the process exit status for the CLI.
-pub fn execute(args: RunArgs) -> Result<u8, RuntimeError> {
+pub fn execute(mut args: RunArgs) -> Result<u8, RuntimeError> {
     let backend = isolation::prepare_backend(args.isolation)?;
     crate::client::block_forwarded_signals()?;
-    let root = checked_root(&args.root)?;
+    let (root, defaults) = resolve_root(&home::moat_home(), &args.root, backend)?;
+    if let Some(defaults) = defaults {
+        apply_image_defaults(&mut args, &defaults, &root)?;
+    }
     let mut config = args.config.clone();
     config.resolve()?;
     let agentd = crate::agentd_bin::locate_for(backend)?;
@@ -41,10 +45,61 @@ pub fn execute(args: RunArgs) -> Result<u8, RuntimeError> {
     result
 }
 
+/// The root a sandbox gets, and the image's exec defaults: `--image REF` is found in the store
+/// of `home` (pulled when missing, with progress on stderr) and resolved to its layer
+/// directories; `--rootfs DIR` is checked by [`checked_root`].
+pub(crate) fn resolve_root(
+    home: &Path,
+    root: &RootSource,
+    backend: BackendKind,
+) -> Result<(RootSource, Option<ImageDefaults>), RuntimeError> {
+    let RootSource::Image(source) = root else {
+        return Ok((checked_root(root)?, None));
+    };
+    if backend == BackendKind::Vm {
+        return Err(ImageError::VmNotBuilt.into());
+    }
+    let images = Images::new(home);
+    let options = PullOptions::from_env(source.registry_auth.as_deref())?;
+    let progress = crate::image::progress::for_stderr();
+    let record = images.ensure(&source.reference, &options, progress.as_ref())?;
+    let resolved = images.root(&record)?;
+    let image =
+        ImageSource { reference: record.reference, registry_auth: None, layers: resolved.layers };
+    Ok((RootSource::Image(image), Some(resolved.defaults)))
+}
+
+/// The image's defaults under `moat run`'s explicit options: `-e` wins per variable, `-w` and
+/// `-u` win, and the command is Entrypoint + (the explicit command, or Cmd).
+fn apply_image_defaults(
+    args: &mut RunArgs,
+    defaults: &ImageDefaults,
+    root: &RootSource,
+) -> Result<(), RuntimeError> {
+    args.env = defaults.merged_env(&args.env);
+    args.cwd = args.cwd.take().or_else(|| defaults.working_dir.clone());
+    args.user = args.user.take().or_else(|| defaults.user.clone());
+    args.config.stop_signal = defaults.stop_signal.clone();
+    let mut explicit = Vec::new();
+    if !args.cmd.is_empty() {
+        explicit.push(std::mem::take(&mut args.cmd));
+        explicit.append(&mut args.args);
+    }
+    let mut command = defaults.command(&explicit).into_iter();
+    let reference = match root {
+        RootSource::Image(image) => image.reference.clone(),
+        _ => String::new(),
+    };
+    args.cmd = command.next().ok_or(ImageError::NoCommand { reference })?;
+    args.args = command.collect();
+    Ok(())
+}
+
 /// `--rootfs DIR` must be an existing directory; resolved to an absolute path.
 pub(crate) fn checked_root(root: &RootSource) -> Result<RootSource, RuntimeError> {
     match root {
         RootSource::Host => Ok(RootSource::Host),
+        RootSource::Image(_) => Ok(root.clone()),
         RootSource::Dir(dir) => {
             let resolved = dir.canonicalize().map_err(RuntimeError::io("open --rootfs", dir))?;
             if !resolved.is_dir() {
