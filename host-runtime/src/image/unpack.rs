@@ -520,3 +520,250 @@ fn timestamps(mtime: u64) -> Timestamps {
     let at = rustix::fs::Timespec { tv_sec: seconds, tv_nsec: 0 };
     Timestamps { last_access: at, last_modification: at }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    /// A tar built in memory; `raw` entries bypass the tar crate's path checks.
+    struct Tar(tar::Builder<Vec<u8>>);
+
+    impl Tar {
+        fn new() -> Tar {
+            Tar(tar::Builder::new(Vec::new()))
+        }
+
+        fn header(path: &str, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+            let mut header = tar::Header::new_gnu();
+            let name = &mut header.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            header.set_entry_type(kind);
+            header.set_mode(mode);
+            header.set_size(size);
+            header.set_mtime(1_700_000_000);
+            header
+        }
+
+        fn file(mut self, path: &str, mode: u32, data: &[u8]) -> Tar {
+            let mut header = Tar::header(path, tar::EntryType::Regular, mode, data.len() as u64);
+            header.set_cksum();
+            self.0.append(&header, data).unwrap();
+            self
+        }
+
+        fn dir(mut self, path: &str) -> Tar {
+            let mut header = Tar::header(path, tar::EntryType::Directory, 0o755, 0);
+            header.set_cksum();
+            self.0.append(&header, &[][..]).unwrap();
+            self
+        }
+
+        fn link(mut self, kind: tar::EntryType, path: &str, target: &str) -> Tar {
+            let mut header = Tar::header(path, kind, 0o777, 0);
+            let name = &mut header.as_old_mut().linkname;
+            name[..target.len()].copy_from_slice(target.as_bytes());
+            header.set_cksum();
+            self.0.append(&header, &[][..]).unwrap();
+            self
+        }
+
+        fn device(mut self, path: &str) -> Tar {
+            let mut header = Tar::header(path, tar::EntryType::Char, 0o600, 0);
+            header.set_cksum();
+            self.0.append(&header, &[][..]).unwrap();
+            self
+        }
+
+        fn bytes(self) -> Vec<u8> {
+            self.0.into_inner().unwrap()
+        }
+    }
+
+    /// A layer directory and a sibling that must stay untouched.
+    struct Scratch {
+        _dir: tempfile::TempDir,
+        layer: std::path::PathBuf,
+        outside: std::path::PathBuf,
+    }
+
+    fn scratch() -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = dir.path().join("layer");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&layer).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        Scratch { _dir: dir, layer, outside }
+    }
+
+    fn unpack(bytes: &[u8], layer: &Path) -> Result<UnpackReport, UnpackError> {
+        let privileged = nix::unistd::geteuid().is_root();
+        unpack_layer(bytes, layer, UnpackOptions { privileged })
+    }
+
+    fn assert_untouched(outside: &Path) {
+        assert_eq!(std::fs::read_dir(outside).unwrap().count(), 0, "something was written outside");
+    }
+
+    #[test]
+    fn files_dirs_symlinks_and_hard_links_are_created_with_their_modes() {
+        let s = scratch();
+        let tar = Tar::new()
+            .dir("bin/")
+            .file("bin/tool", 0o4755, b"#!/bin/sh\n")
+            .link(tar::EntryType::Symlink, "bin/alias", "tool")
+            .link(tar::EntryType::Link, "bin/copy", "bin/tool")
+            .file("./etc/motd", 0o640, b"hi\n")
+            .bytes();
+        let report = unpack(&tar, &s.layer).unwrap();
+        assert_eq!((report.entries, report.bytes), (5, 13));
+        let tool = std::fs::metadata(s.layer.join("bin/tool")).unwrap();
+        assert_eq!(tool.permissions().mode() & 0o7777, 0o4755);
+        assert_eq!(tool.mtime(), 1_700_000_000);
+        assert_eq!(std::fs::read_link(s.layer.join("bin/alias")).unwrap(), Path::new("tool"));
+        assert_eq!(std::fs::metadata(s.layer.join("bin/copy")).unwrap().ino(), tool.ino());
+        assert_eq!(std::fs::read(s.layer.join("etc/motd")).unwrap(), b"hi\n");
+        assert_eq!(report.implicit_dirs, ["etc"]);
+    }
+
+    #[test]
+    fn a_dot_dot_entry_is_refused_and_nothing_escapes() {
+        let s = scratch();
+        let tar = Tar::new().file("a/../../outside/x", 0o644, b"x").bytes();
+        let err = unpack(&tar, &s.layer).unwrap_err();
+        assert!(matches!(err, UnpackError::DotDot { .. }), "{err}");
+        assert!(err.to_string().contains("a/../../outside/x"), "{err}");
+        assert_untouched(&s.outside);
+    }
+
+    #[test]
+    fn an_absolute_entry_is_refused() {
+        let s = scratch();
+        let err = unpack(&Tar::new().file("/etc/x", 0o644, b"x").bytes(), &s.layer).unwrap_err();
+        assert!(matches!(err, UnpackError::Absolute { .. }), "{err}");
+    }
+
+    #[test]
+    fn writing_through_a_symlink_of_the_layer_is_refused() {
+        for target in ["/", "../outside", "../../../../.."] {
+            let s = scratch();
+            let outside = s.outside.display().to_string();
+            let target = if target == "/" { outside.as_str() } else { target };
+            let tar = Tar::new()
+                .link(tar::EntryType::Symlink, "escape", target)
+                .file("escape/planted", 0o644, b"x")
+                .bytes();
+            let err = unpack(&tar, &s.layer).unwrap_err();
+            assert!(
+                matches!(&err, UnpackError::ThroughSymlink { component, .. } if component == "escape"),
+                "{target}: {err}"
+            );
+            assert_untouched(&s.outside);
+        }
+    }
+
+    #[test]
+    fn a_symlink_leaf_is_replaced_not_followed() {
+        let s = scratch();
+        let outside = s.outside.join("victim");
+        let tar = Tar::new()
+            .link(tar::EntryType::Symlink, "f", &outside.display().to_string())
+            .file("f", 0o644, b"new")
+            .bytes();
+        unpack(&tar, &s.layer).unwrap();
+        assert!(std::fs::symlink_metadata(s.layer.join("f")).unwrap().is_file());
+        assert_untouched(&s.outside);
+    }
+
+    #[test]
+    fn hard_links_outside_the_layer_are_refused() {
+        for target in ["/etc/passwd", "../outside/x", "missing"] {
+            let s = scratch();
+            let tar = Tar::new().link(tar::EntryType::Link, "hl", target).bytes();
+            let err = unpack(&tar, &s.layer).unwrap_err();
+            assert!(matches!(err, UnpackError::BadHardLink { .. }), "{target}: {err}");
+        }
+    }
+
+    #[test]
+    fn device_nodes_are_refused() {
+        let s = scratch();
+        let err = unpack(&Tar::new().device("dev/mem").bytes(), &s.layer).unwrap_err();
+        assert!(matches!(err, UnpackError::DeviceNode { .. }), "{err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn gzip_zstd_and_plain_layers_have_the_diff_id_of_their_tar() {
+        let tar = Tar::new().file("a", 0o644, b"same").bytes();
+        let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(&tar).unwrap();
+        let gzip = gzip.finish().unwrap();
+        let zstd = zstd::encode_all(&tar[..], 1).unwrap();
+        for bytes in [tar.clone(), gzip, zstd] {
+            let s = scratch();
+            assert_eq!(unpack(&bytes, &s.layer).unwrap().diff_id, diff_id);
+            assert_eq!(std::fs::read(s.layer.join("a")).unwrap(), b"same");
+        }
+    }
+
+    #[test]
+    fn a_truncated_archive_is_an_error() {
+        let tar = Tar::new().file("a", 0o644, &[7u8; 4096]).bytes();
+        let s = scratch();
+        assert!(unpack(&tar[..1024], &s.layer).is_err());
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_whiteouts_as_root() {
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root (mknod, trusted xattrs)");
+        let s = scratch();
+        let tar = Tar::new()
+            .dir("etc/")
+            .file("etc/.wh.old.conf", 0o644, b"")
+            .file("var/.wh..wh..opq", 0o644, b"")
+            .file(".wh..wh.plnk", 0o644, b"")
+            .bytes();
+        unpack(&tar, &s.layer).unwrap();
+        let whiteout = std::fs::symlink_metadata(s.layer.join("etc/old.conf")).unwrap();
+        assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0);
+        let mut value = [0u8; 4];
+        let n = rustix::fs::getxattr(s.layer.join("var").as_path(), OPAQUE_XATTR, &mut value[..]);
+        assert_eq!(&value[..n.unwrap()], b"y");
+        assert!(!s.layer.join(".wh..wh.plnk").exists());
+        assert!(!s.layer.join("etc/.wh.old.conf").exists());
+    }
+
+    #[test]
+    fn trusted_xattrs_from_the_image_are_not_applied_as_root() {
+        assert!(nix::unistd::geteuid().is_root(), "this test needs root (trusted xattrs)");
+        let s = scratch();
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append_pax_extensions([
+                ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+                ("SCHILY.xattr.user.k", &b"v"[..]),
+            ])
+            .unwrap();
+        let mut header = Tar::header("d", tar::EntryType::Directory, 0o755, 0);
+        header.set_cksum();
+        builder.append(&header, &[][..]).unwrap();
+        unpack(&builder.into_inner().unwrap(), &s.layer).unwrap();
+        let dir = s.layer.join("d");
+        assert!(rustix::fs::getxattr(dir.as_path(), OPAQUE_XATTR, &mut [0u8; 4][..]).is_err());
+        let mut value = [0u8; 4];
+        let n = rustix::fs::getxattr(dir.as_path(), "user.k", &mut value[..]).unwrap();
+        assert_eq!(&value[..n], b"v");
+    }
+
+    #[test]
+    fn paths_split_into_clean_components() {
+        assert_eq!(split_path(b"./a//b/./c/", "x").unwrap(), ["a", "b", "c"]);
+        assert!(split_path(b"./", "x").unwrap().is_empty());
+        assert!(matches!(split_path(b"a/..", "x"), Err(UnpackError::DotDot { .. })));
+        assert!(matches!(split_path(b"\xff", "x"), Err(UnpackError::BadPath { .. })));
+    }
+}
