@@ -88,6 +88,7 @@ pub fn create_in(
     if home.join("sandboxes").join(&args.name).exists() {
         return Err(RuntimeError::DuplicateName(args.name));
     }
+    run::refuse_image_on_vm(args.isolation, &args.root)?;
     let backend = isolation::prepare_backend(args.isolation)?;
     let (root, defaults) = run::resolve_root(home, &args.root, backend)?;
     let mut config = args.config;

@@ -25,6 +25,7 @@ use crate::sandbox::STARTUP_OK;
 
 /// Runs `args` in an ephemeral sandbox; returns the process exit status for the CLI.
 pub fn execute(mut args: RunArgs) -> Result<u8, RuntimeError> {
+    refuse_image_on_vm(args.isolation, &args.root)?;
     let backend = isolation::prepare_backend(args.isolation)?;
     crate::client::block_forwarded_signals()?;
     let (root, defaults) = resolve_root(&home::moat_home(), &args.root, backend)?;
@@ -43,6 +44,18 @@ pub fn execute(mut args: RunArgs) -> Result<u8, RuntimeError> {
         tracing::warn!(%err, "could not remove the sandbox directory");
     }
     result
+}
+
+/// `--image` with `--isolation vm`: the VM backend cannot stack image layers yet. Checked before
+/// the backend is probed, so the error names what is missing rather than the host's KVM.
+pub(crate) fn refuse_image_on_vm(
+    isolation: crate::cli::Isolation,
+    root: &RootSource,
+) -> Result<(), RuntimeError> {
+    if isolation == crate::cli::Isolation::Vm && matches!(root, RootSource::Image(_)) {
+        return Err(ImageError::VmNotBuilt.into());
+    }
+    Ok(())
 }
 
 /// The root a sandbox gets, and the image's exec defaults: `--image REF` is found in the store

@@ -203,11 +203,18 @@ impl Images {
             cached: layers.len() - missing.len(),
             bytes: missing.iter().map(|(_, l)| l.size).sum(),
         });
+        let fetched: Vec<String> = missing.iter().map(|(_, l)| l.diff_id.clone()).collect();
         for (descriptor, layer) in missing {
             self.fetch_layer(&registry, &image, descriptor, &layer, progress).await?;
         }
         let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
-        self.store.check_stack(&diff_ids)?;
+        if let Err(err) = self.store.check_stack(&diff_ids) {
+            // Each layer is sound alone; together they are refused: keep none this pull brought.
+            for diff_id in &fetched {
+                self.store.discard_unused_layer(diff_id)?;
+            }
+            return Err(err);
+        }
         let record = ImageRecord {
             reference: image.canonical(),
             manifest_digest: digest.clone(),

@@ -334,6 +334,20 @@ impl ImageStore {
         Ok(())
     }
 
+    /// Removes the layer `diff_id` unless an image record uses it.
+    pub fn discard_unused_layer(&self, diff_id: &str) -> Result<(), ImageError> {
+        if self.records()?.iter().any(|r| r.layers.iter().any(|l| l.diff_id == diff_id)) {
+            return Ok(());
+        }
+        let dir = self.layer_dir(diff_id)?;
+        let doomed = self.temp_path("discard");
+        if std::fs::rename(&dir, &doomed).is_ok() {
+            remove_any(&doomed);
+        }
+        remove_any(&dir.with_extension("json"));
+        Ok(())
+    }
+
     /// Total unpacked bytes of a record's layers.
     pub fn unpacked_bytes(&self, record: &ImageRecord) -> u64 {
         record
