@@ -267,7 +267,7 @@ fn image_command(cmd: &str, args: &[String]) -> Result<(), Failure> {
             } else {
                 println!(
                     "{:<50} {:<19} {:>6} {:>10} {:>10}",
-                    "REFERENCE", "DIGEST", "LAYERS", "PULLED", "UNPACKED"
+                    "REFERENCE", "DIGEST", "LAYERS", "COMPRESSED", "UNPACKED"
                 );
                 for image in list {
                     let digest = image.digest.strip_prefix("sha256:").unwrap_or(&image.digest);

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod support;
-use support::registry::{Compression, Layer, Registry, TarBuilder, busybox_layer, host_arch};
+use support::registry::{
+    AUTH_PASSWORD, Compression, Layer, Registry, TarBuilder, busybox_layer, host_arch,
+};
 use support::{moat, moat_home, require_root, stderr, stdout};
 
 /// `moat ARGS` as root, with the test's home.
@@ -349,4 +351,32 @@ fn hostile_layers_are_refused_with_one_line_each_as_root() {
         moat_as_root(&home, &["image", "prune"]);
         assert_eq!(layer_dirs(&home).len(), 0, "{name}: prune leaves no layer no image uses");
     }
+}
+
+#[test]
+fn basic_auth_comes_from_the_flag_or_the_docker_config_as_root() {
+    let registry = Registry::start_with_basic_auth();
+    push_app(&registry, "private:1");
+    let reference = registry.reference("private:1");
+    let home = moat_home("image-auth");
+    let refused = failed_pull(&home, &reference);
+    assert!(refused.contains("refused access"), "{refused}");
+
+    let auth = format!("moat:{AUTH_PASSWORD}");
+    let flagged = moat_as_root(&home, &["pull", "--registry-auth", &auth, &reference]);
+    assert!(flagged.status.success(), "{}", stderr(&flagged));
+
+    let docker_home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(docker_home.path().join(".docker")).unwrap();
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &auth);
+    let config = serde_json::json!({"auths": {registry.addr.clone(): {"auth": encoded}}});
+    std::fs::write(docker_home.path().join(".docker/config.json"), config.to_string()).unwrap();
+    let fresh = moat_home("image-auth-config");
+    let from_config = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["pull", &reference])
+        .env("MOAT_HOME", &fresh)
+        .env("HOME", docker_home.path())
+        .output()
+        .unwrap();
+    assert!(from_config.status.success(), "{}", stderr(&from_config));
 }

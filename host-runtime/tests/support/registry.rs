@@ -22,17 +22,33 @@ pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 /// The static busybox the test images are made of.
 pub const BUSYBOX_BIN: &str = "/bin/busybox";
 
+/// The password of [`Registry::start_with_basic_auth`]'s user `moat`.
+pub const AUTH_PASSWORD: &str = "s3cret";
+
+/// bcrypt of [`AUTH_PASSWORD`] (made once with libxcrypt), for the registry's htpasswd file.
+const AUTH_BCRYPT: &str = "$2b$05$abcdefghijklmnopqrstuuLK7U1u6pVRmL7L1BBM2aS35PSZnDXlK";
+
 /// A running registry.
 pub struct Registry {
     child: Child,
     dir: tempfile::TempDir,
+    auth: RegistryAuth,
     /// `127.0.0.1:PORT`.
     pub addr: String,
 }
 
 impl Registry {
+    /// Starts one that asks for HTTP basic auth: user `moat`, password [`AUTH_PASSWORD`].
+    pub fn start_with_basic_auth() -> Registry {
+        Registry::start_configured(true)
+    }
+
     /// Starts one; fails the test saying what to install when the binary is missing.
     pub fn start() -> Registry {
+        Registry::start_configured(false)
+    }
+
+    fn start_configured(basic_auth: bool) -> Registry {
         assert!(
             Path::new(REGISTRY_BIN).is_file(),
             "{REGISTRY_BIN} is missing: install it with `apt-get install docker-registry`"
@@ -41,14 +57,21 @@ impl Registry {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        let mut auth = RegistryAuth::Anonymous;
+        if basic_auth {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("moat:{AUTH_BCRYPT}\n")).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: moat-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+            auth = RegistryAuth::Basic("moat".to_owned(), AUTH_PASSWORD.to_owned());
+        }
+        std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
         let child = Command::new(REGISTRY_BIN)
             .arg("serve")
@@ -58,7 +81,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let registry = Registry { child, dir, addr };
+        let registry = Registry { child, dir, auth, addr };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(&registry.addr).is_err() {
             assert!(
@@ -102,10 +125,7 @@ impl Registry {
         let config = Config::oci_v1(serde_json::to_vec(&config_blob).unwrap(), None);
         let reference: Reference = self.reference(name).parse().unwrap();
         block_on(async {
-            self.client()
-                .push(&reference, &blobs, config, &RegistryAuth::Anonymous, None)
-                .await
-                .unwrap();
+            self.client().push(&reference, &blobs, config, &self.auth, None).await.unwrap();
         });
         digests
     }
@@ -121,7 +141,7 @@ impl Registry {
                 let (raw, digest) = client
                     .pull_manifest_raw(
                         &reference,
-                        &RegistryAuth::Anonymous,
+                        &self.auth,
                         &["application/vnd.oci.image.manifest.v1+json"],
                     )
                     .await
@@ -140,7 +160,7 @@ impl Registry {
             }))
             .unwrap();
             let reference: Reference = self.reference(name).parse().unwrap();
-            client.push_manifest_list(&reference, &RegistryAuth::Anonymous, index).await.unwrap();
+            client.push_manifest_list(&reference, &self.auth, index).await.unwrap();
         });
     }
 
