@@ -480,6 +480,38 @@ mod tests {
     }
 
     #[test]
+    fn prune_keeps_recorded_and_in_use_layers_and_drops_the_rest() {
+        let home = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(home.path());
+        store.ensure().unwrap();
+        let id = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        for c in ['a', 'b', 'c'] {
+            let dir = store.temp_path("layer");
+            std::fs::create_dir(&dir).unwrap();
+            store.commit_layer(&dir, &id(c), &LayerMeta::default()).unwrap();
+        }
+        let layer = |c: char| LayerRef { digest: id(c), diff_id: id(c), size: 1 };
+        store
+            .put_record(ImageRecord {
+                reference: "r/x:1".into(),
+                manifest_digest: id('m'),
+                config_digest: id('f'),
+                layers: vec![layer('a')],
+                pulled_at: 0,
+            })
+            .unwrap();
+        // An abandoned temporary of a process that is gone, and one of this process.
+        std::fs::create_dir(store.tmp_dir().join("999999999-0-0-layer")).unwrap();
+        let mine = store.temp_path("blob");
+        std::fs::write(&mine, b"").unwrap();
+        let report = store.prune(&BTreeSet::from([id('b')])).unwrap();
+        assert_eq!((report.layers, report.temporaries), (1, 1));
+        assert!(store.has_layer(&id('a')).unwrap() && store.has_layer(&id('b')).unwrap());
+        assert!(!store.has_layer(&id('c')).unwrap());
+        assert!(mine.exists(), "a live process's temporary is kept");
+    }
+
+    #[test]
     fn a_lower_symlink_under_an_implicit_directory_is_found() {
         let dir = tempfile::tempdir().unwrap();
         let (top, bottom) = (dir.path().join("top"), dir.path().join("bottom"));
