@@ -321,6 +321,48 @@ pub fn parse_pull(args: &[String]) -> Result<PullArgs, UsageError> {
     Ok(PullArgs { reference: reference.ok_or(UsageError::NoImage)?, registry_auth })
 }
 
+/// A parsed `moat login SERVER -u USER (-p PASS | --password-stdin)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LoginArgs {
+    /// The registry (`host[:port]`, `docker.io`).
+    pub server: String,
+    /// The user.
+    pub username: String,
+    /// The password, or `None` for `--password-stdin`.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for LoginArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoginArgs({}, {})", self.server, self.username)
+    }
+}
+
+/// Parses the arguments after `login`.
+pub fn parse_login(args: &[String]) -> Result<LoginArgs, UsageError> {
+    let (mut server, mut username, mut password, mut stdin) = (None, None, None, false);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let mut value =
+            || rest.next().cloned().ok_or_else(|| UsageError::MissingValue(arg.clone()));
+        match arg.as_str() {
+            "-u" | "--username" => username = Some(value()?),
+            "-p" | "--password" => password = Some(value()?),
+            "--password-stdin" => stdin = true,
+            other if other.starts_with('-') => {
+                return Err(UsageError::UnknownOption(other.to_owned()));
+            }
+            other if server.is_none() => server = Some(other.to_owned()),
+            extra => return Err(UsageError::UnexpectedArgument(extra.to_owned())),
+        }
+    }
+    let username = username.ok_or_else(|| UsageError::MissingValue("-u".to_owned()))?;
+    if stdin == password.is_some() {
+        return Err(UsageError::MissingValue("exactly one of -p and --password-stdin".to_owned()));
+    }
+    Ok(LoginArgs { server: server.unwrap_or_else(|| "docker.io".to_owned()), username, password })
+}
+
 /// Which exec.log records `moat logs` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFilter {
@@ -575,6 +617,20 @@ mod tests {
         assert_eq!((pull.reference.as_str(), pull.registry_auth.as_deref()), ("bb:1", Some("u:p")));
         assert_eq!(parse_pull(&[]), Err(UsageError::NoImage));
         assert!(parse_pull(&strings(&["a", "b"])).is_err());
+    }
+
+    #[test]
+    fn login_needs_a_user_and_one_password_source() {
+        let login = parse_login(&strings(&["127.0.0.1:5000", "-u", "me", "-p", "pw"])).unwrap();
+        assert_eq!(
+            (login.server.as_str(), login.password.as_deref()),
+            ("127.0.0.1:5000", Some("pw"))
+        );
+        let hub = parse_login(&strings(&["-u", "me", "--password-stdin"])).unwrap();
+        assert_eq!((hub.server.as_str(), hub.password), ("docker.io", None));
+        assert!(parse_login(&strings(&["-u", "me"])).is_err());
+        assert!(parse_login(&strings(&["-u", "me", "-p", "x", "--password-stdin"])).is_err());
+        assert!(!format!("{login:?}").contains("pw"));
     }
 
     #[test]

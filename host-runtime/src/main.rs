@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use moat_runtime::cli::UsageError;
 use moat_runtime::error::RuntimeError;
-use moat_runtime::image::{ImageError, Images, PullOptions, progress};
+use moat_runtime::image::{Credentials, ImageError, Images, PullOptions, progress};
 use moat_runtime::{bench, cli, doctor, lifecycle, logs, ns_init, run, sandbox, vm};
 
 const USAGE: &str = "usage: moat <command>
@@ -36,6 +36,8 @@ commands:
   rmi       moat rmi [-f] REF: remove an image and the layers only it used (-f: even if a
             sandbox uses it)
   image     moat image prune: remove layers no image uses and abandoned partial pulls
+  login     moat login [SERVER] -u USER (-p PASS | --password-stdin): store registry credentials
+            in ~/.docker/config.json (default server docker.io; not checked against it)
 
 sandbox options:
   --rootfs DIR|host                 root filesystem (default host: the host's system dirs, read-only)
@@ -80,7 +82,7 @@ fn main() -> ExitCode {
         }
         Some("exec") => exec_command(rest),
         Some("bench") => bench_command(rest),
-        Some(cmd @ ("pull" | "images" | "rmi" | "image")) => {
+        Some(cmd @ ("pull" | "images" | "rmi" | "image" | "login")) => {
             init_logging(tracing::Level::WARN);
             match image_command(cmd, rest) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -281,6 +283,27 @@ fn image_command(cmd: &str, args: &[String]) -> Result<(), Failure> {
                     );
                 }
             }
+        }
+        "login" => {
+            let parsed = cli::parse_login(args)?;
+            let password = match parsed.password {
+                Some(password) => password,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| image_error(ImageError::io("read password", "stdin")(e)))?;
+                    line.trim_end_matches(['\n', '\r']).to_owned()
+                }
+            };
+            let credentials = Credentials { username: parsed.username, password };
+            let options = PullOptions::from_env(None).map_err(image_error)?;
+            let path = options.login(&parsed.server, &credentials).map_err(image_error)?;
+            println!(
+                "credentials for {} stored in {} (not checked against the registry)",
+                parsed.server,
+                path.display()
+            );
         }
         "rmi" => {
             let (reference, force) = cli::parse_name(args, Some("-f"))?;

@@ -379,4 +379,32 @@ fn basic_auth_comes_from_the_flag_or_the_docker_config_as_root() {
         .output()
         .unwrap();
     assert!(from_config.status.success(), "{}", stderr(&from_config));
+
+    // `moat login` writes the same entry (stdin password), which the next pull finds.
+    let login_home = tempfile::tempdir().unwrap();
+    let with_env = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_moat"));
+        command
+            .args(args)
+            .env("MOAT_HOME", moat_home("image-auth-login"))
+            .env("HOME", login_home.path());
+        command
+    };
+    let mut login = with_env(&["login", &registry.addr, "-u", "moat", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut login.stdin.take().unwrap(),
+        format!("{AUTH_PASSWORD}\n").as_bytes(),
+    )
+    .unwrap();
+    assert!(login.wait().unwrap().success());
+    let config = login_home.path().join(".docker/config.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let after_login = with_env(&["pull", &reference]).output().unwrap();
+    assert!(after_login.status.success(), "{}", stderr(&after_login));
 }

@@ -63,16 +63,49 @@ impl PullOptions {
         })
     }
 
+    /// The docker config file: the one given, else `$HOME/.docker/config.json`.
+    pub fn docker_config_path(&self) -> Option<PathBuf> {
+        match &self.docker_config {
+            Some(path) => Some(path.clone()),
+            None => {
+                std::env::var_os("HOME").map(|home| Path::new(&home).join(".docker/config.json"))
+            }
+        }
+    }
+
+    /// `moat login`: records `credentials` for `registry` in the docker config (mode 0600),
+    /// where later pulls find them. The registry is not contacted.
+    pub fn login(&self, registry: &str, credentials: &Credentials) -> Result<PathBuf, ImageError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self
+            .docker_config_path()
+            .ok_or_else(|| ImageError::Credentials("no $HOME for ~/.docker/config.json".into()))?;
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let updated = credentials.into_docker_config(&text, registry)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(ImageError::io("create", dir))?;
+        let tmp = path.with_extension("json.moat-tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(ImageError::io("create", &tmp))?;
+        file.write_all(updated.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(ImageError::io("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(ImageError::io("replace", &path))?;
+        Ok(path)
+    }
+
     fn credentials_for(&self, registry: &str) -> Result<Option<Credentials>, ImageError> {
         if self.credentials.is_some() {
             return Ok(self.credentials.clone());
         }
-        let path = match &self.docker_config {
-            Some(path) => path.clone(),
-            None => match std::env::var_os("HOME") {
-                Some(home) => Path::new(&home).join(".docker/config.json"),
-                None => return Ok(None),
-            },
+        let Some(path) = self.docker_config_path() else {
+            return Ok(None);
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Credentials::from_docker_config(&text, registry),

@@ -25,6 +25,9 @@ use crate::image::error::ImageError;
 use crate::image::reference::ImageRef;
 use crate::limits::REGISTRY_CONNECT_TIMEOUT_MS;
 
+/// The `auths` key docker uses for Docker Hub.
+pub const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
+
 /// A user name and password for a registry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -49,6 +52,35 @@ impl Credentials {
             }
             _ => Err(ImageError::Credentials("--registry-auth: expected USER:PASS".to_owned())),
         }
+    }
+
+    /// `text` (a docker config, or empty for none) with these credentials as `registry`'s
+    /// `auths` entry (`moat login`); every other field is kept.
+    pub fn into_docker_config(&self, text: &str, registry: &str) -> Result<String, ImageError> {
+        let mut config: serde_json::Value = if text.trim().is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_str(text)
+                .map_err(|err| ImageError::Credentials(format!("~/.docker/config.json: {err}")))?
+        };
+        let key = if ["docker.io", "index.docker.io", "registry-1.docker.io"].contains(&registry) {
+            DOCKER_HUB_AUTH_KEY
+        } else {
+            registry
+        };
+        let encoded = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.username, self.password));
+        let Some(object) = config.as_object_mut() else {
+            return Err(ImageError::Credentials("~/.docker/config.json is not an object".into()));
+        };
+        let auths = object.entry("auths").or_insert_with(|| serde_json::json!({}));
+        let Some(auths) = auths.as_object_mut() else {
+            return Err(ImageError::Credentials(
+                "~/.docker/config.json: auths is not an object".into(),
+            ));
+        };
+        auths.insert(key.to_owned(), serde_json::json!({ "auth": encoded }));
+        Ok(serde_json::to_string_pretty(&config).unwrap_or_default())
     }
 
     /// The credentials `~/.docker/config.json` (its text) holds for `registry`, from `auths`'
@@ -296,6 +328,19 @@ mod tests {
         assert_eq!((c.username.as_str(), c.password.as_str()), ("me", "pa:ss"));
         assert!(Credentials::parse("nobody").is_err());
         assert!(!format!("{c:?}").contains("pa:ss"));
+    }
+
+    #[test]
+    fn login_writes_an_entry_the_pull_reads_back_and_keeps_the_rest() {
+        let c = Credentials::parse("me:pw").unwrap();
+        let text = c
+            .into_docker_config(r#"{"credsStore":"x","auths":{"a:1":{"auth":"eDp5"}}}"#, "b:2")
+            .unwrap();
+        assert_eq!(Credentials::from_docker_config(&text, "b:2").unwrap(), Some(c.clone()));
+        assert!(Credentials::from_docker_config(&text, "a:1").unwrap().is_some());
+        assert!(text.contains("credsStore"));
+        let hub = c.into_docker_config("", "docker.io").unwrap();
+        assert!(hub.contains(DOCKER_HUB_AUTH_KEY), "{hub}");
     }
 
     #[test]
