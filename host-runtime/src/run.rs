@@ -250,6 +250,61 @@ pub fn hidden_dir_arg(args: &[String]) -> Option<SandboxDir> {
 mod tests {
     use super::*;
 
+    fn image_run(cmd: &[&str], env: &[&str], cwd: Option<&str>) -> RunArgs {
+        let mut args = crate::cli::parse_run(&["--image".to_owned(), "img".to_owned()]).unwrap();
+        let mut cmd = cmd.iter().map(|s| (*s).to_owned());
+        args.cmd = cmd.next().unwrap_or_default();
+        args.args = cmd.collect();
+        args.env = env.iter().map(|s| (*s).to_owned()).collect();
+        args.cwd = cwd.map(str::to_owned);
+        args
+    }
+
+    fn defaults() -> ImageDefaults {
+        ImageDefaults {
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            working_dir: Some("/app".into()),
+            user: Some("app".into()),
+            entrypoint: vec!["/init".into()],
+            cmd: vec!["serve".into()],
+            stop_signal: Some("SIGQUIT".into()),
+        }
+    }
+
+    #[test]
+    fn a_bare_image_run_takes_every_default() {
+        let mut args = image_run(&[], &[], None);
+        let root = args.root.clone();
+        apply_image_defaults(&mut args, &defaults(), &root).unwrap();
+        assert_eq!((args.cmd.as_str(), args.args.clone()), ("/init", vec!["serve".to_owned()]));
+        assert_eq!((args.cwd.as_deref(), args.user.as_deref()), (Some("/app"), Some("app")));
+        assert_eq!(args.env, ["PATH=/bin", "A=1"]);
+        assert_eq!(args.config.stop_signal.as_deref(), Some("SIGQUIT"));
+    }
+
+    #[test]
+    fn explicit_options_and_command_win_over_the_image() {
+        let mut args = image_run(&["debug", "-v"], &["A=2"], Some("/tmp"));
+        let root = args.root.clone();
+        apply_image_defaults(&mut args, &defaults(), &root).unwrap();
+        assert_eq!(
+            (args.cmd.as_str(), args.args.clone()),
+            ("/init", vec!["debug".to_owned(), "-v".to_owned()])
+        );
+        assert_eq!(
+            (args.cwd.as_deref(), args.env.clone()),
+            (Some("/tmp"), vec!["PATH=/bin".to_owned(), "A=2".to_owned()])
+        );
+    }
+
+    #[test]
+    fn an_image_without_entrypoint_or_cmd_needs_a_command() {
+        let mut args = image_run(&[], &[], None);
+        let root = args.root.clone();
+        let err = apply_image_defaults(&mut args, &ImageDefaults::default(), &root).unwrap_err();
+        assert!(err.to_string().contains("no Entrypoint or Cmd"), "{err}");
+    }
+
     #[test]
     fn not_found_names_the_command_on_one_line() {
         let failed = ExecFailed {

@@ -84,6 +84,12 @@ fn pull_then_run_uses_the_image_cmd_env_and_workdir_as_root() {
     assert_eq!(images[0]["layers"], 3);
     assert!(images[0]["unpacked_bytes"].as_u64().unwrap() > 500_000, "{images}");
     assert_eq!(layer_dirs(&home).len(), 3);
+    let digest = stdout(&pulled).split_whitespace().nth(1).unwrap().to_owned();
+    let pinned = moat_as_root(&home, &["pull", &format!("{}@{digest}", registry.reference("app"))]);
+    assert!(pinned.status.success(), "a digest pin pulls: {}", stderr(&pinned));
+    let wrong = format!("{}@sha256:{}", registry.reference("app"), "0".repeat(64));
+    let refused = moat_as_root(&home, &["pull", &wrong]);
+    assert!(!refused.status.success(), "a wrong digest pin was pulled");
 
     let run = moat_as_root(&home, &["run", "--isolation", "namespace", "--image", &reference]);
     assert_eq!(stdout(&run), "hi from /work\nhello\nremoved\n", "stderr: {}", stderr(&run));
