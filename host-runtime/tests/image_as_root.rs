@@ -75,10 +75,14 @@ fn pull_then_run_uses_the_image_cmd_env_and_workdir_as_root() {
     push_app(&registry, "app:1");
     let home = moat_home("image-run");
     let reference = registry.reference("app:1");
+    // What a pull killed midway (pid 999999999 is past any pid_max) leaves is swept by the next.
+    let stale = home.join("images/tmp/999999999-0-0-layer");
+    std::fs::create_dir_all(stale.join("usr/bin")).unwrap();
     let pulled = moat_as_root(&home, &["pull", &reference]);
     assert!(pulled.status.success(), "{}", stderr(&pulled));
     assert!(stdout(&pulled).starts_with(&format!("{reference} sha256:")), "{}", stdout(&pulled));
     assert!(stderr(&pulled).contains("3 layers"), "progress names the layers: {}", stderr(&pulled));
+    assert!(!stale.exists(), "an interrupted pull's temporary was left");
     let listed = moat_as_root(&home, &["images", "--json"]);
     let images: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
     assert_eq!(images[0]["layers"], 3);

@@ -185,6 +185,8 @@ impl Images {
         let image = ImageRef::parse(reference)?;
         self.store.ensure()?;
         let _gc = self.store.gc_lock(false)?;
+        // What an interrupted pull left: never trusted, removed here rather than only by prune.
+        self.store.sweep_temporaries()?;
         let registry = Registry::new(
             &image,
             options.credentials_for(image.registry())?,

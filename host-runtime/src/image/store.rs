@@ -303,14 +303,22 @@ impl ImageStore {
                 report.blobs += 1;
             }
         }
+        report.temporaries = self.sweep_temporaries()?;
+        Ok(report)
+    }
+
+    /// Removes the `tmp/` entries of processes that are gone (interrupted pulls); returns how
+    /// many. Safe at any time: a live pull's entries are named for its pid.
+    pub fn sweep_temporaries(&self) -> Result<usize, ImageError> {
+        let mut removed = 0;
         for (name, path) in list_dir(&self.tmp_dir())? {
             let owner = name.split('-').next().and_then(|pid| pid.parse::<i32>().ok());
             if owner.is_none_or(|pid| !process_alive(pid)) {
                 remove_any(&path);
-                report.temporaries += 1;
+                removed += 1;
             }
         }
-        Ok(report)
+        Ok(removed)
     }
 
     /// Checks a stack of layers (bottom first) as overlayfs will merge them: an implicit
