@@ -4,7 +4,8 @@
 //!  Moat::new(home) ─► create(CreateArgs) ─► Sandbox ─► exec(request, stdin) ─► CapturedExec
 //!       │                                     ├─► state() / socket() / wait(timeout)
 //!       ├─► get(name) ─► Sandbox               └─► stop() / kill() / remove(force)
-//!       └─► list() ─► [SandboxState]
+//!       ├─► list() ─► [SandboxState]
+//!       └─► images() ─► Images: pull / list / remove / prune (`--image` in CreateArgs' root)
 //! ```
 //!
 //! Every call is the same code the CLI runs (`lifecycle`), with the moat home passed explicitly
@@ -68,6 +69,12 @@ impl Moat {
     pub fn get(&self, name: &str) -> Result<Sandbox, RuntimeError> {
         let dir = lifecycle::open_named_in(&self.home, name)?;
         Ok(Sandbox { name: name.to_owned(), dir })
+    }
+
+    /// The home's image store: pull, list, remove, prune (what `moat pull`, `images`, `rmi` and
+    /// `image prune` call).
+    pub fn images(&self) -> crate::image::Images {
+        crate::image::Images::new(&self.home)
     }
 
     /// Every sandbox's state, sorted by name.

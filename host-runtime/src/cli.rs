@@ -1,11 +1,14 @@
-//! Parsing `moat run`, `create`, `exec`, `logs` and name-only arguments. Pure: no I/O, so every rule has a unit test.
+//! Parsing `moat run`, `create`, `exec`, `logs`, `pull` and name-only arguments. Pure: no I/O, so every rule has a unit test.
 //!
 //! ```text
 //! moat run    [SANDBOX OPTIONS] [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]
 //! moat create NAME [SANDBOX OPTIONS] [-e K=V]... [-w DIR] [-u USER]   (exec defaults)
 //! moat exec   NAME [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]
 //!
-//! SANDBOX OPTIONS: --rootfs DIR|host, --isolation auto|namespace|vm, --hostname NAME,
+//! moat pull   REF [--registry-auth USER:PASS]
+//!
+//! SANDBOX OPTIONS: --rootfs DIR|host | --image REF [--registry-auth USER:PASS],
+//!   --isolation auto|namespace|vm, --hostname NAME,
 //!   -v HOST:GUEST[:ro], --tmpfs PATH[:MiB], --script NAME=BODY, --rlimit RES=SOFT[:HARD],
 //!   --cpus N, --memory MiB, --max-duration D, --idle-timeout D   (D: N, Ns, Nm, Nh),
 //!   --security-profile default|restricted|none, --pids-limit N (0: unlimited)
@@ -33,6 +36,28 @@ pub enum RootSource {
     Host,
     /// This directory as the read-only lower layer of a throw-away overlay.
     Dir(PathBuf),
+    /// An OCI image's layers, stacked as the lower layers of a throw-away overlay.
+    Image(ImageSource),
+}
+
+/// `--image REF`: the reference as given, and once resolved, its layer directories.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageSource {
+    /// The reference as the user wrote it (`python:3.12`).
+    pub reference: String,
+    /// `--registry-auth USER:PASS` for a pull; never written to the spec.
+    #[serde(skip)]
+    pub registry_auth: Option<String>,
+    /// The layer directories, top first; empty until the image is resolved from the store.
+    #[serde(default)]
+    pub layers: Vec<PathBuf>,
+}
+
+impl ImageSource {
+    /// An unresolved `--image REF`.
+    pub fn new(reference: impl Into<String>) -> ImageSource {
+        ImageSource { reference: reference.into(), registry_auth: None, layers: Vec::new() }
+    }
 }
 
 /// A parsed `moat run`.
@@ -91,6 +116,15 @@ pub enum UsageError {
     /// No command after the options.
     #[error("no command given (usage: moat run [OPTIONS] -- CMD [ARGS...])")]
     NoCommand,
+    /// `moat pull` without a reference.
+    #[error("no image reference given")]
+    NoImage,
+    /// `--rootfs` and `--image` together.
+    #[error("--rootfs and --image are mutually exclusive")]
+    RootAndImage,
+    /// `--registry-auth` without `--image`.
+    #[error("--registry-auth needs --image")]
+    AuthWithoutImage,
 }
 
 /// Which options a command accepts.
@@ -107,7 +141,8 @@ enum Accepts {
 /// Parses the arguments after `run`.
 pub fn parse_run(args: &[String]) -> Result<RunArgs, UsageError> {
     let parsed = parse_options(args, Accepts::Run)?;
-    if parsed.cmd.is_empty() {
+    // With an image, no command means the image's Entrypoint + Cmd.
+    if parsed.cmd.is_empty() && !matches!(parsed.root, RootSource::Image(_)) {
         return Err(UsageError::NoCommand);
     }
     Ok(parsed)
@@ -172,6 +207,8 @@ fn parse_options(args: &[String], accepts: Accepts) -> Result<RunArgs, UsageErro
     };
     let mut rest = args.iter();
     let mut command = Vec::new();
+    let mut rootfs_given = false;
+    let mut registry_auth = None;
     let sandbox = matches!(accepts, Accepts::Run | Accepts::Create);
     let command_options = matches!(accepts, Accepts::Run | Accepts::Exec);
     while let Some(arg) = rest.next() {
@@ -195,9 +232,21 @@ fn parse_options(args: &[String], accepts: Accepts) -> Result<RunArgs, UsageErro
             "-t" | "--tty" if command_options => parsed.tty = true,
             "--rootfs" if sandbox => {
                 let root = value()?;
+                if matches!(parsed.root, RootSource::Image(_)) {
+                    return Err(UsageError::RootAndImage);
+                }
+                rootfs_given = true;
                 parsed.root =
                     if root == "host" { RootSource::Host } else { RootSource::Dir(root.into()) };
             }
+            "--image" if sandbox => {
+                let reference = value()?;
+                if rootfs_given {
+                    return Err(UsageError::RootAndImage);
+                }
+                parsed.root = RootSource::Image(ImageSource::new(reference));
+            }
+            "--registry-auth" if sandbox => registry_auth = Some(value()?),
             "--isolation" if sandbox => {
                 parsed.isolation = match value()?.as_str() {
                     "auto" => Isolation::Auto,
@@ -237,10 +286,88 @@ fn parse_options(args: &[String], accepts: Accepts) -> Result<RunArgs, UsageErro
             }
         }
     }
+    match (&mut parsed.root, registry_auth) {
+        (RootSource::Image(image), auth) => image.registry_auth = auth,
+        (_, Some(_)) => return Err(UsageError::AuthWithoutImage),
+        (_, None) => {}
+    }
     let mut command = command.into_iter();
     parsed.cmd = command.next().unwrap_or_default();
     parsed.args = command.collect();
     Ok(parsed)
+}
+
+/// A parsed `moat pull REF [--registry-auth USER:PASS]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullArgs {
+    /// The image reference.
+    pub reference: String,
+    /// `USER:PASS` for the registry.
+    pub registry_auth: Option<String>,
+}
+
+/// Parses the arguments after `pull`.
+pub fn parse_pull(args: &[String]) -> Result<PullArgs, UsageError> {
+    let mut reference = None;
+    let mut registry_auth = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--registry-auth" => {
+                registry_auth = Some(
+                    rest.next().cloned().ok_or_else(|| UsageError::MissingValue(arg.clone()))?,
+                );
+            }
+            other if other.starts_with('-') => {
+                return Err(UsageError::UnknownOption(other.to_owned()));
+            }
+            other if reference.is_none() => reference = Some(other.to_owned()),
+            extra => return Err(UsageError::UnexpectedArgument(extra.to_owned())),
+        }
+    }
+    Ok(PullArgs { reference: reference.ok_or(UsageError::NoImage)?, registry_auth })
+}
+
+/// A parsed `moat login SERVER -u USER (-p PASS | --password-stdin)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LoginArgs {
+    /// The registry (`host[:port]`, `docker.io`).
+    pub server: String,
+    /// The user.
+    pub username: String,
+    /// The password, or `None` for `--password-stdin`.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for LoginArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoginArgs({}, {})", self.server, self.username)
+    }
+}
+
+/// Parses the arguments after `login`.
+pub fn parse_login(args: &[String]) -> Result<LoginArgs, UsageError> {
+    let (mut server, mut username, mut password, mut stdin) = (None, None, None, false);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let mut value =
+            || rest.next().cloned().ok_or_else(|| UsageError::MissingValue(arg.clone()));
+        match arg.as_str() {
+            "-u" | "--username" => username = Some(value()?),
+            "-p" | "--password" => password = Some(value()?),
+            "--password-stdin" => stdin = true,
+            other if other.starts_with('-') => {
+                return Err(UsageError::UnknownOption(other.to_owned()));
+            }
+            other if server.is_none() => server = Some(other.to_owned()),
+            extra => return Err(UsageError::UnexpectedArgument(extra.to_owned())),
+        }
+    }
+    let username = username.ok_or_else(|| UsageError::MissingValue("-u".to_owned()))?;
+    if stdin == password.is_some() {
+        return Err(UsageError::MissingValue("exactly one of -p and --password-stdin".to_owned()));
+    }
+    Ok(LoginArgs { server: server.unwrap_or_else(|| "docker.io".to_owned()), username, password })
 }
 
 /// Which exec.log records `moat logs` prints.
@@ -466,6 +593,57 @@ mod tests {
         assert_eq!(parse_name(&strings(&["-f", "b"]), Some("-f")).unwrap(), ("b".into(), true));
         assert_eq!(parse_name(&strings(&["b"]), Some("-f")).unwrap(), ("b".into(), false));
         assert!(parse_name(&strings(&["-f", "b"]), None).is_err());
+    }
+
+    #[test]
+    fn image_without_a_command_runs_the_image_defaults() {
+        let run = parse(&["--image", "python:3.12"]).unwrap();
+        assert_eq!(run.root, RootSource::Image(ImageSource::new("python:3.12")));
+        assert!(run.cmd.is_empty());
+        let run = parse(&["--image", "bb", "--registry-auth", "u:p", "--", "ls", "/"]).unwrap();
+        let RootSource::Image(image) = &run.root else { panic!("{:?}", run.root) };
+        assert_eq!(image.registry_auth.as_deref(), Some("u:p"));
+        assert_eq!((run.cmd.as_str(), run.args), ("ls", vec!["/".to_owned()]));
+    }
+
+    #[test]
+    fn rootfs_and_image_are_mutually_exclusive() {
+        assert_eq!(parse(&["--rootfs", "host", "--image", "bb"]), Err(UsageError::RootAndImage));
+        assert_eq!(parse(&["--image", "bb", "--rootfs", "/r"]), Err(UsageError::RootAndImage));
+        assert_eq!(
+            parse(&["--registry-auth", "u:p", "--", "x"]),
+            Err(UsageError::AuthWithoutImage)
+        );
+    }
+
+    #[test]
+    fn the_registry_auth_is_never_written_to_the_spec() {
+        let mut image = ImageSource::new("bb");
+        image.registry_auth = Some("u:secret".into());
+        let json = serde_json::to_string(&RootSource::Image(image)).unwrap();
+        assert!(!json.contains("secret"), "{json}");
+    }
+
+    #[test]
+    fn pull_takes_one_reference_and_optional_auth() {
+        let pull = parse_pull(&strings(&["--registry-auth", "u:p", "bb:1"])).unwrap();
+        assert_eq!((pull.reference.as_str(), pull.registry_auth.as_deref()), ("bb:1", Some("u:p")));
+        assert_eq!(parse_pull(&[]), Err(UsageError::NoImage));
+        assert!(parse_pull(&strings(&["a", "b"])).is_err());
+    }
+
+    #[test]
+    fn login_needs_a_user_and_one_password_source() {
+        let login = parse_login(&strings(&["127.0.0.1:5000", "-u", "me", "-p", "pw"])).unwrap();
+        assert_eq!(
+            (login.server.as_str(), login.password.as_deref()),
+            ("127.0.0.1:5000", Some("pw"))
+        );
+        let hub = parse_login(&strings(&["-u", "me", "--password-stdin"])).unwrap();
+        assert_eq!((hub.server.as_str(), hub.password), ("docker.io", None));
+        assert!(parse_login(&strings(&["-u", "me"])).is_err());
+        assert!(parse_login(&strings(&["-u", "me", "-p", "x", "--password-stdin"])).is_err());
+        assert!(!format!("{login:?}").contains("pw"));
     }
 
     #[test]

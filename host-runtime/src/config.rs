@@ -128,6 +128,8 @@ pub struct SandboxConfig {
     /// `--pids-limit`: most processes and threads in the sandbox at once (`None`:
     /// [`DEFAULT_PIDS_LIMIT`]; `Some(0)`: unlimited). The namespace backend's cgroup enforces it.
     pub pids_limit: Option<u32>,
+    /// The image's StopSignal, recorded (`moat stop` sends `core.shutdown`, then SIGTERM).
+    pub stop_signal: Option<String>,
 }
 
 /// The pids limit of a sandbox that sets none: room for big parallel builds, far from what a

@@ -220,6 +220,9 @@ pub enum RuntimeError {
         /// Its stderr.
         reason: String,
     },
+    /// An image could not be pulled, stored or used.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
     /// The VM backend was asked for and cannot run here.
     #[error("--isolation vm: this host cannot boot a microVM: {reason} (`moat doctor` explains)")]
     VmUnavailable {

@@ -18,6 +18,7 @@
 //! - [`security`]: the `--security-profile` agentd applies; [`hardening`]: what isolation a
 //!   sandbox has, for `moat inspect` and `moat doctor`.
 //! - [`home`]: the moat home, sandbox directories and their spec file.
+//! - [`image`]: OCI images: pull, the content-addressed store, unpacking, image defaults.
 //! - [`agentd_bin`]: finding (or building) the `moat-agentd` binary.
 //! - [`sandbox`]: the per-sandbox process (agent start, bootstrap handshake, relay).
 //! - [`ns_init`] and [`host_root`]: inside the new namespaces, the root the agent gets;
@@ -50,6 +51,7 @@ pub mod host_root;
 pub mod idlease;
 pub mod idmap;
 pub mod idmount;
+pub mod image;
 pub mod isolation;
 pub mod lifecycle;
 pub mod limits;

@@ -88,9 +88,16 @@ pub fn create_in(
     if home.join("sandboxes").join(&args.name).exists() {
         return Err(RuntimeError::DuplicateName(args.name));
     }
+    run::refuse_image_on_vm(args.isolation, &args.root)?;
     let backend = isolation::prepare_backend(args.isolation)?;
-    let root = run::checked_root(&args.root)?;
+    let (root, defaults) = run::resolve_root(home, &args.root, backend)?;
     let mut config = args.config;
+    if let Some(defaults) = defaults {
+        config.env = defaults.merged_env(&config.env);
+        config.cwd = config.cwd.or(defaults.working_dir);
+        config.user = config.user.or(defaults.user);
+        config.stop_signal = defaults.stop_signal;
+    }
     config.resolve()?;
     isolation::check_limits(backend, &config)?;
     let executables = match executables {

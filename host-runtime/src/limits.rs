@@ -62,3 +62,21 @@ pub const LOG_FOLLOW_INTERVAL_MS: u64 = 200;
 
 const _: () = assert!(POLL_INTERVAL_MS < RELAY_SOCKET_WAIT_MS);
 const _: () = assert!(AGENT_EXIT_TIMEOUT_MS < SANDBOX_EXIT_TIMEOUT_MS);
+
+/// Most entries one image layer may hold.
+pub const MAX_LAYER_ENTRIES: u64 = 2_000_000;
+
+/// Most layers one image may have (the overlay's lowerdir list must fit a page).
+pub const MAX_IMAGE_LAYERS: usize = 60;
+
+/// Largest image config blob accepted.
+pub const MAX_IMAGE_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The unpacker's read buffer over a layer blob.
+pub const UNPACK_READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// How long connecting to a registry may take.
+pub const REGISTRY_CONNECT_TIMEOUT_MS: u64 = 10_000;
+
+// `lowerdir=` and the lower dirs, each 64 hex digits and a `:`, fit the 4 KiB mount option page.
+const _: () = assert!("lowerdir=".len() + MAX_IMAGE_LAYERS * 65 < 4096);

@@ -1,7 +1,7 @@
 //! `moat`: the command-line interface. A checklist: parse, dispatch, exit.
 //!
 //! Commands: `doctor`, `run`, and the named-sandbox lifecycle (`create`, `exec`, `ls`, `inspect`,
-//! `socket`, `logs`, `stop`, `kill`, `rm`) and `bench`. Hidden: `__sandbox DIR` (the per-sandbox process) and
+//! `socket`, `logs`, `stop`, `kill`, `rm`), images (`pull`, `images`, `rmi`, `image prune`) and `bench`. Hidden: `__sandbox DIR` (the per-sandbox process) and
 //! `__ns-prepare DIR` (binds the root source, execs `unshare`) and `__ns-init DIR` (first process
 //! in the sandbox's namespaces; execs the agent), and `__vm DIR` (a VM sandbox's VM process). Exit status of
 //! `run` and `exec`: the command's; 127 when it could not be started; 125 when moat itself
@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use moat_runtime::cli::UsageError;
 use moat_runtime::error::RuntimeError;
+use moat_runtime::image::{Credentials, ImageError, Images, PullOptions, progress};
 use moat_runtime::{bench, cli, doctor, hardening, lifecycle, logs, ns_init, run, sandbox, vm};
 
 const USAGE: &str = "usage: moat <command>
@@ -30,9 +31,20 @@ commands:
   kill      moat kill NAME: SIGKILL it
   rm        moat rm [-f] NAME: remove a sandbox that is not running (-f: kill it first)
   bench     moat bench [--json] [--quick]: measure latency, throughput and memory of a sandbox
+  pull      moat pull REF [--registry-auth USER:PASS]: fetch an image into the store
+  images    list stored images (--json for JSON)
+  rmi       moat rmi [-f] REF: remove an image and the layers only it used (-f: even if a
+            sandbox uses it)
+  image     moat image prune: remove layers no image uses and abandoned partial pulls
+  login     moat login [SERVER] -u USER (-p PASS | --password-stdin): store registry credentials
+            in ~/.docker/config.json (default server docker.io; not checked against it)
 
 sandbox options:
   --rootfs DIR|host                 root filesystem (default host: the host's system dirs, read-only)
+  --image REF                       an OCI image as the root (pulled when not stored; its Env,
+                                    WorkingDir, User, Entrypoint and Cmd are the defaults; run
+                                    without a command runs Entrypoint + Cmd); namespace backend only
+  --registry-auth USER:PASS         credentials for pulling --image (else ~/.docker/config.json)
   --isolation auto|namespace|vm     backend (default auto: a VM when the host can boot one)
   --hostname NAME                   hostname (default: the sandbox name)
   -v, --volume HOST:GUEST[:ro]      share a host directory
@@ -75,6 +87,20 @@ fn main() -> ExitCode {
         }
         Some("exec") => exec_command(rest),
         Some("bench") => bench_command(rest),
+        Some(cmd @ ("pull" | "images" | "rmi" | "image" | "login")) => {
+            init_logging(tracing::Level::WARN);
+            match image_command(cmd, rest) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(Failure::Usage(err)) => {
+                    eprintln!("moat {cmd}: {err}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+                Err(Failure::Runtime(err)) => {
+                    eprintln!("moat {cmd}: {err}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
         Some(cmd @ ("create" | "ls" | "inspect" | "socket" | "logs" | "stop" | "kill" | "rm")) => {
             init_logging(tracing::Level::WARN);
             match lifecycle_command(cmd, rest) {
@@ -231,6 +257,95 @@ fn lifecycle_command(cmd: &str, args: &[String]) -> Result<(), Failure> {
             let (name, force) = cli::parse_name(args, Some("-f"))?;
             lifecycle::remove(&name, force)?;
         }
+    }
+    Ok(())
+}
+
+/// `pull`, `images`, `rmi`, `image prune`: the CLI only parses; [`Images`] does the work.
+fn image_command(cmd: &str, args: &[String]) -> Result<(), Failure> {
+    let images = Images::new(&moat_runtime::home::moat_home());
+    let image_error = |err: ImageError| Failure::Runtime(err.into());
+    match cmd {
+        "pull" => {
+            let parsed = cli::parse_pull(args)?;
+            let options =
+                PullOptions::from_env(parsed.registry_auth.as_deref()).map_err(image_error)?;
+            let progress = progress::for_stderr();
+            let record =
+                images.pull(&parsed.reference, &options, progress.as_ref()).map_err(image_error)?;
+            println!("{} {}", record.reference, record.manifest_digest);
+        }
+        "images" => {
+            let json = match args {
+                [] => false,
+                [flag] if flag == "--json" => true,
+                [other, ..] => return Err(UsageError::UnknownOption(other.clone()).into()),
+            };
+            let list = images.list().map_err(image_error)?;
+            if json {
+                println!("{}", to_json(&list));
+            } else {
+                println!(
+                    "{:<50} {:<19} {:>6} {:>10} {:>10}",
+                    "REFERENCE", "DIGEST", "LAYERS", "COMPRESSED", "UNPACKED"
+                );
+                for image in list {
+                    let digest = image.digest.strip_prefix("sha256:").unwrap_or(&image.digest);
+                    println!(
+                        "{:<50} {:<19} {:>6} {:>10} {:>10}",
+                        image.reference,
+                        digest.get(..12).unwrap_or(digest),
+                        image.layers,
+                        progress::human_bytes(image.compressed_bytes),
+                        progress::human_bytes(image.unpacked_bytes)
+                    );
+                }
+            }
+        }
+        "login" => {
+            let parsed = cli::parse_login(args)?;
+            let password = match parsed.password {
+                Some(password) => password,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| image_error(ImageError::io("read password", "stdin")(e)))?;
+                    line.trim_end_matches(['\n', '\r']).to_owned()
+                }
+            };
+            let credentials = Credentials { username: parsed.username, password };
+            let options = PullOptions::from_env(None).map_err(image_error)?;
+            let path = options.login(&parsed.server, &credentials).map_err(image_error)?;
+            println!(
+                "credentials for {} stored in {} (not checked against the registry)",
+                parsed.server,
+                path.display()
+            );
+        }
+        "rmi" => {
+            let (reference, force) = cli::parse_name(args, Some("-f"))?;
+            let report = images.remove(&reference, force).map_err(image_error)?;
+            println!(
+                "removed {reference} ({} layers freed, {})",
+                report.layers,
+                progress::human_bytes(report.bytes)
+            );
+        }
+        _ => match args {
+            [sub] if sub == "prune" => {
+                let report = images.prune().map_err(image_error)?;
+                println!(
+                    "removed {} layers ({}), {} config blobs, {} abandoned temporaries",
+                    report.layers,
+                    progress::human_bytes(report.bytes),
+                    report.blobs,
+                    report.temporaries
+                );
+            }
+            [other, ..] => return Err(UsageError::UnexpectedArgument(other.clone()).into()),
+            [] => return Err(UsageError::MissingValue("image".to_owned()).into()),
+        },
     }
     Ok(())
 }

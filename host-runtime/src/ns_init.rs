@@ -14,6 +14,8 @@
 //! - `--cpus`/`--memory`: join the sandbox's cgroup first ([`crate::cgroup`]).
 //! - the network namespace is new and empty: bring up its loopback device, nothing else.
 //! - default root: [`host_root::assemble`] on `DIR/root`, agent `--prepared-root DIR/root`.
+//! - `--image REF`: as `--rootfs`, with a read-only overlay of the image's layers on `DIR/lower`
+//!   ([`crate::image::mount`]).
 //! - `--rootfs SRC`: `__ns-prepare` (see [`prepare_and_enter`]) made a read-only bind of SRC on
 //!   `DIR/lower`; the agent gets `--root DIR/lower` and overlays a tmpfs upper on it, so SRC is
 //!   never written. The root is SRC's own filesystem: mounts below SRC are not included. The bind also moves SRC out
@@ -43,10 +45,15 @@ pub fn prepare_and_enter(dir: &SandboxDir) -> RuntimeError {
         Ok(spec) => spec,
         Err(err) => return err,
     };
-    if let RootSource::Dir(source) = &spec.root {
-        if let Err(err) = bind_rootfs(source, &dir.lower_mount()) {
-            return err;
+    let prepared = match &spec.root {
+        RootSource::Dir(source) => bind_rootfs(source, &dir.lower_mount()),
+        RootSource::Image(image) => {
+            crate::image::mount::mount_layers(&image.layers, &dir.lower_mount())
         }
+        RootSource::Host => Ok(()),
+    };
+    if let Err(err) = prepared {
+        return err;
     }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -147,6 +154,11 @@ fn prepare(dir: &SandboxDir) -> Result<Command, RuntimeError> {
                 bind_rootfs(source, &lower)?;
             }
             command.arg("--root").arg(lower);
+        }
+        RootSource::Image(_) => {
+            // `__ns-prepare` mounted the image's layers as a read-only overlay on `lower` before
+            // the user namespace existed (an unprivileged start refuses images before this).
+            command.arg("--root").arg(dir.lower_mount());
         }
     }
     Ok(command)

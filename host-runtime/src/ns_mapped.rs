@@ -153,6 +153,27 @@ fn stage_root(
             crate::idmount::idmapped_bind(source, &lower, userns.as_fd(), true)?;
             Ok(vec!["--root".into(), lower.into()])
         }
+        RootSource::Image(image) => {
+            // Each layer idmapped read-only under `layers/` (named as in the store), then all of
+            // them as one read-only overlay on `lower` (overlayfs takes idmapped lower layers).
+            let layers = stage.join("layers");
+            let mut staged = Vec::with_capacity(image.layers.len());
+            for layer in &image.layers {
+                let Some(name) = layer.file_name() else {
+                    return Err(RuntimeError::Config(format!(
+                        "image layer {} has no name",
+                        layer.display()
+                    )));
+                };
+                let target = layers.join(name);
+                std::fs::create_dir_all(&target).map_err(RuntimeError::io("create", &target))?;
+                crate::idmount::idmapped_bind(layer, &target, userns.as_fd(), true)?;
+                staged.push(target);
+            }
+            let lower = stage.join("lower");
+            crate::image::mount::mount_layers(&staged, &lower)?;
+            Ok(vec!["--root".into(), lower.into()])
+        }
     }
 }
 

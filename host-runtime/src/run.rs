@@ -14,19 +14,24 @@ use std::time::{Duration, Instant};
 
 use moat_protocol::payload::exec::{ExecFailed, ExecFailureKind, ExecRequest};
 
-use crate::cli::{RootSource, RunArgs};
+use crate::cli::{ImageSource, RootSource, RunArgs};
 use crate::client::{ExecOutcome, RelayClient, exit_status};
 use crate::error::RuntimeError;
 use crate::home::{self, SandboxDir, SandboxSpec};
-use crate::isolation;
+use crate::image::{ImageDefaults, ImageError, Images, PullOptions};
+use crate::isolation::{self, BackendKind};
 use crate::limits::{AGENT_LOG_TAIL_LINES, POLL_INTERVAL_MS, SANDBOX_EXIT_TIMEOUT_MS};
 use crate::sandbox::STARTUP_OK;
 
 /// Runs `args` in an ephemeral sandbox; returns the process exit status for the CLI.
-pub fn execute(args: RunArgs) -> Result<u8, RuntimeError> {
+pub fn execute(mut args: RunArgs) -> Result<u8, RuntimeError> {
+    refuse_image_on_vm(args.isolation, &args.root)?;
     let backend = isolation::prepare_backend(args.isolation)?;
     crate::client::block_forwarded_signals()?;
-    let root = checked_root(&args.root)?;
+    let (root, defaults) = resolve_root(&home::moat_home(), &args.root, backend)?;
+    if let Some(defaults) = defaults {
+        apply_image_defaults(&mut args, &defaults, &root)?;
+    }
     let mut config = args.config.clone();
     config.resolve()?;
     isolation::check_limits(backend, &config)?;
@@ -43,10 +48,76 @@ pub fn execute(args: RunArgs) -> Result<u8, RuntimeError> {
     result
 }
 
+/// `--image` with `--isolation vm`: the VM backend cannot stack image layers yet. Checked before
+/// the backend is probed, so the error names what is missing rather than the host's KVM.
+pub(crate) fn refuse_image_on_vm(
+    isolation: crate::cli::Isolation,
+    root: &RootSource,
+) -> Result<(), RuntimeError> {
+    if isolation == crate::cli::Isolation::Vm && matches!(root, RootSource::Image(_)) {
+        return Err(ImageError::VmNotBuilt.into());
+    }
+    Ok(())
+}
+
+/// The root a sandbox gets, and the image's exec defaults: `--image REF` is found in the store
+/// of `home` (pulled when missing, with progress on stderr) and resolved to its layer
+/// directories; `--rootfs DIR` is checked by [`checked_root`].
+pub(crate) fn resolve_root(
+    home: &Path,
+    root: &RootSource,
+    backend: BackendKind,
+) -> Result<(RootSource, Option<ImageDefaults>), RuntimeError> {
+    let RootSource::Image(source) = root else {
+        return Ok((checked_root(root)?, None));
+    };
+    if backend == BackendKind::Vm {
+        return Err(ImageError::VmNotBuilt.into());
+    }
+    if crate::rootless::is_rootless() {
+        return Err(ImageError::NeedsRoot.into());
+    }
+    let images = Images::new(home);
+    let options = PullOptions::from_env(source.registry_auth.as_deref())?;
+    let progress = crate::image::progress::for_stderr();
+    let record = images.ensure(&source.reference, &options, progress.as_ref())?;
+    let resolved = images.root(&record)?;
+    let image =
+        ImageSource { reference: record.reference, registry_auth: None, layers: resolved.layers };
+    Ok((RootSource::Image(image), Some(resolved.defaults)))
+}
+
+/// The image's defaults under `moat run`'s explicit options: `-e` wins per variable, `-w` and
+/// `-u` win, and the command is Entrypoint + (the explicit command, or Cmd).
+fn apply_image_defaults(
+    args: &mut RunArgs,
+    defaults: &ImageDefaults,
+    root: &RootSource,
+) -> Result<(), RuntimeError> {
+    args.env = defaults.merged_env(&args.env);
+    args.cwd = args.cwd.take().or_else(|| defaults.working_dir.clone());
+    args.user = args.user.take().or_else(|| defaults.user.clone());
+    args.config.stop_signal = defaults.stop_signal.clone();
+    let mut explicit = Vec::new();
+    if !args.cmd.is_empty() {
+        explicit.push(std::mem::take(&mut args.cmd));
+        explicit.append(&mut args.args);
+    }
+    let mut command = defaults.command(&explicit).into_iter();
+    let reference = match root {
+        RootSource::Image(image) => image.reference.clone(),
+        _ => String::new(),
+    };
+    args.cmd = command.next().ok_or(ImageError::NoCommand { reference })?;
+    args.args = command.collect();
+    Ok(())
+}
+
 /// `--rootfs DIR` must be an existing directory; resolved to an absolute path.
 pub(crate) fn checked_root(root: &RootSource) -> Result<RootSource, RuntimeError> {
     match root {
         RootSource::Host => Ok(RootSource::Host),
+        RootSource::Image(_) => Ok(root.clone()),
         RootSource::Dir(dir) => {
             let resolved = dir.canonicalize().map_err(RuntimeError::io("open --rootfs", dir))?;
             if !resolved.is_dir() {
@@ -183,6 +254,61 @@ pub fn hidden_dir_arg(args: &[String]) -> Option<SandboxDir> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn image_run(cmd: &[&str], env: &[&str], cwd: Option<&str>) -> RunArgs {
+        let mut args = crate::cli::parse_run(&["--image".to_owned(), "img".to_owned()]).unwrap();
+        let mut cmd = cmd.iter().map(|s| (*s).to_owned());
+        args.cmd = cmd.next().unwrap_or_default();
+        args.args = cmd.collect();
+        args.env = env.iter().map(|s| (*s).to_owned()).collect();
+        args.cwd = cwd.map(str::to_owned);
+        args
+    }
+
+    fn defaults() -> ImageDefaults {
+        ImageDefaults {
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            working_dir: Some("/app".into()),
+            user: Some("app".into()),
+            entrypoint: vec!["/init".into()],
+            cmd: vec!["serve".into()],
+            stop_signal: Some("SIGQUIT".into()),
+        }
+    }
+
+    #[test]
+    fn a_bare_image_run_takes_every_default() {
+        let mut args = image_run(&[], &[], None);
+        let root = args.root.clone();
+        apply_image_defaults(&mut args, &defaults(), &root).unwrap();
+        assert_eq!((args.cmd.as_str(), args.args.clone()), ("/init", vec!["serve".to_owned()]));
+        assert_eq!((args.cwd.as_deref(), args.user.as_deref()), (Some("/app"), Some("app")));
+        assert_eq!(args.env, ["PATH=/bin", "A=1"]);
+        assert_eq!(args.config.stop_signal.as_deref(), Some("SIGQUIT"));
+    }
+
+    #[test]
+    fn explicit_options_and_command_win_over_the_image() {
+        let mut args = image_run(&["debug", "-v"], &["A=2"], Some("/tmp"));
+        let root = args.root.clone();
+        apply_image_defaults(&mut args, &defaults(), &root).unwrap();
+        assert_eq!(
+            (args.cmd.as_str(), args.args.clone()),
+            ("/init", vec!["debug".to_owned(), "-v".to_owned()])
+        );
+        assert_eq!(
+            (args.cwd.as_deref(), args.env.clone()),
+            (Some("/tmp"), vec!["PATH=/bin".to_owned(), "A=2".to_owned()])
+        );
+    }
+
+    #[test]
+    fn an_image_without_entrypoint_or_cmd_needs_a_command() {
+        let mut args = image_run(&[], &[], None);
+        let root = args.root.clone();
+        let err = apply_image_defaults(&mut args, &ImageDefaults::default(), &root).unwrap_err();
+        assert!(err.to_string().contains("no Entrypoint or Cmd"), "{err}");
+    }
 
     #[test]
     fn not_found_names_the_command_on_one_line() {

@@ -238,6 +238,7 @@ fn prepare(dir: &SandboxDir) -> Result<(VmConfig, Channel), RuntimeError> {
             crate::ns_init::bind_rootfs(source, &lower)?;
             lower
         }
+        RootSource::Image(_) => return Err(crate::image::ImageError::VmNotBuilt.into()),
         RootSource::Host => {
             let root = dir.root_mount();
             std::fs::create_dir_all(&root)

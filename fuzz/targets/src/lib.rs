@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Each target checks one property of `moat-protocol` (or of the relay's router, agentd's
-//! dispatcher, the exec.log reader built on it) and panics when it does not hold; a panic is
+//! dispatcher, the exec.log reader built on it, the runtime's image layer unpacker) and panics when it does not hold; a panic is
 //! what libFuzzer reports as a crash. Keeping the bodies here, with no libFuzzer dependency, lets
 //! the committed seeds and any local corpus be replayed as ordinary tests on stable Rust.
 //!
@@ -21,6 +21,7 @@ pub mod agentd_dispatch;
 pub mod exec_log_line;
 pub mod exec_log_reader;
 pub mod frame_split;
+pub mod layer_unpack;
 pub mod message_decode;
 pub mod relay_router;
 pub mod roundtrip;
@@ -40,7 +41,7 @@ pub struct Target {
 }
 
 /// Every target, in the order `.ci/fuzz.sh` runs them.
-pub const TARGETS: [Target; 8] = [
+pub const TARGETS: [Target; 9] = [
     Target { name: "frame_split", run: frame_split::run },
     Target { name: "message_decode", run: message_decode::run },
     Target { name: "roundtrip", run: roundtrip::run },
@@ -49,6 +50,7 @@ pub const TARGETS: [Target; 8] = [
     Target { name: "relay_router", run: relay_router::run },
     Target { name: "exec_log_reader", run: exec_log_reader::run },
     Target { name: "agentd_dispatch", run: agentd_dispatch::run },
+    Target { name: "layer_unpack", run: layer_unpack::run },
 ];
 
 /// Looks a target up by name.

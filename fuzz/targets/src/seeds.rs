@@ -72,7 +72,16 @@ pub fn generate() -> Vec<Seed> {
     seeds.extend(relay_router_seeds());
     seeds.extend(exec_log_reader_seeds());
     seeds.extend(agentd_dispatch_seeds(&frames));
+    seeds.extend(layer_unpack_seeds());
     seeds
+}
+
+fn layer_unpack_seeds() -> Vec<Seed> {
+    let mut set = SeedSet::new("layer_unpack");
+    for (what, blob) in crate::layer_unpack::seeds() {
+        set.add(what, blob);
+    }
+    set.seeds
 }
 
 /// A framed record of the vector file.

@@ -85,6 +85,11 @@ fn replays_agentd_dispatch_inputs() {
 }
 
 #[test]
+fn replays_layer_unpack_inputs() {
+    replay("layer_unpack");
+}
+
+#[test]
 fn every_fuzz_binary_has_a_replayed_target() {
     let dir = seeds::fuzz_dir().join("fuzz_targets");
     let binaries: BTreeSet<String> = inputs(&dir)

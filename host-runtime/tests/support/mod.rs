@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod registry;
+
 /// Fails the test, saying why, when not running as root.
 pub fn require_root() {
     assert!(
