@@ -336,3 +336,60 @@ fn doctor_reports_the_users_map_and_a_working_namespace_probe_as_unprivileged_us
     assert!(out.contains("no pids, memory or CPU limit"), "{out}");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn the_default_profile_denies_kernel_calls_masks_proc_and_runs_python_and_cc_as_unprivileged_user()
+{
+    let user = ensure_user(USER, true);
+    let home = user_home(&user, "probes");
+    let denied: &[(&str, i64, u64)] = &[
+        ("keyctl", libc::SYS_keyctl, 0),
+        ("bpf", libc::SYS_bpf, 0),
+        ("perf_event_open", libc::SYS_perf_event_open, 0),
+        ("userfaultfd", libc::SYS_userfaultfd, 0),
+        ("unshare_newuser", libc::SYS_unshare, libc::CLONE_NEWUSER as u64),
+        ("mount", libc::SYS_mount, 0),
+        ("init_module", libc::SYS_init_module, 0),
+    ];
+    let list: Vec<String> =
+        denied.iter().map(|(name, nr, arg)| format!("({name:?}, {nr}, {arg})")).collect();
+    let python = format!(
+        "import ctypes\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         libc.syscall.restype = ctypes.c_long\n\
+         for name, nr, arg in [{}]:\n\
+         \x20   ctypes.set_errno(0)\n\
+         \x20   r = libc.syscall(ctypes.c_long(nr), ctypes.c_ulong(arg), ctypes.c_long(0),\n\
+         \x20                    ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))\n\
+         \x20   print(name, 0 if r >= 0 else ctypes.get_errno())\n",
+        list.join(", ")
+    );
+    // Masked paths read as nothing; a C program compiles and runs in the throw-away root.
+    let script = "python3 -c \"$PROBE\"; \
+                  echo masked $(cat /proc/kcore /proc/keys /proc/timer_list 2>/dev/null | wc -c); \
+                  printf 'int main(void) { return 3; }\\n' >/tmp/t.c && cc /tmp/t.c -o /tmp/t; \
+                  /tmp/t; echo cc $?";
+    let output = moat_as(
+        &user,
+        &home,
+        &[
+            "run",
+            "--isolation",
+            "namespace",
+            "-e",
+            &format!("PROBE={python}"),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let (out, err) = (stdout(&output), stderr(&output));
+    assert_eq!(output.status.code(), Some(0), "stdout: {out}\nstderr: {err}");
+    for (name, _, _) in denied {
+        assert!(out.lines().any(|l| l == format!("{name} {}", libc::EPERM)), "{name}: {out}");
+    }
+    assert!(out.lines().any(|l| l == "masked 0"), "{out}");
+    assert!(out.lines().any(|l| l == "cc 3"), "{out}\nstderr: {err}");
+    let _ = std::fs::remove_dir_all(&home);
+}
