@@ -9,7 +9,10 @@
 use std::path::Path;
 
 mod support;
-use support::{moat, moat_home, processes_mentioning, require_root, stderr, stdout};
+use support::{
+    DPKG_PROBE, DPKG_PROBE_OUTPUT, moat, moat_home, processes_mentioning, require_root, stderr,
+    stdout,
+};
 
 /// A python3 program that calls each `(name, number, arg0)` and prints `name errno` per line
 /// (`0` when the call succeeded).
@@ -456,4 +459,13 @@ fn the_identity_map_start_still_works_when_asked_for_as_root() {
     assert!(stderr(&output).contains("identity id map"), "{}", stderr(&output));
     // Without the range, the sandbox's root writes as host root.
     assert_eq!(std::fs::metadata(volume.join("new")).unwrap().uid(), 0);
+}
+
+#[test]
+fn dpkg_builds_and_installs_a_package_under_the_default_profile_as_root() {
+    require_root();
+    let home = moat_home("hd-dpkg");
+    let output = moat(&home, &["run", "--isolation", "namespace", "--", "sh", "-c", DPKG_PROBE]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output), DPKG_PROBE_OUTPUT, "stderr: {}", stderr(&output));
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 
 mod support;
-use support::{require_root, stderr, stdout};
+use support::{DPKG_PROBE, DPKG_PROBE_OUTPUT, require_root, stderr, stdout};
 
 /// The user with subordinate ids.
 const USER: &str = "moat-test";
@@ -391,5 +391,16 @@ fn the_default_profile_denies_kernel_calls_masks_proc_and_runs_python_and_cc_as_
     }
     assert!(out.lines().any(|l| l == "masked 0"), "{out}");
     assert!(out.lines().any(|l| l == "cc 3"), "{out}\nstderr: {err}");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+#[test]
+fn dpkg_builds_and_installs_a_package_as_unprivileged_user() {
+    let user = ensure_user(USER, true);
+    let home = user_home(&user, "dpkg");
+    let output =
+        moat_as(&user, &home, &["run", "--isolation", "namespace", "--", "sh", "-c", DPKG_PROBE]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output), DPKG_PROBE_OUTPUT, "stderr: {}", stderr(&output));
     let _ = std::fs::remove_dir_all(&home);
 }

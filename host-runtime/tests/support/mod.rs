@@ -73,3 +73,22 @@ pub fn executables() -> moat_runtime::lifecycle::Executables {
     }
     moat_runtime::lifecycle::Executables { moat, agentd }
 }
+
+/// A shell script for a sandbox: builds a small Debian package with `dpkg-deb` and installs it
+/// with `dpkg` into a fresh root under `/tmp` (the host's dpkg, from the default root's `/usr`),
+/// then prints the installed file and dpkg's status line. A package manager's work (unpacking,
+/// chown, rename, fsync) under the sandbox's seccomp profile, capabilities and id map.
+pub const DPKG_PROBE: &str = "set -e
+mkdir -p /tmp/p/DEBIAN /tmp/p/usr/share/moat-probe /tmp/r/var/lib/dpkg/updates \
+  /tmp/r/var/lib/dpkg/info /tmp/r/var/lib/dpkg/triggers
+printf 'Package: moat-probe\\nVersion: 1.0\\nArchitecture: all\\nMaintainer: moat <moat@localhost>\\nDescription: probe\\n' >/tmp/p/DEBIAN/control
+echo installed >/tmp/p/usr/share/moat-probe/marker
+dpkg-deb --build --root-owner-group /tmp/p /tmp/probe.deb >/dev/null
+: >/tmp/r/var/lib/dpkg/status
+dpkg --root=/tmp/r --force-script-chrootless -i /tmp/probe.deb >/dev/null
+cat /tmp/r/usr/share/moat-probe/marker
+dpkg --root=/tmp/r -s moat-probe | grep '^Status:'
+";
+
+/// What [`DPKG_PROBE`] prints when the install worked.
+pub const DPKG_PROBE_OUTPUT: &str = "installed\nStatus: install ok installed\n";
