@@ -9,6 +9,10 @@ pub const PROTOCOL_GENERATION: u8 = 10;
 /// Generation announced by moat's agent in `core.ready` (the agent understands generations 1–7).
 pub const AGENT_GENERATION: u8 = 7;
 
+/// Lowest request `v` that gets exec flow control and execution admission (PROTOCOL.md §8.4,
+/// §13.5), when the sandbox has `exec_limits`.
+pub const FLOW_CONTROL_GENERATION: u8 = 10;
+
 /// Size of the big-endian length prefix that starts every frame.
 pub const LEN_PREFIX_BYTES: usize = 4;
 
