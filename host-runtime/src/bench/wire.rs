@@ -5,6 +5,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use moat_protocol::payload::exec::Consumed;
 use moat_protocol::relay::IdAllocator;
 use moat_protocol::{FrameDecoder, Message, MessageFrame};
 
@@ -22,6 +23,8 @@ pub(super) struct Conn {
     ids: IdAllocator,
     read_buf: Vec<u8>,
     write_buf: Vec<u8>,
+    /// Whether exec output must be acknowledged (generation 10 with `exec_limits`).
+    flow_control: bool,
 }
 
 impl Conn {
@@ -34,10 +37,27 @@ impl Conn {
             ids: IdAllocator::new(range),
             read_buf: vec![0u8; SOCKET_READ_CHUNK_BYTES],
             write_buf: Vec::new(),
+            flow_control: false,
         };
         let ready = conn.recv("waiting for the replayed core.ready")?;
-        expect(matches!(ready.message, Message::Ready(_)), &ready, "waiting for core.ready")?;
-        Ok(conn)
+        match ready.message {
+            Message::Ready(ready_payload) => {
+                conn.flow_control =
+                    crate::flow::policy(ready.v, ready_payload.exec_limits).is_some();
+                Ok(conn)
+            }
+            _ => expect(false, &ready, "waiting for core.ready").map(|()| conn),
+        }
+    }
+
+    /// Acknowledges exec output on `id` up to the cumulative charge `consumed`, when the
+    /// connection is flow-controlled.
+    pub(super) fn ack_output(&mut self, id: u32, consumed: u64) -> Result<(), RuntimeError> {
+        if !self.flow_control {
+            return Ok(());
+        }
+        let ack = Message::ExecOutputAck(Consumed { consumed });
+        self.send(&MessageFrame::new(id, ack), "core.exec.output.ack")
     }
 
     /// A fresh correlation id.
