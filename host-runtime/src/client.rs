@@ -238,6 +238,16 @@ impl RelayClient {
     ) -> Result<ExecOutcome, RuntimeError> {
         let mut acks = OutputAcks::default();
         loop {
+            if let Some(policy) = &self.policy {
+                // Idle when nothing is buffered: the next read waits on the socket, so all
+                // output read so far is acknowledged first. (A partial frame buffered is not
+                // idle: the rest of it is already on its way, as frames are written whole.)
+                let idle = self.decoder.buffered() == 0;
+                if let Some(consumed) = acks.due(idle, u64::from(policy.output_limit)) {
+                    let ack = MessageFrame::new(id, Message::ExecOutputAck(Consumed { consumed }));
+                    send(&self.writer, ack, "core.exec.output.ack")?;
+                }
+            }
             let frame = self.next_message("waiting for the command to finish")?;
             if frame.id != id {
                 tracing::debug!(id = frame.id, message = %wire_name(&frame.message), "frame for another id");
@@ -269,11 +279,7 @@ impl RelayClient {
                 }
             };
             on_output(stream, &data);
-            if self.policy.is_some() {
-                let consumed = acks.received(data.len());
-                let ack = MessageFrame::new(id, Message::ExecOutputAck(Consumed { consumed }));
-                send(&self.writer, ack, "core.exec.output.ack")?;
-            }
+            acks.received(data.len());
         }
     }
 

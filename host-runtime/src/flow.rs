@@ -27,10 +27,12 @@ pub fn stdin_chunk_bytes(policy: Option<&ExecLimits>) -> usize {
     policy.map_or(STDIN_CHUNK_BYTES, |p| STDIN_CHUNK_BYTES.min(p.stdin_chunk_size as usize))
 }
 
-/// Cumulative output charge received, the value `core.exec.output.ack` carries.
+/// Cumulative output charge received, the value `core.exec.output.ack` carries, and what was
+/// last acknowledged.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct OutputAcks {
     consumed: u64,
+    acked: u64,
 }
 
 impl OutputAcks {
@@ -38,6 +40,20 @@ impl OutputAcks {
     pub fn received(&mut self, len: usize) -> u64 {
         self.consumed += output_charge(len);
         self.consumed
+    }
+
+    /// The ack to send now, if one is due: when the reader is about to wait for more bytes
+    /// (`idle`: nothing complete is buffered, so everything read so far must be acknowledged
+    /// or the agent may wait forever), or when half of `window` is unacknowledged (so the agent
+    /// never stalls on a busy stream). Batching acks this way sends one per socket read instead
+    /// of one per chunk.
+    pub fn due(&mut self, idle: bool, window: u64) -> Option<u64> {
+        let unacked = self.consumed - self.acked;
+        if unacked > 0 && (idle || unacked >= window / 2) {
+            self.acked = self.consumed;
+            return Some(self.consumed);
+        }
+        None
     }
 }
 
@@ -123,6 +139,18 @@ mod tests {
     fn stdin_chunks_follow_the_policy() {
         assert_eq!(stdin_chunk_bytes(Some(&ExecLimits::default())), 16_384);
         assert_eq!(stdin_chunk_bytes(None), STDIN_CHUNK_BYTES);
+    }
+
+    #[test]
+    fn acks_are_batched_until_idle_or_half_the_window() {
+        let mut acks = OutputAcks::default();
+        acks.received(100);
+        assert_eq!(acks.due(false, 1000), None);
+        acks.received(200);
+        assert_eq!(acks.due(false, 1000), Some(812));
+        acks.received(0);
+        assert_eq!(acks.due(true, 1000), Some(1068));
+        assert_eq!(acks.due(true, 1000), None, "nothing new to acknowledge");
     }
 
     #[test]

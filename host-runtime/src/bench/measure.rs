@@ -100,6 +100,7 @@ pub(super) fn stdout_stream(socket: &Path, bytes: u64) -> Result<Duration, Runti
     let mut got = 0u64;
     let mut acks = crate::flow::OutputAcks::default();
     loop {
+        conn.ack_output(id, &mut acks)?;
         let frame = conn.recv("streaming stdout")?;
         if frame.id != id {
             continue;
@@ -107,7 +108,7 @@ pub(super) fn stdout_stream(socket: &Path, bytes: u64) -> Result<Duration, Runti
         match frame.message {
             Message::ExecStdout(Data { data }) => {
                 got += data.len() as u64;
-                conn.ack_output(id, acks.received(data.len()))?;
+                acks.received(data.len());
             }
             Message::ExecExited(exited) if exited.code == 0 && got == bytes - bytes % BLOCK => {
                 return Ok(start.elapsed());

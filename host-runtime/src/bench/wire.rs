@@ -23,8 +23,9 @@ pub(super) struct Conn {
     ids: IdAllocator,
     read_buf: Vec<u8>,
     write_buf: Vec<u8>,
-    /// Whether exec output must be acknowledged (generation 10 with `exec_limits`).
-    flow_control: bool,
+    /// The output window, when exec output must be acknowledged (generation 10 with
+    /// `exec_limits`).
+    output_window: Option<u64>,
 }
 
 impl Conn {
@@ -37,25 +38,31 @@ impl Conn {
             ids: IdAllocator::new(range),
             read_buf: vec![0u8; SOCKET_READ_CHUNK_BYTES],
             write_buf: Vec::new(),
-            flow_control: false,
+            output_window: None,
         };
         let ready = conn.recv("waiting for the replayed core.ready")?;
         match ready.message {
             Message::Ready(ready_payload) => {
-                conn.flow_control =
-                    crate::flow::policy(ready.v, ready_payload.exec_limits).is_some();
+                conn.output_window = crate::flow::policy(ready.v, ready_payload.exec_limits)
+                    .map(|p| u64::from(p.output_limit));
                 Ok(conn)
             }
             _ => expect(false, &ready, "waiting for core.ready").map(|()| conn),
         }
     }
 
-    /// Acknowledges exec output on `id` up to the cumulative charge `consumed`, when the
-    /// connection is flow-controlled.
-    pub(super) fn ack_output(&mut self, id: u32, consumed: u64) -> Result<(), RuntimeError> {
-        if !self.flow_control {
+    /// Before a read: acknowledges exec output on `id` when an ack is due (the read would wait
+    /// on the socket, or half the window is unacknowledged) and the connection is
+    /// flow-controlled.
+    pub(super) fn ack_output(
+        &mut self,
+        id: u32,
+        acks: &mut crate::flow::OutputAcks,
+    ) -> Result<(), RuntimeError> {
+        let Some(window) = self.output_window else { return Ok(()) };
+        let Some(consumed) = acks.due(self.decoder.buffered() == 0, window) else {
             return Ok(());
-        }
+        };
         let ack = Message::ExecOutputAck(Consumed { consumed });
         self.send(&MessageFrame::new(id, ack), "core.exec.output.ack")
     }
