@@ -11,9 +11,11 @@
 //! | wrong flags byte for the type                | `invalid_flags`                               |
 //! | payload that does not decode                 | `invalid_payload`                             |
 //! | exec-control frame over 4 KiB                | `invalid_payload`                             |
+//! | output ack that regresses or over-claims     | `invalid_payload` (the session is killed)     |
 //! | unknown type name                            | `unsupported_message_type`                    |
-//! | type newer than the agent's generation (7)   | `unsupported_protocol_generation`             |
-//! | raw bulk record (generation 8)               | `unsupported_protocol_generation`             |
+//! | type newer than the agent's generation (10)  | `unsupported_protocol_generation`             |
+//! | raw bulk record, bulk control (generation 8) | `capability_unavailable` (not built)          |
+//! | workload, root-disk types (generation 9)     | `capability_unavailable` (not built)          |
 //! | agent-to-host type sent to the agent         | `unsupported_message_type`                    |
 //! | follow-up for an unknown session             | `invalid_session`                             |
 
@@ -41,12 +43,14 @@ pub enum Rejected {
 
 /// What the dispatcher drives. The real implementation is in [`crate::driver`].
 pub trait Services {
-    /// Start an exec session.
-    fn exec_start(&mut self, id: u32, request: ExecRequest) -> Result<(), Rejected>;
+    /// Start an exec session; `v` is the request's generation (flow control from 10).
+    fn exec_start(&mut self, id: u32, v: u8, request: ExecRequest) -> Result<(), Rejected>;
     /// Stdin for a session (empty = EOF).
     fn exec_stdin(&mut self, id: u32, data: Vec<u8>) -> Result<(), Rejected>;
     /// Signal a session's process group.
     fn exec_signal(&mut self, id: u32, signal: i32) -> Result<(), Rejected>;
+    /// A cumulative output ack for a flow-controlled session.
+    fn exec_output_ack(&mut self, id: u32, consumed: u64) -> Result<(), Rejected>;
     /// Resize a session's PTY.
     fn exec_resize(&mut self, id: u32, rows: u16, cols: u16) -> Result<(), Rejected>;
     /// A filesystem request (answered by the service).
@@ -142,10 +146,8 @@ impl Dispatcher {
             Ok(Decoded::Bulk(_)) => {
                 return error(
                     id,
-                    CoreErrorKind::UnsupportedProtocolGeneration,
-                    format!(
-                        "raw bulk records need protocol generation 8; this agent speaks {AGENT_GENERATION}"
-                    ),
+                    CoreErrorKind::CapabilityUnavailable,
+                    "raw bulk records (generation 8) are not built in moat-agentd".to_owned(),
                     None,
                 );
             }
@@ -253,13 +255,16 @@ impl Dispatcher {
             }
             Message::ExecRequest(request) => {
                 self.activity_seq += 1;
-                services.exec_start(id, request).err().and_then(|r| rejected(id, r, t))
+                services.exec_start(id, v, request).err().and_then(|r| rejected(id, r, t))
             }
             Message::ExecStdin(data) => {
                 services.exec_stdin(id, data.data).err().and_then(|r| rejected(id, r, t))
             }
             Message::ExecSignal(s) => {
                 services.exec_signal(id, s.signal).err().and_then(|r| rejected(id, r, t))
+            }
+            Message::ExecOutputAck(ack) => {
+                services.exec_output_ack(id, ack.consumed).err().and_then(|r| rejected(id, r, t))
             }
             Message::ExecResize(r) => {
                 services.exec_resize(id, r.rows, r.cols).err().and_then(|e| rejected(id, e, t))
@@ -291,32 +296,36 @@ impl Dispatcher {
                     error: format!("unknown TCP session: {id}"),
                 }),
             }),
-            // Everything below was refused by `check_acceptable` (too new for generation 7, or
-            // sent by the agent rather than to it); listing them keeps this match exhaustive.
+            Message::WorkloadFreeze(_)
+            | Message::WorkloadThaw(_)
+            | Message::RootDiskPrepare(_)
+            | Message::RootDiskGrow(_)
+            | Message::BulkCredit(_)
+            | Message::BulkFinish(_)
+            | Message::BulkCancel(_) => error(
+                id,
+                CoreErrorKind::CapabilityUnavailable,
+                format!("{t} (generation {}) is not built in moat-agentd", t.introduced_in()),
+                Some(t.wire_name()),
+            ),
+            // Everything below was refused by `check_acceptable` (sent by the agent rather than
+            // to it); listing them keeps this match exhaustive.
             Message::InitResolved(_)
             | Message::Ready(_)
             | Message::Pong
             | Message::Touched(_)
             | Message::Error(_)
-            | Message::WorkloadFreeze(_)
             | Message::WorkloadFrozen(_)
-            | Message::WorkloadThaw(_)
             | Message::WorkloadThawed(_)
             | Message::WorkloadTransportCredit(_)
-            | Message::RootDiskPrepare(_)
-            | Message::RootDiskGrow(_)
             | Message::RootDiskState(_)
             | Message::BulkAccepted(_)
-            | Message::BulkCredit(_)
-            | Message::BulkFinish(_)
-            | Message::BulkCancel(_)
             | Message::ExecStarted(_)
             | Message::ExecStdinError(_)
             | Message::ExecStdout(_)
             | Message::ExecStderr(_)
             | Message::ExecExited(_)
             | Message::ExecFailed(_)
-            | Message::ExecOutputAck(_)
             | Message::ExecStdinAck(_)
             | Message::FsResponse(_)
             | Message::TcpConnected
@@ -361,8 +370,8 @@ mod tests {
     }
 
     impl Services for Fake {
-        fn exec_start(&mut self, id: u32, request: ExecRequest) -> Result<(), Rejected> {
-            self.calls.push(format!("start {id} {}", request.cmd));
+        fn exec_start(&mut self, id: u32, v: u8, request: ExecRequest) -> Result<(), Rejected> {
+            self.calls.push(format!("start {id} v{v} {}", request.cmd));
             self.sessions.push(id);
             Ok(())
         }
@@ -372,6 +381,10 @@ mod tests {
         }
         fn exec_signal(&mut self, id: u32, signal: i32) -> Result<(), Rejected> {
             self.calls.push(format!("signal {id} {signal}"));
+            self.session(id)
+        }
+        fn exec_output_ack(&mut self, id: u32, consumed: u64) -> Result<(), Rejected> {
+            self.calls.push(format!("ack {id} {consumed}"));
             self.session(id)
         }
         fn exec_resize(&mut self, id: u32, rows: u16, cols: u16) -> Result<(), Rejected> {
@@ -444,10 +457,26 @@ mod tests {
     }
 
     #[test]
-    fn too_new_type_gets_unsupported_protocol_generation() {
+    fn output_ack_reaches_the_service() {
+        let mut fake = Fake { sessions: vec![3], ..Fake::default() };
+        let ack = Message::ExecOutputAck(moat_protocol::payload::exec::Consumed { consumed: 259 });
+        assert_eq!(Dispatcher::new().handle(&raw(3, ack), &mut fake), None);
+        assert_eq!(fake.calls, vec!["ack 3 259"]);
+    }
+
+    #[test]
+    fn output_ack_for_an_unknown_session_gets_invalid_session() {
         let ack = Message::ExecOutputAck(moat_protocol::payload::exec::Consumed { consumed: 1 });
         let kind = error_kind(Dispatcher::new().handle(&raw(3, ack), &mut Fake::default()));
-        assert_eq!(kind, CoreErrorKind::UnsupportedProtocolGeneration);
+        assert_eq!(kind, CoreErrorKind::InvalidSession);
+    }
+
+    #[test]
+    fn generation_9_types_are_refused_as_not_built() {
+        let grow =
+            Message::RootDiskGrow(moat_protocol::payload::core::RootDiskGrow { size_bytes: 1 });
+        let kind = error_kind(Dispatcher::new().handle(&raw(3, grow), &mut Fake::default()));
+        assert_eq!(kind, CoreErrorKind::CapabilityUnavailable);
     }
 
     #[test]
@@ -504,7 +533,7 @@ mod tests {
             d.handle(&raw(1, Message::ExecSignal(ExecSignal { signal: 9 })), &mut fake),
             None
         );
-        assert_eq!(fake.calls, vec!["start 1 echo", "signal 1 9"]);
+        assert_eq!(fake.calls, vec!["start 1 v10 echo", "signal 1 9"]);
     }
 
     #[test]
@@ -544,7 +573,7 @@ mod tests {
     }
 
     #[test]
-    fn bulk_record_is_refused_as_too_new() {
+    fn bulk_record_is_refused_as_not_built() {
         let frame = RawFrame {
             id: 1,
             flags: Flags::BULK,
@@ -552,7 +581,7 @@ mod tests {
         };
         assert_eq!(
             error_kind(Dispatcher::new().handle(&frame, &mut Fake::default())),
-            CoreErrorKind::UnsupportedProtocolGeneration
+            CoreErrorKind::CapabilityUnavailable
         );
     }
 

@@ -103,16 +103,30 @@ pub struct AgentServices {
 
 /// Stdin the session cannot take gets a non-terminal `core.exec.stdin.error`; a follow-up for a
 /// session that does not exist (or an id already in use) gets `core.error invalid_session`.
+/// An output ack that regresses or over-claims gets `core.error invalid_payload` (and its
+/// session is killed).
 fn exec_rejection(err: ExecError) -> Rejected {
-    match err.stdin_error() {
-        Some(stdin_error) => Rejected::Stdin(stdin_error),
-        None => Rejected::Error { kind: CoreErrorKind::InvalidSession, message: err.to_string() },
+    if let Some(stdin_error) = err.stdin_error() {
+        return Rejected::Stdin(stdin_error);
     }
+    let kind = match err {
+        ExecError::BadOutputAck { .. } => CoreErrorKind::InvalidPayload,
+        ExecError::NoSuchSession(_)
+        | ExecError::DuplicateSession(_)
+        | ExecError::StdinAfterEof
+        | ExecError::StdinPolicy
+        | ExecError::StdinQueueFull { .. } => CoreErrorKind::InvalidSession,
+    };
+    Rejected::Error { kind, message: err.to_string() }
 }
 
 impl Services for AgentServices {
-    fn exec_start(&mut self, id: u32, request: ExecRequest) -> Result<(), Rejected> {
-        self.exec.start(id, request).map_err(exec_rejection)
+    fn exec_start(&mut self, id: u32, v: u8, request: ExecRequest) -> Result<(), Rejected> {
+        self.exec.start(id, v, request).map_err(exec_rejection)
+    }
+
+    fn exec_output_ack(&mut self, id: u32, consumed: u64) -> Result<(), Rejected> {
+        self.exec.output_ack(id, consumed).map_err(exec_rejection)
     }
 
     fn exec_stdin(&mut self, id: u32, data: Vec<u8>) -> Result<(), Rejected> {

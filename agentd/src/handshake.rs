@@ -16,6 +16,7 @@ use moat_protocol::payload::bootstrap::GuestBootstrap;
 use moat_protocol::payload::core::{
     CoreError, CoreErrorKind, InitFailureReason, InitResolved, Ready, ResolvedUser,
 };
+use moat_protocol::payload::exec::{ExecLimits, ExecLimitsError};
 use moat_protocol::{DecodeError, Decoded, Flags, FrameError, Message, decode_frame};
 
 use crate::driver::{FrameReader, ReadError};
@@ -106,6 +107,14 @@ pub async fn receive_bootstrap(reader: &mut FrameReader) -> Result<GuestBootstra
     }
 }
 
+/// The flow-control policy the agent enforces and announces: the bootstrap's `exec_limits`, or
+/// the defaults when it has none. An invalid policy is a boot failure.
+pub fn exec_limits(bootstrap: &GuestBootstrap) -> Result<ExecLimits, ExecLimitsError> {
+    let limits = bootstrap.exec_limits.unwrap_or_default();
+    limits.validate()?;
+    Ok(limits)
+}
+
 /// Sends `core.init.resolved` and waits for `core.init.ack`.
 pub async fn report_init(
     reader: &mut FrameReader,
@@ -119,17 +128,19 @@ pub async fn report_init(
     }
 }
 
-/// Sends `core.ready`.
+/// Sends `core.ready`, echoing the flow-control policy the agent enforces (PROTOCOL.md §6.1).
 pub async fn send_ready(
     out: &Outbound,
     boot_time_ns: u64,
     init_time_ns: u64,
+    exec_limits: ExecLimits,
 ) -> Result<(), ChannelClosed> {
     let ready = Ready {
         boot_time_ns,
         init_time_ns,
         ready_time_ns: crate::sys::boottime_ns(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        exec_limits: Some(exec_limits),
         ..Ready::default()
     };
     out.send(0, Message::Ready(ready)).await
@@ -177,5 +188,30 @@ pub async fn report_failure(
         wait.await;
     } else {
         let _ = tokio::time::timeout(FAILURE_ACK_TIMEOUT, wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_limits_default_when_the_bootstrap_has_none() {
+        assert_eq!(exec_limits(&GuestBootstrap::default()), Ok(ExecLimits::default()));
+    }
+
+    #[test]
+    fn exec_limits_echo_the_bootstraps_policy() {
+        let limits =
+            ExecLimits { max_executions: 3, input_limit: 1 << 20, ..ExecLimits::default() };
+        let bootstrap = GuestBootstrap { exec_limits: Some(limits), ..GuestBootstrap::default() };
+        assert_eq!(exec_limits(&bootstrap), Ok(limits));
+    }
+
+    #[test]
+    fn an_invalid_policy_is_a_boot_failure() {
+        let limits = ExecLimits { max_executions: 0, ..ExecLimits::default() };
+        let bootstrap = GuestBootstrap { exec_limits: Some(limits), ..GuestBootstrap::default() };
+        assert_eq!(exec_limits(&bootstrap), Err(ExecLimitsError::NoExecutions));
     }
 }

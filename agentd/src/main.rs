@@ -167,6 +167,15 @@ async fn run(options: Options, reaper: Reaper, boot_time_ns: u64) -> ExitCode {
     };
     let init_started = sys::boottime_ns();
     let promised_ack = bootstrap.init_failure_ack;
+    let limits = match handshake::exec_limits(&bootstrap) {
+        Ok(limits) => limits,
+        Err(err) => {
+            tracing::error!(%err, "boot failed");
+            let message = format!("exec_limits: {err}");
+            handshake::report_failure(Some(&mut reader), &out, message, None, promised_ack).await;
+            return finish(out, writer, ExitCode::FAILURE).await;
+        }
+    };
     let booted = boot::assemble(&options.boot, &bootstrap).and_then(|()| {
         let identity = UserDb::load(std::path::Path::new("/"))
             .resolve(bootstrap.user.as_deref().unwrap_or(""))?;
@@ -208,6 +217,7 @@ async fn run(options: Options, reaper: Reaper, boot_time_ns: u64) -> ExitCode {
         base_env: bootstrap.default_env.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
         root: PathBuf::from("/"),
         confinement,
+        limits,
     };
     let mut services = AgentServices {
         exec: ExecManager::new(config, reaper.clone(), out.clone()),
@@ -215,7 +225,7 @@ async fn run(options: Options, reaper: Reaper, boot_time_ns: u64) -> ExitCode {
         may_set_clock: options.pid1 && options.boot.vm,
     };
     let init_time_ns = sys::boottime_ns().saturating_sub(init_started);
-    if handshake::send_ready(&out, boot_time_ns, init_time_ns).await.is_err() {
+    if handshake::send_ready(&out, boot_time_ns, init_time_ns, limits).await.is_err() {
         return finish(out, writer, ExitCode::FAILURE).await;
     }
     tracing::info!(boot_time_ns, init_time_ns, "ready");

@@ -13,11 +13,14 @@ use moat_agentd::exec::{ExecConfig, ExecError, ExecManager, MAX_STDIN_QUEUE_BYTE
 use moat_agentd::outbound::{OUTBOUND_QUEUE_FRAMES, Outbound};
 use moat_agentd::process::Reaper;
 use moat_protocol::payload::exec::{
-    ExecFailed, ExecFailureKind, ExecRequest, ExecRlimit, ExecStdinError,
+    ExecFailed, ExecFailureKind, ExecLimits, ExecRequest, ExecRlimit, ExecStdinError, output_charge,
 };
 use moat_protocol::relay::IdRange;
 use moat_protocol::{Decoded, FrameDecoder, Message, MessageFrame, decode_frame};
 use tokio::sync::mpsc;
+
+/// The request generation of a session on the legacy path (no flow control).
+const LEGACY_GENERATION: u8 = 9;
 
 /// Longest wait for any single frame.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,6 +42,10 @@ struct Outcome {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     stdin_errors: Vec<ExecStdinError>,
+    /// The last `exec.stdin.ack`.
+    stdin_acked: u64,
+    /// Output charge received (generation 10: `Σ(len + 256)`).
+    charge: u64,
     exited: Option<i32>,
     failed: Option<ExecFailed>,
 }
@@ -58,13 +65,19 @@ impl Outcome {
             }
             Message::ExecStdout(data) => {
                 assert!(self.started.is_some(), "output before exec.started");
+                self.charge += output_charge(data.data.len());
                 self.stdout.extend_from_slice(&data.data);
             }
             Message::ExecStderr(data) => {
                 assert!(self.started.is_some(), "output before exec.started");
+                self.charge += output_charge(data.data.len());
                 self.stderr.extend_from_slice(&data.data);
             }
             Message::ExecStdinError(err) => self.stdin_errors.push(err),
+            Message::ExecStdinAck(ack) => {
+                assert!(ack.consumed > self.stdin_acked, "stdin ack did not advance");
+                self.stdin_acked = ack.consumed;
+            }
             Message::ExecExited(exited) => {
                 assert!(self.started.is_some(), "exec.exited without exec.started");
                 self.exited = Some(exited.code);
@@ -101,10 +114,15 @@ impl Host {
         Host { manager, rx, seen: HashMap::new(), next_id: 1 }
     }
 
+    /// Starts a legacy (generation < 10) session: no flow control.
     fn start(&mut self, request: ExecRequest) -> u32 {
+        self.start_v(LEGACY_GENERATION, request)
+    }
+
+    fn start_v(&mut self, v: u8, request: ExecRequest) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
-        self.manager.start(id, request).expect("start");
+        self.manager.start(id, v, request).expect("start");
         id
     }
 
@@ -148,6 +166,29 @@ impl Host {
         }
     }
 
+    /// Acknowledges all output `id` has received so far (generation 10).
+    fn ack(&mut self, id: u32) {
+        let charge = self.outcome(id).charge;
+        self.manager.output_ack(id, charge).expect("a valid ack");
+    }
+
+    /// Pumps `id` to its end, acknowledging all output received before each wait.
+    async fn finish_acking(&mut self, id: u32) -> Outcome {
+        while !self.outcome(id).is_done() {
+            self.ack(id);
+            self.pump().await;
+        }
+        self.seen.remove(&id).unwrap_or_default()
+    }
+
+    /// Pumps frames until none arrives for `quiet`.
+    async fn pump_until_quiet(&mut self, quiet: Duration) {
+        while let Ok(Some(bytes)) = tokio::time::timeout(quiet, self.rx.recv()).await {
+            let frame = decode(&bytes);
+            self.seen.entry(frame.id).or_default().apply(frame.message);
+        }
+    }
+
     async fn run(&mut self, request: ExecRequest) -> Outcome {
         let id = self.start(request);
         self.finish(id).await
@@ -171,6 +212,7 @@ fn config() -> ExecConfig {
         base_env: vec![("PATH".into(), "/usr/bin:/bin".into()), ("HOME".into(), "/".into())],
         root: "/".into(),
         confinement: Default::default(),
+        limits: Default::default(),
     }
 }
 
@@ -534,8 +576,8 @@ async fn orphaned_grandchild_is_reaped() {
 async fn kill_range_kills_only_sessions_in_the_range() {
     let mut host = Host::new();
     let sleeper = || ExecRequest { args: vec!["30".into()], ..ExecRequest::new("sleep") };
-    host.manager.start(10, sleeper()).unwrap();
-    host.manager.start(500, sleeper()).unwrap();
+    host.manager.start(10, LEGACY_GENERATION, sleeper()).unwrap();
+    host.manager.start(500, LEGACY_GENERATION, sleeper()).unwrap();
     host.started(10).await;
     host.started(500).await;
     host.manager.kill_range(IdRange { start: 1, end_exclusive: 100 });
@@ -549,8 +591,11 @@ async fn kill_range_kills_only_sessions_in_the_range() {
 async fn duplicate_and_unknown_ids_are_refused() {
     let mut host = Host::new();
     let sleeper = ExecRequest { args: vec!["30".into()], ..ExecRequest::new("sleep") };
-    host.manager.start(7, sleeper.clone()).unwrap();
-    assert_eq!(host.manager.start(7, sleeper), Err(ExecError::DuplicateSession(7)));
+    host.manager.start(7, LEGACY_GENERATION, sleeper.clone()).unwrap();
+    assert_eq!(
+        host.manager.start(7, LEGACY_GENERATION, sleeper),
+        Err(ExecError::DuplicateSession(7))
+    );
     assert_eq!(host.manager.stdin(8, b"x".to_vec()), Err(ExecError::NoSuchSession(8)));
     assert_eq!(host.manager.signal(8, 9), Err(ExecError::NoSuchSession(8)));
     assert_eq!(host.manager.resize(8, 1, 1), Err(ExecError::NoSuchSession(8)));
@@ -585,4 +630,137 @@ async fn confined_children_get_the_profile_filter_and_bounding_set_as_root() {
     // This test process itself is untouched: only the child was confined.
     let own = std::fs::read_to_string("/proc/self/status").unwrap();
     assert!(own.lines().any(|l| l.replace('\t', "") == "Seccomp:0"), "{own}");
+}
+
+/// Generation 10: a small window so a few chunks fill it.
+fn flow_config() -> ExecConfig {
+    let limits = ExecLimits {
+        max_executions: 2,
+        output_limit: 8192,
+        output_chunk_size: 4096,
+        input_limit: 64,
+        stdin_chunk_size: 16,
+    };
+    ExecConfig { limits, ..config() }
+}
+
+const FLOW: u8 = 10;
+
+/// How long "nothing more arrives" is watched for.
+const QUIET: Duration = Duration::from_millis(300);
+
+#[tokio::test]
+async fn flow_controlled_output_stops_at_the_window_and_resumes_on_ack() {
+    let mut host = Host::with_config(flow_config());
+    let id = host.start_v(FLOW, sh("head -c 100000 /dev/zero"));
+    host.pump_until_quiet(QUIET).await;
+    let outcome = host.outcome(id);
+    assert!(outcome.charge > 0 && outcome.charge <= 8192, "charge {}", outcome.charge);
+    assert!(outcome.exited.is_none(), "exited with output unacknowledged");
+    assert!(outcome.stdout.len() < 100_000);
+    let outcome = host.finish_acking(id).await;
+    assert_eq!((outcome.exited, outcome.stdout.len()), (Some(0), 100_000));
+}
+
+#[tokio::test]
+async fn exited_is_withheld_until_all_output_is_acknowledged() {
+    let mut host = Host::with_config(flow_config());
+    let id = host.start_v(FLOW, sh("echo hi"));
+    host.pump_until_quiet(QUIET).await;
+    assert_eq!(host.outcome(id).stdout_text(), "hi\n");
+    assert_eq!(host.outcome(id).exited, None);
+    host.ack(id);
+    assert_eq!(host.finish(id).await.exited, Some(0));
+}
+
+#[tokio::test]
+async fn legacy_sessions_need_no_acks() {
+    let mut host = Host::with_config(flow_config());
+    let outcome = host.run(sh("head -c 100000 /dev/zero")).await;
+    assert_eq!((outcome.exited, outcome.stdout.len()), (Some(0), 100_000));
+}
+
+#[tokio::test]
+async fn a_regressing_or_over_claiming_ack_ends_only_its_session() {
+    let mut host = Host::with_config(flow_config());
+    for bad in [u64::MAX, 0] {
+        let id = host.start_v(FLOW, sh("echo hi; sleep 30"));
+        host.wait_stdout(id, "hi").await;
+        let charge = host.outcome(id).charge;
+        if bad == 0 {
+            host.ack(id);
+        }
+        let wanted = if bad == 0 { charge } else { 0 };
+        match host.manager.output_ack(id, bad.min(charge + 1)) {
+            Err(ExecError::BadOutputAck { id: refused, .. }) if refused == id => {}
+            other => panic!("ack {bad} after {wanted} acked: {other:?}"),
+        }
+        // Killed, and silent: the dispatcher's core.error was its terminal frame.
+        host.pump_until_quiet(QUIET).await;
+        assert_eq!(host.outcome(id).exited, None);
+    }
+    // The manager keeps serving.
+    let id = host.start_v(FLOW, sh("echo again"));
+    assert_eq!(host.finish_acking(id).await.stdout_text(), "again\n");
+}
+
+#[tokio::test]
+async fn stdin_is_acknowledged_and_held_to_the_policy() {
+    let mut host = Host::with_config(flow_config());
+    let id = host.start_v(FLOW, ExecRequest::new("cat"));
+    host.started(id).await;
+    assert_eq!(host.manager.stdin(id, vec![b'x'; 17]), Err(ExecError::StdinPolicy));
+    host.manager.stdin(id, b"0123456789abcdef".to_vec()).unwrap();
+    while host.outcome(id).stdin_acked < 16 {
+        host.pump().await;
+        host.ack(id);
+    }
+    host.manager.stdin(id, Vec::new()).unwrap();
+    let outcome = host.finish_acking(id).await;
+    assert_eq!((outcome.exited, outcome.stdout_text().as_str()), (Some(0), "0123456789abcdef"));
+}
+
+#[tokio::test]
+async fn stdin_beyond_the_input_window_is_refused() {
+    let mut host = Host::with_config(flow_config());
+    // The pushes below never yield, so the writer task cannot drain any of them (this test
+    // runtime is single-threaded): the fifth 16-byte payload meets a full 64-byte window.
+    let id =
+        host.start_v(FLOW, ExecRequest { args: vec!["30".into()], ..ExecRequest::new("sleep") });
+    host.started(id).await;
+    let mut refused = false;
+    for _ in 0..5 {
+        match host.manager.stdin(id, vec![b'x'; 16]) {
+            Ok(()) => {}
+            Err(ExecError::StdinPolicy) => refused = true,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    host.manager.signal(id, 9).unwrap();
+    host.finish_acking(id).await;
+    assert!(refused, "80 bytes went into a 64-byte window");
+}
+
+#[tokio::test]
+async fn admission_refuses_past_max_executions_for_generation_10_only() {
+    let mut host = Host::with_config(flow_config());
+    let sleepers: Vec<u32> = (0..2)
+        .map(|_| {
+            host.start_v(FLOW, ExecRequest { args: vec!["30".into()], ..ExecRequest::new("sleep") })
+        })
+        .collect();
+    for id in &sleepers {
+        host.started(*id).await;
+    }
+    let refused = host.start_v(FLOW, ExecRequest::new("true"));
+    let failed = host.finish(refused).await.failed.expect("exec.failed");
+    assert_eq!(failed.kind, ExecFailureKind::ResourceLimit);
+    assert_eq!(failed.stage.as_deref(), Some("execution_admission"));
+    assert_eq!(failed.message, "active execution limit reached");
+    // The legacy path has no admission.
+    assert_eq!(host.run(ExecRequest::new("true")).await.exited, Some(0));
+    for id in sleepers {
+        host.manager.signal(id, 9).unwrap();
+        assert_eq!(host.finish_acking(id).await.exited, Some(-1));
+    }
 }

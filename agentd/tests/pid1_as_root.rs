@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use moat_protocol::payload::bootstrap::{EnvVar, GuestBootstrap};
 use moat_protocol::payload::core::CoreErrorKind;
-use moat_protocol::payload::exec::{Data, ExecFailureKind, ExecRequest, ExecResize, ExecSignal};
+use moat_protocol::payload::exec::{
+    Data, ExecFailureKind, ExecLimits, ExecRequest, ExecResize, ExecSignal,
+};
 use moat_protocol::payload::fs::{FsOp, FsOpenOptions, FsRequest, FsResponse, FsResponseData};
-use moat_protocol::{Flags, Message, UnknownMessage};
+use moat_protocol::{Flags, Message, MessageFrame, UnknownMessage};
 use support::{Agent, sh};
 
 fn bootstrap() -> GuestBootstrap {
@@ -21,15 +23,47 @@ fn bootstrap() -> GuestBootstrap {
 }
 
 #[test]
-fn ready_announces_generation_7_and_the_agent_version() {
+fn ready_announces_generation_10_the_default_exec_limits_and_the_agent_version() {
     let agent = Agent::start(bootstrap());
-    assert_eq!(agent.ready.v, 7);
+    assert_eq!(agent.ready.v, 10);
     match &agent.ready.message {
         Message::Ready(ready) => {
             assert_eq!(ready.agent_version, env!("CARGO_PKG_VERSION"));
             assert!(ready.ready_time_ns >= ready.boot_time_ns);
+            assert_eq!(ready.exec_limits, Some(ExecLimits::default()));
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ready_echoes_the_bootstraps_exec_limits() {
+    let limits = ExecLimits { max_executions: 5, output_limit: 1 << 16, ..ExecLimits::default() };
+    let agent = Agent::start(GuestBootstrap { exec_limits: Some(limits), ..bootstrap() });
+    match &agent.ready.message {
+        Message::Ready(ready) => assert_eq!(ready.exec_limits, Some(limits)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_legacy_request_needs_no_output_acks() {
+    let mut agent = Agent::start(bootstrap());
+    let id = agent.id();
+    // v = 9: the legacy path. 4 MiB is four default windows; unacknowledged, it still ends.
+    let request = Message::ExecRequest(sh("head -c 4194304 /dev/zero"));
+    agent.send_raw(&MessageFrame { id, v: 9, message: request }.to_bytes().unwrap());
+    let mut received = 0;
+    loop {
+        match agent.recv_on(id) {
+            Message::ExecStarted(_) => {}
+            Message::ExecStdout(Data { data }) => received += data.len(),
+            Message::ExecExited(exited) => {
+                assert_eq!((exited.code, received), (0, 4 << 20));
+                return;
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
 

@@ -111,6 +111,12 @@ impl ExecOutcome {
         Ok(flow_control.then_some(self.consumed))
     }
 
+    /// Continues a session whose output up to the cumulative charge `consumed` was read (and
+    /// acknowledged) outside this outcome, so later acks carry on from it.
+    pub fn acknowledged(&mut self, consumed: u64) {
+        self.consumed = consumed;
+    }
+
     /// The exit code, or a description of how the session ended otherwise.
     pub fn exit_code(&self) -> Result<i32, String> {
         match &self.end {

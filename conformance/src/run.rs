@@ -31,6 +31,8 @@ pub enum Family {
     Framing,
     /// Exec sessions.
     Exec,
+    /// Generation-10 exec flow control.
+    FlowControl,
     /// Filesystem operations.
     Fs,
     /// Clients cannot see or touch each other's sessions.
@@ -51,6 +53,7 @@ impl Family {
             Family::Handshake => "handshake",
             Family::Framing => "framing",
             Family::Exec => "exec",
+            Family::FlowControl => "flow_control",
             Family::Fs => "fs",
             Family::MultiClient => "multi_client",
             Family::Disconnect => "disconnect",
@@ -430,7 +433,7 @@ mod tests {
         let names: BTreeSet<String> = suite.cases().iter().map(Case::full_name).collect();
         assert_eq!(names.len(), suite.cases().len());
         let families: BTreeSet<Family> = suite.cases().iter().map(|c| c.family).collect();
-        assert_eq!(families.len(), 8);
+        assert_eq!(families.len(), 9);
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //!     ─► exec.exited {code} | exec.failed | core.error           empty frame on EOF, own thread)
 //! ```
 //!
+//! Against a generation-10 agent with `exec_limits` the session is flow-controlled
+//! ([`crate::flow`]): every output chunk is acknowledged with `core.exec.output.ack` as it is
+//! read, and stdin waits for `exec.started` and stays within the agent's input window.
+//!
 //! SIGINT, SIGTERM and SIGHUP sent to the CLI go to the command as `core.exec.signal`.
 //!
 //! Blocking I/O on three threads: the session is one request, so an async runtime buys nothing.
@@ -16,13 +20,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use moat_protocol::limits::RELAY_PROLOGUE_BYTES;
-use moat_protocol::payload::exec::{Data, ExecFailed, ExecRequest, ExecResize, ExecSignal};
+use moat_protocol::payload::exec::{
+    Consumed, Data, ExecFailed, ExecLimits, ExecRequest, ExecResize, ExecSignal,
+};
 use moat_protocol::relay::{IdAllocator, IdRange, Prologue, PrologueKind};
 use moat_protocol::{Decoded, FrameDecoder, Message, MessageFrame, decode_frame};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::error::RuntimeError;
-use crate::limits::{SOCKET_READ_CHUNK_BYTES, STDIN_CHUNK_BYTES};
+use crate::flow::{OutputAcks, StdinWindow};
+use crate::limits::SOCKET_READ_CHUNK_BYTES;
 use crate::sandbox::wire_name;
 
 const RELAY: &str = "the relay";
@@ -92,6 +99,8 @@ pub struct RelayClient {
     ids: IdAllocator,
     /// Socket read buffer, reused across reads.
     read_buf: Vec<u8>,
+    /// Generation-10 flow control, when the agent announced it.
+    policy: Option<ExecLimits>,
 }
 
 impl RelayClient {
@@ -105,9 +114,13 @@ impl RelayClient {
             decoder: FrameDecoder::new(),
             ids: IdAllocator::new(range),
             read_buf: vec![0u8; SOCKET_READ_CHUNK_BYTES],
+            policy: None,
         };
         match client.next_message("waiting for the replayed core.ready")? {
-            MessageFrame { message: Message::Ready(_), .. } => Ok(client),
+            MessageFrame { v, message: Message::Ready(ready), .. } => {
+                client.policy = crate::flow::policy(v, ready.exec_limits);
+                Ok(client)
+            }
             other => Err(RuntimeError::Unexpected {
                 peer: RELAY,
                 got: wire_name(&other.message),
@@ -131,15 +144,26 @@ impl RelayClient {
             MessageFrame::new(id, Message::ExecRequest(request)),
             "core.exec.request",
         )?;
+        let window = self.stdin_window();
         let writer = Arc::clone(&self.writer);
-        std::thread::spawn(move || forward_stdin(&writer, id));
+        let (feeder_window, chunk) = (window.clone(), self.stdin_chunk_bytes());
+        std::thread::spawn(move || forward_stdin(&writer, id, feeder_window.as_deref(), chunk));
         let writer = Arc::clone(&self.writer);
         std::thread::spawn(move || forward_signals(&writer, id, tty));
         let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
-        self.drive(id, |stream, data| match stream {
+        self.drive(id, window.as_deref(), |stream, data| match stream {
             Stream::Stdout => write_live(&mut stdout, data),
             Stream::Stderr => write_live(&mut stderr, data),
         })
+    }
+
+    /// The stdin window of a new session (`None` on the legacy path).
+    fn stdin_window(&self) -> Option<Arc<StdinWindow>> {
+        self.policy.map(|p| Arc::new(StdinWindow::new(u64::from(p.input_limit))))
+    }
+
+    fn stdin_chunk_bytes(&self) -> usize {
+        crate::flow::stdin_chunk_bytes(self.policy.as_ref())
     }
 
     /// Runs `request` with `stdin` as its whole input (then EOF) and collects its output, up to
@@ -157,63 +181,105 @@ impl RelayClient {
             MessageFrame::new(id, Message::ExecRequest(request)),
             "core.exec.request",
         )?;
-        for chunk in stdin.chunks(STDIN_CHUNK_BYTES) {
-            let frame = MessageFrame::new(id, Message::ExecStdin(Data::new(chunk.to_vec())));
-            send(&self.writer, frame, "core.exec.stdin")?;
+        let window = self.stdin_window();
+        let chunk = self.stdin_chunk_bytes();
+        if window.is_none() {
+            feed_stdin(&self.writer, id, stdin, None, chunk)?;
         }
-        send(
-            &self.writer,
-            MessageFrame::new(id, Message::ExecStdin(Data::new(Vec::new()))),
-            "core.exec.stdin",
-        )?;
         let mut captured = CapturedExec {
             outcome: ExecOutcome::Exited(0),
             stdout: Vec::new(),
             stderr: Vec::new(),
             dropped_bytes: 0,
         };
-        let outcome = self.drive(id, |stream, data| {
-            let buf = match stream {
-                Stream::Stdout => &mut captured.stdout,
-                Stream::Stderr => &mut captured.stderr,
-            };
-            let room = max_bytes.saturating_sub(buf.len());
-            let kept = data.len().min(room);
-            buf.extend_from_slice(&data[..kept]);
-            captured.dropped_bytes += (data.len() - kept) as u64;
+        let writer = Arc::clone(&self.writer);
+        let outcome = std::thread::scope(|scope| {
+            // Generation 10: stdin waits for exec.started and for acks, so it is fed from its
+            // own thread while this one reads; a failed send just ends the feeding.
+            if let Some(window) = window.as_deref() {
+                scope.spawn(|| feed_stdin(&writer, id, stdin, Some(window), chunk));
+            }
+            self.drive(id, window.as_deref(), |stream, data| {
+                let buf = match stream {
+                    Stream::Stdout => &mut captured.stdout,
+                    Stream::Stderr => &mut captured.stderr,
+                };
+                let room = max_bytes.saturating_sub(buf.len());
+                let kept = data.len().min(room);
+                buf.extend_from_slice(&data[..kept]);
+                captured.dropped_bytes += (data.len() - kept) as u64;
+            })
         })?;
         captured.outcome = outcome;
         Ok(captured)
     }
 
-    /// Reads the session's frames until it ends, handing output to `on_output`.
+    /// Reads the session's frames until it ends, handing output to `on_output`, acknowledging
+    /// it under flow control, and moving `window` along; the window is closed at the end, so a
+    /// stdin feeder waiting on it stops.
     fn drive(
         &mut self,
         id: u32,
+        window: Option<&StdinWindow>,
+        on_output: impl FnMut(Stream, &[u8]),
+    ) -> Result<ExecOutcome, RuntimeError> {
+        let outcome = self.drive_frames(id, window, on_output);
+        if let Some(window) = window {
+            window.close();
+        }
+        outcome
+    }
+
+    fn drive_frames(
+        &mut self,
+        id: u32,
+        window: Option<&StdinWindow>,
         mut on_output: impl FnMut(Stream, &[u8]),
     ) -> Result<ExecOutcome, RuntimeError> {
+        let mut acks = OutputAcks::default();
         loop {
+            if let Some(policy) = &self.policy {
+                // Idle when nothing is buffered: the next read waits on the socket, so all
+                // output read so far is acknowledged first. (A partial frame buffered is not
+                // idle: the rest of it is already on its way, as frames are written whole.)
+                let idle = self.decoder.buffered() == 0;
+                if let Some(consumed) = acks.due(idle, u64::from(policy.output_limit)) {
+                    let ack = MessageFrame::new(id, Message::ExecOutputAck(Consumed { consumed }));
+                    send(&self.writer, ack, "core.exec.output.ack")?;
+                }
+            }
             let frame = self.next_message("waiting for the command to finish")?;
             if frame.id != id {
                 tracing::debug!(id = frame.id, message = %wire_name(&frame.message), "frame for another id");
                 continue;
             }
-            match frame.message {
-                Message::ExecStdout(Data { data }) => on_output(Stream::Stdout, &data),
-                Message::ExecStderr(Data { data }) => on_output(Stream::Stderr, &data),
+            let (stream, data) = match frame.message {
+                Message::ExecStdout(Data { data }) => (Stream::Stdout, data),
+                Message::ExecStderr(Data { data }) => (Stream::Stderr, data),
                 Message::ExecExited(exited) => return Ok(ExecOutcome::Exited(exited.code)),
                 Message::ExecFailed(failed) => return Ok(ExecOutcome::Failed(failed)),
                 Message::Error(err) => return Ok(ExecOutcome::Refused(err.message)),
-                Message::ExecStarted(_) => {}
+                Message::ExecStarted(_) => {
+                    window.inspect(|w| w.start());
+                    continue;
+                }
+                Message::ExecStdinAck(ack) => {
+                    window.inspect(|w| w.acked(ack.consumed));
+                    continue;
+                }
                 Message::ExecStdinError(err) => {
                     tracing::warn!(message = %err.message, "stdin to the command failed");
+                    continue;
                 }
                 // Nothing else belongs to an exec session; a peer that sends it is logged, not
                 // trusted.
                 other => {
-                    tracing::debug!(message = %wire_name(&other), "ignored on the exec session")
+                    tracing::debug!(message = %wire_name(&other), "ignored on the exec session");
+                    continue;
                 }
-            }
+            };
+            on_output(stream, &data);
+            acks.received(data.len());
         }
     }
 
@@ -277,15 +343,45 @@ fn send(
     stream.write_all(&bytes).map_err(RuntimeError::io("write to relay", "agent.sock"))
 }
 
-/// Our stdin to `core.exec.stdin` frames; an empty frame on EOF. Stops quietly when the relay
-/// is gone (the session ended).
-fn forward_stdin(writer: &Mutex<UnixStream>, id: u32) {
+/// Sends one stdin payload (empty = EOF), first waiting for room in `window` when the session
+/// is flow-controlled. `Ok(false)` when the session ended first.
+fn send_stdin(
+    writer: &Mutex<UnixStream>,
+    id: u32,
+    data: &[u8],
+    window: Option<&StdinWindow>,
+) -> Result<bool, RuntimeError> {
+    if window.is_some_and(|w| !w.reserve(data.len())) {
+        return Ok(false);
+    }
+    let frame = MessageFrame::new(id, Message::ExecStdin(Data::new(data.to_vec())));
+    send(writer, frame, "core.exec.stdin").map(|()| true)
+}
+
+/// Sends all of `stdin` in chunks of at most `chunk` bytes, then EOF.
+fn feed_stdin(
+    writer: &Mutex<UnixStream>,
+    id: u32,
+    stdin: &[u8],
+    window: Option<&StdinWindow>,
+    chunk: usize,
+) -> Result<(), RuntimeError> {
+    for part in stdin.chunks(chunk) {
+        if !send_stdin(writer, id, part, window)? {
+            return Ok(());
+        }
+    }
+    send_stdin(writer, id, &[], window).map(drop)
+}
+
+/// Our stdin to `core.exec.stdin` frames of at most `chunk` bytes; an empty frame on EOF.
+/// Stops quietly when the relay is gone or the session ended.
+fn forward_stdin(writer: &Mutex<UnixStream>, id: u32, window: Option<&StdinWindow>, chunk: usize) {
     let mut stdin = std::io::stdin().lock();
-    let mut buf = vec![0u8; STDIN_CHUNK_BYTES];
+    let mut buf = vec![0u8; chunk];
     loop {
         let n = stdin.read(&mut buf).unwrap_or(0);
-        let frame = MessageFrame::new(id, Message::ExecStdin(Data::new(buf[..n].to_vec())));
-        if send(writer, frame, "core.exec.stdin").is_err() || n == 0 {
+        if !matches!(send_stdin(writer, id, &buf[..n], window), Ok(true)) || n == 0 {
             return;
         }
     }

@@ -45,6 +45,7 @@ pub mod client;
 pub mod config;
 pub mod doctor;
 pub mod error;
+pub mod flow;
 pub mod hardening;
 pub mod home;
 pub mod host_root;

@@ -6,8 +6,14 @@
 /// Current protocol generation, the `v` every moat peer emits (PROTOCOL.md §3).
 pub const PROTOCOL_GENERATION: u8 = 10;
 
-/// Generation announced by moat's agent in `core.ready` (the agent understands generations 1–7).
-pub const AGENT_GENERATION: u8 = 7;
+/// Generation announced by moat's agent in `core.ready`. The agent understands every type up to
+/// generation 10 and serves generation-10 exec flow control; the generation-8 bulk and
+/// generation-9 workload/root-disk types are refused as not built (`capability_unavailable`).
+pub const AGENT_GENERATION: u8 = 10;
+
+/// Lowest request `v` that gets exec flow control and execution admission (PROTOCOL.md §8.4,
+/// §13.5), when the sandbox has `exec_limits`.
+pub const FLOW_CONTROL_GENERATION: u8 = 10;
 
 /// Size of the big-endian length prefix that starts every frame.
 pub const LEN_PREFIX_BYTES: usize = 4;
@@ -84,4 +90,5 @@ const _: () =
     assert!(MIN_BULK_OFFER_RECORD_PAYLOAD_BYTES as usize <= MAX_BULK_RECORD_PAYLOAD_BYTES);
 const _: () = assert!(RELAY_SLOT_STEP_IDS == 33_554_431);
 const _: () = assert!(AGENT_GENERATION <= PROTOCOL_GENERATION);
+const _: () = assert!(FLOW_CONTROL_GENERATION <= AGENT_GENERATION);
 const _: () = assert!(MAX_EXEC_CONTROL_FRAME_BYTES < MAX_WIRE_FRAME_BYTES);

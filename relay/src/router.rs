@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use moat_protocol::error::{DecodeError, EncodeError};
 use moat_protocol::exec_log::LogSource;
-use moat_protocol::limits::RELAY_SLOTS;
+use moat_protocol::limits::{FLOW_CONTROL_GENERATION, RELAY_SLOTS};
 use moat_protocol::message::{Message, MessageFrame};
 use moat_protocol::message_type::MessageType;
 use moat_protocol::payload::core::RelayClientDisconnected;
@@ -49,7 +49,7 @@ use moat_protocol::{Decoded, Flags, RawFrame, decode_frame};
 use crate::exec_log::{LogEntry, SANDBOX_STARTED, SANDBOX_STOPPED};
 use crate::limits::{MAX_OPEN_EXECS_PER_CLIENT, ORPHANED_EXEC_DRAIN_MS};
 use crate::outbound::{OutboundQueue, Overflow};
-use crate::sessions::{ExecSession, ExecSessions};
+use crate::sessions::{BadAck, ExecSession, ExecSessions};
 use crate::slots::{SlotTable, barrier_id, barrier_slot};
 use crate::validate::{Checked, Violation, check_client_frame};
 
@@ -103,6 +103,9 @@ pub enum CloseReason {
     /// A frame failed the §13.4 checks.
     #[error("protocol violation: {0}")]
     Violation(#[from] Violation),
+    /// An output ack regressed or over-claimed (§13.5).
+    #[error("bad output ack: {0}")]
+    BadOutputAck(#[from] BadAck),
     /// Opening one more exec would pass [`MAX_OPEN_EXECS_PER_CLIENT`] or the relay-wide cap.
     #[error("too many open exec sessions")]
     TooManyExecs,
@@ -247,6 +250,9 @@ pub struct Router {
     /// The agent answers `core.ping` (its ready frame says generation 6 or later): disconnects
     /// queue a barrier ping.
     barrier: bool,
+    /// The agent flow-controls `v >= 10` execs (its ready frame says generation 10 and has
+    /// `exec_limits`): the relay checks their output acks (§13.5).
+    flow_control: bool,
     next_client: u64,
     stats: RouterStats,
 }
@@ -258,10 +264,11 @@ impl Router {
         if ready.id != 0 || ready.flags != Flags::NONE {
             return Err(ReadyError::Header { id: ready.id, flags: ready.flags });
         }
-        let barrier = match decode_frame(ready)? {
-            Decoded::Message(MessageFrame { message: Message::Ready(_), v, .. }) => {
-                v >= MessageType::Ping.introduced_in()
-            }
+        let (barrier, flow_control) = match decode_frame(ready)? {
+            Decoded::Message(MessageFrame { message: Message::Ready(ready), v, .. }) => (
+                v >= MessageType::Ping.introduced_in(),
+                v >= FLOW_CONTROL_GENERATION && ready.exec_limits.is_some(),
+            ),
             Decoded::Message(other) => {
                 return Err(ReadyError::NotReady { found: other.message.wire_name().to_owned() });
             }
@@ -277,6 +284,7 @@ impl Router {
             sessions: ExecSessions::new(),
             draining: HashMap::new(),
             barrier,
+            flow_control,
             next_client: 0,
             stats: RouterStats::default(),
         })
@@ -348,6 +356,19 @@ impl Router {
                 if exec_request {
                     if let Err(reason) = self.open_exec(client, frame.id, &envelope.p) {
                         return self.close(client, reason);
+                    }
+                    if self.flow_control && envelope.v >= FLOW_CONTROL_GENERATION {
+                        self.sessions.flow_control(frame.id);
+                    }
+                }
+                if envelope.t == MessageType::ExecOutputAck.wire_name() {
+                    // An undecodable ack is forwarded: the agent answers it with core.error.
+                    if let Ok(Message::ExecOutputAck(ack)) =
+                        Message::decode_payload(MessageType::ExecOutputAck, &envelope.p)
+                    {
+                        if let Err(bad) = self.sessions.ack(frame.id, ack.consumed) {
+                            return self.close(client, bad.into());
+                        }
                     }
                 }
             }
@@ -615,7 +636,9 @@ impl Router {
         }
         state.phase = Phase::Closing;
         match reason {
-            CloseReason::Violation(_) | CloseReason::TooManyExecs => {
+            CloseReason::Violation(_)
+            | CloseReason::TooManyExecs
+            | CloseReason::BadOutputAck(_) => {
                 self.stats.clients_closed_for_violation += 1;
             }
             CloseReason::QueueOverflow(_) | CloseReason::Stalled { .. } => {
@@ -638,6 +661,7 @@ impl Router {
         }
         if frame.flags == Flags::NONE {
             if let Some((stream, data)) = exec_output(frame) {
+                self.sessions.charge(frame.id, data.len());
                 let source = match stream {
                     OutputStream::Stdout => session.stdout_source(),
                     OutputStream::Stderr => LogSource::Stderr,

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 
 use moat_protocol::exec_log::LogSource;
+use moat_protocol::payload::exec::output_charge;
 
 use crate::limits::MAX_TRACKED_EXEC_SESSIONS;
 use crate::router::ClientId;
@@ -29,6 +30,42 @@ pub struct ExecSession {
     pub owner: Option<ClientId>,
     /// `core.exec.started` arrived: from then on only `exited` or `failed` ends it.
     pub started: bool,
+    /// Generation-10 output accounting (PROTOCOL.md §13.5), for a flow-controlled exec.
+    pub output: Option<OutputCharge>,
+}
+
+/// A flow-controlled exec's output charge: sent to its client, and acknowledged by it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutputCharge {
+    /// Cumulative `Σ(len + 256)` of the output routed.
+    pub sent: u64,
+    /// The client's last `core.exec.output.ack`.
+    pub acked: u64,
+}
+
+/// Why a client's output ack breaks the rules (§13.5: the client is disconnected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadAck {
+    /// It goes back from the previous ack.
+    #[error("output ack {consumed} on exec {id} goes back from {acked}")]
+    Regresses {
+        /// The exec.
+        id: u32,
+        /// The ack.
+        consumed: u64,
+        /// The previous ack.
+        acked: u64,
+    },
+    /// It claims more than was sent.
+    #[error("output ack {consumed} on exec {id} exceeds the {sent} bytes of charge sent")]
+    OverClaims {
+        /// The exec.
+        id: u32,
+        /// The ack.
+        consumed: u64,
+        /// Charge sent.
+        sent: u64,
+    },
 }
 
 impl ExecSession {
@@ -65,8 +102,40 @@ impl ExecSessions {
         }
         self.last_number += 1;
         let number = self.last_number;
-        self.by_id.insert(id, ExecSession { number, tty, owner: Some(owner), started: false });
+        let session = ExecSession { number, tty, owner: Some(owner), started: false, output: None };
+        self.by_id.insert(id, session);
         Ok(number)
+    }
+
+    /// Turns on output accounting for the session on `id` (a `v >= 10` request to an agent
+    /// with `exec_limits`).
+    pub fn flow_control(&mut self, id: u32) {
+        if let Some(session) = self.by_id.get_mut(&id) {
+            session.output = Some(OutputCharge::default());
+        }
+    }
+
+    /// Counts `len` bytes of output routed on `id`, if it is flow-controlled.
+    pub fn charge(&mut self, id: u32, len: usize) {
+        if let Some(output) = self.by_id.get_mut(&id).and_then(|s| s.output.as_mut()) {
+            output.sent += output_charge(len);
+        }
+    }
+
+    /// Applies a client's cumulative output ack on `id`. Acks on ids that are not
+    /// flow-controlled sessions pass (the agent answers them).
+    pub fn ack(&mut self, id: u32, consumed: u64) -> Result<(), BadAck> {
+        let Some(output) = self.by_id.get_mut(&id).and_then(|s| s.output.as_mut()) else {
+            return Ok(());
+        };
+        if consumed < output.acked {
+            return Err(BadAck::Regresses { id, consumed, acked: output.acked });
+        }
+        if consumed > output.sent {
+            return Err(BadAck::OverClaims { id, consumed, sent: output.sent });
+        }
+        output.acked = consumed;
+        Ok(())
     }
 
     /// The session on `id`, if one is open.
@@ -140,7 +209,7 @@ mod tests {
         sessions.orphan(7);
         assert_eq!(
             sessions.get(7),
-            Some(&ExecSession { number: 1, tty: true, owner: None, started: false })
+            Some(&ExecSession { number: 1, tty: true, owner: None, started: false, output: None })
         );
     }
 
@@ -163,5 +232,22 @@ mod tests {
         assert_eq!(sessions.open(u32::MAX, false, ClientId(1)), Err(RegistryFull));
         // Replacing an id already tracked does not grow the registry.
         assert!(sessions.open(0, false, ClientId(1)).is_ok());
+    }
+
+    #[test]
+    fn output_acks_are_checked_only_on_flow_controlled_sessions() {
+        let mut sessions = ExecSessions::new();
+        sessions.open(7, false, ClientId(1)).unwrap();
+        sessions.charge(7, 3);
+        assert_eq!(sessions.ack(7, u64::MAX), Ok(()), "legacy session: the agent decides");
+        sessions.flow_control(7);
+        sessions.charge(7, 3);
+        assert_eq!(sessions.ack(7, 259), Ok(()));
+        assert_eq!(sessions.ack(7, 259), Ok(()), "a repeat is fine");
+        assert_eq!(
+            sessions.ack(7, 260),
+            Err(BadAck::OverClaims { id: 7, consumed: 260, sent: 259 })
+        );
+        assert_eq!(sessions.ack(7, 1), Err(BadAck::Regresses { id: 7, consumed: 1, acked: 259 }));
     }
 }

@@ -20,6 +20,7 @@
 //! `failure` (errno → `exec.failed`).
 
 mod failure;
+mod flow;
 mod plan;
 mod pre_exec;
 mod pty;
@@ -33,16 +34,20 @@ use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
 use moat_protocol::Message;
-use moat_protocol::payload::exec::{ExecFailed, ExecRequest, ExecStdinError};
+use moat_protocol::limits::FLOW_CONTROL_GENERATION;
+use moat_protocol::payload::exec::{
+    ExecFailed, ExecFailureKind, ExecLimits, ExecRequest, ExecStdinError,
+};
 use moat_protocol::relay::IdRange;
 use nix::errno::Errno;
 use tokio::io::unix::AsyncFd;
 use tracing::Instrument;
 
+pub use flow::AckError;
 pub use plan::{DEFAULT_PATH, FALLBACK_CWD, SCRIPTS_DIR};
 pub use session::OUTPUT_CHUNK_BYTES;
 
-use self::session::{SessionShared, SessionTask};
+use self::session::{FlowControl, SessionShared, SessionTask};
 use self::stdin::Rejected;
 use crate::outbound::Outbound;
 use crate::process::Reaper;
@@ -72,6 +77,9 @@ pub struct ExecConfig {
     pub root: PathBuf,
     /// What confines every started program (nothing by default).
     pub confinement: Confinement,
+    /// The generation-10 flow-control policy (the bootstrap's `exec_limits`, or the defaults),
+    /// applied to requests with `v >= 10` and announced in `core.ready`.
+    pub limits: ExecLimits,
 }
 
 /// What every program the agent starts is confined by, applied in the child before `execve`
@@ -109,6 +117,18 @@ pub enum ExecError {
     /// Stdin data after the EOF marker; the data was dropped.
     #[error("stdin after EOF")]
     StdinAfterEof,
+    /// A generation-10 session's stdin payload is larger than `stdin_chunk_size`, or would put
+    /// more than `input_limit` bytes unacknowledged; the payload was dropped.
+    #[error("stdin exceeds sandbox execution policy")]
+    StdinPolicy,
+    /// An output ack went backwards or past what was sent; the session is ended.
+    #[error("exec session {id}: {source}; the session is killed")]
+    BadOutputAck {
+        /// The session.
+        id: u32,
+        /// What was wrong with the ack.
+        source: AckError,
+    },
     /// The stdin queue is full; the payload was dropped.
     #[error(
         "stdin queue full: {queued_bytes} bytes waiting, a {chunk_bytes}-byte payload would \
@@ -132,10 +152,12 @@ impl ExecError {
     /// are discovered later and are sent by the session.)
     pub fn stdin_error(&self) -> Option<ExecStdinError> {
         match self {
-            ExecError::StdinAfterEof | ExecError::StdinQueueFull { .. } => {
-                Some(failure::stdin_rejected(self.to_string()))
-            }
-            ExecError::NoSuchSession(_) | ExecError::DuplicateSession(_) => None,
+            ExecError::StdinAfterEof
+            | ExecError::StdinPolicy
+            | ExecError::StdinQueueFull { .. } => Some(failure::stdin_rejected(self.to_string())),
+            ExecError::NoSuchSession(_)
+            | ExecError::DuplicateSession(_)
+            | ExecError::BadOutputAck { .. } => None,
         }
     }
 }
@@ -173,10 +195,19 @@ impl ExecManager {
     /// `exec.failed`, then `exec.stdout`/`exec.stderr`/`exec.stdin.error`, then `exec.exited`)
     /// is sent through the [`Outbound`] by the session's task. A program that cannot start is
     /// not an `Err`: the host gets `exec.failed`. Errs only if `id` is an active session.
-    pub fn start(&mut self, id: u32, request: ExecRequest) -> Result<(), ExecError> {
+    ///
+    /// A request with `v >= 10` is flow-controlled (PROTOCOL.md §8.4) and admitted only while
+    /// fewer than `max_executions` sessions are active; otherwise it gets `exec.failed
+    /// {kind: resource_limit, stage: execution_admission}`.
+    pub fn start(&mut self, id: u32, v: u8, request: ExecRequest) -> Result<(), ExecError> {
         self.prune();
         if self.sessions.contains_key(&id) {
             return Err(ExecError::DuplicateSession(id));
+        }
+        let flow_controlled = v >= FLOW_CONTROL_GENERATION;
+        if flow_controlled && self.active() >= self.config.limits.max_executions as usize {
+            self.report_failure(id, admission_refused());
+            return Ok(());
         }
         let span = tracing::info_span!("exec", id, cmd = %request.cmd, tty = request.tty);
         let _entered = span.enter();
@@ -194,7 +225,12 @@ impl ExecManager {
             }
         };
         tracing::debug!(pid = child.pid, "forked");
-        let shared = Arc::new(SessionShared::new(MAX_STDIN_QUEUE_BYTES));
+        let shared = Arc::new(if flow_controlled {
+            let limits = &self.config.limits;
+            SessionShared::new(limits.input_limit as usize, Some(FlowControl::new(limits)))
+        } else {
+            SessionShared::new(MAX_STDIN_QUEUE_BYTES, None)
+        });
         let pty = match &child.io {
             spawn::ChildIo::Pty { master } => Some(Arc::downgrade(master)),
             spawn::ChildIo::Pipes { .. } => None,
@@ -221,14 +257,38 @@ impl ExecManager {
         if handle.pty.is_some() && data.is_empty() {
             return Ok(());
         }
+        let flow = handle.shared.flow.as_ref();
+        if flow.is_some_and(|f| data.len() > f.stdin_chunk_bytes) {
+            return Err(ExecError::StdinPolicy);
+        }
         handle.shared.stdin.push(data).map_err(|rejected| match rejected {
             Rejected::AfterEof => ExecError::StdinAfterEof,
+            Rejected::Full { .. } if flow.is_some() => ExecError::StdinPolicy,
             Rejected::Full { queued_bytes, chunk_bytes } => ExecError::StdinQueueFull {
                 queued_bytes,
                 chunk_bytes,
                 limit_bytes: handle.shared.stdin.limit_bytes(),
             },
         })
+    }
+
+    /// Applies the host's cumulative output ack to a generation-10 session, letting it read and
+    /// send more (an ack on a legacy session is ignored). An ack that goes backwards or past
+    /// what was sent ends the session: it is SIGKILLed and sends nothing more, since the
+    /// `core.error` the dispatcher answers with is terminal for its id.
+    pub fn output_ack(&mut self, id: u32, consumed: u64) -> Result<(), ExecError> {
+        let handle = self.live(id)?;
+        let Some(flow) = &handle.shared.flow else {
+            tracing::debug!(id, "ignoring an output ack on a session without flow control");
+            return Ok(());
+        };
+        if let Err(source) = flow.window.ack(consumed) {
+            tracing::warn!(id, %source, "refused output ack; killing the session");
+            flow.window.abandon();
+            signal_group(&self.reaper, handle.pid, libc::SIGKILL);
+            return Err(ExecError::BadOutputAck { id, source });
+        }
+        Ok(())
     }
 
     /// Sends `signal` to the session's process group (`kill(-pgid, signal)`), so descendants get
@@ -258,6 +318,10 @@ impl ExecManager {
         self.prune();
         for (id, handle) in &self.sessions {
             if range.contains(*id) {
+                // Nobody is left to acknowledge its output.
+                if let Some(flow) = &handle.shared.flow {
+                    flow.window.abandon();
+                }
                 signal_group(&self.reaper, handle.pid, libc::SIGKILL);
             }
         }
@@ -296,6 +360,17 @@ impl ExecManager {
             // A closed channel means the host is gone; there is nobody left to tell.
             let _closed = out.send(id, Message::ExecFailed(failed)).await;
         });
+    }
+}
+
+/// The `exec.failed` for a request over the `max_executions` admission limit.
+fn admission_refused() -> ExecFailed {
+    ExecFailed {
+        kind: ExecFailureKind::ResourceLimit,
+        errno: None,
+        errno_name: None,
+        message: "active execution limit reached".to_owned(),
+        stage: Some("execution_admission".to_owned()),
     }
 }
 

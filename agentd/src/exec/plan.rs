@@ -215,6 +215,7 @@ mod tests {
             base_env: pairs(&[("PATH", "/bin"), ("TERM", "linux")]),
             root: "/".into(),
             confinement: Default::default(),
+            limits: Default::default(),
         }
     }
 

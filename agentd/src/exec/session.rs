@@ -2,13 +2,17 @@
 //! order, so `started` precedes all output and nothing follows the terminal message.
 //!
 //! ```text
-//!  Starting --report EOF--> Running --outputs at EOF--> Draining --exit status--> Done (exited)
+//!  Starting --report EOF--> Running --outputs at EOF--> Draining --exit status-->
+//!      │                                               Acked (gen 10: all output acked) --> Done
 //!      └──report: child failure──> Done (failed)
 //! ```
 //!
-//! Output is read in chunks of at most [`OUTPUT_CHUNK_BYTES`] and each chunk is handed to
-//! [`Outbound::send_frame`] before the next read, so a host that drains slowly throttles the child
-//! through its full pipe, and memory stays bounded. A separate writer task feeds stdin (see
+//! Output is read in chunks of at most [`OUTPUT_CHUNK_BYTES`] (generation 10: `output_chunk_size`)
+//! and each chunk is handed to [`Outbound::send_frame`] before the next read, so a host that
+//! drains slowly throttles the child through its full pipe, and memory stays bounded. A
+//! generation-10 session also reads only while its output window has room for a whole chunk
+//! ([`super::flow`]), and withholds `exec.exited` until the host acknowledged everything; a
+//! session ended by a refused ack (or whose client left) sends nothing more. A separate writer task feeds stdin (see
 //! [`super::stdin`]); it reports failed writes here through a small channel, and is stopped
 //! before the terminal message so no `exec.stdin.error` can follow it. While the writer lives,
 //! the channel stays open, so the `notices.recv()` branches below never see `None` except after
@@ -20,17 +24,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use moat_protocol::limits::AGENT_GENERATION;
-use moat_protocol::payload::exec::{Data, ExecExited, ExecFailed, ExecStarted, ExecStdinError};
+use moat_protocol::payload::exec::{
+    Consumed, Data, ExecExited, ExecFailed, ExecLimits, ExecStarted, output_charge,
+};
 use moat_protocol::{Message, MessageFrame};
 use tokio::io::AsyncReadExt;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 
+use super::flow::OutputWindow;
 use super::plan::Rlimit;
 use super::pre_exec::{CHILD_REPORT_BYTES, ChildFailure};
 use super::spawn::{ChildIo, Spawned};
-use super::stdin::{self, StdinQueue};
+use super::stdin::{self, Notice, StdinQueue};
 use super::{STDIN_ERROR_BACKLOG, failure};
 use crate::outbound::Outbound;
 use crate::process::ExitCode;
@@ -43,20 +50,45 @@ pub const OUTPUT_CHUNK_BYTES: usize = 64 * 1024;
 
 const _: () = assert!(OUTPUT_CHUNK_BYTES <= moat_protocol::limits::MAX_EXEC_CHUNK_BYTES as usize);
 
+/// Generation-10 flow control of a session (PROTOCOL.md §8.4).
+#[derive(Debug)]
+pub(crate) struct FlowControl {
+    /// The output window the host acknowledges.
+    pub(crate) window: OutputWindow,
+    /// Largest output chunk (`output_chunk_size`).
+    pub(crate) output_chunk_bytes: usize,
+    /// Largest stdin payload accepted (`stdin_chunk_size`).
+    pub(crate) stdin_chunk_bytes: usize,
+}
+
+impl FlowControl {
+    /// Flow control under `limits`.
+    pub(crate) fn new(limits: &ExecLimits) -> FlowControl {
+        FlowControl {
+            window: OutputWindow::new(u64::from(limits.output_limit)),
+            output_chunk_bytes: (limits.output_chunk_size as usize).min(OUTPUT_CHUNK_BYTES),
+            stdin_chunk_bytes: limits.stdin_chunk_size as usize,
+        }
+    }
+}
+
 /// State shared between the manager (dispatcher side) and the session task.
 #[derive(Debug)]
 pub(crate) struct SessionShared {
     /// The stdin queue.
     pub(crate) stdin: StdinQueue,
+    /// Flow control, for a generation-10 session; `None` on the legacy path.
+    pub(crate) flow: Option<FlowControl>,
     /// Set just before the terminal message is sent; the manager then forgets the session.
     finished: AtomicBool,
 }
 
 impl SessionShared {
     /// Shared state of a new session whose stdin queue holds `stdin_limit_bytes`.
-    pub(crate) fn new(stdin_limit_bytes: usize) -> SessionShared {
+    pub(crate) fn new(stdin_limit_bytes: usize, flow: Option<FlowControl>) -> SessionShared {
         SessionShared {
-            stdin: StdinQueue::new(stdin_limit_bytes),
+            stdin: StdinQueue::new(stdin_limit_bytes, flow.is_some()),
+            flow,
             finished: AtomicBool::new(false),
         }
     }
@@ -64,6 +96,12 @@ impl SessionShared {
     /// Whether the session has ended (or is sending its terminal message).
     pub(crate) fn is_finished(&self) -> bool {
         self.finished.load(Ordering::Acquire)
+    }
+
+    /// Whether the session was ended by a refused ack or a departed client: it sends nothing
+    /// more.
+    fn is_abandoned(&self) -> bool {
+        self.flow.as_ref().is_some_and(|f| f.window.is_abandoned())
     }
 
     /// Marks the session over and frees its unwritten stdin.
@@ -94,32 +132,96 @@ pub(crate) struct SessionTask {
 struct Emitter {
     id: u32,
     out: Outbound,
+    shared: Arc<SessionShared>,
     host_gone: bool,
+    /// The last `core.exec.stdin.ack` value sent.
+    stdin_acked: u64,
 }
 
 impl Emitter {
-    async fn emit(&mut self, message: Message) {
-        if self.host_gone {
-            return;
-        }
-        if self.out.send(self.id, message).await.is_err() {
-            tracing::debug!("agent channel closed; discarding the rest of the session's output");
-            self.host_gone = true;
+    /// Whether nothing more goes to the host.
+    fn muted(&self) -> bool {
+        self.host_gone || self.shared.is_abandoned()
+    }
+
+    /// The host is gone: stop sending and stop waiting for its acks.
+    fn lose_host(&mut self) {
+        tracing::debug!("agent channel closed; discarding the rest of the session's output");
+        self.host_gone = true;
+        if let Some(flow) = &self.shared.flow {
+            flow.window.abandon();
         }
     }
 
-    /// Emits `data` as the output message `wrap` makes, and hands the buffer back for the next
-    /// read: a pipe chunk is encoded straight from the read buffer, with no copy into a new
-    /// `Vec` first.
+    async fn emit(&mut self, message: Message) {
+        if self.muted() {
+            return;
+        }
+        if self.out.send(self.id, message).await.is_err() {
+            self.lose_host();
+        }
+    }
+
+    /// Sends what the stdin writer reported.
+    async fn notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Error(error) => self.emit(Message::ExecStdinError(error)).await,
+            Notice::Written => {
+                let consumed = self.shared.stdin.written_total();
+                if consumed > self.stdin_acked {
+                    self.stdin_acked = consumed;
+                    self.emit(Message::ExecStdinAck(Consumed { consumed })).await;
+                }
+            }
+        }
+    }
+
+    /// Emits `data` as the output message `wrap` makes, charging it to the window first, and
+    /// hands the buffer back for the next read: a pipe chunk is encoded straight from the read
+    /// buffer, with no copy into a new `Vec` first.
     async fn emit_chunk(&mut self, wrap: fn(Data) -> Message, data: Vec<u8>) -> Vec<u8> {
+        if let Some(flow) = &self.shared.flow {
+            flow.window.charge(output_charge(data.len()));
+        }
         let frame = MessageFrame { id: self.id, v: AGENT_GENERATION, message: wrap(Data { data }) };
-        if !self.host_gone && self.out.send_frame(&frame).await.is_err() {
-            tracing::debug!("agent channel closed; discarding the rest of the session's output");
-            self.host_gone = true;
+        if !self.muted() && self.out.send_frame(&frame).await.is_err() {
+            self.lose_host();
         }
         match frame.message {
             Message::ExecStdout(Data { data }) | Message::ExecStderr(Data { data }) => data,
             _ => Vec::new(),
+        }
+    }
+
+    /// Largest output chunk to read.
+    fn chunk_bytes(&self) -> usize {
+        self.shared.flow.as_ref().map_or(OUTPUT_CHUNK_BYTES, |f| f.output_chunk_bytes)
+    }
+
+    /// Waits, forwarding stdin notices, until the window has room for a whole chunk (at once
+    /// on the legacy path).
+    async fn wait_room(&mut self, notices: &mut mpsc::Receiver<Notice>) {
+        let shared = Arc::clone(&self.shared);
+        let Some(flow) = &shared.flow else { return };
+        let charge = output_charge(self.chunk_bytes());
+        loop {
+            tokio::select! {
+                () = flow.window.wait_room(charge) => return,
+                Some(notice) = notices.recv() => self.notice(notice).await,
+            }
+        }
+    }
+
+    /// Waits, forwarding stdin notices, until every output chunk is acknowledged (at once on
+    /// the legacy path): `exec.exited` is withheld until then.
+    async fn wait_drained(&mut self, notices: &mut mpsc::Receiver<Notice>) {
+        let shared = Arc::clone(&self.shared);
+        let Some(flow) = &shared.flow else { return };
+        loop {
+            tokio::select! {
+                () = flow.window.wait_drained() => return,
+                Some(notice) = notices.recv() => self.notice(notice).await,
+            }
         }
     }
 }
@@ -128,7 +230,8 @@ impl Emitter {
 pub(crate) async fn run(task: SessionTask, shared: Arc<SessionShared>) {
     let SessionTask { id, child, rlimits, program, tty, out } = task;
     let Spawned { pid, report, exit, io } = child;
-    let mut emitter = Emitter { id, out, host_gone: false };
+    let mut emitter =
+        Emitter { id, out, shared: Arc::clone(&shared), host_gone: false, stdin_acked: 0 };
     let (notice_tx, mut notices) = mpsc::channel(STDIN_ERROR_BACKLOG);
     let (writer, output) = start_stdin_writer(io, &shared, notice_tx);
     if let Err(failed) = wait_for_exec(report, &rlimits, &program, tty).await {
@@ -146,12 +249,13 @@ pub(crate) async fn run(task: SessionTask, shared: Arc<SessionShared>) {
         Output::Pty(master) => pump_pty(&master, &mut emitter, &mut notices).await,
     }
     let code = wait_for_exit(exit, &mut emitter, &mut notices).await;
+    emitter.wait_drained(&mut notices).await;
     writer.abort();
     // Whatever the writer was doing is over (or cancelled) once this returns.
     let _cancelled = writer.await;
     shared.finish();
     while let Ok(notice) = notices.try_recv() {
-        emitter.emit(Message::ExecStdinError(notice)).await;
+        emitter.notice(notice).await;
     }
     tracing::debug!(code, "exec exited");
     emitter.emit(Message::ExecExited(ExecExited { code })).await;
@@ -167,7 +271,7 @@ enum Output {
 fn start_stdin_writer(
     io: ChildIo,
     shared: &Arc<SessionShared>,
-    notices: mpsc::Sender<ExecStdinError>,
+    notices: mpsc::Sender<Notice>,
 ) -> (tokio::task::JoinHandle<()>, Output) {
     let writer_shared = Arc::clone(shared);
     match io {
@@ -233,12 +337,16 @@ async fn pump_pipes(
     mut stdout: pipe::Receiver,
     mut stderr: pipe::Receiver,
     emitter: &mut Emitter,
-    notices: &mut mpsc::Receiver<ExecStdinError>,
+    notices: &mut mpsc::Receiver<Notice>,
 ) {
-    let mut out_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
-    let mut err_buf = vec![0u8; OUTPUT_CHUNK_BYTES];
+    let chunk_bytes = emitter.chunk_bytes();
+    let mut out_buf = vec![0u8; chunk_bytes];
+    let mut err_buf = vec![0u8; chunk_bytes];
     let (mut out_open, mut err_open) = (true, true);
     while out_open || err_open {
+        // Generation 10: read nothing (so the child blocks on its full pipe) while the host
+        // holds a whole window unacknowledged.
+        emitter.wait_room(notices).await;
         // Every branch is cancel-safe: `read` loses no data when another branch wins.
         tokio::select! {
             read = stdout.read(&mut out_buf), if out_open => match chunk(read, "stdout") {
@@ -249,7 +357,7 @@ async fn pump_pipes(
                 Some(n) => err_buf = refill(emitter, Message::ExecStderr, err_buf, n).await,
                 None => err_open = false,
             },
-            Some(notice) = notices.recv() => emitter.emit(Message::ExecStdinError(notice)).await,
+            Some(notice) = notices.recv() => emitter.notice(notice).await,
         }
     }
 }
@@ -263,7 +371,7 @@ async fn refill(
 ) -> Vec<u8> {
     buf.truncate(n);
     let mut buf = emitter.emit_chunk(wrap, buf).await;
-    buf.resize(OUTPUT_CHUNK_BYTES, 0);
+    buf.resize(emitter.chunk_bytes(), 0);
     buf
 }
 
@@ -283,21 +391,26 @@ fn chunk(read: io::Result<usize>, stream: &str) -> Option<usize> {
 async fn pump_pty(
     master: &AsyncFd<OwnedFd>,
     emitter: &mut Emitter,
-    notices: &mut mpsc::Receiver<ExecStdinError>,
+    notices: &mut mpsc::Receiver<Notice>,
 ) {
-    let mut buf = vec![0u8; OUTPUT_CHUNK_BYTES];
+    let mut buf = vec![0u8; emitter.chunk_bytes()];
     loop {
+        emitter.wait_room(notices).await;
         tokio::select! {
             read = read_master(master, &mut buf) => match read {
                 Ok(0) => return,
-                Ok(n) => emitter.emit(Message::ExecStdout(Data::new(&buf[..n]))).await,
+                Ok(n) => {
+                    buf.truncate(n);
+                    buf = emitter.emit_chunk(Message::ExecStdout, buf).await;
+                    buf.resize(emitter.chunk_bytes(), 0);
+                }
                 Err(err) if err.raw_os_error() == Some(libc::EIO) => return,
                 Err(err) => {
                     tracing::warn!(%err, "reading the PTY master failed; treating as EOF");
                     return;
                 }
             },
-            Some(notice) = notices.recv() => emitter.emit(Message::ExecStdinError(notice)).await,
+            Some(notice) = notices.recv() => emitter.notice(notice).await,
         }
     }
 }
@@ -318,7 +431,7 @@ async fn read_master(master: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<us
 async fn wait_for_exit(
     mut exit: oneshot::Receiver<ExitCode>,
     emitter: &mut Emitter,
-    notices: &mut mpsc::Receiver<ExecStdinError>,
+    notices: &mut mpsc::Receiver<Notice>,
 ) -> ExitCode {
     loop {
         tokio::select! {
@@ -328,7 +441,7 @@ async fn wait_for_exit(
                     -1
                 });
             }
-            Some(notice) = notices.recv() => emitter.emit(Message::ExecStdinError(notice)).await,
+            Some(notice) = notices.recv() => emitter.notice(notice).await,
         }
     }
 }

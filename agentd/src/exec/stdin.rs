@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use moat_protocol::payload::exec::ExecStdinError;
@@ -101,12 +102,28 @@ pub(crate) struct StdinQueue {
     state: Mutex<StdinState>,
     wake: Notify,
     limit_bytes: usize,
+    /// Whether written bytes are acknowledged to the host (generation-10 sessions).
+    acks: bool,
+    /// Bytes written into the child (or dropped by a failed write) since the session started.
+    written_total: AtomicU64,
 }
 
 impl StdinQueue {
-    /// An empty queue holding at most `limit_bytes` unwritten bytes.
-    pub(crate) fn new(limit_bytes: usize) -> StdinQueue {
-        StdinQueue { state: Mutex::default(), wake: Notify::new(), limit_bytes }
+    /// An empty queue holding at most `limit_bytes` unwritten bytes; with `acks`, the writer
+    /// reports progress for `core.exec.stdin.ack`.
+    pub(crate) fn new(limit_bytes: usize, acks: bool) -> StdinQueue {
+        StdinQueue {
+            state: Mutex::default(),
+            wake: Notify::new(),
+            limit_bytes,
+            acks,
+            written_total: AtomicU64::new(0),
+        }
+    }
+
+    /// Cumulative stdin bytes that left the queue into the child.
+    pub(crate) fn written_total(&self) -> u64 {
+        self.written_total.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, StdinState> {
@@ -146,14 +163,37 @@ impl StdinQueue {
 
     fn written(&self, len: usize) {
         self.lock().written(len);
+        self.written_total.fetch_add(len as u64, Ordering::AcqRel);
     }
 }
 
-/// Reports a stdin problem to the session task, which sends it in order with the session's
-/// other messages. Dropped (and logged) when the small backlog is full.
-pub(crate) fn report(notices: &mpsc::Sender<ExecStdinError>, error: ExecStdinError) {
-    if let Err(err) = notices.try_send(error) {
+/// What the writer tells the session task, which sends it in order with the session's other
+/// messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// A write into the child failed: send `core.exec.stdin.error`.
+    Error(ExecStdinError),
+    /// More stdin reached the child: send `core.exec.stdin.ack` with the cumulative count
+    /// ([`StdinQueue::written_total`], read when it is sent, so a dropped notice loses nothing
+    /// a later one does not carry). Generation-10 sessions only.
+    Written,
+}
+
+/// Reports a stdin problem to the session task. Dropped (and logged) when the small backlog is
+/// full.
+pub(crate) fn report(notices: &mpsc::Sender<Notice>, error: ExecStdinError) {
+    if let Err(err) = notices.try_send(Notice::Error(error)) {
         tracing::warn!(%err, "dropping an exec.stdin.error: backlog full or session over");
+    }
+}
+
+/// Records `len` bytes written into the child and, when the session acknowledges stdin, tells
+/// the session task. A full backlog drops the notice: the ones queued are sent later and carry
+/// the new total.
+fn written(queue: &StdinQueue, len: usize, notices: &mpsc::Sender<Notice>) {
+    queue.written(len);
+    if queue.acks {
+        let _backlog_full_or_over = notices.try_send(Notice::Written);
     }
 }
 
@@ -163,13 +203,13 @@ pub(crate) fn report(notices: &mpsc::Sender<ExecStdinError>, error: ExecStdinErr
 pub(crate) async fn write_pipe(
     queue: &StdinQueue,
     mut pipe: pipe::Sender,
-    notices: mpsc::Sender<ExecStdinError>,
+    notices: mpsc::Sender<Notice>,
 ) {
     loop {
         match queue.next().await {
             StdinItem::Data(chunk) => {
                 let result = pipe.write_all(&chunk).await;
-                queue.written(chunk.len());
+                written(queue, chunk.len(), &notices);
                 if let Err(err) = result {
                     report(&notices, failure::stdin_write_error(&err));
                 }
@@ -184,13 +224,13 @@ pub(crate) async fn write_pipe(
 pub(crate) async fn write_pty(
     queue: &StdinQueue,
     master: &AsyncFd<OwnedFd>,
-    notices: mpsc::Sender<ExecStdinError>,
+    notices: mpsc::Sender<Notice>,
 ) {
     loop {
         match queue.next().await {
             StdinItem::Data(chunk) => {
                 let result = write_master(master, &chunk).await;
-                queue.written(chunk.len());
+                written(queue, chunk.len(), &notices);
                 if let Err(err) = result {
                     report(&notices, failure::stdin_write_error(&err));
                 }

@@ -159,7 +159,7 @@ pub(crate) enum FsError {
     /// A `Read` or `Write` on an id that already carries a stream.
     #[error("{op}: id {id} already has a stream in flight")]
     StreamInFlight { op: Op, id: u32 },
-    /// A raw-bulk offer: moat's agent speaks generation 7, raw bulk is generation 8.
+    /// A raw-bulk offer: generation-8 raw bulk is not built in moat's agent.
     #[error("raw bulk transfers are not supported by this agent")]
     BulkUnsupported,
     /// The blocking worker panicked or was cancelled.

@@ -20,8 +20,8 @@
 //! `attrs` (`SetStat`/`FSetStat`), `entry` (`FsEntryInfo`), `identity` (creating as a user),
 //! `read` and `write` (the streams), `error` (failures and their wire text).
 //!
-//! Raw bulk (generation 8) is not offered by this agent (it speaks generation 7), so a request
-//! carrying a bulk offer is refused.
+//! Raw bulk (generation 8) is not built in this agent (it announces generation 10 for exec flow
+//! control only), so a request carrying a bulk offer is refused with a failed `fs.response`.
 
 #![forbid(unsafe_code)]
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use moat_protocol::payload::bootstrap::GuestBootstrap;
 use moat_protocol::payload::core::InitAck;
-use moat_protocol::payload::exec::{Data, ExecRequest};
+use moat_protocol::payload::exec::{Consumed, Data, ExecRequest, output_charge};
 use moat_protocol::{Decoded, FrameDecoder, Message, MessageFrame, RawFrame, decode_frame};
 
 /// Longest wait for any single frame.
@@ -192,17 +192,27 @@ impl Agent {
         self.collect(id)
     }
 
-    /// Collects a session's output until it ends.
+    /// Collects a session's output until it ends, acknowledging each output chunk (requests
+    /// from [`Agent::send`] carry `v = 10`, so the agent flow-controls them).
     pub fn collect(&mut self, id: u32) -> (Vec<u8>, Vec<u8>, i32) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut consumed = 0;
         loop {
-            match self.recv_on(id) {
-                Message::ExecStarted(_) => {}
-                Message::ExecStdout(Data { data }) => out.extend_from_slice(&data),
-                Message::ExecStderr(Data { data }) => err.extend_from_slice(&data),
+            let data = match self.recv_on(id) {
+                Message::ExecStarted(_) | Message::ExecStdinAck(_) => continue,
+                Message::ExecStdout(Data { data }) => {
+                    out.extend_from_slice(&data);
+                    data
+                }
+                Message::ExecStderr(Data { data }) => {
+                    err.extend_from_slice(&data);
+                    data
+                }
                 Message::ExecExited(exited) => return (out, err, exited.code),
                 other => panic!("unexpected {other:?} on exec {id}\n{}", self.log_tail()),
-            }
+            };
+            consumed += output_charge(data.len());
+            self.send(id, Message::ExecOutputAck(Consumed { consumed }));
         }
     }
 

@@ -4,6 +4,7 @@
 mod disconnect;
 mod errors;
 mod exec;
+mod flow;
 mod framing;
 mod fs;
 mod handshake;
@@ -22,6 +23,7 @@ pub(crate) fn all() -> Vec<Case> {
         handshake::CASES,
         framing::CASES,
         exec::CASES,
+        flow::CASES,
         fs::CASES,
         isolation::CASES,
         disconnect::CASES,

@@ -16,8 +16,10 @@
 //! ```
 //!
 //! The fakes: exec sessions start on `exec.request` (unless refused) and exist until
-//! `release_range`; stdin, signal and resize on an unknown session are refused with
-//! `invalid_session`; fs requests and data are taken (the fs service answers them itself).
+//! `release_range`; stdin, signal, resize and output acks on an unknown session are refused with
+//! `invalid_session`; an output ack that goes back from the session's last one, or past
+//! [`FAKE_SENT_CHARGE`], is refused with `invalid_payload` (as agentd's output window does); fs
+//! requests and data are taken (the fs service answers them itself).
 //!
 //! Properties, per frame: `handle` never panics; a frame is either answered on its own id
 //! (a reply or a `core.error`), or reaches a service, or is one of the frames that need no
@@ -43,10 +45,15 @@ pub const MAX_FRAMES: usize = 512;
 /// Any name over the error caps already shows a missing cut, without making every input slow.
 pub const MAX_REPEATED_NAME_BYTES: usize = 2 * 1024 * 1024;
 
-/// The fake services: which exec sessions exist, and the ids the last call touched.
+/// The output charge every fake session has "sent": acks past it over-claim.
+pub const FAKE_SENT_CHARGE: u64 = 1 << 20;
+
+/// The fake services: which exec sessions exist (with their last output ack), and the ids the
+/// last call touched.
 #[derive(Debug, Default)]
 struct Fake {
     sessions: Vec<u32>,
+    acked: std::collections::HashMap<u32, u64>,
     touched: Vec<u32>,
     released: bool,
     clock: bool,
@@ -67,7 +74,7 @@ impl Fake {
 }
 
 impl Services for Fake {
-    fn exec_start(&mut self, id: u32, request: ExecRequest) -> Result<(), Rejected> {
+    fn exec_start(&mut self, id: u32, _v: u8, request: ExecRequest) -> Result<(), Rejected> {
         self.touched.push(id);
         if request.cmd.is_empty() || request.cmd.starts_with('!') {
             return Err(Rejected::Error {
@@ -93,6 +100,19 @@ impl Services for Fake {
         self.session(id)
     }
 
+    fn exec_output_ack(&mut self, id: u32, consumed: u64) -> Result<(), Rejected> {
+        self.session(id)?;
+        let acked = self.acked.entry(id).or_default();
+        if consumed < *acked || consumed > FAKE_SENT_CHARGE {
+            return Err(Rejected::Error {
+                kind: CoreErrorKind::InvalidPayload,
+                message: format!("output ack {consumed} after {acked}: refused by the fake"),
+            });
+        }
+        *acked = consumed;
+        Ok(())
+    }
+
     fn fs_request(&mut self, id: u32, _v: u8, _request: FsRequest) {
         self.touched.push(id);
     }
@@ -104,6 +124,7 @@ impl Services for Fake {
     fn release_range(&mut self, range: IdRange) {
         self.released = true;
         self.sessions.retain(|id| !range.contains(*id));
+        self.acked.retain(|id, _| !range.contains(*id));
     }
 
     fn clock_sync(&mut self, _unix_nanos: u64) {

@@ -466,7 +466,31 @@ fn agentd_dispatch_seeds(frames: &[VectorFrame]) -> Vec<Seed> {
     let mut session = crate::agentd_dispatch::join_frame(11, Flags::SESSION_START, 3, b"sh");
     session.extend(crate::agentd_dispatch::join_frame(12, Flags::NONE, 1, b"\x0acore.exec.stdin"));
     set.add("exec then stdin on another id", session);
+    let over = crate::agentd_dispatch::FAKE_SENT_CHARGE + 1;
+    for (what, acks) in [
+        ("exec then good output acks", &[259, 259, 518][..]),
+        ("exec then an output ack going back", &[518, 259][..]),
+        ("exec then an output ack past what was sent", &[259, over][..]),
+        ("exec then a maximal output ack", &[u64::MAX][..]),
+    ] {
+        let mut session = crate::agentd_dispatch::join_frame(13, Flags::SESSION_START, 3, b"sh");
+        for &consumed in acks {
+            session.extend(output_ack(13, consumed));
+        }
+        session.extend(output_ack(14, 1));
+        set.add(what, session);
+    }
     set.seeds
+}
+
+/// A `core.exec.output.ack {consumed}` frame on `id`, in the `agentd_dispatch` input layout.
+fn output_ack(id: u32, consumed: u64) -> Vec<u8> {
+    let ack = moat_protocol::Message::ExecOutputAck(moat_protocol::payload::exec::Consumed {
+        consumed,
+    });
+    let wire =
+        moat_protocol::MessageFrame::new(id, ack).to_bytes().expect("an output ack encodes");
+    crate::agentd_dispatch::join_frame(id, Flags::NONE, 0, &wire[9..])
 }
 
 #[cfg(test)]

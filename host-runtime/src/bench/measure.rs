@@ -98,13 +98,18 @@ pub(super) fn stdout_stream(socket: &Path, bytes: u64) -> Result<Duration, Runti
         "core.exec.stdin",
     )?;
     let mut got = 0u64;
+    let mut acks = crate::flow::OutputAcks::default();
     loop {
+        conn.ack_output(id, &mut acks)?;
         let frame = conn.recv("streaming stdout")?;
         if frame.id != id {
             continue;
         }
         match frame.message {
-            Message::ExecStdout(Data { data }) => got += data.len() as u64,
+            Message::ExecStdout(Data { data }) => {
+                got += data.len() as u64;
+                acks.received(data.len());
+            }
             Message::ExecExited(exited) if exited.code == 0 && got == bytes - bytes % BLOCK => {
                 return Ok(start.elapsed());
             }

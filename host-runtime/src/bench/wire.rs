@@ -5,6 +5,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use moat_protocol::payload::exec::Consumed;
 use moat_protocol::relay::IdAllocator;
 use moat_protocol::{FrameDecoder, Message, MessageFrame};
 
@@ -22,6 +23,9 @@ pub(super) struct Conn {
     ids: IdAllocator,
     read_buf: Vec<u8>,
     write_buf: Vec<u8>,
+    /// The output window, when exec output must be acknowledged (generation 10 with
+    /// `exec_limits`).
+    output_window: Option<u64>,
 }
 
 impl Conn {
@@ -34,10 +38,33 @@ impl Conn {
             ids: IdAllocator::new(range),
             read_buf: vec![0u8; SOCKET_READ_CHUNK_BYTES],
             write_buf: Vec::new(),
+            output_window: None,
         };
         let ready = conn.recv("waiting for the replayed core.ready")?;
-        expect(matches!(ready.message, Message::Ready(_)), &ready, "waiting for core.ready")?;
-        Ok(conn)
+        match ready.message {
+            Message::Ready(ready_payload) => {
+                conn.output_window = crate::flow::policy(ready.v, ready_payload.exec_limits)
+                    .map(|p| u64::from(p.output_limit));
+                Ok(conn)
+            }
+            _ => expect(false, &ready, "waiting for core.ready").map(|()| conn),
+        }
+    }
+
+    /// Before a read: acknowledges exec output on `id` when an ack is due (the read would wait
+    /// on the socket, or half the window is unacknowledged) and the connection is
+    /// flow-controlled.
+    pub(super) fn ack_output(
+        &mut self,
+        id: u32,
+        acks: &mut crate::flow::OutputAcks,
+    ) -> Result<(), RuntimeError> {
+        let Some(window) = self.output_window else { return Ok(()) };
+        let Some(consumed) = acks.due(self.decoder.buffered() == 0, window) else {
+            return Ok(());
+        };
+        let ack = Message::ExecOutputAck(Consumed { consumed });
+        self.send(&MessageFrame::new(id, ack), "core.exec.output.ack")
     }
 
     /// A fresh correlation id.

@@ -575,3 +575,68 @@ fn start_and_stop_write_system_markers() {
     assert_eq!(router.start(), [Effect::ExecLog(LogEntry::System(SANDBOX_STARTED))]);
     assert_eq!(router.stop(), LogEntry::System(SANDBOX_STOPPED));
 }
+
+/// A router for an agent that flow-controls generation-10 execs.
+fn flow_router() -> Router {
+    let ready = Ready {
+        agent_version: "moat-test".into(),
+        exec_limits: Some(moat_protocol::payload::exec::ExecLimits::default()),
+        ..Ready::default()
+    };
+    Router::new(&raw(MessageFrame { id: 0, v: 10, message: Message::Ready(ready) })).unwrap()
+}
+
+fn output_ack(id: u32, consumed: u64) -> RawFrame {
+    let ack = moat_protocol::payload::exec::Consumed { consumed };
+    raw(MessageFrame::new(id, Message::ExecOutputAck(ack)))
+}
+
+#[test]
+fn valid_output_acks_are_forwarded() {
+    let mut router = flow_router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    guest(&mut router, &stdout(id, b"abc"));
+    for consumed in [259, 259] {
+        let effects = router.client_frame(a, &output_ack(id, consumed));
+        assert!(matches!(effects[..], [Effect::ToGuest(_)]), "{effects:?}");
+    }
+}
+
+#[test]
+fn an_over_claiming_or_regressing_output_ack_closes_only_its_client() {
+    let mut router = flow_router();
+    let (a, slot_a) = connect(&mut router);
+    let (b, slot_b) = connect(&mut router);
+    let (id_a, id_b) = (slot_a.range().start, slot_b.range().start);
+    for (client, id) in [(a, id_a), (b, id_b)] {
+        router.client_frame(client, &exec(id, false));
+        guest(&mut router, &stdout(id, b"abc"));
+    }
+    let effects = router.client_frame(a, &output_ack(id_a, 260));
+    assert!(closed(&effects, a), "{effects:?}");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::ToGuest(_))), "not forwarded");
+    router.client_frame(b, &output_ack(id_b, 259));
+    let effects = router.client_frame(b, &output_ack(id_b, 1));
+    assert!(closed(&effects, b) && !closed(&effects, a), "{effects:?}");
+}
+
+#[test]
+fn output_acks_are_not_checked_for_legacy_requests_or_agents() {
+    // An agent without exec_limits: the relay passes acks through.
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    let effects = router.client_frame(a, &output_ack(id, 1 << 40));
+    assert!(matches!(effects[..], [Effect::ToGuest(_)]), "{effects:?}");
+    // A v = 9 request to a flow-controlling agent is on the legacy path.
+    let mut router = flow_router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    let request = Message::ExecRequest(ExecRequest::new("sh"));
+    router.client_frame(a, &raw(MessageFrame { id, v: 9, message: request }));
+    let effects = router.client_frame(a, &output_ack(id, 1 << 40));
+    assert!(matches!(effects[..], [Effect::ToGuest(_)]), "{effects:?}");
+}

@@ -53,7 +53,7 @@ pub fn raw(message: &MessageFrame) -> RawFrame {
     split_frame(&mut BytesMut::from(&bytes[..])).unwrap().unwrap()
 }
 
-/// The agent's ready frame as moat's agent sends it (generation 7).
+/// The agent's ready frame as moat's agent sends it (generation 10; `exec_limits` left out).
 pub fn ready_frame() -> RawFrame {
     let ready = Ready { agent_version: "moat-fake".into(), ..Ready::default() };
     raw(&MessageFrame { id: 0, v: AGENT_GENERATION, message: Message::Ready(ready) })
