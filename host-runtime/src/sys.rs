@@ -59,8 +59,6 @@ pub(crate) fn read_one_byte(fd: i32) -> std::io::Result<bool> {
 #[derive(Debug)]
 pub(crate) struct UserNsHolder {
     pid: libc::pid_t,
-    /// Dropping it (EOF on the child's end) lets the child exit.
-    release: Option<OwnedFd>,
 }
 
 impl UserNsHolder {
@@ -71,25 +69,25 @@ impl UserNsHolder {
 }
 
 impl Drop for UserNsHolder {
+    /// Kills and reaps the child. Not an EOF on a pipe: a holder forked at the same moment by
+    /// another thread inherits this one's descriptors (no exec, so `O_CLOEXEC` cannot close them),
+    /// and two holders that each hold the other's pipe end would wait for each other forever.
     fn drop(&mut self) {
-        drop(self.release.take());
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid), None);
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
     }
 }
 
-/// Forks a child that calls `unshare(CLONE_NEWUSER)` and then blocks until released. Returns
-/// once the new namespace exists; an error if the child could not make it.
+/// Forks a child that calls `unshare(CLONE_NEWUSER)` and then waits to be killed. Returns once
+/// the new namespace exists; an error if the child could not make it. The child reports with one
+/// byte (1: made, 0: failed) rather than by closing its pipe end, which another thread's holder
+/// may have inherited.
 pub(crate) fn spawn_userns_holder() -> std::io::Result<UserNsHolder> {
     use nix::fcntl::OFlag;
     use std::io::Read;
     let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    let (release_read, release_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    let fds = [
-        ready_read.as_raw_fd(),
-        ready_write.as_raw_fd(),
-        release_read.as_raw_fd(),
-        release_write.as_raw_fd(),
-    ];
+    let fds = [ready_read.as_raw_fd(), ready_write.as_raw_fd()];
     // SAFETY: the child (pid 0) runs only `holder_child`, which makes async-signal-safe calls on
     // descriptors it inherited and never returns, so the fork is sound even if this process has
     // other threads. The parent only checks the result.
@@ -98,17 +96,16 @@ pub(crate) fn spawn_userns_holder() -> std::io::Result<UserNsHolder> {
         return Err(std::io::Error::last_os_error());
     }
     if pid == 0 {
-        // SAFETY: we are the freshly forked child, and `fds` are the four pipe ends, open here.
+        // SAFETY: we are the freshly forked child, and `fds` are the two pipe ends, open here.
         unsafe { holder_child(fds) }
     }
     drop(ready_write);
-    drop(release_read);
-    let holder = UserNsHolder { pid, release: Some(release_write) };
+    let holder = UserNsHolder { pid };
     let mut byte = [0u8; 1];
     let mut ready = std::fs::File::from(ready_read);
     loop {
         match ready.read(&mut byte) {
-            Ok(1) => return Ok(holder),
+            Ok(1) if byte[0] == 1 => return Ok(holder),
             Ok(_) => {
                 return Err(std::io::Error::other(
                     "the child could not create a user namespace (unshare(CLONE_NEWUSER) failed)",
@@ -120,33 +117,24 @@ pub(crate) fn spawn_userns_holder() -> std::io::Result<UserNsHolder> {
     }
 }
 
-/// The holder child: close the parent's pipe ends, make the namespace, say so, wait for EOF.
+/// The holder child: close the parent's pipe end, make the namespace, say whether it did (one
+/// byte), then wait to be killed (the parent's [`UserNsHolder`] drop, or its death).
 ///
 /// # Safety
 ///
-/// Only in the child of `fork`, with `[ready_read, ready_write, release_read, release_write]`
-/// open. Makes only async-signal-safe calls (close, prctl, unshare, write, read, _exit).
-unsafe fn holder_child([ready_read, ready_write, release_read, release_write]: [i32; 4]) -> ! {
+/// Only in the child of `fork`, with `[ready_read, ready_write]` open. Makes only
+/// async-signal-safe calls (close, prctl, unshare, write, pause).
+unsafe fn holder_child([ready_read, ready_write]: [i32; 2]) -> ! {
     // SAFETY: the caller guarantees we are a forked child owning these descriptors; every call
     // below is async-signal-safe, allocates nothing and takes no locks.
     unsafe {
         libc::close(ready_read);
-        libc::close(release_write);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        if libc::unshare(libc::CLONE_NEWUSER) == 0 {
-            let byte = 1u8;
-            libc::write(ready_write, std::ptr::from_ref(&byte).cast(), 1);
-        }
+        let made = u8::from(libc::unshare(libc::CLONE_NEWUSER) == 0);
+        libc::write(ready_write, std::ptr::from_ref(&made).cast(), 1);
         libc::close(ready_write);
-        let mut byte = 0u8;
         loop {
-            let n = libc::read(release_read, std::ptr::from_mut(&mut byte).cast(), 1);
-            if n == -1 && *libc::__errno_location() == libc::EINTR {
-                continue;
-            }
-            if n != 1 {
-                libc::_exit(0);
-            }
+            libc::pause();
         }
     }
 }

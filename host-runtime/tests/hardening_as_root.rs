@@ -469,3 +469,30 @@ fn dpkg_builds_and_installs_a_package_under_the_default_profile_as_root() {
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
     assert_eq!(stdout(&output), DPKG_PROBE_OUTPUT, "stderr: {}", stderr(&output));
 }
+
+/// Regression: each id-map user namespace is made by a forked holder child. Holders forked at
+/// the same moment by different threads inherit each other's pipe ends (no exec, so `O_CLOEXEC`
+/// does not close them); when a holder waited for EOF on its pipe, two of them could wait for each
+/// other forever (seen: `api_as_root` hung with two holders blocked in `read`). Many threads
+/// making namespaces at once must all finish.
+#[test]
+fn concurrent_user_namespaces_never_wait_for_each_other_as_root() {
+    require_root();
+    let (done, finished) = std::sync::mpsc::channel();
+    for _ in 0..8 {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for _ in 0..25 {
+                let map = "0 1879048192 65536\n";
+                let ns = moat_runtime::userns::user_namespace(map, map).unwrap();
+                drop(ns);
+            }
+            done.send(()).unwrap();
+        });
+    }
+    for i in 0..8 {
+        finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("only {i} of 8 threads made their 25 namespaces in 120 s"));
+    }
+}
