@@ -11,26 +11,8 @@ use std::path::Path;
 mod support;
 use support::{
     DPKG_PROBE, DPKG_PROBE_OUTPUT, moat, moat_home, processes_mentioning, require_root, stderr,
-    stdout,
+    stdout, syscall_probe,
 };
-
-/// A python3 program that calls each `(name, number, arg0)` and prints `name errno` per line
-/// (`0` when the call succeeded).
-fn syscall_probe(calls: &[(&str, i64, u64)]) -> String {
-    let list: Vec<String> =
-        calls.iter().map(|(name, nr, arg)| format!("({name:?}, {nr}, {arg})")).collect();
-    format!(
-        "import ctypes\n\
-         libc = ctypes.CDLL(None, use_errno=True)\n\
-         libc.syscall.restype = ctypes.c_long\n\
-         for name, nr, arg in [{}]:\n\
-         \x20   ctypes.set_errno(0)\n\
-         \x20   r = libc.syscall(ctypes.c_long(nr), ctypes.c_ulong(arg), ctypes.c_long(0),\n\
-         \x20                    ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))\n\
-         \x20   print(name, 0 if r >= 0 else ctypes.get_errno())\n",
-        list.join(", ")
-    )
-}
 
 /// Runs `python3 -c PROGRAM` in a fresh sandbox with `extra` options; returns its stdout.
 fn run_python(test: &str, extra: &[&str], program: &str) -> String {

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 
 mod support;
-use support::{DPKG_PROBE, DPKG_PROBE_OUTPUT, require_root, stderr, stdout};
+use support::{DPKG_PROBE, DPKG_PROBE_OUTPUT, require_root, stderr, stdout, syscall_probe};
 
 /// The user with subordinate ids.
 const USER: &str = "moat-test";
@@ -351,19 +351,7 @@ fn the_default_profile_denies_kernel_calls_masks_proc_and_runs_python_and_cc_as_
         ("mount", libc::SYS_mount, 0),
         ("init_module", libc::SYS_init_module, 0),
     ];
-    let list: Vec<String> =
-        denied.iter().map(|(name, nr, arg)| format!("({name:?}, {nr}, {arg})")).collect();
-    let python = format!(
-        "import ctypes\n\
-         libc = ctypes.CDLL(None, use_errno=True)\n\
-         libc.syscall.restype = ctypes.c_long\n\
-         for name, nr, arg in [{}]:\n\
-         \x20   ctypes.set_errno(0)\n\
-         \x20   r = libc.syscall(ctypes.c_long(nr), ctypes.c_ulong(arg), ctypes.c_long(0),\n\
-         \x20                    ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))\n\
-         \x20   print(name, 0 if r >= 0 else ctypes.get_errno())\n",
-        list.join(", ")
-    );
+    let python = syscall_probe(denied);
     // Masked paths read as nothing; a C program compiles and runs in the throw-away root.
     let script = "python3 -c \"$PROBE\"; \
                   echo masked $(cat /proc/kcore /proc/keys /proc/timer_list 2>/dev/null | wc -c); \

@@ -92,3 +92,21 @@ dpkg --root=/tmp/r -s moat-probe | grep '^Status:'
 
 /// What [`DPKG_PROBE`] prints when the install worked.
 pub const DPKG_PROBE_OUTPUT: &str = "installed\nStatus: install ok installed\n";
+
+/// A python3 program that calls each `(name, number, arg0)` and prints `name errno` per line
+/// (`0` when the call succeeded).
+pub fn syscall_probe(calls: &[(&str, i64, u64)]) -> String {
+    let list: Vec<String> =
+        calls.iter().map(|(name, nr, arg)| format!("({name:?}, {nr}, {arg})")).collect();
+    format!(
+        "import ctypes\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         libc.syscall.restype = ctypes.c_long\n\
+         for name, nr, arg in [{}]:\n\
+         \x20   ctypes.set_errno(0)\n\
+         \x20   r = libc.syscall(ctypes.c_long(nr), ctypes.c_ulong(arg), ctypes.c_long(0),\n\
+         \x20                    ctypes.c_long(0), ctypes.c_long(0), ctypes.c_long(0))\n\
+         \x20   print(name, 0 if r >= 0 else ctypes.get_errno())\n",
+        list.join(", ")
+    )
+}
