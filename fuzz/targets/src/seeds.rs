@@ -485,11 +485,9 @@ fn agentd_dispatch_seeds(frames: &[VectorFrame]) -> Vec<Seed> {
 
 /// A `core.exec.output.ack {consumed}` frame on `id`, in the `agentd_dispatch` input layout.
 fn output_ack(id: u32, consumed: u64) -> Vec<u8> {
-    let ack = moat_protocol::Message::ExecOutputAck(moat_protocol::payload::exec::Consumed {
-        consumed,
-    });
-    let wire =
-        moat_protocol::MessageFrame::new(id, ack).to_bytes().expect("an output ack encodes");
+    let ack =
+        moat_protocol::Message::ExecOutputAck(moat_protocol::payload::exec::Consumed { consumed });
+    let wire = moat_protocol::MessageFrame::new(id, ack).to_bytes().expect("an output ack encodes");
     crate::agentd_dispatch::join_frame(id, Flags::NONE, 0, &wire[9..])
 }
 
