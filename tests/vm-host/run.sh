@@ -100,7 +100,7 @@ qemu_suite=${MOAT_VM_HOST_QEMU_SUITE:-trixie}
 
 # A private apt configuration under $1 (its own sources list, lists, cache and, with
 # status=empty, an empty dpkg status, so apt believes nothing is installed and resolves a
-# package's whole dependency closure). Sets the array apt_opts_<name>.
+# package's whole dependency closure). Leaves apt-get's options in the array `opts`.
 # Usage: private_apt DIR STATUS SOURCE-LINE...
 private_apt() {
   local dir=$1 status=$2
