@@ -89,35 +89,30 @@ fn main() -> ExitCode {
         Some("bench") => bench_command(rest),
         Some(cmd @ ("pull" | "images" | "rmi" | "image" | "login")) => {
             init_logging(tracing::Level::WARN);
-            match image_command(cmd, rest) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(Failure::Usage(err)) => {
-                    eprintln!("moat {cmd}: {err}");
-                    ExitCode::from(EXIT_USAGE)
-                }
-                Err(Failure::Runtime(err)) => {
-                    eprintln!("moat {cmd}: {err}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            }
+            exit_code(cmd, image_command(cmd, rest))
         }
         Some(cmd @ ("create" | "ls" | "inspect" | "socket" | "logs" | "stop" | "kill" | "rm")) => {
             init_logging(tracing::Level::WARN);
-            match lifecycle_command(cmd, rest) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(Failure::Usage(err)) => {
-                    eprintln!("moat {cmd}: {err}");
-                    ExitCode::from(EXIT_USAGE)
-                }
-                Err(Failure::Runtime(err)) => {
-                    eprintln!("moat {cmd}: {err}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            }
+            exit_code(cmd, lifecycle_command(cmd, rest))
         }
         Some(other) => {
             eprintln!("moat: unknown command {other:?}\n\n{USAGE}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// A subcommand's result as the process's exit status, its error as one line on stderr.
+fn exit_code(cmd: &str, result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(err)) => {
+            eprintln!("moat {cmd}: {err}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(Failure::Runtime(err)) => {
+            eprintln!("moat {cmd}: {err}");
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }
