@@ -26,10 +26,12 @@ pub const AGENTD_STATIC_ENV: &str = "MOAT_AGENTD_STATIC";
 const WORKSPACE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// The agent `backend` runs: [`locate`] for the namespace backend, [`locate_static`] for a VM.
-pub fn locate_for(backend: crate::isolation::BackendKind) -> Result<PathBuf, RuntimeError> {
+pub fn locate_for(
+    backend: crate::backend::isolation::BackendKind,
+) -> Result<PathBuf, RuntimeError> {
     match backend {
-        crate::isolation::BackendKind::Namespace => locate(),
-        crate::isolation::BackendKind::Vm => locate_static(),
+        crate::backend::isolation::BackendKind::Namespace => locate(),
+        crate::backend::isolation::BackendKind::Vm => locate_static(),
     }
 }
 

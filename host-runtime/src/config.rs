@@ -311,7 +311,7 @@ pub enum ShareNaming {
     /// VM backend: virtiofs tags `moat-share-N`, in [`SandboxConfig::shares`] order.
     VirtioFsTag,
     /// Namespace backend with an unprivileged id map: the idmapped bind `__ns-prepare` makes,
-    /// [`crate::ns_mapped::share_tag`], in the same order.
+    /// [`crate::backend::namespace::mapped::share_tag`], in the same order.
     Staged,
 }
 
@@ -407,7 +407,7 @@ impl SandboxConfig {
                 tag: match naming {
                     ShareNaming::HostPath => host.to_string_lossy().into_owned(),
                     ShareNaming::VirtioFsTag => format!("moat-share-{i}"),
-                    ShareNaming::Staged => crate::ns_mapped::share_tag(i),
+                    ShareNaming::Staged => crate::backend::namespace::mapped::share_tag(i),
                 },
                 host,
                 guest,

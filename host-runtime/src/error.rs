@@ -202,7 +202,7 @@ pub enum RuntimeError {
     /// libkrun refused the configuration or could not start the VM.
     #[error("VMM: {0}")]
     Vmm(#[from] moat_vmm::VmmError),
-    /// A limit an unprivileged sandbox cannot apply ([`crate::rootless`]).
+    /// A limit an unprivileged sandbox cannot apply ([`crate::backend::namespace::rootless`]).
     #[error(
         "{option}: moat runs unprivileged and cannot create a cgroup on this host, so the limit cannot be applied; run as root, or leave {option} out"
     )]

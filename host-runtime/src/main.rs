@@ -9,10 +9,15 @@
 
 use std::process::ExitCode;
 
+use moat_runtime::backend::namespace::init as ns_init;
+use moat_runtime::backend::vm;
 use moat_runtime::cli::UsageError;
 use moat_runtime::error::RuntimeError;
 use moat_runtime::image::{Credentials, ImageError, Images, PullOptions, progress};
-use moat_runtime::{bench, cli, doctor, hardening, lifecycle, logs, ns_init, run, sandbox, vm};
+use moat_runtime::lifecycle::{logs, run};
+use moat_runtime::security::hardening;
+use moat_runtime::supervisor as sandbox;
+use moat_runtime::{bench, cli, doctor, lifecycle};
 
 const USAGE: &str = "usage: moat <command>
 
@@ -204,7 +209,7 @@ impl From<RuntimeError> for Failure {
 #[derive(serde::Serialize)]
 struct Inspection {
     #[serde(flatten)]
-    state: moat_runtime::state::SandboxState,
+    state: moat_runtime::store::state::SandboxState,
     isolation: hardening::IsolationReport,
 }
 
@@ -231,7 +236,7 @@ fn lifecycle_command(cmd: &str, args: &[String]) -> Result<(), Failure> {
         }
         "inspect" => {
             let state = lifecycle::inspect(&cli::parse_name(args, None)?.0)?;
-            let live = matches!(state.status, moat_runtime::state::Status::Running);
+            let live = matches!(state.status, moat_runtime::store::state::Status::Running);
             let isolation = hardening::report(&state.spec, state.pid.filter(|_| live));
             println!("{}", to_json(&Inspection { state, isolation }));
         }
@@ -258,7 +263,7 @@ fn lifecycle_command(cmd: &str, args: &[String]) -> Result<(), Failure> {
 
 /// `pull`, `images`, `rmi`, `image prune`: the CLI only parses; [`Images`] does the work.
 fn image_command(cmd: &str, args: &[String]) -> Result<(), Failure> {
-    let images = Images::new(&moat_runtime::home::moat_home());
+    let images = Images::new(&moat_runtime::store::home::moat_home());
     let image_error = |err: ImageError| Failure::Runtime(err.into());
     match cmd {
         "pull" => {
@@ -403,7 +408,7 @@ fn doctor_command() -> ExitCode {
     } else {
         println!("microVM: this host cannot boot one (see FAIL lines)");
     }
-    let namespace = moat_runtime::ns_probe::diagnose();
+    let namespace = moat_runtime::backend::namespace::probe::diagnose();
     for check in &namespace {
         println!("{:<10} {}  {}", check.name, if check.ok { "ok  " } else { "FAIL" }, check.detail);
     }
@@ -412,16 +417,19 @@ fn doctor_command() -> ExitCode {
     } else {
         println!("namespace: this host cannot run the namespace backend (see FAIL lines)");
     }
-    if moat_runtime::rootless::is_rootless() {
+    if moat_runtime::backend::namespace::rootless::is_rootless() {
         println!(
             "namespace isolation by default, unprivileged: {}",
-            moat_runtime::ns_probe::ROOTLESS_DEFAULT_ISOLATION
+            moat_runtime::backend::namespace::probe::ROOTLESS_DEFAULT_ISOLATION
         );
         return ExitCode::SUCCESS;
     }
-    println!("namespace isolation by default: {}", moat_runtime::ns_probe::DEFAULT_ISOLATION);
+    println!(
+        "namespace isolation by default: {}",
+        moat_runtime::backend::namespace::probe::DEFAULT_ISOLATION
+    );
     println!("unprivileged id map (identity without it):");
-    for check in moat_runtime::ns_probe::diagnose_id_map() {
+    for check in moat_runtime::backend::namespace::probe::diagnose_id_map() {
         println!("{:<10} {}  {}", check.name, if check.ok { "ok  " } else { "FAIL" }, check.detail);
     }
     ExitCode::SUCCESS

@@ -6,9 +6,9 @@ use std::time::Duration;
 use moat_protocol::payload::exec::ExecRequest;
 use moat_runtime::api::Moat;
 use moat_runtime::cli::{CreateArgs, Isolation, RootSource};
-use moat_runtime::client::ExecOutcome;
 use moat_runtime::config::SandboxConfig;
-use moat_runtime::state::Status;
+use moat_runtime::relay_client::ExecOutcome;
+use moat_runtime::store::state::Status;
 
 mod support;
 use support::{executables, moat_home, require_root};

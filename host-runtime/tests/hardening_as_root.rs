@@ -269,7 +269,7 @@ fn sh_as(id: u32, script: &str) -> std::process::Output {
 
 #[test]
 fn idmapped_bind_gives_the_sandbox_roots_files_to_the_directory_owner_as_root() {
-    use moat_runtime::idmap::{RESERVED_BASE, owner_map};
+    use moat_runtime::backend::namespace::idmap::{RESERVED_BASE, owner_map};
     use std::os::fd::AsFd;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     require_root();
@@ -284,8 +284,9 @@ fn idmapped_bind_gives_the_sandbox_roots_files_to_the_directory_owner_as_root() 
     // A host-root file in the volume: mode 0644, so only its owner may write it.
     std::fs::write(volume.join("root-file"), "host\n").unwrap();
     let map = owner_map(OWNER, RESERVED_BASE);
-    let userns = moat_runtime::userns::user_namespace(&map, &map).unwrap();
-    moat_runtime::idmount::idmapped_bind(&volume, &mnt, userns.as_fd(), false).unwrap();
+    let userns = moat_runtime::backend::namespace::userns::user_namespace(&map, &map).unwrap();
+    moat_runtime::backend::namespace::idmount::idmapped_bind(&volume, &mnt, userns.as_fd(), false)
+        .unwrap();
 
     let seen = std::fs::metadata(&mnt).unwrap();
     let root_file = std::fs::metadata(mnt.join("root-file")).unwrap();
@@ -305,8 +306,9 @@ fn idmapped_bind_gives_the_sandbox_roots_files_to_the_directory_owner_as_root() 
 }
 
 /// The pool this host's sandboxes get their ids from, as `moat doctor` reports it.
-fn host_range() -> moat_runtime::idmap::IdPool {
-    moat_runtime::idmap::choose_for_host().expect("an unprivileged id range on this host")
+fn host_range() -> moat_runtime::backend::namespace::idmap::IdPool {
+    moat_runtime::backend::namespace::idmap::choose_for_host()
+        .expect("an unprivileged id range on this host")
 }
 
 #[test]
@@ -431,7 +433,7 @@ fn the_identity_map_start_still_works_when_asked_for_as_root() {
         .args(["run", "--isolation", "namespace", "-v", &bind, "--", "sh", "-c"])
         .arg("cat /proc/self/uid_map; echo a > /v/new")
         .env("MOAT_HOME", &home)
-        .env(moat_runtime::idmap::IDENTITY_ENV, "1")
+        .env(moat_runtime::backend::namespace::idmap::IDENTITY_ENV, "1")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -466,7 +468,8 @@ fn concurrent_user_namespaces_never_wait_for_each_other_as_root() {
         std::thread::spawn(move || {
             for _ in 0..25 {
                 let map = "0 1879048192 65536\n";
-                let ns = moat_runtime::userns::user_namespace(map, map).unwrap();
+                let ns =
+                    moat_runtime::backend::namespace::userns::user_namespace(map, map).unwrap();
                 drop(ns);
             }
             done.send(()).unwrap();

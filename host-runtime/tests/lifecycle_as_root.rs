@@ -214,7 +214,7 @@ fn an_agent_that_dies_unasked_reads_as_crashed_with_why_as_root() {
         .unwrap();
     let state = wait_for_status(&sandbox, "crashed");
     let reason = state["stop_reason"].as_str().unwrap_or_default();
-    assert!(reason.starts_with(moat_runtime::sandbox::ENDED_UNASKED), "{state}");
+    assert!(reason.starts_with(moat_runtime::supervisor::ENDED_UNASKED), "{state}");
     assert!(reason.contains("the agent's process ended"), "{state}");
     assert_eq!(state["exit_code"], serde_json::Value::Null, "{state}");
     // A crashed sandbox is not live: `rm` without -f removes it.
@@ -227,9 +227,10 @@ fn a_client_shutdown_reads_as_stopped_by_a_client_as_root() {
     let home = moat_home("life-client-shutdown");
     let sandbox = Sandbox::create(&home, "asked");
     let socket = stdout(&sandbox.run(&["socket", "asked"]));
-    let client = moat_runtime::client::RelayClient::connect(Path::new(socket.trim())).unwrap();
+    let client =
+        moat_runtime::relay_client::RelayClient::connect(Path::new(socket.trim())).unwrap();
     client.request_shutdown().unwrap();
     let state = wait_for_status(&sandbox, "stopped");
-    assert_eq!(state["stop_reason"], moat_runtime::sandbox::STOPPED_BY_CLIENT, "{state}");
+    assert_eq!(state["stop_reason"], moat_runtime::supervisor::STOPPED_BY_CLIENT, "{state}");
     assert_eq!(state["exit_code"], 0, "{state}");
 }

@@ -1,4 +1,4 @@
-//! End to end: the namespace backend run by an unprivileged user ([`moat_runtime::rootless`]).
+//! End to end: the namespace backend run by an unprivileged user ([`moat_runtime::backend::namespace::rootless`]).
 //! Root only sets up: the test users `moat-test` (with `/etc/subuid` and `/etc/subgid` ranges,
 //! created when missing) and `moat-test-single` (without them), a copy of `moat` and
 //! `moat-agentd` every user can run, and a `HOME`/`MOAT_HOME` the user owns. Every `moat`

@@ -57,7 +57,7 @@ fn isolation_vm_boots_or_names_the_doctors_reason_as_root() {
     assert_eq!(output.status.code(), Some(125), "{err}");
     assert_eq!(err.lines().count(), 1, "one line expected: {err}");
     assert!(err.contains("cannot boot a microVM"), "{err}");
-    let reason = moat_runtime::isolation::vm_unavailable_reason(&report);
+    let reason = moat_runtime::backend::isolation::vm_unavailable_reason(&report);
     assert!(err.contains(&reason), "stderr {err:?} lacks the doctor's reason {reason:?}");
     if Path::new("/sys/module/kvm_pvm").exists() {
         assert!(err.contains("KVM-PVM"), "{err}");
@@ -105,7 +105,7 @@ fn a_vm_that_dies_at_boot_reports_its_cause_as_root() {
     if !report.vm_can_boot() {
         // No libkrunfw or no /dev/kvm: the override changes nothing about those.
         assert_eq!(output.status.code(), Some(125), "{err}");
-        let reason = moat_runtime::isolation::vm_unavailable_reason(&report);
+        let reason = moat_runtime::backend::isolation::vm_unavailable_reason(&report);
         assert!(err.contains(&reason), "{err}");
         return;
     }
@@ -241,7 +241,7 @@ fn vm_guest_power_off_by_itself_records_stopped_as_root() {
     assert!(created.status.success(), "create: {}", stderr(&created));
     let state = wait_status(&home, "box", "stopped");
     assert_eq!(state["status"], "stopped", "{state}");
-    assert_eq!(state["stop_reason"], moat_runtime::sandbox::STOPPED_MAX_DURATION, "{state}");
+    assert_eq!(state["stop_reason"], moat_runtime::supervisor::STOPPED_MAX_DURATION, "{state}");
     assert!(moat(&home, &["rm", "box"]).status.success());
 }
 

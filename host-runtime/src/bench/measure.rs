@@ -11,9 +11,9 @@ use super::stats::Samples;
 use super::wire::{Conn, expect};
 use crate::api::{Moat, Sandbox};
 use crate::cli::{CreateArgs, Isolation, RootSource};
-use crate::client::{ExecOutcome, RelayClient};
 use crate::config::{SandboxConfig, Tmpfs};
 use crate::error::RuntimeError;
+use crate::relay_client::{ExecOutcome, RelayClient};
 
 /// The tmpfs the file transfers write to.
 pub(super) const SCRATCH_DIR: &str = "/bench";
@@ -98,7 +98,7 @@ pub(super) fn stdout_stream(socket: &Path, bytes: u64) -> Result<Duration, Runti
         "core.exec.stdin",
     )?;
     let mut got = 0u64;
-    let mut acks = crate::flow::OutputAcks::default();
+    let mut acks = crate::relay_client::flow::OutputAcks::default();
     loop {
         conn.ack_output(id, &mut acks)?;
         let frame = conn.recv("streaming stdout")?;

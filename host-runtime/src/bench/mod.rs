@@ -19,8 +19,8 @@ mod wire;
 
 use std::path::PathBuf;
 
+use crate::backend::isolation::BackendKind;
 use crate::cli::Isolation;
-use crate::isolation::BackendKind;
 use std::time::Duration;
 
 use crate::api::Moat;
@@ -202,7 +202,7 @@ pub fn run(sizes: Sizes, mut progress: impl FnMut(&str)) -> Result<Report, Runti
 
     // `auto`'s choice, made once (and its fallback warning printed once), then asked for by
     // name so every sandbox of the run is on the same backend.
-    let (isolation, backend) = match crate::isolation::prepare_backend(Isolation::Auto)? {
+    let (isolation, backend) = match crate::backend::isolation::prepare_backend(Isolation::Auto)? {
         BackendKind::Vm => (Isolation::Vm, "vm"),
         BackendKind::Namespace => (Isolation::Namespace, "namespace"),
     };
@@ -275,7 +275,7 @@ pub fn run(sizes: Sizes, mut progress: impl FnMut(&str)) -> Result<Report, Runti
     push("create_to_ready_p50_floor_ratio", ms(create) / ms(fork_exec).max(1e-9), Some("x floor"));
 
     Ok(Report {
-        date: crate::state::now(),
+        date: crate::store::state::now(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         kernel: nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())

@@ -9,9 +9,9 @@ use moat_protocol::payload::exec::Consumed;
 use moat_protocol::relay::IdAllocator;
 use moat_protocol::{FrameDecoder, Message, MessageFrame};
 
-use crate::client::{connect_relay, recv_message};
 use crate::error::RuntimeError;
 use crate::limits::SOCKET_READ_CHUNK_BYTES;
+use crate::relay_client::{connect_relay, recv_message};
 
 const RELAY: &str = "the relay";
 
@@ -43,8 +43,9 @@ impl Conn {
         let ready = conn.recv("waiting for the replayed core.ready")?;
         match ready.message {
             Message::Ready(ready_payload) => {
-                conn.output_window = crate::flow::policy(ready.v, ready_payload.exec_limits)
-                    .map(|p| u64::from(p.output_limit));
+                conn.output_window =
+                    crate::relay_client::flow::policy(ready.v, ready_payload.exec_limits)
+                        .map(|p| u64::from(p.output_limit));
                 Ok(conn)
             }
             _ => expect(false, &ready, "waiting for core.ready").map(|()| conn),
@@ -57,7 +58,7 @@ impl Conn {
     pub(super) fn ack_output(
         &mut self,
         id: u32,
-        acks: &mut crate::flow::OutputAcks,
+        acks: &mut crate::relay_client::flow::OutputAcks,
     ) -> Result<(), RuntimeError> {
         let Some(window) = self.output_window else { return Ok(()) };
         let Some(consumed) = acks.due(self.decoder.buffered() == 0, window) else {
@@ -104,7 +105,7 @@ pub(super) fn expect(
     }
     Err(RuntimeError::Unexpected {
         peer: RELAY,
-        got: crate::sandbox::wire_name(&got.message),
+        got: crate::supervisor::wire_name(&got.message),
         while_doing,
     })
 }

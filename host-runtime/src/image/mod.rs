@@ -418,7 +418,7 @@ fn sandbox_layer_users(home: &Path) -> Vec<(String, Vec<String>)> {
     };
     let mut users = Vec::new();
     for entry in entries.flatten() {
-        let Ok(spec) = crate::home::SandboxDir::open(entry.path()).read_spec() else {
+        let Ok(spec) = crate::store::home::SandboxDir::open(entry.path()).read_spec() else {
             continue;
         };
         if let crate::cli::RootSource::Image(source) = spec.root {

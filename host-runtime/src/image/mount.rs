@@ -23,7 +23,7 @@ pub fn mount_layers(layers: &[PathBuf], target: &Path) -> Result<(), RuntimeErro
         .into());
     };
     if layers.len() == 1 {
-        return crate::ns_init::bind_rootfs(first, target);
+        return crate::backend::namespace::init::bind_rootfs(first, target);
     }
     let store = first.parent().unwrap_or(Path::new("/"));
     let mut names = Vec::new();

@@ -1,10 +1,10 @@
 //! `moat __sandbox DIR`: the per-sandbox process (DESIGN.md "Process model").
 //! This module is the namespace backend's; a VM sandbox's `__sandbox` hands over to
-//! [`crate::vm::supervise`] and shares the handshake and relay below.
+//! [`crate::backend::vm::supervise`] and shares the handshake and relay below.
 //!
 //! ```text
 //!  start agent ─► bootstrap handshake ─► relay on DIR/agent.sock ─► "ok" on stdout ─► serve
-//!   (moat __ns-prepare DIR, ns_mapped) (bootstrap, init.resolved,      until the guest closes
+//!   (moat __ns-prepare DIR, mapped)  (bootstrap, init.resolved,      until the guest closes
 //!                                        init.ack, ready)               (core.shutdown) ─► reap
 //! ```
 //!
@@ -24,16 +24,16 @@ use moat_protocol::payload::core::InitAck;
 use moat_protocol::{Decoded, FrameDecoder, Message, MessageFrame, RawFrame, decode_frame};
 use moat_relay::{RelayConfig, RelayHandle};
 
-use crate::cgroup::{CgroupLimits, SandboxCgroup};
+use crate::backend::namespace::cgroup::{CgroupLimits, SandboxCgroup};
+use crate::backend::namespace::idmap::IdMapping;
+use crate::backend::namespace::userns::ReadyPipe;
 use crate::config::ShareNaming;
 use crate::error::RuntimeError;
-use crate::home::SandboxDir;
-use crate::idmap::IdMapping;
 use crate::limits::{
     AGENT_EXIT_TIMEOUT_MS, GUEST_SHUTDOWN_GRACE_MS, HANDSHAKE_FRAME_TIMEOUT_MS, POLL_INTERVAL_MS,
     RELAY_SOCKET_WAIT_MS, SOCKET_READ_CHUNK_BYTES,
 };
-use crate::userns::ReadyPipe;
+use crate::store::home::SandboxDir;
 
 /// The line that reports a successful start on the startup pipe.
 pub const STARTUP_OK: &str = "ok";
@@ -41,7 +41,7 @@ pub const STARTUP_OK: &str = "ok";
 const AGENT: &str = "the agent";
 
 /// `unshare(1)`'s flags for the agent: new user, pid, mount, uts, ipc and net namespaces (the
-/// others owned by the user namespace, whose id maps [`crate::userns`] writes), the agent as PID 1
+/// others owned by the user namespace, whose id maps [`crate::backend::namespace::userns`] writes), the agent as PID 1
 /// of its pid namespace, killed with `unshare`.
 pub const UNSHARE_ARGS: [&str; 8] =
     ["--user", "--pid", "--mount", "--uts", "--ipc", "--net", "--fork", "--kill-child"];
@@ -49,26 +49,28 @@ pub const UNSHARE_ARGS: [&str; 8] =
 /// Runs the sandbox process to its end. Reports the startup result on stdout.
 pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
     let spec = dir.read_spec()?;
-    if spec.backend == crate::isolation::BackendKind::Vm {
-        return crate::vm::supervise(dir);
+    if spec.backend == crate::backend::isolation::BackendKind::Vm {
+        return crate::backend::vm::supervise(dir);
     }
     spec.config.write_scripts(&dir.scripts_dir())?;
-    let rootless = crate::rootless::is_rootless();
+    let rootless = crate::backend::namespace::rootless::is_rootless();
     // Held until this process ends: no other sandbox gets these host ids meanwhile. An
     // unprivileged user's sandboxes all use the user's own ids instead: no pool, no lease.
     let lease = if rootless {
         None
     } else {
-        match crate::idmap::for_sandbox() {
-            Ok(pool) => Some(crate::idlease::lease(&pool)?),
+        match crate::backend::namespace::idmap::for_sandbox() {
+            Ok(pool) => Some(crate::backend::namespace::idlease::lease(&pool)?),
             Err(reason) => {
-                tracing::warn!("{}", crate::idmap::identity_warning(&reason));
+                tracing::warn!("{}", crate::backend::namespace::idmap::identity_warning(&reason));
                 None
             }
         }
     };
     let mapping = match &lease {
-        _ if rootless => IdMapping::Rootless(crate::rootless::RootlessMap::for_this_user()),
+        _ if rootless => {
+            IdMapping::Rootless(crate::backend::namespace::rootless::RootlessMap::for_this_user())
+        }
         Some(lease) => IdMapping::Range(lease.ids()),
         None => IdMapping::Identity,
     };
@@ -83,7 +85,7 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
         memory_mib: spec.config.memory_mib,
         pids: spec.config.effective_pids_limit(),
     };
-    let leaf = crate::cgroup::leaf_name(&spec.name, std::process::id());
+    let leaf = crate::backend::namespace::cgroup::leaf_name(&spec.name, std::process::id());
     // Unprivileged: no cgroup; the CLI refused explicit limits and warned of the default one.
     let cgroup = if rootless { None } else { SandboxCgroup::create(&leaf, limits)? };
     let (mut child, channel) = start_agent(dir, cgroup.as_ref(), &mapping)?;
@@ -141,31 +143,34 @@ pub const STOPPED_IDLE: &str = "--idle-timeout reached with no client connected"
 /// A named sandbox records its own clean end (an ephemeral one has no `state.json`). Only a
 /// live record changes: `moat stop`/`kill` write their own outcome.
 pub(crate) fn record_own_exit(dir: &SandboxDir, reason: &str) {
-    record_own_end(dir, crate::state::Status::Stopped, Some(0), reason);
+    record_own_end(dir, crate::store::state::Status::Stopped, Some(0), reason);
 }
 
 /// A named sandbox records that its guest ended with nobody asking, as `crashed` with `reason`
 /// (the only place `Crashed` is written: otherwise it is read from a dead pid). Only a live record
 /// changes.
 pub(crate) fn record_own_crash(dir: &SandboxDir, reason: &str) {
-    record_own_end(dir, crate::state::Status::Crashed, None, reason);
+    record_own_end(dir, crate::store::state::Status::Crashed, None, reason);
 }
 
 fn record_own_end(
     dir: &SandboxDir,
-    status: crate::state::Status,
+    status: crate::store::state::Status,
     exit_code: Option<i32>,
     reason: &str,
 ) {
-    let Ok(mut record) = crate::state::read_recorded(dir.path()) else { return };
-    if !matches!(record.status, crate::state::Status::Running | crate::state::Status::Draining) {
+    let Ok(mut record) = crate::store::state::read_recorded(dir.path()) else { return };
+    if !matches!(
+        record.status,
+        crate::store::state::Status::Running | crate::store::state::Status::Draining
+    ) {
         return;
     }
     record.status = status;
-    record.stopped_at = Some(crate::state::now());
+    record.stopped_at = Some(crate::store::state::now());
     record.exit_code = exit_code;
     record.stop_reason = Some(reason.to_owned());
-    if let Err(err) = crate::state::write(dir.path(), &record) {
+    if let Err(err) = crate::store::state::write(dir.path(), &record) {
         tracing::warn!(%err, status = status.as_str(), "could not record how the sandbox ended");
     }
 }
@@ -183,9 +188,9 @@ fn write_reason_once(path: &std::path::Path, reason: &str) {
 }
 
 /// `unshare --mount` running `moat __ns-prepare DIR`, which starts the agent in its namespaces:
-/// with `mapping`'s unprivileged range by itself ([`crate::ns_mapped`]), or with the identity
-/// map through the ready-pipe handshake ([`crate::userns`]). An unprivileged user's map
-/// ([`crate::rootless`]) takes the same handshake, with `unshare` running `__ns-init` directly.
+/// with `mapping`'s unprivileged range by itself ([`crate::backend::namespace::mapped`]), or with the identity
+/// map through the ready-pipe handshake ([`crate::backend::namespace::userns`]). An unprivileged user's map
+/// ([`crate::backend::namespace::rootless`]) takes the same handshake, with `unshare` running `__ns-init` directly.
 fn start_agent(
     dir: &SandboxDir,
     cgroup: Option<&SandboxCgroup>,
@@ -207,36 +212,41 @@ fn start_agent(
             .args(["--propagation", "private"])
             .arg(exe)
             .arg("__ns-init")
-            .env(crate::rootless::ROOTLESS_ENV, "1"),
+            .env(crate::backend::namespace::rootless::ROOTLESS_ENV, "1"),
         IdMapping::Identity | IdMapping::Range(_) => command
             .args(["--mount", "--propagation", "private"])
             .arg(exe)
             .arg("__ns-prepare")
-            .env_remove(crate::rootless::ROOTLESS_ENV),
+            .env_remove(crate::backend::namespace::rootless::ROOTLESS_ENV),
     };
     command
         .arg(dir.path())
         .env("MOAT_AGENT_LOG", "info")
-        .env_remove(crate::cgroup::PROCS_ENV)
-        .env_remove(crate::ns_mapped::ID_MAP_ENV)
+        .env_remove(crate::backend::namespace::cgroup::PROCS_ENV)
+        .env_remove(crate::backend::namespace::mapped::ID_MAP_ENV)
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
     if let Some(cgroup) = cgroup {
-        command.env(crate::cgroup::PROCS_ENV, cgroup.procs_env());
+        command.env(crate::backend::namespace::cgroup::PROCS_ENV, cgroup.procs_env());
     }
-    crate::pre_exec::kill_with_parent(&mut command);
+    crate::backend::namespace::pre_exec::kill_with_parent(&mut command);
     if let IdMapping::Range(ids) = mapping {
-        // `__ns-prepare` makes the user namespace itself (`ns_mapped`).
-        command.env(crate::ns_mapped::ID_MAP_ENV, crate::ns_mapped::env_value(ids));
+        // `__ns-prepare` makes the user namespace itself (`backend::namespace::mapped`).
+        command.env(
+            crate::backend::namespace::mapped::ID_MAP_ENV,
+            crate::backend::namespace::mapped::env_value(ids),
+        );
         let child = command.spawn().map_err(RuntimeError::io("spawn", "unshare"))?;
         return Ok((child, ours));
     }
     let ready = ReadyPipe::new()?;
-    command.env(crate::userns::READY_FD_ENV, ready.child_fd());
+    command.env(crate::backend::namespace::userns::READY_FD_ENV, ready.child_fd());
     let mut child = command.spawn().map_err(RuntimeError::io("spawn", "unshare"))?;
     drop(ready.child_end);
-    if let Err(err) = crate::userns::map_ids(child.id(), ready.parent_end, mapping) {
+    if let Err(err) =
+        crate::backend::namespace::userns::map_ids(child.id(), ready.parent_end, mapping)
+    {
         stop_child(&mut child);
         return Err(err);
     }

@@ -8,6 +8,8 @@
 //!                                       VM backend: MOAT_AGENT_SECURITY_PROFILE=P (kernel cmdline)
 //! ```
 
+pub mod hardening;
+
 /// The agent's command-line option that carries the profile.
 pub const AGENT_PROFILE_OPTION: &str = "--security-profile";
 

@@ -52,8 +52,8 @@ pub fn vm_unavailable_reason(report: &Report) -> String {
 
 /// Picks the backend for `requested` on this host, prints the one-line warning when `auto` falls
 /// back to the namespace backend, and another when a namespace sandbox would get the identity id
-/// map ([`crate::idmap::for_sandbox`]) or, unprivileged, the single-id map
-/// ([`crate::rootless::RootlessMap::warning`]). Every command that boots a sandbox starts here,
+/// map ([`crate::backend::namespace::idmap::for_sandbox`]) or, unprivileged, the single-id map
+/// ([`crate::backend::namespace::rootless::RootlessMap::warning`]). Every command that boots a sandbox starts here,
 /// then calls [`check_limits`] with its resolved configuration.
 pub fn prepare_backend(requested: Isolation) -> Result<BackendKind, RuntimeError> {
     let report = crate::doctor::diagnose(&crate::doctor::HostPaths::system());
@@ -62,12 +62,14 @@ pub fn prepare_backend(requested: Isolation) -> Result<BackendKind, RuntimeError
         eprintln!("{warning}");
     }
     if matches!(backend, Backend::Namespace { .. }) {
-        if crate::rootless::is_rootless() {
-            if let Some(warning) = crate::rootless::RootlessMap::for_this_user().warning() {
+        if crate::backend::namespace::rootless::is_rootless() {
+            if let Some(warning) =
+                crate::backend::namespace::rootless::RootlessMap::for_this_user().warning()
+            {
                 eprintln!("{warning}");
             }
-        } else if let Err(reason) = crate::idmap::for_sandbox() {
-            eprintln!("{}", crate::idmap::identity_warning(&reason));
+        } else if let Err(reason) = crate::backend::namespace::idmap::for_sandbox() {
+            eprintln!("{}", crate::backend::namespace::idmap::identity_warning(&reason));
         }
     }
     Ok(backend.kind())
@@ -75,12 +77,12 @@ pub fn prepare_backend(requested: Isolation) -> Result<BackendKind, RuntimeError
 
 /// The limits of `config` a sandbox on `backend` started by this process can apply: unprivileged
 /// on the namespace backend, an explicit limit is an error and the default pids limit's absence
-/// a printed warning line ([`crate::rootless::limits_warning`]).
+/// a printed warning line ([`crate::backend::namespace::rootless::limits_warning`]).
 pub fn check_limits(backend: BackendKind, config: &SandboxConfig) -> Result<(), RuntimeError> {
-    if backend != BackendKind::Namespace || !crate::rootless::is_rootless() {
+    if backend != BackendKind::Namespace || !crate::backend::namespace::rootless::is_rootless() {
         return Ok(());
     }
-    if let Some(warning) = crate::rootless::limits_warning(config)? {
+    if let Some(warning) = crate::backend::namespace::rootless::limits_warning(config)? {
         eprintln!("{warning}");
     }
     Ok(())

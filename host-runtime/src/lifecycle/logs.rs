@@ -23,9 +23,9 @@ use moat_protocol::limits::EXEC_LOG_ROTATED_FILES;
 
 use crate::cli::{LogFilter, LogsArgs};
 use crate::error::RuntimeError;
-use crate::home::SandboxDir;
 use crate::limits::LOG_FOLLOW_INTERVAL_MS;
-use crate::state::{self, Status};
+use crate::store::home::SandboxDir;
+use crate::store::state::{self, Status};
 
 const EXEC_LOG: &str = "exec.log";
 

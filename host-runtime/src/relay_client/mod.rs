@@ -7,12 +7,14 @@
 //! ```
 //!
 //! Against a generation-10 agent with `exec_limits` the session is flow-controlled
-//! ([`crate::flow`]): every output chunk is acknowledged with `core.exec.output.ack` as it is
+//! ([`crate::relay_client::flow`]): every output chunk is acknowledged with `core.exec.output.ack` as it is
 //! read, and stdin waits for `exec.started` and stays within the agent's input window.
 //!
 //! SIGINT, SIGTERM and SIGHUP sent to the CLI go to the command as `core.exec.signal`.
 //!
 //! Blocking I/O on three threads: the session is one request, so an async runtime buys nothing.
+
+pub mod flow;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -28,9 +30,9 @@ use moat_protocol::{Decoded, FrameDecoder, Message, MessageFrame, decode_frame};
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::error::RuntimeError;
-use crate::flow::{OutputAcks, StdinWindow};
 use crate::limits::SOCKET_READ_CHUNK_BYTES;
-use crate::sandbox::wire_name;
+use crate::relay_client::flow::{OutputAcks, StdinWindow};
+use crate::supervisor::wire_name;
 
 const RELAY: &str = "the relay";
 
@@ -118,7 +120,7 @@ impl RelayClient {
         };
         match client.next_message("waiting for the replayed core.ready")? {
             MessageFrame { v, message: Message::Ready(ready), .. } => {
-                client.policy = crate::flow::policy(v, ready.exec_limits);
+                client.policy = crate::relay_client::flow::policy(v, ready.exec_limits);
                 Ok(client)
             }
             other => Err(RuntimeError::Unexpected {
@@ -135,10 +137,10 @@ impl RelayClient {
     pub fn run_exec(&mut self, mut request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
         let id = self.ids.next_id().ok_or(RuntimeError::IdsExhausted)?;
         let tty = request.tty;
-        if tty && let Some((rows, cols)) = crate::tty::terminal_size() {
+        if tty && let Some((rows, cols)) = crate::cli::tty::terminal_size() {
             (request.rows, request.cols) = (rows, cols);
         }
-        let _raw = if tty { crate::tty::RawMode::enter() } else { None };
+        let _raw = if tty { crate::cli::tty::RawMode::enter() } else { None };
         send(
             &self.writer,
             MessageFrame::new(id, Message::ExecRequest(request)),
@@ -163,7 +165,7 @@ impl RelayClient {
     }
 
     fn stdin_chunk_bytes(&self) -> usize {
-        crate::flow::stdin_chunk_bytes(self.policy.as_ref())
+        crate::relay_client::flow::stdin_chunk_bytes(self.policy.as_ref())
     }
 
     /// Runs `request` with `stdin` as its whole input (then EOF) and collects its output, up to
@@ -393,7 +395,7 @@ fn forward_signals(writer: &Mutex<UnixStream>, id: u32, tty: bool) {
     let set = forwarded_signals();
     while let Ok(signal) = set.wait() {
         let frame = match signal {
-            Signal::SIGWINCH => match crate::tty::terminal_size() {
+            Signal::SIGWINCH => match crate::cli::tty::terminal_size() {
                 Some((rows, cols)) if tty => {
                     MessageFrame::new(id, Message::ExecResize(ExecResize { rows, cols }))
                 }

@@ -14,20 +14,20 @@ use std::time::{Duration, Instant};
 
 use moat_protocol::payload::exec::{ExecFailed, ExecFailureKind, ExecRequest};
 
+use crate::backend::isolation::{self, BackendKind};
 use crate::cli::{ImageSource, RootSource, RunArgs};
-use crate::client::{ExecOutcome, RelayClient, exit_status};
 use crate::error::RuntimeError;
-use crate::home::{self, SandboxDir, SandboxSpec};
 use crate::image::{ImageDefaults, ImageError, Images, PullOptions};
-use crate::isolation::{self, BackendKind};
 use crate::limits::{AGENT_LOG_TAIL_LINES, POLL_INTERVAL_MS, SANDBOX_EXIT_TIMEOUT_MS};
-use crate::sandbox::STARTUP_OK;
+use crate::relay_client::{ExecOutcome, RelayClient, exit_status};
+use crate::store::home::{self, SandboxDir, SandboxSpec};
+use crate::supervisor::STARTUP_OK;
 
 /// Runs `args` in an ephemeral sandbox; returns the process exit status for the CLI.
 pub fn execute(mut args: RunArgs) -> Result<u8, RuntimeError> {
     refuse_image_on_vm(args.isolation, &args.root)?;
     let backend = isolation::prepare_backend(args.isolation)?;
-    crate::client::block_forwarded_signals()?;
+    crate::relay_client::block_forwarded_signals()?;
     let (root, defaults) = resolve_root(&home::moat_home(), &args.root, backend)?;
     if let Some(defaults) = defaults {
         apply_image_defaults(&mut args, &defaults, &root)?;
@@ -35,7 +35,7 @@ pub fn execute(mut args: RunArgs) -> Result<u8, RuntimeError> {
     let mut config = args.config.clone();
     config.resolve()?;
     isolation::check_limits(backend, &config)?;
-    let rootless = crate::rootless::is_rootless();
+    let rootless = crate::backend::namespace::rootless::is_rootless();
     let agentd = crate::agentd_bin::locate_for(backend)?;
     let name = home::ephemeral_name();
     let dir = SandboxDir::create(&home::moat_home(), &name)?;
@@ -74,7 +74,7 @@ pub(crate) fn resolve_root(
     if backend == BackendKind::Vm {
         return Err(ImageError::VmNotBuilt.into());
     }
-    if crate::rootless::is_rootless() {
+    if crate::backend::namespace::rootless::is_rootless() {
         return Err(ImageError::NeedsRoot.into());
     }
     let images = Images::new(home);
@@ -188,9 +188,9 @@ pub(crate) fn spawn_sandbox(
             // Its own process group: a terminal's Ctrl-C reaches the CLI (which forwards it to
             // the command), not the sandbox process or the agent.
             command.process_group(0);
-            crate::pre_exec::kill_with_parent(&mut command);
+            crate::backend::namespace::pre_exec::kill_with_parent(&mut command);
         }
-        Lifetime::Detached => crate::pre_exec::new_session(&mut command),
+        Lifetime::Detached => crate::backend::namespace::pre_exec::new_session(&mut command),
     }
     command.spawn().map_err(RuntimeError::io("spawn sandbox process", exe))
 }

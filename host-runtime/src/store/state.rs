@@ -19,8 +19,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::RuntimeError;
-use crate::home::SandboxSpec;
 use crate::limits::MAX_SANDBOX_NAME_BYTES;
+use crate::store::home::SandboxSpec;
 
 /// The state file's name in a sandbox directory.
 pub const STATE_FILE: &str = "state.json";

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use moat_protocol::payload::exec::ExecRequest;
 
 use crate::cli::CreateArgs;
-use crate::client::{CapturedExec, RelayClient};
 use crate::error::RuntimeError;
-use crate::home::{self, SandboxDir};
 use crate::lifecycle::{self, Executables};
 use crate::limits::POLL_INTERVAL_MS;
-use crate::state::{self, SandboxState, Status};
+use crate::relay_client::{CapturedExec, RelayClient};
+use crate::store::home::{self, SandboxDir};
+use crate::store::state::{self, SandboxState, Status};
 
 /// Largest stdout (and stderr) [`Sandbox::exec`] keeps; the rest is counted, not stored.
 pub const MAX_CAPTURED_BYTES: usize = 64 * 1024 * 1024;

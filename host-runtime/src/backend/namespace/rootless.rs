@@ -22,9 +22,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::backend::namespace::idmap::{IdRange, SANDBOX_ID_COUNT, map_line, parse_subid};
 use crate::config::SandboxConfig;
 use crate::error::RuntimeError;
-use crate::idmap::{IdRange, SANDBOX_ID_COUNT, map_line, parse_subid};
 
 /// Environment variable telling `__ns-init` it runs rootless: it binds `--rootfs` itself.
 pub const ROOTLESS_ENV: &str = "MOAT_ROOTLESS";

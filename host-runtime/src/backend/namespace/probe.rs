@@ -16,13 +16,14 @@ use std::process::{Command, Stdio};
 
 use crate::doctor::Check;
 
-use crate::sandbox::UNSHARE_ARGS as PROBE_ARGS;
+use crate::supervisor::UNSHARE_ARGS as PROBE_ARGS;
 
 /// Runs every namespace-backend check on this host.
 pub fn diagnose() -> Vec<Check> {
     let root = nix::unistd::geteuid().is_root();
     let mut checks = vec![check_user(
-        root.then_some(()).ok_or_else(crate::rootless::RootlessMap::for_this_user),
+        root.then_some(())
+            .ok_or_else(crate::backend::namespace::rootless::RootlessMap::for_this_user),
     )];
     let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     checks.push(check_overlay(&filesystems));
@@ -30,19 +31,20 @@ pub fn diagnose() -> Vec<Check> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     checks.push(check_seccomp(&status));
     if root {
-        checks.push(check_pids_controller(Path::new(crate::cgroup::CGROUP_ROOT)));
+        checks
+            .push(check_pids_controller(Path::new(crate::backend::namespace::cgroup::CGROUP_ROOT)));
     } else {
         checks.push(Check {
             name: "pids",
             ok: true,
-            detail: crate::hardening::ROOTLESS_NO_LIMITS.to_owned(),
+            detail: crate::security::hardening::ROOTLESS_NO_LIMITS.to_owned(),
         });
     }
     checks
 }
 
-/// Who runs moat: root, or an unprivileged user with `map` ([`crate::rootless`]).
-pub fn check_user(who: Result<(), crate::rootless::RootlessMap>) -> Check {
+/// Who runs moat: root, or an unprivileged user with `map` ([`crate::backend::namespace::rootless`]).
+pub fn check_user(who: Result<(), crate::backend::namespace::rootless::RootlessMap>) -> Check {
     let detail = match who {
         Ok(()) => "running as root".to_owned(),
         Err(map) => {
@@ -59,16 +61,24 @@ pub fn check_user(who: Result<(), crate::rootless::RootlessMap>) -> Check {
     Check { name: "user", ok: true, detail }
 }
 
-/// The checks for the unprivileged id map ([`crate::idmap`], [`crate::idmount`]): printed apart,
+/// The checks for the unprivileged id map ([`crate::backend::namespace::idmap`], [`crate::backend::namespace::idmount`]): printed apart,
 /// since without it the namespace backend still runs, with the identity map.
 pub fn diagnose_id_map() -> Vec<Check> {
     let root = nix::unistd::geteuid().is_root();
-    vec![check_id_range(crate::idmap::choose_for_host()), check_idmapped_mounts(root)]
+    vec![
+        check_id_range(crate::backend::namespace::idmap::choose_for_host()),
+        check_idmapped_mounts(root),
+    ]
 }
 
 /// Which host range a sandbox's ids would map to, or why none can be chosen.
-pub fn check_id_range(choice: Result<crate::idmap::IdPool, crate::idmap::IdMapError>) -> Check {
-    use crate::idmap::RangeSource;
+pub fn check_id_range(
+    choice: Result<
+        crate::backend::namespace::idmap::IdPool,
+        crate::backend::namespace::idmap::IdMapError,
+    >,
+) -> Check {
+    use crate::backend::namespace::idmap::RangeSource;
     match choice {
         Ok(pool) => {
             let from = match pool.source {
@@ -97,7 +107,7 @@ fn check_idmapped_mounts(root: bool) -> Check {
     if !root {
         return Check { name, ok: false, detail: "not probed: needs root".to_owned() };
     }
-    match crate::idmount::probe(Path::new("/usr")) {
+    match crate::backend::namespace::idmount::probe(Path::new("/usr")) {
         Ok(()) => {
             Check { name, ok: true, detail: "idmapped mounts work (probed on /usr)".to_owned() }
         }
@@ -118,7 +128,7 @@ pub const DEFAULT_ISOLATION: &str = "user/pid/mount/uts/ipc/net namespaces; ids 
      unprivileged host range (identity without idmapped mounts); seccomp profile default; docker's 14 \
      capabilities; masked /proc and /sys paths; pids limit 4096; no memory or CPU limit";
 
-/// What a namespace sandbox an unprivileged user starts gets ([`crate::rootless`]).
+/// What a namespace sandbox an unprivileged user starts gets ([`crate::backend::namespace::rootless`]).
 pub const ROOTLESS_DEFAULT_ISOLATION: &str = "user/pid/mount/uts/ipc/net namespaces; root is \
      you, ids 1..65535 your /etc/subuid range (single-id map without one); seccomp profile \
      default; docker's 14 capabilities; masked /proc and /sys paths; no pids, memory or CPU limit";
@@ -230,7 +240,13 @@ mod tests {
     #[test]
     fn the_user_check_says_root_or_the_unprivileged_map() {
         assert_eq!(check_user(Ok(())).detail, "running as root");
-        let map = crate::rootless::RootlessMap::choose(None, 1000, 1000, "1000:100000:65536", "");
+        let map = crate::backend::namespace::rootless::RootlessMap::choose(
+            None,
+            1000,
+            1000,
+            "1000:100000:65536",
+            "",
+        );
         let check = check_user(Err(map));
         assert!(check.ok && check.detail.contains("single-id map"), "{}", check.detail);
     }
@@ -258,14 +274,17 @@ mod tests {
 
     #[test]
     fn id_range_check_names_the_range_or_the_reason() {
-        let ok = check_id_range(crate::idmap::choose("", ""));
+        let ok = check_id_range(crate::backend::namespace::idmap::choose("", ""));
         assert!(
             ok.ok && ok.detail.contains("1879048192") && ok.detail.contains("reserved"),
             "{}",
             ok.detail
         );
         assert!(ok.detail.contains("1024 blocks"), "{}", ok.detail);
-        let bad = check_id_range(crate::idmap::choose("moat:200000:10\n", "moat:200000:65536\n"));
+        let bad = check_id_range(crate::backend::namespace::idmap::choose(
+            "moat:200000:10\n",
+            "moat:200000:65536\n",
+        ));
         assert!(!bad.ok && bad.detail.contains("/etc/subuid"), "{}", bad.detail);
     }
 

@@ -1,7 +1,7 @@
 //! The identity-map start, on a host without idmapped mounts (the default start, with an
-//! unprivileged id map, is [`crate::ns_mapped`], which `__ns-prepare` hands over to when
-//! [`crate::ns_mapped::ID_MAP_ENV`] is set), and the start of a sandbox an unprivileged user
-//! runs ([`crate::rootless`]: no `__ns-prepare`; `__ns-init` binds `--rootfs` itself).
+//! unprivileged id map, is [`crate::backend::namespace::mapped`], which `__ns-prepare` hands over to when
+//! [`crate::backend::namespace::mapped::ID_MAP_ENV`] is set), and the start of a sandbox an unprivileged user
+//! runs ([`crate::backend::namespace::rootless`]: no `__ns-prepare`; `__ns-init` binds `--rootfs` itself).
 //!
 //! `moat __ns-prepare DIR` then `moat __ns-init DIR`: the first process in the sandbox's new
 //! namespaces (PID 1, private mount
@@ -10,8 +10,8 @@
 //! through the `exec` unchanged.
 //!
 //! - first, wait until the sandbox process wrote the user namespace's id maps, then exec itself
-//!   again to hold the namespace root's capabilities ([`crate::userns`]);
-//! - `--cpus`/`--memory`: join the sandbox's cgroup first ([`crate::cgroup`]).
+//!   again to hold the namespace root's capabilities ([`crate::backend::namespace::userns`]);
+//! - `--cpus`/`--memory`: join the sandbox's cgroup first ([`crate::backend::namespace::cgroup`]).
 //! - the network namespace is new and empty: bring up its loopback device, nothing else.
 //! - default root: [`host_root::assemble`] on `DIR/root`, agent `--prepared-root DIR/root`.
 //! - `--image REF`: as `--rootfs`, with a read-only overlay of the image's layers on `DIR/lower`
@@ -26,18 +26,18 @@ use std::process::Command;
 
 use nix::mount::MsFlags;
 
+use crate::backend::namespace::host_root;
 use crate::cli::RootSource;
 use crate::error::RuntimeError;
-use crate::home::SandboxDir;
-use crate::host_root;
+use crate::store::home::SandboxDir;
 
 /// `moat __ns-prepare DIR`, in a private mount namespace still owned by the host's user
 /// namespace: binds `--rootfs SRC` read-only on `DIR/lower`, then execs `unshare` with the
 /// sandbox's namespaces running `moat __ns-init DIR` (same pid, so the sandbox process's id-map
 /// handshake reaches it). Returns only on failure.
 pub fn prepare_and_enter(dir: &SandboxDir) -> RuntimeError {
-    match crate::ns_mapped::from_env() {
-        Ok(Some(bases)) => return crate::ns_mapped::prepare_and_enter(dir, bases),
+    match crate::backend::namespace::mapped::from_env() {
+        Ok(Some(bases)) => return crate::backend::namespace::mapped::prepare_and_enter(dir, bases),
         Ok(None) => {}
         Err(err) => return err,
     }
@@ -60,7 +60,7 @@ pub fn prepare_and_enter(dir: &SandboxDir) -> RuntimeError {
         Err(err) => return RuntimeError::io("find own executable", "moat")(err),
     };
     let err = Command::new("unshare")
-        .args(crate::sandbox::UNSHARE_ARGS)
+        .args(crate::supervisor::UNSHARE_ARGS)
         .args(["--propagation", "private"])
         .arg(exe)
         .arg("__ns-init")
@@ -93,7 +93,7 @@ pub(crate) fn bind_rootfs(
 
 /// Prepares the root and execs the agent; returns only on failure.
 pub fn exec_agent(dir: &SandboxDir) -> RuntimeError {
-    if std::env::var_os(crate::userns::READY_FD_ENV).is_some() {
+    if std::env::var_os(crate::backend::namespace::userns::READY_FD_ENV).is_some() {
         return reexec_when_mapped();
     }
     match prepare(dir) {
@@ -113,7 +113,7 @@ pub fn exec_agent(dir: &SandboxDir) -> RuntimeError {
 /// exec as an unmapped user leaves no capabilities. So: wait for the maps, then exec ourselves
 /// again, now as the namespace's root with its full capability set.
 fn reexec_when_mapped() -> RuntimeError {
-    if let Err(err) = crate::userns::wait_mapped() {
+    if let Err(err) = crate::backend::namespace::userns::wait_mapped() {
         return err;
     }
     let exe = match std::env::current_exe() {
@@ -122,22 +122,23 @@ fn reexec_when_mapped() -> RuntimeError {
     };
     let err = Command::new(&exe)
         .args(std::env::args_os().skip(1))
-        .env_remove(crate::userns::READY_FD_ENV)
+        .env_remove(crate::backend::namespace::userns::READY_FD_ENV)
         .exec();
     RuntimeError::io("re-exec in the mapped user namespace", exe)(err)
 }
 
 fn prepare(dir: &SandboxDir) -> Result<Command, RuntimeError> {
     let spec = dir.read_spec()?;
-    crate::cgroup::join_from_env()?;
-    crate::sys::loopback_up().map_err(RuntimeError::io("bring up loopback", "lo"))?;
+    crate::backend::namespace::cgroup::join_from_env()?;
+    crate::backend::namespace::sys::loopback_up()
+        .map_err(RuntimeError::io("bring up loopback", "lo"))?;
     let mut command = Command::new(&spec.agentd);
     command
         .args(["--channel", "fd:0"])
         .arg(crate::security::AGENT_PROFILE_OPTION)
         .arg(spec.config.security_profile.as_str())
-        .env_remove(crate::cgroup::PROCS_ENV)
-        .env_remove(crate::rootless::ROOTLESS_ENV);
+        .env_remove(crate::backend::namespace::cgroup::PROCS_ENV)
+        .env_remove(crate::backend::namespace::rootless::ROOTLESS_ENV);
     match &spec.root {
         RootSource::Host => {
             let root = dir.root_mount();
@@ -150,7 +151,7 @@ fn prepare(dir: &SandboxDir) -> Result<Command, RuntimeError> {
             // `__ns-prepare` bound the directory on `lower` before the user namespace existed;
             // an unprivileged start has no `__ns-prepare`, so the bind is made here.
             let lower = dir.lower_mount();
-            if std::env::var_os(crate::rootless::ROOTLESS_ENV).is_some() {
+            if std::env::var_os(crate::backend::namespace::rootless::ROOTLESS_ENV).is_some() {
                 bind_rootfs(source, &lower)?;
             }
             command.arg("--root").arg(lower);

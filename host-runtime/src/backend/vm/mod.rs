@@ -43,11 +43,11 @@ use moat_vmm::{Share as VmShare, VmConfig, VsockDirection, VsockPort};
 use crate::cli::RootSource;
 use crate::config::{Share, ShareNaming};
 use crate::error::RuntimeError;
-use crate::home::{SandboxDir, SandboxSpec, tail_lines};
 use crate::limits::{
     POLL_INTERVAL_MS, VM_AGENT_CONNECT_TIMEOUT_MS, VM_LOG_TAIL_LINES, VM_POWER_OFF_GRACE_MS,
 };
-use crate::sandbox::{ENDED_UNASKED, STARTUP_OK, TimeLimits, report_startup};
+use crate::store::home::{SandboxDir, SandboxSpec, tail_lines};
+use crate::supervisor::{ENDED_UNASKED, STARTUP_OK, TimeLimits, report_startup};
 
 /// The vsock port the guest agent connects to (agentd's default as a VM's init).
 pub const AGENT_VSOCK_PORT: u32 = 1024;
@@ -71,14 +71,14 @@ pub fn supervise(dir: &SandboxDir) -> Result<(), RuntimeError> {
     let exe = std::env::current_exe().map_err(RuntimeError::io("find own executable", "moat"))?;
     let mut command = Command::new("unshare");
     command
-        .args(vm_unshare_args(crate::rootless::is_rootless()))
+        .args(vm_unshare_args(crate::backend::namespace::rootless::is_rootless()))
         .arg(exe)
         .arg("__vm")
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    crate::pre_exec::kill_with_parent(&mut command);
+    crate::backend::namespace::pre_exec::kill_with_parent(&mut command);
     let mut child = command.spawn().map_err(RuntimeError::io("spawn", "unshare"))?;
     let mut line = String::new();
     if let Some(stdout) = child.stdout.take() {
@@ -96,11 +96,11 @@ pub fn supervise(dir: &SandboxDir) -> Result<(), RuntimeError> {
             // reason file (a time limit, a client's `core.shutdown`) tells an asked-for end from
             // a guest that died by itself.
             match std::fs::read_to_string(dir.stop_reason_file()) {
-                Ok(reason) => crate::sandbox::record_own_exit(dir, reason.trim()),
+                Ok(reason) => crate::supervisor::record_own_exit(dir, reason.trim()),
                 Err(_) => {
                     let reason = unasked_end_reason(dir);
                     tracing::error!(reason, "the sandbox crashed");
-                    crate::sandbox::record_own_crash(dir, &reason);
+                    crate::supervisor::record_own_crash(dir, &reason);
                 }
             }
         } else {
@@ -235,7 +235,7 @@ fn prepare(dir: &SandboxDir) -> Result<(VmConfig, Channel), RuntimeError> {
             // A non-recursive read-only bind, as the namespace backend makes: SRC's own
             // filesystem, without the mounts below it.
             let lower = dir.lower_mount();
-            crate::ns_init::bind_rootfs(source, &lower)?;
+            crate::backend::namespace::init::bind_rootfs(source, &lower)?;
             lower
         }
         RootSource::Image(_) => return Err(crate::image::ImageError::VmNotBuilt.into()),
@@ -243,7 +243,8 @@ fn prepare(dir: &SandboxDir) -> Result<(VmConfig, Channel), RuntimeError> {
             let root = dir.root_mount();
             std::fs::create_dir_all(&root)
                 .map_err(RuntimeError::io("create root mount point", &root))?;
-            let system_dirs = crate::host_root::assemble_skeleton(&root, &spec.name)?;
+            let system_dirs =
+                crate::backend::namespace::host_root::assemble_skeleton(&root, &spec.name)?;
             shares.extend(system_dirs.into_iter().map(system_share));
             root
         }
@@ -277,7 +278,7 @@ fn prepare(dir: &SandboxDir) -> Result<(VmConfig, Channel), RuntimeError> {
 /// Tag prefix of the host system directories shared into a `--rootfs host` guest.
 const SYSTEM_TAG_PREFIX: &str = "moat-sys-";
 
-/// The host's `/name` (a [`crate::host_root::SYSTEM_DIRS`] entry) as a read-only share at the
+/// The host's `/name` (a [`crate::backend::namespace::host_root::SYSTEM_DIRS`] entry) as a read-only share at the
 /// same place in the guest.
 fn system_share(name: &str) -> Share {
     Share {
@@ -333,10 +334,10 @@ fn serve_agent(
     let timeout = Duration::from_millis(VM_AGENT_CONNECT_TIMEOUT_MS);
     let outcome = accept_agent(dir, listener, timeout)
         .and_then(|channel| {
-            let ready = crate::sandbox::handshake(&channel, bootstrap)?;
+            let ready = crate::supervisor::handshake(&channel, bootstrap)?;
             Ok((channel, ready))
         })
-        .and_then(|(channel, ready)| crate::sandbox::run_relay(dir, channel, ready, limits));
+        .and_then(|(channel, ready)| crate::supervisor::run_relay(dir, channel, ready, limits));
     match outcome {
         Ok(reason) => {
             tracing::info!(reason, "relay stopped; waiting for the guest to power off");
@@ -392,7 +393,7 @@ mod tests {
             name: "box".into(),
             root: RootSource::Dir("/srv/root".into()),
             agentd: "/opt/moat-agentd-static".into(),
-            backend: crate::isolation::BackendKind::Vm,
+            backend: crate::backend::isolation::BackendKind::Vm,
             rootless: false,
             config,
         }
@@ -405,7 +406,7 @@ mod tests {
         assert_eq!(share.host, PathBuf::from("/usr"));
         assert_eq!(share.guest, "/usr");
         assert!(share.readonly);
-        for name in crate::host_root::SYSTEM_DIRS {
+        for name in crate::backend::namespace::host_root::SYSTEM_DIRS {
             assert!(system_share(name).tag.len() <= 36, "{name}");
         }
     }

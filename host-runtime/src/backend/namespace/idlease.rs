@@ -1,4 +1,4 @@
-//! One block of the id pool ([`crate::idmap::IdPool`]) per running namespace sandbox, so no two
+//! One block of the id pool ([`crate::backend::namespace::idmap::IdPool`]) per running namespace sandbox, so no two
 //! sandboxes share host ids (and so per-user kernel limits, signals or a file one could leave
 //! behind after an escape).
 //!
@@ -15,8 +15,8 @@ use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::backend::namespace::idmap::{IdPool, SandboxIds};
 use crate::error::RuntimeError;
-use crate::idmap::{IdPool, SandboxIds};
 
 /// Where the lock files live (a tmpfs on most hosts: leases do not outlive a reboot).
 pub const LEASE_DIR: &str = "/run/moat-ids";
@@ -80,7 +80,11 @@ mod tests {
     #[test]
     fn each_lease_gets_its_own_block_until_the_pool_is_used_up() {
         let dir = scratch("used-up");
-        let pool = crate::idmap::choose("moat:200000:131072\n", "moat:300000:131072\n").unwrap();
+        let pool = crate::backend::namespace::idmap::choose(
+            "moat:200000:131072\n",
+            "moat:300000:131072\n",
+        )
+        .unwrap();
         let first = lease_in(&dir, &pool).unwrap();
         let second = lease_in(&dir, &pool).unwrap();
         assert_eq!(first.ids(), pool.block(0));

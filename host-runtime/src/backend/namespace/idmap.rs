@@ -1,7 +1,7 @@
 //! The unprivileged host id ranges namespace sandboxes' ids map to, and the map lines that say
 //! so. Pure: parsing `/etc/subuid` and `/etc/subgid`, choosing the pool, formatting maps; the
-//! lease of one block per sandbox is [`crate::idlease`], the namespaces and mounts that use them
-//! [`crate::userns`] and [`crate::idmount`].
+//! lease of one block per sandbox is [`crate::backend::namespace::idlease`], the namespaces and mounts that use them
+//! [`crate::backend::namespace::userns`] and [`crate::backend::namespace::idmount`].
 //!
 //! ```text
 //!  sandbox ids   0 ............................ 65535
@@ -15,7 +15,7 @@
 //!
 //! A volume (a `-v HOST:GUEST` bind) is idmapped with [`owner_map`]: its host owner is the
 //! sandbox's root, so what the sandbox's root writes there belongs to the volume's owner on the
-//! host. [`for_sandbox`] picks a sandbox's map; [`crate::ns_mapped`] applies it.
+//! host. [`for_sandbox`] picks a sandbox's map; [`crate::backend::namespace::mapped`] applies it.
 
 /// The account whose `/etc/subuid` and `/etc/subgid` entries moat uses, as docker's userns-remap
 /// uses `dockremap`.
@@ -224,18 +224,18 @@ pub fn choose_for_host() -> Result<IdPool, IdMapError> {
 /// for a `--rootfs` or volume on a filesystem that cannot be idmapped, or to compare.
 pub const IDENTITY_ENV: &str = "MOAT_IDENTITY_ID_MAP";
 
-/// The pool a new namespace sandbox's ids come from ([`crate::idlease`] leases it a block), or
+/// The pool a new namespace sandbox's ids come from ([`crate::backend::namespace::idlease`] leases it a block), or
 /// why it gets [`IdMapping::Identity`] instead: [`IDENTITY_ENV`] asks for it, no pool can be
 /// chosen, or this host cannot idmap `/usr` (where the default root's system directories come
 /// from). `moat run`/`create` print the reason on stderr (through
-/// [`crate::isolation::prepare_backend`]) and the sandbox process logs it; `moat doctor` shows
+/// [`crate::backend::isolation::prepare_backend`]) and the sandbox process logs it; `moat doctor` shows
 /// both checks.
 pub fn for_sandbox() -> Result<IdPool, String> {
     if std::env::var_os(IDENTITY_ENV).is_some_and(|value| value == "1") {
         return Err(format!("{IDENTITY_ENV}=1 asks for it"));
     }
     let pool = choose_for_host().map_err(|err| format!("no unprivileged id range: {err}"))?;
-    crate::idmount::probe(std::path::Path::new("/usr"))
+    crate::backend::namespace::idmount::probe(std::path::Path::new("/usr"))
         .map_err(|err| format!("no idmapped mounts: {err}"))?;
     Ok(pool)
 }
@@ -266,15 +266,15 @@ pub enum IdMapping {
     Identity,
     /// Sandbox ids 0 ..= 65535 onto an unprivileged host range: its root is nobody on the host.
     Range(SandboxIds),
-    /// An unprivileged user's map: the sandbox's root is the user ([`crate::rootless`]).
-    Rootless(crate::rootless::RootlessMap),
+    /// An unprivileged user's map: the sandbox's root is the user ([`crate::backend::namespace::rootless`]).
+    Rootless(crate::backend::namespace::rootless::RootlessMap),
 }
 
 impl IdMapping {
     /// The text for `/proc/PID/uid_map`.
     pub fn uid_map(&self) -> String {
         match self {
-            IdMapping::Identity => crate::userns::IDENTITY_MAP.to_owned(),
+            IdMapping::Identity => crate::backend::namespace::userns::IDENTITY_MAP.to_owned(),
             IdMapping::Range(ids) => map_line(0, ids.uids),
             IdMapping::Rootless(map) => map.uid_map(),
         }
@@ -283,7 +283,7 @@ impl IdMapping {
     /// The text for `/proc/PID/gid_map`.
     pub fn gid_map(&self) -> String {
         match self {
-            IdMapping::Identity => crate::userns::IDENTITY_MAP.to_owned(),
+            IdMapping::Identity => crate::backend::namespace::userns::IDENTITY_MAP.to_owned(),
             IdMapping::Range(ids) => map_line(0, ids.gids),
             IdMapping::Rootless(map) => map.gid_map(),
         }

@@ -14,6 +14,8 @@
 //!   --security-profile default|restricted|none, --pids-limit N (0: unlimited)
 //! ```
 
+pub(crate) mod tty;
+
 use std::path::PathBuf;
 
 use crate::config::{self, BadValue, SandboxConfig};

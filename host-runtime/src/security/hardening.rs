@@ -13,9 +13,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::home::SandboxSpec;
-use crate::isolation::BackendKind;
+use crate::backend::isolation::BackendKind;
 use crate::security::SecurityProfile;
+use crate::store::home::SandboxSpec;
 
 /// What the sandbox's processes run under.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -58,13 +58,13 @@ pub struct LiveFacts {
     pub pids_max: Option<String>,
 }
 
-/// The id map a namespace sandbox gets (see [`crate::ns_mapped`]; the live `uid_map` shows which).
+/// The id map a namespace sandbox gets (see [`crate::backend::namespace::mapped`]; the live `uid_map` shows which).
 pub const NAMESPACE_ID_MAP: &str = "0..65535 on an unprivileged host block of its own (from /etc/subuid's \
      moat entry, else 1879048192..): the sandbox's root is nobody on the host; volumes are \
      idmapped so its writes belong to the volume's owner. Identity (0 0 4294967295) only on a host without \
      idmapped mounts, with a warning in sandbox.log";
 
-/// The id map of a namespace sandbox an unprivileged user started ([`crate::rootless`]).
+/// The id map of a namespace sandbox an unprivileged user started ([`crate::backend::namespace::rootless`]).
 pub const ROOTLESS_ID_MAP: &str = "0 is the user who started it; 1..65535 the user's /etc/subuid \
      and /etc/subgid ranges, or nothing else when the user has none (single-id map, with a warning)";
 
@@ -134,7 +134,7 @@ pub fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
 
 /// The `pids.max` file of the cgroup a `/proc/PID/cgroup` text names (v1 `pids` line, else v2).
 pub fn pids_max_file(cgroups: &str) -> Option<PathBuf> {
-    let root = Path::new(crate::cgroup::CGROUP_ROOT);
+    let root = Path::new(crate::backend::namespace::cgroup::CGROUP_ROOT);
     let mut v2 = None;
     for line in cgroups.lines() {
         let mut parts = line.splitn(3, ':');

@@ -30,10 +30,10 @@ pub struct SandboxSpec {
     pub root: RootSource,
     /// The `moat-agentd` binary to run as PID 1 (the static build on the VM backend).
     pub agentd: PathBuf,
-    /// The backend [`crate::isolation::choose`] picked.
+    /// The backend [`crate::backend::isolation::choose`] picked.
     #[serde(default)]
-    pub backend: crate::isolation::BackendKind,
-    /// Started by an unprivileged user ([`crate::rootless`]): no cgroup, the user's id map.
+    pub backend: crate::backend::isolation::BackendKind,
+    /// Started by an unprivileged user ([`crate::backend::namespace::rootless`]): no cgroup, the user's id map.
     #[serde(default)]
     pub rootless: bool,
     /// Everything else it is configured with.
@@ -245,7 +245,7 @@ mod tests {
             name: "x".into(),
             root: RootSource::Dir("/srv".into()),
             agentd: "/bin/true".into(),
-            backend: crate::isolation::BackendKind::Vm,
+            backend: crate::backend::isolation::BackendKind::Vm,
             rootless: false,
             config: SandboxConfig { hostname: Some("h".into()), ..SandboxConfig::default() },
         };

@@ -10,7 +10,10 @@
 //!  rm:     refuses a live sandbox unless -f (then kill) ─► remove DIR
 //! ```
 //!
-//! The state store's rules (atomic writes, `crashed` at read time) live in [`crate::state`].
+//! The state store's rules (atomic writes, `crashed` at read time) live in [`crate::store::state`].
+
+pub mod logs;
+pub mod run;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,14 +23,14 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::agentd_bin;
+use crate::backend::isolation;
 use crate::cli::{CreateArgs, ExecArgs};
-use crate::client::{ExecOutcome, RelayClient, exit_status};
 use crate::error::RuntimeError;
-use crate::home::{self, SandboxDir, SandboxSpec};
-use crate::isolation;
+use crate::lifecycle::run::Lifetime;
 use crate::limits::{KILL_WAIT_MS, POLL_INTERVAL_MS, SANDBOX_EXIT_TIMEOUT_MS, STOP_TERM_GRACE_MS};
-use crate::run::{self, Lifetime};
-use crate::state::{self, SandboxState, Status};
+use crate::relay_client::{ExecOutcome, RelayClient, exit_status};
+use crate::store::home::{self, SandboxDir, SandboxSpec};
+use crate::store::state::{self, SandboxState, Status};
 
 /// Shell-style exit code of a process killed by `signal`.
 fn signal_exit_code(signal: Signal) -> i32 {
@@ -62,11 +65,13 @@ impl Executables {
     /// This `moat` and the namespace backend's agent, found (or built) as [`agentd_bin::locate`]
     /// does.
     pub fn locate() -> Result<Executables, RuntimeError> {
-        Self::locate_for(crate::isolation::BackendKind::Namespace)
+        Self::locate_for(crate::backend::isolation::BackendKind::Namespace)
     }
 
     /// This `moat` and the agent `backend` runs ([`agentd_bin::locate_for`]).
-    pub fn locate_for(backend: crate::isolation::BackendKind) -> Result<Executables, RuntimeError> {
+    pub fn locate_for(
+        backend: crate::backend::isolation::BackendKind,
+    ) -> Result<Executables, RuntimeError> {
         Ok(Executables { moat: run::own_executable()?, agentd: agentd_bin::locate_for(backend)? })
     }
 }
@@ -101,7 +106,9 @@ pub fn create_in(
     config.resolve()?;
     isolation::check_limits(backend, &config)?;
     let executables = match executables {
-        Some(given) if backend == crate::isolation::BackendKind::Namespace => given.clone(),
+        Some(given) if backend == crate::backend::isolation::BackendKind::Namespace => {
+            given.clone()
+        }
         // A VM's init must be the static agent, whatever agent the caller named.
         Some(given) => {
             Executables { moat: given.moat.clone(), agentd: agentd_bin::locate_for(backend)? }
@@ -123,7 +130,7 @@ pub fn create_in(
         root,
         agentd: executables.agentd,
         backend,
-        rootless: crate::rootless::is_rootless(),
+        rootless: crate::backend::namespace::rootless::is_rootless(),
         config,
     };
     if let Err(err) = boot_detached(&dir, spec, &executables.moat) {
@@ -167,7 +174,7 @@ pub fn exec(args: ExecArgs) -> Result<u8, RuntimeError> {
     if record.status != Status::Running {
         return Err(RuntimeError::NotRunning { name: args.name, status: record.status.as_str() });
     }
-    crate::client::block_forwarded_signals()?;
+    crate::relay_client::block_forwarded_signals()?;
     let mut client = RelayClient::connect(&dir.socket())?;
     let cmd = args.run.cmd.clone();
     let mut request = ExecRequest::new(args.run.cmd);
@@ -334,7 +341,9 @@ fn kill_and_wait(pid: i32, dir: &Path) {
 /// Removes the cgroup a killed sandbox process (`pid`) could not remove itself.
 fn remove_cgroup_of(name: &str, pid: i32) {
     if let Ok(pid) = u32::try_from(pid) {
-        crate::cgroup::remove_left_behind(&crate::cgroup::leaf_name(name, pid));
+        crate::backend::namespace::cgroup::remove_left_behind(
+            &crate::backend::namespace::cgroup::leaf_name(name, pid),
+        );
     }
 }
 

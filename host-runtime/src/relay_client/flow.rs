@@ -1,5 +1,5 @@
 //! The client side of generation-10 exec flow control (PROTOCOL.md §8.4), for
-//! [`crate::client`]: acknowledging output, and holding stdin to the agent's window.
+//! [`crate::relay_client`]: acknowledging output, and holding stdin to the agent's window.
 //!
 //! ```text
 //!  reader (drive):  exec.started ─► StdinWindow::start      exec.stdout/stderr ─► ack Σ(len+256)

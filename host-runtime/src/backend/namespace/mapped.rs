@@ -1,4 +1,4 @@
-//! The namespace start with an unprivileged id map ([`crate::idmap`]): `moat __ns-prepare DIR`
+//! The namespace start with an unprivileged id map ([`crate::backend::namespace::idmap`]): `moat __ns-prepare DIR`
 //! does, as host root in its private mount namespace, every step that needs host privilege, then
 //! becomes the root of the sandbox's user namespace and execs `unshare` for the others, which
 //! runs the agent as PID 1. No `__ns-init`: nothing runs as an unmapped id.
@@ -31,10 +31,12 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Uid};
 
+use crate::backend::namespace::idmap::{
+    IdRange, SANDBOX_ID_COUNT, SandboxIds, map_line, owner_map,
+};
 use crate::cli::RootSource;
 use crate::error::RuntimeError;
-use crate::home::SandboxDir;
-use crate::idmap::{IdRange, SANDBOX_ID_COUNT, SandboxIds, map_line, owner_map};
+use crate::store::home::SandboxDir;
 
 /// Environment variable that tells `__ns-prepare` to use the unprivileged map: `"UIDBASE GIDBASE"`.
 pub const ID_MAP_ENV: &str = "MOAT_ID_MAP";
@@ -87,9 +89,9 @@ pub fn prepare_and_enter(dir: &SandboxDir, (uid_base, gid_base): (u32, u32)) -> 
 
 fn prepare(dir: &SandboxDir, uid_base: u32, gid_base: u32) -> Result<Command, RuntimeError> {
     let spec = dir.read_spec()?;
-    crate::cgroup::join_from_env()?;
+    crate::backend::namespace::cgroup::join_from_env()?;
     let range = |base| IdRange { base, count: SANDBOX_ID_COUNT };
-    let userns = crate::userns::user_namespace(
+    let userns = crate::backend::namespace::userns::user_namespace(
         &map_line(0, range(uid_base)),
         &map_line(0, range(gid_base)),
     )?;
@@ -122,7 +124,7 @@ fn prepare(dir: &SandboxDir, uid_base: u32, gid_base: u32) -> Result<Command, Ru
         .arg(crate::security::AGENT_PROFILE_OPTION)
         .arg(spec.config.security_profile.as_str())
         .args(root_args)
-        .env_remove(crate::cgroup::PROCS_ENV)
+        .env_remove(crate::backend::namespace::cgroup::PROCS_ENV)
         .env_remove(ID_MAP_ENV);
     Ok(command)
 }
@@ -141,8 +143,8 @@ fn stage_root(
             for path in [&scratch, &target] {
                 std::fs::create_dir_all(path).map_err(RuntimeError::io("create", path))?;
             }
-            crate::host_root::assemble(&scratch, hostname)?;
-            crate::idmount::idmapped_rbind(&scratch, &target, userns.as_fd())?;
+            crate::backend::namespace::host_root::assemble(&scratch, hostname)?;
+            crate::backend::namespace::idmount::idmapped_rbind(&scratch, &target, userns.as_fd())?;
             nix::mount::umount2(&scratch, nix::mount::MntFlags::MNT_DETACH)
                 .map_err(RuntimeError::mount("detach the scratch root", &scratch))?;
             Ok(vec!["--prepared-root".into(), target.into()])
@@ -150,7 +152,12 @@ fn stage_root(
         RootSource::Dir(source) => {
             let lower = stage.join("lower");
             std::fs::create_dir_all(&lower).map_err(RuntimeError::io("create", &lower))?;
-            crate::idmount::idmapped_bind(source, &lower, userns.as_fd(), true)?;
+            crate::backend::namespace::idmount::idmapped_bind(
+                source,
+                &lower,
+                userns.as_fd(),
+                true,
+            )?;
             Ok(vec!["--root".into(), lower.into()])
         }
         RootSource::Image(image) => {
@@ -167,7 +174,12 @@ fn stage_root(
                 };
                 let target = layers.join(name);
                 std::fs::create_dir_all(&target).map_err(RuntimeError::io("create", &target))?;
-                crate::idmount::idmapped_bind(layer, &target, userns.as_fd(), true)?;
+                crate::backend::namespace::idmount::idmapped_bind(
+                    layer,
+                    &target,
+                    userns.as_fd(),
+                    true,
+                )?;
                 staged.push(target);
             }
             let lower = stage.join("lower");
@@ -194,10 +206,12 @@ fn stage_share(
             owner_map(owner, base)
         }
     };
-    let userns =
-        crate::userns::user_namespace(&map(meta.uid(), uid_base), &map(meta.gid(), gid_base))?;
+    let userns = crate::backend::namespace::userns::user_namespace(
+        &map(meta.uid(), uid_base),
+        &map(meta.gid(), gid_base),
+    )?;
     std::fs::create_dir_all(target).map_err(RuntimeError::io("create", target))?;
-    crate::idmount::idmapped_bind(host, target, userns.as_fd(), read_only)
+    crate::backend::namespace::idmount::idmapped_bind(host, target, userns.as_fd(), read_only)
 }
 
 /// Becomes the root of `userns` (so the `exec` that follows keeps its capabilities there) and
@@ -217,7 +231,8 @@ fn enter(userns: &OwnedFd) -> Result<(), RuntimeError> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(fail("set the parent-death signal"))?;
     nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(fail("unshare the network"))?;
-    crate::sys::loopback_up().map_err(RuntimeError::io("bring up loopback", "lo"))
+    crate::backend::namespace::sys::loopback_up()
+        .map_err(RuntimeError::io("bring up loopback", "lo"))
 }
 
 #[cfg(test)]
@@ -226,7 +241,9 @@ mod tests {
 
     #[test]
     fn the_id_map_env_value_round_trips_and_rejects_junk() {
-        let pool = crate::idmap::choose("moat:200000:65536\n", "moat:300000:65536\n").unwrap();
+        let pool =
+            crate::backend::namespace::idmap::choose("moat:200000:65536\n", "moat:300000:65536\n")
+                .unwrap();
         let ids = pool.block(0);
         assert_eq!(parse_env_value(&env_value(&ids)), Some((200_000, 300_000)));
         for junk in ["", "1", "1 2 3", "a b", "1  2"] {

@@ -13,8 +13,8 @@
 //! every id maps to itself, so files keep their owners, and the agent's capabilities hold only
 //! over the sandbox's own namespaces (no modules, host devices, host sysctls or resource limits
 //! above the host's). The default, [`IdMapping::Range`], is made by `__ns-prepare` itself
-//! ([`crate::ns_mapped`]) with [`user_namespace`]. It also serves [`IdMapping::Rootless`], an
-//! unprivileged user's map ([`crate::rootless`]), which `newuidmap`/`newgidmap` write (an
+//! ([`crate::backend::namespace::mapped`]) with [`user_namespace`]. It also serves [`IdMapping::Rootless`], an
+//! unprivileged user's map ([`crate::backend::namespace::rootless`]), which `newuidmap`/`newgidmap` write (an
 //! unprivileged writer may map only its own id); as root moat writes the maps itself.
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 
+use crate::backend::namespace::idmap::IdMapping;
 use crate::error::RuntimeError;
-use crate::idmap::IdMapping;
 use crate::limits::{POLL_INTERVAL_MS, USERNS_SWITCH_TIMEOUT_MS};
 
 /// Environment variable naming the inherited read end of the "maps written" pipe.
@@ -103,10 +103,10 @@ fn write_maps(proc: &Path, uid_map: &str, gid_map: &str) -> Result<(), RuntimeEr
 }
 
 /// A new user namespace with these maps (text as `/proc/PID/uid_map` takes it), held by the
-/// returned descriptor: what `mount_setattr(MOUNT_ATTR_IDMAP)` takes ([`crate::idmount`]). No
+/// returned descriptor: what `mount_setattr(MOUNT_ATTR_IDMAP)` takes ([`crate::backend::namespace::idmount`]). No
 /// process stays in it; a short-lived child makes it and exits.
 pub fn user_namespace(uid_map: &str, gid_map: &str) -> Result<OwnedFd, RuntimeError> {
-    let holder = crate::sys::spawn_userns_holder()
+    let holder = crate::backend::namespace::sys::spawn_userns_holder()
         .map_err(RuntimeError::io("create a user namespace", "unshare(CLONE_NEWUSER)"))?;
     let proc = PathBuf::from(format!("/proc/{}", holder.pid()));
     write_maps(&proc, uid_map, gid_map)?;
@@ -121,7 +121,7 @@ pub fn user_namespace(uid_map: &str, gid_map: &str) -> Result<OwnedFd, RuntimeEr
 pub fn wait_mapped() -> Result<(), RuntimeError> {
     let Some(fd) = std::env::var(READY_FD_ENV).ok() else { return Ok(()) };
     let fd: i32 = fd.parse().map_err(|_| RuntimeError::Config(format!("{READY_FD_ENV}={fd}")))?;
-    match crate::sys::read_one_byte(fd) {
+    match crate::backend::namespace::sys::read_one_byte(fd) {
         Ok(true) => Ok(()),
         Ok(false) => Err(RuntimeError::Config(
             "the sandbox process closed the user namespace pipe before writing the id maps".into(),
