@@ -158,7 +158,7 @@ fn exec_command(args: &[String]) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match lifecycle::exec(parsed) {
+    match lifecycle::exec(&parsed.name, parsed.command) {
         Ok(status) => ExitCode::from(status),
         Err(err) => {
             eprintln!("moat exec: {err}");
@@ -245,7 +245,7 @@ fn lifecycle_command(cmd: &str, args: &[String]) -> Result<(), Failure> {
         }
         "logs" => {
             let parsed = cli::parse_logs(args)?;
-            logs::print(&lifecycle::open_named(&parsed.name)?, &parsed)?;
+            logs::print(&lifecycle::open_named(&parsed.name)?, &parsed.options)?;
         }
         "stop" => {
             lifecycle::stop(&cli::parse_name(args, None)?.0)?;

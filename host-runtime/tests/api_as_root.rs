@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use moat_protocol::payload::exec::ExecRequest;
 use moat_runtime::api::Moat;
-use moat_runtime::cli::{CreateArgs, Isolation, RootSource};
+use moat_runtime::api::{Isolation, SandboxOptions};
 use moat_runtime::config::SandboxConfig;
 use moat_runtime::relay_client::ExecOutcome;
 use moat_runtime::store::state::Status;
@@ -13,13 +13,8 @@ use moat_runtime::store::state::Status;
 mod support;
 use support::{executables, moat_home, require_root};
 
-fn args(name: &str, config: SandboxConfig) -> CreateArgs {
-    CreateArgs {
-        name: name.to_owned(),
-        root: RootSource::Host,
-        isolation: Isolation::Namespace,
-        config,
-    }
+fn args(name: &str, config: SandboxConfig) -> SandboxOptions {
+    SandboxOptions::new(name).isolation(Isolation::Namespace).config(config)
 }
 
 fn sh(script: &str) -> ExecRequest {

@@ -1,23 +1,25 @@
 //! The runtime as a library: what language bindings and programs use instead of the CLI.
 //!
 //! ```text
-//!  Moat::new(home) ─► create(CreateArgs) ─► Sandbox ─► exec(request, stdin) ─► CapturedExec
+//!  Moat::new(home) ─► create(SandboxOptions) ─► Sandbox ─► exec(request, stdin) ─► CapturedExec
 //!       │                                     ├─► state() / socket() / wait(timeout)
 //!       ├─► get(name) ─► Sandbox               └─► stop() / kill() / remove(force)
 //!       ├─► list() ─► [SandboxState]
-//!       └─► images() ─► Images: pull / list / remove / prune (`--image` in CreateArgs' root)
+//!       └─► images() ─► Images: pull / list / remove / prune (an image as SandboxOptions' root)
 //! ```
 //!
 //! Every call is the same code the CLI runs (`lifecycle`), with the moat home passed explicitly
 //! instead of read from `$MOAT_HOME`. Nothing here prints to this process's stdout; exec output
 //! is collected (bounded by [`MAX_CAPTURED_BYTES`] per stream).
 
+pub mod config;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use moat_protocol::payload::exec::ExecRequest;
 
-use crate::cli::CreateArgs;
+pub use self::config::{ImageSource, Isolation, RootSource, RunOptions, SandboxOptions};
 use crate::error::RuntimeError;
 use crate::lifecycle::{self, Executables};
 use crate::limits::POLL_INTERVAL_MS;
@@ -60,7 +62,7 @@ impl Moat {
     }
 
     /// Boots a detached sandbox (as `moat create`) and returns a handle on it.
-    pub fn create(&self, args: CreateArgs) -> Result<Sandbox, RuntimeError> {
+    pub fn create(&self, args: SandboxOptions) -> Result<Sandbox, RuntimeError> {
         let name = lifecycle::create_in(&self.home, args, self.executables.as_ref())?;
         self.get(&name)
     }

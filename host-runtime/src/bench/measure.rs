@@ -9,8 +9,8 @@ use moat_protocol::{Message, MessageFrame};
 
 use super::stats::Samples;
 use super::wire::{Conn, expect};
+use crate::api::config::{Isolation, RootSource, SandboxOptions};
 use crate::api::{Moat, Sandbox};
-use crate::cli::{CreateArgs, Isolation, RootSource};
 use crate::config::{SandboxConfig, Tmpfs};
 use crate::error::RuntimeError;
 use crate::relay_client::{ExecOutcome, RelayClient};
@@ -22,12 +22,12 @@ pub(super) const SCRATCH_DIR: &str = "/bench";
 const FS_CHUNK_BYTES: usize = 3 * 1024 * 1024;
 
 /// Creation arguments of a bench sandbox: host root, the given backend, a scratch tmpfs.
-pub(super) fn create_args(name: &str, scratch_mib: u32, isolation: Isolation) -> CreateArgs {
+pub(super) fn create_args(name: &str, scratch_mib: u32, isolation: Isolation) -> SandboxOptions {
     let config = SandboxConfig {
         tmpfs: vec![Tmpfs { path: SCRATCH_DIR.to_owned(), size_mib: Some(scratch_mib) }],
         ..SandboxConfig::default()
     };
-    CreateArgs { name: name.to_owned(), root: RootSource::Host, isolation, config }
+    SandboxOptions { name: name.to_owned(), root: RootSource::Host, isolation, config }
 }
 
 fn exec_failed(what: &'static str, detail: String) -> RuntimeError {

@@ -19,8 +19,8 @@ mod wire;
 
 use std::path::PathBuf;
 
+use crate::api::config::Isolation;
 use crate::backend::isolation::BackendKind;
-use crate::cli::Isolation;
 use std::time::Duration;
 
 use crate::api::Moat;

@@ -16,73 +16,46 @@
 
 pub(crate) mod tty;
 
-use std::path::PathBuf;
+use moat_protocol::payload::exec::ExecRequest;
 
+pub use crate::api::config::{ImageSource, Isolation, RootSource, RunOptions, SandboxOptions};
 use crate::config::{self, BadValue, SandboxConfig};
+pub use crate::lifecycle::logs::{LogFilter, LogOptions};
 
-/// Which backend the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isolation {
-    /// A VM when the host can boot one, else the namespace backend with a warning.
-    Auto,
-    /// The namespace backend.
-    Namespace,
-    /// A microVM or nothing.
-    Vm,
-}
-
-/// Where the sandbox's root filesystem comes from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum RootSource {
-    /// A read-only root assembled from the host's system directories.
-    Host,
-    /// This directory as the read-only lower layer of a throw-away overlay.
-    Dir(PathBuf),
-    /// An OCI image's layers, stacked as the lower layers of a throw-away overlay.
-    Image(ImageSource),
-}
-
-/// `--image REF`: the reference as given, and once resolved, its layer directories.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ImageSource {
-    /// The reference as the user wrote it (`python:3.12`).
-    pub reference: String,
-    /// `--registry-auth USER:PASS` for a pull; never written to the spec.
-    #[serde(skip)]
-    pub registry_auth: Option<String>,
-    /// The layer directories, top first; empty until the image is resolved from the store.
-    #[serde(default)]
-    pub layers: Vec<PathBuf>,
-}
-
-impl ImageSource {
-    /// An unresolved `--image REF`.
-    pub fn new(reference: impl Into<String>) -> ImageSource {
-        ImageSource { reference: reference.into(), registry_auth: None, layers: Vec::new() }
-    }
-}
-
-/// A parsed `moat run`.
+/// What the options of `run`, `create` and `exec` parse into, before each command keeps its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunArgs {
+struct RunArgs {
     /// `KEY=VALUE` pairs for the command.
-    pub env: Vec<String>,
+    env: Vec<String>,
     /// Working directory inside the sandbox.
-    pub cwd: Option<String>,
+    cwd: Option<String>,
     /// The user to run as inside the sandbox.
-    pub user: Option<String>,
+    user: Option<String>,
     /// Run the command on a PTY (`-t`).
-    pub tty: bool,
+    tty: bool,
     /// The root filesystem.
-    pub root: RootSource,
+    root: RootSource,
     /// The requested backend.
-    pub isolation: Isolation,
+    isolation: Isolation,
     /// The sandbox's configuration (mounts, limits, hostname...).
-    pub config: SandboxConfig,
+    config: SandboxConfig,
     /// The program.
-    pub cmd: String,
+    cmd: String,
     /// Its arguments.
-    pub args: Vec<String>,
+    args: Vec<String>,
+}
+
+impl RunArgs {
+    /// The command as an exec request.
+    fn command(self) -> ExecRequest {
+        let mut request = ExecRequest::new(self.cmd);
+        request.args = self.args;
+        request.env = self.env;
+        request.cwd = self.cwd;
+        request.user = self.user;
+        request.tty = self.tty;
+        request
+    }
 }
 
 /// Why `moat run`'s arguments are unusable.
@@ -141,30 +114,18 @@ enum Accepts {
 }
 
 /// Parses the arguments after `run`.
-pub fn parse_run(args: &[String]) -> Result<RunArgs, UsageError> {
+pub fn parse_run(args: &[String]) -> Result<RunOptions, UsageError> {
     let parsed = parse_options(args, Accepts::Run)?;
     // With an image, no command means the image's Entrypoint + Cmd.
     if parsed.cmd.is_empty() && !matches!(parsed.root, RootSource::Image(_)) {
         return Err(UsageError::NoCommand);
     }
-    Ok(parsed)
-}
-
-/// A parsed `moat create NAME [OPTIONS]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreateArgs {
-    /// The sandbox name.
-    pub name: String,
-    /// The root filesystem.
-    pub root: RootSource,
-    /// The requested backend.
-    pub isolation: Isolation,
-    /// The sandbox's configuration; `-e`, `-w`, `-u` are its exec defaults.
-    pub config: SandboxConfig,
+    let (root, isolation, config) = (parsed.root.clone(), parsed.isolation, parsed.config.clone());
+    Ok(RunOptions { root, isolation, config, command: parsed.command() })
 }
 
 /// Parses the arguments after `create`.
-pub fn parse_create(args: &[String]) -> Result<CreateArgs, UsageError> {
+pub fn parse_create(args: &[String]) -> Result<SandboxOptions, UsageError> {
     let (name, rest) = args.split_first().ok_or(UsageError::NoName)?;
     let parsed = parse_options(rest, Accepts::Create)?;
     if !parsed.cmd.is_empty() {
@@ -172,7 +133,12 @@ pub fn parse_create(args: &[String]) -> Result<CreateArgs, UsageError> {
     }
     let config =
         SandboxConfig { env: parsed.env, cwd: parsed.cwd, user: parsed.user, ..parsed.config };
-    Ok(CreateArgs { name: name.clone(), root: parsed.root, isolation: parsed.isolation, config })
+    Ok(SandboxOptions {
+        name: name.clone(),
+        root: parsed.root,
+        isolation: parsed.isolation,
+        config,
+    })
 }
 
 /// A parsed `moat exec NAME [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]`.
@@ -180,8 +146,8 @@ pub fn parse_create(args: &[String]) -> Result<CreateArgs, UsageError> {
 pub struct ExecArgs {
     /// The sandbox name.
     pub name: String,
-    /// The command, its environment, user, working directory and tty (the sandbox fields unused).
-    pub run: RunArgs,
+    /// The command, its environment, user, working directory and tty.
+    pub command: ExecRequest,
 }
 
 /// Parses the arguments after `exec`.
@@ -191,7 +157,7 @@ pub fn parse_exec(args: &[String]) -> Result<ExecArgs, UsageError> {
     if run.cmd.is_empty() {
         return Err(UsageError::NoCommand);
     }
-    Ok(ExecArgs { name: name.clone(), run })
+    Ok(ExecArgs { name: name.clone(), command: run.command() })
 }
 
 /// Parses options up to the command; an empty `cmd` means none was given.
@@ -372,43 +338,25 @@ pub fn parse_login(args: &[String]) -> Result<LoginArgs, UsageError> {
     Ok(LoginArgs { server: server.unwrap_or_else(|| "docker.io".to_owned()), username, password })
 }
 
-/// Which exec.log records `moat logs` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFilter {
-    /// Exec stdout only.
-    Stdout,
-    /// Exec stderr only.
-    Stderr,
-    /// Lifecycle markers only.
-    System,
-    /// Everything.
-    All,
-}
-
 /// A parsed `moat logs NAME [--source stdout|stderr|system|all] [--tail N] [-f]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogsArgs {
     /// The sandbox name.
     pub name: String,
-    /// Which records.
-    pub source: LogFilter,
-    /// Only the last N lines of the selected output.
-    pub tail: Option<usize>,
-    /// Keep printing new records.
-    pub follow: bool,
+    /// What to print.
+    pub options: LogOptions,
 }
 
 /// Parses the arguments after `logs`.
 pub fn parse_logs(args: &[String]) -> Result<LogsArgs, UsageError> {
-    let mut parsed =
-        LogsArgs { name: String::new(), source: LogFilter::All, tail: None, follow: false };
+    let mut parsed = LogsArgs { name: String::new(), options: LogOptions::default() };
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         let mut value =
             || rest.next().cloned().ok_or_else(|| UsageError::MissingValue(arg.clone()));
         match arg.as_str() {
             "--source" => {
-                parsed.source = match value()?.as_str() {
+                parsed.options.source = match value()?.as_str() {
                     "stdout" => LogFilter::Stdout,
                     "stderr" => LogFilter::Stderr,
                     "system" => LogFilter::System,
@@ -418,9 +366,9 @@ pub fn parse_logs(args: &[String]) -> Result<LogsArgs, UsageError> {
             }
             "--tail" => {
                 let n = value()?;
-                parsed.tail = Some(n.parse().map_err(|_| UsageError::BadTail(n))?);
+                parsed.options.tail = Some(n.parse().map_err(|_| UsageError::BadTail(n))?);
             }
-            "-f" | "--follow" => parsed.follow = true,
+            "-f" | "--follow" => parsed.options.follow = true,
             other if other.starts_with('-') => {
                 return Err(UsageError::UnknownOption(other.to_owned()));
             }
@@ -456,7 +404,7 @@ mod tests {
     use super::*;
     use crate::security::SecurityProfile;
 
-    fn parse(args: &[&str]) -> Result<RunArgs, UsageError> {
+    fn parse(args: &[&str]) -> Result<RunOptions, UsageError> {
         parse_run(&args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
     }
 
@@ -464,7 +412,10 @@ mod tests {
     fn defaults_are_host_root_and_auto_isolation() {
         let run = parse(&["--", "echo", "hello"]).unwrap();
         assert_eq!((run.root, run.isolation), (RootSource::Host, Isolation::Auto));
-        assert_eq!((run.cmd.as_str(), run.args), ("echo", vec!["hello".to_owned()]));
+        assert_eq!(
+            (run.command.cmd.as_str(), run.command.args),
+            ("echo", vec!["hello".to_owned()])
+        );
     }
 
     #[test]
@@ -482,8 +433,8 @@ mod tests {
             "sh",
         ])
         .unwrap();
-        assert_eq!(run.env, vec!["A=1".to_owned()]);
-        assert_eq!(run.cwd.as_deref(), Some("/tmp"));
+        assert_eq!(run.command.env, vec!["A=1".to_owned()]);
+        assert_eq!(run.command.cwd.as_deref(), Some("/tmp"));
         assert_eq!(run.root, RootSource::Dir("/srv/r".into()));
         assert_eq!(run.isolation, Isolation::Namespace);
     }
@@ -491,7 +442,7 @@ mod tests {
     #[test]
     fn arguments_after_the_command_are_not_options() {
         let run = parse(&["ls", "-l", "--", "-e"]).unwrap();
-        assert_eq!(run.args, vec!["-l".to_owned(), "--".to_owned(), "-e".to_owned()]);
+        assert_eq!(run.command.args, vec!["-l".to_owned(), "--".to_owned(), "-e".to_owned()]);
     }
 
     #[test]
@@ -520,10 +471,10 @@ mod tests {
     fn exec_takes_user_env_and_a_command() {
         let exec =
             parse_exec(&strings(&["box", "-t", "-u", "nobody", "-e", "A=1", "--", "id"])).unwrap();
-        assert_eq!((exec.name.as_str(), exec.run.user.as_deref()), ("box", Some("nobody")));
-        assert!(exec.run.tty);
+        assert_eq!((exec.name.as_str(), exec.command.user.as_deref()), ("box", Some("nobody")));
+        assert!(exec.command.tty);
         assert!(parse_exec(&strings(&["box", "--memory", "128", "--", "id"])).is_err());
-        assert_eq!((exec.run.cmd.as_str(), exec.run.env), ("id", vec!["A=1".to_owned()]));
+        assert_eq!((exec.command.cmd.as_str(), exec.command.env), ("id", vec!["A=1".to_owned()]));
     }
 
     #[test]
@@ -574,7 +525,7 @@ mod tests {
         assert_eq!((c.vcpus, c.memory_mib), (Some(2), Some(256)));
         assert_eq!((c.max_duration_secs, c.idle_timeout_secs), (Some(300), Some(30)));
         assert_eq!((c.security_profile, c.pids_limit), (SecurityProfile::Restricted, Some(64)));
-        assert!(run.tty);
+        assert!(run.command.tty);
     }
 
     #[test]
@@ -586,7 +537,10 @@ mod tests {
     #[test]
     fn logs_parses_source_and_tail() {
         let logs = parse_logs(&strings(&["box", "--source", "stderr", "--tail", "3"])).unwrap();
-        assert_eq!((logs.source, logs.tail, logs.follow), (LogFilter::Stderr, Some(3), false));
+        assert_eq!(
+            (logs.options.source, logs.options.tail, logs.options.follow),
+            (LogFilter::Stderr, Some(3), false)
+        );
         assert!(parse_logs(&strings(&["--tail", "x", "box"])).is_err());
     }
 
@@ -601,11 +555,11 @@ mod tests {
     fn image_without_a_command_runs_the_image_defaults() {
         let run = parse(&["--image", "python:3.12"]).unwrap();
         assert_eq!(run.root, RootSource::Image(ImageSource::new("python:3.12")));
-        assert!(run.cmd.is_empty());
+        assert!(run.command.cmd.is_empty());
         let run = parse(&["--image", "bb", "--registry-auth", "u:p", "--", "ls", "/"]).unwrap();
         let RootSource::Image(image) = &run.root else { panic!("{:?}", run.root) };
         assert_eq!(image.registry_auth.as_deref(), Some("u:p"));
-        assert_eq!((run.cmd.as_str(), run.args), ("ls", vec!["/".to_owned()]));
+        assert_eq!((run.command.cmd.as_str(), run.command.args), ("ls", vec!["/".to_owned()]));
     }
 
     #[test]
@@ -616,14 +570,6 @@ mod tests {
             parse(&["--registry-auth", "u:p", "--", "x"]),
             Err(UsageError::AuthWithoutImage)
         );
-    }
-
-    #[test]
-    fn the_registry_auth_is_never_written_to_the_spec() {
-        let mut image = ImageSource::new("bb");
-        image.registry_auth = Some("u:secret".into());
-        let json = serde_json::to_string(&RootSource::Image(image)).unwrap();
-        assert!(!json.contains("secret"), "{json}");
     }
 
     #[test]
