@@ -241,11 +241,6 @@ fn stop_sandbox(sandbox: &mut Child) {
     let _ = sandbox.wait();
 }
 
-/// The sandbox directory argument of the hidden subcommands.
-pub fn hidden_dir_arg(args: &[String]) -> Option<SandboxDir> {
-    args.first().map(|p| SandboxDir::open(PathBuf::from(p)))
-}
-
 #[cfg(test)]
 mod tests {
     use moat_protocol::payload::exec::ExecRequest;
