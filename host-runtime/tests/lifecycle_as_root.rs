@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod support;
-use support::{moat, moat_home, processes_mentioning, require_root, stderr, stdout};
+use support::{
+    moat, moat_home, processes_in_cgroup, processes_mentioning, require_root, stderr, stdout,
+};
 
 /// A created sandbox, removed with `rm -f` when dropped.
 struct Sandbox {
@@ -131,19 +133,28 @@ fn logs_show_exec_output_in_order_after_exec_and_after_stop_as_root() {
 fn rm_force_leaves_nothing_running_as_root() {
     let home = moat_home("life-rmforce");
     let sandbox = Sandbox::create(&home, "gone");
+    let exec = sandbox.run(&["exec", "gone", "--", "sh", "-c", "sleep 600 >/dev/null 2>&1 &"]);
+    assert_eq!(exec.status.code(), Some(0), "exec: {}", stderr(&exec));
+    assert!(!processes_in_cgroup("gone").is_empty(), "no process in the sandbox's cgroup");
     let rm = sandbox.run(&["rm", "-f", "gone"]);
     assert_eq!(rm.status.code(), Some(0), "rm -f: {}", stderr(&rm));
-    let needle = home.to_string_lossy().into_owned();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !processes_mentioning(&needle).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running: {:?}",
-            processes_mentioning(&needle)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // Nothing of the sandbox may outlive the returned `rm -f`: no waiting here.
+    assert_eq!(processes_in_cgroup("gone"), Vec::<String>::new());
+    assert_eq!(processes_mentioning(&home.to_string_lossy()), Vec::<String>::new());
     assert!(!home.join("sandboxes").join("gone").exists());
+}
+
+#[test]
+fn kill_returns_once_every_process_of_the_sandbox_is_gone_as_root() {
+    let home = moat_home("life-kill");
+    let sandbox = Sandbox::create(&home, "killed");
+    let exec = sandbox.run(&["exec", "killed", "--", "sh", "-c", "sleep 600 >/dev/null 2>&1 &"]);
+    assert_eq!(exec.status.code(), Some(0), "exec: {}", stderr(&exec));
+    let kill = sandbox.run(&["kill", "killed"]);
+    assert_eq!(kill.status.code(), Some(0), "kill: {}", stderr(&kill));
+    assert_eq!(processes_in_cgroup("killed"), Vec::<String>::new());
+    assert_eq!(sandbox.ls_status().as_deref(), Some("stopped"));
+    assert_eq!(sandbox.run(&["rm", "killed"]).status.code(), Some(0));
 }
 
 #[test]

@@ -336,10 +336,10 @@ fn kill_and_wait(pid: i32, dir: &Path) {
     }
 }
 
-/// Removes the cgroup a killed sandbox process (`pid`) could not remove itself.
+/// Kills what is left in the cgroup of a killed sandbox process (`pid`), and removes it.
 fn remove_cgroup_of(name: &str, pid: i32) {
     if let Ok(pid) = u32::try_from(pid) {
-        crate::backend::namespace::cgroup::remove_left_behind(
+        crate::backend::namespace::cgroup::kill_left_behind(
             &crate::backend::namespace::cgroup::leaf_name(name, pid),
         );
     }
