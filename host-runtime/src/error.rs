@@ -223,6 +223,9 @@ pub enum RuntimeError {
     /// An image could not be pulled, stored or used.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// A blocking call of the async API ([`crate::api`]) panicked or its runtime shut down.
+    #[error("a blocking task of the moat API did not complete: {0}")]
+    BlockingTask(#[from] tokio::task::JoinError),
     /// The VM backend was asked for and cannot run here.
     #[error("--isolation vm: this host cannot boot a microVM: {reason} (`moat doctor` explains)")]
     VmUnavailable {

@@ -23,7 +23,7 @@ use crate::api::config::Isolation;
 use crate::backend::isolation::BackendKind;
 use std::time::Duration;
 
-use crate::api::Moat;
+use crate::api::blocking::Moat;
 use crate::error::RuntimeError;
 use stats::{mib_per_s, ms, us};
 

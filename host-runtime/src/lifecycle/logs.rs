@@ -42,7 +42,7 @@ pub enum LogFilter {
     All,
 }
 
-/// What [`print`] prints.
+/// What [`print()`] prints.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogOptions {
     /// Which records.

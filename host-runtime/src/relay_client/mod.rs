@@ -19,7 +19,10 @@ pub mod flow;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use moat_protocol::limits::RELAY_PROLOGUE_BYTES;
 use moat_protocol::payload::exec::{
@@ -90,6 +93,8 @@ pub struct CapturedExec {
     pub stderr: Vec<u8>,
     /// Output bytes beyond the cap, counted and discarded.
     pub dropped_bytes: u64,
+    /// The command ran past its timeout and was SIGKILLed (its outcome is that death).
+    pub timed_out: bool,
 }
 
 /// A connected relay client.
@@ -169,13 +174,16 @@ impl RelayClient {
     }
 
     /// Runs `request` with `stdin` as its whole input (then EOF) and collects its output, up to
-    /// `max_bytes` per stream (the rest is counted as dropped, never buffered). For library
-    /// callers: nothing is read from or written to this process's own stdio.
+    /// `max_bytes` per stream (the rest is counted as dropped, never buffered). With a
+    /// `timeout`, a command still running then gets `core.exec.signal` SIGKILL and the session
+    /// ends with its death, marked [`CapturedExec::timed_out`]. For library callers: nothing is
+    /// read from or written to this process's own stdio.
     pub fn run_captured(
         &mut self,
         request: ExecRequest,
         stdin: &[u8],
         max_bytes: usize,
+        timeout: Option<Duration>,
     ) -> Result<CapturedExec, RuntimeError> {
         let id = self.ids.next_id().ok_or(RuntimeError::IdsExhausted)?;
         send(
@@ -193,15 +201,30 @@ impl RelayClient {
             stdout: Vec::new(),
             stderr: Vec::new(),
             dropped_bytes: 0,
+            timed_out: false,
         };
         let writer = Arc::clone(&self.writer);
+        let timed_out = AtomicBool::new(false);
+        // Dropped when the session ends, which wakes the timer before its deadline.
+        let (session_over, session_ended) = std::sync::mpsc::channel::<()>();
         let outcome = std::thread::scope(|scope| {
+            if let Some(timeout) = timeout {
+                let (writer, timed_out) = (&writer, &timed_out);
+                scope.spawn(move || {
+                    if session_ended.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout) {
+                        timed_out.store(true, Ordering::SeqCst);
+                        let kill = ExecSignal { signal: Signal::SIGKILL as i32 };
+                        let frame = MessageFrame::new(id, Message::ExecSignal(kill));
+                        let _ = send(writer, frame, "core.exec.signal");
+                    }
+                });
+            }
             // Generation 10: stdin waits for exec.started and for acks, so it is fed from its
             // own thread while this one reads; a failed send just ends the feeding.
             if let Some(window) = window.as_deref() {
                 scope.spawn(|| feed_stdin(&writer, id, stdin, Some(window), chunk));
             }
-            self.drive(id, window.as_deref(), |stream, data| {
+            let outcome = self.drive(id, window.as_deref(), |stream, data| {
                 let buf = match stream {
                     Stream::Stdout => &mut captured.stdout,
                     Stream::Stderr => &mut captured.stderr,
@@ -210,9 +233,12 @@ impl RelayClient {
                 let kept = data.len().min(room);
                 buf.extend_from_slice(&data[..kept]);
                 captured.dropped_bytes += (data.len() - kept) as u64;
-            })
+            });
+            drop(session_over);
+            outcome
         })?;
         captured.outcome = outcome;
+        captured.timed_out = timed_out.load(Ordering::SeqCst);
         Ok(captured)
     }
 
