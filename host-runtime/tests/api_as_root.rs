@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use moat_protocol::payload::exec::ExecRequest;
-use moat_runtime::api::{ExecOutcome, Isolation, Moat, SandboxOptions, Status};
+use moat_protocol::payload::exec::{ExecRequest, ExecRlimit};
+use moat_runtime::api::{ExecEvent, ExecOutcome, Isolation, Moat, SandboxOptions, Status};
 use moat_runtime::config::SandboxConfig;
 use moat_runtime::error::RuntimeError;
 
@@ -134,4 +134,86 @@ async fn wait_times_out_on_a_running_sandbox_as_root() {
     let _ = sandbox.remove(true).await;
     let err = waited.unwrap_err();
     assert!(matches!(err, RuntimeError::WaitTimeout { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn exec_stream_delivers_started_output_and_exit_in_order_with_a_stdin_sink_as_root() {
+    let moat = moat("api-stream");
+    let sandbox = moat.create(args("streamer", SandboxConfig::default())).await.unwrap();
+    let mut stream =
+        sandbox.exec_stream(sh("echo first; cat; echo oops >&2; exit 5")).await.unwrap();
+    assert_eq!(stream.next().await, Some(ExecEvent::Started));
+    assert_eq!(stream.next().await, Some(ExecEvent::Stdout(b"first\n".to_vec())));
+    stream.write_stdin(b"echoed\n".to_vec()).await.unwrap();
+    assert_eq!(stream.next().await, Some(ExecEvent::Stdout(b"echoed\n".to_vec())));
+    stream.close_stdin().await.unwrap();
+    assert_eq!(stream.next().await, Some(ExecEvent::Stderr(b"oops\n".to_vec())));
+    assert_eq!(stream.next().await, Some(ExecEvent::Exited(ExecOutcome::Exited(5))));
+    assert_eq!(stream.next().await, None);
+    let err = stream.write_stdin(b"late".to_vec()).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::SessionEnded), "{err}");
+    sandbox.remove(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn exec_stream_signal_and_kill_end_the_command_as_root() {
+    let moat = moat("api-signal");
+    let sandbox = moat.create(args("signalled", SandboxConfig::default())).await.unwrap();
+    let trap = sh("trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done");
+    let mut stream = sandbox.exec_stream(trap).await.unwrap();
+    assert_eq!(stream.next().await, Some(ExecEvent::Started));
+    assert_eq!(stream.next().await, Some(ExecEvent::Stdout(b"ready\n".to_vec())));
+    stream.signal(libc::SIGTERM).await.unwrap();
+    // The agent signals the command's process group: the shell's `sleep` dies too, and the
+    // shell may report it on stderr first.
+    let mut stdout = Vec::new();
+    let outcome = loop {
+        match stream.next().await.unwrap() {
+            ExecEvent::Stdout(data) => stdout.extend(data),
+            ExecEvent::Stderr(_) => {}
+            ExecEvent::Exited(outcome) => break outcome,
+            ExecEvent::Started => panic!("a second started"),
+        }
+    };
+    assert_eq!((stdout.as_slice(), outcome), (&b"got TERM\n"[..], ExecOutcome::Exited(7)));
+
+    let stream = sandbox.exec_stream(sh("exec sleep 600")).await.unwrap();
+    stream.kill().await.unwrap();
+    assert_ne!(stream.wait().await.unwrap(), ExecOutcome::Exited(0));
+    sandbox.remove(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dropped_exec_stream_kills_its_command_as_root() {
+    let moat = moat("api-dropped");
+    let sandbox = moat.create(args("dropper", SandboxConfig::default())).await.unwrap();
+    let mut stream = sandbox.exec_stream(sh("echo go; exec sleep 4242")).await.unwrap();
+    assert_eq!(stream.next().await, Some(ExecEvent::Started));
+    assert_eq!(stream.next().await, Some(ExecEvent::Stdout(b"go\n".to_vec())));
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let sleeping = || processes_in_cgroup("dropper").iter().any(|p| p.ends_with("sleep"));
+    while sleeping() {
+        assert!(Instant::now() < deadline, "the dropped stream's command still runs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = sandbox.exec(sh("echo alive"), Vec::new()).await.unwrap();
+    assert_eq!(after.stdout, b"alive\n");
+    sandbox.remove(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn per_exec_env_cwd_user_and_rlimits_apply_as_root() {
+    let moat = moat("api-per-exec");
+    let sandbox = moat.create(args("options", SandboxConfig::default())).await.unwrap();
+    let mut request = sh("echo $GREETING; pwd; id -u; ulimit -n");
+    request.env = vec!["GREETING=hi".to_owned()];
+    request.cwd = Some("/tmp".to_owned());
+    request.user = Some("65534".to_owned());
+    request.rlimits = vec![ExecRlimit { resource: "nofile".to_owned(), soft: 77, hard: 77 }];
+    let ran = sandbox.exec(request, Vec::new()).await;
+    sandbox.remove(true).await.unwrap();
+    let ran = ran.unwrap();
+    assert_eq!(ran.outcome, ExecOutcome::Exited(0), "{}", String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "hi\n/tmp\n65534\n77\n");
 }

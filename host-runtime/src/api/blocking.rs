@@ -115,6 +115,17 @@ impl Sandbox {
         stdin: &[u8],
         timeout: Option<Duration>,
     ) -> Result<CapturedExec, RuntimeError> {
+        self.require_running()?;
+        RelayClient::connect(&self.socket())?.run_captured(
+            request,
+            stdin,
+            MAX_CAPTURED_BYTES,
+            timeout,
+        )
+    }
+
+    /// [`RuntimeError::NotRunning`] unless it is running.
+    pub fn require_running(&self) -> Result<(), RuntimeError> {
         let record = self.state()?;
         if record.status != Status::Running {
             return Err(RuntimeError::NotRunning {
@@ -122,12 +133,7 @@ impl Sandbox {
                 status: record.status.as_str(),
             });
         }
-        RelayClient::connect(&self.socket())?.run_captured(
-            request,
-            stdin,
-            MAX_CAPTURED_BYTES,
-            timeout,
-        )
+        Ok(())
     }
 
     /// Shuts it down gracefully (as `moat stop`); returns the final state.

@@ -4,6 +4,9 @@
 //! ```text
 //!  Moat::new(home) ─► create(SandboxOptions) ─► Sandbox ─► exec(request, stdin) ─► CapturedExec
 //!       │                                         ├─► exec_with_timeout(request, stdin, timeout)
+//!       │                                         ├─► exec_stream(request) ─► ExecStream: next()
+//!       │                                         │     (started/stdout/stderr/exited), write_stdin,
+//!       │                                         │     close_stdin, signal, kill, resize, wait
 //!       │                                         ├─► state() / socket() / wait(timeout)
 //!       ├─► get(name) ─► Sandbox                  └─► stop() / kill() / remove(force)
 //!       ├─► list() ─► [SandboxState]
@@ -39,6 +42,7 @@
 
 pub mod blocking;
 pub mod config;
+pub mod exec;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +50,7 @@ use std::time::Duration;
 use moat_protocol::payload::exec::ExecRequest;
 
 pub use self::config::{ImageSource, Isolation, RootSource, RunOptions, SandboxOptions};
+pub use self::exec::{ExecEvent, ExecStream};
 use crate::error::RuntimeError;
 use crate::lifecycle::Executables;
 use crate::limits::POLL_INTERVAL_MS;
@@ -163,6 +168,12 @@ impl Sandbox {
     ) -> Result<CapturedExec, RuntimeError> {
         let inner = self.inner.clone();
         blocking(move || inner.exec(request, &stdin, Some(timeout))).await
+    }
+
+    /// Starts `request` and returns its events and controls (stdin, signals, resize) as they
+    /// come ([`RuntimeError::NotRunning`] when the sandbox is not running).
+    pub async fn exec_stream(&self, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
+        ExecStream::start(self.inner.clone(), request).await
     }
 
     /// Shuts it down gracefully (as `moat stop`: `core.shutdown`, then SIGTERM, then SIGKILL);

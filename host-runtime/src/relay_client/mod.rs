@@ -15,6 +15,7 @@
 //! Blocking I/O on three threads: the session is one request, so an async runtime buys nothing.
 
 pub mod flow;
+pub mod stream;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -80,6 +81,15 @@ pub enum Stream {
     Stdout,
     /// `core.exec.stderr`.
     Stderr,
+}
+
+/// What a session's frames tell its driver, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionEvent<'a> {
+    /// `core.exec.started`: the program runs.
+    Started,
+    /// A chunk of its output.
+    Output(Stream, &'a [u8]),
 }
 
 /// The result of [`RelayClient::run_captured`].
@@ -158,18 +168,19 @@ impl RelayClient {
         let writer = Arc::clone(&self.writer);
         std::thread::spawn(move || forward_signals(&writer, id, tty));
         let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
-        self.drive(id, window.as_deref(), |stream, data| match stream {
-            Stream::Stdout => write_live(&mut stdout, data),
-            Stream::Stderr => write_live(&mut stderr, data),
+        self.drive(id, window.as_deref(), |event| match event {
+            SessionEvent::Output(Stream::Stdout, data) => write_live(&mut stdout, data),
+            SessionEvent::Output(Stream::Stderr, data) => write_live(&mut stderr, data),
+            SessionEvent::Started => {}
         })
     }
 
     /// The stdin window of a new session (`None` on the legacy path).
-    fn stdin_window(&self) -> Option<Arc<StdinWindow>> {
+    pub(crate) fn stdin_window(&self) -> Option<Arc<StdinWindow>> {
         self.policy.map(|p| Arc::new(StdinWindow::new(u64::from(p.input_limit))))
     }
 
-    fn stdin_chunk_bytes(&self) -> usize {
+    pub(crate) fn stdin_chunk_bytes(&self) -> usize {
         crate::relay_client::flow::stdin_chunk_bytes(self.policy.as_ref())
     }
 
@@ -224,7 +235,8 @@ impl RelayClient {
             if let Some(window) = window.as_deref() {
                 scope.spawn(|| feed_stdin(&writer, id, stdin, Some(window), chunk));
             }
-            let outcome = self.drive(id, window.as_deref(), |stream, data| {
+            let outcome = self.drive(id, window.as_deref(), |event| {
+                let SessionEvent::Output(stream, data) = event else { return };
                 let buf = match stream {
                     Stream::Stdout => &mut captured.stdout,
                     Stream::Stderr => &mut captured.stderr,
@@ -245,13 +257,13 @@ impl RelayClient {
     /// Reads the session's frames until it ends, handing output to `on_output`, acknowledging
     /// it under flow control, and moving `window` along; the window is closed at the end, so a
     /// stdin feeder waiting on it stops.
-    fn drive(
+    pub(crate) fn drive(
         &mut self,
         id: u32,
         window: Option<&StdinWindow>,
-        on_output: impl FnMut(Stream, &[u8]),
+        on_event: impl FnMut(SessionEvent<'_>),
     ) -> Result<ExecOutcome, RuntimeError> {
-        let outcome = self.drive_frames(id, window, on_output);
+        let outcome = self.drive_frames(id, window, on_event);
         if let Some(window) = window {
             window.close();
         }
@@ -262,7 +274,7 @@ impl RelayClient {
         &mut self,
         id: u32,
         window: Option<&StdinWindow>,
-        mut on_output: impl FnMut(Stream, &[u8]),
+        mut on_event: impl FnMut(SessionEvent<'_>),
     ) -> Result<ExecOutcome, RuntimeError> {
         let mut acks = OutputAcks::default();
         loop {
@@ -289,6 +301,7 @@ impl RelayClient {
                 Message::Error(err) => return Ok(ExecOutcome::Refused(err.message)),
                 Message::ExecStarted(_) => {
                     window.inspect(|w| w.start());
+                    on_event(SessionEvent::Started);
                     continue;
                 }
                 Message::ExecStdinAck(ack) => {
@@ -306,7 +319,7 @@ impl RelayClient {
                     continue;
                 }
             };
-            on_output(stream, &data);
+            on_event(SessionEvent::Output(stream, &data));
             acks.received(data.len());
         }
     }
@@ -361,7 +374,7 @@ pub(crate) fn recv_message(
     }
 }
 
-fn send(
+pub(crate) fn send(
     writer: &Mutex<UnixStream>,
     frame: MessageFrame,
     what: &'static str,
@@ -373,7 +386,7 @@ fn send(
 
 /// Sends one stdin payload (empty = EOF), first waiting for room in `window` when the session
 /// is flow-controlled. `Ok(false)` when the session ended first.
-fn send_stdin(
+pub(crate) fn send_stdin(
     writer: &Mutex<UnixStream>,
     id: u32,
     data: &[u8],
