@@ -12,11 +12,12 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use moat_runtime::api::blocking::Moat;
 use moat_runtime::backend::namespace::init as ns_init;
 use moat_runtime::backend::vm;
 use moat_runtime::cli::{
     BenchCmd, Command, ExecCmd, ImageSubcommand, ListCmd, LoginCmd, Parsed, PullCmd, RemoveCmd,
-    RunCmd,
+    RunCmd, WaitCmd,
 };
 use moat_runtime::error::RuntimeError;
 use moat_runtime::image::{Credentials, ImageError, Images, PullOptions, progress};
@@ -78,6 +79,7 @@ fn main() -> ExitCode {
         Command::Stop(args) => finish(name, lifecycle::stop(&args.name).map(drop)),
         Command::Kill(args) => finish(name, lifecycle::kill(&args.name).map(drop)),
         Command::Rm(args) => finish(name, lifecycle::remove(&args.name, args.force)),
+        Command::Wait(args) => finish(name, wait_command(&args)),
         Command::Pull(args) => finish(name, pull_command(&args)),
         Command::Images(args) => finish(name, images_command(&args)),
         Command::Rmi(args) => finish(name, rmi_command(&args)),
@@ -120,7 +122,8 @@ fn run_command(args: RunCmd) -> ExitCode {
 
 fn exec_command(args: ExecCmd) -> ExitCode {
     let name = args.name.clone();
-    match lifecycle::exec(&name, args.request()) {
+    let (request, timeout) = args.request();
+    match lifecycle::exec(&name, request, timeout) {
         Ok(status) => ExitCode::from(status),
         Err(err) => {
             eprintln!("moat exec: {err}");
@@ -170,6 +173,16 @@ fn inspect_command(name: &str) -> Result<(), RuntimeError> {
     let live = matches!(state.status, moat_runtime::store::state::Status::Running);
     let isolation = hardening::report(&state.spec, state.pid.filter(|_| live));
     println!("{}", to_json(&Inspection { state, isolation }));
+    Ok(())
+}
+
+/// `moat wait`: the library's wait; prints the exit code (or the status when none is recorded).
+fn wait_command(args: &WaitCmd) -> Result<(), RuntimeError> {
+    let state = Moat::from_env().get(&args.name)?.wait(args.timeout())?;
+    match state.exit_code {
+        Some(code) => println!("{code}"),
+        None => println!("{}", state.status.as_str()),
+    }
     Ok(())
 }
 

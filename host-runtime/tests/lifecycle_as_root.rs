@@ -245,3 +245,36 @@ fn a_client_shutdown_reads_as_stopped_by_a_client_as_root() {
     assert_eq!(state["stop_reason"], moat_runtime::supervisor::STOPPED_BY_CLIENT, "{state}");
     assert_eq!(state["exit_code"], 0, "{state}");
 }
+
+#[test]
+fn exec_timeout_kills_the_command_and_exits_124_as_root() {
+    let home = moat_home("life-exec-timeout");
+    let sandbox = Sandbox::create(&home, "slow");
+    let start = std::time::Instant::now();
+    let exec =
+        sandbox.run(&["exec", "slow", "--timeout", "1", "--", "sh", "-c", "echo a; sleep 30"]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(10), "{:?}", start.elapsed());
+    assert_eq!(exec.status.code(), Some(124), "stderr: {}", stderr(&exec));
+    assert_eq!(stdout(&exec), "a\n");
+    assert!(stderr(&exec).contains("killed after --timeout 1s"), "{}", stderr(&exec));
+    let quick = sandbox.run(&["exec", "slow", "--timeout", "30", "--", "true"]);
+    assert_eq!(quick.status.code(), Some(0), "stderr: {}", stderr(&quick));
+    assert_eq!(sandbox.run(&["rm", "-f", "slow"]).status.code(), Some(0));
+}
+
+#[test]
+fn wait_prints_the_exit_code_once_the_sandbox_ends_as_root() {
+    let home = moat_home("life-wait");
+    let sandbox = Sandbox::create(&home, "waited");
+    let timed_out = sandbox.run(&["wait", "waited", "--timeout", "1"]);
+    assert_eq!(timed_out.status.code(), Some(1), "stderr: {}", stderr(&timed_out));
+    assert!(stderr(&timed_out).contains("still running"), "{}", stderr(&timed_out));
+    assert_eq!(sandbox.run(&["stop", "waited"]).status.code(), Some(0));
+    let waited = sandbox.run(&["wait", "waited"]);
+    assert_eq!(waited.status.code(), Some(0), "stderr: {}", stderr(&waited));
+    assert_eq!(stdout(&waited), "0\n");
+    assert_eq!(sandbox.run(&["rm", "waited"]).status.code(), Some(0));
+    let unknown = sandbox.run(&["wait", "waited"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(stderr(&unknown).lines().count(), 1, "{}", stderr(&unknown));
+}

@@ -152,15 +152,17 @@ impl Sandbox {
     }
 
     /// Waits until it is no longer running or draining (it shut itself down, was stopped, or
-    /// crashed) and returns that state; [`RuntimeError::WaitTimeout`] after `timeout`.
+    /// crashed) and returns that state; [`RuntimeError::WaitTimeout`] after `timeout`
+    /// (`Duration::MAX`: none).
     pub fn wait(&self, timeout: Duration) -> Result<SandboxState, RuntimeError> {
-        let deadline = Instant::now() + timeout;
+        // `None`: a timeout too long to represent, i.e. no timeout.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             let record = self.state()?;
             if !matches!(record.status, Status::Running | Status::Draining) {
                 return Ok(record);
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(RuntimeError::WaitTimeout { name: self.name.clone(), timeout });
             }
             std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));

@@ -198,15 +198,17 @@ impl Sandbox {
     }
 
     /// Waits until it is no longer running or draining (it shut itself down, was stopped, or
-    /// crashed) and returns that state; [`RuntimeError::WaitTimeout`] after `timeout`.
+    /// crashed) and returns that state; [`RuntimeError::WaitTimeout`] after `timeout`
+    /// (`Duration::MAX`: none).
     pub async fn wait(&self, timeout: Duration) -> Result<SandboxState, RuntimeError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        // `None`: a timeout too long to represent, i.e. no timeout.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         loop {
             let record = self.state().await?;
             if !matches!(record.status, Status::Running | Status::Draining) {
                 return Ok(record);
             }
-            if tokio::time::Instant::now() >= deadline {
+            if deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
                 return Err(RuntimeError::WaitTimeout { name: self.name().to_owned(), timeout });
             }
             tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;

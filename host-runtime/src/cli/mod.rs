@@ -13,6 +13,7 @@ pub mod sandbox_args;
 pub(crate) mod tty;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use moat_protocol::payload::exec::ExecRequest;
@@ -60,6 +61,8 @@ pub enum Command {
     Kill(NameArg),
     /// Remove a sandbox that is not running.
     Rm(RemoveCmd),
+    /// Wait until a sandbox is no longer running; print its exit code.
+    Wait(WaitCmd),
     /// Measure latency, throughput and memory of a sandbox.
     Bench(BenchCmd),
     /// Fetch an image into the store.
@@ -159,15 +162,18 @@ pub struct ExecCmd {
     /// Run the command on a PTY; the terminal goes raw.
     #[arg(short, long)]
     pub tty: bool,
+    /// SIGKILL the command after this many seconds (exit status 124).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
     /// The command and its arguments.
     #[arg(value_name = "CMD", trailing_var_arg = true, required = true)]
     pub command: Vec<String>,
 }
 
 impl ExecCmd {
-    /// The exec request.
-    pub fn request(self) -> ExecRequest {
-        exec_request(self.command, self.exec, self.tty)
+    /// The exec request and its time limit.
+    pub fn request(self) -> (ExecRequest, Option<Duration>) {
+        (exec_request(self.command, self.exec, self.tty), self.timeout.map(Duration::from_secs))
     }
 }
 
@@ -176,6 +182,23 @@ impl ExecCmd {
 pub struct NameArg {
     /// The sandbox name.
     pub name: String,
+}
+
+/// `moat wait`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct WaitCmd {
+    /// The sandbox name.
+    pub name: String,
+    /// Give up after this many seconds (exit status 1).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+}
+
+impl WaitCmd {
+    /// How long to wait (`Duration::MAX`: until it ends).
+    pub fn timeout(&self) -> Duration {
+        self.timeout.map_or(Duration::MAX, Duration::from_secs)
+    }
 }
 
 /// `moat ls`, `moat images`.
@@ -364,6 +387,7 @@ pub fn name_of(command: &Command) -> &'static str {
         Command::Stop(_) => "stop",
         Command::Kill(_) => "kill",
         Command::Rm(_) => "rm",
+        Command::Wait(_) => "wait",
         Command::Bench(_) => "bench",
         Command::Pull(_) => "pull",
         Command::Images(_) => "images",
@@ -478,18 +502,30 @@ mod tests {
 
     #[test]
     fn exec_takes_user_env_and_a_command() {
-        let Command::Exec(exec) =
-            parse_ok(&["exec", "box", "-t", "-u", "nobody", "-e", "A=1", "--", "id"])
-        else {
+        let Command::Exec(exec) = parse_ok(&[
+            "exec",
+            "box",
+            "-t",
+            "-u",
+            "nobody",
+            "-e",
+            "A=1",
+            "--timeout",
+            "9",
+            "--",
+            "id",
+        ]) else {
             panic!("not exec")
         };
         assert_eq!(exec.name, "box");
-        let request = exec.request();
+        let (request, timeout) = exec.request();
+        assert_eq!(timeout, Some(Duration::from_secs(9)));
         assert_eq!(request.user.as_deref(), Some("nobody"));
         assert!(request.tty);
         assert_eq!((request.cmd.as_str(), request.env), ("id", vec!["A=1".to_owned()]));
         usage_error(&["exec", "box", "--memory", "128", "--", "id"]);
         usage_error(&["exec", "box"]);
+        usage_error(&["exec", "box", "--timeout", "0", "id"]);
         usage_error(&["run", "--bogus", "--", "id"]);
     }
 
@@ -640,6 +676,16 @@ mod tests {
         }
         let Command::Vm(vm) = parse_ok(&["__vm", "/d"]) else { panic!("not __vm") };
         assert_eq!(vm.dir, PathBuf::from("/d"));
+    }
+
+    #[test]
+    fn wait_takes_a_name_and_an_optional_timeout() {
+        let Command::Wait(wait) = parse_ok(&["wait", "box"]) else { panic!("not wait") };
+        assert_eq!((wait.name.as_str(), wait.timeout()), ("box", Duration::MAX));
+        let Command::Wait(wait) = parse_ok(&["wait", "box", "--timeout", "3"]) else {
+            panic!("not wait")
+        };
+        assert_eq!(wait.timeout(), Duration::from_secs(3));
     }
 
     #[test]

@@ -32,6 +32,9 @@ use crate::relay_client::{ExecOutcome, RelayClient, exit_status};
 use crate::store::home::{self, SandboxDir, SandboxSpec};
 use crate::store::state::{self, SandboxState, Status};
 
+/// `moat exec`'s exit status when `--timeout` killed the command (as `timeout(1)`).
+pub const EXIT_TIMED_OUT: u8 = 124;
+
 /// Shell-style exit code of a process killed by `signal`.
 fn signal_exit_code(signal: Signal) -> i32 {
     128 + signal as i32
@@ -168,8 +171,13 @@ fn boot_detached(dir: &SandboxDir, spec: SandboxSpec, moat: &Path) -> Result<(),
 }
 
 /// `moat exec`: runs `request` in the running sandbox `name`, its output on this process's
-/// stdout and stderr; returns the CLI exit status.
-pub fn exec(name: &str, request: ExecRequest) -> Result<u8, RuntimeError> {
+/// stdout and stderr, SIGKILLed after `timeout`; returns the CLI exit status
+/// ([`EXIT_TIMED_OUT`] when the timeout killed it).
+pub fn exec(
+    name: &str,
+    request: ExecRequest,
+    timeout: Option<Duration>,
+) -> Result<u8, RuntimeError> {
     let dir = open_named(name)?;
     let record = state::read(dir.path())?;
     if record.status != Status::Running {
@@ -181,7 +189,11 @@ pub fn exec(name: &str, request: ExecRequest) -> Result<u8, RuntimeError> {
     crate::relay_client::block_forwarded_signals()?;
     let mut client = RelayClient::connect(&dir.socket())?;
     let cmd = request.cmd.clone();
-    let outcome = client.run_exec(request)?;
+    let (outcome, timed_out) = client.run_exec_within(request, timeout)?;
+    if let (true, Some(timeout)) = (timed_out, timeout) {
+        eprintln!("moat: {cmd}: killed after --timeout {}s", timeout.as_secs());
+        return Ok(EXIT_TIMED_OUT);
+    }
     match &outcome {
         ExecOutcome::Failed(failed) => eprintln!("{}", run::exec_failed_line(&cmd, failed)),
         ExecOutcome::Refused(message) => {

@@ -83,6 +83,39 @@ pub enum Stream {
     Stderr,
 }
 
+/// A session's time limit: a thread that sends `core.exec.signal` SIGKILL when `timeout`
+/// passes before the session ends (dropping the `Deadline` ends it early).
+struct Deadline {
+    /// Dropped when the session ends, which wakes the thread before its time.
+    _session_over: std::sync::mpsc::Sender<()>,
+    fired: Arc<AtomicBool>,
+}
+
+impl Deadline {
+    fn start(writer: &Arc<Mutex<UnixStream>>, id: u32, timeout: Duration) -> Deadline {
+        let (session_over, session_ended) = std::sync::mpsc::channel::<()>();
+        let fired = Arc::new(AtomicBool::new(false));
+        let (writer, flag) = (Arc::clone(writer), Arc::clone(&fired));
+        std::thread::spawn(move || {
+            if session_ended.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout) {
+                flag.store(true, Ordering::SeqCst);
+                let kill = ExecSignal { signal: Signal::SIGKILL as i32 };
+                let _ = send(
+                    &writer,
+                    MessageFrame::new(id, Message::ExecSignal(kill)),
+                    "core.exec.signal",
+                );
+            }
+        });
+        Deadline { _session_over: session_over, fired }
+    }
+
+    /// Whether the time ran out (and the command was killed).
+    fn passed(self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
 /// What a session's frames tell its driver, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SessionEvent<'a> {
@@ -149,7 +182,17 @@ impl RelayClient {
     /// Runs `request` to its end, streaming output live and forwarding our stdin. With
     /// `request.tty`, the PTY gets our terminal's size, our terminal is raw for the session, and
     /// window size changes follow.
-    pub fn run_exec(&mut self, mut request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+    pub fn run_exec(&mut self, request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+        self.run_exec_within(request, None).map(|(outcome, _)| outcome)
+    }
+
+    /// [`RelayClient::run_exec`], SIGKILLing the command when it runs past `timeout`; the
+    /// flag says whether it did.
+    pub fn run_exec_within(
+        &mut self,
+        mut request: ExecRequest,
+        timeout: Option<Duration>,
+    ) -> Result<(ExecOutcome, bool), RuntimeError> {
         let id = self.ids.next_id().ok_or(RuntimeError::IdsExhausted)?;
         let tty = request.tty;
         if tty && let Some((rows, cols)) = crate::cli::tty::terminal_size() {
@@ -167,12 +210,14 @@ impl RelayClient {
         std::thread::spawn(move || forward_stdin(&writer, id, feeder_window.as_deref(), chunk));
         let writer = Arc::clone(&self.writer);
         std::thread::spawn(move || forward_signals(&writer, id, tty));
+        let deadline = timeout.map(|timeout| Deadline::start(&self.writer, id, timeout));
         let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
-        self.drive(id, window.as_deref(), |event| match event {
+        let outcome = self.drive(id, window.as_deref(), |event| match event {
             SessionEvent::Output(Stream::Stdout, data) => write_live(&mut stdout, data),
             SessionEvent::Output(Stream::Stderr, data) => write_live(&mut stderr, data),
             SessionEvent::Started => {}
-        })
+        })?;
+        Ok((outcome, deadline.is_some_and(Deadline::passed)))
     }
 
     /// The stdin window of a new session (`None` on the legacy path).
@@ -215,27 +260,14 @@ impl RelayClient {
             timed_out: false,
         };
         let writer = Arc::clone(&self.writer);
-        let timed_out = AtomicBool::new(false);
-        // Dropped when the session ends, which wakes the timer before its deadline.
-        let (session_over, session_ended) = std::sync::mpsc::channel::<()>();
+        let deadline = timeout.map(|timeout| Deadline::start(&self.writer, id, timeout));
         let outcome = std::thread::scope(|scope| {
-            if let Some(timeout) = timeout {
-                let (writer, timed_out) = (&writer, &timed_out);
-                scope.spawn(move || {
-                    if session_ended.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout) {
-                        timed_out.store(true, Ordering::SeqCst);
-                        let kill = ExecSignal { signal: Signal::SIGKILL as i32 };
-                        let frame = MessageFrame::new(id, Message::ExecSignal(kill));
-                        let _ = send(writer, frame, "core.exec.signal");
-                    }
-                });
-            }
             // Generation 10: stdin waits for exec.started and for acks, so it is fed from its
             // own thread while this one reads; a failed send just ends the feeding.
             if let Some(window) = window.as_deref() {
                 scope.spawn(|| feed_stdin(&writer, id, stdin, Some(window), chunk));
             }
-            let outcome = self.drive(id, window.as_deref(), |event| {
+            self.drive(id, window.as_deref(), |event| {
                 let SessionEvent::Output(stream, data) = event else { return };
                 let buf = match stream {
                     Stream::Stdout => &mut captured.stdout,
@@ -245,12 +277,10 @@ impl RelayClient {
                 let kept = data.len().min(room);
                 buf.extend_from_slice(&data[..kept]);
                 captured.dropped_bytes += (data.len() - kept) as u64;
-            });
-            drop(session_over);
-            outcome
+            })
         })?;
         captured.outcome = outcome;
-        captured.timed_out = timed_out.load(Ordering::SeqCst);
+        captured.timed_out = deadline.is_some_and(Deadline::passed);
         Ok(captured)
     }
 
