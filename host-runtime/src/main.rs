@@ -16,8 +16,8 @@ use moat_runtime::api::blocking::Moat;
 use moat_runtime::backend::namespace::init as ns_init;
 use moat_runtime::backend::vm;
 use moat_runtime::cli::{
-    BenchCmd, Command, ExecCmd, ImageSubcommand, ListCmd, LoginCmd, Parsed, PullCmd, RemoveCmd,
-    RunCmd, WaitCmd,
+    BenchCmd, Command, ExecCmd, ImageSubcommand, ListCmd, LoginCmd, LsCmd, Parsed, PullCmd,
+    RemoveCmd, RunCmd, WaitCmd,
 };
 use moat_runtime::error::RuntimeError;
 use moat_runtime::image::{Credentials, ImageError, Images, PullOptions, progress};
@@ -158,8 +158,8 @@ fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
-fn list_command(args: &ListCmd) -> Result<(), RuntimeError> {
-    let states = lifecycle::list()?;
+fn list_command(args: &LsCmd) -> Result<(), RuntimeError> {
+    let states = Moat::from_env().list_filtered(&args.filters)?;
     if args.json {
         println!("{}", to_json(&states));
     } else {

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use moat_protocol::payload::exec::{ExecRequest, ExecRlimit};
-use moat_runtime::api::{ExecEvent, ExecOutcome, Isolation, Moat, SandboxOptions, Status};
+use moat_runtime::api::{
+    ExecEvent, ExecOutcome, Isolation, LabelFilter, Moat, SandboxOptions, Status,
+};
 use moat_runtime::config::SandboxConfig;
 use moat_runtime::error::RuntimeError;
 
@@ -42,6 +44,15 @@ async fn create_exec_list_stop_remove_through_the_library_as_root() {
 
     let names: Vec<String> = moat.list().await.unwrap().into_iter().map(|s| s.name).collect();
     assert_eq!(names, vec!["api".to_owned()]);
+    let labeled = moat
+        .create(args("labeled", SandboxConfig::default()).label("team", "infra"))
+        .await
+        .unwrap();
+    let filter = |value: &str| LabelFilter { key: "team".into(), value: Some(value.into()) };
+    let infra = moat.list_filtered(vec![filter("infra")]).await.unwrap();
+    assert_eq!(infra.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["labeled"]);
+    assert!(moat.list_filtered(vec![filter("web")]).await.unwrap().is_empty());
+    labeled.remove(true).await.unwrap();
 
     let stopped = sandbox.stop().await.unwrap();
     assert_eq!(stopped.status, Status::Stopped);

@@ -278,3 +278,35 @@ fn wait_prints_the_exit_code_once_the_sandbox_ends_as_root() {
     assert_eq!(unknown.status.code(), Some(1));
     assert_eq!(stderr(&unknown).lines().count(), 1, "{}", stderr(&unknown));
 }
+
+#[test]
+fn ls_filters_by_label_as_root() {
+    require_root();
+    let home = moat_home("life-labels");
+    for (name, team) in [("one", "infra"), ("two", "web")] {
+        let label = format!("team={team}");
+        let output = moat(&home, &["create", name, "--label", &label, "--label", "keep="]);
+        assert_eq!(output.status.code(), Some(0), "create: {}", stderr(&output));
+    }
+    let names = |filters: &[&str]| {
+        let mut args = vec!["ls", "--json"];
+        for filter in filters {
+            args.extend(["--filter", filter]);
+        }
+        let output = moat(&home, &args);
+        assert_eq!(output.status.code(), Some(0), "ls: {}", stderr(&output));
+        let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&["label=team=infra"]), ["one"]);
+    assert_eq!(names(&["label=keep", "label=team=web"]), ["two"]);
+    assert_eq!(names(&["label=team"]), ["one", "two"]);
+    assert!(names(&["label=owner"]).is_empty());
+    for name in ["one", "two"] {
+        assert_eq!(moat(&home, &["rm", "-f", name]).status.code(), Some(0));
+    }
+}

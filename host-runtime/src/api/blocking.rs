@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use moat_protocol::payload::exec::ExecRequest;
 
-use crate::api::config::SandboxOptions;
+use crate::api::config::{LabelFilter, SandboxOptions};
 use crate::error::RuntimeError;
 use crate::lifecycle::{self, Executables};
 use crate::limits::POLL_INTERVAL_MS;
@@ -80,6 +80,16 @@ impl Moat {
     /// Every sandbox's state, sorted by name.
     pub fn list(&self) -> Result<Vec<SandboxState>, RuntimeError> {
         lifecycle::list_in(&self.home)
+    }
+
+    /// The sandboxes whose labels satisfy every filter, sorted by name.
+    pub fn list_filtered(
+        &self,
+        filters: &[LabelFilter],
+    ) -> Result<Vec<SandboxState>, RuntimeError> {
+        let mut states = self.list()?;
+        states.retain(|state| filters.iter().all(|filter| filter.matches(&state.spec.config)));
+        Ok(states)
     }
 }
 

@@ -99,6 +99,33 @@ impl SandboxOptions {
         self.config = config;
         self
     }
+
+    /// With the label `key` = `value`.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> SandboxOptions {
+        self.config.labels.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// A condition on a sandbox's labels, for [`crate::api::Moat::list_filtered`] and
+/// `moat ls --filter label=KEY[=VALUE]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelFilter {
+    /// The label that must be present.
+    pub key: String,
+    /// Its value; `None`: any value.
+    pub value: Option<String>,
+}
+
+impl LabelFilter {
+    /// Whether `config`'s labels satisfy this condition.
+    pub fn matches(&self, config: &SandboxConfig) -> bool {
+        match (config.labels.get(&self.key), &self.value) {
+            (Some(_), None) => true,
+            (Some(have), Some(want)) => have == want,
+            (None, _) => false,
+        }
+    }
 }
 
 /// One command in an ephemeral sandbox (`moat run`).
@@ -122,6 +149,19 @@ mod tests {
     fn new_options_are_host_root_and_auto_isolation() {
         let options = SandboxOptions::new("box");
         assert_eq!((options.root, options.isolation), (RootSource::Host, Isolation::Auto));
+    }
+
+    #[test]
+    fn a_label_filter_matches_the_key_and_the_value_when_given() {
+        let config = SandboxOptions::new("b").label("team", "infra").config;
+        let filter = |key: &str, value: Option<&str>| LabelFilter {
+            key: key.to_owned(),
+            value: value.map(str::to_owned),
+        };
+        assert!(filter("team", None).matches(&config));
+        assert!(filter("team", Some("infra")).matches(&config));
+        assert!(!filter("team", Some("web")).matches(&config));
+        assert!(!filter("owner", None).matches(&config));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!       │                                         │     close_stdin, signal, kill, resize, wait
 //!       │                                         ├─► state() / socket() / wait(timeout)
 //!       ├─► get(name) ─► Sandbox                  └─► stop() / kill() / remove(force)
-//!       ├─► list() ─► [SandboxState]
+//!       ├─► list() / list_filtered([LabelFilter]) ─► [SandboxState]
 //!       └─► images() ─► Images: pull / list / remove / prune (blocking; an image as
 //!                       SandboxOptions' root is pulled by create)
 //! ```
@@ -49,7 +49,9 @@ use std::time::Duration;
 
 use moat_protocol::payload::exec::ExecRequest;
 
-pub use self::config::{ImageSource, Isolation, RootSource, RunOptions, SandboxOptions};
+pub use self::config::{
+    ImageSource, Isolation, LabelFilter, RootSource, RunOptions, SandboxOptions,
+};
 pub use self::exec::{ExecEvent, ExecStream};
 use crate::error::RuntimeError;
 use crate::lifecycle::Executables;
@@ -115,6 +117,15 @@ impl Moat {
     pub async fn list(&self) -> Result<Vec<SandboxState>, RuntimeError> {
         let inner = self.inner.clone();
         blocking(move || inner.list()).await
+    }
+
+    /// The sandboxes whose labels satisfy every filter, sorted by name.
+    pub async fn list_filtered(
+        &self,
+        filters: Vec<LabelFilter>,
+    ) -> Result<Vec<SandboxState>, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.list_filtered(&filters)).await
     }
 
     /// The home's image store: pull, list, remove, prune (what `moat pull`, `images`, `rmi` and

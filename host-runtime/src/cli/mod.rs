@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use moat_protocol::payload::exec::ExecRequest;
 
 pub use self::sandbox_args::{ExecArgs, IsolationArg, SandboxArgs};
-use crate::api::config::{RootSource, RunOptions, SandboxOptions};
+use crate::api::config::{LabelFilter, RootSource, RunOptions, SandboxOptions};
 use crate::lifecycle::logs::{LogFilter, LogOptions};
 
 /// `moat`: microVM and namespace sandboxes.
@@ -48,7 +48,7 @@ pub enum Command {
     /// Run a command in a running sandbox.
     Exec(ExecCmd),
     /// List named sandboxes.
-    Ls(ListCmd),
+    Ls(LsCmd),
     /// A sandbox's state and the isolation it has (profile, id map, limits) as JSON.
     Inspect(NameArg),
     /// The path of a sandbox's relay socket.
@@ -201,7 +201,32 @@ impl WaitCmd {
     }
 }
 
-/// `moat ls`, `moat images`.
+/// `moat ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct LsCmd {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Only sandboxes with this label (every filter must hold).
+    #[arg(long = "filter", value_name = "label=KEY[=VALUE]", value_parser = label_filter)]
+    pub filters: Vec<LabelFilter>,
+}
+
+/// `--filter label=KEY[=VALUE]`.
+fn label_filter(value: &str) -> Result<LabelFilter, String> {
+    let expected = || format!("--filter {value:?}: expected label=KEY or label=KEY=VALUE");
+    let label = value.strip_prefix("label=").ok_or_else(expected)?;
+    let (key, value) = match label.split_once('=') {
+        Some((key, value)) => (key, Some(value.to_owned())),
+        None => (label, None),
+    };
+    if key.is_empty() {
+        return Err(expected());
+    }
+    Ok(LabelFilter { key: key.to_owned(), value })
+}
+
+/// `moat images`.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct ListCmd {
     /// Print JSON.
@@ -686,6 +711,22 @@ mod tests {
             panic!("not wait")
         };
         assert_eq!(wait.timeout(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn labels_and_label_filters_parse() {
+        let create = create(&["box", "--label", "team=infra", "--label", "tier="]);
+        assert_eq!(create.config.labels.get("team").map(String::as_str), Some("infra"));
+        assert_eq!(create.config.labels.get("tier").map(String::as_str), Some(""));
+        usage_error(&["create", "box", "--label", "=x"]);
+        let Command::Ls(ls) =
+            parse_ok(&["ls", "--filter", "label=team=infra", "--filter", "label=x"])
+        else {
+            panic!("not ls")
+        };
+        assert_eq!(ls.filters[0], LabelFilter { key: "team".into(), value: Some("infra".into()) });
+        assert_eq!(ls.filters[1], LabelFilter { key: "x".into(), value: None });
+        usage_error(&["ls", "--filter", "status=running"]);
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct SandboxArgs {
     /// Shut down after this long with no client connected.
     #[arg(long, value_name = "D", value_parser = idle_timeout)]
     pub idle_timeout: Option<u64>,
+    /// A label, for `moat ls --filter label=KEY[=VALUE]`.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = config::parse_label)]
+    pub labels: Vec<(String, String)>,
 }
 
 fn max_duration(value: &str) -> Result<u64, BadValue> {
@@ -117,6 +120,7 @@ impl SandboxArgs {
             security_profile: self.security_profile.unwrap_or_default(),
             max_duration_secs: self.max_duration,
             idle_timeout_secs: self.idle_timeout,
+            labels: self.labels.into_iter().collect(),
             ..SandboxConfig::default()
         };
         (root, self.isolation.map_or(Isolation::Auto, Isolation::from), config)
