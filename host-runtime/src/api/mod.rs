@@ -29,7 +29,10 @@
 //! use moat_protocol::payload::exec::ExecRequest;
 //!
 //! # async fn demo() -> Result<(), moat_runtime::error::RuntimeError> {
-//! let moat = Moat::new("/var/lib/my-app/moat").with_executables(Executables::locate()?);
+//! let moat = Moat::new("/var/lib/my-app/moat").with_executables(Executables {
+//!     moat: "/usr/local/bin/moat".into(),
+//!     agentd: "/usr/local/bin/moat-agentd".into(),
+//! });
 //! let sandbox = moat.create(SandboxOptions::new("worker").isolation(Isolation::Namespace)).await?;
 //! let mut echo = ExecRequest::new("sh");
 //! echo.args = vec!["-c".into(), "cat; echo done".into()];
