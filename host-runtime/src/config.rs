@@ -130,10 +130,16 @@ pub struct SandboxConfig {
     pub pids_limit: Option<u32>,
     /// The image's StopSignal, recorded (`moat stop` sends `core.shutdown`, then SIGTERM).
     pub stop_signal: Option<String>,
+    /// `--shell PATH`: the shell [`crate::api::Sandbox::shell`] runs scripts with (`None`:
+    /// [`DEFAULT_SHELL`]).
+    pub shell: Option<String>,
     /// `--label KEY=VALUE`: the caller's tags, for listing by label; the sandbox never sees
     /// them.
     pub labels: std::collections::BTreeMap<String, String>,
 }
+
+/// The shell of a sandbox that names none.
+pub const DEFAULT_SHELL: &str = "/bin/sh";
 
 /// The pids limit of a sandbox that sets none: room for big parallel builds, far from what a
 /// fork bomb needs to hurt the host.

@@ -228,3 +228,16 @@ async fn per_exec_env_cwd_user_and_rlimits_apply_as_root() {
     assert_eq!(ran.outcome, ExecOutcome::Exited(0), "{}", String::from_utf8_lossy(&ran.stderr));
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "hi\n/tmp\n65534\n77\n");
 }
+
+#[tokio::test]
+async fn shell_runs_scripts_with_the_configured_shell_as_root() {
+    let moat = moat("api-shell");
+    let plain = moat.create(args("plain", SandboxConfig::default())).await.unwrap();
+    let config = SandboxConfig { shell: Some("/bin/bash".to_owned()), ..SandboxConfig::default() };
+    let bash = moat.create(args("bash", config)).await.unwrap();
+    let (default, configured) = (plain.shell("echo $0").await, bash.shell("echo $0").await);
+    plain.remove(true).await.unwrap();
+    bash.remove(true).await.unwrap();
+    assert_eq!(default.unwrap().stdout, b"/bin/sh\n");
+    assert_eq!(configured.unwrap().stdout, b"/bin/bash\n");
+}

@@ -134,6 +134,20 @@ impl Sandbox {
         )
     }
 
+    /// Runs `script` with the sandbox's shell (`SHELL -c SCRIPT`; `--shell`, else
+    /// [`crate::config::DEFAULT_SHELL`]) and collects its output.
+    pub fn shell(
+        &self,
+        script: &str,
+        timeout: Option<Duration>,
+    ) -> Result<CapturedExec, RuntimeError> {
+        let config = self.state()?.spec.config;
+        let shell = config.shell.as_deref().unwrap_or(crate::config::DEFAULT_SHELL);
+        let mut request = ExecRequest::new(shell);
+        request.args = vec!["-c".to_owned(), script.to_owned()];
+        self.exec(request, &[], timeout)
+    }
+
     /// [`RuntimeError::NotRunning`] unless it is running.
     pub fn require_running(&self) -> Result<(), RuntimeError> {
         let record = self.state()?;

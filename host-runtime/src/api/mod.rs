@@ -4,6 +4,7 @@
 //! ```text
 //!  Moat::new(home) ─► create(SandboxOptions) ─► Sandbox ─► exec(request, stdin) ─► CapturedExec
 //!       │                                         ├─► exec_with_timeout(request, stdin, timeout)
+//!       │                                         ├─► shell(script)  (the configured shell -c)
 //!       │                                         ├─► exec_stream(request) ─► ExecStream: next()
 //!       │                                         │     (started/stdout/stderr/exited), write_stdin,
 //!       │                                         │     close_stdin, signal, kill, resize, wait
@@ -182,6 +183,13 @@ impl Sandbox {
     ) -> Result<CapturedExec, RuntimeError> {
         let inner = self.inner.clone();
         blocking(move || inner.exec(request, &stdin, Some(timeout))).await
+    }
+
+    /// Runs `script` with the sandbox's shell (`SHELL -c SCRIPT`: `SandboxConfig::shell`, else
+    /// `/bin/sh`) and collects its output.
+    pub async fn shell(&self, script: impl Into<String>) -> Result<CapturedExec, RuntimeError> {
+        let (inner, script) = (self.inner.clone(), script.into());
+        blocking(move || inner.shell(&script, None)).await
     }
 
     /// Starts `request` and returns its events and controls (stdin, signals, resize) as they

@@ -714,6 +714,15 @@ mod tests {
     }
 
     #[test]
+    fn shell_names_the_sandbox_shell() {
+        assert_eq!(
+            create(&["box", "--shell", "/bin/bash"]).config.shell.as_deref(),
+            Some("/bin/bash")
+        );
+        assert_eq!(create(&["box"]).config.shell, None);
+    }
+
+    #[test]
     fn labels_and_label_filters_parse() {
         let create = create(&["box", "--label", "team=infra", "--label", "tier="]);
         assert_eq!(create.config.labels.get("team").map(String::as_str), Some("infra"));

@@ -83,6 +83,9 @@ pub struct SandboxArgs {
     /// Shut down after this long with no client connected.
     #[arg(long, value_name = "D", value_parser = idle_timeout)]
     pub idle_timeout: Option<u64>,
+    /// The shell the library's `Sandbox::shell` runs scripts with (default /bin/sh).
+    #[arg(long, value_name = "PATH")]
+    pub shell: Option<String>,
     /// A label, for `moat ls --filter label=KEY[=VALUE]`.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = config::parse_label)]
     pub labels: Vec<(String, String)>,
@@ -121,6 +124,7 @@ impl SandboxArgs {
             max_duration_secs: self.max_duration,
             idle_timeout_secs: self.idle_timeout,
             labels: self.labels.into_iter().collect(),
+            shell: self.shell,
             ..SandboxConfig::default()
         };
         (root, self.isolation.map_or(Isolation::Auto, Isolation::from), config)
