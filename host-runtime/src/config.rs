@@ -130,7 +130,16 @@ pub struct SandboxConfig {
     pub pids_limit: Option<u32>,
     /// The image's StopSignal, recorded (`moat stop` sends `core.shutdown`, then SIGTERM).
     pub stop_signal: Option<String>,
+    /// `--shell PATH`: the shell [`crate::api::Sandbox::shell`] runs scripts with (`None`:
+    /// [`DEFAULT_SHELL`]).
+    pub shell: Option<String>,
+    /// `--label KEY=VALUE`: the caller's tags, for listing by label; the sandbox never sees
+    /// them.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
+
+/// The shell of a sandbox that names none.
+pub const DEFAULT_SHELL: &str = "/bin/sh";
 
 /// The pids limit of a sandbox that sets none: room for big parallel builds, far from what a
 /// fork bomb needs to hurt the host.
@@ -282,6 +291,14 @@ pub fn parse_pids_limit(value: &str) -> Result<u32, BadValue> {
 pub fn parse_security_profile(value: &str) -> Result<SecurityProfile, BadValue> {
     SecurityProfile::parse(value)
         .ok_or_else(|| bad("--security-profile", value, "expected default, restricted or none"))
+}
+
+/// `--label KEY=VALUE` (a non-empty KEY without `=`; VALUE may be empty).
+pub fn parse_label(value: &str) -> Result<(String, String), BadValue> {
+    match value.split_once('=') {
+        Some((key, label)) if !key.is_empty() => Ok((key.to_owned(), label.to_owned())),
+        _ => Err(bad("--label", value, "expected KEY=VALUE")),
+    }
 }
 
 /// Whether `name` is a valid hostname: 1..=64 bytes of letters, digits, `-` and `.`, not

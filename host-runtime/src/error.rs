@@ -223,6 +223,12 @@ pub enum RuntimeError {
     /// An image could not be pulled, stored or used.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// Stdin written to, or closed on, an exec whose command has ended.
+    #[error("the command has ended; its stdin is closed")]
+    SessionEnded,
+    /// A blocking call of the async API ([`crate::api`]) panicked or its runtime shut down.
+    #[error("a blocking task of the moat API did not complete: {0}")]
+    BlockingTask(#[from] tokio::task::JoinError),
     /// The VM backend was asked for and cannot run here.
     #[error("--isolation vm: this host cannot boot a microVM: {reason} (`moat doctor` explains)")]
     VmUnavailable {

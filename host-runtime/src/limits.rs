@@ -9,6 +9,11 @@ pub const RELAY_SOCKET_WAIT_MS: u64 = 5_000;
 /// Poll interval while waiting for a file or a process.
 pub const POLL_INTERVAL_MS: u64 = 10;
 
+/// Events a streamed exec (`api::ExecStream`) holds before its reader stops reading the
+/// session (and, through the output acks, the command's output): with the agent's frames at
+/// most a few MiB each, the memory a slow consumer costs is bounded.
+pub const EXEC_STREAM_EVENTS: usize = 16;
+
 /// How long the CLI waits for the sandbox process to exit after `core.shutdown` before SIGKILL.
 pub const SANDBOX_EXIT_TIMEOUT_MS: u64 = 10_000;
 

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod support;
-use support::{moat, moat_home, processes_mentioning, require_root, stderr, stdout};
+use support::{
+    moat, moat_home, processes_in_cgroup, processes_mentioning, require_root, stderr, stdout,
+};
 
 /// A created sandbox, removed with `rm -f` when dropped.
 struct Sandbox {
@@ -131,19 +133,28 @@ fn logs_show_exec_output_in_order_after_exec_and_after_stop_as_root() {
 fn rm_force_leaves_nothing_running_as_root() {
     let home = moat_home("life-rmforce");
     let sandbox = Sandbox::create(&home, "gone");
+    let exec = sandbox.run(&["exec", "gone", "--", "sh", "-c", "sleep 600 >/dev/null 2>&1 &"]);
+    assert_eq!(exec.status.code(), Some(0), "exec: {}", stderr(&exec));
+    assert!(!processes_in_cgroup("gone").is_empty(), "no process in the sandbox's cgroup");
     let rm = sandbox.run(&["rm", "-f", "gone"]);
     assert_eq!(rm.status.code(), Some(0), "rm -f: {}", stderr(&rm));
-    let needle = home.to_string_lossy().into_owned();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !processes_mentioning(&needle).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running: {:?}",
-            processes_mentioning(&needle)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // Nothing of the sandbox may outlive the returned `rm -f`: no waiting here.
+    assert_eq!(processes_in_cgroup("gone"), Vec::<String>::new());
+    assert_eq!(processes_mentioning(&home.to_string_lossy()), Vec::<String>::new());
     assert!(!home.join("sandboxes").join("gone").exists());
+}
+
+#[test]
+fn kill_returns_once_every_process_of_the_sandbox_is_gone_as_root() {
+    let home = moat_home("life-kill");
+    let sandbox = Sandbox::create(&home, "killed");
+    let exec = sandbox.run(&["exec", "killed", "--", "sh", "-c", "sleep 600 >/dev/null 2>&1 &"]);
+    assert_eq!(exec.status.code(), Some(0), "exec: {}", stderr(&exec));
+    let kill = sandbox.run(&["kill", "killed"]);
+    assert_eq!(kill.status.code(), Some(0), "kill: {}", stderr(&kill));
+    assert_eq!(processes_in_cgroup("killed"), Vec::<String>::new());
+    assert_eq!(sandbox.ls_status().as_deref(), Some("stopped"));
+    assert_eq!(sandbox.run(&["rm", "killed"]).status.code(), Some(0));
 }
 
 #[test]
@@ -233,4 +244,69 @@ fn a_client_shutdown_reads_as_stopped_by_a_client_as_root() {
     let state = wait_for_status(&sandbox, "stopped");
     assert_eq!(state["stop_reason"], moat_runtime::supervisor::STOPPED_BY_CLIENT, "{state}");
     assert_eq!(state["exit_code"], 0, "{state}");
+}
+
+#[test]
+fn exec_timeout_kills_the_command_and_exits_124_as_root() {
+    let home = moat_home("life-exec-timeout");
+    let sandbox = Sandbox::create(&home, "slow");
+    let start = std::time::Instant::now();
+    let exec =
+        sandbox.run(&["exec", "slow", "--timeout", "1", "--", "sh", "-c", "echo a; sleep 30"]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(10), "{:?}", start.elapsed());
+    assert_eq!(exec.status.code(), Some(124), "stderr: {}", stderr(&exec));
+    assert_eq!(stdout(&exec), "a\n");
+    assert!(stderr(&exec).contains("killed after --timeout 1s"), "{}", stderr(&exec));
+    let quick = sandbox.run(&["exec", "slow", "--timeout", "30", "--", "true"]);
+    assert_eq!(quick.status.code(), Some(0), "stderr: {}", stderr(&quick));
+    assert_eq!(sandbox.run(&["rm", "-f", "slow"]).status.code(), Some(0));
+}
+
+#[test]
+fn wait_prints_the_exit_code_once_the_sandbox_ends_as_root() {
+    let home = moat_home("life-wait");
+    let sandbox = Sandbox::create(&home, "waited");
+    let timed_out = sandbox.run(&["wait", "waited", "--timeout", "1"]);
+    assert_eq!(timed_out.status.code(), Some(1), "stderr: {}", stderr(&timed_out));
+    assert!(stderr(&timed_out).contains("still running"), "{}", stderr(&timed_out));
+    assert_eq!(sandbox.run(&["stop", "waited"]).status.code(), Some(0));
+    let waited = sandbox.run(&["wait", "waited"]);
+    assert_eq!(waited.status.code(), Some(0), "stderr: {}", stderr(&waited));
+    assert_eq!(stdout(&waited), "0\n");
+    assert_eq!(sandbox.run(&["rm", "waited"]).status.code(), Some(0));
+    let unknown = sandbox.run(&["wait", "waited"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert_eq!(stderr(&unknown).lines().count(), 1, "{}", stderr(&unknown));
+}
+
+#[test]
+fn ls_filters_by_label_as_root() {
+    require_root();
+    let home = moat_home("life-labels");
+    for (name, team) in [("one", "infra"), ("two", "web")] {
+        let label = format!("team={team}");
+        let output = moat(&home, &["create", name, "--label", &label, "--label", "keep="]);
+        assert_eq!(output.status.code(), Some(0), "create: {}", stderr(&output));
+    }
+    let names = |filters: &[&str]| {
+        let mut args = vec!["ls", "--json"];
+        for filter in filters {
+            args.extend(["--filter", filter]);
+        }
+        let output = moat(&home, &args);
+        assert_eq!(output.status.code(), Some(0), "ls: {}", stderr(&output));
+        let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&["label=team=infra"]), ["one"]);
+    assert_eq!(names(&["label=keep", "label=team=web"]), ["two"]);
+    assert_eq!(names(&["label=team"]), ["one", "two"]);
+    assert!(names(&["label=owner"]).is_empty());
+    for name in ["one", "two"] {
+        assert_eq!(moat(&home, &["rm", "-f", name]).status.code(), Some(0));
+    }
 }

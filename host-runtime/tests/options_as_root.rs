@@ -79,7 +79,7 @@ fn bad_option_values_are_one_line_usage_errors() {
         (&["run", "--rlimit", "files=1", "--", "true"][..], "--rlimit \"files=1\""),
         (&["run", "-v", "/x:relative", "--", "true"][..], "-v \"/x:relative\""),
         (&["run", "--max-duration", "0", "--", "true"][..], "--max-duration \"0\""),
-        (&["create", "b", "-t"][..], "unknown option \"-t\""),
+        (&["create", "b", "-t"][..], "unexpected argument '-t'"),
     ] {
         let output = moat(&home, args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");

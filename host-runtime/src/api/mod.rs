@@ -1,38 +1,82 @@
-//! The runtime as a library: what language bindings and programs use instead of the CLI.
+//! The runtime as a library: what language bindings and programs use instead of the CLI. Every
+//! call is async (tokio).
 //!
 //! ```text
-//!  Moat::new(home) ─► create(CreateArgs) ─► Sandbox ─► exec(request, stdin) ─► CapturedExec
-//!       │                                     ├─► state() / socket() / wait(timeout)
-//!       ├─► get(name) ─► Sandbox               └─► stop() / kill() / remove(force)
-//!       ├─► list() ─► [SandboxState]
-//!       └─► images() ─► Images: pull / list / remove / prune (`--image` in CreateArgs' root)
+//!  Moat::new(home) ─► create(SandboxOptions) ─► Sandbox ─► exec(request, stdin) ─► CapturedExec
+//!       │                                         ├─► exec_with_timeout(request, stdin, timeout)
+//!       │                                         ├─► shell(script)  (the configured shell -c)
+//!       │                                         ├─► exec_stream(request) ─► ExecStream: next()
+//!       │                                         │     (started/stdout/stderr/exited), write_stdin,
+//!       │                                         │     close_stdin, signal, kill, resize, wait
+//!       │                                         ├─► state() / socket() / wait(timeout)
+//!       ├─► get(name) ─► Sandbox                  └─► stop() / kill() / remove(force)
+//!       ├─► list() / list_filtered([LabelFilter]) ─► [SandboxState]
+//!       └─► images() ─► Images: pull / list / remove / prune (blocking; an image as
+//!                       SandboxOptions' root is pulled by create)
 //! ```
 //!
 //! Every call is the same code the CLI runs (`lifecycle`), with the moat home passed explicitly
-//! instead of read from `$MOAT_HOME`. Nothing here prints to this process's stdout; exec output
-//! is collected (bounded by [`MAX_CAPTURED_BYTES`] per stream).
+//! instead of read from `$MOAT_HOME`; [`blocking`] is that code as plain functions, and each
+//! call here runs it on tokio's blocking pool (the lifecycle waits on processes and files, and
+//! an exec session is three blocking threads over the relay socket). Nothing here prints to this
+//! process's stdout; exec output is collected (bounded by [`MAX_CAPTURED_BYTES`] per stream).
+//!
+//! Dropping a call's future does not cancel the work it started: a dropped `exec` runs its
+//! command to its end (give it a timeout), a dropped `create` still boots the sandbox.
+//!
+//! ```no_run
+//! use moat_runtime::api::{Isolation, Moat, SandboxOptions};
+//! use moat_runtime::lifecycle::Executables;
+//! use moat_protocol::payload::exec::ExecRequest;
+//!
+//! # async fn demo() -> Result<(), moat_runtime::error::RuntimeError> {
+//! let moat = Moat::new("/var/lib/my-app/moat").with_executables(Executables {
+//!     moat: "/usr/local/bin/moat".into(),
+//!     agentd: "/usr/local/bin/moat-agentd".into(),
+//! });
+//! let sandbox = moat.create(SandboxOptions::new("worker").isolation(Isolation::Namespace)).await?;
+//! let mut echo = ExecRequest::new("sh");
+//! echo.args = vec!["-c".into(), "cat; echo done".into()];
+//! let ran = sandbox.exec(echo, b"input\n".to_vec()).await?;
+//! assert_eq!(ran.stdout, b"input\ndone\n");
+//! sandbox.remove(true).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod blocking;
+pub mod config;
+pub mod exec;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moat_protocol::payload::exec::ExecRequest;
 
-use crate::cli::CreateArgs;
+pub use self::config::{
+    ImageSource, Isolation, LabelFilter, RootSource, RunOptions, SandboxOptions,
+};
+pub use self::exec::{ExecEvent, ExecStream};
 use crate::error::RuntimeError;
-use crate::lifecycle::{self, Executables};
+use crate::lifecycle::Executables;
 use crate::limits::POLL_INTERVAL_MS;
-use crate::relay_client::{CapturedExec, RelayClient};
-use crate::store::home::{self, SandboxDir};
-use crate::store::state::{self, SandboxState, Status};
+pub use crate::relay_client::{CapturedExec, ExecOutcome};
+pub use crate::store::state::{SandboxState, Status};
 
 /// Largest stdout (and stderr) [`Sandbox::exec`] keeps; the rest is counted, not stored.
 pub const MAX_CAPTURED_BYTES: usize = 64 * 1024 * 1024;
 
+/// Runs `call` on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, RuntimeError> {
+    tokio::task::spawn_blocking(call).await?
+}
+
 /// A moat home: the store of named sandboxes.
 #[derive(Debug, Clone)]
 pub struct Moat {
-    home: PathBuf,
-    executables: Option<Executables>,
+    inner: blocking::Moat,
 }
 
 impl Moat {
@@ -40,112 +84,156 @@ impl Moat {
     /// as their sandbox process, so a program that is not `moat` itself (a language binding, a
     /// test) names the binaries with [`Moat::with_executables`].
     pub fn new(home: impl Into<PathBuf>) -> Moat {
-        Moat { home: home.into(), executables: None }
+        Moat { inner: blocking::Moat::new(home) }
     }
 
     /// Uses these `moat` and `moat-agentd` binaries for the sandboxes it creates.
-    pub fn with_executables(mut self, executables: Executables) -> Moat {
-        self.executables = Some(executables);
-        self
+    pub fn with_executables(self, executables: Executables) -> Moat {
+        Moat { inner: self.inner.with_executables(executables) }
     }
 
     /// The moat home the CLI uses: `$MOAT_HOME`, else `~/.moat`.
     pub fn from_env() -> Moat {
-        Moat::new(home::moat_home())
+        Moat { inner: blocking::Moat::from_env() }
     }
 
     /// The home directory.
     pub fn home(&self) -> &Path {
-        &self.home
+        self.inner.home()
     }
 
-    /// Boots a detached sandbox (as `moat create`) and returns a handle on it.
-    pub fn create(&self, args: CreateArgs) -> Result<Sandbox, RuntimeError> {
-        let name = lifecycle::create_in(&self.home, args, self.executables.as_ref())?;
-        self.get(&name)
+    /// Boots a detached sandbox (as `moat create`) and returns a handle on it once it is ready.
+    pub async fn create(&self, options: SandboxOptions) -> Result<Sandbox, RuntimeError> {
+        let inner = self.inner.clone();
+        let sandbox = blocking(move || inner.create(options)).await?;
+        Ok(Sandbox { inner: sandbox })
     }
 
-    /// A handle on the existing sandbox `name`.
-    pub fn get(&self, name: &str) -> Result<Sandbox, RuntimeError> {
-        let dir = lifecycle::open_named_in(&self.home, name)?;
-        Ok(Sandbox { name: name.to_owned(), dir })
-    }
-
-    /// The home's image store: pull, list, remove, prune (what `moat pull`, `images`, `rmi` and
-    /// `image prune` call).
-    pub fn images(&self) -> crate::image::Images {
-        crate::image::Images::new(&self.home)
+    /// A handle on the existing sandbox `name` ([`RuntimeError::UnknownSandbox`] when there is
+    /// none).
+    pub async fn get(&self, name: &str) -> Result<Sandbox, RuntimeError> {
+        let (inner, name) = (self.inner.clone(), name.to_owned());
+        let sandbox = blocking(move || inner.get(&name)).await?;
+        Ok(Sandbox { inner: sandbox })
     }
 
     /// Every sandbox's state, sorted by name.
-    pub fn list(&self) -> Result<Vec<SandboxState>, RuntimeError> {
-        lifecycle::list_in(&self.home)
+    pub async fn list(&self) -> Result<Vec<SandboxState>, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.list()).await
+    }
+
+    /// The sandboxes whose labels satisfy every filter, sorted by name.
+    pub async fn list_filtered(
+        &self,
+        filters: Vec<LabelFilter>,
+    ) -> Result<Vec<SandboxState>, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.list_filtered(&filters)).await
+    }
+
+    /// The home's image store: pull, list, remove, prune (what `moat pull`, `images`, `rmi` and
+    /// `image prune` call). Its calls block; run them with `spawn_blocking`.
+    pub fn images(&self) -> crate::image::Images {
+        self.inner.images()
     }
 }
 
 /// A named sandbox.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
-    name: String,
-    dir: SandboxDir,
+    inner: blocking::Sandbox,
 }
 
 impl Sandbox {
     /// Its name.
     pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Its state now (`crashed` when its process is gone without a recorded end).
-    pub fn state(&self) -> Result<SandboxState, RuntimeError> {
-        state::read(self.dir.path())
+        self.inner.name()
     }
 
     /// Its relay socket, for protocol clients.
     pub fn socket(&self) -> PathBuf {
-        self.dir.socket()
+        self.inner.socket()
     }
 
-    /// Runs `request` with `stdin` as its input and collects its output.
-    pub fn exec(&self, request: ExecRequest, stdin: &[u8]) -> Result<CapturedExec, RuntimeError> {
-        let record = self.state()?;
-        if record.status != Status::Running {
-            return Err(RuntimeError::NotRunning {
-                name: self.name.clone(),
-                status: record.status.as_str(),
-            });
-        }
-        RelayClient::connect(&self.socket())?.run_captured(request, stdin, MAX_CAPTURED_BYTES)
+    /// Its state now (`crashed` when its process is gone without a recorded end).
+    pub async fn state(&self) -> Result<SandboxState, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.state()).await
     }
 
-    /// Shuts it down gracefully (as `moat stop`); returns the final state.
-    pub fn stop(&self) -> Result<SandboxState, RuntimeError> {
-        lifecycle::stop_dir(&self.dir)
+    /// Runs `request` with `stdin` as its whole input and collects its output
+    /// ([`RuntimeError::NotRunning`] when the sandbox is not running).
+    pub async fn exec(
+        &self,
+        request: ExecRequest,
+        stdin: Vec<u8>,
+    ) -> Result<CapturedExec, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.exec(request, &stdin, None)).await
     }
 
-    /// SIGKILLs it (as `moat kill`); returns the final state.
-    pub fn kill(&self) -> Result<SandboxState, RuntimeError> {
-        lifecycle::kill_dir(&self.dir)
+    /// [`Sandbox::exec`], SIGKILLing the command when it runs longer than `timeout`; the
+    /// result then has [`CapturedExec::timed_out`] set and the output read until then.
+    pub async fn exec_with_timeout(
+        &self,
+        request: ExecRequest,
+        stdin: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<CapturedExec, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.exec(request, &stdin, Some(timeout))).await
     }
 
-    /// Removes it; a live sandbox only with `force` (killed first).
-    pub fn remove(self, force: bool) -> Result<(), RuntimeError> {
-        lifecycle::remove_dir(self.dir, force)
+    /// Runs `script` with the sandbox's shell (`SHELL -c SCRIPT`: `SandboxConfig::shell`, else
+    /// `/bin/sh`) and collects its output.
+    pub async fn shell(&self, script: impl Into<String>) -> Result<CapturedExec, RuntimeError> {
+        let (inner, script) = (self.inner.clone(), script.into());
+        blocking(move || inner.shell(&script, None)).await
+    }
+
+    /// Starts `request` and returns its events and controls (stdin, signals, resize) as they
+    /// come ([`RuntimeError::NotRunning`] when the sandbox is not running).
+    pub async fn exec_stream(&self, request: ExecRequest) -> Result<ExecStream, RuntimeError> {
+        ExecStream::start(self.inner.clone(), request).await
+    }
+
+    /// Shuts it down gracefully (as `moat stop`: `core.shutdown`, then SIGTERM, then SIGKILL);
+    /// returns the final state.
+    pub async fn stop(&self) -> Result<SandboxState, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.stop()).await
+    }
+
+    /// SIGKILLs it (as `moat kill`) and returns the final state once none of its processes is
+    /// left (as root, where its cgroup tells; see `kill_left_behind`).
+    pub async fn kill(&self) -> Result<SandboxState, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.kill()).await
+    }
+
+    /// Removes it; a live sandbox only with `force` (killed first, as [`Sandbox::kill`]),
+    /// else [`RuntimeError::StillRunning`].
+    pub async fn remove(self, force: bool) -> Result<(), RuntimeError> {
+        let inner = self.inner;
+        blocking(move || inner.remove(force)).await
     }
 
     /// Waits until it is no longer running or draining (it shut itself down, was stopped, or
-    /// crashed) and returns that state; [`RuntimeError::WaitTimeout`] after `timeout`.
-    pub fn wait(&self, timeout: Duration) -> Result<SandboxState, RuntimeError> {
-        let deadline = Instant::now() + timeout;
+    /// crashed) and returns that state; [`RuntimeError::WaitTimeout`] after `timeout`
+    /// (`Duration::MAX`: none).
+    pub async fn wait(&self, timeout: Duration) -> Result<SandboxState, RuntimeError> {
+        // `None`: a timeout too long to represent, i.e. no timeout.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         loop {
-            let record = self.state()?;
+            let record = self.state().await?;
             if !matches!(record.status, Status::Running | Status::Draining) {
                 return Ok(record);
             }
-            if Instant::now() >= deadline {
-                return Err(RuntimeError::WaitTimeout { name: self.name.clone(), timeout });
+            if deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
+                return Err(RuntimeError::WaitTimeout { name: self.name().to_owned(), timeout });
             }
-            std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
+            tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
         }
     }
 }

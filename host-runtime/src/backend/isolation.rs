@@ -1,7 +1,7 @@
 //! Choosing a backend: never weaker isolation than asked, never silently weaker than a VM.
 //! `vm` and `auto` get a microVM when the doctor says one can boot here.
 
-use crate::cli::Isolation;
+use crate::api::config::Isolation;
 use crate::config::SandboxConfig;
 use crate::doctor::Report;
 use crate::error::RuntimeError;

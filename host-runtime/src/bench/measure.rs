@@ -9,8 +9,8 @@ use moat_protocol::{Message, MessageFrame};
 
 use super::stats::Samples;
 use super::wire::{Conn, expect};
-use crate::api::{Moat, Sandbox};
-use crate::cli::{CreateArgs, Isolation, RootSource};
+use crate::api::blocking::{Moat, Sandbox};
+use crate::api::config::{Isolation, RootSource, SandboxOptions};
 use crate::config::{SandboxConfig, Tmpfs};
 use crate::error::RuntimeError;
 use crate::relay_client::{ExecOutcome, RelayClient};
@@ -22,12 +22,12 @@ pub(super) const SCRATCH_DIR: &str = "/bench";
 const FS_CHUNK_BYTES: usize = 3 * 1024 * 1024;
 
 /// Creation arguments of a bench sandbox: host root, the given backend, a scratch tmpfs.
-pub(super) fn create_args(name: &str, scratch_mib: u32, isolation: Isolation) -> CreateArgs {
+pub(super) fn create_args(name: &str, scratch_mib: u32, isolation: Isolation) -> SandboxOptions {
     let config = SandboxConfig {
         tmpfs: vec![Tmpfs { path: SCRATCH_DIR.to_owned(), size_mib: Some(scratch_mib) }],
         ..SandboxConfig::default()
     };
-    CreateArgs { name: name.to_owned(), root: RootSource::Host, isolation, config }
+    SandboxOptions { name: name.to_owned(), root: RootSource::Host, isolation, config }
 }
 
 fn exec_failed(what: &'static str, detail: String) -> RuntimeError {
@@ -44,7 +44,7 @@ pub(super) fn exec_round_trips(
     let mut samples = Vec::with_capacity(n);
     for i in 0..warmup + n {
         let start = Instant::now();
-        let ran = client.run_captured(ExecRequest::new("true"), b"", 4096)?;
+        let ran = client.run_captured(ExecRequest::new("true"), b"", 4096, None)?;
         let elapsed = start.elapsed();
         if ran.outcome != ExecOutcome::Exited(0) {
             return Err(exec_failed("exec true", format!("{:?}", ran.outcome)));
@@ -254,7 +254,7 @@ pub(super) fn concurrent_execs(socket: &Path, clients: usize, execs: usize) -> C
                 };
                 let mut ok = 0u64;
                 for _ in 0..execs {
-                    match client.run_captured(ExecRequest::new("true"), b"", 4096) {
+                    match client.run_captured(ExecRequest::new("true"), b"", 4096, None) {
                         Ok(ran) if ran.outcome == ExecOutcome::Exited(0) => ok += 1,
                         _ => {}
                     }

@@ -19,12 +19,11 @@ mod wire;
 
 use std::path::PathBuf;
 
+use crate::api::config::Isolation;
 use crate::backend::isolation::BackendKind;
-use crate::cli::Isolation;
 use std::time::Duration;
 
-use crate::api::Moat;
-use crate::cli::UsageError;
+use crate::api::blocking::Moat;
 use crate::error::RuntimeError;
 use stats::{mib_per_s, ms, us};
 
@@ -82,28 +81,6 @@ impl Sizes {
         codec_small_frames: 10_000,
         codec_chunks: 4,
     };
-}
-
-/// Parsed `moat bench` arguments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BenchArgs {
-    /// Print one JSON object instead of the table.
-    pub json: bool,
-    /// The run's sizes.
-    pub sizes: Sizes,
-}
-
-/// Parses `moat bench [--json] [--quick]`.
-pub fn parse_args(args: &[String]) -> Result<BenchArgs, UsageError> {
-    let mut parsed = BenchArgs { json: false, sizes: Sizes::FULL };
-    for arg in args {
-        match arg.as_str() {
-            "--json" => parsed.json = true,
-            "--quick" => parsed.sizes = Sizes::QUICK,
-            other => return Err(UsageError::UnknownOption(other.to_owned())),
-        }
-    }
-    Ok(parsed)
 }
 
 /// One figure of the report.
@@ -303,14 +280,6 @@ fn median_rate(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn arguments_pick_json_and_quick() {
-        let args: Vec<String> = vec!["--quick".into(), "--json".into()];
-        assert_eq!(parse_args(&args).unwrap(), BenchArgs { json: true, sizes: Sizes::QUICK });
-        assert_eq!(parse_args(&[]).unwrap(), BenchArgs { json: false, sizes: Sizes::FULL });
-        assert!(parse_args(&["--fast".to_owned()]).is_err());
-    }
 
     #[test]
     fn json_has_every_figure_and_the_machine() {

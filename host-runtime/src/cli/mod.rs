@@ -1,380 +1,252 @@
-//! Parsing `moat run`, `create`, `exec`, `logs`, `pull` and name-only arguments. Pure: no I/O, so every rule has a unit test.
+//! The `moat` command line, with clap derive: the only place that knows about flags. Each
+//! subcommand is one struct; the flags several share are flattened groups
+//! ([`sandbox_args`]). Parsing is pure, so every rule has a unit test; the binary (`main.rs`)
+//! dispatches the parsed [`Command`] to the library.
 //!
 //! ```text
-//! moat run    [SANDBOX OPTIONS] [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]
+//! moat run    [SANDBOX OPTIONS] [-t] [-e K=V]... [-w DIR] [-u USER] [--] CMD [ARGS...]
 //! moat create NAME [SANDBOX OPTIONS] [-e K=V]... [-w DIR] [-u USER]   (exec defaults)
-//! moat exec   NAME [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]
-//!
-//! moat pull   REF [--registry-auth USER:PASS]
-//!
-//! SANDBOX OPTIONS: --rootfs DIR|host | --image REF [--registry-auth USER:PASS],
-//!   --isolation auto|namespace|vm, --hostname NAME,
-//!   -v HOST:GUEST[:ro], --tmpfs PATH[:MiB], --script NAME=BODY, --rlimit RES=SOFT[:HARD],
-//!   --cpus N, --memory MiB, --max-duration D, --idle-timeout D   (D: N, Ns, Nm, Nh),
-//!   --security-profile default|restricted|none, --pids-limit N (0: unlimited)
+//! moat exec   NAME [-t] [-e K=V]... [-w DIR] [-u USER] [--] CMD [ARGS...]
 //! ```
 
+pub mod sandbox_args;
 pub(crate) mod tty;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::config::{self, BadValue, SandboxConfig};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use moat_protocol::payload::exec::ExecRequest;
 
-/// Which backend the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isolation {
-    /// A VM when the host can boot one, else the namespace backend with a warning.
-    Auto,
-    /// The namespace backend.
-    Namespace,
-    /// A microVM or nothing.
-    Vm,
+pub use self::sandbox_args::{ExecArgs, IsolationArg, SandboxArgs};
+use crate::api::config::{LabelFilter, RootSource, RunOptions, SandboxOptions};
+use crate::lifecycle::logs::{LogFilter, LogOptions};
+
+/// `moat`: microVM and namespace sandboxes.
+#[derive(Debug, Parser)]
+#[command(
+    name = "moat",
+    version,
+    about = "microVM and namespace sandboxes",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
 }
 
-/// Where the sandbox's root filesystem comes from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum RootSource {
-    /// A read-only root assembled from the host's system directories.
-    Host,
-    /// This directory as the read-only lower layer of a throw-away overlay.
-    Dir(PathBuf),
-    /// An OCI image's layers, stacked as the lower layers of a throw-away overlay.
-    Image(ImageSource),
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report whether this host can boot a microVM or run the namespace backend, and why.
+    Doctor,
+    /// Run a command in an ephemeral sandbox.
+    Run(RunCmd),
+    /// Boot a named sandbox that outlives this command (-e/-w/-u: defaults for its execs).
+    Create(CreateCmd),
+    /// Run a command in a running sandbox.
+    Exec(ExecCmd),
+    /// List named sandboxes.
+    Ls(LsCmd),
+    /// A sandbox's state and the isolation it has (profile, id map, limits) as JSON.
+    Inspect(NameArg),
+    /// The path of a sandbox's relay socket.
+    Socket(NameArg),
+    /// A sandbox's exec log.
+    Logs(LogsCmd),
+    /// Shut a sandbox down (core.shutdown; SIGTERM after 10 s, then SIGKILL).
+    Stop(NameArg),
+    /// SIGKILL a sandbox.
+    Kill(NameArg),
+    /// Remove a sandbox that is not running.
+    Rm(RemoveCmd),
+    /// Wait until a sandbox is no longer running; print its exit code.
+    Wait(WaitCmd),
+    /// Measure latency, throughput and memory of a sandbox.
+    Bench(BenchCmd),
+    /// Fetch an image into the store.
+    Pull(PullCmd),
+    /// List stored images.
+    Images(ListCmd),
+    /// Remove an image and the layers only it used.
+    Rmi(RemoveCmd),
+    /// Image store maintenance.
+    Image(ImageCmd),
+    /// Store registry credentials in ~/.docker/config.json (not checked against the registry).
+    Login(LoginCmd),
+    /// The per-sandbox process.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox(DirArg),
+    /// Binds the root source in a private mount namespace, then execs `unshare`.
+    #[command(name = "__ns-prepare", hide = true)]
+    NsPrepare(DirArg),
+    /// The first process in the sandbox's namespaces; execs the agent.
+    #[command(name = "__ns-init", hide = true)]
+    NsInit(DirArg),
+    /// A VM sandbox's VM process.
+    #[command(name = "__vm", hide = true)]
+    Vm(DirArg),
 }
 
-/// `--image REF`: the reference as given, and once resolved, its layer directories.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ImageSource {
-    /// The reference as the user wrote it (`python:3.12`).
-    pub reference: String,
-    /// `--registry-auth USER:PASS` for a pull; never written to the spec.
-    #[serde(skip)]
-    pub registry_auth: Option<String>,
-    /// The layer directories, top first; empty until the image is resolved from the store.
-    #[serde(default)]
-    pub layers: Vec<PathBuf>,
-}
-
-impl ImageSource {
-    /// An unresolved `--image REF`.
-    pub fn new(reference: impl Into<String>) -> ImageSource {
-        ImageSource { reference: reference.into(), registry_auth: None, layers: Vec::new() }
-    }
-}
-
-/// A parsed `moat run`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunArgs {
-    /// `KEY=VALUE` pairs for the command.
-    pub env: Vec<String>,
-    /// Working directory inside the sandbox.
-    pub cwd: Option<String>,
-    /// The user to run as inside the sandbox.
-    pub user: Option<String>,
-    /// Run the command on a PTY (`-t`).
+/// `moat run`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct RunCmd {
+    /// What the sandbox is made of.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// The command's environment, directory and user.
+    #[command(flatten)]
+    pub exec: ExecArgs,
+    /// Run the command on a PTY; the terminal goes raw.
+    #[arg(short, long)]
     pub tty: bool,
-    /// The root filesystem.
-    pub root: RootSource,
-    /// The requested backend.
-    pub isolation: Isolation,
-    /// The sandbox's configuration (mounts, limits, hostname...).
-    pub config: SandboxConfig,
-    /// The program.
-    pub cmd: String,
-    /// Its arguments.
-    pub args: Vec<String>,
+    /// The command and its arguments (with --image and none: the image's Entrypoint + Cmd).
+    #[arg(value_name = "CMD", trailing_var_arg = true, required_unless_present = "image")]
+    pub command: Vec<String>,
 }
 
-/// Why `moat run`'s arguments are unusable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UsageError {
-    /// An option needs a value and has none.
-    #[error("{0} needs a value")]
-    MissingValue(String),
-    /// `-e` without `=`.
-    #[error("-e {0:?}: expected KEY=VALUE")]
-    BadEnv(String),
-    /// An unknown `--isolation` value.
-    #[error("--isolation {0:?}: expected auto, namespace or vm")]
-    BadIsolation(String),
-    /// An option value that cannot be used.
-    #[error(transparent)]
-    BadValue(#[from] BadValue),
-    /// An option this command does not have.
-    #[error("unknown option {0:?}")]
-    UnknownOption(String),
-    /// No sandbox name given.
-    #[error("no sandbox name given")]
-    NoName,
-    /// A positional argument this command does not take.
-    #[error("unexpected argument {0:?}")]
-    UnexpectedArgument(String),
-    /// An unknown `--source` value.
-    #[error("--source {0:?}: expected stdout, stderr, system or all")]
-    BadSource(String),
-    /// A `--tail` value that is not a count.
-    #[error("--tail {0:?}: expected a number of lines")]
-    BadTail(String),
-    /// No command after the options.
-    #[error("no command given (usage: moat run [OPTIONS] -- CMD [ARGS...])")]
-    NoCommand,
-    /// `moat pull` without a reference.
-    #[error("no image reference given")]
-    NoImage,
-    /// `--rootfs` and `--image` together.
-    #[error("--rootfs and --image are mutually exclusive")]
-    RootAndImage,
-    /// `--registry-auth` without `--image`.
-    #[error("--registry-auth needs --image")]
-    AuthWithoutImage,
-}
-
-/// Which options a command accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Accepts {
-    /// `run`: everything.
-    Run,
-    /// `create`: the sandbox options, with `-e`, `-w` and `-u` as the sandbox's exec defaults.
-    Create,
-    /// `exec`: `-e`, `-w`, `-u`, `-t`.
-    Exec,
-}
-
-/// Parses the arguments after `run`.
-pub fn parse_run(args: &[String]) -> Result<RunArgs, UsageError> {
-    let parsed = parse_options(args, Accepts::Run)?;
-    // With an image, no command means the image's Entrypoint + Cmd.
-    if parsed.cmd.is_empty() && !matches!(parsed.root, RootSource::Image(_)) {
-        return Err(UsageError::NoCommand);
+impl RunCmd {
+    /// The library's options for this run.
+    pub fn into_options(self) -> RunOptions {
+        let (root, isolation, config) = self.sandbox.into_parts();
+        let command = exec_request(self.command, self.exec, self.tty);
+        RunOptions { root, isolation, config, command }
     }
-    Ok(parsed)
 }
 
-/// A parsed `moat create NAME [OPTIONS]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreateArgs {
+/// An exec request from the command line's words (an empty `cmd` when there are none).
+fn exec_request(words: Vec<String>, exec: ExecArgs, tty: bool) -> ExecRequest {
+    let mut words = words.into_iter();
+    let mut request = ExecRequest::new(words.next().unwrap_or_default());
+    request.args = words.collect();
+    request.env = exec.env;
+    request.cwd = exec.cwd;
+    request.user = exec.user;
+    request.tty = tty;
+    request
+}
+
+/// `moat create`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct CreateCmd {
     /// The sandbox name.
     pub name: String,
-    /// The root filesystem.
-    pub root: RootSource,
-    /// The requested backend.
-    pub isolation: Isolation,
-    /// The sandbox's configuration; `-e`, `-w`, `-u` are its exec defaults.
-    pub config: SandboxConfig,
+    /// What the sandbox is made of.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// The defaults of every exec.
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
-/// Parses the arguments after `create`.
-pub fn parse_create(args: &[String]) -> Result<CreateArgs, UsageError> {
-    let (name, rest) = args.split_first().ok_or(UsageError::NoName)?;
-    let parsed = parse_options(rest, Accepts::Create)?;
-    if !parsed.cmd.is_empty() {
-        return Err(UsageError::UnexpectedArgument(parsed.cmd));
+impl CreateCmd {
+    /// The library's options for this sandbox.
+    pub fn into_options(self) -> SandboxOptions {
+        let (root, isolation, mut config) = self.sandbox.into_parts();
+        config.env = self.exec.env;
+        config.cwd = self.exec.cwd;
+        config.user = self.exec.user;
+        SandboxOptions { name: self.name, root, isolation, config }
     }
-    let config =
-        SandboxConfig { env: parsed.env, cwd: parsed.cwd, user: parsed.user, ..parsed.config };
-    Ok(CreateArgs { name: name.clone(), root: parsed.root, isolation: parsed.isolation, config })
 }
 
-/// A parsed `moat exec NAME [-t] [-e K=V]... [-w DIR] [-u USER] -- CMD [ARGS...]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecArgs {
+/// `moat exec`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ExecCmd {
     /// The sandbox name.
     pub name: String,
-    /// The command, its environment, user, working directory and tty (the sandbox fields unused).
-    pub run: RunArgs,
+    /// The command's environment, directory and user.
+    #[command(flatten)]
+    pub exec: ExecArgs,
+    /// Run the command on a PTY; the terminal goes raw.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// SIGKILL the command after this many seconds (exit status 124).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// The command and its arguments.
+    #[arg(value_name = "CMD", trailing_var_arg = true, required = true)]
+    pub command: Vec<String>,
 }
 
-/// Parses the arguments after `exec`.
-pub fn parse_exec(args: &[String]) -> Result<ExecArgs, UsageError> {
-    let (name, rest) = args.split_first().ok_or(UsageError::NoName)?;
-    let run = parse_options(rest, Accepts::Exec)?;
-    if run.cmd.is_empty() {
-        return Err(UsageError::NoCommand);
+impl ExecCmd {
+    /// The exec request and its time limit.
+    pub fn request(self) -> (ExecRequest, Option<Duration>) {
+        (exec_request(self.command, self.exec, self.tty), self.timeout.map(Duration::from_secs))
     }
-    Ok(ExecArgs { name: name.clone(), run })
 }
 
-/// Parses options up to the command; an empty `cmd` means none was given.
-fn parse_options(args: &[String], accepts: Accepts) -> Result<RunArgs, UsageError> {
-    let mut parsed = RunArgs {
-        env: Vec::new(),
-        cwd: None,
-        user: None,
-        tty: false,
-        root: RootSource::Host,
-        isolation: Isolation::Auto,
-        config: SandboxConfig::default(),
-        cmd: String::new(),
-        args: Vec::new(),
+/// A subcommand that takes one sandbox name.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct NameArg {
+    /// The sandbox name.
+    pub name: String,
+}
+
+/// `moat wait`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct WaitCmd {
+    /// The sandbox name.
+    pub name: String,
+    /// Give up after this many seconds (exit status 1).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+}
+
+impl WaitCmd {
+    /// How long to wait (`Duration::MAX`: until it ends).
+    pub fn timeout(&self) -> Duration {
+        self.timeout.map_or(Duration::MAX, Duration::from_secs)
+    }
+}
+
+/// `moat ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct LsCmd {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Only sandboxes with this label (every filter must hold).
+    #[arg(long = "filter", value_name = "label=KEY[=VALUE]", value_parser = label_filter)]
+    pub filters: Vec<LabelFilter>,
+}
+
+/// `--filter label=KEY[=VALUE]`.
+fn label_filter(value: &str) -> Result<LabelFilter, String> {
+    let expected = || format!("--filter {value:?}: expected label=KEY or label=KEY=VALUE");
+    let label = value.strip_prefix("label=").ok_or_else(expected)?;
+    let (key, value) = match label.split_once('=') {
+        Some((key, value)) => (key, Some(value.to_owned())),
+        None => (label, None),
     };
-    let mut rest = args.iter();
-    let mut command = Vec::new();
-    let mut rootfs_given = false;
-    let mut registry_auth = None;
-    let sandbox = matches!(accepts, Accepts::Run | Accepts::Create);
-    let command_options = matches!(accepts, Accepts::Run | Accepts::Exec);
-    while let Some(arg) = rest.next() {
-        let mut value =
-            || rest.next().cloned().ok_or_else(|| UsageError::MissingValue(arg.clone()));
-        let config = &mut parsed.config;
-        match arg.as_str() {
-            "--" => {
-                command.extend(rest.by_ref().cloned());
-                break;
-            }
-            "-e" | "--env" => {
-                let pair = value()?;
-                if !pair.contains('=') || pair.starts_with('=') {
-                    return Err(UsageError::BadEnv(pair));
-                }
-                parsed.env.push(pair);
-            }
-            "-w" | "--workdir" => parsed.cwd = Some(value()?),
-            "-u" | "--user" => parsed.user = Some(value()?),
-            "-t" | "--tty" if command_options => parsed.tty = true,
-            "--rootfs" if sandbox => {
-                let root = value()?;
-                if matches!(parsed.root, RootSource::Image(_)) {
-                    return Err(UsageError::RootAndImage);
-                }
-                rootfs_given = true;
-                parsed.root =
-                    if root == "host" { RootSource::Host } else { RootSource::Dir(root.into()) };
-            }
-            "--image" if sandbox => {
-                let reference = value()?;
-                if rootfs_given {
-                    return Err(UsageError::RootAndImage);
-                }
-                parsed.root = RootSource::Image(ImageSource::new(reference));
-            }
-            "--registry-auth" if sandbox => registry_auth = Some(value()?),
-            "--isolation" if sandbox => {
-                parsed.isolation = match value()?.as_str() {
-                    "auto" => Isolation::Auto,
-                    "namespace" => Isolation::Namespace,
-                    "vm" => Isolation::Vm,
-                    other => return Err(UsageError::BadIsolation(other.to_owned())),
-                };
-            }
-            "--hostname" if sandbox => config.hostname = Some(config::parse_hostname(&value()?)?),
-            "-v" | "--volume" if sandbox => config.volumes.push(config::parse_volume(&value()?)?),
-            "--tmpfs" if sandbox => config.tmpfs.push(config::parse_tmpfs(&value()?)?),
-            "--script" if sandbox => config.scripts.push(config::parse_script(&value()?)?),
-            "--rlimit" if sandbox => config.rlimits.push(config::parse_rlimit(&value()?)?),
-            "--cpus" if sandbox => config.vcpus = Some(config::parse_cpus(&value()?)?),
-            "--memory" if sandbox => config.memory_mib = Some(config::parse_memory(&value()?)?),
-            "--pids-limit" if sandbox => {
-                config.pids_limit = Some(config::parse_pids_limit(&value()?)?);
-            }
-            "--security-profile" if sandbox => {
-                config.security_profile = config::parse_security_profile(&value()?)?;
-            }
-            "--max-duration" if sandbox => {
-                config.max_duration_secs =
-                    Some(config::parse_duration("--max-duration", &value()?)?);
-            }
-            "--idle-timeout" if sandbox => {
-                config.idle_timeout_secs =
-                    Some(config::parse_duration("--idle-timeout", &value()?)?);
-            }
-            other if other.starts_with('-') => {
-                return Err(UsageError::UnknownOption(other.to_owned()));
-            }
-            _ => {
-                command.push(arg.clone());
-                command.extend(rest.by_ref().cloned());
-                break;
-            }
-        }
+    if key.is_empty() {
+        return Err(expected());
     }
-    match (&mut parsed.root, registry_auth) {
-        (RootSource::Image(image), auth) => image.registry_auth = auth,
-        (_, Some(_)) => return Err(UsageError::AuthWithoutImage),
-        (_, None) => {}
-    }
-    let mut command = command.into_iter();
-    parsed.cmd = command.next().unwrap_or_default();
-    parsed.args = command.collect();
-    Ok(parsed)
+    Ok(LabelFilter { key: key.to_owned(), value })
 }
 
-/// A parsed `moat pull REF [--registry-auth USER:PASS]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PullArgs {
-    /// The image reference.
-    pub reference: String,
-    /// `USER:PASS` for the registry.
-    pub registry_auth: Option<String>,
+/// `moat images`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ListCmd {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// Parses the arguments after `pull`.
-pub fn parse_pull(args: &[String]) -> Result<PullArgs, UsageError> {
-    let mut reference = None;
-    let mut registry_auth = None;
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        match arg.as_str() {
-            "--registry-auth" => {
-                registry_auth = Some(
-                    rest.next().cloned().ok_or_else(|| UsageError::MissingValue(arg.clone()))?,
-                );
-            }
-            other if other.starts_with('-') => {
-                return Err(UsageError::UnknownOption(other.to_owned()));
-            }
-            other if reference.is_none() => reference = Some(other.to_owned()),
-            extra => return Err(UsageError::UnexpectedArgument(extra.to_owned())),
-        }
-    }
-    Ok(PullArgs { reference: reference.ok_or(UsageError::NoImage)?, registry_auth })
+/// `moat rm`, `moat rmi`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct RemoveCmd {
+    /// The sandbox name (rm) or image reference (rmi).
+    pub name: String,
+    /// rm: kill a live sandbox first; rmi: remove even when a sandbox uses the image.
+    #[arg(short, long)]
+    pub force: bool,
 }
 
-/// A parsed `moat login SERVER -u USER (-p PASS | --password-stdin)`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct LoginArgs {
-    /// The registry (`host[:port]`, `docker.io`).
-    pub server: String,
-    /// The user.
-    pub username: String,
-    /// The password, or `None` for `--password-stdin`.
-    pub password: Option<String>,
-}
-
-impl std::fmt::Debug for LoginArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LoginArgs({}, {})", self.server, self.username)
-    }
-}
-
-/// Parses the arguments after `login`.
-pub fn parse_login(args: &[String]) -> Result<LoginArgs, UsageError> {
-    let (mut server, mut username, mut password, mut stdin) = (None, None, None, false);
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let mut value =
-            || rest.next().cloned().ok_or_else(|| UsageError::MissingValue(arg.clone()));
-        match arg.as_str() {
-            "-u" | "--username" => username = Some(value()?),
-            "-p" | "--password" => password = Some(value()?),
-            "--password-stdin" => stdin = true,
-            other if other.starts_with('-') => {
-                return Err(UsageError::UnknownOption(other.to_owned()));
-            }
-            other if server.is_none() => server = Some(other.to_owned()),
-            extra => return Err(UsageError::UnexpectedArgument(extra.to_owned())),
-        }
-    }
-    let username = username.ok_or_else(|| UsageError::MissingValue("-u".to_owned()))?;
-    if stdin == password.is_some() {
-        return Err(UsageError::MissingValue("exactly one of -p and --password-stdin".to_owned()));
-    }
-    Ok(LoginArgs { server: server.unwrap_or_else(|| "docker.io".to_owned()), username, password })
-}
-
-/// Which exec.log records `moat logs` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFilter {
+/// `--source`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
     /// Exec stdout only.
     Stdout,
     /// Exec stderr only.
@@ -385,91 +257,231 @@ pub enum LogFilter {
     All,
 }
 
-/// A parsed `moat logs NAME [--source stdout|stderr|system|all] [--tail N] [-f]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogsArgs {
+/// `moat logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct LogsCmd {
     /// The sandbox name.
     pub name: String,
     /// Which records.
-    pub source: LogFilter,
+    #[arg(long, value_enum, default_value = "all")]
+    pub source: SourceArg,
     /// Only the last N lines of the selected output.
+    #[arg(long, value_name = "N")]
     pub tail: Option<usize>,
-    /// Keep printing new records.
+    /// Keep printing new records while the sandbox is live.
+    #[arg(short, long)]
     pub follow: bool,
 }
 
-/// Parses the arguments after `logs`.
-pub fn parse_logs(args: &[String]) -> Result<LogsArgs, UsageError> {
-    let mut parsed =
-        LogsArgs { name: String::new(), source: LogFilter::All, tail: None, follow: false };
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let mut value =
-            || rest.next().cloned().ok_or_else(|| UsageError::MissingValue(arg.clone()));
-        match arg.as_str() {
-            "--source" => {
-                parsed.source = match value()?.as_str() {
-                    "stdout" => LogFilter::Stdout,
-                    "stderr" => LogFilter::Stderr,
-                    "system" => LogFilter::System,
-                    "all" => LogFilter::All,
-                    other => return Err(UsageError::BadSource(other.to_owned())),
-                };
-            }
-            "--tail" => {
-                let n = value()?;
-                parsed.tail = Some(n.parse().map_err(|_| UsageError::BadTail(n))?);
-            }
-            "-f" | "--follow" => parsed.follow = true,
-            other if other.starts_with('-') => {
-                return Err(UsageError::UnknownOption(other.to_owned()));
-            }
-            name if parsed.name.is_empty() => parsed.name = name.to_owned(),
-            extra => return Err(UsageError::UnexpectedArgument(extra.to_owned())),
-        }
+impl LogsCmd {
+    /// The library's log options.
+    pub fn options(&self) -> LogOptions {
+        let source = match self.source {
+            SourceArg::Stdout => LogFilter::Stdout,
+            SourceArg::Stderr => LogFilter::Stderr,
+            SourceArg::System => LogFilter::System,
+            SourceArg::All => LogFilter::All,
+        };
+        LogOptions { source, tail: self.tail, follow: self.follow }
     }
-    if parsed.name.is_empty() {
-        return Err(UsageError::NoName);
-    }
-    Ok(parsed)
 }
 
-/// Parses `NAME` alone, or `-f NAME` / `NAME -f` when `force` names the flag (`rm`).
-pub fn parse_name(args: &[String], force: Option<&str>) -> Result<(String, bool), UsageError> {
-    let mut name = None;
-    let mut forced = false;
-    for arg in args {
-        match arg.as_str() {
-            flag if Some(flag) == force || (force.is_some() && flag == "--force") => forced = true,
-            other if other.starts_with('-') => {
-                return Err(UsageError::UnknownOption(other.to_owned()));
-            }
-            other if name.is_none() => name = Some(other.to_owned()),
-            extra => return Err(UsageError::UnexpectedArgument(extra.to_owned())),
-        }
+/// `moat bench`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct BenchCmd {
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Smaller sizes: a quick check rather than a measurement.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// `moat pull`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct PullCmd {
+    /// The image reference.
+    pub reference: String,
+    /// Credentials for the registry (else ~/.docker/config.json).
+    #[arg(long, value_name = "USER:PASS")]
+    pub registry_auth: Option<String>,
+}
+
+/// `moat image`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ImageCmd {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ImageSubcommand,
+}
+
+/// `moat image`'s subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ImageSubcommand {
+    /// Remove layers no image uses and abandoned partial pulls.
+    Prune,
+}
+
+/// `moat login`.
+#[derive(Clone, PartialEq, Eq, Args)]
+pub struct LoginCmd {
+    /// The registry (`host[:port]`).
+    #[arg(default_value = "docker.io")]
+    pub server: String,
+    /// The user.
+    #[arg(short, long)]
+    pub username: String,
+    /// The password.
+    #[arg(short, long, required_unless_present = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long, conflicts_with = "password")]
+    pub password_stdin: bool,
+}
+
+impl std::fmt::Debug for LoginCmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoginCmd({}, {})", self.server, self.username)
     }
-    Ok((name.ok_or(UsageError::NoName)?, forced))
+}
+
+/// The sandbox directory argument of the hidden subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct DirArg {
+    /// The sandbox directory.
+    pub dir: PathBuf,
+}
+
+/// What a parse that did not yield a command means for the process.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A command to run.
+    Command(Box<Command>),
+    /// `--help` or `--version`: print this on stdout and succeed.
+    Info(String),
+    /// A usage error: what to print on stderr (one `moat: ...` line, or the help when no
+    /// subcommand was given).
+    Usage(String),
+}
+
+/// Parses `args` (the program name first), turning clap's errors into one line.
+pub fn parse<I, T>(args: I) -> Parsed
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::error::ErrorKind;
+    match Cli::try_parse_from(args) {
+        Ok(cli) => Parsed::Command(Box::new(cli.command)),
+        Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            Parsed::Info(err.render().to_string())
+        }
+        Err(err) if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            Parsed::Usage(err.render().to_string())
+        }
+        Err(err) => Parsed::Usage(format!("moat: {}\n", one_line(&err.render().to_string()))),
+    }
+}
+
+/// clap's message without its usage and tip lines, on one line.
+fn one_line(rendered: &str) -> String {
+    let mut words = Vec::new();
+    for line in rendered.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if line.is_empty() || line.starts_with("tip:") {
+            continue;
+        }
+        words.push(line.strip_prefix("error: ").unwrap_or(line));
+    }
+    words.join(" ")
+}
+
+/// The subcommand's name as the user typed it, for error lines (`moat run: ...`).
+pub fn name_of(command: &Command) -> &'static str {
+    match command {
+        Command::Doctor => "doctor",
+        Command::Run(_) => "run",
+        Command::Create(_) => "create",
+        Command::Exec(_) => "exec",
+        Command::Ls(_) => "ls",
+        Command::Inspect(_) => "inspect",
+        Command::Socket(_) => "socket",
+        Command::Logs(_) => "logs",
+        Command::Stop(_) => "stop",
+        Command::Kill(_) => "kill",
+        Command::Rm(_) => "rm",
+        Command::Wait(_) => "wait",
+        Command::Bench(_) => "bench",
+        Command::Pull(_) => "pull",
+        Command::Images(_) => "images",
+        Command::Rmi(_) => "rmi",
+        Command::Image(_) => "image",
+        Command::Login(_) => "login",
+        Command::Sandbox(_) => "__sandbox",
+        Command::NsPrepare(_) => "__ns-prepare",
+        Command::NsInit(_) => "__ns-init",
+        Command::Vm(_) => "__vm",
+    }
+}
+
+/// Whether a run's root is an image (with no command, the image's defaults run).
+pub fn runs_image(options: &RunOptions) -> bool {
+    matches!(options.root, RootSource::Image(_))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::config::{ImageSource, Isolation};
     use crate::security::SecurityProfile;
 
-    fn parse(args: &[&str]) -> Result<RunArgs, UsageError> {
-        parse_run(&args.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+    fn parse_ok(args: &[&str]) -> Command {
+        match parse(std::iter::once("moat").chain(args.iter().copied())) {
+            Parsed::Command(command) => *command,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        match parse(std::iter::once("moat").chain(args.iter().copied())) {
+            Parsed::Usage(line) => line,
+            other => panic!("{args:?} parsed: {other:?}"),
+        }
+    }
+
+    fn run(args: &[&str]) -> RunOptions {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        match parse_ok(&all) {
+            Command::Run(run) => run.into_options(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn create(args: &[&str]) -> SandboxOptions {
+        let mut all = vec!["create"];
+        all.extend_from_slice(args);
+        match parse_ok(&all) {
+            Command::Create(create) => create.into_options(),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn defaults_are_host_root_and_auto_isolation() {
-        let run = parse(&["--", "echo", "hello"]).unwrap();
+        let run = run(&["--", "echo", "hello"]);
         assert_eq!((run.root, run.isolation), (RootSource::Host, Isolation::Auto));
-        assert_eq!((run.cmd.as_str(), run.args), ("echo", vec!["hello".to_owned()]));
+        assert_eq!(
+            (run.command.cmd.as_str(), run.command.args),
+            ("echo", vec!["hello".to_owned()])
+        );
     }
 
     #[test]
     fn options_before_the_separator_are_parsed() {
-        let run = parse(&[
+        let run = run(&[
             "-e",
             "A=1",
             "-w",
@@ -480,56 +492,71 @@ mod tests {
             "namespace",
             "--",
             "sh",
-        ])
-        .unwrap();
-        assert_eq!(run.env, vec!["A=1".to_owned()]);
-        assert_eq!(run.cwd.as_deref(), Some("/tmp"));
+        ]);
+        assert_eq!(run.command.env, vec!["A=1".to_owned()]);
+        assert_eq!(run.command.cwd.as_deref(), Some("/tmp"));
         assert_eq!(run.root, RootSource::Dir("/srv/r".into()));
         assert_eq!(run.isolation, Isolation::Namespace);
     }
 
     #[test]
     fn arguments_after_the_command_are_not_options() {
-        let run = parse(&["ls", "-l", "--", "-e"]).unwrap();
-        assert_eq!(run.args, vec!["-l".to_owned(), "--".to_owned(), "-e".to_owned()]);
+        let run = run(&["ls", "-l", "--", "-e"]);
+        assert_eq!(run.command.cmd, "ls");
+        assert_eq!(run.command.args, vec!["-l".to_owned(), "--".to_owned(), "-e".to_owned()]);
     }
 
     #[test]
     fn missing_command_is_an_error() {
-        assert_eq!(parse(&["--"]), Err(UsageError::NoCommand));
+        assert!(usage_error(&["run", "--"]).contains("<CMD>"));
     }
 
     #[test]
     fn env_without_equals_is_refused() {
-        assert_eq!(parse(&["-e", "A", "--", "x"]), Err(UsageError::BadEnv("A".into())));
-    }
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| (*s).to_owned()).collect()
+        let err = usage_error(&["run", "-e", "A", "--", "x"]);
+        assert!(err.contains("expected KEY=VALUE"), "{err}");
     }
 
     #[test]
     fn create_takes_a_name_and_backend_options_but_no_command() {
-        let create = parse_create(&strings(&["box", "--rootfs", "/srv"])).unwrap();
+        let create = create(&["box", "--rootfs", "/srv"]);
         assert_eq!((create.name.as_str(), create.root), ("box", RootSource::Dir("/srv".into())));
-        assert!(parse_create(&strings(&["box", "--", "sh"])).is_err());
-        assert!(parse_create(&strings(&["box", "-t"])).is_err());
+        usage_error(&["create", "box", "--", "sh"]);
+        assert!(usage_error(&["create", "box", "-t"]).contains("'-t'"));
     }
 
     #[test]
     fn exec_takes_user_env_and_a_command() {
-        let exec =
-            parse_exec(&strings(&["box", "-t", "-u", "nobody", "-e", "A=1", "--", "id"])).unwrap();
-        assert_eq!((exec.name.as_str(), exec.run.user.as_deref()), ("box", Some("nobody")));
-        assert!(exec.run.tty);
-        assert!(parse_exec(&strings(&["box", "--memory", "128", "--", "id"])).is_err());
-        assert_eq!((exec.run.cmd.as_str(), exec.run.env), ("id", vec!["A=1".to_owned()]));
+        let Command::Exec(exec) = parse_ok(&[
+            "exec",
+            "box",
+            "-t",
+            "-u",
+            "nobody",
+            "-e",
+            "A=1",
+            "--timeout",
+            "9",
+            "--",
+            "id",
+        ]) else {
+            panic!("not exec")
+        };
+        assert_eq!(exec.name, "box");
+        let (request, timeout) = exec.request();
+        assert_eq!(timeout, Some(Duration::from_secs(9)));
+        assert_eq!(request.user.as_deref(), Some("nobody"));
+        assert!(request.tty);
+        assert_eq!((request.cmd.as_str(), request.env), ("id", vec!["A=1".to_owned()]));
+        usage_error(&["exec", "box", "--memory", "128", "--", "id"]);
+        usage_error(&["exec", "box"]);
+        usage_error(&["exec", "box", "--timeout", "0", "id"]);
+        usage_error(&["run", "--bogus", "--", "id"]);
     }
 
     #[test]
     fn create_keeps_env_workdir_and_user_as_sandbox_defaults() {
-        let create =
-            parse_create(&strings(&["box", "-e", "A=1", "-w", "/w", "-u", "nobody"])).unwrap();
+        let create = create(&["box", "-e", "A=1", "-w", "/w", "-u", "nobody"]);
         assert_eq!(create.config.env, vec!["A=1".to_owned()]);
         assert_eq!(create.config.cwd.as_deref(), Some("/w"));
         assert_eq!(create.config.user.as_deref(), Some("nobody"));
@@ -537,7 +564,7 @@ mod tests {
 
     #[test]
     fn sandbox_options_fill_the_config() {
-        let run = parse(&[
+        let run = run(&[
             "--hostname",
             "h1",
             "-v",
@@ -563,8 +590,7 @@ mod tests {
             "-t",
             "--",
             "sh",
-        ])
-        .unwrap();
+        ]);
         let c = &run.config;
         assert_eq!(c.hostname.as_deref(), Some("h1"));
         assert_eq!(
@@ -574,85 +600,158 @@ mod tests {
         assert_eq!((c.vcpus, c.memory_mib), (Some(2), Some(256)));
         assert_eq!((c.max_duration_secs, c.idle_timeout_secs), (Some(300), Some(30)));
         assert_eq!((c.security_profile, c.pids_limit), (SecurityProfile::Restricted, Some(64)));
-        assert!(run.tty);
+        assert!(run.command.tty);
     }
 
     #[test]
-    fn a_bad_option_value_names_the_option() {
-        let err = parse(&["--rlimit", "files=1", "--", "x"]).unwrap_err();
-        assert!(err.to_string().starts_with("--rlimit \"files=1\""), "{err}");
+    fn a_bad_option_value_is_one_line_naming_the_option() {
+        let err = usage_error(&["run", "--rlimit", "files=1", "--", "x"]);
+        assert!(err.contains("--rlimit \"files=1\""), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 
     #[test]
     fn logs_parses_source_and_tail() {
-        let logs = parse_logs(&strings(&["box", "--source", "stderr", "--tail", "3"])).unwrap();
-        assert_eq!((logs.source, logs.tail, logs.follow), (LogFilter::Stderr, Some(3), false));
-        assert!(parse_logs(&strings(&["--tail", "x", "box"])).is_err());
+        let Command::Logs(logs) = parse_ok(&["logs", "box", "--source", "stderr", "--tail", "3"])
+        else {
+            panic!("not logs")
+        };
+        let options = logs.options();
+        assert_eq!(
+            (options.source, options.tail, options.follow),
+            (LogFilter::Stderr, Some(3), false)
+        );
+        usage_error(&["logs", "--tail", "x", "box"]);
     }
 
     #[test]
     fn rm_force_flag_is_found_on_either_side_of_the_name() {
-        assert_eq!(parse_name(&strings(&["-f", "b"]), Some("-f")).unwrap(), ("b".into(), true));
-        assert_eq!(parse_name(&strings(&["b"]), Some("-f")).unwrap(), ("b".into(), false));
-        assert!(parse_name(&strings(&["-f", "b"]), None).is_err());
+        for args in [&["rm", "-f", "b"][..], &["rm", "b", "--force"][..]] {
+            let Command::Rm(rm) = parse_ok(args) else { panic!("not rm") };
+            assert_eq!((rm.name.as_str(), rm.force), ("b", true));
+        }
+        let Command::Rm(rm) = parse_ok(&["rm", "b"]) else { panic!("not rm") };
+        assert!(!rm.force);
+        usage_error(&["stop", "-f", "b"]);
     }
 
     #[test]
     fn image_without_a_command_runs_the_image_defaults() {
-        let run = parse(&["--image", "python:3.12"]).unwrap();
-        assert_eq!(run.root, RootSource::Image(ImageSource::new("python:3.12")));
-        assert!(run.cmd.is_empty());
-        let run = parse(&["--image", "bb", "--registry-auth", "u:p", "--", "ls", "/"]).unwrap();
+        let run_image = run(&["--image", "python:3.12"]);
+        assert_eq!(run_image.root, RootSource::Image(ImageSource::new("python:3.12")));
+        assert!(run_image.command.cmd.is_empty() && runs_image(&run_image));
+        let run = run(&["--image", "bb", "--registry-auth", "u:p", "--", "ls", "/"]);
         let RootSource::Image(image) = &run.root else { panic!("{:?}", run.root) };
         assert_eq!(image.registry_auth.as_deref(), Some("u:p"));
-        assert_eq!((run.cmd.as_str(), run.args), ("ls", vec!["/".to_owned()]));
+        assert_eq!((run.command.cmd.as_str(), run.command.args), ("ls", vec!["/".to_owned()]));
     }
 
     #[test]
     fn rootfs_and_image_are_mutually_exclusive() {
-        assert_eq!(parse(&["--rootfs", "host", "--image", "bb"]), Err(UsageError::RootAndImage));
-        assert_eq!(parse(&["--image", "bb", "--rootfs", "/r"]), Err(UsageError::RootAndImage));
-        assert_eq!(
-            parse(&["--registry-auth", "u:p", "--", "x"]),
-            Err(UsageError::AuthWithoutImage)
-        );
+        usage_error(&["run", "--rootfs", "host", "--image", "bb"]);
+        usage_error(&["run", "--image", "bb", "--rootfs", "/r"]);
+        usage_error(&["run", "--registry-auth", "u:p", "--", "x"]);
     }
 
     #[test]
-    fn the_registry_auth_is_never_written_to_the_spec() {
-        let mut image = ImageSource::new("bb");
-        image.registry_auth = Some("u:secret".into());
-        let json = serde_json::to_string(&RootSource::Image(image)).unwrap();
-        assert!(!json.contains("secret"), "{json}");
+    fn rootfs_host_is_the_host_root() {
+        assert_eq!(run(&["--rootfs", "host", "true"]).root, RootSource::Host);
     }
 
     #[test]
     fn pull_takes_one_reference_and_optional_auth() {
-        let pull = parse_pull(&strings(&["--registry-auth", "u:p", "bb:1"])).unwrap();
+        let Command::Pull(pull) = parse_ok(&["pull", "--registry-auth", "u:p", "bb:1"]) else {
+            panic!("not pull")
+        };
         assert_eq!((pull.reference.as_str(), pull.registry_auth.as_deref()), ("bb:1", Some("u:p")));
-        assert_eq!(parse_pull(&[]), Err(UsageError::NoImage));
-        assert!(parse_pull(&strings(&["a", "b"])).is_err());
+        usage_error(&["pull"]);
+        usage_error(&["pull", "a", "b"]);
     }
 
     #[test]
     fn login_needs_a_user_and_one_password_source() {
-        let login = parse_login(&strings(&["127.0.0.1:5000", "-u", "me", "-p", "pw"])).unwrap();
+        let Command::Login(login) = parse_ok(&["login", "127.0.0.1:5000", "-u", "me", "-p", "pw"])
+        else {
+            panic!("not login")
+        };
         assert_eq!(
             (login.server.as_str(), login.password.as_deref()),
             ("127.0.0.1:5000", Some("pw"))
         );
-        let hub = parse_login(&strings(&["-u", "me", "--password-stdin"])).unwrap();
-        assert_eq!((hub.server.as_str(), hub.password), ("docker.io", None));
-        assert!(parse_login(&strings(&["-u", "me"])).is_err());
-        assert!(parse_login(&strings(&["-u", "me", "-p", "x", "--password-stdin"])).is_err());
         assert!(!format!("{login:?}").contains("pw"));
+        let Command::Login(hub) = parse_ok(&["login", "-u", "me", "--password-stdin"]) else {
+            panic!("not login")
+        };
+        assert_eq!((hub.server.as_str(), hub.password), ("docker.io", None));
+        usage_error(&["login", "-u", "me"]);
+        usage_error(&["login", "-u", "me", "-p", "x", "--password-stdin"]);
     }
 
     #[test]
     fn unknown_isolation_is_refused() {
+        let err = usage_error(&["run", "--isolation", "chroot", "--", "x"]);
+        assert!(err.contains("chroot"), "{err}");
+    }
+
+    #[test]
+    fn hidden_subcommands_take_the_sandbox_directory() {
+        for (name, dir) in [("__sandbox", "/d1"), ("__ns-prepare", "/d2"), ("__ns-init", "/d3")] {
+            let command = parse_ok(&[name, dir]);
+            assert_eq!(name_of(&command), name);
+        }
+        let Command::Vm(vm) = parse_ok(&["__vm", "/d"]) else { panic!("not __vm") };
+        assert_eq!(vm.dir, PathBuf::from("/d"));
+    }
+
+    #[test]
+    fn wait_takes_a_name_and_an_optional_timeout() {
+        let Command::Wait(wait) = parse_ok(&["wait", "box"]) else { panic!("not wait") };
+        assert_eq!((wait.name.as_str(), wait.timeout()), ("box", Duration::MAX));
+        let Command::Wait(wait) = parse_ok(&["wait", "box", "--timeout", "3"]) else {
+            panic!("not wait")
+        };
+        assert_eq!(wait.timeout(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn shell_names_the_sandbox_shell() {
         assert_eq!(
-            parse(&["--isolation", "chroot", "--", "x"]),
-            Err(UsageError::BadIsolation("chroot".into()))
+            create(&["box", "--shell", "/bin/bash"]).config.shell.as_deref(),
+            Some("/bin/bash")
         );
+        assert_eq!(create(&["box"]).config.shell, None);
+    }
+
+    #[test]
+    fn labels_and_label_filters_parse() {
+        let create = create(&["box", "--label", "team=infra", "--label", "tier="]);
+        assert_eq!(create.config.labels.get("team").map(String::as_str), Some("infra"));
+        assert_eq!(create.config.labels.get("tier").map(String::as_str), Some(""));
+        usage_error(&["create", "box", "--label", "=x"]);
+        let Command::Ls(ls) =
+            parse_ok(&["ls", "--filter", "label=team=infra", "--filter", "label=x"])
+        else {
+            panic!("not ls")
+        };
+        assert_eq!(ls.filters[0], LabelFilter { key: "team".into(), value: Some("infra".into()) });
+        assert_eq!(ls.filters[1], LabelFilter { key: "x".into(), value: None });
+        usage_error(&["ls", "--filter", "status=running"]);
+    }
+
+    #[test]
+    fn bench_picks_json_and_quick() {
+        let Command::Bench(bench) = parse_ok(&["bench", "--quick", "--json"]) else {
+            panic!("not bench")
+        };
+        assert!(bench.json && bench.quick);
+        usage_error(&["bench", "--fast"]);
+    }
+
+    #[test]
+    fn help_is_information_and_no_command_is_a_usage_error() {
+        assert!(matches!(parse(["moat", "--help"]), Parsed::Info(_)));
+        assert!(matches!(parse(["moat"]), Parsed::Usage(_)));
+        assert!(matches!(parse(["moat", "image", "prune"]), Parsed::Command(_)));
+        usage_error(&["nosuch"]);
     }
 }

@@ -421,7 +421,7 @@ fn sandbox_layer_users(home: &Path) -> Vec<(String, Vec<String>)> {
         let Ok(spec) = crate::store::home::SandboxDir::open(entry.path()).read_spec() else {
             continue;
         };
-        if let crate::cli::RootSource::Image(source) = spec.root {
+        if let crate::api::config::RootSource::Image(source) = spec.root {
             let diff_ids = source
                 .layers
                 .iter()

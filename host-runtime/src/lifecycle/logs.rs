@@ -21,13 +21,37 @@ use std::time::Duration;
 use moat_protocol::exec_log::{FollowCursor, LogFile, LogSource, record_chunks, tail_start};
 use moat_protocol::limits::EXEC_LOG_ROTATED_FILES;
 
-use crate::cli::{LogFilter, LogsArgs};
 use crate::error::RuntimeError;
 use crate::limits::LOG_FOLLOW_INTERVAL_MS;
 use crate::store::home::SandboxDir;
 use crate::store::state::{self, Status};
 
 const EXEC_LOG: &str = "exec.log";
+
+/// Which exec.log records to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFilter {
+    /// Exec stdout only.
+    Stdout,
+    /// Exec stderr only.
+    Stderr,
+    /// Lifecycle markers only.
+    System,
+    /// Everything.
+    #[default]
+    All,
+}
+
+/// What [`print()`] prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Which records.
+    pub source: LogFilter,
+    /// Only the last N lines of the selected output.
+    pub tail: Option<usize>,
+    /// Keep printing new records while the sandbox is live.
+    pub follow: bool,
+}
 
 /// Whether `filter` selects records from `source`.
 pub fn selects(filter: LogFilter, source: LogSource) -> bool {
@@ -56,7 +80,7 @@ pub fn chunks(text: &str, filter: LogFilter) -> Vec<Vec<u8>> {
 }
 
 /// Prints the selected records; with `follow`, keeps printing until the sandbox is not live.
-pub fn print(dir: &SandboxDir, args: &LogsArgs) -> Result<(), RuntimeError> {
+pub fn print(dir: &SandboxDir, args: &LogOptions) -> Result<(), RuntimeError> {
     let log_dir = dir.log_dir();
     let mut cursor = FollowCursor::new();
     let text = read_new(&log_dir, &mut cursor, args.source)?.concat();

@@ -23,14 +23,17 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::agentd_bin;
+use crate::api::config::SandboxOptions;
 use crate::backend::isolation;
-use crate::cli::{CreateArgs, ExecArgs};
 use crate::error::RuntimeError;
 use crate::lifecycle::run::Lifetime;
 use crate::limits::{KILL_WAIT_MS, POLL_INTERVAL_MS, SANDBOX_EXIT_TIMEOUT_MS, STOP_TERM_GRACE_MS};
 use crate::relay_client::{ExecOutcome, RelayClient, exit_status};
 use crate::store::home::{self, SandboxDir, SandboxSpec};
 use crate::store::state::{self, SandboxState, Status};
+
+/// `moat exec`'s exit status when `--timeout` killed the command (as `timeout(1)`).
+pub const EXIT_TIMED_OUT: u8 = 124;
 
 /// Shell-style exit code of a process killed by `signal`.
 fn signal_exit_code(signal: Signal) -> i32 {
@@ -77,7 +80,7 @@ impl Executables {
 }
 
 /// `moat create`: boots a detached sandbox in `$MOAT_HOME` and records it. Returns its name.
-pub fn create(args: CreateArgs) -> Result<String, RuntimeError> {
+pub fn create(args: SandboxOptions) -> Result<String, RuntimeError> {
     create_in(&home::moat_home(), args, None)
 }
 
@@ -85,7 +88,7 @@ pub fn create(args: CreateArgs) -> Result<String, RuntimeError> {
 /// `executables`: `None` locates them as the CLI does.
 pub fn create_in(
     home: &Path,
-    args: CreateArgs,
+    args: SandboxOptions,
     executables: Option<&Executables>,
 ) -> Result<String, RuntimeError> {
     state::validate_name(&args.name)?;
@@ -167,23 +170,30 @@ fn boot_detached(dir: &SandboxDir, spec: SandboxSpec, moat: &Path) -> Result<(),
     state::write(dir.path(), &record)
 }
 
-/// `moat exec`: runs a command in a running sandbox; returns the CLI exit status.
-pub fn exec(args: ExecArgs) -> Result<u8, RuntimeError> {
-    let dir = open_named(&args.name)?;
+/// `moat exec`: runs `request` in the running sandbox `name`, its output on this process's
+/// stdout and stderr, SIGKILLed after `timeout`; returns the CLI exit status
+/// ([`EXIT_TIMED_OUT`] when the timeout killed it).
+pub fn exec(
+    name: &str,
+    request: ExecRequest,
+    timeout: Option<Duration>,
+) -> Result<u8, RuntimeError> {
+    let dir = open_named(name)?;
     let record = state::read(dir.path())?;
     if record.status != Status::Running {
-        return Err(RuntimeError::NotRunning { name: args.name, status: record.status.as_str() });
+        return Err(RuntimeError::NotRunning {
+            name: name.to_owned(),
+            status: record.status.as_str(),
+        });
     }
     crate::relay_client::block_forwarded_signals()?;
     let mut client = RelayClient::connect(&dir.socket())?;
-    let cmd = args.run.cmd.clone();
-    let mut request = ExecRequest::new(args.run.cmd);
-    request.args = args.run.args;
-    request.env = args.run.env;
-    request.cwd = args.run.cwd;
-    request.user = args.run.user;
-    request.tty = args.run.tty;
-    let outcome = client.run_exec(request)?;
+    let cmd = request.cmd.clone();
+    let (outcome, timed_out) = client.run_exec_within(request, timeout)?;
+    if let (true, Some(timeout)) = (timed_out, timeout) {
+        eprintln!("moat: {cmd}: killed after --timeout {}s", timeout.as_secs());
+        return Ok(EXIT_TIMED_OUT);
+    }
     match &outcome {
         ExecOutcome::Failed(failed) => eprintln!("{}", run::exec_failed_line(&cmd, failed)),
         ExecOutcome::Refused(message) => {
@@ -338,10 +348,10 @@ fn kill_and_wait(pid: i32, dir: &Path) {
     }
 }
 
-/// Removes the cgroup a killed sandbox process (`pid`) could not remove itself.
+/// Kills what is left in the cgroup of a killed sandbox process (`pid`), and removes it.
 fn remove_cgroup_of(name: &str, pid: i32) {
     if let Ok(pid) = u32::try_from(pid) {
-        crate::backend::namespace::cgroup::remove_left_behind(
+        crate::backend::namespace::cgroup::kill_left_behind(
             &crate::backend::namespace::cgroup::leaf_name(name, pid),
         );
     }
@@ -385,7 +395,7 @@ fn wait_gone(pid: i32, dir: &Path, timeout_ms: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::RootSource;
+    use crate::api::config::RootSource;
 
     fn record(name: &str, status: Status) -> SandboxState {
         SandboxState {

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use moat_protocol::payload::exec::{ExecFailed, ExecFailureKind, ExecRequest};
+use moat_protocol::payload::exec::{ExecFailed, ExecFailureKind};
 
+use crate::api::config::{ImageSource, Isolation, RootSource, RunOptions};
 use crate::backend::isolation::{self, BackendKind};
-use crate::cli::{ImageSource, RootSource, RunArgs};
 use crate::error::RuntimeError;
 use crate::image::{ImageDefaults, ImageError, Images, PullOptions};
 use crate::limits::{AGENT_LOG_TAIL_LINES, POLL_INTERVAL_MS, SANDBOX_EXIT_TIMEOUT_MS};
@@ -24,7 +24,7 @@ use crate::store::home::{self, SandboxDir, SandboxSpec};
 use crate::supervisor::STARTUP_OK;
 
 /// Runs `args` in an ephemeral sandbox; returns the process exit status for the CLI.
-pub fn execute(mut args: RunArgs) -> Result<u8, RuntimeError> {
+pub fn execute(mut args: RunOptions) -> Result<u8, RuntimeError> {
     refuse_image_on_vm(args.isolation, &args.root)?;
     let backend = isolation::prepare_backend(args.isolation)?;
     crate::relay_client::block_forwarded_signals()?;
@@ -51,10 +51,10 @@ pub fn execute(mut args: RunArgs) -> Result<u8, RuntimeError> {
 /// `--image` with `--isolation vm`: the VM backend cannot stack image layers yet. Checked before
 /// the backend is probed, so the error names what is missing rather than the host's KVM.
 pub(crate) fn refuse_image_on_vm(
-    isolation: crate::cli::Isolation,
+    isolation: Isolation,
     root: &RootSource,
 ) -> Result<(), RuntimeError> {
-    if isolation == crate::cli::Isolation::Vm && matches!(root, RootSource::Image(_)) {
+    if isolation == Isolation::Vm && matches!(root, RootSource::Image(_)) {
         return Err(ImageError::VmNotBuilt.into());
     }
     Ok(())
@@ -90,26 +90,27 @@ pub(crate) fn resolve_root(
 /// The image's defaults under `moat run`'s explicit options: `-e` wins per variable, `-w` and
 /// `-u` win, and the command is Entrypoint + (the explicit command, or Cmd).
 fn apply_image_defaults(
-    args: &mut RunArgs,
+    args: &mut RunOptions,
     defaults: &ImageDefaults,
     root: &RootSource,
 ) -> Result<(), RuntimeError> {
-    args.env = defaults.merged_env(&args.env);
-    args.cwd = args.cwd.take().or_else(|| defaults.working_dir.clone());
-    args.user = args.user.take().or_else(|| defaults.user.clone());
+    let command = &mut args.command;
+    command.env = defaults.merged_env(&command.env);
+    command.cwd = command.cwd.take().or_else(|| defaults.working_dir.clone());
+    command.user = command.user.take().or_else(|| defaults.user.clone());
     args.config.stop_signal = defaults.stop_signal.clone();
     let mut explicit = Vec::new();
-    if !args.cmd.is_empty() {
-        explicit.push(std::mem::take(&mut args.cmd));
-        explicit.append(&mut args.args);
+    if !command.cmd.is_empty() {
+        explicit.push(std::mem::take(&mut command.cmd));
+        explicit.append(&mut command.args);
     }
     let mut command = defaults.command(&explicit).into_iter();
     let reference = match root {
         RootSource::Image(image) => image.reference.clone(),
         _ => String::new(),
     };
-    args.cmd = command.next().ok_or(ImageError::NoCommand { reference })?;
-    args.args = command.collect();
+    args.command.cmd = command.next().ok_or(ImageError::NoCommand { reference })?;
+    args.command.args = command.collect();
     Ok(())
 }
 
@@ -132,10 +133,10 @@ pub(crate) fn checked_root(root: &RootSource) -> Result<RootSource, RuntimeError
     }
 }
 
-fn run_in(dir: &SandboxDir, spec: SandboxSpec, args: RunArgs) -> Result<u8, RuntimeError> {
+fn run_in(dir: &SandboxDir, spec: SandboxSpec, args: RunOptions) -> Result<u8, RuntimeError> {
     dir.write_spec(&spec)?;
     let mut sandbox = spawn_sandbox(dir, Lifetime::WithCli, &own_executable()?)?;
-    let cmd = args.cmd.clone();
+    let cmd = args.command.cmd.clone();
     let result = wait_startup(dir, &mut sandbox).and_then(|()| exec_and_shutdown(dir, args));
     stop_sandbox(&mut sandbox);
     let outcome = result?;
@@ -217,15 +218,9 @@ pub(crate) fn wait_startup(dir: &SandboxDir, sandbox: &mut Child) -> Result<(), 
     Err(RuntimeError::Boot { message, agent_log: dir.agent_log_tail(AGENT_LOG_TAIL_LINES) })
 }
 
-fn exec_and_shutdown(dir: &SandboxDir, args: RunArgs) -> Result<ExecOutcome, RuntimeError> {
+fn exec_and_shutdown(dir: &SandboxDir, args: RunOptions) -> Result<ExecOutcome, RuntimeError> {
     let mut client = RelayClient::connect(&dir.socket())?;
-    let mut request = ExecRequest::new(args.cmd);
-    request.args = args.args;
-    request.env = args.env;
-    request.cwd = args.cwd;
-    request.user = args.user;
-    request.tty = args.tty;
-    let outcome = client.run_exec(request);
+    let outcome = client.run_exec(args.command);
     if let Err(err) = client.request_shutdown() {
         tracing::warn!(%err, "could not send core.shutdown; the sandbox will be killed");
     }
@@ -246,23 +241,24 @@ fn stop_sandbox(sandbox: &mut Child) {
     let _ = sandbox.wait();
 }
 
-/// The sandbox directory argument of the hidden subcommands.
-pub fn hidden_dir_arg(args: &[String]) -> Option<SandboxDir> {
-    args.first().map(|p| SandboxDir::open(PathBuf::from(p)))
-}
-
 #[cfg(test)]
 mod tests {
+    use moat_protocol::payload::exec::ExecRequest;
+
     use super::*;
 
-    fn image_run(cmd: &[&str], env: &[&str], cwd: Option<&str>) -> RunArgs {
-        let mut args = crate::cli::parse_run(&["--image".to_owned(), "img".to_owned()]).unwrap();
+    fn image_run(cmd: &[&str], env: &[&str], cwd: Option<&str>) -> RunOptions {
         let mut cmd = cmd.iter().map(|s| (*s).to_owned());
-        args.cmd = cmd.next().unwrap_or_default();
-        args.args = cmd.collect();
-        args.env = env.iter().map(|s| (*s).to_owned()).collect();
-        args.cwd = cwd.map(str::to_owned);
-        args
+        let mut command = ExecRequest::new(cmd.next().unwrap_or_default());
+        command.args = cmd.collect();
+        command.env = env.iter().map(|s| (*s).to_owned()).collect();
+        command.cwd = cwd.map(str::to_owned);
+        RunOptions {
+            root: RootSource::Image(ImageSource::new("img")),
+            isolation: Isolation::Auto,
+            config: crate::config::SandboxConfig::default(),
+            command,
+        }
     }
 
     fn defaults() -> ImageDefaults {
@@ -281,9 +277,15 @@ mod tests {
         let mut args = image_run(&[], &[], None);
         let root = args.root.clone();
         apply_image_defaults(&mut args, &defaults(), &root).unwrap();
-        assert_eq!((args.cmd.as_str(), args.args.clone()), ("/init", vec!["serve".to_owned()]));
-        assert_eq!((args.cwd.as_deref(), args.user.as_deref()), (Some("/app"), Some("app")));
-        assert_eq!(args.env, ["PATH=/bin", "A=1"]);
+        assert_eq!(
+            (args.command.cmd.as_str(), args.command.args.clone()),
+            ("/init", vec!["serve".to_owned()])
+        );
+        assert_eq!(
+            (args.command.cwd.as_deref(), args.command.user.as_deref()),
+            (Some("/app"), Some("app"))
+        );
+        assert_eq!(args.command.env, ["PATH=/bin", "A=1"]);
         assert_eq!(args.config.stop_signal.as_deref(), Some("SIGQUIT"));
     }
 
@@ -293,11 +295,11 @@ mod tests {
         let root = args.root.clone();
         apply_image_defaults(&mut args, &defaults(), &root).unwrap();
         assert_eq!(
-            (args.cmd.as_str(), args.args.clone()),
+            (args.command.cmd.as_str(), args.command.args.clone()),
             ("/init", vec!["debug".to_owned(), "-v".to_owned()])
         );
         assert_eq!(
-            (args.cwd.as_deref(), args.env.clone()),
+            (args.command.cwd.as_deref(), args.command.env.clone()),
             (Some("/tmp"), vec!["PATH=/bin".to_owned(), "A=2".to_owned()])
         );
     }

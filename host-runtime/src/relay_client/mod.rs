@@ -15,11 +15,15 @@
 //! Blocking I/O on three threads: the session is one request, so an async runtime buys nothing.
 
 pub mod flow;
+pub mod stream;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use moat_protocol::limits::RELAY_PROLOGUE_BYTES;
 use moat_protocol::payload::exec::{
@@ -79,6 +83,48 @@ pub enum Stream {
     Stderr,
 }
 
+/// A session's time limit: a thread that sends `core.exec.signal` SIGKILL when `timeout`
+/// passes before the session ends (dropping the `Deadline` ends it early).
+struct Deadline {
+    /// Dropped when the session ends, which wakes the thread before its time.
+    _session_over: std::sync::mpsc::Sender<()>,
+    fired: Arc<AtomicBool>,
+}
+
+impl Deadline {
+    fn start(writer: &Arc<Mutex<UnixStream>>, id: u32, timeout: Duration) -> Deadline {
+        let (session_over, session_ended) = std::sync::mpsc::channel::<()>();
+        let fired = Arc::new(AtomicBool::new(false));
+        let (writer, flag) = (Arc::clone(writer), Arc::clone(&fired));
+        std::thread::spawn(move || {
+            if session_ended.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout) {
+                flag.store(true, Ordering::SeqCst);
+                let kill = ExecSignal { signal: Signal::SIGKILL as i32 };
+                let _ = send(
+                    &writer,
+                    MessageFrame::new(id, Message::ExecSignal(kill)),
+                    "core.exec.signal",
+                );
+            }
+        });
+        Deadline { _session_over: session_over, fired }
+    }
+
+    /// Whether the time ran out (and the command was killed).
+    fn passed(self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+/// What a session's frames tell its driver, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionEvent<'a> {
+    /// `core.exec.started`: the program runs.
+    Started,
+    /// A chunk of its output.
+    Output(Stream, &'a [u8]),
+}
+
 /// The result of [`RelayClient::run_captured`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapturedExec {
@@ -90,6 +136,8 @@ pub struct CapturedExec {
     pub stderr: Vec<u8>,
     /// Output bytes beyond the cap, counted and discarded.
     pub dropped_bytes: u64,
+    /// The command ran past its timeout and was SIGKILLed (its outcome is that death).
+    pub timed_out: bool,
 }
 
 /// A connected relay client.
@@ -134,7 +182,17 @@ impl RelayClient {
     /// Runs `request` to its end, streaming output live and forwarding our stdin. With
     /// `request.tty`, the PTY gets our terminal's size, our terminal is raw for the session, and
     /// window size changes follow.
-    pub fn run_exec(&mut self, mut request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+    pub fn run_exec(&mut self, request: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+        self.run_exec_within(request, None).map(|(outcome, _)| outcome)
+    }
+
+    /// [`RelayClient::run_exec`], SIGKILLing the command when it runs past `timeout`; the
+    /// flag says whether it did.
+    pub fn run_exec_within(
+        &mut self,
+        mut request: ExecRequest,
+        timeout: Option<Duration>,
+    ) -> Result<(ExecOutcome, bool), RuntimeError> {
         let id = self.ids.next_id().ok_or(RuntimeError::IdsExhausted)?;
         let tty = request.tty;
         if tty && let Some((rows, cols)) = crate::cli::tty::terminal_size() {
@@ -152,30 +210,36 @@ impl RelayClient {
         std::thread::spawn(move || forward_stdin(&writer, id, feeder_window.as_deref(), chunk));
         let writer = Arc::clone(&self.writer);
         std::thread::spawn(move || forward_signals(&writer, id, tty));
+        let deadline = timeout.map(|timeout| Deadline::start(&self.writer, id, timeout));
         let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
-        self.drive(id, window.as_deref(), |stream, data| match stream {
-            Stream::Stdout => write_live(&mut stdout, data),
-            Stream::Stderr => write_live(&mut stderr, data),
-        })
+        let outcome = self.drive(id, window.as_deref(), |event| match event {
+            SessionEvent::Output(Stream::Stdout, data) => write_live(&mut stdout, data),
+            SessionEvent::Output(Stream::Stderr, data) => write_live(&mut stderr, data),
+            SessionEvent::Started => {}
+        })?;
+        Ok((outcome, deadline.is_some_and(Deadline::passed)))
     }
 
     /// The stdin window of a new session (`None` on the legacy path).
-    fn stdin_window(&self) -> Option<Arc<StdinWindow>> {
+    pub(crate) fn stdin_window(&self) -> Option<Arc<StdinWindow>> {
         self.policy.map(|p| Arc::new(StdinWindow::new(u64::from(p.input_limit))))
     }
 
-    fn stdin_chunk_bytes(&self) -> usize {
+    pub(crate) fn stdin_chunk_bytes(&self) -> usize {
         crate::relay_client::flow::stdin_chunk_bytes(self.policy.as_ref())
     }
 
     /// Runs `request` with `stdin` as its whole input (then EOF) and collects its output, up to
-    /// `max_bytes` per stream (the rest is counted as dropped, never buffered). For library
-    /// callers: nothing is read from or written to this process's own stdio.
+    /// `max_bytes` per stream (the rest is counted as dropped, never buffered). With a
+    /// `timeout`, a command still running then gets `core.exec.signal` SIGKILL and the session
+    /// ends with its death, marked [`CapturedExec::timed_out`]. For library callers: nothing is
+    /// read from or written to this process's own stdio.
     pub fn run_captured(
         &mut self,
         request: ExecRequest,
         stdin: &[u8],
         max_bytes: usize,
+        timeout: Option<Duration>,
     ) -> Result<CapturedExec, RuntimeError> {
         let id = self.ids.next_id().ok_or(RuntimeError::IdsExhausted)?;
         send(
@@ -193,15 +257,18 @@ impl RelayClient {
             stdout: Vec::new(),
             stderr: Vec::new(),
             dropped_bytes: 0,
+            timed_out: false,
         };
         let writer = Arc::clone(&self.writer);
+        let deadline = timeout.map(|timeout| Deadline::start(&self.writer, id, timeout));
         let outcome = std::thread::scope(|scope| {
             // Generation 10: stdin waits for exec.started and for acks, so it is fed from its
             // own thread while this one reads; a failed send just ends the feeding.
             if let Some(window) = window.as_deref() {
                 scope.spawn(|| feed_stdin(&writer, id, stdin, Some(window), chunk));
             }
-            self.drive(id, window.as_deref(), |stream, data| {
+            self.drive(id, window.as_deref(), |event| {
+                let SessionEvent::Output(stream, data) = event else { return };
                 let buf = match stream {
                     Stream::Stdout => &mut captured.stdout,
                     Stream::Stderr => &mut captured.stderr,
@@ -213,19 +280,20 @@ impl RelayClient {
             })
         })?;
         captured.outcome = outcome;
+        captured.timed_out = deadline.is_some_and(Deadline::passed);
         Ok(captured)
     }
 
     /// Reads the session's frames until it ends, handing output to `on_output`, acknowledging
     /// it under flow control, and moving `window` along; the window is closed at the end, so a
     /// stdin feeder waiting on it stops.
-    fn drive(
+    pub(crate) fn drive(
         &mut self,
         id: u32,
         window: Option<&StdinWindow>,
-        on_output: impl FnMut(Stream, &[u8]),
+        on_event: impl FnMut(SessionEvent<'_>),
     ) -> Result<ExecOutcome, RuntimeError> {
-        let outcome = self.drive_frames(id, window, on_output);
+        let outcome = self.drive_frames(id, window, on_event);
         if let Some(window) = window {
             window.close();
         }
@@ -236,7 +304,7 @@ impl RelayClient {
         &mut self,
         id: u32,
         window: Option<&StdinWindow>,
-        mut on_output: impl FnMut(Stream, &[u8]),
+        mut on_event: impl FnMut(SessionEvent<'_>),
     ) -> Result<ExecOutcome, RuntimeError> {
         let mut acks = OutputAcks::default();
         loop {
@@ -263,6 +331,7 @@ impl RelayClient {
                 Message::Error(err) => return Ok(ExecOutcome::Refused(err.message)),
                 Message::ExecStarted(_) => {
                     window.inspect(|w| w.start());
+                    on_event(SessionEvent::Started);
                     continue;
                 }
                 Message::ExecStdinAck(ack) => {
@@ -280,7 +349,7 @@ impl RelayClient {
                     continue;
                 }
             };
-            on_output(stream, &data);
+            on_event(SessionEvent::Output(stream, &data));
             acks.received(data.len());
         }
     }
@@ -335,7 +404,7 @@ pub(crate) fn recv_message(
     }
 }
 
-fn send(
+pub(crate) fn send(
     writer: &Mutex<UnixStream>,
     frame: MessageFrame,
     what: &'static str,
@@ -347,7 +416,7 @@ fn send(
 
 /// Sends one stdin payload (empty = EOF), first waiting for room in `window` when the session
 /// is flow-controlled. `Ok(false)` when the session ended first.
-fn send_stdin(
+pub(crate) fn send_stdin(
     writer: &Mutex<UnixStream>,
     id: u32,
     data: &[u8],

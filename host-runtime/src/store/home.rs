@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::RootSource;
+use crate::api::config::RootSource;
 use crate::config::SandboxConfig;
 use crate::error::RuntimeError;
 use crate::limits::LOG_TAIL_READ_BYTES;

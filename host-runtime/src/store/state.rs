@@ -144,7 +144,7 @@ pub fn validate_name(name: &str) -> Result<(), RuntimeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::RootSource;
+    use crate::api::config::RootSource;
 
     fn scratch(test: &str) -> PathBuf {
         let exe = std::env::current_exe().unwrap();

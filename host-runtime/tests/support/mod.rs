@@ -56,6 +56,21 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
+/// Processes in the cgroup of the sandbox `name` (`/moat-NAME-PID` on v2, `/moat/NAME-PID` on
+/// v1): every process of a sandbox, as root.
+pub fn processes_in_cgroup(name: &str) -> Vec<String> {
+    let (v2, v1) = (format!("/moat-{name}-"), format!("/moat/{name}-"));
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if cgroup.contains(&v2) || cgroup.contains(&v1) {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            found.push(format!("{}: {}", entry.file_name().to_string_lossy(), comm.trim()));
+        }
+    }
+    found
+}
+
 /// The `moat` under test and a `moat-agentd` beside it (built with cargo when missing, as the
 /// CLI does on its first run), for tests that drive the library in-process.
 pub fn executables() -> moat_runtime::lifecycle::Executables {

@@ -153,9 +153,11 @@ fn leaf_dir(root: &Path, controller: &str, leaf: &str, v2: bool) -> PathBuf {
     }
 }
 
-/// Removes whatever cgroup directories of `leaf` a killed sandbox process left behind, once
-/// their processes are gone. Does nothing where there are none.
-pub fn remove_left_behind(leaf: &str) {
+/// SIGKILLs every process still in the cgroups of `leaf` (the agent and what it ran, which
+/// outlive a killed sandbox process: the agent would otherwise shut down gracefully, taking
+/// seconds) and removes the cgroups once they are empty, so that `moat kill` and `moat rm -f`
+/// return only when nothing of the sandbox runs. Does nothing where there are none.
+pub fn kill_left_behind(leaf: &str) {
     let root = Path::new(CGROUP_ROOT);
     let v2 = root.join("cgroup.controllers").is_file();
     let dirs: Vec<PathBuf> = if v2 {
@@ -163,7 +165,35 @@ pub fn remove_left_behind(leaf: &str) {
     } else {
         ["memory", "cpu", "pids"].iter().map(|c| leaf_dir(root, c, leaf, false)).collect()
     };
-    remove_dirs(dirs.iter().filter(|dir| dir.is_dir()));
+    let dirs: Vec<PathBuf> = dirs.into_iter().filter(|dir| dir.is_dir()).collect();
+    let deadline = Instant::now() + Duration::from_millis(CGROUP_REMOVE_TIMEOUT_MS);
+    for dir in &dirs {
+        loop {
+            kill_members(dir, v2);
+            match std::fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => break,
+                Err(err) if Instant::now() >= deadline => {
+                    tracing::warn!(dir = %dir.display(), %err, "could not empty the cgroup");
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS)),
+            }
+        }
+    }
+}
+
+/// SIGKILLs the processes of the cgroup `dir`: `cgroup.kill` on v2 (Linux 5.14+, which also
+/// catches a process forking meanwhile), else each pid `cgroup.procs` lists (the caller
+/// repeats until the cgroup is empty).
+fn kill_members(dir: &Path, v2: bool) {
+    if v2 && std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else { return };
+    for pid in procs.lines().filter_map(|line| line.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
 }
 
 /// Removes each directory, retrying while it is busy, for at most [`CGROUP_REMOVE_TIMEOUT_MS`].

@@ -26,8 +26,8 @@ use std::process::Command;
 
 use nix::mount::MsFlags;
 
+use crate::api::config::RootSource;
 use crate::backend::namespace::host_root;
-use crate::cli::RootSource;
 use crate::error::RuntimeError;
 use crate::store::home::SandboxDir;
 

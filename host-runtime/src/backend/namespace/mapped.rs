@@ -31,10 +31,10 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Uid};
 
+use crate::api::config::RootSource;
 use crate::backend::namespace::idmap::{
     IdRange, SANDBOX_ID_COUNT, SandboxIds, map_line, owner_map,
 };
-use crate::cli::RootSource;
 use crate::error::RuntimeError;
 use crate::store::home::SandboxDir;
 

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use moat_protocol::payload::bootstrap::GuestBootstrap;
 use moat_vmm::{Share as VmShare, VmConfig, VsockDirection, VsockPort};
 
-use crate::cli::RootSource;
+use crate::api::config::RootSource;
 use crate::config::{Share, ShareNaming};
 use crate::error::RuntimeError;
 use crate::limits::{

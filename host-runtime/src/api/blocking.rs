@@ -1,0 +1,195 @@
+//! The blocking form of the API, for callers without an async runtime (the bench) and as the
+//! body of every [`crate::api`] call, which runs it on tokio's blocking pool.
+//!
+//! ```text
+//!  Moat::new(home) ─► create(SandboxOptions) ─► Sandbox ─► exec(request, stdin, timeout) ─► CapturedExec
+//!       │                                     ├─► state() / socket() / wait(timeout)
+//!       ├─► get(name) ─► Sandbox               └─► stop() / kill() / remove(force)
+//!       ├─► list() ─► [SandboxState]
+//!       └─► images() ─► Images: pull / list / remove / prune (an image as SandboxOptions' root)
+//! ```
+//!
+//! Every call is the same code the CLI runs (`lifecycle`), with the moat home passed explicitly
+//! instead of read from `$MOAT_HOME`. Nothing here prints to this process's stdout; exec output
+//! is collected (bounded by [`MAX_CAPTURED_BYTES`] per stream).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use moat_protocol::payload::exec::ExecRequest;
+
+use crate::api::config::{LabelFilter, SandboxOptions};
+use crate::error::RuntimeError;
+use crate::lifecycle::{self, Executables};
+use crate::limits::POLL_INTERVAL_MS;
+use crate::relay_client::{CapturedExec, RelayClient};
+use crate::store::home::{self, SandboxDir};
+use crate::store::state::{self, SandboxState, Status};
+
+use crate::api::MAX_CAPTURED_BYTES;
+
+/// A moat home: the store of named sandboxes.
+#[derive(Debug, Clone)]
+pub struct Moat {
+    home: PathBuf,
+    executables: Option<Executables>,
+}
+
+impl Moat {
+    /// The moat home at `home` (created on first use). Sandboxes run this process's executable
+    /// as their sandbox process, so a program that is not `moat` itself (a language binding, a
+    /// test) names the binaries with [`Moat::with_executables`].
+    pub fn new(home: impl Into<PathBuf>) -> Moat {
+        Moat { home: home.into(), executables: None }
+    }
+
+    /// Uses these `moat` and `moat-agentd` binaries for the sandboxes it creates.
+    pub fn with_executables(mut self, executables: Executables) -> Moat {
+        self.executables = Some(executables);
+        self
+    }
+
+    /// The moat home the CLI uses: `$MOAT_HOME`, else `~/.moat`.
+    pub fn from_env() -> Moat {
+        Moat::new(home::moat_home())
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// Boots a detached sandbox (as `moat create`) and returns a handle on it.
+    pub fn create(&self, args: SandboxOptions) -> Result<Sandbox, RuntimeError> {
+        let name = lifecycle::create_in(&self.home, args, self.executables.as_ref())?;
+        self.get(&name)
+    }
+
+    /// A handle on the existing sandbox `name`.
+    pub fn get(&self, name: &str) -> Result<Sandbox, RuntimeError> {
+        let dir = lifecycle::open_named_in(&self.home, name)?;
+        Ok(Sandbox { name: name.to_owned(), dir })
+    }
+
+    /// The home's image store: pull, list, remove, prune (what `moat pull`, `images`, `rmi` and
+    /// `image prune` call).
+    pub fn images(&self) -> crate::image::Images {
+        crate::image::Images::new(&self.home)
+    }
+
+    /// Every sandbox's state, sorted by name.
+    pub fn list(&self) -> Result<Vec<SandboxState>, RuntimeError> {
+        lifecycle::list_in(&self.home)
+    }
+
+    /// The sandboxes whose labels satisfy every filter, sorted by name.
+    pub fn list_filtered(
+        &self,
+        filters: &[LabelFilter],
+    ) -> Result<Vec<SandboxState>, RuntimeError> {
+        let mut states = self.list()?;
+        states.retain(|state| filters.iter().all(|filter| filter.matches(&state.spec.config)));
+        Ok(states)
+    }
+}
+
+/// A named sandbox.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    name: String,
+    dir: SandboxDir,
+}
+
+impl Sandbox {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its state now (`crashed` when its process is gone without a recorded end).
+    pub fn state(&self) -> Result<SandboxState, RuntimeError> {
+        state::read(self.dir.path())
+    }
+
+    /// Its relay socket, for protocol clients.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.socket()
+    }
+
+    /// Runs `request` with `stdin` as its input and collects its output. With a `timeout`, the
+    /// command is SIGKILLed when it runs longer, and the result says so
+    /// ([`CapturedExec::timed_out`]).
+    pub fn exec(
+        &self,
+        request: ExecRequest,
+        stdin: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<CapturedExec, RuntimeError> {
+        self.require_running()?;
+        RelayClient::connect(&self.socket())?.run_captured(
+            request,
+            stdin,
+            MAX_CAPTURED_BYTES,
+            timeout,
+        )
+    }
+
+    /// Runs `script` with the sandbox's shell (`SHELL -c SCRIPT`; `--shell`, else
+    /// [`crate::config::DEFAULT_SHELL`]) and collects its output.
+    pub fn shell(
+        &self,
+        script: &str,
+        timeout: Option<Duration>,
+    ) -> Result<CapturedExec, RuntimeError> {
+        let config = self.state()?.spec.config;
+        let shell = config.shell.as_deref().unwrap_or(crate::config::DEFAULT_SHELL);
+        let mut request = ExecRequest::new(shell);
+        request.args = vec!["-c".to_owned(), script.to_owned()];
+        self.exec(request, &[], timeout)
+    }
+
+    /// [`RuntimeError::NotRunning`] unless it is running.
+    pub fn require_running(&self) -> Result<(), RuntimeError> {
+        let record = self.state()?;
+        if record.status != Status::Running {
+            return Err(RuntimeError::NotRunning {
+                name: self.name.clone(),
+                status: record.status.as_str(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Shuts it down gracefully (as `moat stop`); returns the final state.
+    pub fn stop(&self) -> Result<SandboxState, RuntimeError> {
+        lifecycle::stop_dir(&self.dir)
+    }
+
+    /// SIGKILLs it (as `moat kill`); returns the final state.
+    pub fn kill(&self) -> Result<SandboxState, RuntimeError> {
+        lifecycle::kill_dir(&self.dir)
+    }
+
+    /// Removes it; a live sandbox only with `force` (killed first).
+    pub fn remove(self, force: bool) -> Result<(), RuntimeError> {
+        lifecycle::remove_dir(self.dir, force)
+    }
+
+    /// Waits until it is no longer running or draining (it shut itself down, was stopped, or
+    /// crashed) and returns that state; [`RuntimeError::WaitTimeout`] after `timeout`
+    /// (`Duration::MAX`: none).
+    pub fn wait(&self, timeout: Duration) -> Result<SandboxState, RuntimeError> {
+        // `None`: a timeout too long to represent, i.e. no timeout.
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let record = self.state()?;
+            if !matches!(record.status, Status::Running | Status::Draining) {
+                return Ok(record);
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(RuntimeError::WaitTimeout { name: self.name.clone(), timeout });
+            }
+            std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
+        }
+    }
+}
