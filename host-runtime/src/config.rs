@@ -130,6 +130,8 @@ pub struct SandboxConfig {
     pub pids_limit: Option<u32>,
     /// The image's StopSignal, recorded (`moat stop` sends `core.shutdown`, then SIGTERM).
     pub stop_signal: Option<String>,
+    /// `--network`, `--allow`, `--deny`, `-p`.
+    pub network: crate::network::NetworkConfig,
 }
 
 /// The pids limit of a sandbox that sets none: room for big parallel builds, far from what a

@@ -11,7 +11,9 @@
 //!   --isolation auto|namespace|vm, --hostname NAME,
 //!   -v HOST:GUEST[:ro], --tmpfs PATH[:MiB], --script NAME=BODY, --rlimit RES=SOFT[:HARD],
 //!   --cpus N, --memory MiB, --max-duration D, --idle-timeout D   (D: N, Ns, Nm, Nh),
-//!   --security-profile default|restricted|none, --pids-limit N (0: unlimited)
+//!   --security-profile default|restricted|none, --pids-limit N (0: unlimited),
+//!   --network none|public|all, --allow DEST, --deny DEST, -p [HOSTIP:]HOSTPORT:GUESTPORT[/udp]
+//!   (parsed by `crate::network::parse`)
 //! ```
 
 pub(crate) mod tty;
@@ -19,6 +21,7 @@ pub(crate) mod tty;
 use std::path::PathBuf;
 
 use crate::config::{self, BadValue, SandboxConfig};
+use crate::network::{self, parse as net};
 
 /// Which backend the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +103,9 @@ pub enum UsageError {
     /// An option value that cannot be used.
     #[error(transparent)]
     BadValue(#[from] BadValue),
+    /// A network option value that cannot be used.
+    #[error(transparent)]
+    Network(#[from] network::NetworkUsageError),
     /// An option this command does not have.
     #[error("unknown option {0:?}")]
     UnknownOption(String),
@@ -278,6 +284,16 @@ fn parse_options(args: &[String], accepts: Accepts) -> Result<RunArgs, UsageErro
                 config.idle_timeout_secs =
                     Some(config::parse_duration("--idle-timeout", &value()?)?);
             }
+            "--network" if sandbox => config.network.mode = net::parse_mode(&value()?)?,
+            "--allow" if sandbox => {
+                config.network.rules.push(net::parse_rule(network::Action::Allow, &value()?)?);
+            }
+            "--deny" if sandbox => {
+                config.network.rules.push(net::parse_rule(network::Action::Deny, &value()?)?);
+            }
+            "-p" | "--publish" if sandbox => {
+                config.network.publish.push(net::parse_publish(&value()?)?);
+            }
             other if other.starts_with('-') => {
                 return Err(UsageError::UnknownOption(other.to_owned()));
             }
@@ -288,6 +304,7 @@ fn parse_options(args: &[String], accepts: Accepts) -> Result<RunArgs, UsageErro
             }
         }
     }
+    net::check_published(&parsed.config.network.publish)?;
     match (&mut parsed.root, registry_auth) {
         (RootSource::Image(image), auth) => image.registry_auth = auth,
         (_, Some(_)) => return Err(UsageError::AuthWithoutImage),
@@ -646,6 +663,33 @@ mod tests {
         assert!(parse_login(&strings(&["-u", "me"])).is_err());
         assert!(parse_login(&strings(&["-u", "me", "-p", "x", "--password-stdin"])).is_err());
         assert!(!format!("{login:?}").contains("pw"));
+    }
+
+    #[test]
+    fn network_options_fill_the_network_config() {
+        let run = parse(&[
+            "--network",
+            "public",
+            "--deny",
+            "*.ads.example",
+            "--allow",
+            "10.0.0.0/8:5432",
+            "-p",
+            "8080:80",
+            "--",
+            "x",
+        ])
+        .unwrap();
+        let network = &run.config.network;
+        assert_eq!(network.mode, network::NetworkMode::Public);
+        assert_eq!(network.rules.len(), 2);
+        assert_eq!(network.rules[0].action, network::Action::Deny);
+        assert_eq!(network.publish[0].guest_port, 80);
+        assert!(matches!(parse(&["--network", "bridge", "--", "x"]), Err(UsageError::Network(_))));
+        assert!(matches!(
+            parse(&["-p", "80:80", "-p", "80:81", "--", "x"]),
+            Err(UsageError::Network(_))
+        ));
     }
 
     #[test]
