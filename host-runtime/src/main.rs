@@ -64,6 +64,11 @@ sandbox options:
                                     restricted (also no ptrace, namespaces, io_uring...), none
   --max-duration D                  shut down D after start (D: N, Ns, Nm, Nh)
   --idle-timeout D                  shut down after D with no client connected
+  --network none|public|all         guest network (default none: loopback only); namespace
+                                    backend, as root (docs/NETWORK.md)
+  --allow DEST, --deny DEST         rules, first match wins: CIDR, IP, NAME or *.SUFFIX, with
+                                    :PORT[-PORT] and /tcp|/udp; host.moat.internal is the host
+  -p, --publish [IP:]HPORT:GPORT[/udp]  publish a guest port on the host (default 127.0.0.1)
   -t, --tty                         (run, exec) run the command on a PTY; the terminal goes raw
 ";
 
