@@ -136,6 +136,8 @@ pub struct SandboxConfig {
     /// `--label KEY=VALUE`: the caller's tags, for listing by label; the sandbox never sees
     /// them.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--network`, `--allow`, `--deny`, `-p`.
+    pub network: crate::network::NetworkConfig,
 }
 
 /// The shell of a sandbox that names none.

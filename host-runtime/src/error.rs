@@ -220,6 +220,9 @@ pub enum RuntimeError {
         /// Its stderr.
         reason: String,
     },
+    /// The sandbox's network cannot be set up.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     /// An image could not be pulled, stored or used.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),

@@ -22,6 +22,7 @@
 //! - [`backend`]: choosing a backend ([`backend::isolation`]); the namespace backend
 //!   ([`backend::namespace`]) and the libkrun VM backend ([`backend::vm`]).
 //! - [`relay_client`]: a relay client running exec sessions, with generation-10 flow control.
+//! - [`network`]: the network policy, published ports and the option parsers for them.
 //! - [`config`]: sandbox options (mounts, limits, hostname) and the bootstrap they become.
 //! - [`security`]: the `--security-profile` agentd applies; [`security::hardening`]: what
 //!   isolation a sandbox has, for `moat inspect` and `moat doctor`.
@@ -127,6 +128,7 @@ pub mod error;
 pub mod image;
 pub mod lifecycle;
 pub mod limits;
+pub mod network;
 pub mod relay_client;
 pub mod security;
 pub mod store;

@@ -77,8 +77,11 @@ pub fn prepare_backend(requested: Isolation) -> Result<BackendKind, RuntimeError
 
 /// The limits of `config` a sandbox on `backend` started by this process can apply: unprivileged
 /// on the namespace backend, an explicit limit is an error and the default pids limit's absence
-/// a printed warning line ([`crate::backend::namespace::rootless::limits_warning`]).
+/// a printed warning line ([`crate::backend::namespace::rootless::limits_warning`]). A network
+/// the backend cannot give is an error ([`crate::network::check_backend`]).
 pub fn check_limits(backend: BackendKind, config: &SandboxConfig) -> Result<(), RuntimeError> {
+    let rootless = crate::backend::namespace::rootless::is_rootless();
+    crate::network::check_backend(backend, rootless, &config.network)?;
     if backend != BackendKind::Namespace || !crate::backend::namespace::rootless::is_rootless() {
         return Ok(());
     }

@@ -15,7 +15,7 @@ pub(crate) mod tty;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use moat_protocol::payload::exec::ExecRequest;
 
 pub use self::sandbox_args::{ExecArgs, IsolationArg, SandboxArgs};
@@ -371,8 +371,14 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     use clap::error::ErrorKind;
-    match Cli::try_parse_from(args) {
-        Ok(cli) => Parsed::Command(Box::new(cli.command)),
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    match parsed {
+        Ok((mut cli, matches)) => match network_in_order(&mut cli.command, &matches) {
+            Ok(()) => Parsed::Command(Box::new(cli.command)),
+            Err(err) => Parsed::Usage(format!("moat: {err}\n")),
+        },
         Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             Parsed::Info(err.render().to_string())
         }
@@ -381,6 +387,28 @@ where
         }
         Err(err) => Parsed::Usage(format!("moat: {}\n", one_line(&err.render().to_string()))),
     }
+}
+
+/// Merges `run`'s or `create`'s `--allow` and `--deny` rules in command-line order (first match
+/// wins, so their order is the policy), and refuses a host port published twice.
+fn network_in_order(
+    command: &mut Command,
+    matches: &clap::ArgMatches,
+) -> Result<(), crate::network::NetworkUsageError> {
+    let sandbox = match command {
+        Command::Run(run) => &mut run.sandbox,
+        Command::Create(create) => &mut create.sandbox,
+        _ => return Ok(()),
+    };
+    let Some((_, sub)) = matches.subcommand() else { return Ok(()) };
+    let indexed = |id: &str, rules: &[crate::network::Rule]| {
+        sub.indices_of(id).into_iter().flatten().zip(rules.to_vec()).collect::<Vec<_>>()
+    };
+    let mut rules = indexed("allow", &sandbox.allow);
+    rules.extend(indexed("deny", &sandbox.deny));
+    rules.sort_by_key(|(index, _)| *index);
+    sandbox.rules = rules.into_iter().map(|(_, rule)| rule).collect();
+    crate::network::parse::check_published(&sandbox.publish)
 }
 
 /// clap's message without its usage and tip lines, on one line.
@@ -753,5 +781,35 @@ mod tests {
         assert!(matches!(parse(["moat"]), Parsed::Usage(_)));
         assert!(matches!(parse(["moat", "image", "prune"]), Parsed::Command(_)));
         usage_error(&["nosuch"]);
+    }
+
+    #[test]
+    fn network_options_fill_the_network_config_with_rules_in_command_line_order() {
+        use crate::network::{Action, NetworkMode};
+        let options = run(&[
+            "--network",
+            "public",
+            "--deny",
+            "*.ads.example",
+            "--allow",
+            "10.0.0.0/8:5432",
+            "--deny",
+            "192.168.0.0/16",
+            "-p",
+            "8080:80",
+            "--",
+            "x",
+            "--allow",
+            "y",
+        ]);
+        let network = &options.config.network;
+        assert_eq!(network.mode, NetworkMode::Public);
+        let actions: Vec<_> = network.rules.iter().map(|rule| rule.action).collect();
+        assert_eq!(actions, [Action::Deny, Action::Allow, Action::Deny]);
+        assert_eq!(network.publish[0].guest_port, 80);
+        assert_eq!(options.command.args, ["--allow", "y"]);
+        assert!(usage_error(&["run", "--network", "bridge", "--", "x"]).contains("bridge"));
+        let twice = usage_error(&["create", "n", "-p", "80:80", "-p", "80:81"]);
+        assert!(twice.starts_with("moat: "), "{twice}");
     }
 }

@@ -10,6 +10,8 @@ use clap::{Args, ValueEnum};
 
 use crate::api::config::{ImageSource, Isolation, RootSource};
 use crate::config::{self, BadValue, Rlimit, SandboxConfig, Script, Tmpfs, Volume};
+use crate::network::parse::{self as net, NetworkUsageError};
+use crate::network::{Action, NetworkMode, PublishedPort, Rule};
 use crate::security::SecurityProfile;
 
 /// `--isolation`'s values.
@@ -89,6 +91,32 @@ pub struct SandboxArgs {
     /// A label, for `moat ls --filter label=KEY[=VALUE]`.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = config::parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Guest network: none (loopback only, the default), public or all; namespace backend, as
+    /// root (docs/NETWORK.md).
+    #[arg(long, value_name = "none|public|all", value_parser = net::parse_mode)]
+    pub network: Option<NetworkMode>,
+    /// Allow DEST (CIDR, IP, NAME or *.SUFFIX, with :PORT[-PORT] and /tcp|/udp); rules are
+    /// checked in the order given, --allow and --deny together, first match wins.
+    #[arg(long, value_name = "DEST", value_parser = allow_rule)]
+    pub allow: Vec<Rule>,
+    /// Deny DEST (as --allow).
+    #[arg(long, value_name = "DEST", value_parser = deny_rule)]
+    pub deny: Vec<Rule>,
+    /// Publish a guest port on the host (default address 127.0.0.1).
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HPORT:GPORT[/udp]", value_parser = net::parse_publish)]
+    pub publish: Vec<PublishedPort>,
+    /// --allow and --deny merged in command-line order (filled by `cli::parse` from clap's
+    /// argument indices; empty when built by hand, and then allows come before denies).
+    #[arg(skip)]
+    pub rules: Vec<Rule>,
+}
+
+fn allow_rule(value: &str) -> Result<Rule, NetworkUsageError> {
+    net::parse_rule(Action::Allow, value)
+}
+
+fn deny_rule(value: &str) -> Result<Rule, NetworkUsageError> {
+    net::parse_rule(Action::Deny, value)
 }
 
 fn max_duration(value: &str) -> Result<u64, BadValue> {
@@ -127,6 +155,14 @@ impl SandboxArgs {
             shell: self.shell,
             ..SandboxConfig::default()
         };
+        let mut config = config;
+        config.network.mode = self.network.unwrap_or_default();
+        config.network.rules = if self.rules.is_empty() {
+            self.allow.into_iter().chain(self.deny).collect()
+        } else {
+            self.rules
+        };
+        config.network.publish = self.publish;
         (root, self.isolation.map_or(Isolation::Auto, Isolation::from), config)
     }
 }

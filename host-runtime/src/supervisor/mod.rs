@@ -10,8 +10,9 @@
 //!
 //! Its stdout is the startup pipe: exactly one line, `ok` or `error: <reason>`. Its stderr is
 //! `DIR/sandbox.log`. The agent runs in new pid, mount, uts, ipc and net namespaces (the net
-//! namespace has only a loopback device) and dies with this process (`PR_SET_PDEATHSIG`, then
-//! `unshare --kill-child`, then the pid namespace).
+//! namespace has only a loopback device, unless the sandbox has a network: then
+//! [`crate::network::attach`] wires it once the handshake is done) and dies with this process
+//! (`PR_SET_PDEATHSIG`, then `unshare --kill-child`, then the pid namespace).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -96,6 +97,14 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
             return Err(err);
         }
     };
+    // Held until the sandbox ends: dropping it takes the guest network down.
+    let network = match crate::network::attach(&spec.config.network, child.id(), dir) {
+        Ok(network) => network,
+        Err(err) => {
+            stop_child(&mut child);
+            return Err(err.into());
+        }
+    };
     let limits = TimeLimits {
         max_duration: spec.config.max_duration(),
         idle_timeout: spec.config.idle_timeout(),
@@ -103,6 +112,7 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
     };
     let result = run_relay(dir, channel, ready, limits);
     let agent_status = reap_agent(&mut child);
+    drop(network);
     drop(cgroup);
     match result? {
         Some(reason) => record_own_exit(dir, reason),

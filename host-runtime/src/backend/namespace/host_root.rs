@@ -148,7 +148,7 @@ pub fn generated_etc(hostname: &str) -> Vec<(&'static str, String)> {
         ("hosts", format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n")),
         ("hostname", format!("{hostname}\n")),
         ("resolv.conf", "# the namespace backend gives the sandbox loopback only: no DNS\n".to_owned()),
-        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n".to_owned()),
+        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".to_owned()),
     ]
 }
 
