@@ -223,6 +223,9 @@ pub enum RuntimeError {
     /// An image could not be pulled, stored or used.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// A named volume operation failed.
+    #[error(transparent)]
+    Volume(#[from] crate::store::volumes::VolumeError),
     /// The VM backend was asked for and cannot run here.
     #[error("--isolation vm: this host cannot boot a microVM: {reason} (`moat doctor` explains)")]
     VmUnavailable {

@@ -41,6 +41,8 @@ commands:
   rmi       moat rmi [-f] REF: remove an image and the layers only it used (-f: even if a
             sandbox uses it)
   image     moat image prune: remove layers no image uses and abandoned partial pulls
+  volume    moat volume create NAME [--quota MiB] | ls [--json] | inspect NAME | rm [-f] NAME:
+            named volumes, mounted with -v NAME:/path
   login     moat login [SERVER] -u USER (-p PASS | --password-stdin): store registry credentials
             in ~/.docker/config.json (default server docker.io; not checked against it)
 
@@ -52,7 +54,8 @@ sandbox options:
   --registry-auth USER:PASS         credentials for pulling --image (else ~/.docker/config.json)
   --isolation auto|namespace|vm     backend (default auto: a VM when the host can boot one)
   --hostname NAME                   hostname (default: the sandbox name)
-  -v, --volume HOST:GUEST[:ro]      share a host directory
+  -v, --volume SRC:GUEST[:OPTS]     share a host directory (SRC with a '/' or leading '.') or a
+                                    named volume; OPTS: ro,rw,noexec,nosuid,nodev
   --tmpfs PATH[:MiB]                a tmpfs mount
   --script NAME=BODY                an executable at /.msb/scripts/NAME (on PATH)
   --rlimit RESOURCE=SOFT[:HARD]     a sandbox-wide rlimit (nofile, nproc, as, cpu, ...)
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         }
         Some("exec") => exec_command(rest),
         Some("bench") => bench_command(rest),
+        Some("volume") => volume_command(rest),
         Some(cmd @ ("pull" | "images" | "rmi" | "image" | "login")) => {
             init_logging(tracing::Level::WARN);
             exit_code(cmd, image_command(cmd, rest))
@@ -118,6 +122,20 @@ fn exit_code(cmd: &str, result: Result<(), Failure>) -> ExitCode {
         Err(Failure::Runtime(err)) => {
             eprintln!("moat {cmd}: {err}");
             ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn volume_command(args: &[String]) -> ExitCode {
+    init_logging(tracing::Level::WARN);
+    let home = moat_runtime::store::home::moat_home();
+    let result = cli::volume::parse(args)
+        .and_then(|command| cli::volume::run(&home, command, &mut std::io::stdout().lock()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("moat volume: {err}");
+            ExitCode::from(err.exit_status())
         }
     }
 }

@@ -5,12 +5,15 @@
 //!       │                                     ├─► state() / socket() / wait(timeout)
 //!       ├─► get(name) ─► Sandbox               └─► stop() / kill() / remove(force)
 //!       ├─► list() ─► [SandboxState]
-//!       └─► images() ─► Images: pull / list / remove / prune (`--image` in CreateArgs' root)
+//!       ├─► images() ─► Images: pull / list / remove / prune (`--image` in CreateArgs' root)
+//!       └─► volumes() ─► Volumes: create / list / inspect / remove / read / write (api::volumes)
 //! ```
 //!
 //! Every call is the same code the CLI runs (`lifecycle`), with the moat home passed explicitly
 //! instead of read from `$MOAT_HOME`. Nothing here prints to this process's stdout; exec output
 //! is collected (bounded by [`MAX_CAPTURED_BYTES`] per stream).
+
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

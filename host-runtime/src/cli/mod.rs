@@ -15,6 +15,7 @@
 //! ```
 
 pub(crate) mod tty;
+pub mod volume;
 
 use std::path::PathBuf;
 

@@ -286,6 +286,9 @@ fn system_share(name: &str) -> Share {
         host: Path::new("/").join(name),
         guest: format!("/{name}"),
         readonly: true,
+        noexec: false,
+        nosuid: false,
+        nodev: false,
     }
 }
 
@@ -439,6 +442,7 @@ mod tests {
                 host: "/data".into(),
                 guest: "/mnt/data".into(),
                 readonly: true,
+                ..Volume::default()
             }],
             ..SandboxConfig::default()
         };
