@@ -92,3 +92,9 @@ pub const MAX_VOLUME_LIST_ENTRIES: usize = 100_000;
 
 /// Most entries `moat volume inspect` walks to measure a volume without a quota.
 pub const MAX_VOLUME_SIZE_WALK_ENTRIES: usize = 1_000_000;
+
+/// Time between the two samples of a metrics snapshot (CPU percent is measured over it).
+pub const CPU_SAMPLE_MS: u64 = 250;
+
+/// Shortest interval of a metrics stream.
+pub const MIN_METRICS_INTERVAL_MS: u64 = 100;

@@ -41,6 +41,8 @@ commands:
   rmi       moat rmi [-f] REF: remove an image and the layers only it used (-f: even if a
             sandbox uses it)
   image     moat image prune: remove layers no image uses and abandoned partial pulls
+  stats     moat stats [NAME] [--json]: cpu, memory, disk, network of running sandboxes (one
+            JSON snapshot with --json; else a table every second)
   volume    moat volume create NAME [--quota MiB] | ls [--json] | inspect NAME | rm [-f] NAME:
             named volumes, mounted with -v NAME:/path
   login     moat login [SERVER] -u USER (-p PASS | --password-stdin): store registry credentials
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Some("exec") => exec_command(rest),
         Some("bench") => bench_command(rest),
         Some("volume") => volume_command(rest),
+        Some("stats") => stats_command(rest),
         Some(cmd @ ("pull" | "images" | "rmi" | "image" | "login")) => {
             init_logging(tracing::Level::WARN);
             exit_code(cmd, image_command(cmd, rest))
@@ -135,6 +138,18 @@ fn volume_command(args: &[String]) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("moat volume: {err}");
+            ExitCode::from(err.exit_status())
+        }
+    }
+}
+
+fn stats_command(args: &[String]) -> ExitCode {
+    init_logging(tracing::Level::WARN);
+    let home = moat_runtime::store::home::moat_home();
+    match cli::stats::parse(args).and_then(|parsed| cli::stats::run(&home, parsed)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("moat stats: {err}");
             ExitCode::from(err.exit_status())
         }
     }

@@ -6,6 +6,7 @@
 //!       ├─► get(name) ─► Sandbox               └─► stop() / kill() / remove(force)
 //!       ├─► list() ─► [SandboxState]
 //!       ├─► images() ─► Images: pull / list / remove / prune (`--image` in CreateArgs' root)
+//!       ├─► metrics_all() ─► [Metrics]          Sandbox ─► metrics() / metrics_stream(interval)
 //!       └─► volumes() ─► Volumes: create / list / inspect / remove / read / write (api::volumes)
 //! ```
 //!
@@ -13,6 +14,7 @@
 //! instead of read from `$MOAT_HOME`. Nothing here prints to this process's stdout; exec output
 //! is collected (bounded by [`MAX_CAPTURED_BYTES`] per stream).
 
+mod metrics;
 mod volumes;
 
 use std::path::{Path, PathBuf};

@@ -14,6 +14,7 @@
 //!   --security-profile default|restricted|none, --pids-limit N (0: unlimited)
 //! ```
 
+pub mod stats;
 pub(crate) mod tty;
 pub mod volume;
 
