@@ -120,15 +120,15 @@ pub fn run(
             writeln!(out)?;
         }
         VolumeCommand::List { json: false } => {
-            writeln!(out, "{:<24} {:>10} {:>12}  PATH", "NAME", "QUOTA", "CREATED")?;
+            writeln!(out, "{:<24} {:>10}  {:<24}  PATH", "NAME", "QUOTA", "CREATED")?;
             for volume in volumes.list()? {
                 let quota = volume.record.quota_mib.map_or("-".to_owned(), |q| format!("{q}MiB"));
                 writeln!(
                     out,
-                    "{:<24} {:>10} {:>12}  {}",
+                    "{:<24} {:>10}  {:<24}  {}",
                     volume.record.name,
                     quota,
-                    volume.record.created_unix_secs,
+                    volume.record.created_at,
                     volume.path.display()
                 )?;
             }

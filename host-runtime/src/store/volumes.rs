@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! $MOAT_HOME/volumes/NAME/
-//!   volume.json   name, created (unix seconds), quota_mib; written last, so a directory
+//!   volume.json   name, created_at (RFC 3339 UTC), quota_mib; written last, so a directory
 //!                 without it is a volume still being created (or a failed create) and is skipped
 //!   data/         what sandboxes mount; with a quota, the mount point of disk.img
 //!   disk.img      (quota) a sparse ext4 image of quota_mib MiB, loop-mounted on data/ from
@@ -149,8 +149,8 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> VolumeE
 pub struct VolumeRecord {
     /// The volume's name.
     pub name: String,
-    /// When it was created, in seconds since the Unix epoch.
-    pub created_unix_secs: u64,
+    /// When it was created (RFC 3339 UTC, as a sandbox's `created_at`).
+    pub created_at: String,
     /// Its size quota in MiB (`None`: none, the moat home's filesystem is the limit).
     pub quota_mib: Option<u64>,
 }
@@ -311,11 +311,11 @@ impl Volumes {
             let lost = data.join("lost+found");
             std::fs::remove_dir(&lost).map_err(io("remove", &lost))?;
         }
-        let created_unix_secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let record =
-            VolumeRecord { name: name.to_owned(), created_unix_secs, quota_mib: options.quota_mib };
+        let record = VolumeRecord {
+            name: name.to_owned(),
+            created_at: state::now(),
+            quota_mib: options.quota_mib,
+        };
         let path = dir.join("volume.json");
         let tmp = dir.join("volume.json.tmp");
         let bytes = serde_json::to_vec_pretty(&record)
