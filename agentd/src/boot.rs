@@ -215,11 +215,15 @@ pub fn assemble(options: &BootOptions, bootstrap: &GuestBootstrap) -> Result<(),
             let (upper, work) = (staging.join("upper"), staging.join("work"));
             sys::mkdir_all(&upper).map_err(step("create overlay upper"))?;
             sys::mkdir_all(&work).map_err(step("create overlay work"))?;
+            // In the namespace backend the agent mounts this inside a user namespace, where the
+            // trusted.* xattrs overlayfs marks opaque directories and whiteouts with cannot be
+            // set: removing a directory of the lower failed with EIO. `userxattr` uses user.*.
             let data = format!(
-                "lowerdir={},upperdir={},workdir={}",
+                "lowerdir={},upperdir={},workdir={}{}",
                 lower.display(),
                 upper.display(),
-                work.display()
+                work.display(),
+                if options.vm { "" } else { ",userxattr" }
             );
             sys::mount("overlay", &new_root, Some("overlay"), MsFlags::empty(), Some(&data))
                 .map_err(step("mount overlay root"))?;
