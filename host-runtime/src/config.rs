@@ -144,6 +144,8 @@ pub struct SandboxConfig {
     pub pids_limit: Option<u32>,
     /// The image's StopSignal, recorded (`moat stop` sends `core.shutdown`, then SIGTERM).
     pub stop_signal: Option<String>,
+    /// Changes to the root before boot ([`crate::patches`]).
+    pub patches: Vec<crate::patches::Patch>,
 }
 
 /// The pids limit of a sandbox that sets none: room for big parallel builds, far from what a
@@ -402,6 +404,7 @@ impl SandboxConfig {
             }
             volume.host = resolved;
         }
+        crate::patches::resolve(&mut self.patches)?;
         let mut guests: Vec<&str> = self.volumes.iter().map(|v| v.guest.as_str()).collect();
         guests.extend(self.tmpfs.iter().map(|t| t.path.as_str()));
         if !self.scripts.is_empty() {
@@ -449,13 +452,22 @@ impl SandboxConfig {
     }
 
     /// The host directories the backend must share, volumes first, then the scripts directory
-    /// when there are scripts.
+    /// when there are scripts, then the patch bundle (its sibling `patches`, which agentd
+    /// applies and unmounts) when there are patches.
     pub fn shares(&self, scripts_dir: &Path, naming: ShareNaming) -> Vec<Share> {
         let mut dirs: Vec<Volume> = self.volumes.clone();
         if !self.scripts.is_empty() {
             dirs.push(Volume {
                 host: scripts_dir.to_owned(),
                 guest: SCRIPTS_GUEST_DIR.to_owned(),
+                readonly: true,
+                ..Volume::default()
+            });
+        }
+        if !self.patches.is_empty() {
+            dirs.push(Volume {
+                host: scripts_dir.with_file_name("patches"),
+                guest: crate::patches::PATCHES_GUEST_DIR.to_owned(),
                 readonly: true,
                 ..Volume::default()
             });

@@ -98,3 +98,9 @@ pub const CPU_SAMPLE_MS: u64 = 250;
 
 /// Shortest interval of a metrics stream.
 pub const MIN_METRICS_INTERVAL_MS: u64 = 100;
+
+/// Most bytes of file content the root patches of one sandbox carry.
+pub const MAX_PATCH_BUNDLE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Most steps (files, directories, links, removals) the root patches of one sandbox make.
+pub const MAX_PATCH_BUNDLE_ENTRIES: usize = 100_000;

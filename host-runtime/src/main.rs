@@ -59,6 +59,9 @@ sandbox options:
   -v, --volume SRC:GUEST[:OPTS]     share a host directory (SRC with a '/' or leading '.') or a
                                     named volume; OPTS: ro,rw,noexec,nosuid,nodev
   --tmpfs PATH[:MiB]                a tmpfs mount
+  --patch KIND:ARGS                 change the root before boot (never the lower): text:PATH=TEXT,
+                                    append:PATH=TEXT, copy-file:HOST=PATH, copy-dir:HOST=PATH,
+                                    symlink:PATH=TARGET, mkdir:PATH[:MODE], rm:PATH
   --script NAME=BODY                an executable at /.msb/scripts/NAME (on PATH)
   --rlimit RESOURCE=SOFT[:HARD]     a sandbox-wide rlimit (nofile, nproc, as, cpu, ...)
   --cpus N, --memory MiB            size (VM) or cgroup limits (namespace backend; refused

@@ -261,6 +261,7 @@ fn parse_options(args: &[String], accepts: Accepts) -> Result<RunArgs, UsageErro
             }
             "--hostname" if sandbox => config.hostname = Some(config::parse_hostname(&value()?)?),
             "-v" | "--volume" if sandbox => config.volumes.push(config::parse_volume(&value()?)?),
+            "--patch" if sandbox => config.patches.push(crate::patches::parse_patch(&value()?)?),
             "--tmpfs" if sandbox => config.tmpfs.push(config::parse_tmpfs(&value()?)?),
             "--script" if sandbox => config.scripts.push(config::parse_script(&value()?)?),
             "--rlimit" if sandbox => config.rlimits.push(config::parse_rlimit(&value()?)?),
