@@ -5,6 +5,7 @@
 //!  make mounts private
 //!  tmpfs staging ─┬─ overlay(lower = root source, upper = tmpfs)   (RootPlan::Overlay)
 //!                 └─ or the host's prepared throw-away root         (RootPlan::Prepared)
+//!  root patches from the host's bundle (patches.rs), outside any user mount
 //!  user mounts (dir by tag, tmpfs) into the new root
 //!  /dev, /proc, /sys for the namespace backend (tmpfs + device binds from the old root; proc
 //!    and sysfs while the host's are still visible, as a user namespace requires)
@@ -77,6 +78,9 @@ pub enum BootError {
     /// The default user does not resolve.
     #[error("resolve default user failed: {0}")]
     User(#[from] UserError),
+    /// A root patch could not be applied.
+    #[error(transparent)]
+    Patch(#[from] crate::patches::PatchError),
 }
 
 impl BootError {
@@ -88,6 +92,7 @@ impl BootError {
             BootError::Sys { .. }
             | BootError::Invalid { .. }
             | BootError::Unsupported(_)
+            | BootError::Patch(_)
             | BootError::Confine(_) => None,
         }
     }
@@ -215,11 +220,15 @@ pub fn assemble(options: &BootOptions, bootstrap: &GuestBootstrap) -> Result<(),
             let (upper, work) = (staging.join("upper"), staging.join("work"));
             sys::mkdir_all(&upper).map_err(step("create overlay upper"))?;
             sys::mkdir_all(&work).map_err(step("create overlay work"))?;
+            // In the namespace backend the agent mounts this inside a user namespace, where the
+            // trusted.* xattrs overlayfs marks opaque directories and whiteouts with cannot be
+            // set: removing a directory of the lower failed with EIO. `userxattr` uses user.*.
             let data = format!(
-                "lowerdir={},upperdir={},workdir={}",
+                "lowerdir={},upperdir={},workdir={}{}",
                 lower.display(),
                 upper.display(),
-                work.display()
+                work.display(),
+                if options.vm { "" } else { ",userxattr" }
             );
             sys::mount("overlay", &new_root, Some("overlay"), MsFlags::empty(), Some(&data))
                 .map_err(step("mount overlay root"))?;
@@ -230,6 +239,7 @@ pub fn assemble(options: &BootOptions, bootstrap: &GuestBootstrap) -> Result<(),
         RootPlan::InPlace => {}
     }
     tracing::info!(root = %lower_or_root.display(), new_root = %new_root.display(), "root assembled");
+    apply_patches(staging, &new_root, bootstrap, options.vm)?;
     apply_user_mounts(&new_root, bootstrap, options.vm)?;
     if !options.vm {
         populate_namespace_dev(&new_root)?;
@@ -242,6 +252,38 @@ pub fn assemble(options: &BootOptions, bootstrap: &GuestBootstrap) -> Result<(),
         mask_kernel_paths(Path::new("/"))?;
     }
     apply_system_settings(bootstrap)
+}
+
+/// Applies the host's root patches to the new root before any user mount is on it, so they land
+/// in the root's throw-away layer and never in a shared directory. The bundle (the dir mount at
+/// [`crate::patches::PATCHES_GUEST_DIR`]) is mounted on the staging tmpfs, outside the new root,
+/// and unmounted after: the sandbox never sees it.
+fn apply_patches(
+    staging: &Path,
+    new_root: &Path,
+    bootstrap: &GuestBootstrap,
+    vm: bool,
+) -> Result<(), BootError> {
+    let guest = crate::patches::PATCHES_GUEST_DIR;
+    let Some(mount) = bootstrap.dir_mounts.iter().find(|m| m.guest_path == guest) else {
+        return Ok(());
+    };
+    let bundle = staging.join("patches");
+    sys::mkdir_all(&bundle).map_err(step("create the patch bundle mount point"))?;
+    if vm {
+        sys::mount(&mount.tag, &bundle, Some("virtiofs"), MsFlags::MS_RDONLY, None)
+            .map_err(step("mount the patch bundle"))?;
+    } else {
+        sys::bind(Path::new(&mount.tag), &bundle, MsFlags::MS_RDONLY)
+            .map_err(step("bind the patch bundle"))?;
+    }
+    let applied = crate::patches::apply(new_root, &bundle);
+    nix::mount::umount2(&bundle, nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|errno| io_sys("umount2", &bundle, &std::io::Error::from(errno)))
+        .map_err(step("unmount the patch bundle"))?;
+    applied?;
+    tracing::info!("root patches applied");
+    Ok(())
 }
 
 fn mount_flags(flags: &MountFlags) -> MsFlags {
@@ -262,7 +304,11 @@ fn apply_user_mounts(
     bootstrap: &GuestBootstrap,
     vm: bool,
 ) -> Result<(), BootError> {
-    let mut dir_mounts: Vec<_> = bootstrap.dir_mounts.iter().collect();
+    let mut dir_mounts: Vec<_> = bootstrap
+        .dir_mounts
+        .iter()
+        .filter(|m| m.guest_path != crate::patches::PATCHES_GUEST_DIR)
+        .collect();
     // Parents before children.
     dir_mounts.sort_by_key(|m| Path::new(&m.guest_path).components().count());
     for mount in dir_mounts {

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod fs;
 pub mod handshake;
 pub mod outbound;
+pub mod patches;
 pub mod process;
 pub mod seccomp;
 pub mod shutdown;

@@ -55,8 +55,10 @@ pub const RLIMIT_NAMES: [&str; 16] = [
     "rttime",
 ];
 
-/// A host directory shared into the sandbox.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A host directory shared into the sandbox: a path (`-v HOST:GUEST`) or a named volume of the
+/// moat home (`-v NAME:GUEST`, [`crate::store::volumes`]), whose directory fills `host` when
+/// the sandbox is created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
     /// Host directory (absolute once resolved).
     pub host: PathBuf,
@@ -64,6 +66,18 @@ pub struct Volume {
     pub guest: String,
     /// Mounted read-only.
     pub readonly: bool,
+    /// The named volume this is (`None`: a host path).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Mounted `noexec`.
+    #[serde(default)]
+    pub noexec: bool,
+    /// Mounted `nosuid`.
+    #[serde(default)]
+    pub nosuid: bool,
+    /// Mounted `nodev`.
+    #[serde(default)]
+    pub nodev: bool,
 }
 
 /// A tmpfs mount inside the sandbox.
@@ -138,6 +152,8 @@ pub struct SandboxConfig {
     pub labels: std::collections::BTreeMap<String, String>,
     /// `--network`, `--allow`, `--deny`, `-p`.
     pub network: crate::network::NetworkConfig,
+    /// Changes to the root before boot ([`crate::patches`]).
+    pub patches: Vec<crate::patches::Patch>,
 }
 
 /// The shell of a sandbox that names none.
@@ -170,19 +186,47 @@ fn guest_path_ok(path: &str) -> bool {
         && !Path::new(path).components().any(|c| c == std::path::Component::ParentDir)
 }
 
-/// `-v HOST:GUEST[:ro|:rw]`. The host path is resolved later ([`SandboxConfig::resolve`]).
+/// `-v SOURCE:GUEST[:OPTIONS]`. SOURCE is a host path when it contains `/` or starts with `.`
+/// or `~`, and otherwise the name of a volume ([`crate::store::volumes`]); OPTIONS is a
+/// comma-separated list of `ro`, `rw`, `noexec`, `nosuid`, `nodev`. The host path (or the
+/// volume) is resolved when the sandbox is created ([`SandboxConfig::resolve`]).
 pub fn parse_volume(value: &str) -> Result<Volume, BadValue> {
-    const EXPECTED: &str = "expected HOST:GUEST[:ro] with an absolute GUEST path";
-    let (spec, readonly) = match value.rsplit_once(':') {
-        Some((rest, "ro")) => (rest, true),
-        Some((rest, "rw")) => (rest, false),
-        _ => (value, false),
+    const EXPECTED: &str = "expected HOST:GUEST or NAME:GUEST with an absolute GUEST path, \
+        optionally :OPTIONS (ro, rw, noexec, nosuid, nodev, comma-separated)";
+    let mut volume = Volume::default();
+    let spec = match value.rsplit_once(':') {
+        Some((rest, options)) if !options.starts_with('/') => {
+            for option in options.split(',') {
+                match option {
+                    "ro" => volume.readonly = true,
+                    "rw" => volume.readonly = false,
+                    "noexec" => volume.noexec = true,
+                    "nosuid" => volume.nosuid = true,
+                    "nodev" => volume.nodev = true,
+                    _ => return Err(bad("-v", value, EXPECTED)),
+                }
+            }
+            rest
+        }
+        _ => value,
     };
-    let (host, guest) = spec.split_once(':').ok_or_else(|| bad("-v", value, EXPECTED))?;
-    if host.is_empty() || !guest_path_ok(guest) || guest == "/" {
+    let (source, guest) = spec.split_once(':').ok_or_else(|| bad("-v", value, EXPECTED))?;
+    if source.is_empty() || !guest_path_ok(guest) || guest == "/" {
         return Err(bad("-v", value, EXPECTED));
     }
-    Ok(Volume { host: PathBuf::from(host), guest: guest.to_owned(), readonly })
+    if !is_host_path(source) {
+        crate::store::volumes::validate_name(source)
+            .map_err(|_| bad("-v", value, "a volume NAME must follow the sandbox name rules"))?;
+        volume.name = Some(source.to_owned());
+    }
+    volume.host = PathBuf::from(source);
+    volume.guest = guest.to_owned();
+    Ok(volume)
+}
+
+/// Whether a `-v` source names a host path rather than a volume.
+fn is_host_path(source: &str) -> bool {
+    source.contains('/') || source.starts_with('.') || source.starts_with('~')
 }
 
 /// `--tmpfs PATH[:SIZE_MIB]`.
@@ -345,6 +389,12 @@ pub struct Share {
     pub guest: String,
     /// Read-only.
     pub readonly: bool,
+    /// `noexec`, `nosuid`, `nodev` (agentd applies them with `readonly`).
+    pub noexec: bool,
+    /// See `noexec`.
+    pub nosuid: bool,
+    /// See `noexec`.
+    pub nodev: bool,
 }
 
 impl SandboxConfig {
@@ -353,6 +403,13 @@ impl SandboxConfig {
     pub fn resolve(&mut self) -> Result<(), crate::error::RuntimeError> {
         use crate::error::RuntimeError;
         for volume in &mut self.volumes {
+            if let Some(name) = &volume.name {
+                if !volume.host.is_absolute() {
+                    return Err(RuntimeError::Config(format!(
+                        "volume {name:?} was not looked up in a moat home"
+                    )));
+                }
+            }
             let resolved = volume
                 .host
                 .canonicalize()
@@ -366,6 +423,7 @@ impl SandboxConfig {
             }
             volume.host = resolved;
         }
+        crate::patches::resolve(&mut self.patches)?;
         let mut guests: Vec<&str> = self.volumes.iter().map(|v| v.guest.as_str()).collect();
         guests.extend(self.tmpfs.iter().map(|t| t.path.as_str()));
         if !self.scripts.is_empty() {
@@ -413,24 +471,40 @@ impl SandboxConfig {
     }
 
     /// The host directories the backend must share, volumes first, then the scripts directory
-    /// when there are scripts.
+    /// when there are scripts, then the patch bundle (its sibling `patches`, which agentd
+    /// applies and unmounts) when there are patches.
     pub fn shares(&self, scripts_dir: &Path, naming: ShareNaming) -> Vec<Share> {
-        let mut dirs: Vec<(PathBuf, String, bool)> =
-            self.volumes.iter().map(|v| (v.host.clone(), v.guest.clone(), v.readonly)).collect();
+        let mut dirs: Vec<Volume> = self.volumes.clone();
         if !self.scripts.is_empty() {
-            dirs.push((scripts_dir.to_owned(), SCRIPTS_GUEST_DIR.to_owned(), true));
+            dirs.push(Volume {
+                host: scripts_dir.to_owned(),
+                guest: SCRIPTS_GUEST_DIR.to_owned(),
+                readonly: true,
+                ..Volume::default()
+            });
+        }
+        if !self.patches.is_empty() {
+            dirs.push(Volume {
+                host: scripts_dir.with_file_name("patches"),
+                guest: crate::patches::PATCHES_GUEST_DIR.to_owned(),
+                readonly: true,
+                ..Volume::default()
+            });
         }
         dirs.into_iter()
             .enumerate()
-            .map(|(i, (host, guest, readonly))| Share {
+            .map(|(i, volume)| Share {
                 tag: match naming {
-                    ShareNaming::HostPath => host.to_string_lossy().into_owned(),
+                    ShareNaming::HostPath => volume.host.to_string_lossy().into_owned(),
                     ShareNaming::VirtioFsTag => format!("moat-share-{i}"),
                     ShareNaming::Staged => crate::backend::namespace::mapped::share_tag(i),
                 },
-                host,
-                guest,
-                readonly,
+                host: volume.host,
+                guest: volume.guest,
+                readonly: volume.readonly,
+                noexec: volume.noexec,
+                nosuid: volume.nosuid,
+                nodev: volume.nodev,
             })
             .collect()
     }
@@ -444,7 +518,12 @@ impl SandboxConfig {
                 .map(|share| DirMount {
                     tag: share.tag.clone(),
                     guest_path: share.guest.clone(),
-                    flags: MountFlags { readonly: share.readonly, ..MountFlags::default() },
+                    flags: MountFlags {
+                        readonly: share.readonly,
+                        noexec: share.noexec,
+                        nosuid: share.nosuid,
+                        nodev: share.nodev,
+                    },
                 })
                 .collect(),
             tmpfs_mounts: self
@@ -501,10 +580,28 @@ mod tests {
     fn volume_takes_an_optional_mode() {
         assert_eq!(
             parse_volume("/srv/data:/data:ro").unwrap(),
-            Volume { host: "/srv/data".into(), guest: "/data".into(), readonly: true }
+            Volume {
+                host: "/srv/data".into(),
+                guest: "/data".into(),
+                readonly: true,
+                ..Volume::default()
+            }
         );
         assert!(!parse_volume("./d:/data").unwrap().readonly);
         assert!(!parse_volume("/a:/b:rw").unwrap().readonly);
+    }
+
+    #[test]
+    fn a_bare_name_is_a_named_volume_and_options_combine() {
+        let named = parse_volume("cache:/c:ro,noexec,nosuid,nodev").unwrap();
+        assert_eq!(named.name.as_deref(), Some("cache"));
+        assert!(named.readonly && named.noexec && named.nosuid && named.nodev);
+        for path in ["./cache:/c", "/srv/cache:/c", "~/c:/c", ".c:/c"] {
+            assert_eq!(parse_volume(path).unwrap().name, None, "{path}");
+        }
+        for bad in ["cache:/c:rx", "cache:/c:ro,", "-x:/c", "cache:/c:noexec,bogus"] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -597,7 +694,12 @@ mod tests {
             env: vec!["A=1".into(), "B=x=y".into()],
             cwd: Some("/w".into()),
             user: Some("nobody".into()),
-            volumes: vec![Volume { host: "/srv".into(), guest: "/data".into(), readonly: true }],
+            volumes: vec![Volume {
+                host: "/srv".into(),
+                guest: "/data".into(),
+                readonly: true,
+                ..Volume::default()
+            }],
             tmpfs: vec![Tmpfs { path: "/scratch".into(), size_mib: Some(8) }],
             scripts: vec![Script { name: "s".into(), body: "x".into() }],
             rlimits: vec![Rlimit { resource: "nofile".into(), soft: 10, hard: 20 }],

@@ -232,6 +232,9 @@ pub enum RuntimeError {
     /// A blocking call of the async API ([`crate::api`]) panicked or its runtime shut down.
     #[error("a blocking task of the moat API did not complete: {0}")]
     BlockingTask(#[from] tokio::task::JoinError),
+    /// A named volume operation failed.
+    #[error(transparent)]
+    Volume(#[from] crate::store::volumes::VolumeError),
     /// The VM backend was asked for and cannot run here.
     #[error("--isolation vm: this host cannot boot a microVM: {reason} (`moat doctor` explains)")]
     VmUnavailable {

@@ -27,6 +27,8 @@
 //! - [`security`]: the `--security-profile` agentd applies; [`security::hardening`]: what
 //!   isolation a sandbox has, for `moat inspect` and `moat doctor`.
 //! - [`image`]: OCI images: pull, the content-addressed store, unpacking, image defaults.
+//! - [`metrics`]: cpu, memory, disk and network use of running sandboxes (`moat stats`).
+//! - [`patches`]: changes to the root made before boot (`--patch`), applied by agentd.
 //! - [`doctor`]: can this host boot a microVM, and why not.
 //! - [`agentd_bin`]: finding (or building) the `moat-agentd` binary.
 //! - [`bench`](mod@bench): `moat bench`. [`error`]: the runtime's errors. [`limits`]: its named bounds.
@@ -128,7 +130,9 @@ pub mod error;
 pub mod image;
 pub mod lifecycle;
 pub mod limits;
+pub mod metrics;
 pub mod network;
+pub mod patches;
 pub mod relay_client;
 pub mod security;
 pub mod store;

@@ -85,3 +85,27 @@ pub const REGISTRY_CONNECT_TIMEOUT_MS: u64 = 10_000;
 
 // `lowerdir=` and the lower dirs, each 64 hex digits and a `:`, fit the 4 KiB mount option page.
 const _: () = assert!("lowerdir=".len() + MAX_IMAGE_LAYERS * 65 < 4096);
+
+/// Smallest named-volume quota (an ext4 image below this has little room after its metadata).
+pub const MIN_VOLUME_QUOTA_MIB: u64 = 16;
+
+/// Largest named-volume quota (1 TiB; the image is sparse, so only what is written takes room).
+pub const MAX_VOLUME_QUOTA_MIB: u64 = 1024 * 1024;
+
+/// Most entries one host-side listing of a directory in a volume returns.
+pub const MAX_VOLUME_LIST_ENTRIES: usize = 100_000;
+
+/// Most entries `moat volume inspect` walks to measure a volume without a quota.
+pub const MAX_VOLUME_SIZE_WALK_ENTRIES: usize = 1_000_000;
+
+/// Time between the two samples of a metrics snapshot (CPU percent is measured over it).
+pub const CPU_SAMPLE_MS: u64 = 250;
+
+/// Shortest interval of a metrics stream.
+pub const MIN_METRICS_INTERVAL_MS: u64 = 100;
+
+/// Most bytes of file content the root patches of one sandbox carry.
+pub const MAX_PATCH_BUNDLE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Most steps (files, directories, links, removals) the root patches of one sandbox make.
+pub const MAX_PATCH_BUNDLE_ENTRIES: usize = 100_000;

@@ -87,11 +87,30 @@ fn main() -> ExitCode {
             ImageSubcommand::Prune => finish(name, prune_command()),
         },
         Command::Login(args) => finish(name, login_command(args)),
+        Command::Stats(args) => {
+            let home = moat_runtime::store::home::moat_home();
+            report(name, cli::stats::run(&home, args))
+        }
+        Command::Volume { command } => {
+            let home = moat_runtime::store::home::moat_home();
+            report(name, cli::volume::run(&home, command, &mut std::io::stdout().lock()))
+        }
     }
 }
 
 /// A subcommand's result as the process's exit status, its error as one line on stderr.
 fn finish(cmd: &str, result: Result<(), RuntimeError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("moat {cmd}: {err}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// Exit 0, or print `moat CMD: ERROR` and exit 1.
+fn report(cmd: &str, result: Result<(), impl std::fmt::Display>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

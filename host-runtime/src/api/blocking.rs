@@ -116,6 +116,11 @@ impl Sandbox {
         self.dir.socket()
     }
 
+    /// Its sandbox directory.
+    pub(crate) fn dir(&self) -> &SandboxDir {
+        &self.dir
+    }
+
     /// Runs `request` with `stdin` as its input and collects its output. With a `timeout`, the
     /// command is SIGKILLed when it runs longer, and the result says so
     /// ([`CapturedExec::timed_out`]).

@@ -8,9 +8,12 @@
 //!       │                                         ├─► exec_stream(request) ─► ExecStream: next()
 //!       │                                         │     (started/stdout/stderr/exited), write_stdin,
 //!       │                                         │     close_stdin, signal, kill, resize, wait
+//!       │                                         ├─► metrics() / metrics_stream(interval)
 //!       │                                         ├─► state() / socket() / wait(timeout)
 //!       ├─► get(name) ─► Sandbox                  └─► stop() / kill() / remove(force)
 //!       ├─► list() / list_filtered([LabelFilter]) ─► [SandboxState]
+//!       ├─► metrics_all() ─► [Metrics]
+//!       ├─► volumes() ─► Volumes: create / list / inspect / remove / read / write (api::volumes)
 //!       └─► images() ─► Images: pull / list / remove / prune (blocking; an image as
 //!                       SandboxOptions' root is pulled by create)
 //! ```
@@ -47,6 +50,9 @@
 pub mod blocking;
 pub mod config;
 pub mod exec;
+
+mod metrics;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -10,7 +10,9 @@
 //! ```
 
 pub mod sandbox_args;
+pub mod stats;
 pub(crate) mod tty;
+pub mod volume;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,6 +77,14 @@ pub enum Command {
     Image(ImageCmd),
     /// Store registry credentials in ~/.docker/config.json (not checked against the registry).
     Login(LoginCmd),
+    /// CPU, memory, disk and network of running sandboxes.
+    Stats(stats::StatsArgs),
+    /// Named volumes, mounted with -v NAME:/path.
+    Volume {
+        /// What to do.
+        #[command(subcommand)]
+        command: volume::VolumeCommand,
+    },
     /// The per-sandbox process.
     #[command(name = "__sandbox", hide = true)]
     Sandbox(DirArg),
@@ -447,6 +457,8 @@ pub fn name_of(command: &Command) -> &'static str {
         Command::Rmi(_) => "rmi",
         Command::Image(_) => "image",
         Command::Login(_) => "login",
+        Command::Stats(_) => "stats",
+        Command::Volume { .. } => "volume",
         Command::Sandbox(_) => "__sandbox",
         Command::NsPrepare(_) => "__ns-prepare",
         Command::NsInit(_) => "__ns-init",

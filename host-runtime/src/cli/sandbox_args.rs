@@ -55,12 +55,17 @@ pub struct SandboxArgs {
     /// Hostname (default: the sandbox name).
     #[arg(long, value_name = "NAME", value_parser = config::parse_hostname)]
     pub hostname: Option<String>,
-    /// Share a host directory.
-    #[arg(short = 'v', long = "volume", value_name = "HOST:GUEST[:ro]", value_parser = config::parse_volume)]
+    /// Share a host directory (SRC with a '/' or a leading '.' or '~') or a named volume;
+    /// OPTS: ro,rw,noexec,nosuid,nodev.
+    #[arg(short = 'v', long = "volume", value_name = "SRC:GUEST[:OPTS]", value_parser = config::parse_volume)]
     pub volumes: Vec<Volume>,
     /// A tmpfs mount.
     #[arg(long, value_name = "PATH[:MiB]", value_parser = config::parse_tmpfs)]
     pub tmpfs: Vec<Tmpfs>,
+    /// Change the root before boot (never the lower): text:PATH=TEXT, append:PATH=TEXT,
+    /// copy-file:HOST=PATH, copy-dir:HOST=PATH, symlink:PATH=TARGET, mkdir:PATH or PATH:MODE, rm:PATH.
+    #[arg(long = "patch", value_name = "KIND:ARGS", value_parser = crate::patches::parse_patch)]
+    pub patches: Vec<crate::patches::Patch>,
     /// An executable at /.msb/scripts/NAME (on PATH).
     #[arg(long = "script", value_name = "NAME=BODY", value_parser = config::parse_script)]
     pub scripts: Vec<Script>,
@@ -153,6 +158,7 @@ impl SandboxArgs {
             idle_timeout_secs: self.idle_timeout,
             labels: self.labels.into_iter().collect(),
             shell: self.shell,
+            patches: self.patches,
             ..SandboxConfig::default()
         };
         let mut config = config;

@@ -106,6 +106,7 @@ pub fn create_in(
         config.user = config.user.or(defaults.user);
         config.stop_signal = defaults.stop_signal;
     }
+    crate::store::volumes::resolve_named(home, &mut config)?;
     config.resolve()?;
     isolation::check_limits(backend, &config)?;
     let executables = match executables {

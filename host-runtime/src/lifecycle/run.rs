@@ -33,6 +33,7 @@ pub fn execute(mut args: RunOptions) -> Result<u8, RuntimeError> {
         apply_image_defaults(&mut args, &defaults, &root)?;
     }
     let mut config = args.config.clone();
+    crate::store::volumes::resolve_named(&home::moat_home(), &mut config)?;
     config.resolve()?;
     isolation::check_limits(backend, &config)?;
     let rootless = crate::backend::namespace::rootless::is_rootless();

@@ -8,6 +8,7 @@
 //!   sandbox.log    the sandbox process's stderr
 //!   logs/exec.log  the relay's exec tap
 //!   scripts/       the named scripts (--script), shared read-only at /.msb/scripts
+//!   patches/       the root patch bundle (--patch), shared read-only for agentd's boot
 //!   root/          mount point of the assembled host root (inside the sandbox's mount namespace)
 //!   agent-vm.sock  (VM) the unix socket libkrun connects the guest agent's vsock port to
 //!   logs/kernel.log (VM) the guest console: kernel messages and the agent's stderr
@@ -134,6 +135,11 @@ impl SandboxDir {
     /// Where the named scripts are written (shared read-only at `/.msb/scripts`).
     pub fn scripts_dir(&self) -> PathBuf {
         self.path.join("scripts")
+    }
+
+    /// The root patch bundle ([`crate::patches`]), shared like the scripts directory.
+    pub fn patches_dir(&self) -> PathBuf {
+        self.path.join("patches")
     }
 
     /// Mount point of the assembled host root.

@@ -54,6 +54,7 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
         return crate::backend::vm::supervise(dir);
     }
     spec.config.write_scripts(&dir.scripts_dir())?;
+    crate::patches::write_bundle(&spec.config.patches, &dir.patches_dir())?;
     let rootless = crate::backend::namespace::rootless::is_rootless();
     // Held until this process ends: no other sandbox gets these host ids meanwhile. An
     // unprivileged user's sandboxes all use the user's own ids instead: no pool, no lease.

@@ -32,6 +32,10 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The environment variable carrying the `cgroup.procs` paths (`:`-separated) to `__ns-init`.
 pub const PROCS_ENV: &str = "MOAT_CGROUP_PROCS";
 
+/// v1 controllers a sandbox gets a leaf in for accounting alone (`crate::metrics` reads them),
+/// whether or not it has a limit there.
+const ACCOUNTING_V1: [&str; 3] = ["cpuacct", "memory", "blkio"];
+
 /// CFS period used for `--cpus`, in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
@@ -107,6 +111,7 @@ impl SandboxCgroup {
             let control = root.join("cgroup.subtree_control");
             std::fs::write(&control, wanted.join(" "))
                 .map_err(cgroup_error("enable controllers in", &control))?;
+            enable_accounting_v2(root, &control);
         }
         for (controller, file, value) in limit_files(limits, v2) {
             let dir = leaf_dir(root, controller, leaf, v2);
@@ -116,6 +121,16 @@ impl SandboxCgroup {
             }
             let path = dir.join(file);
             std::fs::write(&path, &value).map_err(cgroup_error("write cgroup limit", &path))?;
+        }
+        if !v2 {
+            // Accounting only (`crate::metrics`): a leaf in each v1 controller the host mounts.
+            for controller in ACCOUNTING_V1 {
+                let dir = leaf_dir(root, controller, leaf, false);
+                if root.join(controller).is_dir() && !cgroup.dirs.contains(&dir) {
+                    std::fs::create_dir_all(&dir).map_err(cgroup_error("create cgroup", &dir))?;
+                    cgroup.dirs.push(dir);
+                }
+            }
         }
         Ok(Some(cgroup))
     }
@@ -136,6 +151,20 @@ impl Drop for SandboxCgroup {
     /// the agent is reaped). Logs what could not be removed.
     fn drop(&mut self) {
         remove_dirs(self.dirs.iter().rev());
+    }
+}
+
+/// Enables the `memory` and `io` controllers the host has, for accounting alone
+/// (`crate::metrics`); a host that refuses keeps working, and metrics fall back to the process
+/// tree for what they would have counted.
+fn enable_accounting_v2(root: &Path, control: &Path) {
+    let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    for controller in ["memory", "io"] {
+        if available.split_whitespace().any(|c| c == controller) {
+            if let Err(err) = std::fs::write(control, format!("+{controller}")) {
+                tracing::info!(controller, %err, "cgroup controller not enabled for accounting");
+            }
+        }
     }
 }
 
@@ -163,7 +192,11 @@ pub fn kill_left_behind(leaf: &str) {
     let dirs: Vec<PathBuf> = if v2 {
         vec![leaf_dir(root, "", leaf, true)]
     } else {
-        ["memory", "cpu", "pids"].iter().map(|c| leaf_dir(root, c, leaf, false)).collect()
+        ["memory", "cpu", "pids"]
+            .iter()
+            .chain(ACCOUNTING_V1.iter().filter(|c| **c != "memory"))
+            .map(|c| leaf_dir(root, c, leaf, false))
+            .collect()
     };
     let dirs: Vec<PathBuf> = dirs.into_iter().filter(|dir| dir.is_dir()).collect();
     let deadline = Instant::now() + Duration::from_millis(CGROUP_REMOVE_TIMEOUT_MS);

@@ -227,6 +227,7 @@ struct Channel {
 fn prepare(dir: &SandboxDir) -> Result<(VmConfig, Channel), RuntimeError> {
     let spec = dir.read_spec()?;
     spec.config.write_scripts(&dir.scripts_dir())?;
+    crate::patches::write_bundle(&spec.config.patches, &dir.patches_dir())?;
     let mut shares = spec.config.shares(&dir.scripts_dir(), ShareNaming::VirtioFsTag);
     // A mount below a virtiofs share reaches the guest as a submount, and overlayfs refuses to
     // traverse one (EREMOTE): so the shared root never has mounts below it.
@@ -286,6 +287,9 @@ fn system_share(name: &str) -> Share {
         host: Path::new("/").join(name),
         guest: format!("/{name}"),
         readonly: true,
+        noexec: false,
+        nosuid: false,
+        nodev: false,
     }
 }
 
@@ -439,6 +443,7 @@ mod tests {
                 host: "/data".into(),
                 guest: "/mnt/data".into(),
                 readonly: true,
+                ..Volume::default()
             }],
             ..SandboxConfig::default()
         };
