@@ -58,6 +58,10 @@ pub const GUEST_QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// `core.shutdown`) to the guest before it gives up.
 pub const GUEST_FLUSH_TIMEOUT_MS: u64 = 2_000;
 
+/// Guest frames on the private workload channel waiting for the host to read them; past this
+/// they are dropped (the host asks one freeze or thaw at a time, so a backlog is the agent's).
+pub const WORKLOAD_QUEUE_MAX_FRAMES: usize = 16;
+
 /// Period of the router's housekeeping tick (slow-client deadlines).
 pub const TICK_INTERVAL_MS: u64 = 1_000;
 

@@ -42,16 +42,21 @@ use moat_protocol::limits::{FLOW_CONTROL_GENERATION, RELAY_SLOTS};
 use moat_protocol::message::{Message, MessageFrame};
 use moat_protocol::message_type::MessageType;
 use moat_protocol::payload::core::RelayClientDisconnected;
-use moat_protocol::payload::exec::ExecSignal;
-use moat_protocol::relay::{Prologue, Slot};
+use moat_protocol::payload::exec::{ExecLimits, ExecSignal};
+use moat_protocol::relay::{Prologue, Slot, WORKLOAD_CHANNEL_ID};
 use moat_protocol::{Decoded, Flags, RawFrame, decode_frame};
 
 use crate::exec_log::{LogEntry, SANDBOX_STARTED, SANDBOX_STOPPED};
+use crate::flow::FlowViolation;
 use crate::limits::{MAX_OPEN_EXECS_PER_CLIENT, ORPHANED_EXEC_DRAIN_MS};
 use crate::outbound::{OutboundQueue, Overflow};
-use crate::sessions::{BadAck, ExecSession, ExecSessions};
+use crate::sessions::{ExecSession, ExecSessions};
 use crate::slots::{SlotTable, barrier_id, barrier_slot};
 use crate::validate::{Checked, Violation, check_client_frame};
+
+mod execution;
+use execution::Verdict;
+pub use execution::{ADMISSION_MESSAGE, PAUSED_MESSAGE};
 
 /// The signal sent to a departed client's open execs (SIGKILL, to the process group).
 const KILL_SIGNAL: i32 = 9;
@@ -95,6 +100,9 @@ pub enum Effect {
         /// The client.
         client: ClientId,
     },
+    /// A guest frame on the private workload channel ([`WORKLOAD_CHANNEL_ID`]), byte for byte,
+    /// for the host: never routed to a client.
+    ToHost(Bytes),
 }
 
 /// Why the relay disconnects a client.
@@ -103,9 +111,9 @@ pub enum CloseReason {
     /// A frame failed the §13.4 checks.
     #[error("protocol violation: {0}")]
     Violation(#[from] Violation),
-    /// An output ack regressed or over-claimed (§13.5).
-    #[error("bad output ack: {0}")]
-    BadOutputAck(#[from] BadAck),
+    /// A generation-10 execution rule was broken (§13.5).
+    #[error("execution flow control: {0}")]
+    Flow(#[from] FlowViolation),
     /// Opening one more exec would pass [`MAX_OPEN_EXECS_PER_CLIENT`] or the relay-wide cap.
     #[error("too many open exec sessions")]
     TooManyExecs,
@@ -250,9 +258,13 @@ pub struct Router {
     /// The agent answers `core.ping` (its ready frame says generation 6 or later): disconnects
     /// queue a barrier ping.
     barrier: bool,
-    /// The agent flow-controls `v >= 10` execs (its ready frame says generation 10 and has
-    /// `exec_limits`): the relay checks their output acks (§13.5).
-    flow_control: bool,
+    /// The agent's policy when it flow-controls `v >= 10` execs (its ready frame says
+    /// generation 10 and has `exec_limits`): the relay applies §13.5 to them.
+    limits: Option<ExecLimits>,
+    /// The agent answered `core.workload.freeze` and no thaw since: session starts are refused.
+    paused: bool,
+    /// The latest time an input brought (for relay-made replies to client frames).
+    clock: Instant,
     next_client: u64,
     stats: RouterStats,
 }
@@ -264,10 +276,10 @@ impl Router {
         if ready.id != 0 || ready.flags != Flags::NONE {
             return Err(ReadyError::Header { id: ready.id, flags: ready.flags });
         }
-        let (barrier, flow_control) = match decode_frame(ready)? {
+        let (barrier, limits) = match decode_frame(ready)? {
             Decoded::Message(MessageFrame { message: Message::Ready(ready), v, .. }) => (
                 v >= MessageType::Ping.introduced_in(),
-                v >= FLOW_CONTROL_GENERATION && ready.exec_limits.is_some(),
+                ready.exec_limits.filter(|_| v >= FLOW_CONTROL_GENERATION),
             ),
             Decoded::Message(other) => {
                 return Err(ReadyError::NotReady { found: other.message.wire_name().to_owned() });
@@ -284,7 +296,9 @@ impl Router {
             sessions: ExecSessions::new(),
             draining: HashMap::new(),
             barrier,
-            flow_control,
+            limits,
+            paused: false,
+            clock: Instant::now(),
             next_client: 0,
             stats: RouterStats::default(),
         })
@@ -303,6 +317,7 @@ impl Router {
     /// A connection was accepted: lease the lowest free slot and greet it with the prologue and
     /// the ready frame, or refuse it when all 128 slots are taken.
     pub fn client_connected(&mut self, now: Instant) -> Result<Connected, AllSlotsBusy> {
+        self.clock = now;
         let Ok(slot) = self.slots.lease() else {
             self.stats.clients_refused += 1;
             return Err(AllSlotsBusy);
@@ -350,28 +365,11 @@ impl Router {
         };
         let mut effects = Vec::new();
         match checked {
-            Checked::Message(envelope) => {
-                let exec_request = frame.flags == Flags::SESSION_START
-                    && envelope.t == MessageType::ExecRequest.wire_name();
-                if exec_request {
-                    if let Err(reason) = self.open_exec(client, frame.id, &envelope.p) {
-                        return self.close(client, reason);
-                    }
-                    if self.flow_control && envelope.v >= FLOW_CONTROL_GENERATION {
-                        self.sessions.flow_control(frame.id);
-                    }
-                }
-                if envelope.t == MessageType::ExecOutputAck.wire_name() {
-                    // An undecodable ack is forwarded: the agent answers it with core.error.
-                    if let Ok(Message::ExecOutputAck(ack)) =
-                        Message::decode_payload(MessageType::ExecOutputAck, &envelope.p)
-                    {
-                        if let Err(bad) = self.sessions.ack(frame.id, ack.consumed) {
-                            return self.close(client, bad.into());
-                        }
-                    }
-                }
-            }
+            Checked::Message(envelope) => match self.client_message(client, frame, &envelope) {
+                Ok(Verdict::Forward) => {}
+                Ok(Verdict::Answered(answer)) => return answer,
+                Err(reason) => return self.close(client, reason),
+            },
             Checked::EmptyShutdown | Checked::Bulk => {}
         }
         if frame.flags == Flags::SHUTDOWN {
@@ -392,6 +390,7 @@ impl Router {
 
     /// The client's writer put `frames` frames of `bytes` bytes on its socket.
     pub fn client_wrote(&mut self, client: ClientId, frames: usize, bytes: usize, now: Instant) {
+        self.clock = now;
         if let Some(state) = self.clients.get_mut(&client) {
             state.queue.wrote(frames, bytes, now);
         }
@@ -499,6 +498,10 @@ impl Router {
             return Err(GuestFrameError::InvalidFlags { id: frame.id, flags: frame.flags });
         }
         self.stats.frames_from_guest += 1;
+        self.clock = now;
+        if frame.id == WORKLOAD_CHANNEL_ID {
+            return Ok(self.workload_frame(frame, wire));
+        }
         if frame.id == 0 {
             self.drop_id0_frame(frame);
             return Ok(Vec::new());
@@ -521,8 +524,13 @@ impl Router {
             return Ok(Vec::new());
         };
         let mut effects = Vec::new();
-        self.tap(frame, &mut effects);
-        self.route(slot, frame, wire, now, &mut effects);
+        match self.tap(frame, &mut effects) {
+            None => self.route(slot, frame, wire, now, &mut effects),
+            Some((owner, violation)) => {
+                self.stats.guest_frames_dropped += 1;
+                effects.extend(self.close(owner, violation.into()));
+            }
+        }
         Ok(effects)
     }
 
@@ -543,6 +551,7 @@ impl Router {
     /// Housekeeping: free slots whose orphaned execs outlived [`ORPHANED_EXEC_DRAIN_MS`], and
     /// disconnect clients whose queued output stalled.
     pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
+        self.clock = now;
         self.expire_draining(now);
         let mut stalled: Vec<(ClientId, Duration)> = self
             .clients
@@ -636,9 +645,7 @@ impl Router {
         }
         state.phase = Phase::Closing;
         match reason {
-            CloseReason::Violation(_)
-            | CloseReason::TooManyExecs
-            | CloseReason::BadOutputAck(_) => {
+            CloseReason::Violation(_) | CloseReason::TooManyExecs | CloseReason::Flow(_) => {
                 self.stats.clients_closed_for_violation += 1;
             }
             CloseReason::QueueOverflow(_) | CloseReason::Stalled { .. } => {
@@ -653,15 +660,23 @@ impl Router {
     /// The `exec.log` tap and session end: output on a registered exec id is logged whether or
     /// not its client is still here; the exec's own terminal frame ends the session (see
     /// [`ends_exec`]).
-    fn tap(&mut self, frame: &RawFrame, effects: &mut Vec<Effect>) {
-        let Some(session) = self.sessions.get(frame.id).copied() else { return };
+    ///
+    /// Returns the owner to disconnect, and why, when the frame breaks a §13.5 rule (it is then
+    /// not routed).
+    fn tap(
+        &mut self,
+        frame: &RawFrame,
+        effects: &mut Vec<Effect>,
+    ) -> Option<(ClientId, FlowViolation)> {
+        let session = self.sessions.get(frame.id).copied()?;
         let t = envelope_type(frame);
         if t == Some(MessageType::ExecStarted) {
             self.sessions.mark_started(frame.id);
         }
+        let mut output_len = None;
         if frame.flags == Flags::NONE {
             if let Some((stream, data)) = exec_output(frame) {
-                self.sessions.charge(frame.id, data.len());
+                output_len = Some(data.len());
                 let source = match stream {
                     OutputStream::Stdout => session.stdout_source(),
                     OutputStream::Stderr => LogSource::Stderr,
@@ -673,6 +688,7 @@ impl Router {
                 }));
             }
         }
+        let breach = self.guest_exec_frame(frame, t, output_len).err();
         if frame.flags == Flags::TERMINAL && ends_exec(frame, t, session.started) {
             self.sessions.end(frame.id);
             match session.owner.and_then(|owner| self.clients.get_mut(&owner)) {
@@ -683,6 +699,24 @@ impl Router {
             }
             tracing::debug!(id = frame.id, session = session.number, "exec session ended");
         }
+        breach.and_then(|violation| session.owner.map(|owner| (owner, violation)))
+    }
+
+    /// A guest frame on the private workload channel: noted (a `frozen` reply pauses session
+    /// starts, a `thawed` one resumes them) and handed to the host.
+    fn workload_frame(&mut self, frame: &RawFrame, wire: Option<Bytes>) -> Vec<Effect> {
+        match envelope_type(frame) {
+            Some(MessageType::WorkloadFrozen) => self.paused = true,
+            Some(MessageType::WorkloadThawed) => self.paused = false,
+            Some(_) | None => {}
+        }
+        tracing::debug!(paused = self.paused, "guest frame on the workload channel");
+        wire.map(Effect::ToHost).into_iter().collect()
+    }
+
+    /// Whether the agent reported the workload frozen (session starts are refused).
+    pub fn paused(&self) -> bool {
+        self.paused
     }
 
     fn route(
