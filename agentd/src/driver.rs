@@ -7,9 +7,12 @@
 
 use bytes::BytesMut;
 use moat_protocol::frame::split_frame;
-use moat_protocol::payload::core::CoreErrorKind;
+use moat_protocol::payload::core::{CoreError, CoreErrorKind};
 use moat_protocol::payload::exec::ExecRequest;
 use moat_protocol::payload::fs::FsRequest;
+use moat_protocol::payload::workload::{
+    WorkloadFreeze, WorkloadFrozen, WorkloadThaw, WorkloadThawed,
+};
 use moat_protocol::relay::IdRange;
 use moat_protocol::{FrameError, RawFrame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +23,7 @@ use crate::dispatch::{Action, Dispatcher, Rejected, Services};
 use crate::exec::{ExecError, ExecManager};
 use crate::fs::FsService;
 use crate::outbound::Outbound;
+use crate::workload::{ProcessFreezer, WorkloadLatch};
 
 /// Bytes read from the channel per read call.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
@@ -99,6 +103,8 @@ pub struct AgentServices {
     /// Whether `core.clock.sync` may step the clock (only inside a VM: in the namespace backend
     /// the clock is the host's).
     pub may_set_clock: bool,
+    /// The generation-9 workload freezer.
+    pub workload: WorkloadLatch<ProcessFreezer>,
 }
 
 /// Stdin the session cannot take gets a non-terminal `core.exec.stdin.error`; a follow-up for a
@@ -122,6 +128,10 @@ fn exec_rejection(err: ExecError) -> Rejected {
 
 impl Services for AgentServices {
     fn exec_start(&mut self, id: u32, v: u8, request: ExecRequest) -> Result<(), Rejected> {
+        if self.workload.frozen() {
+            self.exec.refuse_frozen(id);
+            return Ok(());
+        }
         self.exec.start(id, v, request).map_err(exec_rejection)
     }
 
@@ -164,6 +174,14 @@ impl Services for AgentServices {
         if let Err(err) = crate::sys::set_realtime_clock(unix_nanos) {
             tracing::warn!(%err, "core.clock.sync failed");
         }
+    }
+
+    fn workload_freeze(&mut self, freeze: WorkloadFreeze) -> Result<WorkloadFrozen, CoreError> {
+        self.workload.freeze(freeze)
+    }
+
+    fn workload_thaw(&mut self, thaw: WorkloadThaw) -> Result<WorkloadThawed, CoreError> {
+        self.workload.thaw(thaw)
     }
 }
 

@@ -21,3 +21,4 @@ pub mod seccomp;
 pub mod shutdown;
 pub mod sys;
 pub mod users;
+pub mod workload;
