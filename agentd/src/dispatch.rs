@@ -14,17 +14,20 @@
 //! | output ack that regresses or over-claims     | `invalid_payload` (the session is killed)     |
 //! | unknown type name                            | `unsupported_message_type`                    |
 //! | type newer than the agent's generation (10)  | `unsupported_protocol_generation`             |
-//! | raw bulk record, bulk control (generation 8) | `capability_unavailable` (not built)          |
+//! | raw bulk record, bulk control, no transfer   | `invalid_session` (late ones are discarded)   |
 //! | workload freeze/thaw off the private id      | `invalid_session`                             |
 //! | freeze twice, thaw when not frozen           | `invalid_session` + `workload_failure`        |
 //! | root-disk prepare/grow (no root disk)        | `capability_unavailable`                      |
 //! | agent-to-host type sent to the agent         | `unsupported_message_type`                    |
 //! | follow-up for an unknown session             | `invalid_session`                             |
 
+use moat_protocol::BulkRecord;
 use moat_protocol::limits::{AGENT_GENERATION, MAX_EXEC_CONTROL_FRAME_BYTES};
 use moat_protocol::payload::core::{CoreError, CoreErrorKind, Touched};
 use moat_protocol::payload::exec::{ExecRequest, ExecStdinError};
 use moat_protocol::payload::fs::FsRequest;
+
+pub use crate::fs::BulkControl;
 use moat_protocol::payload::tcp::TcpFailed;
 use moat_protocol::payload::workload::{
     WorkloadFreeze, WorkloadFrozen, WorkloadThaw, WorkloadThawed,
@@ -66,6 +69,10 @@ pub trait Services {
     fn release_range(&mut self, range: IdRange);
     /// Step the clock.
     fn clock_sync(&mut self, unix_nanos: u64);
+    /// A raw bulk record from the host.
+    fn bulk_record(&mut self, record: BulkRecord) -> Result<(), Rejected>;
+    /// `core.bulk.credit` / `finish` / `cancel` on `id`.
+    fn bulk_control(&mut self, id: u32, control: BulkControl) -> Result<(), Rejected>;
     /// `core.workload.freeze`: stop every guest process but the agent.
     fn workload_freeze(&mut self, freeze: WorkloadFreeze) -> Result<WorkloadFrozen, CoreError>;
     /// `core.workload.thaw`: resume them.
@@ -163,13 +170,12 @@ impl Dispatcher {
                 let core = err.core_error();
                 return error(id, core.kind, core.message, core.offending_type.as_deref());
             }
-            Ok(Decoded::Bulk(_)) => {
-                return error(
-                    id,
-                    CoreErrorKind::CapabilityUnavailable,
-                    "raw bulk records (generation 8) are not built in moat-agentd".to_owned(),
-                    None,
-                );
+            Ok(Decoded::Bulk(record)) => {
+                return match services.bulk_record(record) {
+                    Ok(()) => None,
+                    Err(Rejected::Error { kind, message }) => error(id, kind, message, None),
+                    Err(Rejected::Stdin(_)) => None,
+                };
             }
             Ok(Decoded::Lease(_) | Decoded::LocalTransport(_)) => {
                 tracing::warn!(id, "ignoring a relay-local record the agent does not use");
@@ -338,12 +344,18 @@ impl Dispatcher {
                 NO_ROOT_DISK_MESSAGE.to_owned(),
                 Some(t.wire_name()),
             ),
-            Message::BulkCredit(_) | Message::BulkFinish(_) | Message::BulkCancel(_) => error(
-                id,
-                CoreErrorKind::CapabilityUnavailable,
-                format!("{t} (generation {}) is not built in moat-agentd", t.introduced_in()),
-                Some(t.wire_name()),
-            ),
+            Message::BulkCredit(credit) => services
+                .bulk_control(id, BulkControl::Credit(credit))
+                .err()
+                .and_then(|r| rejected(id, r, t)),
+            Message::BulkFinish(finish) => services
+                .bulk_control(id, BulkControl::Finish(finish))
+                .err()
+                .and_then(|r| rejected(id, r, t)),
+            Message::BulkCancel(cancel) => services
+                .bulk_control(id, BulkControl::Cancel(cancel))
+                .err()
+                .and_then(|r| rejected(id, r, t)),
             // Everything below was refused by `check_acceptable` (sent by the agent rather than
             // to it); listing them keeps this match exhaustive.
             Message::InitResolved(_)
@@ -438,6 +450,17 @@ mod tests {
         }
         fn clock_sync(&mut self, unix_nanos: u64) {
             self.calls.push(format!("clock {unix_nanos}"));
+        }
+        fn bulk_record(&mut self, record: BulkRecord) -> Result<(), Rejected> {
+            self.calls.push(format!("record {} {}", record.id, record.payload.len()));
+            Err(Rejected::Error {
+                kind: CoreErrorKind::InvalidSession,
+                message: "no bulk transfer".into(),
+            })
+        }
+        fn bulk_control(&mut self, id: u32, control: BulkControl) -> Result<(), Rejected> {
+            self.calls.push(format!("bulk {id} {control:?}"));
+            Ok(())
         }
         fn workload_freeze(&mut self, freeze: WorkloadFreeze) -> Result<WorkloadFrozen, CoreError> {
             self.calls.push(format!("freeze {}", freeze.attempt_id));
@@ -676,16 +699,26 @@ mod tests {
     }
 
     #[test]
-    fn bulk_record_is_refused_as_not_built() {
+    fn bulk_records_and_controls_reach_the_service() {
         let frame = RawFrame {
             id: 1,
             flags: Flags::BULK,
             body: Bytes::from_static(&[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]),
         };
-        assert_eq!(
-            error_kind(Dispatcher::new().handle(&frame, &mut Fake::default())),
-            CoreErrorKind::CapabilityUnavailable
-        );
+        let mut fake = Fake::default();
+        let mut d = Dispatcher::new();
+        assert_eq!(error_kind(d.handle(&frame, &mut fake)), CoreErrorKind::InvalidSession);
+        let finish = moat_protocol::payload::bulk::BulkFinish { kind: 1, flow: 1, final_offset: 1 };
+        assert_eq!(d.handle(&raw(1, Message::BulkFinish(finish)), &mut fake), None);
+        assert_eq!(fake.calls.len(), 2, "{:?}", fake.calls);
+        assert!(fake.calls[0].starts_with("record 1 1"));
+    }
+
+    #[test]
+    fn a_malformed_bulk_record_gets_malformed_message() {
+        let frame = RawFrame { id: 1, flags: Flags::BULK, body: Bytes::from_static(&[1, 1, 0]) };
+        let kind = error_kind(Dispatcher::new().handle(&frame, &mut Fake::default()));
+        assert_eq!(kind, CoreErrorKind::MalformedMessage);
     }
 
     #[test]

@@ -21,9 +21,10 @@ use tokio::sync::mpsc;
 use crate::channel::{ChannelReader, ChannelWriter};
 use crate::dispatch::{Action, Dispatcher, Rejected, Services};
 use crate::exec::{ExecError, ExecManager};
-use crate::fs::FsService;
+use crate::fs::{BulkControl, FsService, NoBulkTransfer};
 use crate::outbound::Outbound;
 use crate::workload::{ProcessFreezer, WorkloadLatch};
+use moat_protocol::BulkRecord;
 
 /// Bytes read from the channel per read call.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
@@ -126,6 +127,11 @@ fn exec_rejection(err: ExecError) -> Rejected {
     Rejected::Error { kind, message: err.to_string() }
 }
 
+/// A bulk frame on an id with no bulk transfer gets `core.error invalid_session`.
+fn bulk_rejection(err: NoBulkTransfer) -> Rejected {
+    Rejected::Error { kind: CoreErrorKind::InvalidSession, message: err.to_string() }
+}
+
 impl Services for AgentServices {
     fn exec_start(&mut self, id: u32, v: u8, request: ExecRequest) -> Result<(), Rejected> {
         if self.workload.frozen() {
@@ -174,6 +180,14 @@ impl Services for AgentServices {
         if let Err(err) = crate::sys::set_realtime_clock(unix_nanos) {
             tracing::warn!(%err, "core.clock.sync failed");
         }
+    }
+
+    fn bulk_record(&mut self, record: BulkRecord) -> Result<(), Rejected> {
+        self.fs.bulk_record(record).map_err(bulk_rejection)
+    }
+
+    fn bulk_control(&mut self, id: u32, control: BulkControl) -> Result<(), Rejected> {
+        self.fs.bulk_control(id, control).map_err(bulk_rejection)
     }
 
     fn workload_freeze(&mut self, freeze: WorkloadFreeze) -> Result<WorkloadFrozen, CoreError> {

@@ -456,3 +456,94 @@ fn freeze_stops_every_process_and_thaw_resumes_them() {
     );
     assert_eq!(agent.run(ExecRequest::new("true")).2, 0, "execs run again after the thaw");
 }
+
+#[test]
+fn a_bulk_write_then_a_bulk_read_carry_10_mib_both_ways() {
+    use moat_protocol::payload::bulk::{BulkCredit, BulkFinish, BulkOffer};
+    use moat_protocol::{BulkFlow, BulkKind, BulkRecord, Decoded, decode_frame};
+    let mut agent = Agent::start(bootstrap());
+    let content: Vec<u8> = (0..10u32 << 20).map(|i| (i % 253) as u8).collect();
+    let handle = open(&mut agent, "/tmp/bulk.bin", true);
+    let id = agent.id();
+    let offer = BulkOffer { format: 1, max_record_payload: 3 << 20, guest_to_host_credit_limit: 0 };
+    let op = FsOp::Write { handle, offset: 0, len: Some(content.len() as u64) };
+    agent.send(id, Message::FsRequest(FsRequest { op, bulk: Some(offer) }));
+    let mut limit = match agent.recv_on(id) {
+        Message::BulkAccepted(accepted) => accepted.host_to_guest_credit_limit as usize,
+        other => panic!("{other:?}"),
+    };
+    let mut sent = 0;
+    while sent < content.len() {
+        if sent == limit {
+            match agent.recv_on(id) {
+                Message::BulkCredit(credit) => limit = credit.credit_limit as usize,
+                other => panic!("{other:?}"),
+            }
+            continue;
+        }
+        let end = (sent + (1 << 20)).min(limit).min(content.len());
+        let record = BulkRecord {
+            id,
+            kind: BulkKind::Filesystem,
+            flow: BulkFlow::HostToGuest,
+            offset: sent as u64,
+            payload: bytes::Bytes::copy_from_slice(&content[sent..end]),
+        };
+        let mut bytes = Vec::new();
+        record.encode(&mut bytes).unwrap();
+        agent.send_raw(&bytes);
+        sent = end;
+    }
+    let finish = BulkFinish { kind: 1, flow: 1, final_offset: sent as u64 };
+    agent.send(id, Message::BulkFinish(finish));
+    loop {
+        match agent.recv_on(id) {
+            Message::BulkCredit(_) => {}
+            Message::FsResponse(response) => {
+                assert!(response.ok, "{response:?}");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(fs(&mut agent, FsOp::CloseHandle { handle }).ok);
+
+    let handle = open(&mut agent, "/tmp/bulk.bin", false);
+    let id = agent.id();
+    let offer =
+        BulkOffer { format: 1, max_record_payload: 1 << 20, guest_to_host_credit_limit: 4 << 20 };
+    let op = FsOp::Read { handle, offset: 0, len: None };
+    agent.send(id, Message::FsRequest(FsRequest { op, bulk: Some(offer) }));
+    assert!(matches!(agent.recv_on(id), Message::BulkAccepted(_)));
+    let mut read = Vec::new();
+    loop {
+        let raw = agent.recv_raw();
+        assert_eq!(raw.id, id);
+        match decode_frame(&raw).unwrap() {
+            Decoded::Bulk(record) => {
+                assert_eq!(record.offset, read.len() as u64);
+                read.extend_from_slice(&record.payload);
+                // Grant one more window each time half of it is used.
+                if read.len() % (2 << 20) == 0 {
+                    let credit = BulkCredit {
+                        kind: 1,
+                        flow: 2,
+                        consumed_offset: read.len() as u64,
+                        credit_limit: read.len() as u64 + (4 << 20),
+                    };
+                    agent.send(id, Message::BulkCredit(credit));
+                }
+            }
+            Decoded::Message(frame) => {
+                match frame.message {
+                    Message::BulkFinish(finish) => assert_eq!(finish.final_offset, 10 << 20),
+                    other => panic!("{other:?}"),
+                }
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(agent.recv_on(id), Message::FsResponse(FsResponse { ok: true, .. })));
+    assert!(read == content, "the bytes came back intact");
+}
