@@ -38,6 +38,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod driver;
 pub mod error;
 pub mod exec_log;

@@ -46,6 +46,7 @@ use moat_protocol::payload::exec::{ExecLimits, ExecSignal};
 use moat_protocol::relay::{Prologue, Slot, WORKLOAD_CHANNEL_ID};
 use moat_protocol::{Decoded, Flags, RawFrame, decode_frame};
 
+use crate::bulk::{BulkViolation, ClientBulk, RecordVerdict};
 use crate::exec_log::{LogEntry, SANDBOX_STARTED, SANDBOX_STOPPED};
 use crate::flow::FlowViolation;
 use crate::limits::{MAX_OPEN_EXECS_PER_CLIENT, ORPHANED_EXEC_DRAIN_MS};
@@ -54,7 +55,9 @@ use crate::sessions::{ExecSession, ExecSessions};
 use crate::slots::{SlotTable, barrier_id, barrier_slot};
 use crate::validate::{Checked, Violation, check_client_frame};
 
+mod bulk_rules;
 mod execution;
+pub use bulk_rules::TOO_MANY_BULK_MESSAGE;
 use execution::Verdict;
 pub use execution::{ADMISSION_MESSAGE, PAUSED_MESSAGE};
 
@@ -114,6 +117,9 @@ pub enum CloseReason {
     /// A generation-10 execution rule was broken (§13.5).
     #[error("execution flow control: {0}")]
     Flow(#[from] FlowViolation),
+    /// A raw bulk rule was broken (§13.4 rules 6 and 7).
+    #[error("raw bulk: {0}")]
+    Bulk(#[from] BulkViolation),
     /// Opening one more exec would pass [`MAX_OPEN_EXECS_PER_CLIENT`] or the relay-wide cap.
     #[error("too many open exec sessions")]
     TooManyExecs,
@@ -227,6 +233,8 @@ struct Client {
     queue: OutboundQueue,
     /// Exec ids this client opened whose session has not ended.
     execs: BTreeSet<u32>,
+    /// Its raw bulk operations.
+    bulk: ClientBulk,
 }
 
 /// A departed client's quarantined slot whose exec sessions have not all ended, or whose barrier
@@ -332,8 +340,16 @@ impl Router {
         let mut queue = OutboundQueue::default();
         // An empty queue always has room for the greeting (checked in limits.rs).
         let _ = queue.try_push(greeting.len(), now);
-        self.clients
-            .insert(client, Client { slot, phase: Phase::Open, queue, execs: BTreeSet::new() });
+        self.clients.insert(
+            client,
+            Client {
+                slot,
+                phase: Phase::Open,
+                queue,
+                execs: BTreeSet::new(),
+                bulk: ClientBulk::default(),
+            },
+        );
         self.owners[slot.index() as usize] = Some(client);
         self.stats.clients_accepted += 1;
         tracing::info!(%client, slot = slot.index(), "relay client connected");
@@ -365,12 +381,26 @@ impl Router {
         };
         let mut effects = Vec::new();
         match checked {
-            Checked::Message(envelope) => match self.client_message(client, frame, &envelope) {
-                Ok(Verdict::Forward) => {}
-                Ok(Verdict::Answered(answer)) => return answer,
+            Checked::Message(envelope) => {
+                let verdict =
+                    self.client_message(client, frame, &envelope).and_then(
+                        |verdict| match verdict {
+                            Verdict::Forward => self.client_bulk_open(client, frame, &envelope),
+                            answered @ Verdict::Answered(_) => Ok(answered),
+                        },
+                    );
+                match verdict {
+                    Ok(Verdict::Forward) => {}
+                    Ok(Verdict::Answered(answer)) => return answer,
+                    Err(reason) => return self.close(client, reason),
+                }
+            }
+            Checked::Bulk => match self.client_bulk_record(client, frame) {
+                Ok(RecordVerdict::Forward) => {}
+                Ok(RecordVerdict::Discard) => return effects,
                 Err(reason) => return self.close(client, reason),
             },
-            Checked::EmptyShutdown | Checked::Bulk => {}
+            Checked::EmptyShutdown => {}
         }
         if frame.flags == Flags::SHUTDOWN {
             tracing::info!(%client, "client requested sandbox shutdown");
@@ -645,7 +675,10 @@ impl Router {
         }
         state.phase = Phase::Closing;
         match reason {
-            CloseReason::Violation(_) | CloseReason::TooManyExecs | CloseReason::Flow(_) => {
+            CloseReason::Violation(_)
+            | CloseReason::TooManyExecs
+            | CloseReason::Flow(_)
+            | CloseReason::Bulk(_) => {
                 self.stats.clients_closed_for_violation += 1;
             }
             CloseReason::QueueOverflow(_) | CloseReason::Stalled { .. } => {
@@ -738,6 +771,10 @@ impl Router {
             self.stats.guest_frames_dropped += 1;
             return;
         }
+        if !state.bulk.is_empty() {
+            self.guest_bulk_frame(client, frame, envelope_type(frame));
+        }
+        let Some(state) = self.clients.get_mut(&client) else { return };
         let Some(bytes) = wire else { return };
         match state.queue.try_push(bytes.len(), now) {
             Ok(()) => {

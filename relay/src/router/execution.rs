@@ -133,7 +133,13 @@ impl Router {
     }
 
     /// Queues a relay-made TERMINAL reply `message` on `id` for `client`, with the request's `v`.
-    fn answer(&mut self, client: ClientId, id: u32, v: u8, message: Message) -> Vec<Effect> {
+    pub(super) fn answer(
+        &mut self,
+        client: ClientId,
+        id: u32,
+        v: u8,
+        message: Message,
+    ) -> Vec<Effect> {
         let now = self.clock;
         let Some(bytes) = encode(MessageFrame { id, v, message }) else { return Vec::new() };
         let Some(state) = self.clients.get_mut(&client) else { return Vec::new() };

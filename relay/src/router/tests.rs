@@ -5,6 +5,7 @@ use moat_protocol::frame::split_frame;
 use moat_protocol::payload::core::Ready;
 use moat_protocol::payload::core::{CoreError, CoreErrorKind};
 use moat_protocol::payload::exec::{Data, ExecExited, ExecFailureKind, ExecRequest, ExecStarted};
+use moat_protocol::payload::fs::FsResponse;
 use moat_protocol::payload::tcp::TcpFailed;
 
 use super::*;
@@ -913,4 +914,92 @@ fn a_frozen_workload_refuses_session_starts_until_thawed() {
         &workload(Message::WorkloadThawed(WorkloadThawed { attempt_id: "x".into() })),
     );
     assert!(forwarded(&router.client_frame(a, &exec(id + 2, false))));
+}
+
+fn bulk_write_request(id: u32) -> RawFrame {
+    use moat_protocol::payload::bulk::BulkOffer;
+    use moat_protocol::payload::fs::{FsOp, FsRequest};
+    let offer = BulkOffer { format: 1, max_record_payload: 1 << 20, guest_to_host_credit_limit: 0 };
+    let op = FsOp::Write { handle: 1, offset: 0, len: None };
+    raw(MessageFrame::new(id, Message::FsRequest(FsRequest { op, bulk: Some(offer) })))
+}
+
+fn bulk_accepted(id: u32, flows: u8) -> RawFrame {
+    let accepted = moat_protocol::payload::bulk::BulkAccepted {
+        kind: 1,
+        flows,
+        format: 1,
+        max_record_payload: 1 << 20,
+        host_to_guest_credit_limit: 8 << 20,
+        guest_to_host_credit_limit: 0,
+    };
+    raw(MessageFrame::new(id, Message::BulkAccepted(accepted)))
+}
+
+fn host_record(id: u32) -> RawFrame {
+    let record = moat_protocol::BulkRecord {
+        id,
+        kind: moat_protocol::BulkKind::Filesystem,
+        flow: moat_protocol::BulkFlow::HostToGuest,
+        offset: 0,
+        payload: Bytes::from_static(b"data"),
+    };
+    let mut bytes = Vec::new();
+    record.encode(&mut bytes).unwrap();
+    split_frame(&mut BytesMut::from(&bytes[..])).unwrap().unwrap()
+}
+
+#[test]
+fn raw_records_are_forwarded_only_for_an_accepted_bulk_write() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    assert!(forwarded(&router.client_frame(a, &bulk_write_request(id))));
+    guest(&mut router, &bulk_accepted(id, 0x01));
+    assert!(forwarded(&router.client_frame(a, &host_record(id))));
+    // The operation ends with its terminal; a late record is dropped without a word.
+    let done = raw(MessageFrame::new(id, Message::FsResponse(FsResponse::ok(None))));
+    guest(&mut router, &done);
+    assert!(router.client_frame(a, &host_record(id)).is_empty());
+}
+
+#[test]
+fn a_raw_record_without_an_accepted_operation_closes_only_its_client() {
+    let mut router = router();
+    let (a, slot_a) = connect(&mut router);
+    let (b, slot_b) = connect(&mut router);
+    let (id_a, id_b) = (slot_a.range().start, slot_b.range().start);
+    let effects = router.client_frame(a, &host_record(id_a));
+    assert!(closed(&effects, a) && !closed(&effects, b));
+    router.client_frame(b, &bulk_write_request(id_b));
+    let effects = router.client_frame(b, &host_record(id_b));
+    assert!(closed(&effects, b), "before core.bulk.accepted: {effects:?}");
+}
+
+#[test]
+fn a_bulk_offer_on_an_active_bulk_id_closes_the_client() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &bulk_write_request(id));
+    let effects = router.client_frame(a, &bulk_write_request(id));
+    assert!(
+        matches!(&effects[..], [Effect::CloseClient { reason: CloseReason::Bulk(_), .. }]),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn the_65th_bulk_operation_gets_the_relays_terminal_rejection() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let start = slot.range().start;
+    for n in 0..64 {
+        assert!(forwarded(&router.client_frame(a, &bulk_write_request(start + n))));
+    }
+    let reply = answered(&router.client_frame(a, &bulk_write_request(start + 64)), a);
+    assert_eq!(reply.message, Message::FsResponse(FsResponse::err(TOO_MANY_BULK_MESSAGE)));
+    let done = raw(MessageFrame::new(start, Message::FsResponse(FsResponse::ok(None))));
+    guest(&mut router, &done);
+    assert!(forwarded(&router.client_frame(a, &bulk_write_request(start + 65))));
 }
