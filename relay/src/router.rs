@@ -542,6 +542,19 @@ impl Router {
             match self.draining.get_mut(&slot) {
                 Some(draining) if draining.barrier_pending => {
                     draining.barrier_pending = false;
+                    // The agent handled the disconnect notice before this ping: it killed the
+                    // client's flow-controlled execs and abandoned them (nobody is left to ack
+                    // their output), so they report nothing more. That is its cleanup
+                    // confirmation: their sessions end here, and so do their admission slots
+                    // (PROTOCOL.md §13.5). Legacy execs still end on their own `exited`.
+                    let sessions = &mut self.sessions;
+                    draining.execs.retain(|&id| {
+                        let abandoned = sessions.get(id).is_some_and(|s| s.flow.is_some());
+                        if abandoned {
+                            sessions.end(id);
+                        }
+                        !abandoned
+                    });
                     self.free_if_drained(slot);
                 }
                 Some(_) | None => self.stats.guest_frames_dropped += 1,
@@ -655,7 +668,13 @@ impl Router {
             }
         }
         for slot in expired {
-            self.draining.remove(&slot);
+            // Sessions that never ended are forgotten with their slot: a late frame of theirs
+            // is dropped, and the registry (and the admission count) cannot leak.
+            if let Some(draining) = self.draining.remove(&slot) {
+                for id in draining.execs {
+                    self.sessions.end(id);
+                }
+            }
             self.free_slot(slot);
         }
     }

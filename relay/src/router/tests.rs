@@ -1003,3 +1003,38 @@ fn the_65th_bulk_operation_gets_the_relays_terminal_rejection() {
     guest(&mut router, &done);
     assert!(forwarded(&router.client_frame(a, &bulk_write_request(start + 65))));
 }
+
+#[test]
+fn the_barrier_pong_ends_a_departed_clients_flow_controlled_execs_and_frees_admission() {
+    let limits =
+        moat_protocol::payload::exec::ExecLimits { max_executions: 1, ..Default::default() };
+    let mut router = flow_router_with(limits);
+    let (a, slot_a) = connect(&mut router);
+    let id_a = slot_a.range().start;
+    router.client_frame(a, &exec(id_a, false));
+    guest(&mut router, &stdout(id_a, b"unacked"));
+    router.client_disconnected(a);
+    router.release_slot(slot_a);
+    // The agent abandons the exec (nobody acks its output): no exited ever comes. Its answer
+    // to the barrier is the cleanup confirmation.
+    barrier_pong(&mut router, slot_a);
+    assert_eq!(router.exec_session(id_a), None);
+    let (b, slot_b) = connect(&mut router);
+    assert_eq!(slot_b, slot_a, "the slot is free again");
+    assert!(forwarded(&router.client_frame(b, &exec(slot_b.range().start + 5, false))));
+}
+
+#[test]
+fn the_drain_deadline_forgets_sessions_that_never_ended() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    router.client_disconnected(a);
+    router.release_slot(slot);
+    barrier_pong(&mut router, slot);
+    let start = Instant::now();
+    router.tick(start);
+    router.tick(start + Duration::from_millis(ORPHANED_EXEC_DRAIN_MS));
+    assert_eq!(router.open_exec_sessions(), 0, "the registry does not leak");
+}
