@@ -14,17 +14,25 @@
 //! | output ack that regresses or over-claims     | `invalid_payload` (the session is killed)     |
 //! | unknown type name                            | `unsupported_message_type`                    |
 //! | type newer than the agent's generation (10)  | `unsupported_protocol_generation`             |
-//! | raw bulk record, bulk control (generation 8) | `capability_unavailable` (not built)          |
-//! | workload, root-disk types (generation 9)     | `capability_unavailable` (not built)          |
+//! | raw bulk record, bulk control, no transfer   | `invalid_session` (late ones are discarded)   |
+//! | workload freeze/thaw off the private id      | `invalid_session`                             |
+//! | freeze twice, thaw when not frozen           | `invalid_session` + `workload_failure`        |
+//! | root-disk prepare/grow (no root disk)        | `capability_unavailable`                      |
 //! | agent-to-host type sent to the agent         | `unsupported_message_type`                    |
 //! | follow-up for an unknown session             | `invalid_session`                             |
 
+use moat_protocol::BulkRecord;
 use moat_protocol::limits::{AGENT_GENERATION, MAX_EXEC_CONTROL_FRAME_BYTES};
 use moat_protocol::payload::core::{CoreError, CoreErrorKind, Touched};
 use moat_protocol::payload::exec::{ExecRequest, ExecStdinError};
 use moat_protocol::payload::fs::FsRequest;
+
+pub use crate::fs::BulkControl;
 use moat_protocol::payload::tcp::TcpFailed;
-use moat_protocol::relay::{IdRange, Slot};
+use moat_protocol::payload::workload::{
+    WorkloadFreeze, WorkloadFrozen, WorkloadThaw, WorkloadThawed,
+};
+use moat_protocol::relay::{IdRange, Slot, WORKLOAD_CHANNEL_ID};
 use moat_protocol::{Decoded, Direction, Message, MessageType, RawFrame, decode_frame};
 
 /// Why a service refused a request; becomes the reply on the request's id.
@@ -61,7 +69,19 @@ pub trait Services {
     fn release_range(&mut self, range: IdRange);
     /// Step the clock.
     fn clock_sync(&mut self, unix_nanos: u64);
+    /// A raw bulk record from the host.
+    fn bulk_record(&mut self, record: BulkRecord) -> Result<(), Rejected>;
+    /// `core.bulk.credit` / `finish` / `cancel` on `id`.
+    fn bulk_control(&mut self, id: u32, control: BulkControl) -> Result<(), Rejected>;
+    /// `core.workload.freeze`: stop every guest process but the agent.
+    fn workload_freeze(&mut self, freeze: WorkloadFreeze) -> Result<WorkloadFrozen, CoreError>;
+    /// `core.workload.thaw`: resume them.
+    fn workload_thaw(&mut self, thaw: WorkloadThaw) -> Result<WorkloadThawed, CoreError>;
 }
+
+/// Why `core.root_disk.*` cannot be served: moat boots no block root (`block_root` in the
+/// bootstrap is refused), so no sandbox has a root disk to prepare or grow (PROTOCOL.md §12).
+pub const NO_ROOT_DISK_MESSAGE: &str = "this sandbox has no root disk to resize";
 
 /// What the driver must do after a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +135,13 @@ fn error(id: u32, kind: CoreErrorKind, message: String, offending: Option<&str>)
     })
 }
 
+/// A workload service's refusal, naming the message it refuses, cut to fit a frame.
+fn workload_error(mut error: CoreError, t: MessageType) -> Message {
+    error.message = cut(error.message, MAX_ERROR_MESSAGE_BYTES);
+    error.offending_type = Some(t.wire_name().to_owned());
+    Message::Error(error)
+}
+
 fn rejected(id: u32, rejection: Rejected, offending: MessageType) -> Option<Action> {
     match rejection {
         Rejected::Error { kind, message } => error(id, kind, message, Some(offending.wire_name())),
@@ -143,13 +170,12 @@ impl Dispatcher {
                 let core = err.core_error();
                 return error(id, core.kind, core.message, core.offending_type.as_deref());
             }
-            Ok(Decoded::Bulk(_)) => {
-                return error(
-                    id,
-                    CoreErrorKind::CapabilityUnavailable,
-                    "raw bulk records (generation 8) are not built in moat-agentd".to_owned(),
-                    None,
-                );
+            Ok(Decoded::Bulk(record)) => {
+                return match services.bulk_record(record) {
+                    Ok(()) => None,
+                    Err(Rejected::Error { kind, message }) => error(id, kind, message, None),
+                    Err(Rejected::Stdin(_)) => None,
+                };
             }
             Ok(Decoded::Lease(_) | Decoded::LocalTransport(_)) => {
                 tracing::warn!(id, "ignoring a relay-local record the agent does not use");
@@ -296,18 +322,40 @@ impl Dispatcher {
                     error: format!("unknown TCP session: {id}"),
                 }),
             }),
-            Message::WorkloadFreeze(_)
-            | Message::WorkloadThaw(_)
-            | Message::RootDiskPrepare(_)
-            | Message::RootDiskGrow(_)
-            | Message::BulkCredit(_)
-            | Message::BulkFinish(_)
-            | Message::BulkCancel(_) => error(
+            Message::WorkloadFreeze(_) | Message::WorkloadThaw(_) if id != WORKLOAD_CHANNEL_ID => {
+                error(
+                    id,
+                    CoreErrorKind::InvalidSession,
+                    format!("{t} is only valid on the private workload id {WORKLOAD_CHANNEL_ID}"),
+                    Some(t.wire_name()),
+                )
+            }
+            Message::WorkloadFreeze(freeze) => {
+                let reply = services.workload_freeze(freeze).map(Message::WorkloadFrozen);
+                Some(Action::Reply { id, message: reply.unwrap_or_else(|e| workload_error(e, t)) })
+            }
+            Message::WorkloadThaw(thaw) => {
+                let reply = services.workload_thaw(thaw).map(Message::WorkloadThawed);
+                Some(Action::Reply { id, message: reply.unwrap_or_else(|e| workload_error(e, t)) })
+            }
+            Message::RootDiskPrepare(_) | Message::RootDiskGrow(_) => error(
                 id,
                 CoreErrorKind::CapabilityUnavailable,
-                format!("{t} (generation {}) is not built in moat-agentd", t.introduced_in()),
+                NO_ROOT_DISK_MESSAGE.to_owned(),
                 Some(t.wire_name()),
             ),
+            Message::BulkCredit(credit) => services
+                .bulk_control(id, BulkControl::Credit(credit))
+                .err()
+                .and_then(|r| rejected(id, r, t)),
+            Message::BulkFinish(finish) => services
+                .bulk_control(id, BulkControl::Finish(finish))
+                .err()
+                .and_then(|r| rejected(id, r, t)),
+            Message::BulkCancel(cancel) => services
+                .bulk_control(id, BulkControl::Cancel(cancel))
+                .err()
+                .and_then(|r| rejected(id, r, t)),
             // Everything below was refused by `check_acceptable` (sent by the agent rather than
             // to it); listing them keeps this match exhaustive.
             Message::InitResolved(_)
@@ -403,6 +451,36 @@ mod tests {
         fn clock_sync(&mut self, unix_nanos: u64) {
             self.calls.push(format!("clock {unix_nanos}"));
         }
+        fn bulk_record(&mut self, record: BulkRecord) -> Result<(), Rejected> {
+            self.calls.push(format!("record {} {}", record.id, record.payload.len()));
+            Err(Rejected::Error {
+                kind: CoreErrorKind::InvalidSession,
+                message: "no bulk transfer".into(),
+            })
+        }
+        fn bulk_control(&mut self, id: u32, control: BulkControl) -> Result<(), Rejected> {
+            self.calls.push(format!("bulk {id} {control:?}"));
+            Ok(())
+        }
+        fn workload_freeze(&mut self, freeze: WorkloadFreeze) -> Result<WorkloadFrozen, CoreError> {
+            self.calls.push(format!("freeze {}", freeze.attempt_id));
+            Ok(WorkloadFrozen {
+                attempt_id: freeze.attempt_id,
+                guest_bulk_bytes_target: 0,
+                input_credit: freeze.host_input,
+                external_mounts_synced: true,
+            })
+        }
+        fn workload_thaw(&mut self, thaw: WorkloadThaw) -> Result<WorkloadThawed, CoreError> {
+            self.calls.push(format!("thaw {}", thaw.attempt_id));
+            Err(CoreError {
+                kind: CoreErrorKind::InvalidSession,
+                message: "not frozen".into(),
+                offending_type: None,
+                init_failure: None,
+                workload_failure: None,
+            })
+        }
     }
 
     fn raw(id: u32, message: Message) -> RawFrame {
@@ -472,11 +550,59 @@ mod tests {
     }
 
     #[test]
-    fn generation_9_types_are_refused_as_not_built() {
-        let grow =
-            Message::RootDiskGrow(moat_protocol::payload::core::RootDiskGrow { size_bytes: 1 });
-        let kind = error_kind(Dispatcher::new().handle(&raw(3, grow), &mut Fake::default()));
-        assert_eq!(kind, CoreErrorKind::CapabilityUnavailable);
+    fn root_disk_requests_get_capability_unavailable() {
+        let size = moat_protocol::payload::core::RootDiskGrow { size_bytes: 1 };
+        for message in [Message::RootDiskGrow(size), Message::RootDiskPrepare(size)] {
+            match Dispatcher::new().handle(&raw(3, message), &mut Fake::default()) {
+                Some(Action::Reply { id: 3, message: Message::Error(e) }) => {
+                    assert_eq!(e.kind, CoreErrorKind::CapabilityUnavailable);
+                    assert_eq!(e.message, NO_ROOT_DISK_MESSAGE);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    fn freeze(attempt: &str) -> Message {
+        Message::WorkloadFreeze(WorkloadFreeze {
+            external_mount_tags: vec![],
+            attempt_id: attempt.into(),
+            host_input: Default::default(),
+        })
+    }
+
+    #[test]
+    fn workload_messages_off_the_private_id_get_invalid_session() {
+        let mut fake = Fake::default();
+        let kind = error_kind(Dispatcher::new().handle(&raw(3, freeze("a")), &mut fake));
+        assert_eq!(kind, CoreErrorKind::InvalidSession);
+        assert!(fake.calls.is_empty());
+    }
+
+    #[test]
+    fn workload_messages_on_the_private_id_reach_the_service() {
+        let mut fake = Fake::default();
+        let mut d = Dispatcher::new();
+        match d.handle(&raw(WORKLOAD_CHANNEL_ID, freeze("a")), &mut fake) {
+            Some(Action::Reply {
+                id: WORKLOAD_CHANNEL_ID,
+                message: Message::WorkloadFrozen(f),
+            }) => {
+                assert_eq!(f.attempt_id, "a");
+            }
+            other => panic!("{other:?}"),
+        }
+        let thaw = Message::WorkloadThaw(WorkloadThaw {
+            attempt_id: "a".into(),
+            mode: moat_protocol::payload::workload::WorkloadThawMode::Continue,
+        });
+        match d.handle(&raw(WORKLOAD_CHANNEL_ID, thaw), &mut fake) {
+            Some(Action::Reply { message: Message::Error(e), .. }) => {
+                assert_eq!(e.offending_type.as_deref(), Some("core.workload.thaw"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fake.calls, ["freeze a", "thaw a"]);
     }
 
     #[test]
@@ -573,16 +699,26 @@ mod tests {
     }
 
     #[test]
-    fn bulk_record_is_refused_as_not_built() {
+    fn bulk_records_and_controls_reach_the_service() {
         let frame = RawFrame {
             id: 1,
             flags: Flags::BULK,
             body: Bytes::from_static(&[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]),
         };
-        assert_eq!(
-            error_kind(Dispatcher::new().handle(&frame, &mut Fake::default())),
-            CoreErrorKind::CapabilityUnavailable
-        );
+        let mut fake = Fake::default();
+        let mut d = Dispatcher::new();
+        assert_eq!(error_kind(d.handle(&frame, &mut fake)), CoreErrorKind::InvalidSession);
+        let finish = moat_protocol::payload::bulk::BulkFinish { kind: 1, flow: 1, final_offset: 1 };
+        assert_eq!(d.handle(&raw(1, Message::BulkFinish(finish)), &mut fake), None);
+        assert_eq!(fake.calls.len(), 2, "{:?}", fake.calls);
+        assert!(fake.calls[0].starts_with("record 1 1"));
+    }
+
+    #[test]
+    fn a_malformed_bulk_record_gets_malformed_message() {
+        let frame = RawFrame { id: 1, flags: Flags::BULK, body: Bytes::from_static(&[1, 1, 0]) };
+        let kind = error_kind(Dispatcher::new().handle(&frame, &mut Fake::default()));
+        assert_eq!(kind, CoreErrorKind::MalformedMessage);
     }
 
     #[test]

@@ -7,9 +7,12 @@
 
 use bytes::BytesMut;
 use moat_protocol::frame::split_frame;
-use moat_protocol::payload::core::CoreErrorKind;
+use moat_protocol::payload::core::{CoreError, CoreErrorKind};
 use moat_protocol::payload::exec::ExecRequest;
 use moat_protocol::payload::fs::FsRequest;
+use moat_protocol::payload::workload::{
+    WorkloadFreeze, WorkloadFrozen, WorkloadThaw, WorkloadThawed,
+};
 use moat_protocol::relay::IdRange;
 use moat_protocol::{FrameError, RawFrame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,8 +21,10 @@ use tokio::sync::mpsc;
 use crate::channel::{ChannelReader, ChannelWriter};
 use crate::dispatch::{Action, Dispatcher, Rejected, Services};
 use crate::exec::{ExecError, ExecManager};
-use crate::fs::FsService;
+use crate::fs::{BulkControl, FsService, NoBulkTransfer};
 use crate::outbound::Outbound;
+use crate::workload::{ProcessFreezer, WorkloadLatch};
+use moat_protocol::BulkRecord;
 
 /// Bytes read from the channel per read call.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
@@ -99,6 +104,8 @@ pub struct AgentServices {
     /// Whether `core.clock.sync` may step the clock (only inside a VM: in the namespace backend
     /// the clock is the host's).
     pub may_set_clock: bool,
+    /// The generation-9 workload freezer.
+    pub workload: WorkloadLatch<ProcessFreezer>,
 }
 
 /// Stdin the session cannot take gets a non-terminal `core.exec.stdin.error`; a follow-up for a
@@ -120,8 +127,17 @@ fn exec_rejection(err: ExecError) -> Rejected {
     Rejected::Error { kind, message: err.to_string() }
 }
 
+/// A bulk frame on an id with no bulk transfer gets `core.error invalid_session`.
+fn bulk_rejection(err: NoBulkTransfer) -> Rejected {
+    Rejected::Error { kind: CoreErrorKind::InvalidSession, message: err.to_string() }
+}
+
 impl Services for AgentServices {
     fn exec_start(&mut self, id: u32, v: u8, request: ExecRequest) -> Result<(), Rejected> {
+        if self.workload.frozen() {
+            self.exec.refuse_frozen(id);
+            return Ok(());
+        }
         self.exec.start(id, v, request).map_err(exec_rejection)
     }
 
@@ -164,6 +180,22 @@ impl Services for AgentServices {
         if let Err(err) = crate::sys::set_realtime_clock(unix_nanos) {
             tracing::warn!(%err, "core.clock.sync failed");
         }
+    }
+
+    fn bulk_record(&mut self, record: BulkRecord) -> Result<(), Rejected> {
+        self.fs.bulk_record(record).map_err(bulk_rejection)
+    }
+
+    fn bulk_control(&mut self, id: u32, control: BulkControl) -> Result<(), Rejected> {
+        self.fs.bulk_control(id, control).map_err(bulk_rejection)
+    }
+
+    fn workload_freeze(&mut self, freeze: WorkloadFreeze) -> Result<WorkloadFrozen, CoreError> {
+        self.workload.freeze(freeze)
+    }
+
+    fn workload_thaw(&mut self, thaw: WorkloadThaw) -> Result<WorkloadThawed, CoreError> {
+        self.workload.thaw(thaw)
     }
 }
 

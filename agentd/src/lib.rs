@@ -22,3 +22,4 @@ pub mod seccomp;
 pub mod shutdown;
 pub mod sys;
 pub mod users;
+pub mod workload;

@@ -27,6 +27,7 @@ use moat_agentd::seccomp::{self, Scope, SecurityProfile};
 use moat_agentd::shutdown;
 use moat_agentd::sys;
 use moat_agentd::users::UserDb;
+use moat_agentd::workload::{ProcessFreezer, WorkloadLatch};
 use moat_protocol::payload::core::ResolvedUser;
 
 /// The vsock port a VM guest connects to when nothing else is configured.
@@ -223,6 +224,7 @@ async fn run(options: Options, reaper: Reaper, boot_time_ns: u64) -> ExitCode {
         exec: ExecManager::new(config, reaper.clone(), out.clone()),
         fs: FsService::new(PathBuf::from("/"), out.clone()),
         may_set_clock: options.pid1 && options.boot.vm,
+        workload: WorkloadLatch::new(ProcessFreezer::new(options.pid1)),
     };
     let init_time_ns = sys::boottime_ns().saturating_sub(init_started);
     if handshake::send_ready(&out, boot_time_ns, init_time_ns, limits).await.is_err() {

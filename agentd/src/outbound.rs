@@ -55,6 +55,11 @@ impl Outbound {
         }
     }
 
+    /// Queues a frame already encoded (a raw bulk record), waiting while the queue is full.
+    pub async fn send_raw(&self, frame: Vec<u8>) -> Result<(), ChannelClosed> {
+        self.tx.send(frame).await.map_err(|_| ChannelClosed)
+    }
+
     /// Whether the writer has stopped.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()

@@ -6,11 +6,13 @@ mod support;
 use std::time::Duration;
 
 use moat_protocol::payload::bootstrap::{EnvVar, GuestBootstrap};
-use moat_protocol::payload::core::CoreErrorKind;
+use moat_protocol::payload::core::{CoreErrorKind, WorkloadFailureDisposition};
 use moat_protocol::payload::exec::{
     Data, ExecFailureKind, ExecLimits, ExecRequest, ExecResize, ExecSignal,
 };
 use moat_protocol::payload::fs::{FsOp, FsOpenOptions, FsRequest, FsResponse, FsResponseData};
+use moat_protocol::payload::workload::{WorkloadFreeze, WorkloadThaw, WorkloadThawMode};
+use moat_protocol::relay::WORKLOAD_CHANNEL_ID;
 use moat_protocol::{Flags, Message, MessageFrame, UnknownMessage};
 use support::{Agent, sh};
 
@@ -364,4 +366,184 @@ fn an_oversized_frame_is_fatal_and_logged() {
     agent.send_raw(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0]);
     assert_ne!(agent.wait_exit(Duration::from_secs(20)), 0);
     assert!(agent.log_tail().contains("frame too large"), "{}", agent.log_tail());
+}
+
+/// Size of `path` through the agent's filesystem service (which a freeze does not stop).
+fn size_of(agent: &mut Agent, path: &str) -> u64 {
+    match fs(agent, FsOp::Stat { path: path.into(), follow_symlink: true }).data {
+        Some(FsResponseData::Stat(entry)) => entry.size,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn workload(agent: &mut Agent, message: Message) -> Message {
+    agent.send(WORKLOAD_CHANNEL_ID, message);
+    agent.recv_on(WORKLOAD_CHANNEL_ID)
+}
+
+fn freeze(attempt: &str) -> Message {
+    Message::WorkloadFreeze(WorkloadFreeze {
+        external_mount_tags: vec![],
+        attempt_id: attempt.into(),
+        host_input: Default::default(),
+    })
+}
+
+fn thaw(attempt: &str) -> Message {
+    Message::WorkloadThaw(WorkloadThaw {
+        attempt_id: attempt.into(),
+        mode: WorkloadThawMode::Continue,
+    })
+}
+
+fn workload_error(reply: Message) -> (CoreErrorKind, WorkloadFailureDisposition) {
+    match reply {
+        Message::Error(e) => (e.kind, e.workload_failure.expect("workload_failure").disposition),
+        other => panic!("expected core.error, got {other:?}"),
+    }
+}
+
+#[test]
+fn freeze_stops_every_process_and_thaw_resumes_them() {
+    let mut agent = Agent::start(bootstrap());
+    let ticker = agent.id();
+    agent.send(
+        ticker,
+        Message::ExecRequest(sh("while :; do printf x >> /tmp/ticks; sleep 0.01; done")),
+    );
+    assert!(matches!(agent.recv_on(ticker), Message::ExecStarted(_)));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(size_of(&mut agent, "/tmp/ticks") > 0, "the ticker runs");
+
+    match workload(&mut agent, freeze("a")) {
+        Message::WorkloadFrozen(frozen) => {
+            assert_eq!(frozen.attempt_id, "a");
+            assert!(frozen.external_mounts_synced);
+        }
+        other => panic!("{other:?}"),
+    }
+    let frozen_at = size_of(&mut agent, "/tmp/ticks");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(size_of(&mut agent, "/tmp/ticks"), frozen_at, "the ticker ran while frozen");
+
+    // The agent keeps serving: a new exec is refused, a second freeze is an error, ping answers.
+    let refused = agent.id();
+    agent.send(refused, Message::ExecRequest(sh("true")));
+    match agent.recv_on(refused) {
+        Message::ExecFailed(failed) => {
+            assert_eq!(failed.kind, ExecFailureKind::Other);
+            assert_eq!(failed.stage.as_deref(), Some("workload_latch"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        workload_error(workload(&mut agent, freeze("b"))),
+        (CoreErrorKind::InvalidSession, WorkloadFailureDisposition::RecoveryRequired)
+    );
+    let ping = agent.id();
+    agent.send(ping, Message::Ping);
+    assert_eq!(agent.recv_on(ping), Message::Pong);
+
+    match workload(&mut agent, thaw("a")) {
+        Message::WorkloadThawed(thawed) => assert_eq!(thawed.attempt_id, "a"),
+        other => panic!("{other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(size_of(&mut agent, "/tmp/ticks") > frozen_at, "the ticker did not resume");
+    assert_eq!(
+        workload_error(workload(&mut agent, thaw("a"))),
+        (CoreErrorKind::InvalidSession, WorkloadFailureDisposition::Unavailable)
+    );
+    assert_eq!(agent.run(ExecRequest::new("true")).2, 0, "execs run again after the thaw");
+}
+
+#[test]
+fn a_bulk_write_then_a_bulk_read_carry_10_mib_both_ways() {
+    use moat_protocol::payload::bulk::{BulkCredit, BulkFinish, BulkOffer};
+    use moat_protocol::{BulkFlow, BulkKind, BulkRecord, Decoded, decode_frame};
+    let mut agent = Agent::start(bootstrap());
+    let content: Vec<u8> = (0..10u32 << 20).map(|i| (i % 253) as u8).collect();
+    let handle = open(&mut agent, "/tmp/bulk.bin", true);
+    let id = agent.id();
+    let offer = BulkOffer { format: 1, max_record_payload: 3 << 20, guest_to_host_credit_limit: 0 };
+    let op = FsOp::Write { handle, offset: 0, len: Some(content.len() as u64) };
+    agent.send(id, Message::FsRequest(FsRequest { op, bulk: Some(offer) }));
+    let mut limit = match agent.recv_on(id) {
+        Message::BulkAccepted(accepted) => accepted.host_to_guest_credit_limit as usize,
+        other => panic!("{other:?}"),
+    };
+    let mut sent = 0;
+    while sent < content.len() {
+        if sent == limit {
+            match agent.recv_on(id) {
+                Message::BulkCredit(credit) => limit = credit.credit_limit as usize,
+                other => panic!("{other:?}"),
+            }
+            continue;
+        }
+        let end = (sent + (1 << 20)).min(limit).min(content.len());
+        let record = BulkRecord {
+            id,
+            kind: BulkKind::Filesystem,
+            flow: BulkFlow::HostToGuest,
+            offset: sent as u64,
+            payload: bytes::Bytes::copy_from_slice(&content[sent..end]),
+        };
+        let mut bytes = Vec::new();
+        record.encode(&mut bytes).unwrap();
+        agent.send_raw(&bytes);
+        sent = end;
+    }
+    let finish = BulkFinish { kind: 1, flow: 1, final_offset: sent as u64 };
+    agent.send(id, Message::BulkFinish(finish));
+    loop {
+        match agent.recv_on(id) {
+            Message::BulkCredit(_) => {}
+            Message::FsResponse(response) => {
+                assert!(response.ok, "{response:?}");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(fs(&mut agent, FsOp::CloseHandle { handle }).ok);
+
+    let handle = open(&mut agent, "/tmp/bulk.bin", false);
+    let id = agent.id();
+    let offer =
+        BulkOffer { format: 1, max_record_payload: 1 << 20, guest_to_host_credit_limit: 4 << 20 };
+    let op = FsOp::Read { handle, offset: 0, len: None };
+    agent.send(id, Message::FsRequest(FsRequest { op, bulk: Some(offer) }));
+    assert!(matches!(agent.recv_on(id), Message::BulkAccepted(_)));
+    let mut read = Vec::new();
+    loop {
+        let raw = agent.recv_raw();
+        assert_eq!(raw.id, id);
+        match decode_frame(&raw).unwrap() {
+            Decoded::Bulk(record) => {
+                assert_eq!(record.offset, read.len() as u64);
+                read.extend_from_slice(&record.payload);
+                // Grant one more window each time half of it is used.
+                if read.len() % (2 << 20) == 0 {
+                    let credit = BulkCredit {
+                        kind: 1,
+                        flow: 2,
+                        consumed_offset: read.len() as u64,
+                        credit_limit: read.len() as u64 + (4 << 20),
+                    };
+                    agent.send(id, Message::BulkCredit(credit));
+                }
+            }
+            Decoded::Message(frame) => {
+                match frame.message {
+                    Message::BulkFinish(finish) => assert_eq!(finish.final_offset, 10 << 20),
+                    other => panic!("{other:?}"),
+                }
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(agent.recv_on(id), Message::FsResponse(FsResponse { ok: true, .. })));
+    assert!(read == content, "the bytes came back intact");
 }

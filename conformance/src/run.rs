@@ -35,6 +35,8 @@ pub enum Family {
     FlowControl,
     /// Filesystem operations.
     Fs,
+    /// Generation-8 raw bulk filesystem transfers.
+    Bulk,
     /// Clients cannot see or touch each other's sessions.
     MultiClient,
     /// What a departing client leaves behind.
@@ -55,6 +57,7 @@ impl Family {
             Family::Exec => "exec",
             Family::FlowControl => "flow_control",
             Family::Fs => "fs",
+            Family::Bulk => "bulk",
             Family::MultiClient => "multi_client",
             Family::Disconnect => "disconnect",
             Family::Latency => "latency",
@@ -433,7 +436,7 @@ mod tests {
         let names: BTreeSet<String> = suite.cases().iter().map(Case::full_name).collect();
         assert_eq!(names.len(), suite.cases().len());
         let families: BTreeSet<Family> = suite.cases().iter().map(|c| c.family).collect();
-        assert_eq!(families.len(), 9);
+        assert_eq!(families.len(), 10);
     }
 
     #[test]

@@ -37,6 +37,11 @@ impl IdRange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Slot(u8);
 
+/// The runtime's private workload channel (PROTOCOL.md §4.1): `core.workload.freeze`/`thaw`,
+/// their replies and `core.workload.transport.credit`. In no slot; the relay intercepts the
+/// guest's frames on it and hands them to the host, never to a client.
+pub const WORKLOAD_CHANNEL_ID: u32 = u32::MAX;
+
 impl Slot {
     /// Slot `index`, if `index < 128`.
     pub const fn new(index: u32) -> Option<Slot> {

@@ -118,8 +118,14 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let RelayControl { mut stop, guest, guest_rx, shutdown_requested, clients: client_count } =
-        control;
+    let RelayControl {
+        mut stop,
+        guest,
+        guest_rx,
+        shutdown_requested,
+        clients: client_count,
+        workload,
+    } = control;
     let router = Router::new(&config.ready)?;
     let log = ExecLog::open(&config.log_dir)?;
     let socket = match BoundSocket::bind(&config.socket_path) {
@@ -134,6 +140,7 @@ where
         clients: HashMap::new(),
         log: log.sink(),
         shutdown_requested,
+        workload,
         client_count,
         guest_room: Arc::new(Notify::new()),
     }));
@@ -217,6 +224,8 @@ struct Shared {
     clients: HashMap<ClientId, ClientIo>,
     log: ExecLogSink,
     shutdown_requested: watch::Sender<bool>,
+    /// Guest frames on the private workload channel, for [`crate::RelayHandle::recv_workload`].
+    workload: mpsc::Sender<Bytes>,
     /// Published to [`crate::RelayHandle::connected_clients`].
     client_count: watch::Sender<usize>,
     /// Woken when a client's queue shrinks or a client goes, for a guest reader waiting for room.
@@ -268,6 +277,14 @@ impl Shared {
                 }
                 Effect::ShutdownRequested { .. } => {
                     self.shutdown_requested.send_replace(true);
+                }
+                Effect::ToHost(bytes) => {
+                    if let Err(TrySendError::Full(_)) = self.workload.try_send(bytes) {
+                        // The host asks one question at a time; a flood is the agent's fault.
+                        tracing::warn!(
+                            "dropping a workload-channel frame: the host is not reading"
+                        );
+                    }
                 }
             }
         }

@@ -13,7 +13,7 @@ use moat_protocol::relay::Slot;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::error::HostSendError;
-use crate::limits::{GUEST_QUEUE_MAX_BYTES, GUEST_QUEUE_MAX_FRAMES};
+use crate::limits::{GUEST_QUEUE_MAX_BYTES, GUEST_QUEUE_MAX_FRAMES, WORKLOAD_QUEUE_MAX_FRAMES};
 
 /// One frame on its way to the guest, holding its share of the byte budget until written.
 #[derive(Debug)]
@@ -64,6 +64,7 @@ pub struct RelayHandle {
     guest: GuestQueue,
     shutdown_requested: watch::Receiver<bool>,
     clients: watch::Receiver<usize>,
+    workload: Arc<tokio::sync::Mutex<mpsc::Receiver<Bytes>>>,
 }
 
 /// The relay's end of a [`RelayHandle`]; pass it to [`crate::serve`].
@@ -74,6 +75,7 @@ pub struct RelayControl {
     pub(crate) guest_rx: mpsc::Receiver<GuestItem>,
     pub(crate) shutdown_requested: watch::Sender<bool>,
     pub(crate) clients: watch::Sender<usize>,
+    pub(crate) workload: mpsc::Sender<Bytes>,
 }
 
 impl RelayHandle {
@@ -83,11 +85,13 @@ impl RelayHandle {
         let (requested_tx, requested_rx) = watch::channel(false);
         let (clients_tx, clients_rx) = watch::channel(0);
         let (guest, guest_rx) = GuestQueue::new();
+        let (workload_tx, workload_rx) = mpsc::channel(WORKLOAD_QUEUE_MAX_FRAMES);
         let handle = RelayHandle {
             stop: Arc::new(stop_tx),
             guest: guest.clone(),
             shutdown_requested: requested_rx,
             clients: clients_rx,
+            workload: Arc::new(tokio::sync::Mutex::new(workload_rx)),
         };
         let control = RelayControl {
             stop: stop_rx,
@@ -95,6 +99,7 @@ impl RelayHandle {
             guest_rx,
             shutdown_requested: requested_tx,
             clients: clients_tx,
+            workload: workload_tx,
         };
         (handle, control)
     }
@@ -115,6 +120,13 @@ impl RelayHandle {
         }
         let bytes = Bytes::from(frame.to_bytes()?);
         self.guest.send(bytes).await.map_err(|_| HostSendError::Stopped)
+    }
+
+    /// The next guest frame on the private workload channel (id `0xFFFFFFFF`: the replies to
+    /// `core.workload.freeze`/`thaw` the host sent with [`RelayHandle::send_to_guest`]), as its
+    /// wire bytes; `None` once the relay stopped. The relay never routes these to a client.
+    pub async fn recv_workload(&self) -> Option<Bytes> {
+        self.workload.lock().await.recv().await
     }
 
     /// The number of connected clients, updated as they come and go (for idle timeouts: a

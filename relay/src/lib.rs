@@ -13,8 +13,8 @@
 //! - [`router`]: the core. Inputs (client connected / frame / wrote / disconnected, guest frame,
 //!   tick) become [`router::Effect`]s; no I/O, no waiting.
 //! - [`validate`]: the §13.4 checks on client frames.
-//! - [`sessions`], [`outbound`], [`slots`]: the core's bookkeeping (exec sessions, per-client queue
-//!   accounting, the 128 slots).
+//! - [`sessions`], [`flow`], [`outbound`], [`slots`]: the core's bookkeeping (exec sessions,
+//!   their generation-10 accounting, per-client queue accounting, the 128 slots).
 //! - [`exec_log`]: the `exec.log` writer thread and rotation.
 //! - [`driver`]: [`serve`], the tokio tasks that run the core; [`handle`]: how the host stops the
 //!   relay and sends its own frames to the guest; [`socket`]: the listening socket.
@@ -38,9 +38,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod driver;
 pub mod error;
 pub mod exec_log;
+pub mod flow;
 pub mod handle;
 pub mod limits;
 pub mod outbound;

@@ -58,6 +58,17 @@ pub const GUEST_QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// `core.shutdown`) to the guest before it gives up.
 pub const GUEST_FLUSH_TIMEOUT_MS: u64 = 2_000;
 
+/// Guest frames on the private workload channel waiting for the host to read them; past this
+/// they are dropped (the host asks one freeze or thaw at a time, so a backlog is the agent's).
+pub const WORKLOAD_QUEUE_MAX_FRAMES: usize = 16;
+
+/// Concurrent raw bulk operations per client (PROTOCOL.md §11.2): the next bulk offer gets the
+/// relay's terminal rejection.
+pub const MAX_ACTIVE_BULK_PER_CLIENT: usize = 64;
+
+/// Completed bulk ids a client's late raw records are recognised (and dropped) for.
+pub const REMEMBERED_COMPLETED_BULK_IDS: usize = 1024;
+
 /// Period of the router's housekeeping tick (slow-client deadlines).
 pub const TICK_INTERVAL_MS: u64 = 1_000;
 

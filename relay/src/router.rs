@@ -42,16 +42,24 @@ use moat_protocol::limits::{FLOW_CONTROL_GENERATION, RELAY_SLOTS};
 use moat_protocol::message::{Message, MessageFrame};
 use moat_protocol::message_type::MessageType;
 use moat_protocol::payload::core::RelayClientDisconnected;
-use moat_protocol::payload::exec::ExecSignal;
-use moat_protocol::relay::{Prologue, Slot};
+use moat_protocol::payload::exec::{ExecLimits, ExecSignal};
+use moat_protocol::relay::{Prologue, Slot, WORKLOAD_CHANNEL_ID};
 use moat_protocol::{Decoded, Flags, RawFrame, decode_frame};
 
+use crate::bulk::{BulkViolation, ClientBulk, RecordVerdict};
 use crate::exec_log::{LogEntry, SANDBOX_STARTED, SANDBOX_STOPPED};
+use crate::flow::FlowViolation;
 use crate::limits::{MAX_OPEN_EXECS_PER_CLIENT, ORPHANED_EXEC_DRAIN_MS};
 use crate::outbound::{OutboundQueue, Overflow};
-use crate::sessions::{BadAck, ExecSession, ExecSessions};
+use crate::sessions::{ExecSession, ExecSessions};
 use crate::slots::{SlotTable, barrier_id, barrier_slot};
 use crate::validate::{Checked, Violation, check_client_frame};
+
+mod bulk_rules;
+mod execution;
+pub use bulk_rules::TOO_MANY_BULK_MESSAGE;
+use execution::Verdict;
+pub use execution::{ADMISSION_MESSAGE, PAUSED_MESSAGE};
 
 /// The signal sent to a departed client's open execs (SIGKILL, to the process group).
 const KILL_SIGNAL: i32 = 9;
@@ -95,6 +103,9 @@ pub enum Effect {
         /// The client.
         client: ClientId,
     },
+    /// A guest frame on the private workload channel ([`WORKLOAD_CHANNEL_ID`]), byte for byte,
+    /// for the host: never routed to a client.
+    ToHost(Bytes),
 }
 
 /// Why the relay disconnects a client.
@@ -103,9 +114,12 @@ pub enum CloseReason {
     /// A frame failed the §13.4 checks.
     #[error("protocol violation: {0}")]
     Violation(#[from] Violation),
-    /// An output ack regressed or over-claimed (§13.5).
-    #[error("bad output ack: {0}")]
-    BadOutputAck(#[from] BadAck),
+    /// A generation-10 execution rule was broken (§13.5).
+    #[error("execution flow control: {0}")]
+    Flow(#[from] FlowViolation),
+    /// A raw bulk rule was broken (§13.4 rules 6 and 7).
+    #[error("raw bulk: {0}")]
+    Bulk(#[from] BulkViolation),
     /// Opening one more exec would pass [`MAX_OPEN_EXECS_PER_CLIENT`] or the relay-wide cap.
     #[error("too many open exec sessions")]
     TooManyExecs,
@@ -219,6 +233,8 @@ struct Client {
     queue: OutboundQueue,
     /// Exec ids this client opened whose session has not ended.
     execs: BTreeSet<u32>,
+    /// Its raw bulk operations.
+    bulk: ClientBulk,
 }
 
 /// A departed client's quarantined slot whose exec sessions have not all ended, or whose barrier
@@ -250,9 +266,13 @@ pub struct Router {
     /// The agent answers `core.ping` (its ready frame says generation 6 or later): disconnects
     /// queue a barrier ping.
     barrier: bool,
-    /// The agent flow-controls `v >= 10` execs (its ready frame says generation 10 and has
-    /// `exec_limits`): the relay checks their output acks (§13.5).
-    flow_control: bool,
+    /// The agent's policy when it flow-controls `v >= 10` execs (its ready frame says
+    /// generation 10 and has `exec_limits`): the relay applies §13.5 to them.
+    limits: Option<ExecLimits>,
+    /// The agent answered `core.workload.freeze` and no thaw since: session starts are refused.
+    paused: bool,
+    /// The latest time an input brought (for relay-made replies to client frames).
+    clock: Instant,
     next_client: u64,
     stats: RouterStats,
 }
@@ -264,10 +284,10 @@ impl Router {
         if ready.id != 0 || ready.flags != Flags::NONE {
             return Err(ReadyError::Header { id: ready.id, flags: ready.flags });
         }
-        let (barrier, flow_control) = match decode_frame(ready)? {
+        let (barrier, limits) = match decode_frame(ready)? {
             Decoded::Message(MessageFrame { message: Message::Ready(ready), v, .. }) => (
                 v >= MessageType::Ping.introduced_in(),
-                v >= FLOW_CONTROL_GENERATION && ready.exec_limits.is_some(),
+                ready.exec_limits.filter(|_| v >= FLOW_CONTROL_GENERATION),
             ),
             Decoded::Message(other) => {
                 return Err(ReadyError::NotReady { found: other.message.wire_name().to_owned() });
@@ -284,7 +304,9 @@ impl Router {
             sessions: ExecSessions::new(),
             draining: HashMap::new(),
             barrier,
-            flow_control,
+            limits,
+            paused: false,
+            clock: Instant::now(),
             next_client: 0,
             stats: RouterStats::default(),
         })
@@ -303,6 +325,7 @@ impl Router {
     /// A connection was accepted: lease the lowest free slot and greet it with the prologue and
     /// the ready frame, or refuse it when all 128 slots are taken.
     pub fn client_connected(&mut self, now: Instant) -> Result<Connected, AllSlotsBusy> {
+        self.clock = now;
         let Ok(slot) = self.slots.lease() else {
             self.stats.clients_refused += 1;
             return Err(AllSlotsBusy);
@@ -317,8 +340,16 @@ impl Router {
         let mut queue = OutboundQueue::default();
         // An empty queue always has room for the greeting (checked in limits.rs).
         let _ = queue.try_push(greeting.len(), now);
-        self.clients
-            .insert(client, Client { slot, phase: Phase::Open, queue, execs: BTreeSet::new() });
+        self.clients.insert(
+            client,
+            Client {
+                slot,
+                phase: Phase::Open,
+                queue,
+                execs: BTreeSet::new(),
+                bulk: ClientBulk::default(),
+            },
+        );
         self.owners[slot.index() as usize] = Some(client);
         self.stats.clients_accepted += 1;
         tracing::info!(%client, slot = slot.index(), "relay client connected");
@@ -351,28 +382,25 @@ impl Router {
         let mut effects = Vec::new();
         match checked {
             Checked::Message(envelope) => {
-                let exec_request = frame.flags == Flags::SESSION_START
-                    && envelope.t == MessageType::ExecRequest.wire_name();
-                if exec_request {
-                    if let Err(reason) = self.open_exec(client, frame.id, &envelope.p) {
-                        return self.close(client, reason);
-                    }
-                    if self.flow_control && envelope.v >= FLOW_CONTROL_GENERATION {
-                        self.sessions.flow_control(frame.id);
-                    }
-                }
-                if envelope.t == MessageType::ExecOutputAck.wire_name() {
-                    // An undecodable ack is forwarded: the agent answers it with core.error.
-                    if let Ok(Message::ExecOutputAck(ack)) =
-                        Message::decode_payload(MessageType::ExecOutputAck, &envelope.p)
-                    {
-                        if let Err(bad) = self.sessions.ack(frame.id, ack.consumed) {
-                            return self.close(client, bad.into());
-                        }
-                    }
+                let verdict =
+                    self.client_message(client, frame, &envelope).and_then(
+                        |verdict| match verdict {
+                            Verdict::Forward => self.client_bulk_open(client, frame, &envelope),
+                            answered @ Verdict::Answered(_) => Ok(answered),
+                        },
+                    );
+                match verdict {
+                    Ok(Verdict::Forward) => {}
+                    Ok(Verdict::Answered(answer)) => return answer,
+                    Err(reason) => return self.close(client, reason),
                 }
             }
-            Checked::EmptyShutdown | Checked::Bulk => {}
+            Checked::Bulk => match self.client_bulk_record(client, frame) {
+                Ok(RecordVerdict::Forward) => {}
+                Ok(RecordVerdict::Discard) => return effects,
+                Err(reason) => return self.close(client, reason),
+            },
+            Checked::EmptyShutdown => {}
         }
         if frame.flags == Flags::SHUTDOWN {
             tracing::info!(%client, "client requested sandbox shutdown");
@@ -392,6 +420,7 @@ impl Router {
 
     /// The client's writer put `frames` frames of `bytes` bytes on its socket.
     pub fn client_wrote(&mut self, client: ClientId, frames: usize, bytes: usize, now: Instant) {
+        self.clock = now;
         if let Some(state) = self.clients.get_mut(&client) {
             state.queue.wrote(frames, bytes, now);
         }
@@ -499,6 +528,10 @@ impl Router {
             return Err(GuestFrameError::InvalidFlags { id: frame.id, flags: frame.flags });
         }
         self.stats.frames_from_guest += 1;
+        self.clock = now;
+        if frame.id == WORKLOAD_CHANNEL_ID {
+            return Ok(self.workload_frame(frame, wire));
+        }
         if frame.id == 0 {
             self.drop_id0_frame(frame);
             return Ok(Vec::new());
@@ -509,6 +542,19 @@ impl Router {
             match self.draining.get_mut(&slot) {
                 Some(draining) if draining.barrier_pending => {
                     draining.barrier_pending = false;
+                    // The agent handled the disconnect notice before this ping: it killed the
+                    // client's flow-controlled execs and abandoned them (nobody is left to ack
+                    // their output), so they report nothing more. That is its cleanup
+                    // confirmation: their sessions end here, and so do their admission slots
+                    // (PROTOCOL.md §13.5). Legacy execs still end on their own `exited`.
+                    let sessions = &mut self.sessions;
+                    draining.execs.retain(|&id| {
+                        let abandoned = sessions.get(id).is_some_and(|s| s.flow.is_some());
+                        if abandoned {
+                            sessions.end(id);
+                        }
+                        !abandoned
+                    });
                     self.free_if_drained(slot);
                 }
                 Some(_) | None => self.stats.guest_frames_dropped += 1,
@@ -521,8 +567,13 @@ impl Router {
             return Ok(Vec::new());
         };
         let mut effects = Vec::new();
-        self.tap(frame, &mut effects);
-        self.route(slot, frame, wire, now, &mut effects);
+        match self.tap(frame, &mut effects) {
+            None => self.route(slot, frame, wire, now, &mut effects),
+            Some((owner, violation)) => {
+                self.stats.guest_frames_dropped += 1;
+                effects.extend(self.close(owner, violation.into()));
+            }
+        }
         Ok(effects)
     }
 
@@ -543,6 +594,7 @@ impl Router {
     /// Housekeeping: free slots whose orphaned execs outlived [`ORPHANED_EXEC_DRAIN_MS`], and
     /// disconnect clients whose queued output stalled.
     pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
+        self.clock = now;
         self.expire_draining(now);
         let mut stalled: Vec<(ClientId, Duration)> = self
             .clients
@@ -616,7 +668,13 @@ impl Router {
             }
         }
         for slot in expired {
-            self.draining.remove(&slot);
+            // Sessions that never ended are forgotten with their slot: a late frame of theirs
+            // is dropped, and the registry (and the admission count) cannot leak.
+            if let Some(draining) = self.draining.remove(&slot) {
+                for id in draining.execs {
+                    self.sessions.end(id);
+                }
+            }
             self.free_slot(slot);
         }
     }
@@ -638,7 +696,8 @@ impl Router {
         match reason {
             CloseReason::Violation(_)
             | CloseReason::TooManyExecs
-            | CloseReason::BadOutputAck(_) => {
+            | CloseReason::Flow(_)
+            | CloseReason::Bulk(_) => {
                 self.stats.clients_closed_for_violation += 1;
             }
             CloseReason::QueueOverflow(_) | CloseReason::Stalled { .. } => {
@@ -653,15 +712,23 @@ impl Router {
     /// The `exec.log` tap and session end: output on a registered exec id is logged whether or
     /// not its client is still here; the exec's own terminal frame ends the session (see
     /// [`ends_exec`]).
-    fn tap(&mut self, frame: &RawFrame, effects: &mut Vec<Effect>) {
-        let Some(session) = self.sessions.get(frame.id).copied() else { return };
+    ///
+    /// Returns the owner to disconnect, and why, when the frame breaks a §13.5 rule (it is then
+    /// not routed).
+    fn tap(
+        &mut self,
+        frame: &RawFrame,
+        effects: &mut Vec<Effect>,
+    ) -> Option<(ClientId, FlowViolation)> {
+        let session = self.sessions.get(frame.id).copied()?;
         let t = envelope_type(frame);
         if t == Some(MessageType::ExecStarted) {
             self.sessions.mark_started(frame.id);
         }
+        let mut output_len = None;
         if frame.flags == Flags::NONE {
             if let Some((stream, data)) = exec_output(frame) {
-                self.sessions.charge(frame.id, data.len());
+                output_len = Some(data.len());
                 let source = match stream {
                     OutputStream::Stdout => session.stdout_source(),
                     OutputStream::Stderr => LogSource::Stderr,
@@ -673,6 +740,7 @@ impl Router {
                 }));
             }
         }
+        let breach = self.guest_exec_frame(frame, t, output_len).err();
         if frame.flags == Flags::TERMINAL && ends_exec(frame, t, session.started) {
             self.sessions.end(frame.id);
             match session.owner.and_then(|owner| self.clients.get_mut(&owner)) {
@@ -683,6 +751,24 @@ impl Router {
             }
             tracing::debug!(id = frame.id, session = session.number, "exec session ended");
         }
+        breach.and_then(|violation| session.owner.map(|owner| (owner, violation)))
+    }
+
+    /// A guest frame on the private workload channel: noted (a `frozen` reply pauses session
+    /// starts, a `thawed` one resumes them) and handed to the host.
+    fn workload_frame(&mut self, frame: &RawFrame, wire: Option<Bytes>) -> Vec<Effect> {
+        match envelope_type(frame) {
+            Some(MessageType::WorkloadFrozen) => self.paused = true,
+            Some(MessageType::WorkloadThawed) => self.paused = false,
+            Some(_) | None => {}
+        }
+        tracing::debug!(paused = self.paused, "guest frame on the workload channel");
+        wire.map(Effect::ToHost).into_iter().collect()
+    }
+
+    /// Whether the agent reported the workload frozen (session starts are refused).
+    pub fn paused(&self) -> bool {
+        self.paused
     }
 
     fn route(
@@ -704,6 +790,10 @@ impl Router {
             self.stats.guest_frames_dropped += 1;
             return;
         }
+        if !state.bulk.is_empty() {
+            self.guest_bulk_frame(client, frame, envelope_type(frame));
+        }
+        let Some(state) = self.clients.get_mut(&client) else { return };
         let Some(bytes) = wire else { return };
         match state.queue.try_push(bytes.len(), now) {
             Ok(()) => {

@@ -14,8 +14,9 @@
 use std::collections::HashMap;
 
 use moat_protocol::exec_log::LogSource;
-use moat_protocol::payload::exec::output_charge;
+use moat_protocol::payload::exec::ExecLimits;
 
+use crate::flow::{ExecFlow, FlowViolation};
 use crate::limits::MAX_TRACKED_EXEC_SESSIONS;
 use crate::router::ClientId;
 
@@ -30,42 +31,8 @@ pub struct ExecSession {
     pub owner: Option<ClientId>,
     /// `core.exec.started` arrived: from then on only `exited` or `failed` ends it.
     pub started: bool,
-    /// Generation-10 output accounting (PROTOCOL.md §13.5), for a flow-controlled exec.
-    pub output: Option<OutputCharge>,
-}
-
-/// A flow-controlled exec's output charge: sent to its client, and acknowledged by it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OutputCharge {
-    /// Cumulative `Σ(len + 256)` of the output routed.
-    pub sent: u64,
-    /// The client's last `core.exec.output.ack`.
-    pub acked: u64,
-}
-
-/// Why a client's output ack breaks the rules (§13.5: the client is disconnected).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BadAck {
-    /// It goes back from the previous ack.
-    #[error("output ack {consumed} on exec {id} goes back from {acked}")]
-    Regresses {
-        /// The exec.
-        id: u32,
-        /// The ack.
-        consumed: u64,
-        /// The previous ack.
-        acked: u64,
-    },
-    /// It claims more than was sent.
-    #[error("output ack {consumed} on exec {id} exceeds the {sent} bytes of charge sent")]
-    OverClaims {
-        /// The exec.
-        id: u32,
-        /// The ack.
-        consumed: u64,
-        /// Charge sent.
-        sent: u64,
-    },
+    /// Generation-10 accounting (PROTOCOL.md §13.5), for a flow-controlled exec.
+    pub flow: Option<ExecFlow>,
 }
 
 impl ExecSession {
@@ -85,6 +52,8 @@ pub struct RegistryFull;
 pub struct ExecSessions {
     by_id: HashMap<u32, ExecSession>,
     last_number: u64,
+    /// Sessions in `by_id` with `flow` set.
+    flow_controlled: usize,
 }
 
 impl ExecSessions {
@@ -102,40 +71,71 @@ impl ExecSessions {
         }
         self.last_number += 1;
         let number = self.last_number;
-        let session = ExecSession { number, tty, owner: Some(owner), started: false, output: None };
-        self.by_id.insert(id, session);
+        let session = ExecSession { number, tty, owner: Some(owner), started: false, flow: None };
+        if self.by_id.insert(id, session).is_some_and(|old| old.flow.is_some()) {
+            self.flow_controlled -= 1;
+        }
         Ok(number)
     }
 
-    /// Turns on output accounting for the session on `id` (a `v >= 10` request to an agent
+    /// Turns on §13.5 accounting for the session on `id` (a `v >= 10` request to an agent
     /// with `exec_limits`).
     pub fn flow_control(&mut self, id: u32) {
         if let Some(session) = self.by_id.get_mut(&id) {
-            session.output = Some(OutputCharge::default());
+            if session.flow.is_none() {
+                self.flow_controlled += 1;
+            }
+            session.flow = Some(ExecFlow::default());
         }
     }
 
+    /// Flow-controlled sessions open now (they hold `max_executions` slots, sandbox-wide).
+    pub fn flow_controlled(&self) -> usize {
+        self.flow_controlled
+    }
+
     /// Counts `len` bytes of output routed on `id`, if it is flow-controlled.
-    pub fn charge(&mut self, id: u32, len: usize) {
-        if let Some(output) = self.by_id.get_mut(&id).and_then(|s| s.output.as_mut()) {
-            output.sent += output_charge(len);
+    pub fn charge(
+        &mut self,
+        id: u32,
+        len: usize,
+        limits: &ExecLimits,
+    ) -> Result<(), FlowViolation> {
+        match self.flow_mut(id) {
+            Some(flow) => flow.output(id, len, limits),
+            None => Ok(()),
         }
     }
 
     /// Applies a client's cumulative output ack on `id`. Acks on ids that are not
     /// flow-controlled sessions pass (the agent answers them).
-    pub fn ack(&mut self, id: u32, consumed: u64) -> Result<(), BadAck> {
-        let Some(output) = self.by_id.get_mut(&id).and_then(|s| s.output.as_mut()) else {
-            return Ok(());
-        };
-        if consumed < output.acked {
-            return Err(BadAck::Regresses { id, consumed, acked: output.acked });
+    pub fn ack(&mut self, id: u32, consumed: u64) -> Result<(), FlowViolation> {
+        match self.flow_mut(id) {
+            Some(flow) => flow.output_ack(id, consumed),
+            None => Ok(()),
         }
-        if consumed > output.sent {
-            return Err(BadAck::OverClaims { id, consumed, sent: output.sent });
+    }
+
+    /// Checks and counts `len` bytes of client stdin (0 = EOF) on `id`, if it is
+    /// flow-controlled.
+    pub fn stdin(&mut self, id: u32, len: usize, limits: &ExecLimits) -> Result<(), FlowViolation> {
+        let Some(session) = self.by_id.get_mut(&id) else { return Ok(()) };
+        let started = session.started;
+        match session.flow.as_mut() {
+            Some(flow) => flow.stdin(id, len, started, limits),
+            None => Ok(()),
         }
-        output.acked = consumed;
-        Ok(())
+    }
+
+    /// The agent's cumulative stdin ack on `id`.
+    pub fn stdin_ack(&mut self, id: u32, consumed: u64) {
+        if let Some(flow) = self.flow_mut(id) {
+            flow.stdin_ack(consumed);
+        }
+    }
+
+    fn flow_mut(&mut self, id: u32) -> Option<&mut ExecFlow> {
+        self.by_id.get_mut(&id).and_then(|s| s.flow.as_mut())
     }
 
     /// The session on `id`, if one is open.
@@ -152,7 +152,11 @@ impl ExecSessions {
 
     /// Ends the session on `id` (its terminal frame), returning it.
     pub fn end(&mut self, id: u32) -> Option<ExecSession> {
-        self.by_id.remove(&id)
+        let session = self.by_id.remove(&id)?;
+        if session.flow.is_some() {
+            self.flow_controlled -= 1;
+        }
+        Some(session)
     }
 
     /// The owner of `id` left: keep logging the session's output, owned by nobody.
@@ -209,7 +213,7 @@ mod tests {
         sessions.orphan(7);
         assert_eq!(
             sessions.get(7),
-            Some(&ExecSession { number: 1, tty: true, owner: None, started: false, output: None })
+            Some(&ExecSession { number: 1, tty: true, owner: None, started: false, flow: None })
         );
     }
 
@@ -236,18 +240,27 @@ mod tests {
 
     #[test]
     fn output_acks_are_checked_only_on_flow_controlled_sessions() {
+        let limits = ExecLimits::default();
         let mut sessions = ExecSessions::new();
         sessions.open(7, false, ClientId(1)).unwrap();
-        sessions.charge(7, 3);
+        assert_eq!(sessions.charge(7, 3, &limits), Ok(()));
         assert_eq!(sessions.ack(7, u64::MAX), Ok(()), "legacy session: the agent decides");
+        assert_eq!(sessions.stdin(7, 1 << 20, &limits), Ok(()), "legacy session: not checked");
         sessions.flow_control(7);
-        sessions.charge(7, 3);
+        assert_eq!(sessions.flow_controlled(), 1);
+        sessions.charge(7, 3, &limits).unwrap();
         assert_eq!(sessions.ack(7, 259), Ok(()));
-        assert_eq!(sessions.ack(7, 259), Ok(()), "a repeat is fine");
         assert_eq!(
             sessions.ack(7, 260),
-            Err(BadAck::OverClaims { id: 7, consumed: 260, sent: 259 })
+            Err(FlowViolation::AckOverClaims { id: 7, consumed: 260, sent: 259 })
         );
-        assert_eq!(sessions.ack(7, 1), Err(BadAck::Regresses { id: 7, consumed: 1, acked: 259 }));
+        assert_eq!(sessions.stdin(7, 1, &limits), Err(FlowViolation::StdinBeforeStarted { id: 7 }));
+        sessions.mark_started(7);
+        assert_eq!(sessions.stdin(7, 1, &limits), Ok(()));
+        sessions.open(7, false, ClientId(1)).unwrap();
+        assert_eq!(sessions.flow_controlled(), 0, "a replaced session gives its slot back");
+        sessions.flow_control(7);
+        sessions.end(7);
+        assert_eq!(sessions.flow_controlled(), 0, "an ended session gives its slot back");
     }
 }

@@ -431,3 +431,40 @@ async fn dropping_every_handle_stops_the_relay() {
     assert!(!socket.exists());
     guest.stop();
 }
+
+#[tokio::test]
+async fn workload_replies_reach_the_host_only_and_a_frozen_sandbox_refuses_session_starts() {
+    use moat_protocol::payload::core::CoreErrorKind;
+    use moat_protocol::payload::exec::ExecRequest;
+    use moat_protocol::payload::workload::WorkloadFreeze;
+    use moat_protocol::relay::WORKLOAD_CHANNEL_ID;
+    let relay = Harness::start("workload").await;
+    let mut client = relay.connect().await;
+    let freeze = Message::WorkloadFreeze(WorkloadFreeze {
+        external_mount_tags: Vec::new(),
+        attempt_id: "a".into(),
+        host_input: Default::default(),
+    });
+    relay.handle.send_to_guest(&MessageFrame::new(WORKLOAD_CHANNEL_ID, freeze)).await.unwrap();
+    let reply =
+        tokio::time::timeout(PATIENCE, relay.handle.recv_workload()).await.unwrap().unwrap();
+    let frame = support::split(&reply);
+    assert_eq!(frame.id, WORKLOAD_CHANNEL_ID);
+    assert!(matches!(frame.message, Message::WorkloadFrozen(_)), "{frame:?}");
+    let id = client.next_id();
+    client.send(&MessageFrame::new(id, Message::ExecRequest(ExecRequest::new("echo")))).await;
+    let refusal = client.recv().await.unwrap();
+    assert_eq!(refusal.id, id, "the client got nothing of the workload channel first");
+    match refusal.message {
+        Message::Error(error) => {
+            assert_eq!(error.kind, CoreErrorKind::InvalidSession);
+            assert_eq!(error.message, moat_relay::router::PAUSED_MESSAGE);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !relay.guest.received.snapshot().iter().any(|f| f.id == id),
+        "the refused request never reached the guest"
+    );
+    relay.stop().await;
+}

@@ -352,6 +352,21 @@ impl ExecManager {
         self.sessions.retain(|_, h| !h.shared.is_finished());
     }
 
+    /// Refuses the request on `id` because the workload is frozen: `exec.failed {kind: other,
+    /// stage: workload_latch}` (PROTOCOL.md §8.2).
+    pub fn refuse_frozen(&self, id: u32) {
+        self.report_failure(
+            id,
+            ExecFailed {
+                kind: ExecFailureKind::Other,
+                errno: None,
+                errno_name: None,
+                message: "the workload is frozen; thaw it before starting an exec".to_owned(),
+                stage: Some("workload_latch".to_owned()),
+            },
+        );
+    }
+
     /// Sends `exec.failed` for a session that never started.
     fn report_failure(&self, id: u32, failed: ExecFailed) {
         tracing::debug!(kind = failed.kind.as_str(), message = %failed.message, "exec failed");

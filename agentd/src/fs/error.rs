@@ -159,9 +159,21 @@ pub(crate) enum FsError {
     /// A `Read` or `Write` on an id that already carries a stream.
     #[error("{op}: id {id} already has a stream in flight")]
     StreamInFlight { op: Op, id: u32 },
-    /// A raw-bulk offer: generation-8 raw bulk is not built in moat's agent.
-    #[error("raw bulk transfers are not supported by this agent")]
-    BulkUnsupported,
+    /// A raw-bulk offer on an operation other than `Read` or `Write`.
+    #[error("raw bulk is only valid for streaming reads and writes")]
+    BulkNotAStream,
+    /// A raw-bulk offer on a request whose `v` is below 8.
+    #[error("raw bulk offer requires protocol generation 8")]
+    BulkNeedsGeneration8,
+    /// A raw-bulk offer that breaks PROTOCOL.md §11.2.
+    #[error("invalid raw bulk offer: {0}")]
+    BulkOffer(&'static str),
+    /// The host broke the bulk rules; the agent sent `core.bulk.cancel` first.
+    #[error("{op}: {breach}")]
+    BulkBreach { op: Op, breach: super::bulk::Breach },
+    /// The host cancelled the transfer with `core.bulk.cancel`.
+    #[error("{op}: bulk transfer cancelled by the host: {message}")]
+    BulkCancelled { op: Op, message: String },
     /// The blocking worker panicked or was cancelled.
     #[error("{op}: worker task failed: {source}")]
     Task { op: Op, source: tokio::task::JoinError },

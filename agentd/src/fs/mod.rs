@@ -20,12 +20,14 @@
 //! `attrs` (`SetStat`/`FSetStat`), `entry` (`FsEntryInfo`), `identity` (creating as a user),
 //! `read` and `write` (the streams), `error` (failures and their wire text).
 //!
-//! Raw bulk (generation 8) is not built in this agent (it announces generation 10 for exec flow
-//! control only), so a request carrying a bulk offer is refused with a failed `fs.response`.
+//! Raw bulk (generation 8, `bulk`): a `Read` or `Write` carrying an offer is accepted with
+//! `core.bulk.accepted` and then carried by raw records under credit; [`FsService::bulk_record`],
+//! [`FsService::bulk_control`] route the host's records, credits, finishes and cancels to it.
 
 #![forbid(unsafe_code)]
 
 mod attrs;
+mod bulk;
 mod entry;
 mod error;
 mod handle_ops;
@@ -38,18 +40,20 @@ mod root;
 mod testing;
 mod write;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use moat_protocol::Message;
+use moat_protocol::payload::bulk::{BulkAccepted, BulkCancel, BulkCredit, BulkFinish};
 use moat_protocol::payload::fs::{FsOp, FsRequest};
 use moat_protocol::relay::IdRange;
+use moat_protocol::{BulkRecord, Message};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::outbound::Outbound;
 
+use self::bulk::{Breach, Grant, ReadCredit, WriteFlow};
 use self::error::{FsError, Op, OpResult};
 use self::handles::{Access, HandleTable};
 use self::root::Root;
@@ -66,20 +70,51 @@ enum Stream {
     /// A `Write` whose end was signalled (EOF or overflow): its task drains the queue and answers;
     /// further data for it is "unknown".
     Closing(JoinHandle<()>),
+    /// A bulk `Read` sending records within the host's credit.
+    BulkRead(JoinHandle<()>, ReadCredit),
+    /// A bulk `Write` taking records.
+    BulkWrite(WriteSession, WriteFlow),
 }
+
+/// Bulk ids remembered after they end, so late records, credits and cancels for them are
+/// discarded quietly (PROTOCOL.md §11.2) rather than answered.
+const FINISHED_BULK_IDS: usize = 256;
+
+/// A host bulk control message on a bulk operation's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BulkControl {
+    /// `core.bulk.credit`.
+    Credit(BulkCredit),
+    /// `core.bulk.finish`.
+    Finish(BulkFinish),
+    /// `core.bulk.cancel`.
+    Cancel(BulkCancel),
+}
+
+/// A bulk frame for an id with no bulk operation, never had one recently: the dispatcher answers
+/// `core.error invalid_session`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no raw bulk transfer is open on id {0}")]
+pub struct NoBulkTransfer(pub u32);
 
 impl Stream {
     fn is_finished(&self) -> bool {
         match self {
-            Stream::Read(task) | Stream::Closing(task) => task.is_finished(),
-            Stream::Write(session) => session.is_finished(),
+            Stream::Read(task) | Stream::Closing(task) | Stream::BulkRead(task, _) => {
+                task.is_finished()
+            }
+            Stream::Write(session) | Stream::BulkWrite(session, _) => session.is_finished(),
         }
+    }
+
+    fn is_bulk(&self) -> bool {
+        matches!(self, Stream::BulkRead(..) | Stream::BulkWrite(..))
     }
 
     fn abort(self) {
         match self {
-            Stream::Read(task) | Stream::Closing(task) => task.abort(),
-            Stream::Write(session) => session.abort(),
+            Stream::Read(task) | Stream::Closing(task) | Stream::BulkRead(task, _) => task.abort(),
+            Stream::Write(session) | Stream::BulkWrite(session, _) => session.abort(),
         }
     }
 }
@@ -91,6 +126,8 @@ pub struct FsService {
     handles: HandleTable,
     out: Outbound,
     streams: HashMap<u32, Stream>,
+    /// Recently ended bulk ids, oldest first, at most [`FINISHED_BULK_IDS`].
+    finished_bulk: VecDeque<u32>,
 }
 
 impl FsService {
@@ -106,6 +143,7 @@ impl FsService {
             handles: HandleTable::new(),
             out,
             streams: HashMap::new(),
+            finished_bulk: VecDeque::new(),
         }
     }
 
@@ -119,8 +157,11 @@ impl FsService {
     pub fn request(&mut self, id: u32, v: u8, request: FsRequest) {
         self.prune();
         tracing::debug!(id, v, op = request.op.name(), "fs request");
-        if request.bulk.is_some() {
-            return self.reply(id, Err(FsError::BulkUnsupported));
+        if let Some(offer) = request.bulk {
+            return match bulk::accept(v, &request.op, &offer) {
+                Ok(accepted) => self.start_bulk(id, request.op, accepted),
+                Err(err) => self.reply(id, Err(err)),
+            };
         }
         let root = Arc::clone(&self.root);
         let handles = self.handles.clone();
@@ -190,7 +231,12 @@ impl FsService {
     pub fn data(&mut self, id: u32, data: Vec<u8>) {
         let session = match self.streams.remove(&id) {
             Some(Stream::Write(session)) if !session.is_finished() => session,
-            Some(other @ (Stream::Read(_) | Stream::Closing(_))) => {
+            Some(Stream::BulkWrite(session, _)) => {
+                session.abort();
+                self.remember_bulk(id);
+                return bulk::cancel(id, Op::Write, Breach::CborAfterAcceptance, &self.out);
+            }
+            Some(other @ (Stream::Read(_) | Stream::Closing(_) | Stream::BulkRead(..))) => {
                 self.streams.insert(id, other);
                 return self.reply(id, Err(FsError::UnknownWriteSession(id)));
             }
@@ -223,7 +269,7 @@ impl FsService {
     /// `WriteSession::room`); `None` otherwise.
     pub fn write_room(&self, id: u32) -> Option<WriteRoom> {
         match self.streams.get(&id) {
-            Some(Stream::Write(session)) => session.room(),
+            Some(Stream::Write(session) | Stream::BulkWrite(session, _)) => session.room(),
             _ => None,
         }
     }
@@ -281,7 +327,7 @@ impl FsService {
         }
         match self.handles.file(id, handle, Access::Write) {
             Ok(file) => {
-                let session = WriteSession::spawn(id, file, offset, len, self.out.clone());
+                let session = WriteSession::spawn(id, file, offset, len, self.out.clone(), None);
                 self.streams.insert(id, Stream::Write(session));
             }
             Err(err) => self.reply(id, Err(FsError::handle(Op::Write)(err))),
@@ -312,9 +358,163 @@ impl FsService {
         tokio::spawn(async move { send_response(&out, id, result).await });
     }
 
-    /// Forgets streams that have ended.
+    /// Forgets streams that have ended (bulk ones are remembered as finished).
     fn prune(&mut self) {
-        self.streams.retain(|_, stream| !stream.is_finished());
+        let ended: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, stream)| stream.is_finished())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            if self.streams.remove(&id).is_some_and(|stream| stream.is_bulk()) {
+                self.remember_bulk(id);
+            }
+        }
+    }
+
+    fn remember_bulk(&mut self, id: u32) {
+        if self.finished_bulk.len() >= FINISHED_BULK_IDS {
+            self.finished_bulk.pop_front();
+        }
+        self.finished_bulk.push_back(id);
+    }
+
+    /// Starts a bulk `Read` or `Write` that `accepted` answers.
+    fn start_bulk(&mut self, id: u32, op: FsOp, accepted: BulkAccepted) {
+        let (handle, offset, len, access) = match op {
+            FsOp::Read { handle, offset, len } => (handle, offset, len, Access::Read),
+            FsOp::Write { handle, offset, len } => (handle, offset, len, Access::Write),
+            // `bulk::accept` refuses every other op.
+            _ => return self.reply(id, Err(FsError::BulkNotAStream)),
+        };
+        let op = if access == Access::Read { Op::Read } else { Op::Write };
+        if self.streams.contains_key(&id) {
+            return self.reply(id, Err(FsError::StreamInFlight { op, id }));
+        }
+        let file = match self.handles.file(id, handle, access) {
+            Ok(file) => file,
+            Err(err) => return self.reply(id, Err(FsError::handle(op)(err))),
+        };
+        let out = self.out.clone();
+        let stream = if access == Access::Read {
+            let (task, credit) = bulk::spawn_read(id, file, offset, len, accepted, out);
+            Stream::BulkRead(task, credit)
+        } else {
+            let (flow, limit) = WriteFlow::new(&accepted);
+            let grant = Grant { id, limit, out: out.clone(), accepted };
+            let session = WriteSession::spawn(id, file, offset, len, out, Some(grant));
+            Stream::BulkWrite(session, flow)
+        };
+        self.streams.insert(id, stream);
+    }
+
+    /// A raw bulk record from the host on `record.id`.
+    pub fn bulk_record(&mut self, record: BulkRecord) -> Result<(), NoBulkTransfer> {
+        let id = record.id;
+        match self.streams.remove(&id) {
+            Some(Stream::BulkWrite(session, mut flow)) => {
+                if let Err(breach) = flow.record(&record) {
+                    session.abort();
+                    self.remember_bulk(id);
+                    bulk::cancel(id, Op::Write, breach, &self.out);
+                    return Ok(());
+                }
+                match session.push(record.payload.to_vec()) {
+                    Pushed::Queued => {
+                        self.streams.insert(id, Stream::BulkWrite(session, flow));
+                    }
+                    Pushed::Overflowed => {
+                        let backlog = FsError::WriteBacklog {
+                            max_bytes: WRITE_QUEUE_BYTES,
+                            max_chunks: WRITE_QUEUE_CHUNKS,
+                        };
+                        self.streams.insert(id, Stream::Closing(session.fail(backlog)));
+                    }
+                    Pushed::Gone => self.remember_bulk(id),
+                }
+                Ok(())
+            }
+            Some(Stream::BulkRead(task, _)) => {
+                task.abort();
+                self.remember_bulk(id);
+                bulk::cancel(id, Op::Read, Breach::RecordOnRead, &self.out);
+                Ok(())
+            }
+            other => self.not_bulk(id, other),
+        }
+    }
+
+    /// A host bulk control message on `id`.
+    pub fn bulk_control(&mut self, id: u32, control: BulkControl) -> Result<(), NoBulkTransfer> {
+        match (self.streams.remove(&id), control) {
+            (Some(Stream::BulkRead(task, credit)), BulkControl::Credit(grant)) => {
+                match credit.credit(&grant) {
+                    Ok(()) => {
+                        self.streams.insert(id, Stream::BulkRead(task, credit));
+                    }
+                    Err(breach) => {
+                        task.abort();
+                        self.remember_bulk(id);
+                        bulk::cancel(id, Op::Read, breach, &self.out);
+                    }
+                }
+            }
+            (Some(Stream::BulkWrite(session, flow)), BulkControl::Finish(finish)) => {
+                match flow.finish(&finish) {
+                    Ok(()) => {
+                        self.streams.insert(id, Stream::Closing(session.finish()));
+                        self.remember_bulk(id);
+                    }
+                    Err(breach) => {
+                        session.abort();
+                        self.remember_bulk(id);
+                        bulk::cancel(id, Op::Write, breach, &self.out);
+                    }
+                }
+            }
+            (
+                Some(stream @ (Stream::BulkRead(..) | Stream::BulkWrite(..))),
+                BulkControl::Cancel(c),
+            ) => {
+                let op = if matches!(stream, Stream::BulkRead(..)) { Op::Read } else { Op::Write };
+                stream.abort();
+                self.remember_bulk(id);
+                self.reply(id, Err(FsError::BulkCancelled { op, message: c.message }));
+            }
+            (Some(stream @ Stream::BulkRead(..)), BulkControl::Finish(_)) => {
+                stream.abort();
+                self.remember_bulk(id);
+                bulk::cancel(id, Op::Read, Breach::FinishOnRead, &self.out);
+            }
+            (Some(Stream::BulkWrite(session, _)), BulkControl::Credit(grant)) => {
+                session.abort();
+                self.remember_bulk(id);
+                let breach = Breach::WrongFlow {
+                    what: "credit",
+                    kind: grant.kind,
+                    flow: grant.flow,
+                    expected: 2,
+                };
+                bulk::cancel(id, Op::Write, breach, &self.out);
+            }
+            (other, _) => return self.not_bulk(id, other),
+        }
+        Ok(())
+    }
+
+    /// A bulk frame for `id`, which has `stream` (put back) and no bulk operation: discarded
+    /// when a bulk operation on it ended recently or it is closing, refused otherwise.
+    fn not_bulk(&mut self, id: u32, stream: Option<Stream>) -> Result<(), NoBulkTransfer> {
+        let closing = matches!(stream, Some(Stream::Closing(_)));
+        if let Some(stream) = stream {
+            self.streams.insert(id, stream);
+        }
+        if closing || self.finished_bulk.contains(&id) {
+            tracing::debug!(id, "discarding a late bulk frame");
+            return Ok(());
+        }
+        Err(NoBulkTransfer(id))
     }
 }
 
@@ -333,7 +533,7 @@ mod tests {
     use moat_protocol::payload::fs::{FsEntryKind, FsOpenOptions, FsResponse, FsResponseData};
     use moat_protocol::relay::Slot;
 
-    use super::testing::{Harness, TEST_GENERATION, pattern};
+    use super::testing::{self, Harness, TEST_GENERATION, pattern};
     use super::*;
 
     const SLOT0: u32 = 1;
@@ -367,20 +567,244 @@ mod tests {
         assert_eq!(resp, FsResponse::err("stat: No such file or directory (os error 2)"));
     }
 
+    fn bulk_offer(g2h: u64) -> BulkOffer {
+        BulkOffer { format: 1, max_record_payload: 1 << 20, guest_to_host_credit_limit: g2h }
+    }
+
+    /// The next bulk record on `id`.
+    async fn record(h: &mut Harness, id: u32) -> moat_protocol::BulkRecord {
+        match h.next_decoded().await {
+            moat_protocol::Decoded::Bulk(record) if record.id == id => record,
+            other => panic!("expected a bulk record on {id}, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
-    async fn bulk_offer_is_refused() {
+    async fn bulk_offers_on_other_ops_or_old_generations_are_refused() {
         let mut h = Harness::new();
+        let op = FsOp::Stat { path: "/".into(), follow_symlink: true };
+        h.fs.request(SLOT0, TEST_GENERATION, FsRequest { op, bulk: Some(bulk_offer(1)) });
+        let resp = h.response(SLOT0).await;
+        assert_eq!(resp, FsResponse::err("raw bulk is only valid for streaming reads and writes"));
         std::fs::write(h.tmp.path().join("f"), b"abc").unwrap();
-        let handle = h.open(SLOT0, "/f", read_only()).await;
-        let offer = BulkOffer {
-            format: 1,
-            max_record_payload: 3 << 20,
-            guest_to_host_credit_limit: 8 << 20,
-        };
+        let handle = h.open(SLOT0 + 1, "/f", read_only()).await;
         let op = FsOp::Read { handle, offset: 0, len: None };
-        h.fs.request(SLOT0 + 1, TEST_GENERATION, FsRequest { op, bulk: Some(offer) });
-        let resp = h.response(SLOT0 + 1).await;
-        assert_eq!(resp, FsResponse::err("raw bulk transfers are not supported by this agent"));
+        h.fs.request(SLOT0 + 2, 7, FsRequest { op, bulk: Some(bulk_offer(1 << 20)) });
+        let resp = h.response(SLOT0 + 2).await;
+        assert_eq!(resp, FsResponse::err("raw bulk offer requires protocol generation 8"));
+        h.assert_silent().await;
+    }
+
+    #[tokio::test]
+    async fn a_bulk_read_sends_records_only_within_credit() {
+        let mut h = Harness::new();
+        let content = testing::pattern(5 << 20);
+        std::fs::write(h.tmp.path().join("f"), &content).unwrap();
+        let handle = h.open(SLOT0, "/f", read_only()).await;
+        let id = SLOT0 + 1;
+        let op = FsOp::Read { handle, offset: 0, len: None };
+        h.fs.request(id, TEST_GENERATION, FsRequest { op, bulk: Some(bulk_offer(2 << 20)) });
+        match h.next().await.message {
+            Message::BulkAccepted(a) => {
+                assert_eq!((a.flows, a.guest_to_host_credit_limit), (2, 2 << 20))
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut got = Vec::new();
+        while got.len() < 2 << 20 {
+            let record = record(&mut h, id).await;
+            assert_eq!(record.offset, got.len() as u64, "contiguous from 0");
+            got.extend_from_slice(&record.payload);
+        }
+        h.assert_silent().await;
+        let credit =
+            BulkCredit { kind: 1, flow: 2, consumed_offset: 2 << 20, credit_limit: 10 << 20 };
+        h.fs.bulk_control(id, BulkControl::Credit(credit)).unwrap();
+        loop {
+            match h.next_decoded().await {
+                moat_protocol::Decoded::Bulk(record) => got.extend_from_slice(&record.payload),
+                moat_protocol::Decoded::Message(frame) => {
+                    match frame.message {
+                        Message::BulkFinish(f) => assert_eq!(f.final_offset, 5 << 20),
+                        other => panic!("{other:?}"),
+                    }
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(h.response(id).await, FsResponse::ok(None));
+        assert!(got == content, "the bytes arrived intact");
+    }
+
+    #[tokio::test]
+    async fn a_regressing_read_credit_cancels_with_reason_5() {
+        let mut h = Harness::new();
+        std::fs::write(h.tmp.path().join("f"), testing::pattern(3 << 20)).unwrap();
+        let handle = h.open(SLOT0, "/f", read_only()).await;
+        let id = SLOT0 + 1;
+        let op = FsOp::Read { handle, offset: 0, len: None };
+        h.fs.request(id, TEST_GENERATION, FsRequest { op, bulk: Some(bulk_offer(1 << 20)) });
+        assert!(matches!(h.next().await.message, Message::BulkAccepted(_)));
+        record(&mut h, id).await;
+        let credit = BulkCredit { kind: 1, flow: 2, consumed_offset: 0, credit_limit: 1 };
+        h.fs.bulk_control(id, BulkControl::Credit(credit)).unwrap();
+        match h.next().await.message {
+            Message::BulkCancel(c) => assert_eq!(c.reason, 5),
+            other => panic!("{other:?}"),
+        }
+        assert!(!h.response(id).await.ok);
+        let late = BulkCredit { kind: 1, flow: 2, consumed_offset: 0, credit_limit: 1 << 20 };
+        assert_eq!(h.fs.bulk_control(id, BulkControl::Credit(late)), Ok(()), "late: discarded");
+        h.assert_silent().await;
+    }
+
+    fn write_record(id: u32, offset: u64, data: &[u8]) -> moat_protocol::BulkRecord {
+        moat_protocol::BulkRecord {
+            id,
+            kind: moat_protocol::BulkKind::Filesystem,
+            flow: moat_protocol::BulkFlow::HostToGuest,
+            offset,
+            payload: bytes::Bytes::copy_from_slice(data),
+        }
+    }
+
+    async fn start_bulk_write(h: &mut Harness, id: u32, len: Option<u64>) {
+        let options =
+            FsOpenOptions { write: true, create: true, truncate: true, ..FsOpenOptions::default() };
+        let handle = h.open(SLOT0, "/w", options).await;
+        let op = FsOp::Write { handle, offset: 0, len };
+        h.fs.request(id, TEST_GENERATION, FsRequest { op, bulk: Some(bulk_offer(0)) });
+        match h.next().await.message {
+            Message::BulkAccepted(a) => {
+                assert_eq!((a.flows, a.host_to_guest_credit_limit), (1, 8 << 20))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bulk_write_takes_records_grants_credit_and_answers_on_finish() {
+        let mut h = Harness::new();
+        let id = SLOT0 + 1;
+        let content = testing::pattern(12 << 20);
+        start_bulk_write(&mut h, id, Some(content.len() as u64)).await;
+        let mut sent = 0usize;
+        let mut limit = 8usize << 20;
+        while sent < content.len() {
+            while sent < limit.min(content.len()) {
+                let end = (sent + (1 << 20)).min(content.len());
+                h.fs.bulk_record(write_record(id, sent as u64, &content[sent..end])).unwrap();
+                sent = end;
+            }
+            if sent < content.len() {
+                match h.next().await.message {
+                    Message::BulkCredit(c) => {
+                        assert_eq!((c.kind, c.flow), (1, 1));
+                        assert!(c.credit_limit as usize > limit);
+                        limit = c.credit_limit as usize;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        let finish = BulkFinish { kind: 1, flow: 1, final_offset: sent as u64 };
+        h.fs.bulk_control(id, BulkControl::Finish(finish)).unwrap();
+        loop {
+            match h.next().await.message {
+                Message::BulkCredit(_) => {}
+                Message::FsResponse(resp) => {
+                    assert_eq!(resp, FsResponse::ok(None));
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(std::fs::read(h.tmp.path().join("w")).unwrap() == content);
+    }
+
+    /// Reads until the cancel and the failed response on `id`; returns the response's error.
+    async fn cancelled(h: &mut Harness, id: u32) -> String {
+        loop {
+            match h.next().await.message {
+                Message::BulkCredit(_) => {}
+                Message::BulkCancel(c) => {
+                    assert_eq!(c.reason, 5);
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let resp = h.response(id).await;
+        assert!(!resp.ok);
+        resp.error.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_record_past_credit_or_out_of_order_cancels() {
+        let mut h = Harness::new();
+        let id = SLOT0 + 1;
+        start_bulk_write(&mut h, id, None).await;
+        h.fs.bulk_record(write_record(id, 1, b"x")).unwrap();
+        assert!(cancelled(&mut h, id).await.contains("not contiguous"));
+        assert_eq!(h.fs.bulk_record(write_record(id, 1, b"x")), Ok(()), "late: discarded");
+        let id = SLOT0 + 2;
+        start_bulk_write(&mut h, id, None).await;
+        for n in 0..8u64 {
+            h.fs.bulk_record(write_record(id, n << 20, &[0; 1 << 20])).unwrap();
+        }
+        h.fs.bulk_record(write_record(id, 8 << 20, b"x")).unwrap();
+        // The pushes do not yield, so the disk cannot have returned credit before the ninth.
+        let mut limit = 8 << 20;
+        loop {
+            match h.next().await.message {
+                Message::BulkCredit(c) => limit = c.credit_limit,
+                Message::BulkCancel(c) => {
+                    assert_eq!(c.reason, 5);
+                    assert_eq!(limit, 8 << 20, "cancelled although credit was granted");
+                    break;
+                }
+                other => panic!("{other:?} (limit {limit})"),
+            }
+        }
+        assert!(!h.response(id).await.ok);
+    }
+
+    #[tokio::test]
+    async fn cbor_data_after_bulk_acceptance_cancels() {
+        let mut h = Harness::new();
+        let id = SLOT0 + 1;
+        start_bulk_write(&mut h, id, None).await;
+        h.fs.data(id, b"abc".to_vec());
+        assert_eq!(
+            cancelled(&mut h, id).await,
+            "write: CBOR filesystem data is invalid after raw bulk acceptance"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_final_offset_cancels_and_a_host_cancel_answers_failed() {
+        let mut h = Harness::new();
+        let id = SLOT0 + 1;
+        start_bulk_write(&mut h, id, None).await;
+        h.fs.bulk_record(write_record(id, 0, b"abc")).unwrap();
+        let finish = BulkFinish { kind: 1, flow: 1, final_offset: 4 };
+        h.fs.bulk_control(id, BulkControl::Finish(finish)).unwrap();
+        assert!(cancelled(&mut h, id).await.contains("bulk finish at 4 after 3 bytes"));
+        let id = SLOT0 + 2;
+        start_bulk_write(&mut h, id, None).await;
+        let cancel = BulkCancel { kind: 1, reason: 1, message: "bye".into() };
+        h.fs.bulk_control(id, BulkControl::Cancel(cancel)).unwrap();
+        let resp = h.response(id).await;
+        assert_eq!(resp.error.as_deref(), Some("write: bulk transfer cancelled by the host: bye"));
+    }
+
+    #[tokio::test]
+    async fn bulk_frames_for_an_id_without_a_transfer_are_refused() {
+        let mut h = Harness::new();
+        assert_eq!(h.fs.bulk_record(write_record(77, 0, b"x")), Err(NoBulkTransfer(77)));
+        let cancel = BulkCancel { kind: 1, reason: 1, message: String::new() };
+        assert_eq!(h.fs.bulk_control(77, BulkControl::Cancel(cancel)), Err(NoBulkTransfer(77)));
         h.assert_silent().await;
     }
 

@@ -106,7 +106,12 @@ async fn pump(
 
 /// Reads up to `want` bytes at `offset` into `buf` (resized to what was read), retrying short
 /// reads so every chunk but the last is full. An empty result means end of file.
-fn read_chunk(file: &File, offset: u64, want: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+pub(crate) fn read_chunk(
+    file: &File,
+    offset: u64,
+    want: usize,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
     buf.resize(want, 0);
     let mut filled = 0;
     while filled < want {

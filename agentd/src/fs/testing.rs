@@ -88,12 +88,17 @@ impl Harness {
 
     /// The next frame the service sent.
     pub(crate) async fn next(&mut self) -> MessageFrame {
+        match self.next_decoded().await {
+            Decoded::Message(frame) => frame,
+            other => panic!("unexpected record {other:?}"),
+        }
+    }
+
+    /// The next frame or record the service sent.
+    pub(crate) async fn next_decoded(&mut self) -> Decoded {
         loop {
             if let Some(raw) = self.decoder.next_frame().expect("well-formed frames") {
-                match decode_frame(&raw).expect("decodable frame") {
-                    Decoded::Message(frame) => return frame,
-                    other => panic!("unexpected record {other:?}"),
-                }
+                return decode_frame(&raw).expect("decodable frame");
             }
             let bytes = tokio::time::timeout(FRAME_TIMEOUT, self.rx.recv())
                 .await

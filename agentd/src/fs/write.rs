@@ -42,6 +42,7 @@ use tracing::Instrument;
 
 use crate::outbound::Outbound;
 
+use super::bulk::Grant;
 use super::error::{self, FsError, Op, OpResult};
 use super::handles::OpenFile;
 
@@ -114,12 +115,14 @@ impl WriteSession {
         offset: u64,
         expected: Option<u64>,
         out: Outbound,
+        grant: Option<Grant>,
     ) -> WriteSession {
         let (chunks, chunk_rx) = mpsc::channel(WRITE_QUEUE_CHUNKS);
         let (end, end_rx) = oneshot::channel();
-        let span = tracing::debug_span!("fs_write", id, offset, expected);
+        let span = tracing::debug_span!("fs_write", id, offset, expected, bulk = grant.is_some());
+        let queues = Queues { chunks: chunk_rx, end: end_rx };
         let task =
-            tokio::spawn(run(id, file, offset, expected, chunk_rx, end_rx, out).instrument(span));
+            tokio::spawn(run(id, file, offset, expected, queues, out, grant).instrument(span));
         WriteSession { chunks, end, budget: Arc::new(Semaphore::new(WRITE_QUEUE_BYTES)), task }
     }
 
@@ -186,16 +189,28 @@ enum Ending {
     Dropped,
 }
 
+/// The task's ends of the session's queues.
+struct Queues {
+    chunks: mpsc::Receiver<Chunk>,
+    end: oneshot::Receiver<End>,
+}
+
 async fn run(
     id: u32,
     file: Arc<OpenFile>,
     offset: u64,
     expected: Option<u64>,
-    mut chunks: mpsc::Receiver<Chunk>,
-    mut end: oneshot::Receiver<End>,
+    queues: Queues,
     out: Outbound,
+    grant: Option<Grant>,
 ) {
-    let result = pump(&file, offset, expected, &mut chunks, &mut end).await;
+    let Queues { mut chunks, mut end } = queues;
+    if let Some(grant) = &grant
+        && grant.accept().await.is_err()
+    {
+        return;
+    }
+    let result = pump(&file, offset, expected, &mut chunks, &mut end, grant.as_ref()).await;
     // Refuse further chunks before answering, so data sent after the answer is "unknown".
     chunks.close();
     let Some(result) = result else { return };
@@ -211,6 +226,7 @@ async fn pump(
     expected: Option<u64>,
     chunks: &mut mpsc::Receiver<Chunk>,
     end: &mut oneshot::Receiver<End>,
+    grant: Option<&Grant>,
 ) -> Option<OpResult> {
     let mut position = offset;
     let mut written: u64 = 0;
@@ -236,6 +252,9 @@ async fn pump(
         }
         position = position.saturating_add(len);
         written = written.saturating_add(len);
+        if let Some(grant) = grant {
+            grant.written(written).await;
+        }
     }
     // The queue is closed and drained: the service has ended the session.
     match ending {

@@ -8,6 +8,9 @@
 //! - `too_new_type`: a known type newer than the negotiated generation, sent past the client-side
 //!   gate, gets `core.error {kind: unsupported_protocol_generation}` and the connection keeps
 //!   working. Skipped at generation 10, where no type is too new.
+//! - `root_disk_unavailable`: `core.root_disk.grow` on a sandbox without a root disk gets
+//!   `core.error {kind: capability_unavailable}` (PROTOCOL.md §12) and the connection keeps
+//!   working. Needs generation 9.
 
 use moat_protocol::payload::bulk::BulkCancel;
 use moat_protocol::payload::core::{CoreErrorKind, RootDiskGrow};
@@ -40,6 +43,13 @@ pub(crate) const CASES: &[Case] = &[
         needs_generation: 5,
         checks: "a type newer than the negotiated generation gets core.error unsupported_protocol_generation",
         run: too_new_type,
+    },
+    Case {
+        family: Family::Errors,
+        name: "root_disk_unavailable",
+        needs_generation: 9,
+        checks: "core.root_disk.grow without a root disk gets core.error capability_unavailable",
+        run: root_disk_unavailable,
     },
 ];
 
@@ -119,4 +129,12 @@ fn too_new_type(ctx: &Ctx) -> CaseResult {
     let reply = expect_error(&mut conn, message, CoreErrorKind::UnsupportedProtocolGeneration)?;
     still_works(&mut conn)?;
     Ok(Passed::note(format!("sent {t} at generation {negotiated}: {reply:?}")))
+}
+
+fn root_disk_unavailable(ctx: &Ctx) -> CaseResult {
+    let mut conn = ctx.connect()?;
+    let grow = Message::RootDiskGrow(RootDiskGrow { size_bytes: 1 << 30 });
+    let message = expect_error(&mut conn, grow, CoreErrorKind::CapabilityUnavailable)?;
+    still_works(&mut conn)?;
+    Ok(Passed::note(format!("{message:?}")))
 }

@@ -9,6 +9,11 @@
 //! - `bad_output_ack`: an ack past what was sent ends the session with `core.error` (moat's
 //!   agent) or the connection (a relay enforcing §13.5); a new connection is served.
 //! - `stdin_ack`: stdin written into the child is reported with cumulative `exec.stdin.ack`.
+//! - `stdin_over_chunk_size`, `stdin_after_eof`: a stdin chunk over `stdin_chunk_size`, or any
+//!   stdin after EOF, to a started `sleep 30`, disconnects the client (a relay enforcing §13.5) or gets
+//!   `core.exec.stdin.error` (an agent alone); either way a new connection is served.
+//! - `admission_limit`: with `max_executions` execs running, one more gets `exec.failed
+//!   {resource_limit, stage execution_admission}`; once one ends, the next is admitted.
 
 use std::time::{Duration, Instant};
 
@@ -69,7 +74,34 @@ pub(crate) const CASES: &[Case] = &[
         checks: "stdin written into the child is reported with cumulative exec.stdin.ack",
         run: stdin_ack,
     },
+    Case {
+        family: Family::FlowControl,
+        name: "stdin_over_chunk_size",
+        needs_generation: 10,
+        checks: "a stdin chunk over stdin_chunk_size disconnects the client or gets \
+                 exec.stdin.error; a new connection is served",
+        run: stdin_over_chunk_size,
+    },
+    Case {
+        family: Family::FlowControl,
+        name: "stdin_after_eof",
+        needs_generation: 10,
+        checks: "stdin after EOF disconnects the client or gets exec.stdin.error; a new \
+                 connection is served",
+        run: stdin_after_eof,
+    },
+    Case {
+        family: Family::FlowControl,
+        name: "admission_limit",
+        needs_generation: 10,
+        checks: "past max_executions running execs, one more gets exec.failed resource_limit \
+                 (execution_admission); when one ends the next is admitted",
+        run: admission_limit,
+    },
 ];
+
+/// Most execs the admission case starts (a policy allowing more is not exercised).
+const MAX_ADMISSION_EXECS: u32 = 256;
 
 /// A connection with flow control on, and its policy; skipped when the Ready has none.
 fn flow_conn(ctx: &Ctx) -> Result<(Conn, ExecLimits), CaseError> {
@@ -216,4 +248,98 @@ fn stdin_ack(ctx: &Ctx) -> CaseResult {
     conn.exec_finish(id, &mut outcome)?;
     ensure!(outcome.stdout.len() as u64 == want, "cat echoed {} bytes", outcome.stdout.len());
     Ok(Passed::note(format!("acknowledged {acked} bytes")))
+}
+
+/// Starts `cat` and waits for it to start; returns its id and outcome so far.
+fn started_cat(conn: &mut Conn) -> Result<(u32, ExecOutcome), CaseError> {
+    started(conn, ExecRequest::new("cat"), "cat")
+}
+
+/// Starts `request` (running `tool`) and waits for it to start.
+fn started(
+    conn: &mut Conn,
+    request: ExecRequest,
+    tool: &str,
+) -> Result<(u32, ExecOutcome), CaseError> {
+    let id = conn.exec_start(request)?;
+    let mut outcome = ExecOutcome::default();
+    conn.exec_wait_started(id, &mut outcome)?;
+    super::skip_if_missing(&outcome, tool)?;
+    ensure!(outcome.end.is_none(), "{tool} ended at once: {:?}", outcome.exit_code());
+    Ok((id, outcome))
+}
+
+/// After `bad` stdin on a started `sleep` (which outlives its stdin, so the session is still
+/// open when the bad frame arrives): the relay closes the connection, or the agent answers
+/// `core.exec.stdin.error`. A new connection is served either way.
+fn bad_stdin(ctx: &Ctx, bad: impl FnOnce(&mut Conn, u32) -> Result<(), CaseError>) -> CaseResult {
+    let (mut conn, _) = flow_conn(ctx)?;
+    let mut sleep = ExecRequest::new("sleep");
+    sleep.args = vec!["30".to_owned()];
+    let (id, _) = started(&mut conn, sleep, "sleep")?;
+    bad(&mut conn, id)?;
+    let how = match conn.recv_on(id, "core.exec.stdin.error or the connection's close") {
+        Ok(frame) => match frame.message {
+            Message::ExecStdinError(error) => format!("exec.stdin.error: {}", error.message),
+            other => fail!("{} instead of exec.stdin.error or a close", other.wire_name()),
+        },
+        Err(ClientError::Closed { .. }) => "the relay closed the client".to_owned(),
+        Err(other) => return Err(other.into()),
+    };
+    let mut fresh = ctx.connect()?;
+    let outcome = fresh.exec(sh("echo still serving"), None)?;
+    ensure!(outcome.stdout == b"still serving\n", "a new connection was not served");
+    Ok(Passed::note(how))
+}
+
+fn stdin_over_chunk_size(ctx: &Ctx) -> CaseResult {
+    let (_, limits) = flow_conn(ctx)?;
+    let len = limits.stdin_chunk_size as usize + 1;
+    bad_stdin(ctx, |conn, id| Ok(conn.send(id, Message::ExecStdin(Data::new(vec![b'x'; len])))?))
+}
+
+fn stdin_after_eof(ctx: &Ctx) -> CaseResult {
+    bad_stdin(ctx, |conn, id| {
+        conn.exec_eof(id)?;
+        Ok(conn.send(id, Message::ExecStdin(Data::new(b"late".to_vec())))?)
+    })
+}
+
+fn admission_limit(ctx: &Ctx) -> CaseResult {
+    let (mut conn, limits) = flow_conn(ctx)?;
+    let max = limits.max_executions;
+    if max > MAX_ADMISSION_EXECS {
+        return Err(CaseError::Skipped(format!(
+            "max_executions {max} is over the {MAX_ADMISSION_EXECS} execs this case starts"
+        )));
+    }
+    let mut running = Vec::new();
+    for _ in 0..max {
+        running.push(started_cat(&mut conn)?);
+    }
+    let refused = conn.exec_start(ExecRequest::new("cat"))?;
+    let reply = conn.recv_on(refused, "core.exec.failed for the exec past the limit")?;
+    let Message::ExecFailed(failed) = reply.message else {
+        fail!("{} for exec {} of {max}", reply.message.wire_name(), max + 1);
+    };
+    ensure!(
+        failed.kind == moat_protocol::payload::exec::ExecFailureKind::ResourceLimit
+            && failed.stage.as_deref() == Some("execution_admission"),
+        "exec.failed {} stage {:?}: {}",
+        failed.kind.as_str(),
+        failed.stage,
+        failed.message
+    );
+    // End one; then one more is admitted. End the rest, so later cases find every slot free.
+    let (first, mut outcome) = running.remove(0);
+    conn.exec_eof(first)?;
+    conn.exec_finish(first, &mut outcome)?;
+    let (extra, extra_outcome) = started_cat(&mut conn)?;
+    running.push((extra, extra_outcome));
+    // One at a time: recv_on takes only frames of the session it waits for.
+    for (id, outcome) in &mut running {
+        conn.exec_eof(*id)?;
+        conn.exec_finish(*id, outcome)?;
+    }
+    Ok(Passed::note(format!("{max} running; {}", failed.message)))
 }

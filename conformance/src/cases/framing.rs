@@ -1,6 +1,8 @@
 //! framing: the relay reassembles frames split across writes and separates frames coalesced into
 //! one write; a frame whose length prefix is over 4 MiB, or whose flags byte is not one of
 //! 0x00/0x01/0x02/0x04/0x08, gets the sender disconnected and nobody else (PROTOCOL.md §1, §13.4).
+//! So does a `core.workload.freeze` on the runtime's private id `0xFFFFFFFF`, which is in no
+//! client's range (§4.1, §13.4 rule 3).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -47,6 +49,14 @@ pub(crate) const CASES: &[Case] = &[
         needs_generation: 6,
         checks: "a ping with flags 0x03 closes that connection; a second client still gets pongs",
         run: bad_flags_closes,
+    },
+    Case {
+        family: Family::Framing,
+        name: "workload_channel_closes",
+        needs_generation: 9,
+        checks: "a core.workload.freeze on the private id 0xFFFFFFFF closes that connection; a \
+                 second client still gets pongs",
+        run: workload_channel_closes,
     },
 ];
 
@@ -100,7 +110,7 @@ fn coalesced_writes(ctx: &Ctx) -> CaseResult {
 
 /// Sends `bad` on a fresh connection, expects that connection closed, and a bystander connected
 /// before it unaffected.
-fn violation_closes_only_sender(
+pub(crate) fn violation_closes_only_sender(
     ctx: &Ctx,
     bad: impl FnOnce(&mut Conn) -> Result<Vec<u8>, CaseError>,
 ) -> CaseResult {
@@ -148,5 +158,18 @@ fn bad_flags_closes(ctx: &Ctx) -> CaseResult {
             .ok_or_else(|| CaseError::Failed("an encoded ping is not one frame".to_owned()))?;
         let bad = RawFrame { id, flags: Flags::from_bits(0x03), body: ping.body };
         Ok(bad.to_bytes().map_err(crate::error::ClientError::from)?)
+    })
+}
+
+fn workload_channel_closes(ctx: &Ctx) -> CaseResult {
+    use moat_protocol::payload::workload::WorkloadFreeze;
+    violation_closes_only_sender(ctx, |_| {
+        let freeze = Message::WorkloadFreeze(WorkloadFreeze {
+            external_mount_tags: Vec::new(),
+            attempt_id: "moat-conformance".to_owned(),
+            host_input: Default::default(),
+        });
+        let frame = MessageFrame { id: u32::MAX, v: SUITE_GENERATION, message: freeze };
+        Ok(frame.to_bytes().map_err(crate::error::ClientError::from)?)
     })
 }

@@ -1,6 +1,7 @@
 //! Every case of the live suite, one module per family. Each case checks one behaviour, opens its
 //! own connection(s), and leaves nothing running.
 
+mod bulk;
 mod disconnect;
 mod errors;
 mod exec;
@@ -25,6 +26,7 @@ pub(crate) fn all() -> Vec<Case> {
         exec::CASES,
         flow::CASES,
         fs::CASES,
+        bulk::CASES,
         isolation::CASES,
         disconnect::CASES,
         latency::CASES,

@@ -11,9 +11,14 @@
 //!   1        {"v": bytes[0], "t": the rest as text, "p": {}}: an envelope of any type name
 //!   2        the same, the name repeated to about 32 KiB * (kind / 4 % 64 + 1): huge echoed
 //!            input (MAX_REPEATED_NAME_BYTES per input in all, then as kind 1)
-//!   3        exec.request {"cmd": the bytes as text}: the fake exec service refuses it when
-//!            the command is empty, echoing the command in its error
+//!   3        by kind / 4 % 4: 0 exec.request {"cmd": the bytes as text} (the fake exec service
+//!            refuses it when the command is empty, echoing the command in its error);
+//!            1 core.workload.freeze, 2 core.workload.thaw {continue}, the bytes as attempt id;
+//!            3 core.bulk.credit {kind 1, flow bytes[0], consumed bytes[1], limit bytes[2] MiB}
 //! ```
+//!
+//! Raw bulk records are kind 0 bodies under flags `0x08`. Freeze and thaw reach the real
+//! [`WorkloadLatch`] over a freezer that signals nothing, so its state machine is fuzzed too.
 //!
 //! The fakes: exec sessions start on `exec.request` (unless refused) and exist until
 //! `release_range`; stdin, signal, resize and output acks on an unknown session are refused with
@@ -28,13 +33,20 @@
 //! most 1024 bytes and an `offending_type` of at most 256.
 
 use bytes::Bytes;
+use moat_agentd::dispatch::BulkControl;
 use moat_agentd::dispatch::{
     Action, Dispatcher, MAX_ERROR_MESSAGE_BYTES, MAX_OFFENDING_TYPE_BYTES, Rejected, Services,
 };
+use moat_agentd::workload::{Freezer, WorkloadLatch};
+use moat_protocol::BulkRecord;
 use moat_protocol::limits::MAX_WIRE_FRAME_BYTES;
-use moat_protocol::payload::core::CoreErrorKind;
+use moat_protocol::payload::bulk::BulkCredit;
+use moat_protocol::payload::core::{CoreError, CoreErrorKind};
 use moat_protocol::payload::exec::ExecRequest;
 use moat_protocol::payload::fs::FsRequest;
+use moat_protocol::payload::workload::{
+    WorkloadFreeze, WorkloadFrozen, WorkloadThaw, WorkloadThawMode, WorkloadThawed,
+};
 use moat_protocol::relay::IdRange;
 use moat_protocol::{Decoded, Flags, Message, MessageFrame, MessageType, RawFrame, decode_frame};
 
@@ -50,13 +62,40 @@ pub const FAKE_SENT_CHARGE: u64 = 1 << 20;
 
 /// The fake services: which exec sessions exist (with their last output ack), and the ids the
 /// last call touched.
-#[derive(Debug, Default)]
 struct Fake {
     sessions: Vec<u32>,
     acked: std::collections::HashMap<u32, u64>,
     touched: Vec<u32>,
     released: bool,
     clock: bool,
+    workload: WorkloadLatch<NoFreezer>,
+}
+
+impl Default for Fake {
+    fn default() -> Fake {
+        Fake {
+            sessions: Vec::new(),
+            acked: std::collections::HashMap::new(),
+            touched: Vec::new(),
+            released: false,
+            clock: false,
+            workload: WorkloadLatch::new(NoFreezer),
+        }
+    }
+}
+
+/// A freezer whose processes stop at once and that signals nothing.
+struct NoFreezer;
+
+impl Freezer for NoFreezer {
+    fn available(&self) -> bool {
+        true
+    }
+    fn signal_all(&mut self, _stop: bool) {}
+    fn running(&mut self) -> usize {
+        0
+    }
+    fn sync(&mut self) {}
 }
 
 impl Fake {
@@ -130,6 +169,31 @@ impl Services for Fake {
     fn clock_sync(&mut self, _unix_nanos: u64) {
         self.clock = true;
     }
+
+    fn bulk_record(&mut self, record: BulkRecord) -> Result<(), Rejected> {
+        self.touched.push(record.id);
+        Ok(())
+    }
+
+    fn bulk_control(&mut self, id: u32, _control: BulkControl) -> Result<(), Rejected> {
+        self.touched.push(id);
+        Ok(())
+    }
+
+    fn workload_freeze(&mut self, freeze: WorkloadFreeze) -> Result<WorkloadFrozen, CoreError> {
+        let was_frozen = self.workload.frozen();
+        let result = self.workload.freeze(freeze);
+        assert!(!was_frozen || result.is_err(), "a second freeze succeeded");
+        assert!(self.workload.frozen() || result.is_err(), "a freeze left the latch running");
+        result
+    }
+
+    fn workload_thaw(&mut self, thaw: WorkloadThaw) -> Result<WorkloadThawed, CoreError> {
+        let was_frozen = self.workload.frozen();
+        let result = self.workload.thaw(thaw);
+        assert!(was_frozen || result.is_err(), "a thaw of a running workload succeeded");
+        result
+    }
 }
 
 /// The target body.
@@ -171,14 +235,40 @@ pub fn body(kind: u8, bytes: &[u8]) -> Vec<u8> {
             }
             envelope(v, &name, &[0xa0])
         }
-        _ => {
-            let cmd = String::from_utf8_lossy(bytes);
-            let mut payload = vec![0xa1];
-            text(&mut payload, "cmd");
-            text(&mut payload, &cmd);
-            envelope(10, "core.exec.request", &payload)
-        }
+        _ => match kind / 4 % 4 {
+            0 => {
+                let cmd = String::from_utf8_lossy(bytes);
+                let mut payload = vec![0xa1];
+                text(&mut payload, "cmd");
+                text(&mut payload, &cmd);
+                envelope(10, "core.exec.request", &payload)
+            }
+            1 => message_body(Message::WorkloadFreeze(WorkloadFreeze {
+                external_mount_tags: Vec::new(),
+                attempt_id: String::from_utf8_lossy(bytes).into_owned(),
+                host_input: Default::default(),
+            })),
+            2 => message_body(Message::WorkloadThaw(WorkloadThaw {
+                attempt_id: String::from_utf8_lossy(bytes).into_owned(),
+                mode: WorkloadThawMode::Continue,
+            })),
+            _ => {
+                let at = |i: usize| u64::from(bytes.get(i).copied().unwrap_or(0));
+                message_body(Message::BulkCredit(BulkCredit {
+                    kind: 1,
+                    flow: bytes.first().copied().unwrap_or(0),
+                    consumed_offset: at(1) << 20,
+                    credit_limit: at(2) << 20,
+                }))
+            }
+        },
     }
+}
+
+/// The envelope body of `message` (its frame without the 9-byte header).
+fn message_body(message: Message) -> Vec<u8> {
+    let wire = MessageFrame::new(0, message).to_bytes().unwrap_or_default();
+    wire.get(9..).unwrap_or_default().to_vec()
 }
 
 /// About how long a kind-2 frame's repeated type name is.

@@ -35,6 +35,18 @@
 //!  releases, modulo their count (skipped when there are none)
 //! ```
 //!
+//! The agent greets with generation 10 and a small [`fuzz_limits`] policy, so the relay's
+//! PROTOCOL.md §13.5 rules are in play for every `v = 10` exec (arbitrary frames may open legacy
+//! ones): the model keeps each flow-controlled exec's counters (started, stdin sent, output
+//! charge) and expects admission past `max_executions` to be answered by the relay itself
+//! (`core.exec.failed`, queued for the client), and a reused exec id, stdin before `started` or
+//! past the window, or output past the window to close that exec's client and only it. Counters
+//! that arbitrary frames move (acks, stdin the model does not decode) are read back from the
+//! router after such a frame. A departed client's flow-controlled execs end when the agent
+//! answers the barrier (the agent abandons them and reports nothing more), every exec of a slot
+//! when its drain deadline passes. Raw bulk records of op 1 have no accepted operation: they
+//! close their sender. Guest frames on `0xFFFFFFFF` go to the host only.
+//!
 //! The model holds the clients (slot, open or closing, open execs, queued frames), the 128
 //! slots (free, leased, or quarantined with the departed client's execs, whether the disconnect
 //! notice was queued and when its drain started) and the live exec sessions. After each event:
@@ -66,7 +78,10 @@ use moat_protocol::frame::split_frame;
 use moat_protocol::limits::{RELAY_SLOT_STEP_IDS, RELAY_SLOTS};
 use moat_protocol::message::{Message, MessageFrame};
 use moat_protocol::payload::core::{Ready, RelayClientDisconnected};
-use moat_protocol::payload::exec::{Data, ExecExited, ExecRequest, ExecSignal, ExecStarted};
+use moat_protocol::payload::exec::{
+    Data, ExecExited, ExecFailureKind, ExecLimits, ExecRequest, ExecSignal, ExecStarted,
+    output_charge,
+};
 use moat_protocol::relay::Slot;
 use moat_protocol::{Decoded, Flags, RawFrame, decode_frame};
 use moat_relay::exec_log::LogEntry;
@@ -186,12 +201,40 @@ struct Harness {
     sessions: BTreeMap<u32, Option<ClientId>>,
     /// Slots the router asked the driver to release, not released yet.
     pending_releases: Vec<Slot>,
+    /// The flow-controlled ones among `sessions` (they hold admission slots).
+    flows: BTreeMap<u32, ModelFlow>,
+}
+
+/// A flow-controlled exec's counters as the model sees them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ModelFlow {
+    started: bool,
+    stdin_sent: u64,
+    stdin_acked: u64,
+    stdin_eof: bool,
+    output_sent: u64,
+    output_acked: u64,
+}
+
+/// The agent's policy: small, so admission and both windows are reached by short inputs.
+pub fn fuzz_limits() -> ExecLimits {
+    ExecLimits {
+        max_executions: 8,
+        input_limit: 64,
+        stdin_chunk_size: 16,
+        output_limit: 2048,
+        output_chunk_size: 1024,
+    }
 }
 
 /// The agent's ready frame every client is greeted with.
 fn ready_frame() -> RawFrame {
-    let ready = Ready { agent_version: "moat-fuzz".into(), ..Ready::default() };
-    raw(&MessageFrame { id: 0, v: 7, message: Message::Ready(ready) })
+    let ready = Ready {
+        agent_version: "moat-fuzz".into(),
+        exec_limits: Some(fuzz_limits()),
+        ..Ready::default()
+    };
+    raw(&MessageFrame { id: 0, v: 10, message: Message::Ready(ready) })
 }
 
 /// A message frame as the framing layer hands it over.
@@ -218,6 +261,7 @@ impl Harness {
             slots: vec![ModelSlot::Free; RELAY_SLOTS as usize],
             sessions: BTreeMap::new(),
             pending_releases: Vec::new(),
+            flows: BTreeMap::new(),
         }
     }
 
@@ -378,6 +422,40 @@ impl Harness {
         }
         let over_cap = opens_exec && self.exec_refused(i, id);
         let effects = self.router.client_frame(self.clients[i].id, &frame);
+        if frame.flags == Flags::BULK {
+            self.expect_closed_only(i, &effects, "a raw record without an accepted operation");
+            assert!(
+                effects
+                    .iter()
+                    .all(|e| matches!(e, Effect::CloseClient { reason: CloseReason::Bulk(_), .. })),
+                "a raw record closes with a bulk violation: {effects:?}"
+            );
+            return;
+        }
+        if let Some(flow) = self.flows.get(&id).copied() {
+            let breach = match kind % 6 {
+                0 => Some("an exec request on an active exec id"),
+                1 if !flow.started => Some("stdin before exec.started"),
+                1 if flow.stdin_eof => Some("stdin after EOF"),
+                1 if flow.stdin_sent + 3 - flow.stdin_acked
+                    > u64::from(fuzz_limits().input_limit) =>
+                {
+                    Some("stdin past the window")
+                }
+                _ => None,
+            };
+            if let Some(why) = breach {
+                self.expect_flow_close(i, &effects, why);
+                return;
+            }
+            if kind % 6 == 1 {
+                self.flows.get_mut(&id).expect("checked above").stdin_sent += 3;
+            }
+        }
+        if opens_exec && self.flows.len() >= fuzz_limits().max_executions as usize {
+            self.expect_admission_refused(i, id, &effects);
+            return;
+        }
         if over_cap {
             self.expect_closed_only(i, &effects, "one exec too many");
             assert!(
@@ -392,6 +470,49 @@ impl Harness {
         self.expect_forwarded(i, &frame, &effects);
         if opens_exec {
             self.open_exec(i, id);
+            self.flows.insert(id, ModelFlow::default());
+        }
+    }
+
+    /// `effects` close client `i`, and only it, for a §13.5 breach.
+    fn expect_flow_close(&mut self, i: usize, effects: &[Effect], why: &str) {
+        let flow_reason = effects
+            .iter()
+            .all(|e| matches!(e, Effect::CloseClient { reason: CloseReason::Flow(_), .. }));
+        assert!(flow_reason, "{why} closes with a flow violation: {effects:?}");
+        self.expect_closed_only(i, effects, why);
+    }
+
+    /// `effects` are the relay's own `core.exec.failed` on `id` for client `i` (admission), or
+    /// its close when that answer does not fit its queue.
+    fn expect_admission_refused(&mut self, i: usize, id: u32, effects: &[Effect]) {
+        let client = self.clients[i].id;
+        match effects {
+            [Effect::ToClient { client: c, bytes }] => {
+                assert_eq!(*c, client, "an admission answer went to another client");
+                let frame = split_frame(&mut BytesMut::from(&bytes[..]))
+                    .expect("the answer is framed")
+                    .expect("a whole frame");
+                match decode_frame(&frame) {
+                    Ok(Decoded::Message(MessageFrame {
+                        id: answered,
+                        message: Message::ExecFailed(failed),
+                        ..
+                    })) => {
+                        assert_eq!(answered, id, "the admission answer is on the request's id");
+                        assert_eq!(failed.kind, ExecFailureKind::ResourceLimit);
+                        assert_eq!(failed.stage.as_deref(), Some("execution_admission"));
+                    }
+                    other => panic!("the admission answer is not exec.failed: {other:?}"),
+                }
+                let now_ms = self.now_ms;
+                push(&mut self.clients[i], bytes.len(), now_ms);
+            }
+            [Effect::CloseClient { client: c, reason: CloseReason::QueueOverflow(_) }] => {
+                assert_eq!(*c, client);
+                self.clients[i].open = false;
+            }
+            other => panic!("an exec past max_executions must be answered by the relay: {other:?}"),
         }
     }
 
@@ -494,6 +615,14 @@ impl Harness {
             assert!(effects.is_empty(), "a closing client's frames are ignored: {effects:?}");
             return;
         }
+        if let [Effect::ToClient { client: c, bytes }] = &effects[..] {
+            // The relay answered a session start itself (admission, or the 65th bulk offer).
+            assert_eq!(*c, client, "a relay answer went to another client");
+            assert_eq!(frame.flags, Flags::SESSION_START, "the relay answered {frame:?}");
+            let now_ms = self.now_ms;
+            push(&mut self.clients[i], bytes.len(), now_ms);
+            return;
+        }
         let forwarded = effects.iter().any(|e| matches!(e, Effect::ToGuest(_)));
         let empty_shutdown = frame.flags == Flags::SHUTDOWN && frame.body.is_empty();
         let has_envelope = !frame.flags.is_bulk() && !empty_shutdown;
@@ -512,9 +641,30 @@ impl Harness {
             if opened {
                 assert!(!refused_before, "an exec past the caps was forwarded");
                 self.open_exec(i, frame.id);
+                self.flows.remove(&frame.id);
             }
+            self.sync_flow(frame.id);
         } else {
             self.expect_closed_only(i, &effects, "a refused frame");
+        }
+    }
+
+    /// After an arbitrary frame on `id`: the model takes the router's flow counters for it
+    /// (acks and stdin it does not decode), and learns whether a request there is flow-controlled.
+    fn sync_flow(&mut self, id: u32) {
+        match self.router.exec_session(id).and_then(|s| s.flow.map(|f| (s.started, f))) {
+            Some((started, f)) => {
+                let flow = self.flows.entry(id).or_default();
+                flow.started = started;
+                flow.stdin_sent = f.stdin_sent;
+                flow.stdin_acked = f.stdin_acked;
+                flow.stdin_eof = f.stdin_eof;
+                flow.output_acked = f.output_acked;
+                assert_eq!(flow.output_sent, f.output_sent, "output charge on {id}");
+            }
+            None => {
+                self.flows.remove(&id);
+            }
         }
     }
 
@@ -705,15 +855,35 @@ impl Harness {
             }
         };
         assert!(frame.flags.is_wire_valid(), "a guest frame with bad flags was accepted");
+        if frame.id == u32::MAX {
+            assert!(
+                matches!(&effects[..], [Effect::ToHost(b)] if b == bytes),
+                "the workload id goes to the host only: {effects:?}"
+            );
+            return true;
+        }
         if let Some(slot) = barrier_slot(frame.id) {
             assert!(effects.is_empty(), "a barrier id is never routed: {effects:?}");
             let state = &mut self.slots[slot.index() as usize];
-            if let ModelSlot::Quarantined { barrier, .. } = state {
+            if let ModelSlot::Quarantined { barrier, execs, .. } = state {
+                if *barrier {
+                    // The agent abandoned the departed client's flow-controlled execs.
+                    let flows = &mut self.flows;
+                    let sessions = &mut self.sessions;
+                    execs.retain(|id| {
+                        let abandoned = flows.remove(id).is_some();
+                        if abandoned {
+                            sessions.remove(id);
+                        }
+                        !abandoned
+                    });
+                }
                 *barrier = false;
             }
             settle(state);
             return true;
         }
+        let breach_owner = self.guest_flow(frame);
         let live = self.sessions.contains_key(&frame.id);
         let owner = Slot::of_id(frame.id)
             .filter(|_| frame.id != 0)
@@ -737,6 +907,10 @@ impl Harness {
                     assert_eq!(*client, self.clients[i].id, "overflow closed the wrong client");
                     closed += 1;
                 }
+                Effect::CloseClient { client, reason: CloseReason::Flow(_) } => {
+                    assert_eq!(Some(*client), breach_owner, "a flow close of the wrong client");
+                    closed += 1;
+                }
                 Effect::ExecLog(LogEntry::Output { .. }) => {
                     assert!(live, "exec output logged on {} with no session", frame.id);
                     assert_eq!(frame.flags, Flags::NONE, "only plain frames are output");
@@ -745,6 +919,16 @@ impl Harness {
             }
         }
         match owner {
+            _ if breach_owner.is_some() => {
+                let owner = breach_owner.expect("checked");
+                assert_eq!(delivered, 0, "output past the window is not routed: {effects:?}");
+                if let Some(client) = self.clients.iter_mut().find(|c| c.id == owner && c.open) {
+                    assert_eq!(closed, 1, "output past the window closes its client");
+                    client.open = false;
+                } else {
+                    assert_eq!(closed, 0, "a closing client is not closed twice");
+                }
+            }
             Some(i) if self.clients[i].open => {
                 let (frames, queued) = self.clients[i].queued();
                 let fits = frames < CLIENT_QUEUE_MAX_FRAMES
@@ -782,7 +966,32 @@ impl Harness {
         true
     }
 
+    /// The model's §13.5 accounting of a guest frame on a flow-controlled exec: `started`,
+    /// output charge. Returns the exec's connected owner when the frame breaks the output window
+    /// (the router then drops it and closes that client).
+    fn guest_flow(&mut self, frame: &RawFrame) -> Option<ClientId> {
+        let flow = self.flows.get_mut(&frame.id)?;
+        let output = match decode_frame(frame) {
+            Ok(Decoded::Message(MessageFrame { message: Message::ExecStarted(_), .. })) => {
+                flow.started = true;
+                return None;
+            }
+            Ok(Decoded::Message(MessageFrame {
+                message: Message::ExecStdout(data) | Message::ExecStderr(data),
+                ..
+            })) if frame.flags == Flags::NONE => data.data.len(),
+            _ => return None,
+        };
+        flow.output_sent += output_charge(output);
+        let outstanding = flow.output_sent - flow.output_acked;
+        if outstanding > u64::from(fuzz_limits().output_limit) {
+            return self.sessions.get(&frame.id).copied().flatten();
+        }
+        None
+    }
+
     fn end_session(&mut self, id: u32) {
+        self.flows.remove(&id);
         match self.sessions.remove(&id) {
             Some(Some(owner)) => {
                 if let Some(client) = self.clients.iter_mut().find(|c| c.id == owner) {
@@ -809,9 +1018,14 @@ impl Harness {
         self.now_ms += ms;
         let now_ms = self.now_ms;
         for state in &mut self.slots {
-            if let ModelSlot::Quarantined { released: true, since, .. } = state {
+            if let ModelSlot::Quarantined { released: true, since, execs, .. } = state {
                 let since = *since.get_or_insert(now_ms);
                 if now_ms - since >= ORPHANED_EXEC_DRAIN_MS {
+                    // The router forgets the execs that never ended with their slot.
+                    for id in execs.iter() {
+                        self.sessions.remove(id);
+                        self.flows.remove(id);
+                    }
                     *state = ModelSlot::Free;
                 }
             }
@@ -846,6 +1060,14 @@ impl Harness {
         assert_eq!(self.router.connected_clients(), self.clients.len(), "connected clients");
         assert!(self.sessions.len() <= MAX_TRACKED_EXEC_SESSIONS);
         assert_eq!(self.router.open_exec_sessions(), self.sessions.len(), "open exec sessions");
+        assert!(
+            self.flows.keys().all(|id| self.sessions.contains_key(id)),
+            "a flow without a session"
+        );
+        assert!(
+            self.flows.len() <= fuzz_limits().max_executions as usize,
+            "admission let one past"
+        );
         for client in &self.clients {
             let (frames, bytes) = client.queued();
             assert!(frames <= CLIENT_QUEUE_MAX_FRAMES && bytes <= CLIENT_QUEUE_MAX_BYTES);
@@ -978,6 +1200,57 @@ mod tests {
 
     fn script(ops: &[Vec<u8>]) -> Vec<u8> {
         ops.concat()
+    }
+
+    /// The harness after every op of `input`, each checked.
+    fn after(input: &[u8]) -> Harness {
+        let mut harness = Harness::new();
+        let mut cursor = Input { data: input, at: 0 };
+        while let Some(op) = cursor.next() {
+            assert!(harness.step(op % OPS, &mut cursor));
+            harness.check_bounds();
+        }
+        harness
+    }
+
+    #[test]
+    fn the_ninth_exec_is_answered_by_the_relay() {
+        let mut ops = vec![connect()];
+        ops.extend((0..8).map(|n| send_valid(0, 2 * n, 0)));
+        ops.push(send_valid(0, 9, 0));
+        let harness = after(&script(&ops));
+        assert_eq!(harness.flows.len(), 8);
+        assert!(harness.clients[0].open);
+        // The greeting, then the relay's exec.failed.
+        assert_eq!(harness.clients[0].queue.len(), 2);
+    }
+
+    #[test]
+    fn flow_breaches_close_their_client() {
+        let stdin_early = script(&[connect(), send_valid(0, 0, 0), send_valid(0, 0, 1)]);
+        assert!(!after(&stdin_early).clients[0].open);
+        let mut ops = vec![connect(), send_valid(0, 0, 0), guest(0, 3)];
+        ops.extend((0..21).map(|_| send_valid(0, 0, 1)));
+        let mut harness = after(&script(&ops));
+        assert!(harness.clients[0].open, "63 bytes fit the 64-byte window");
+        let mut cursor = Input { data: &send_valid(0, 0, 1), at: 0 };
+        let op = cursor.next().unwrap();
+        harness.step(op % OPS, &mut cursor);
+        assert!(!harness.clients[0].open, "66 do not");
+        let mut ops = vec![connect(), send_valid(0, 0, 0)];
+        ops.extend((0..8).map(|_| guest(0, 0)));
+        assert!(!after(&script(&ops)).clients[0].open, "output past the window");
+        let reuse = script(&[connect(), send_valid(0, 0, 0), send_valid(0, 0, 0)]);
+        assert!(!after(&reuse).clients[0].open);
+    }
+
+    #[test]
+    fn the_barrier_ends_abandoned_execs() {
+        let input =
+            script(&[connect(), send_valid(0, 0, 0), disconnect(0), release(0), answer_barrier(0)]);
+        let harness = after(&input);
+        assert!(harness.flows.is_empty() && harness.sessions.is_empty());
+        assert_eq!(harness.slots[0], ModelSlot::Free);
     }
 
     #[test]

@@ -390,6 +390,50 @@ fn relay_router_seeds() -> Vec<Seed> {
     for (what, script) in scripts {
         set.add(what, script.concat());
     }
+    // Generation-10 rules (the model's agent allows 8 execs, 64 bytes of stdin and 2048 of
+    // output charge): admission, each breach, and the barrier ending abandoned execs.
+    let admission: Vec<Vec<u8>> = std::iter::once(ops::connect())
+        .chain((0..8).map(|n| ops::send_valid(0, 2 * n, 0)))
+        .chain([ops::send_valid(0, 9, 0), ops::wrote(0, 7)])
+        .collect();
+    let stdin_window: Vec<Vec<u8>> = [ops::connect(), ops::send_valid(0, 0, 0), ops::guest(0, 3)]
+        .into_iter()
+        .chain((0..22).map(|_| ops::send_valid(0, 0, 1)))
+        .collect();
+    let output_window: Vec<Vec<u8>> = [ops::connect(), ops::send_valid(0, 0, 0)]
+        .into_iter()
+        .chain((0..8).map(|_| ops::guest(0, 0)))
+        .collect();
+    let v10: [(&str, Vec<Vec<u8>>); 6] = [
+        ("admission past max_executions", admission),
+        (
+            "stdin before started",
+            vec![ops::connect(), ops::send_valid(0, 0, 0), ops::send_valid(0, 0, 1)],
+        ),
+        ("stdin past the window", stdin_window),
+        ("output past the window", output_window),
+        (
+            "exec id reused",
+            vec![ops::connect(), ops::send_valid(0, 0, 0), ops::send_valid(0, 0, 0)],
+        ),
+        (
+            "abandoned execs end at the barrier",
+            vec![
+                ops::connect(),
+                ops::send_valid(0, 0, 0),
+                ops::guest(0, 0),
+                ops::disconnect(0),
+                ops::release(0),
+                ops::answer_barrier(0),
+                ops::connect(),
+                ops::send_valid(0, 0, 0),
+                ops::guest(14, 0),
+            ],
+        ),
+    ];
+    for (what, script) in v10 {
+        set.add(what, script.concat());
+    }
     let mut full = Vec::new();
     for _ in 0..130 {
         full.extend(ops::connect());
@@ -480,6 +524,45 @@ fn agentd_dispatch_seeds(frames: &[VectorFrame]) -> Vec<Seed> {
         session.extend(output_ack(14, 1));
         set.add(what, session);
     }
+    let join = crate::agentd_dispatch::join_frame;
+    let workload = u32::MAX;
+    // kind 3 + 4: freeze, 3 + 8: thaw, 3 + 12: bulk credit (see the target's input layout).
+    for (what, steps) in [
+        ("freeze then thaw", &[(workload, 7, &b"a"[..]), (workload, 11, b"a")][..]),
+        ("freeze twice", &[(workload, 7, b"a"), (workload, 7, b"b")]),
+        ("thaw when not frozen", &[(workload, 11, b"a")]),
+        ("thaw of another attempt", &[(workload, 7, b"a"), (workload, 11, b"b")]),
+        ("freeze off the private id", &[(20, 7, b"a")]),
+        ("bulk credit on an unknown id", &[(21, 15, b"\x02\x00\x08")]),
+        ("regressing bulk credit", &[(22, 15, b"\x02\x00\x08"), (22, 15, b"\x02\x00\x01")]),
+    ] {
+        let mut input = Vec::new();
+        for &(id, kind, bytes) in steps {
+            input.extend(join(id, Flags::NONE, kind, bytes));
+        }
+        set.add(what, input);
+    }
+    let record = |id: u32, flow: u8, payload: &[u8]| {
+        let mut body = vec![1, flow, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        body.extend_from_slice(payload);
+        join(id, Flags::BULK, 0, &body)
+    };
+    set.add("raw bulk record with no transfer", record(23, 1, b"data"));
+    set.add("raw bulk record guest to host", record(24, 2, b"data"));
+    set.add("empty raw bulk record", record(25, 1, b""));
+    let mut root_disk = Vec::new();
+    for message in [
+        moat_protocol::Message::RootDiskGrow(moat_protocol::payload::core::RootDiskGrow {
+            size_bytes: 1 << 30,
+        }),
+        moat_protocol::Message::RootDiskPrepare(moat_protocol::payload::core::RootDiskGrow {
+            size_bytes: 0,
+        }),
+    ] {
+        let wire = moat_protocol::MessageFrame::new(26, message).to_bytes().expect("encodes");
+        root_disk.extend(join(26, Flags::NONE, 0, &wire[9..]));
+    }
+    set.add("root disk grow and prepare", root_disk);
     set.seeds
 }
 

@@ -93,10 +93,6 @@ pub(super) fn stdout_stream(socket: &Path, bytes: u64) -> Result<Duration, Runti
     ];
     let start = Instant::now();
     conn.send(&MessageFrame::new(id, Message::ExecRequest(request)), "core.exec.request")?;
-    conn.send(
-        &MessageFrame::new(id, Message::ExecStdin(Data::new(Vec::new()))),
-        "core.exec.stdin",
-    )?;
     let mut got = 0u64;
     let mut acks = crate::relay_client::flow::OutputAcks::default();
     loop {
@@ -106,6 +102,12 @@ pub(super) fn stdout_stream(socket: &Path, bytes: u64) -> Result<Duration, Runti
             continue;
         }
         match frame.message {
+            // Stdin EOF only once the exec started: a relay enforcing PROTOCOL.md §13.5
+            // disconnects a client sending stdin before core.exec.started.
+            Message::ExecStarted(_) => conn.send(
+                &MessageFrame::new(id, Message::ExecStdin(Data::new(Vec::new()))),
+                "core.exec.stdin",
+            )?,
             Message::ExecStdout(Data { data }) => {
                 got += data.len() as u64;
                 acks.received(data.len());

@@ -4,7 +4,8 @@ use bytes::BytesMut;
 use moat_protocol::frame::split_frame;
 use moat_protocol::payload::core::Ready;
 use moat_protocol::payload::core::{CoreError, CoreErrorKind};
-use moat_protocol::payload::exec::{Data, ExecExited, ExecRequest, ExecStarted};
+use moat_protocol::payload::exec::{Data, ExecExited, ExecFailureKind, ExecRequest, ExecStarted};
+use moat_protocol::payload::fs::FsResponse;
 use moat_protocol::payload::tcp::TcpFailed;
 
 use super::*;
@@ -418,11 +419,13 @@ fn frames_for_a_departed_client_are_dropped() {
 fn guest_frames_outside_every_slot_and_on_id_zero_are_dropped() {
     let mut router = router();
     connect(&mut router);
-    for id in [0, u32::MAX, RELAY_SLOT_STEP] {
+    for id in [0, RELAY_SLOT_STEP] {
         assert!(guest(&mut router, &ping(id)).is_empty(), "id {id}");
     }
     assert!(guest(&mut router, &ready()).is_empty());
-    assert_eq!(router.stats().guest_frames_dropped, 4);
+    assert_eq!(router.stats().guest_frames_dropped, 3);
+    // The private workload id is not dropped but handed to the host, never to a client.
+    assert!(matches!(guest(&mut router, &ping(u32::MAX))[..], [Effect::ToHost(_)]));
 }
 
 const RELAY_SLOT_STEP: u32 = moat_protocol::limits::RELAY_SLOT_STEP_IDS;
@@ -639,4 +642,399 @@ fn output_acks_are_not_checked_for_legacy_requests_or_agents() {
     router.client_frame(a, &raw(MessageFrame { id, v: 9, message: request }));
     let effects = router.client_frame(a, &output_ack(id, 1 << 40));
     assert!(matches!(effects[..], [Effect::ToGuest(_)]), "{effects:?}");
+}
+
+fn started(id: u32) -> RawFrame {
+    raw(MessageFrame::new(id, Message::ExecStarted(ExecStarted { pid: 42 })))
+}
+
+fn stdin(id: u32, len: usize) -> RawFrame {
+    raw(MessageFrame::new(id, Message::ExecStdin(Data::new(vec![b'x'; len]))))
+}
+
+fn stdin_ack(id: u32, consumed: u64) -> RawFrame {
+    let ack = moat_protocol::payload::exec::Consumed { consumed };
+    raw(MessageFrame::new(id, Message::ExecStdinAck(ack)))
+}
+
+fn guest_error(id: u32, offending: MessageType) -> RawFrame {
+    raw(MessageFrame::new(
+        id,
+        Message::Error(CoreError {
+            kind: CoreErrorKind::InvalidPayload,
+            message: "refused".into(),
+            offending_type: Some(offending.wire_name().into()),
+            init_failure: None,
+            workload_failure: None,
+        }),
+    ))
+}
+
+fn flow_router_with(limits: moat_protocol::payload::exec::ExecLimits) -> Router {
+    let ready = Ready { exec_limits: Some(limits), ..Ready::default() };
+    Router::new(&raw(MessageFrame { id: 0, v: 10, message: Message::Ready(ready) })).unwrap()
+}
+
+fn forwarded(effects: &[Effect]) -> bool {
+    matches!(effects, [Effect::ToGuest(_)])
+}
+
+/// The one frame the relay answered `client` with itself.
+fn answered(effects: &[Effect], client: ClientId) -> MessageFrame {
+    match effects {
+        [Effect::ToClient { client: c, bytes }] if *c == client => decoded(bytes),
+        other => panic!("not one relay answer: {other:?}"),
+    }
+}
+
+#[test]
+fn admission_refuses_past_max_executions_sandbox_wide_without_forwarding() {
+    let limits =
+        moat_protocol::payload::exec::ExecLimits { max_executions: 2, ..Default::default() };
+    let mut router = flow_router_with(limits);
+    let (a, slot_a) = connect(&mut router);
+    let (b, slot_b) = connect(&mut router);
+    let (id_a, id_b) = (slot_a.range().start, slot_b.range().start);
+    assert!(forwarded(&router.client_frame(a, &exec(id_a, false))));
+    assert!(forwarded(&router.client_frame(b, &exec(id_b, false))));
+    let request = Message::ExecRequest(ExecRequest::new("sh"));
+    let third = raw(MessageFrame { id: id_a + 1, v: 10, message: request });
+    let reply = answered(&router.client_frame(a, &third), a);
+    assert_eq!(reply.id, id_a + 1);
+    assert_eq!(reply.v, 10, "the refusal copies the request's v");
+    match reply.message {
+        Message::ExecFailed(failed) => {
+            assert_eq!(failed.kind, ExecFailureKind::ResourceLimit);
+            assert_eq!(failed.message, ADMISSION_MESSAGE);
+            assert_eq!(failed.stage.as_deref(), Some("execution_admission"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(router.exec_session(id_a + 1), None, "the refused request is not tracked");
+    // A session's exit frees its slot.
+    guest(&mut router, &exited(id_b));
+    assert!(forwarded(&router.client_frame(a, &exec(id_a + 2, false))));
+}
+
+#[test]
+fn admission_does_not_count_legacy_requests() {
+    let limits =
+        moat_protocol::payload::exec::ExecLimits { max_executions: 1, ..Default::default() };
+    let mut router = flow_router_with(limits);
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    let legacy =
+        |id| raw(MessageFrame { id, v: 9, message: Message::ExecRequest(ExecRequest::new("sh")) });
+    assert!(forwarded(&router.client_frame(a, &legacy(id))));
+    assert!(forwarded(&router.client_frame(a, &legacy(id + 1))));
+    assert!(forwarded(&router.client_frame(a, &exec(id + 2, false))));
+}
+
+#[test]
+fn a_departed_clients_exec_holds_its_admission_slot_until_it_ends() {
+    let limits =
+        moat_protocol::payload::exec::ExecLimits { max_executions: 1, ..Default::default() };
+    let mut router = flow_router_with(limits);
+    let (a, slot_a) = connect(&mut router);
+    let id_a = slot_a.range().start;
+    router.client_frame(a, &exec(id_a, false));
+    router.client_disconnected(a);
+    let (b, slot_b) = connect(&mut router);
+    let id_b = slot_b.range().start;
+    let reply = answered(&router.client_frame(b, &exec(id_b, false)), b);
+    assert!(matches!(reply.message, Message::ExecFailed(_)), "{reply:?}");
+    guest(&mut router, &exited(id_a));
+    assert!(forwarded(&router.client_frame(b, &exec(id_b + 1, false))));
+}
+
+#[test]
+fn reusing_an_active_exec_id_closes_the_client() {
+    let mut router = flow_router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    let effects = router.client_frame(a, &exec(id, false));
+    assert!(
+        matches!(
+            &effects[..],
+            [Effect::CloseClient {
+                reason: CloseReason::Flow(FlowViolation::ReusedExecId { .. }),
+                ..
+            }]
+        ),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn stdin_before_started_or_after_eof_closes_the_client() {
+    let mut router = flow_router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    assert!(closed(&router.client_frame(a, &stdin(id, 1)), a), "before started");
+
+    let (b, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(b, &exec(id, false));
+    guest(&mut router, &started(id));
+    assert!(forwarded(&router.client_frame(b, &stdin(id, 1))));
+    assert!(forwarded(&router.client_frame(b, &stdin(id, 0))), "EOF");
+    let effects = router.client_frame(b, &stdin(id, 1));
+    assert!(closed(&effects, b) && !effects.iter().any(|e| matches!(e, Effect::ToGuest(_))));
+}
+
+#[test]
+fn stdin_over_the_chunk_size_or_window_closes_only_its_client() {
+    let limits = moat_protocol::payload::exec::ExecLimits {
+        input_limit: 100,
+        stdin_chunk_size: 60,
+        ..Default::default()
+    };
+    let mut router = flow_router_with(limits);
+    let (a, slot_a) = connect(&mut router);
+    let (b, slot_b) = connect(&mut router);
+    let (id_a, id_b) = (slot_a.range().start, slot_b.range().start);
+    for (client, id) in [(a, id_a), (b, id_b)] {
+        router.client_frame(client, &exec(id, false));
+        guest(&mut router, &started(id));
+    }
+    let effects = router.client_frame(a, &stdin(id_a, 61));
+    assert!(closed(&effects, a) && !closed(&effects, b), "{effects:?}");
+    assert!(forwarded(&router.client_frame(b, &stdin(id_b, 60))));
+    assert!(closed(&router.client_frame(b, &stdin(id_b, 41)), b), "past the window");
+}
+
+#[test]
+fn the_agents_stdin_ack_reopens_the_window() {
+    let limits = moat_protocol::payload::exec::ExecLimits {
+        input_limit: 100,
+        stdin_chunk_size: 60,
+        ..Default::default()
+    };
+    let mut router = flow_router_with(limits);
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    guest(&mut router, &started(id));
+    assert!(forwarded(&router.client_frame(a, &stdin(id, 60))));
+    let effects = guest(&mut router, &stdin_ack(id, 60));
+    assert!(matches!(effects[..], [Effect::ToClient { .. }]), "the ack is routed: {effects:?}");
+    assert!(forwarded(&router.client_frame(a, &stdin(id, 60))));
+    assert!(forwarded(&router.client_frame(a, &stdin(id, 40))));
+}
+
+#[test]
+fn guest_output_past_the_window_closes_the_owner_and_is_not_routed() {
+    let limits = moat_protocol::payload::exec::ExecLimits {
+        output_limit: 600,
+        output_chunk_size: 300,
+        ..Default::default()
+    };
+    let mut router = flow_router_with(limits);
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    assert!(matches!(
+        guest(&mut router, &stdout(id, &[0; 300]))[..],
+        [Effect::ExecLog(_), Effect::ToClient { .. }]
+    ));
+    let effects = guest(&mut router, &stdout(id, &[0; 1]));
+    assert!(closed(&effects, a), "{effects:?}");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::ToClient { .. })), "{effects:?}");
+}
+
+#[test]
+fn a_guest_error_on_a_started_flow_controlled_exec_closes_its_client() {
+    let mut router = flow_router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    guest(&mut router, &started(id));
+    let effects = guest(&mut router, &guest_error(id, MessageType::ExecStdin));
+    assert!(closed(&effects, a), "{effects:?}");
+    assert!(router.exec_session(id).is_some(), "the process still runs: tracked, killed on leave");
+    let effects = router.client_disconnected(a);
+    assert!(effects.iter().any(
+        |e| matches!(e, Effect::ToGuest(b) if matches!(decoded(b).message, Message::ExecSignal(_)))
+    ));
+}
+
+#[test]
+fn a_guest_error_refusing_the_request_ends_the_flow_controlled_exec_and_is_routed() {
+    let mut router = flow_router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    let effects = guest(&mut router, &guest_error(id, MessageType::ExecRequest));
+    assert!(matches!(effects[..], [Effect::ToClient { .. }]), "{effects:?}");
+    assert_eq!(router.exec_session(id), None);
+}
+
+fn workload(message: Message) -> RawFrame {
+    raw(MessageFrame::new(WORKLOAD_CHANNEL_ID, message))
+}
+
+#[test]
+fn workload_channel_frames_go_to_the_host_only() {
+    let mut router = router();
+    let (a, _) = connect(&mut router);
+    let credit = workload(Message::WorkloadTransportCredit(Default::default()));
+    let effects = guest(&mut router, &credit);
+    assert!(matches!(&effects[..], [Effect::ToHost(_)]), "{effects:?}");
+    assert!(!effects.iter().any(|e| matches!(e, Effect::ToClient { client, .. } if *client == a)));
+}
+
+#[test]
+fn a_frozen_workload_refuses_session_starts_until_thawed() {
+    use moat_protocol::payload::workload::{WorkloadFrozen, WorkloadThawed};
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    let frozen = WorkloadFrozen {
+        attempt_id: "x".into(),
+        guest_bulk_bytes_target: 0,
+        input_credit: Default::default(),
+        external_mounts_synced: false,
+    };
+    guest(&mut router, &workload(Message::WorkloadFrozen(frozen)));
+    assert!(router.paused());
+    let reply = answered(&router.client_frame(a, &exec(id, false)), a);
+    match reply.message {
+        Message::Error(error) => {
+            assert_eq!(error.kind, CoreErrorKind::InvalidSession);
+            assert_eq!(error.message, PAUSED_MESSAGE);
+            assert_eq!(error.offending_type.as_deref(), Some("core.exec.request"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(forwarded(&router.client_frame(a, &ping(id + 1))), "unary requests still pass");
+    guest(
+        &mut router,
+        &workload(Message::WorkloadThawed(WorkloadThawed { attempt_id: "x".into() })),
+    );
+    assert!(forwarded(&router.client_frame(a, &exec(id + 2, false))));
+}
+
+fn bulk_write_request(id: u32) -> RawFrame {
+    use moat_protocol::payload::bulk::BulkOffer;
+    use moat_protocol::payload::fs::{FsOp, FsRequest};
+    let offer = BulkOffer { format: 1, max_record_payload: 1 << 20, guest_to_host_credit_limit: 0 };
+    let op = FsOp::Write { handle: 1, offset: 0, len: None };
+    raw(MessageFrame::new(id, Message::FsRequest(FsRequest { op, bulk: Some(offer) })))
+}
+
+fn bulk_accepted(id: u32, flows: u8) -> RawFrame {
+    let accepted = moat_protocol::payload::bulk::BulkAccepted {
+        kind: 1,
+        flows,
+        format: 1,
+        max_record_payload: 1 << 20,
+        host_to_guest_credit_limit: 8 << 20,
+        guest_to_host_credit_limit: 0,
+    };
+    raw(MessageFrame::new(id, Message::BulkAccepted(accepted)))
+}
+
+fn host_record(id: u32) -> RawFrame {
+    let record = moat_protocol::BulkRecord {
+        id,
+        kind: moat_protocol::BulkKind::Filesystem,
+        flow: moat_protocol::BulkFlow::HostToGuest,
+        offset: 0,
+        payload: Bytes::from_static(b"data"),
+    };
+    let mut bytes = Vec::new();
+    record.encode(&mut bytes).unwrap();
+    split_frame(&mut BytesMut::from(&bytes[..])).unwrap().unwrap()
+}
+
+#[test]
+fn raw_records_are_forwarded_only_for_an_accepted_bulk_write() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    assert!(forwarded(&router.client_frame(a, &bulk_write_request(id))));
+    guest(&mut router, &bulk_accepted(id, 0x01));
+    assert!(forwarded(&router.client_frame(a, &host_record(id))));
+    // The operation ends with its terminal; a late record is dropped without a word.
+    let done = raw(MessageFrame::new(id, Message::FsResponse(FsResponse::ok(None))));
+    guest(&mut router, &done);
+    assert!(router.client_frame(a, &host_record(id)).is_empty());
+}
+
+#[test]
+fn a_raw_record_without_an_accepted_operation_closes_only_its_client() {
+    let mut router = router();
+    let (a, slot_a) = connect(&mut router);
+    let (b, slot_b) = connect(&mut router);
+    let (id_a, id_b) = (slot_a.range().start, slot_b.range().start);
+    let effects = router.client_frame(a, &host_record(id_a));
+    assert!(closed(&effects, a) && !closed(&effects, b));
+    router.client_frame(b, &bulk_write_request(id_b));
+    let effects = router.client_frame(b, &host_record(id_b));
+    assert!(closed(&effects, b), "before core.bulk.accepted: {effects:?}");
+}
+
+#[test]
+fn a_bulk_offer_on_an_active_bulk_id_closes_the_client() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &bulk_write_request(id));
+    let effects = router.client_frame(a, &bulk_write_request(id));
+    assert!(
+        matches!(&effects[..], [Effect::CloseClient { reason: CloseReason::Bulk(_), .. }]),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn the_65th_bulk_operation_gets_the_relays_terminal_rejection() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let start = slot.range().start;
+    for n in 0..64 {
+        assert!(forwarded(&router.client_frame(a, &bulk_write_request(start + n))));
+    }
+    let reply = answered(&router.client_frame(a, &bulk_write_request(start + 64)), a);
+    assert_eq!(reply.message, Message::FsResponse(FsResponse::err(TOO_MANY_BULK_MESSAGE)));
+    let done = raw(MessageFrame::new(start, Message::FsResponse(FsResponse::ok(None))));
+    guest(&mut router, &done);
+    assert!(forwarded(&router.client_frame(a, &bulk_write_request(start + 65))));
+}
+
+#[test]
+fn the_barrier_pong_ends_a_departed_clients_flow_controlled_execs_and_frees_admission() {
+    let limits =
+        moat_protocol::payload::exec::ExecLimits { max_executions: 1, ..Default::default() };
+    let mut router = flow_router_with(limits);
+    let (a, slot_a) = connect(&mut router);
+    let id_a = slot_a.range().start;
+    router.client_frame(a, &exec(id_a, false));
+    guest(&mut router, &stdout(id_a, b"unacked"));
+    router.client_disconnected(a);
+    router.release_slot(slot_a);
+    // The agent abandons the exec (nobody acks its output): no exited ever comes. Its answer
+    // to the barrier is the cleanup confirmation.
+    barrier_pong(&mut router, slot_a);
+    assert_eq!(router.exec_session(id_a), None);
+    let (b, slot_b) = connect(&mut router);
+    assert_eq!(slot_b, slot_a, "the slot is free again");
+    assert!(forwarded(&router.client_frame(b, &exec(slot_b.range().start + 5, false))));
+}
+
+#[test]
+fn the_drain_deadline_forgets_sessions_that_never_ended() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    router.client_frame(a, &exec(id, false));
+    router.client_disconnected(a);
+    router.release_slot(slot);
+    barrier_pong(&mut router, slot);
+    let start = Instant::now();
+    router.tick(start);
+    router.tick(start + Duration::from_millis(ORPHANED_EXEC_DRAIN_MS));
+    assert_eq!(router.open_exec_sessions(), 0, "the registry does not leak");
 }

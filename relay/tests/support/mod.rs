@@ -53,6 +53,15 @@ pub fn raw(message: &MessageFrame) -> RawFrame {
     split_frame(&mut BytesMut::from(&bytes[..])).unwrap().unwrap()
 }
 
+/// The message frame in `bytes` (one whole frame).
+pub fn split(bytes: &[u8]) -> MessageFrame {
+    let frame = split_frame(&mut BytesMut::from(bytes)).unwrap().unwrap();
+    match decode_frame(&frame) {
+        Ok(Decoded::Message(message)) => message,
+        other => panic!("not a message: {other:?}"),
+    }
+}
+
 /// The agent's ready frame as moat's agent sends it (generation 10; `exec_limits` left out).
 pub fn ready_frame() -> RawFrame {
     let ready = Ready { agent_version: "moat-fake".into(), ..Ready::default() };
@@ -97,6 +106,8 @@ impl Received {
 /// - `echo ARGS...`: started, stdout `ARGS\n`, stderr `err\n` (pipe mode only), exited 0;
 /// - `sleep`: started, then waits for `core.exec.signal N`, then stdout `signal N\n`, exited -1;
 /// - `flood COUNT BYTES`: started, COUNT stdout chunks of BYTES bytes `x`, exited 0.
+///
+/// It answers `core.workload.freeze` with `core.workload.frozen` on its id.
 pub struct FakeGuest {
     pub received: Received,
     task: JoinHandle<()>,
@@ -150,6 +161,15 @@ async fn answer(frame: MessageFrame, out: &mpsc::Sender<MessageFrame>) {
     match frame.message {
         Message::Ping => send(out, MessageFrame::new(id, Message::Pong)).await,
         Message::ExecRequest(request) => run_exec(id, request, out).await,
+        Message::WorkloadFreeze(freeze) => {
+            let frozen = moat_protocol::payload::workload::WorkloadFrozen {
+                attempt_id: freeze.attempt_id,
+                guest_bulk_bytes_target: 0,
+                input_credit: freeze.host_input,
+                external_mounts_synced: true,
+            };
+            send(out, MessageFrame::new(id, Message::WorkloadFrozen(frozen))).await;
+        }
         Message::ExecSignal(signal) => {
             let note = format!("signal {}\n", signal.signal).into_bytes();
             send(out, MessageFrame::new(id, Message::ExecStdout(Data::new(note)))).await;
