@@ -286,17 +286,6 @@ fn an_unreachable_registry_is_named_as_root() {
     assert!(line.contains(&format!("127.0.0.1:{port} is unreachable")), "{line}");
 }
 
-#[test]
-fn vm_isolation_with_an_image_says_it_is_not_built_as_root() {
-    let home = moat_home("image-vm");
-    let output = moat_as_root(
-        &home,
-        &["run", "--isolation", "vm", "--image", "127.0.0.1:1/x:1", "--", "true"],
-    );
-    assert_eq!(output.status.code(), Some(125));
-    assert!(stderr(&output).contains("not built yet"), "{}", stderr(&output));
-}
-
 /// Each hostile image: one error line naming the entry; no layer of it kept; nothing written
 /// outside the store.
 #[test]
