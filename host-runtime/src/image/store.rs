@@ -511,7 +511,7 @@ mod tests {
         store.put_record(record("b")).unwrap();
         // The replaced record's alias stays: the same text still names the same reference.
         let b = ImageRecord { aliases: vec!["x:1".into()], ..record("b") };
-        assert_eq!(store.records().unwrap(), [b.clone()]);
+        assert_eq!(store.records().unwrap(), std::slice::from_ref(&b));
         assert_eq!(store.find_named("x:1").unwrap(), Some(b.clone()));
         assert_eq!(store.find_named("r/x:1").unwrap(), Some(b.clone()));
         assert_eq!(store.find_named("x").unwrap(), None);
