@@ -407,3 +407,23 @@ fn basic_auth_comes_from_the_flag_or_the_docker_config_as_root() {
     let after_login = with_env(&["pull", &reference]).output().unwrap();
     assert!(after_login.status.success(), "{}", stderr(&after_login));
 }
+
+/// Docker token auth: the registry sends the client to a token server (the test's own, on
+/// loopback), which gives a bearer token for `moat`'s credentials only. A pull without them is
+/// refused in one line; with `--registry-auth` it gets a token and succeeds, and the image runs.
+#[test]
+fn bearer_token_auth_gets_a_token_for_the_credentials_as_root() {
+    let registry = Registry::start_with_token_auth();
+    push_app(&registry, "app:1");
+    let reference = registry.reference("app:1");
+    let home = moat_home("image-token");
+    let refused = failed_pull(&home, &reference);
+    assert!(refused.contains(&registry.addr), "{refused}");
+
+    let auth = format!("moat:{AUTH_PASSWORD}");
+    let pulled = moat_as_root(&home, &["pull", "--registry-auth", &auth, &reference]);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    let run = moat_as_root(&home, &["run", "--isolation", "namespace", "--image", &reference]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stdout(&run), "hi from /work\nhello\nremoved\n");
+}
