@@ -259,6 +259,25 @@ fn explicit_limits_are_refused_as_unprivileged_user() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
+/// `--image` needs root on both backends: refused with that reason before the backend is probed
+/// (so an unprivileged user on a host without KVM still learns the real obstacle).
+#[test]
+fn an_image_is_refused_with_the_reason_as_unprivileged_user() {
+    let user = ensure_user(USER, true);
+    let home = user_home(&user, "image");
+    for isolation in ["namespace", "vm"] {
+        let output = moat_as(
+            &user,
+            &home,
+            &["run", "--isolation", isolation, "--image", "127.0.0.1:1/x:1", "--", "true"],
+        );
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(125), "{isolation}: {err}");
+        assert!(err.contains("--image needs root"), "{isolation}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}
+
 #[test]
 fn a_user_without_subordinate_ids_gets_the_single_id_map_and_a_warning_as_unprivileged_user() {
     let user = ensure_user(SINGLE_USER, false);

@@ -283,7 +283,8 @@ rm -rf "$r"
 mkdir -p "$r"/{bin,sbin,proc,sys,dev,tmp,run,etc,mods,opt/moat,lib/x86_64-linux-gnu,lib64,root}
 cp "$busybox" "$r/bin/busybox"
 ln -s busybox "$r/bin/sh"
-for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd; do
+# overlay: the VM process stacks an image's layers with overlayfs (the `image` case).
+for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd fs/overlayfs/overlay; do
   src=$(ls "$mods/$m".ko* 2>/dev/null | head -n 1)
   [ -n "$src" ] || cannot "module $m is missing from $mods"
   case $src in
@@ -330,6 +331,18 @@ cp "$r/etc/passwd" "$r/etc/group" "$rf/etc/"
 echo "moat vm-host test rootfs" >"$rf/etc/moat-test-marker"
 # An empty root: a guest that cannot boot (no programs at all).
 mkdir -p "$r/opt/emptyroot"
+# The `image` case's store: an image built from the rootfs above, pulled here from a loopback
+# registry (image-store.sh); the test host runs it from this warm store. A failure here fails
+# that case, with the reason, rather than the whole run.
+rm -f "$r/etc/vmtest-image" "$r/etc/vmtest-image-error"
+if image_ref=$(bash "$here/image-store.sh" "$bin_dir/moat" "$rf" "$vh/image-home" 2>"$vh/image-store.log"); then
+  mkdir -p "$r/opt/image-home"
+  cp -a "$vh/image-home/images" "$r/opt/image-home/"
+  echo "$image_ref" >"$r/etc/vmtest-image"
+else
+  tail -n 3 "$vh/image-store.log" | tr '\n' ' ' >"$r/etc/vmtest-image-error"
+  say "the image case's store could not be prepared: $(cat "$r/etc/vmtest-image-error")"
+fi
 cp "$here/init.sh" "$r/init"
 cp "$here/suite.sh" "$r/suite.sh"
 chmod 755 "$r/init" "$r/suite.sh"
@@ -489,7 +502,7 @@ support "files through the relay" "fs_relay"
 support "the whole conformance suite" "conformance conformance_host_root"
 support "a crash recorded as crashed" "crashed"
 support "boot failures reported with their cause" "boot_fail_rootfs boot_fail_agentd"
-support "OCI images (--image)" ""
+support "OCI images (--image), layers stacked on the host" "image"
 support "guest network (--network, -p)" ""
 support "named volumes, metrics" ""
 support "seccomp profile and masked /proc inside the guest" "vm_seccomp"

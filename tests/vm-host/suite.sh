@@ -383,6 +383,28 @@ boot_failure() {
   fi
 }
 
+# `--image` on the VM backend: run.sh pulled a two-layer image into /opt/image-home on the outer
+# host (image-store.sh); with no command the image's Cmd runs, in its WorkingDir, with its Env,
+# over the layers stacked on the host (a file from each layer, layer 2's whiteout applied).
+case_image() {
+  if [ -s /etc/vmtest-image-error ] || [ ! -s /etc/vmtest-image ]; then
+    fail image "the outer host could not prepare the image store: $(cat /etc/vmtest-image-error 2>/dev/null)"
+    return
+  fi
+  ref=$(cat /etc/vmtest-image)
+  run image 120 env MOAT_HOME=/opt/image-home moat run --isolation vm --image "$ref"
+  expected="hi from /work
+hello from layer 2
+removed
+moat vm-host test rootfs"
+  if [ "$rc" = 0 ] && [ "$(cat "$w/image.out")" = "$expected" ]; then
+    pass image
+  else
+    MOAT_HOME=/opt/image-home fail image "exit $rc, stdout '$(tr '\n' '|' <"$w/image.out" | head -c 120)', stderr: $(last "$w/image.err")"
+  fi
+  figure "image: moat run --image (cached, 2 layers) took $ms ms"
+}
+
 case_boot_fail_rootfs() {
   boot_failure boot_fail_rootfs moat run --isolation vm --rootfs /opt/emptyroot -- /bin/sh -c true
 }
@@ -395,7 +417,7 @@ case_boot_fail_agentd() {
     moat run --isolation vm --rootfs /opt/rootfs -- true
 }
 
-all="kvm doctor run_echo exit_code stdin_cat rootfs vm_seccomp rootless_vm leftovers create exec fs_relay pty logs conformance stop conformance_host_root crashed boot_fail_rootfs boot_fail_agentd"
+all="kvm doctor run_echo exit_code stdin_cat rootfs image vm_seccomp rootless_vm leftovers create exec fs_relay pty logs conformance stop conformance_host_root crashed boot_fail_rootfs boot_fail_agentd"
 cases=${*:-$all}
 for c in $cases; do
   echo

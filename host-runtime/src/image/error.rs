@@ -202,11 +202,6 @@ pub enum ImageError {
         /// The image.
         reference: String,
     },
-    /// The VM backend cannot run images yet.
-    #[error(
-        "--image with the VM backend is not built yet: use --isolation namespace (with --isolation auto, moat picks the VM on hosts that can boot one)"
-    )]
-    VmNotBuilt,
     /// `--image` without root: unpacking a layer writes overlayfs whiteouts (device nodes) and
     /// `trusted.*` xattrs, and the layers are mounted before the user namespace exists.
     #[error(

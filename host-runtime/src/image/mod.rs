@@ -256,6 +256,11 @@ impl Images {
             config_digest: manifest.config.digest.clone(),
             layers,
             pulled_at: now_secs(),
+            aliases: if reference == image.canonical() {
+                Vec::new()
+            } else {
+                vec![reference.to_owned()]
+            },
         };
         self.store.put_record(record.clone())?;
         progress.event(PullEvent::Done { digest });
@@ -316,8 +321,13 @@ impl Images {
         result
     }
 
-    /// The stored image `reference`, if any.
+    /// The stored image `reference`, if any: found by the text as given when it is the
+    /// canonical name or a spelling it was pulled as, else parsed (the reference grammar's regex
+    /// costs tens of milliseconds to build, once per process).
     pub fn find(&self, reference: &str) -> Result<Option<ImageRecord>, ImageError> {
+        if let Some(record) = self.store.find_named(reference)? {
+            return Ok(Some(record));
+        }
         self.store.find(&ImageRef::parse(reference)?.canonical())
     }
 

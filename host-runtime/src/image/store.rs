@@ -54,6 +54,20 @@ pub struct ImageRecord {
     pub layers: Vec<LayerRef>,
     /// Seconds since the epoch when it was pulled.
     pub pulled_at: u64,
+    /// Other spellings it was pulled as (`busybox` for `docker.io/library/busybox:latest`), so
+    /// a start finds a cached image by the text it was given without parsing it: the reference
+    /// grammar is a large regex whose compilation was most of the create-to-ready gap between
+    /// `--image` and `--rootfs host` (docs/BENCHMARKS.md, "Images"). A pure function of the
+    /// text, so an alias never goes stale.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+impl ImageRecord {
+    /// Whether `text` is its canonical reference or one of its aliases.
+    pub fn named(&self, text: &str) -> bool {
+        self.reference == text || self.aliases.iter().any(|a| a == text)
+    }
 }
 
 /// What unpacking a layer found, kept beside it.
@@ -217,9 +231,21 @@ impl ImageStore {
         Ok(self.records()?.into_iter().find(|r| r.reference == canonical))
     }
 
-    /// Adds (or replaces) a record.
-    pub fn put_record(&self, record: ImageRecord) -> Result<(), ImageError> {
+    /// The record named `text` exactly (its canonical reference or an alias), with no parsing.
+    pub fn find_named(&self, text: &str) -> Result<Option<ImageRecord>, ImageError> {
+        Ok(self.records()?.into_iter().find(|r| r.named(text)))
+    }
+
+    /// Adds (or replaces) a record; a replaced record's aliases are kept.
+    pub fn put_record(&self, mut record: ImageRecord) -> Result<(), ImageError> {
         self.update_index(|records| {
+            if let Some(old) = records.iter().find(|r| r.reference == record.reference) {
+                for alias in &old.aliases {
+                    if !record.aliases.contains(alias) {
+                        record.aliases.push(alias.clone());
+                    }
+                }
+            }
             records.retain(|r| r.reference != record.reference);
             records.push(record);
             records.sort_by(|a, b| a.reference.cmp(&b.reference));
@@ -479,11 +505,22 @@ mod tests {
             config_digest: format!("sha256:{}", "c".repeat(64)),
             layers: Vec::new(),
             pulled_at: 0,
+            aliases: Vec::new(),
         };
-        store.put_record(record("a")).unwrap();
+        store.put_record(ImageRecord { aliases: vec!["x:1".into()], ..record("a") }).unwrap();
         store.put_record(record("b")).unwrap();
-        assert_eq!(store.records().unwrap(), [record("b")]);
-        assert_eq!(store.remove_record("r/x:1").unwrap(), Some(record("b")));
+        // The replaced record's alias stays: the same text still names the same reference.
+        let b = ImageRecord { aliases: vec!["x:1".into()], ..record("b") };
+        assert_eq!(store.records().unwrap(), std::slice::from_ref(&b));
+        assert_eq!(store.find_named("x:1").unwrap(), Some(b.clone()));
+        assert_eq!(store.find_named("r/x:1").unwrap(), Some(b.clone()));
+        assert_eq!(store.find_named("x").unwrap(), None);
+        store.put_record(record("b")).unwrap();
+        assert_eq!(store.records().unwrap(), [b]);
+        assert_eq!(
+            store.remove_record("r/x:1").unwrap().map(|r| r.manifest_digest),
+            Some("b".into())
+        );
         assert!(store.records().unwrap().is_empty());
     }
 
@@ -506,6 +543,7 @@ mod tests {
                 config_digest: id('f'),
                 layers: vec![layer('a')],
                 pulled_at: 0,
+                aliases: Vec::new(),
             })
             .unwrap();
         // An abandoned temporary of a process that is gone, and one of this process.

@@ -96,9 +96,9 @@ pub fn create_in(
     if home.join("sandboxes").join(&args.name).exists() {
         return Err(RuntimeError::DuplicateName(args.name));
     }
-    run::refuse_image_on_vm(args.isolation, &args.root)?;
+    run::refuse_image_without_root(&args.root)?;
     let backend = isolation::prepare_backend(args.isolation)?;
-    let (root, defaults) = run::resolve_root(home, &args.root, backend)?;
+    let (root, defaults) = run::resolve_root(home, &args.root)?;
     let mut config = args.config;
     if let Some(defaults) = defaults {
         config.env = defaults.merged_env(&config.env);

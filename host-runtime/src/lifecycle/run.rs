@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use moat_protocol::payload::exec::{ExecFailed, ExecFailureKind};
 
-use crate::api::config::{ImageSource, Isolation, RootSource, RunOptions};
-use crate::backend::isolation::{self, BackendKind};
+use crate::api::config::{ImageSource, RootSource, RunOptions};
+use crate::backend::isolation;
 use crate::error::RuntimeError;
 use crate::image::{ImageDefaults, ImageError, Images, PullOptions};
 use crate::limits::{AGENT_LOG_TAIL_LINES, POLL_INTERVAL_MS, SANDBOX_EXIT_TIMEOUT_MS};
@@ -25,10 +25,10 @@ use crate::supervisor::STARTUP_OK;
 
 /// Runs `args` in an ephemeral sandbox; returns the process exit status for the CLI.
 pub fn execute(mut args: RunOptions) -> Result<u8, RuntimeError> {
-    refuse_image_on_vm(args.isolation, &args.root)?;
+    refuse_image_without_root(&args.root)?;
     let backend = isolation::prepare_backend(args.isolation)?;
     crate::relay_client::block_forwarded_signals()?;
-    let (root, defaults) = resolve_root(&home::moat_home(), &args.root, backend)?;
+    let (root, defaults) = resolve_root(&home::moat_home(), &args.root)?;
     if let Some(defaults) = defaults {
         apply_image_defaults(&mut args, &defaults, &root)?;
     }
@@ -49,35 +49,26 @@ pub fn execute(mut args: RunOptions) -> Result<u8, RuntimeError> {
     result
 }
 
-/// `--image` with `--isolation vm`: the VM backend cannot stack image layers yet. Checked before
-/// the backend is probed, so the error names what is missing rather than the host's KVM.
-pub(crate) fn refuse_image_on_vm(
-    isolation: Isolation,
-    root: &RootSource,
-) -> Result<(), RuntimeError> {
-    if isolation == Isolation::Vm && matches!(root, RootSource::Image(_)) {
-        return Err(ImageError::VmNotBuilt.into());
+/// `--image` without root is refused (on either backend) before the backend is probed, so the
+/// error names what is missing rather than the host's KVM or user namespaces.
+pub(crate) fn refuse_image_without_root(root: &RootSource) -> Result<(), RuntimeError> {
+    if matches!(root, RootSource::Image(_)) && crate::backend::namespace::rootless::is_rootless() {
+        return Err(ImageError::NeedsRoot.into());
     }
     Ok(())
 }
 
 /// The root a sandbox gets, and the image's exec defaults: `--image REF` is found in the store
 /// of `home` (pulled when missing, with progress on stderr) and resolved to its layer
-/// directories; `--rootfs DIR` is checked by [`checked_root`].
+/// directories (root only: [`refuse_image_without_root`] ran first); `--rootfs DIR` is checked
+/// by [`checked_root`].
 pub(crate) fn resolve_root(
     home: &Path,
     root: &RootSource,
-    backend: BackendKind,
 ) -> Result<(RootSource, Option<ImageDefaults>), RuntimeError> {
     let RootSource::Image(source) = root else {
         return Ok((checked_root(root)?, None));
     };
-    if backend == BackendKind::Vm {
-        return Err(ImageError::VmNotBuilt.into());
-    }
-    if crate::backend::namespace::rootless::is_rootless() {
-        return Err(ImageError::NeedsRoot.into());
-    }
     let images = Images::new(home);
     let options = PullOptions::from_env(source.registry_auth.as_deref())?;
     let progress = crate::image::progress::for_stderr();
@@ -247,6 +238,7 @@ mod tests {
     use moat_protocol::payload::exec::ExecRequest;
 
     use super::*;
+    use crate::api::config::Isolation;
 
     fn image_run(cmd: &[&str], env: &[&str], cwd: Option<&str>) -> RunOptions {
         let mut cmd = cmd.iter().map(|s| (*s).to_owned());

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub mod registry;
+pub mod token;
 
 /// Fails the test, saying why, when not running as root.
 pub fn require_root() {

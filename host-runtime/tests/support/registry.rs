@@ -16,6 +16,8 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 
+use super::token::{ISSUER, SERVICE, TokenServer};
+
 /// Where Debian's package puts the registry binary.
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
@@ -27,6 +29,14 @@ pub const AUTH_PASSWORD: &str = "s3cret";
 
 /// bcrypt of [`AUTH_PASSWORD`] (made once with libxcrypt), for the registry's htpasswd file.
 const AUTH_BCRYPT: &str = "$2b$05$abcdefghijklmnopqrstuuLK7U1u6pVRmL7L1BBM2aS35PSZnDXlK";
+
+/// How a registry asks clients to authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    None,
+    Basic,
+    Token,
+}
 
 /// A running registry.
 pub struct Registry {
@@ -48,7 +58,17 @@ impl Registry {
         Registry::start_configured(false)
     }
 
+    /// Starts one that asks for a bearer token from a [`TokenServer`] (Docker token auth), which
+    /// gives one for user `moat`, password [`AUTH_PASSWORD`].
+    pub fn start_with_token_auth() -> Registry {
+        Registry::start_configured_with(Auth::Token)
+    }
+
     fn start_configured(basic_auth: bool) -> Registry {
+        Registry::start_configured_with(if basic_auth { Auth::Basic } else { Auth::None })
+    }
+
+    fn start_configured_with(kind: Auth) -> Registry {
         assert!(
             Path::new(REGISTRY_BIN).is_file(),
             "{REGISTRY_BIN} is missing: install it with `apt-get install docker-registry`"
@@ -62,7 +82,16 @@ impl Registry {
             dir.path().join("data").display()
         );
         let mut auth = RegistryAuth::Anonymous;
-        if basic_auth {
+        if kind == Auth::Token {
+            let server = TokenServer::start(dir.path());
+            yaml.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                server.realm,
+                server.cert.display()
+            ));
+            auth = RegistryAuth::Basic("moat".to_owned(), AUTH_PASSWORD.to_owned());
+        }
+        if kind == Auth::Basic {
             let htpasswd = dir.path().join("htpasswd");
             std::fs::write(&htpasswd, format!("moat:{AUTH_BCRYPT}\n")).unwrap();
             yaml.push_str(&format!(

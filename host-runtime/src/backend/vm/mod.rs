@@ -24,7 +24,10 @@
 //! virtiofs tags `moat-share-N` that agentd mounts. The shared root never has mounts below it:
 //! libkrun announces those as virtiofs submounts, which overlayfs refuses to traverse (`EREMOTE`,
 //! seen as "Object is remote" on every exec). So `--rootfs DIR` is a non-recursive bind of DIR
-//! (its own filesystem, as on the namespace backend), and `--rootfs host` shares a skeleton
+//! (its own filesystem, as on the namespace backend), `--image REF` is the image's layers stacked
+//! by a read-only overlay in the VM process's mount namespace (the namespace backend's
+//! [`crate::image::mount::mount_layers`]; docs/VM-BACKEND.md says why not a share per layer),
+//! and `--rootfs host` shares a skeleton
 //! (generated `/etc`, empty directories, the host's top-level symlinks) as the root and each
 //! host system directory (`/usr`, `/lib`, ...) as its own read-only tag `moat-sys-NAME`, which
 //! agentd mounts nosuid and nodev at the same path. The guest console (kernel messages and the
@@ -239,7 +242,16 @@ fn prepare(dir: &SandboxDir) -> Result<(VmConfig, Channel), RuntimeError> {
             crate::backend::namespace::init::bind_rootfs(source, &lower)?;
             lower
         }
-        RootSource::Image(_) => return Err(crate::image::ImageError::VmNotBuilt.into()),
+        RootSource::Image(image) => {
+            // The layers stacked here, in the host's mount namespace, by the same read-only
+            // overlay the namespace backend mounts: the guest gets one virtiofs root (the merged
+            // view, whiteouts and opaque directories already applied) and puts its tmpfs upper
+            // on it as on a `--rootfs DIR`. All layers live in one store filesystem, so the
+            // overlay reports one st_dev and libkrun announces no submount inside it.
+            let lower = dir.lower_mount();
+            crate::image::mount::mount_layers(&image.layers, &lower)?;
+            lower
+        }
         RootSource::Host => {
             let root = dir.root_mount();
             std::fs::create_dir_all(&root)
