@@ -50,13 +50,17 @@ function translate(err) {
   return err
 }
 
-/** Wraps `fn` so that what it throws or rejects with goes through `translate`. */
-function wrap(fn) {
+/**
+ * Wraps `fn` so that what it throws or rejects with goes through `translate`. For an `async`
+ * call, an argument napi refuses before the call starts rejects the promise instead of throwing.
+ */
+function wrap(fn, { async = false } = {}) {
   return function moatCall(...args) {
     let result
     try {
       result = fn.apply(this, args)
     } catch (err) {
+      if (async) return Promise.reject(translate(err))
       throw translate(err)
     }
     if (result && typeof result.then === 'function') {

@@ -20,12 +20,15 @@ const native = require('./moat.node')
 // Prototype methods and getters are wrapped in place; napi defines a class's statics as
 // read-only, so each class is exported as a subclass whose statics are the wrapped ones and
 // whose `instanceof` accepts the native instances.
+// The calls that return a value, not a promise; every other method and static is async.
+const SYNC_CALLS = new Set(['fs', 'readyBytes', 'socketPath', 'stdout', 'stderr', 'stdoutBytes', 'stderrBytes', 'status'])
+
 function wrapClass(Native) {
   for (const key of Object.getOwnPropertyNames(Native.prototype)) {
     const desc = Object.getOwnPropertyDescriptor(Native.prototype, key)
     if (key === 'constructor' || !desc.configurable) continue
     if (typeof desc.value === 'function') {
-      Object.defineProperty(Native.prototype, key, { ...desc, value: errors.wrap(desc.value) })
+      Object.defineProperty(Native.prototype, key, { ...desc, value: errors.wrap(desc.value, { async: !SYNC_CALLS.has(key) }) })
     } else if (typeof desc.get === 'function') {
       Object.defineProperty(Native.prototype, key, { ...desc, get: errors.wrap(desc.get) })
     }
@@ -38,7 +41,8 @@ function wrapClass(Native) {
   Object.defineProperty(Facade, 'name', { value: Native.name })
   for (const key of Object.getOwnPropertyNames(Native)) {
     if (typeof Native[key] === 'function' && !['length', 'name', 'prototype'].includes(key)) {
-      Object.defineProperty(Facade, key, { value: errors.wrap(Native[key]), writable: true, configurable: true })
+      const value = errors.wrap(Native[key], { async: !SYNC_CALLS.has(key) })
+      Object.defineProperty(Facade, key, { value, writable: true, configurable: true })
     }
   }
   return Facade
@@ -85,7 +89,7 @@ process.on('exit', () => native.killAttachedSandboxes())
 
 const wrapped = {}
 for (const name of ['imageList', 'imageGet', 'imageInspect', 'imageRemove', 'imageGc']) {
-  wrapped[name] = errors.wrap(native[name])
+  wrapped[name] = errors.wrap(native[name], { async: true })
 }
 
 module.exports = {

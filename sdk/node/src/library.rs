@@ -3,6 +3,7 @@
 //! [`crate::error::blocking`]. When the library grows its async API, this file is what changes.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use moat_protocol::payload::exec::ExecRequest;
@@ -12,6 +13,8 @@ use moat_runtime::error::RuntimeError;
 use moat_runtime::image::{ImageRecord, ImageRoot, ImageSummary, PruneReport};
 use moat_runtime::lifecycle::Executables;
 use moat_runtime::state::SandboxState;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
 
 use crate::config::CreatePlan;
 use crate::error::{NodeError, Result};
@@ -25,9 +28,27 @@ pub(crate) const MOAT_AGENTD_ENV: &str = "MOAT_AGENTD";
 /// How long `stopAndWait`/`wait` wait for a sandbox to end by itself.
 pub(crate) const WAIT_FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// The moat home (`$MOAT_HOME`, else `~/.moat`).
+/// Sandbox processes this process spawned (they are its children) and has not reaped yet.
+static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// The moat home (`$MOAT_HOME`, else `~/.moat`). Every call starts here, and reaps the sandbox
+/// processes of this process that ended since the last call: the library spawns a detached
+/// sandbox as a child of its caller and does not wait for it (the CLI exits; node does not).
 fn moat() -> Moat {
+    reap_children();
     Moat::from_env()
+}
+
+/// `waitpid(WNOHANG)` on each sandbox child. A zombie keeps its pid, so a recorded pid that is
+/// still a zombie cannot have been reused by another child of node's.
+fn reap_children() {
+    let mut children = CHILDREN.lock().unwrap_or_else(PoisonError::into_inner);
+    children.retain(|&pid| {
+        matches!(
+            waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        )
+    });
 }
 
 /// `$MOAT_BIN` and `$MOAT_AGENTD` (the package's `index.js` sets them from what
@@ -77,7 +98,11 @@ pub(crate) fn create(plan: CreatePlan) -> Result<Sandbox> {
             Err(err) => return Err(err.into()),
         }
     }
-    Ok(moat.create(plan.args)?)
+    let sandbox = moat.create(plan.args)?;
+    if let Some(pid) = sandbox.state().ok().and_then(|state| state.pid) {
+        CHILDREN.lock().unwrap_or_else(PoisonError::into_inner).push(pid);
+    }
+    Ok(sandbox)
 }
 
 /// A handle on the existing sandbox `name`.
@@ -113,12 +138,16 @@ pub(crate) fn exec(sandbox: &Sandbox, request: ExecRequest, stdin: &[u8]) -> Res
 
 /// Graceful shutdown; the final state.
 pub(crate) fn stop(sandbox: &Sandbox) -> Result<SandboxState> {
-    sandbox.stop().map_err(|err| gone(sandbox, err))
+    let state = sandbox.stop().map_err(|err| gone(sandbox, err));
+    reap_children();
+    state
 }
 
 /// SIGKILL; the final state.
 pub(crate) fn kill(sandbox: &Sandbox) -> Result<SandboxState> {
-    sandbox.kill().map_err(|err| gone(sandbox, err))
+    let state = sandbox.kill().map_err(|err| gone(sandbox, err));
+    reap_children();
+    state
 }
 
 /// Waits for the sandbox to end by itself.
@@ -128,11 +157,8 @@ pub(crate) fn wait(sandbox: &Sandbox, timeout: Duration) -> Result<SandboxState>
 
 /// Removes the sandbox a handle names (stopped first when `force`).
 pub(crate) fn remove_handle(sandbox: Sandbox, force: bool) -> Result<()> {
-    let name = sandbox.name().to_owned();
-    sandbox.remove(force).map_err(|err| match err {
-        RuntimeError::UnknownSandbox(_) => NodeError::NotFound(name),
-        other => other.into(),
-    })
+    let handle = sandbox.clone();
+    sandbox.remove(force).map_err(|err| gone(&handle, err))
 }
 
 /// The relay socket of `name` (it need not be running).
@@ -173,14 +199,12 @@ pub(crate) fn image_gc() -> Result<PruneReport> {
     Ok(moat().images().prune()?)
 }
 
-/// A handle's sandbox was removed under it: `UnknownSandbox` or a missing state file.
+/// A handle's sandbox was removed under it: its directory is gone, whatever call noticed.
 fn gone(sandbox: &Sandbox, err: RuntimeError) -> NodeError {
-    let missing = match &err {
-        RuntimeError::UnknownSandbox(_) => true,
-        RuntimeError::State { .. } | RuntimeError::Io { .. } => {
-            !sandbox.socket().parent().is_some_and(|dir| dir.exists())
-        }
-        _ => false,
-    };
-    if missing { NodeError::NotFound(sandbox.name().to_owned()) } else { err.into() }
+    let dir_exists = sandbox.socket().parent().is_some_and(|dir| dir.exists());
+    if matches!(err, RuntimeError::UnknownSandbox(_)) || !dir_exists {
+        NodeError::NotFound(sandbox.name().to_owned())
+    } else {
+        err.into()
+    }
 }
