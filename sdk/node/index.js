@@ -74,7 +74,12 @@ for (const name of ['Sandbox', 'SandboxHandle', 'ExecOutput', 'AgentClient']) cl
 const nativeExecWith = native.Sandbox.prototype.execWith
 native.Sandbox.prototype.execWith = function execWith(cmd, options) {
   if (typeof options === 'function') {
-    const built = options(new ExecOptionsBuilder())
+    let built
+    try {
+      built = options(new ExecOptionsBuilder())
+    } catch (err) {
+      return Promise.reject(err)
+    }
     if (!(built instanceof ExecOptionsBuilder)) {
       return Promise.reject(new errors.InvalidArgumentError('ERR_MOAT_INVALID_ARGUMENT',
         'the execWith callback must return the builder it was given'))
