@@ -87,6 +87,10 @@ impl Sandbox {
         let state =
             blocking(move || if kill { library::kill(&inner) } else { library::stop(&inner) })
                 .await?;
+        // It has ended: nothing is left for this handle to end.
+        if let Some(token) = self.owner().take() {
+            release(token);
+        }
         Ok(state)
     }
 }

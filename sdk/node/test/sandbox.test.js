@@ -2,7 +2,10 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { moat, uniqueName, config, cleanup, recordedStatus } = require('./helpers.js')
+const fs = require('node:fs')
+const { spawnSync } = require('node:child_process')
+const path = require('node:path')
+const { moat, home, uniqueName, config, cleanup, recordedStatus, recordedPid, pidAlive } = require('./helpers.js')
 const { Sandbox, ExecOutput } = moat
 
 test.after(cleanup)
@@ -37,9 +40,17 @@ test('create, exec, list, get, stop and remove a namespace sandbox', async () =>
   assert.equal(handle.name, name)
   assert.equal(handle.status, 'running')
 
+  const pid = recordedPid(name)
   const status = await sb.stopAndWait()
   assert.equal(typeof status.code, 'number')
   assert.equal(recordedStatus(name), 'stopped')
+  assert.equal(sb.ownsLifecycle, false, 'a stopped sandbox has nothing left for its handle to end')
+  // The sandbox process was node's child: the package reaps it, leaving no zombie behind.
+  for (let i = 0; i < 50 && fs.existsSync(`/proc/${pid}`); i++) {
+    await Sandbox.list()
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  assert.equal(fs.existsSync(`/proc/${pid}`), false, `sandbox process ${pid} was not reaped`)
   assert.equal((await handle.refresh()).status, 'stopped')
 
   await Sandbox.remove(name)
@@ -122,4 +133,29 @@ test('image functions read the image store', async () => {
   await assert.rejects(moat.imageGet('alpine:3.20'), (err) => err instanceof moat.NotFoundError)
   assert.equal(typeof (await moat.imageGc()), 'number')
   await assert.rejects(moat.imageRemove('alpine:3.20'), (err) => err instanceof moat.MoatError)
+})
+
+test('a garbage-collected attached handle kills its sandbox', () => {
+  const name = uniqueName('collected')
+  const script = `
+    const { Sandbox } = require(${JSON.stringify(path.join(__dirname, '..'))})
+    const fs = require('node:fs')
+    ;(async () => {
+      await Sandbox.create({ name: ${JSON.stringify(name)}, image: 'host', isolation: 'namespace' })
+      const state = ${JSON.stringify(path.join(home, 'sandboxes', name, 'state.json'))}
+      for (let i = 0; i < 100; i++) {
+        global.gc()
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        if (JSON.parse(fs.readFileSync(state, 'utf8')).status !== 'running') {
+          console.log('ended')
+          process.exit(0)
+        }
+      }
+      process.exit(2)
+    })().catch((err) => { console.error(err); process.exit(1) })`
+  const child = spawnSync(process.execPath, ['--expose-gc', '-e', script], { env: { ...process.env, MOAT_HOME: home }, encoding: 'utf8' })
+  assert.equal(child.status, 0, `the sandbox still ran 10 s after its handle was collected: ${child.stderr}`)
+  assert.equal(child.stdout.trim(), 'ended')
+  assert.notEqual(recordedStatus(name), 'running')
+  assert.equal(pidAlive(recordedPid(name)), false)
 })
