@@ -289,12 +289,6 @@ export declare function imageList(): Promise<Array<ImageInfo>>
 /** Removes an image; `force` removes it even when a sandbox uses it. */
 export declare function imageRemove(reference: string, force?: boolean | undefined | null): Promise<void>
 
-/**
- * Kills every sandbox an attached handle still owns; `index.js` calls it when node exits.
- * Returns how many it killed.
- */
-export declare function killAttachedSandboxes(): number
-
 /** How a guest path is mounted (`volumes` values). */
 export interface MountConfig {
   /** A host directory shared into the sandbox. */

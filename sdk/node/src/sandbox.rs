@@ -37,9 +37,9 @@ fn release(token: u64) -> Option<api::Sandbox> {
     attached.as_mut().and_then(|map| map.remove(&token))
 }
 
-/// Kills every sandbox an attached handle still owns; `index.js` calls it when node exits.
-/// Returns how many it killed.
-#[napi]
+/// Kills every sandbox an attached handle still owns; `index.js` calls it when node exits
+/// (internal: not exported by the package, so not in `index.d.ts`). Returns how many it killed.
+#[napi(skip_typescript)]
 pub fn kill_attached_sandboxes() -> u32 {
     let owned: Vec<api::Sandbox> = {
         let mut attached = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
