@@ -89,8 +89,19 @@ native.Sandbox.prototype.execWith = function execWith(cmd, options) {
   return nativeExecWith.call(this, cmd, options)
 }
 
-// Attached sandboxes end with the process that owns them.
+// Attached sandboxes end with the process that owns them: at exit, and on the signals that
+// end node by default. A signal handler runs only while it is the signal's sole listener (a
+// program that handles the signal itself decides whether node ends); it then kills the
+// attached sandboxes and re-raises the signal with node's default action.
 process.on('exit', () => native.killAttachedSandboxes())
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(signal, function endAttached() {
+    if (process.listenerCount(signal) !== 1) return
+    native.killAttachedSandboxes()
+    process.removeListener(signal, endAttached)
+    process.kill(process.pid, signal)
+  })
+}
 
 const wrapped = {}
 for (const name of ['imageList', 'imageGet', 'imageInspect', 'imageRemove', 'imageGc']) {

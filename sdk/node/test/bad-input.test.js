@@ -117,3 +117,19 @@ test('an attached sandbox ends with the node process that owns it; a detached on
   cli('rm', '-f', attached)
   cli('rm', '-f', detached)
 })
+
+test('an attached sandbox ends when its node process is killed by SIGTERM', () => {
+  const name = uniqueName('signalled')
+  const script = `
+    const { Sandbox } = require(${JSON.stringify(path.join(__dirname, '..'))})
+    ;(async () => {
+      await Sandbox.create({ name: ${JSON.stringify(name)}, image: 'host', isolation: 'namespace' })
+      process.kill(process.pid, 'SIGTERM')
+      setTimeout(() => process.exit(3), 10000)
+    })().catch((err) => { console.error(err); process.exit(1) })`
+  const child = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, MOAT_HOME: home }, encoding: 'utf8' })
+  assert.equal(child.signal, 'SIGTERM', `node did not end by its SIGTERM: ${child.status} ${child.stderr}`)
+  assert.notEqual(recordedStatus(name), 'running')
+  assert.equal(pidAlive(recordedPid(name)), false)
+  cli('rm', '-f', name)
+})
