@@ -2,10 +2,11 @@
 // Run from sdk/node after `npm run build`: node examples/agent-ping.js
 'use strict'
 
-const { Encoder, decode } = require('cbor-x')
+// The tests' small CBOR codec; a real program would use a library such as cbor-x.
+const cbor = require('../test/cbor.js')
 const { Sandbox, AgentClient } = require('..')
 
-const cbor = new Encoder({ tagUint8Array: false, useRecords: false, mapsAsObjects: true })
+const { decode } = cbor
 
 async function main() {
   const sandbox = await Sandbox.create({ name: `agent-ping-${process.pid}`, image: 'host', isolation: 'namespace' })

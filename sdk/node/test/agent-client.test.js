@@ -5,11 +5,11 @@ const assert = require('node:assert/strict')
 const net = require('node:net')
 const os = require('node:os')
 const path = require('node:path')
-const { Encoder, decode } = require('cbor-x')
+const cbor = require('./cbor.js')
 const { moat, uniqueName, config, cleanup } = require('./helpers.js')
 const { Sandbox, AgentClient, ConnectionError, InvalidArgumentError } = moat
 
-const cbor = new Encoder({ tagUint8Array: false, useRecords: false, mapsAsObjects: true })
+const { decode } = cbor
 const SESSION_START = 0x02
 const TERMINAL = 0x01
 
