@@ -1,0 +1,31 @@
+// The quickstart in TypeScript; `npm test` type-checks it with tsc (examples/tsconfig.json).
+import { Sandbox, ExecOutput, MoatError, NotSupportedError, imageList } from '..'
+
+async function main(): Promise<void> {
+  const sandbox: Sandbox = await Sandbox.create({
+    name: `quickstart-ts-${process.pid}`,
+    image: 'host',
+    isolation: 'namespace',
+    memoryMib: 256,
+    volumes: { '/scratch': { tmpfs: true, sizeMib: 16 } },
+  })
+  try {
+    const output: ExecOutput = await sandbox.exec('uname', ['-a'])
+    console.log(output.stdout(), output.status().success)
+    const withOptions = await sandbox.execWith('env', { env: { A: '1' }, cwd: '/' })
+    console.log(withOptions.code)
+    const viaBuilder = await sandbox.execWith('sh', (b) => b.args(['-c', 'exit 0']).env('B', '2'))
+    console.log(viaBuilder.success)
+    console.log((await imageList()).map((image) => image.reference))
+    await sandbox.metrics().catch((err: unknown) => {
+      if (err instanceof NotSupportedError) console.log(err.code)
+    })
+  } catch (err) {
+    if (err instanceof MoatError) console.error(err.code, err.message)
+    throw err
+  } finally {
+    await sandbox.stop()
+  }
+}
+
+void main()

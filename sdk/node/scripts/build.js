@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+// `npm run build`: makes sure the `moat` and `moat-agentd` binaries exist (building them with
+// cargo when they do not), builds the addon with napi (which regenerates index.d.ts), and
+// records the binaries' paths in executables.json for index.js. `--release` builds optimized.
+'use strict'
+
+const { spawnSync } = require('node:child_process')
+const fs = require('node:fs')
+const path = require('node:path')
+
+const release = process.argv.includes('--release')
+const pkg = path.resolve(__dirname, '..')
+const workspace = path.resolve(pkg, '..', '..')
+const targetDir = process.env.CARGO_TARGET_DIR || path.join(workspace, 'target')
+const profileDir = path.join(targetDir, release ? 'release' : 'debug')
+
+function run(cmd, args, options = {}) {
+  console.log(`$ ${cmd} ${args.join(' ')}`)
+  const result = spawnSync(cmd, args, { stdio: 'inherit', cwd: pkg, ...options })
+  if (result.error) throw result.error
+  if (result.status !== 0) {
+    console.error(`${cmd} failed with status ${result.status}`)
+    process.exit(result.status || 1)
+  }
+}
+
+function binary(envVar, name) {
+  const given = process.env[envVar]
+  if (given) {
+    if (!fs.statSync(given, { throwIfNoEntry: false })?.isFile()) {
+      console.error(`$${envVar}=${given} is not a file`)
+      process.exit(1)
+    }
+    return { path: path.resolve(given), how: `from $${envVar}` }
+  }
+  return { path: path.join(profileDir, name), how: 'in the workspace target directory' }
+}
+
+let moat = binary('MOAT_BIN', 'moat')
+let agentd = binary('MOAT_AGENTD', 'moat-agentd')
+const missing = [moat, agentd].filter((b) => !fs.existsSync(b.path))
+if (missing.length > 0) {
+  console.log(`not built yet: ${missing.map((b) => b.path).join(', ')}; building them`)
+  const cargoArgs = ['build', '-p', 'moat-runtime', '-p', 'moat-agentd', '--bin', 'moat', '--bin', 'moat-agentd']
+  if (release) cargoArgs.push('--release')
+  run('cargo', cargoArgs, { cwd: workspace })
+  for (const b of missing) b.how = 'built now'
+}
+for (const [name, b] of [['moat', moat], ['moat-agentd', agentd]]) {
+  if (!fs.existsSync(b.path)) {
+    console.error(`${name} is still missing at ${b.path}`)
+    process.exit(1)
+  }
+  console.log(`${name}: ${b.path} (${b.how})`)
+}
+
+const header = fs.readFileSync(path.join(pkg, 'dts-header.d.ts'), 'utf8')
+const napiArgs = ['build', '--manifest-path', 'Cargo.toml', '--output-dir', '.', '--dts', 'index.d.ts',
+  '--dts-header', header, '--target-dir', targetDir]
+if (release) napiArgs.push('--release')
+run(path.join(pkg, 'node_modules', '.bin', 'napi'), napiArgs)
+
+fs.writeFileSync(path.join(pkg, 'executables.json'),
+  JSON.stringify({ moat: moat.path, agentd: agentd.path }, null, 2) + '\n')
+console.log(`addon: ${path.join(pkg, 'moat.node')}; binaries recorded in executables.json`)

@@ -1,0 +1,103 @@
+//! The addon's errors and the one place they become JS exceptions.
+//!
+//! napi-rs rejects a promise with an `Error` whose `code` is a napi status name; moat's codes
+//! travel in the message as `CODE: text`, and the JS entry (`index.js`) turns every rejection
+//! into the matching `MoatError` subclass with that `code` (see `errors.js`). napi's own argument
+//! conversion failures (`StringExpected`, `InvalidArg`, ...) are mapped there too.
+
+use moat_runtime::error::RuntimeError;
+use moat_runtime::image::ImageError;
+
+/// What went wrong in a call from JS.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A config field or call moat does not implement yet.
+    #[error("not supported by moat: {0}")]
+    NotSupported(String),
+    /// A value from JS that cannot be used.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The call needs the handle's sandbox, which is gone.
+    #[error("sandbox {0:?} does not exist (removed?)")]
+    NotFound(String),
+    /// A sandbox runtime call failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// An image store call failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The command never started, or the agent refused it.
+    #[error("exec failed: {0}")]
+    ExecFailed(String),
+    /// The relay connection failed or spoke out of turn.
+    #[error("agent connection: {0}")]
+    Protocol(String),
+    /// The connection or stream was closed by this program.
+    #[error("{0} is closed")]
+    Closed(&'static str),
+    /// The blocking worker thread died (a bug: the library panicked).
+    #[error("moat worker thread failed: {0}")]
+    Worker(String),
+}
+
+impl NodeError {
+    /// The `code` the JS error carries.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            NodeError::NotSupported(_) => "ERR_MOAT_NOT_SUPPORTED",
+            NodeError::InvalidArgument(_) => "ERR_MOAT_INVALID_ARGUMENT",
+            NodeError::NotFound(_) => "ERR_MOAT_NOT_FOUND",
+            NodeError::Runtime(err) => runtime_code(err),
+            NodeError::Image(ImageError::NotInStore(_)) => "ERR_MOAT_NOT_FOUND",
+            NodeError::Image(_) => "ERR_MOAT_IMAGE",
+            NodeError::ExecFailed(_) => "ERR_MOAT_EXEC_FAILED",
+            NodeError::Protocol(_) => "ERR_MOAT_PROTOCOL",
+            NodeError::Closed(_) => "ERR_MOAT_CLOSED",
+            NodeError::Worker(_) => "ERR_MOAT_INTERNAL",
+        }
+    }
+}
+
+fn runtime_code(err: &RuntimeError) -> &'static str {
+    match err {
+        RuntimeError::UnknownSandbox(_) => "ERR_MOAT_NOT_FOUND",
+        RuntimeError::DuplicateName(_) => "ERR_MOAT_ALREADY_EXISTS",
+        RuntimeError::InvalidName { .. } | RuntimeError::Config(_) => "ERR_MOAT_INVALID_ARGUMENT",
+        RuntimeError::NotRunning { .. } => "ERR_MOAT_NOT_RUNNING",
+        RuntimeError::StillRunning(_) => "ERR_MOAT_STILL_RUNNING",
+        RuntimeError::WaitTimeout { .. } => "ERR_MOAT_TIMEOUT",
+        RuntimeError::Image(ImageError::NotInStore(_)) => "ERR_MOAT_NOT_FOUND",
+        RuntimeError::Image(_) => "ERR_MOAT_IMAGE",
+        RuntimeError::PeerGone { .. }
+        | RuntimeError::Unexpected { .. }
+        | RuntimeError::Prologue(_)
+        | RuntimeError::LegacyRelay
+        | RuntimeError::IdsExhausted
+        | RuntimeError::Frame { .. }
+        | RuntimeError::Decode { .. }
+        | RuntimeError::Encode { .. } => "ERR_MOAT_PROTOCOL",
+        _ => "ERR_MOAT_RUNTIME",
+    }
+}
+
+impl From<NodeError> for napi::Error {
+    fn from(err: NodeError) -> napi::Error {
+        napi::Error::new(napi::Status::GenericFailure, format!("{}: {err}", err.code()))
+    }
+}
+
+/// The addon's result type.
+pub(crate) type Result<T, E = NodeError> = std::result::Result<T, E>;
+
+/// Runs a blocking library call on tokio's blocking pool, so node's event loop never waits on
+/// a socket, a child process or a file.
+pub(crate) async fn blocking<T, F>(call: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result,
+        Err(join) => Err(NodeError::Worker(join.to_string())),
+    }
+}

@@ -1,0 +1,210 @@
+//! The one module that calls `moat_runtime`: every other module of the addon goes through these
+//! functions. They are blocking (the library's API is, today); callers run them through
+//! [`crate::error::blocking`]. When the library grows its async API, this file is what changes.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use moat_protocol::payload::exec::ExecRequest;
+use moat_runtime::api::blocking::{Moat, Sandbox};
+use moat_runtime::error::RuntimeError;
+use moat_runtime::image::{ImageRecord, ImageRoot, ImageSummary, PruneReport};
+use moat_runtime::lifecycle::Executables;
+use moat_runtime::relay_client::{CapturedExec, ExecOutcome};
+use moat_runtime::store::state::SandboxState;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::config::CreatePlan;
+use crate::error::{NodeError, Result};
+
+/// The environment variable naming the `moat` binary sandboxes run as their sandbox process.
+pub(crate) const MOAT_BIN_ENV: &str = "MOAT_BIN";
+
+/// The environment variable naming the `moat-agentd` binary.
+pub(crate) const MOAT_AGENTD_ENV: &str = "MOAT_AGENTD";
+
+/// How long `stopAndWait`/`wait` wait for a sandbox to end by itself.
+pub(crate) const WAIT_FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Sandbox processes this process spawned (they are its children) and has not reaped yet.
+static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// The moat home (`$MOAT_HOME`, else `~/.moat`). Every call starts here, and reaps the sandbox
+/// processes of this process that ended since the last call: the library spawns a detached
+/// sandbox as a child of its caller and does not wait for it (the CLI exits; node does not).
+fn moat() -> Moat {
+    reap_children();
+    Moat::from_env()
+}
+
+/// `waitpid(WNOHANG)` on each sandbox child. A zombie keeps its pid, so a recorded pid that is
+/// still a zombie cannot have been reused by another child of node's.
+fn reap_children() {
+    let mut children = CHILDREN.lock().unwrap_or_else(PoisonError::into_inner);
+    children.retain(|&pid| {
+        matches!(
+            waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+            Ok(WaitStatus::StillAlive)
+        )
+    });
+}
+
+/// `$MOAT_BIN` and `$MOAT_AGENTD` (the package's `index.js` sets them from what
+/// `npm run build` found), else `moat` and `moat-agentd` on `$PATH`.
+fn executables() -> Result<Executables> {
+    let moat = find(MOAT_BIN_ENV, "moat")?;
+    let agentd = match std::env::var_os(MOAT_AGENTD_ENV) {
+        Some(path) => checked(MOAT_AGENTD_ENV, PathBuf::from(path))?,
+        None => match moat.parent().map(|dir| dir.join("moat-agentd")) {
+            Some(beside) if beside.is_file() => beside,
+            _ => find(MOAT_AGENTD_ENV, "moat-agentd")?,
+        },
+    };
+    Ok(Executables { moat, agentd })
+}
+
+fn find(var: &str, name: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(var) {
+        return checked(var, PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file()).ok_or_else(|| {
+        NodeError::Runtime(RuntimeError::Config(format!(
+            "cannot find {name}: set ${var} or run `npm run build` in sdk/node"
+        )))
+    })
+}
+
+fn checked(var: &str, path: PathBuf) -> Result<PathBuf> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(NodeError::Runtime(RuntimeError::Config(format!(
+            "${var}={} is not a file",
+            path.display()
+        ))))
+    }
+}
+
+/// Creates and boots a sandbox (removing a same-named one first with `replace`).
+pub(crate) fn create(plan: CreatePlan) -> Result<Sandbox> {
+    let moat = moat().with_executables(executables()?);
+    if plan.replace {
+        match moat.get(&plan.args.name) {
+            Ok(old) => old.remove(true)?,
+            Err(RuntimeError::UnknownSandbox(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let sandbox = moat.create(plan.args)?;
+    if let Some(pid) = sandbox.state().ok().and_then(|state| state.pid) {
+        CHILDREN.lock().unwrap_or_else(PoisonError::into_inner).push(pid);
+    }
+    Ok(sandbox)
+}
+
+/// A handle on the existing sandbox `name`.
+pub(crate) fn get(name: &str) -> Result<Sandbox> {
+    Ok(moat().get(name)?)
+}
+
+/// Every sandbox's state.
+pub(crate) fn list() -> Result<Vec<SandboxState>> {
+    Ok(moat().list()?)
+}
+
+/// Removes `name`; a running one only with `force`.
+pub(crate) fn remove(name: &str, force: bool) -> Result<()> {
+    Ok(moat().get(name)?.remove(force)?)
+}
+
+/// The state of the sandbox `sandbox` names, or [`NodeError::NotFound`] once it was removed.
+pub(crate) fn state(sandbox: &Sandbox) -> Result<SandboxState> {
+    sandbox.state().map_err(|err| gone(sandbox, err))
+}
+
+/// Runs one command to its end and collects its output; a command that never started or that
+/// the agent refused is an error.
+pub(crate) fn exec(sandbox: &Sandbox, request: ExecRequest, stdin: &[u8]) -> Result<CapturedExec> {
+    let captured = sandbox.exec(request, stdin, None).map_err(|err| gone(sandbox, err))?;
+    match &captured.outcome {
+        ExecOutcome::Exited(_) => Ok(captured),
+        ExecOutcome::Failed(failed) => Err(NodeError::ExecFailed(failed.message.clone())),
+        ExecOutcome::Refused(reason) => Err(NodeError::ExecFailed(reason.clone())),
+    }
+}
+
+/// Graceful shutdown; the final state.
+pub(crate) fn stop(sandbox: &Sandbox) -> Result<SandboxState> {
+    let state = sandbox.stop().map_err(|err| gone(sandbox, err));
+    reap_children();
+    state
+}
+
+/// SIGKILL; the final state.
+pub(crate) fn kill(sandbox: &Sandbox) -> Result<SandboxState> {
+    let state = sandbox.kill().map_err(|err| gone(sandbox, err));
+    reap_children();
+    state
+}
+
+/// Waits for the sandbox to end by itself.
+pub(crate) fn wait(sandbox: &Sandbox, timeout: Duration) -> Result<SandboxState> {
+    sandbox.wait(timeout).map_err(|err| gone(sandbox, err))
+}
+
+/// Removes the sandbox a handle names (stopped first when `force`).
+pub(crate) fn remove_handle(sandbox: Sandbox, force: bool) -> Result<()> {
+    let handle = sandbox.clone();
+    sandbox.remove(force).map_err(|err| gone(&handle, err))
+}
+
+/// The relay socket of `name` (it need not be running).
+pub(crate) fn socket_path(name: &str) -> Result<PathBuf> {
+    moat_runtime::store::state::validate_name(name)?;
+    Ok(moat().home().join("sandboxes").join(name).join("agent.sock"))
+}
+
+/// The relay socket of an existing sandbox.
+pub(crate) fn socket_of(name: &str) -> Result<PathBuf> {
+    Ok(moat().get(name)?.socket())
+}
+
+/// The image store's images.
+pub(crate) fn image_list() -> Result<Vec<ImageSummary>> {
+    Ok(moat().images().list()?)
+}
+
+/// One stored image with its root (layers and config defaults), or `None`.
+pub(crate) fn image_find(reference: &str) -> Result<Option<(ImageRecord, ImageRoot)>> {
+    let images = moat().images();
+    match images.find(reference)? {
+        Some(record) => {
+            let root = images.root(&record)?;
+            Ok(Some((record, root)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Removes an image (and the layers no other image uses).
+pub(crate) fn image_remove(reference: &str, force: bool) -> Result<PruneReport> {
+    Ok(moat().images().remove(reference, force)?)
+}
+
+/// Removes unreferenced layers and leftovers.
+pub(crate) fn image_gc() -> Result<PruneReport> {
+    Ok(moat().images().prune()?)
+}
+
+/// A handle's sandbox was removed under it: its directory is gone, whatever call noticed.
+fn gone(sandbox: &Sandbox, err: RuntimeError) -> NodeError {
+    let dir_exists = sandbox.socket().parent().is_some_and(|dir| dir.exists());
+    if matches!(err, RuntimeError::UnknownSandbox(_)) || !dir_exists {
+        NodeError::NotFound(sandbox.name().to_owned())
+    } else {
+        err.into()
+    }
+}

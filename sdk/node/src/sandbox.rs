@@ -1,0 +1,432 @@
+//! `Sandbox` (a live sandbox this program talks to) and `SandboxHandle` (a record from `get`),
+//! with microsandbox's names. Calls moat does not implement yet reject with
+//! `ERR_MOAT_NOT_SUPPORTED` naming the call.
+//!
+//! Lifecycle ownership: `Sandbox.create` returns an *attached* handle. An attached sandbox is
+//! killed when its handle is garbage-collected or when the node process exits (`index.js` calls
+//! [`kill_attached_sandboxes`] on `exit`), unless `detach()` was called. `createDetached` and
+//! `SandboxHandle.connect` give handles that never end the sandbox by themselves.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use moat_runtime::api::blocking as api;
+use moat_runtime::store::state::SandboxState;
+use napi_derive::napi;
+
+use crate::config::SandboxConfig;
+use crate::error::{NodeError, blocking};
+use crate::exec::{ExecOptions, ExecOutput, ExecPlan, ExitStatus};
+use crate::info::{SandboxInfo, timestamp_ms};
+use crate::library;
+
+/// Attached sandboxes by handle token: what the exit hook kills.
+static ATTACHED: Mutex<Option<HashMap<u64, api::Sandbox>>> = Mutex::new(None);
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+fn attach(sandbox: &api::Sandbox) -> u64 {
+    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+    let mut attached = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
+    attached.get_or_insert_with(HashMap::new).insert(token, sandbox.clone());
+    token
+}
+
+fn release(token: u64) -> Option<api::Sandbox> {
+    let mut attached = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
+    attached.as_mut().and_then(|map| map.remove(&token))
+}
+
+/// Kills every sandbox an attached handle still owns; `index.js` calls it when node exits
+/// (internal: not exported by the package, so not in `index.d.ts`). Returns how many it killed.
+#[napi(skip_typescript)]
+pub fn kill_attached_sandboxes() -> u32 {
+    let owned: Vec<api::Sandbox> = {
+        let mut attached = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
+        attached.take().map(|map| map.into_values().collect()).unwrap_or_default()
+    };
+    let mut killed = 0;
+    for sandbox in owned {
+        if library::kill(&sandbox).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+fn unsupported<T>(call: &str) -> napi::Result<T> {
+    Err(NodeError::NotSupported(call.to_owned()).into())
+}
+
+/// A running sandbox.
+#[napi]
+pub struct Sandbox {
+    inner: api::Sandbox,
+    /// The attached-lifecycle token, while this handle owns the sandbox.
+    owner: Mutex<Option<u64>>,
+}
+
+impl Sandbox {
+    fn new(inner: api::Sandbox, attached: bool) -> Sandbox {
+        let owner = attached.then(|| attach(&inner));
+        Sandbox { inner, owner: Mutex::new(owner) }
+    }
+
+    fn owner(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.owner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn run(&self, plan: ExecPlan) -> napi::Result<ExecOutput> {
+        let inner = self.inner.clone();
+        let captured = blocking(move || library::exec(&inner, plan.request, &plan.stdin)).await?;
+        Ok(ExecOutput::from_captured(captured))
+    }
+
+    async fn end(&self, kill: bool) -> napi::Result<SandboxState> {
+        let inner = self.inner.clone();
+        let state =
+            blocking(move || if kill { library::kill(&inner) } else { library::stop(&inner) })
+                .await?;
+        // It has ended: nothing is left for this handle to end.
+        if let Some(token) = self.owner().take() {
+            release(token);
+        }
+        Ok(state)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let token = self.owner.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(sandbox) = token.and_then(release) {
+            // Garbage collection runs on node's thread: the kill runs beside it.
+            std::thread::spawn(move || {
+                let _ = library::kill(&sandbox);
+            });
+        }
+    }
+}
+
+#[napi]
+impl Sandbox {
+    /// Creates and boots a sandbox owned by this handle (killed when the handle is collected or
+    /// node exits, unless detached).
+    #[napi(ts_return_type = "Promise<Sandbox>")]
+    pub async fn create(config: SandboxConfig) -> napi::Result<Sandbox> {
+        let plan = config.plan()?;
+        let inner = blocking(move || library::create(plan)).await?;
+        Ok(Sandbox::new(inner, true))
+    }
+
+    /// Creates and boots a sandbox that outlives this handle and this process.
+    #[napi(ts_return_type = "Promise<Sandbox>")]
+    pub async fn create_detached(config: SandboxConfig) -> napi::Result<Sandbox> {
+        let plan = config.plan()?;
+        let inner = blocking(move || library::create(plan)).await?;
+        Ok(Sandbox::new(inner, false))
+    }
+
+    /// A handle on the existing sandbox `name` (running or not).
+    #[napi(ts_return_type = "Promise<SandboxHandle>")]
+    pub async fn get(name: String) -> napi::Result<SandboxHandle> {
+        let (inner, state) = blocking(move || {
+            let inner = library::get(&name)?;
+            let state = library::state(&inner)?;
+            Ok((inner, state))
+        })
+        .await?;
+        Ok(SandboxHandle { inner, state })
+    }
+
+    /// Every sandbox, sorted by name.
+    #[napi]
+    pub async fn list() -> napi::Result<Vec<SandboxInfo>> {
+        let states = blocking(library::list).await?;
+        Ok(states.iter().map(SandboxInfo::of).collect())
+    }
+
+    /// Not supported by moat yet (labels).
+    #[napi(
+        ts_args_type = "filter: { labels?: Record<string, string> }",
+        ts_return_type = "Promise<never>"
+    )]
+    pub async fn list_with(_filter: serde_json::Value) -> napi::Result<()> {
+        unsupported("Sandbox.listWith (labels)")
+    }
+
+    /// Removes a stopped sandbox.
+    #[napi]
+    pub async fn remove(name: String) -> napi::Result<()> {
+        blocking(move || library::remove(&name, false)).await?;
+        Ok(())
+    }
+
+    /// Not supported by moat yet (restarting a stopped sandbox).
+    #[napi(ts_return_type = "Promise<never>")]
+    pub async fn start(_name: String) -> napi::Result<()> {
+        unsupported("Sandbox.start")
+    }
+
+    /// Not supported by moat yet (restarting a stopped sandbox).
+    #[napi(ts_return_type = "Promise<never>")]
+    pub async fn start_detached(_name: String) -> napi::Result<()> {
+        unsupported("Sandbox.startDetached")
+    }
+
+    /// The sandbox name.
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.inner.name().to_owned()
+    }
+
+    /// Whether this handle ends the sandbox when it goes away (attached mode).
+    #[napi(getter)]
+    pub fn owns_lifecycle(&self) -> bool {
+        self.owner().is_some()
+    }
+
+    /// The configuration the sandbox was created with, as JSON.
+    #[napi]
+    pub async fn config_json(&self) -> napi::Result<String> {
+        let inner = self.inner.clone();
+        let state = blocking(move || library::state(&inner)).await?;
+        Ok(serde_json::to_string(&state.spec).unwrap_or_default())
+    }
+
+    /// Runs `cmd args...` and collects its output.
+    #[napi]
+    pub async fn exec(&self, cmd: String, args: Option<Vec<String>>) -> napi::Result<ExecOutput> {
+        self.run(ExecPlan::simple(cmd, args)?).await
+    }
+
+    /// Runs `cmd` with per-command options (`index.js` also accepts microsandbox's builder
+    /// callback) and collects its output.
+    #[napi]
+    pub async fn exec_with(&self, cmd: String, options: ExecOptions) -> napi::Result<ExecOutput> {
+        self.run(ExecPlan::with_options(cmd, options)?).await
+    }
+
+    /// Runs `script` with `/bin/sh -c` and collects its output.
+    #[napi]
+    pub async fn shell(&self, script: String) -> napi::Result<ExecOutput> {
+        self.run(ExecPlan::simple("/bin/sh".into(), Some(vec!["-c".into(), script]))?).await
+    }
+
+    /// Shuts the sandbox down gracefully.
+    #[napi]
+    pub async fn stop(&self) -> napi::Result<()> {
+        self.end(false).await?;
+        Ok(())
+    }
+
+    /// Shuts the sandbox down gracefully and returns how it ended.
+    #[napi]
+    pub async fn stop_and_wait(&self) -> napi::Result<ExitStatus> {
+        let state = self.end(false).await?;
+        Ok(ExitStatus::of(state.exit_code))
+    }
+
+    /// Kills the sandbox (SIGKILL).
+    #[napi]
+    pub async fn kill(&self) -> napi::Result<()> {
+        self.end(true).await?;
+        Ok(())
+    }
+
+    /// Waits until the sandbox ends by itself (or is stopped elsewhere).
+    #[napi]
+    pub async fn wait(&self) -> napi::Result<ExitStatus> {
+        let inner = self.inner.clone();
+        let state = blocking(move || library::wait(&inner, library::WAIT_FOREVER)).await?;
+        Ok(ExitStatus::of(state.exit_code))
+    }
+
+    /// Lets the sandbox outlive this handle and this process.
+    #[napi]
+    pub async fn detach(&self) -> napi::Result<()> {
+        if let Some(token) = self.owner().take() {
+            release(token);
+        }
+        Ok(())
+    }
+
+    /// Removes the sandbox's record; it must be stopped.
+    #[napi]
+    pub async fn remove_persisted(&self) -> napi::Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || library::remove_handle(inner, false)).await?;
+        if let Some(token) = self.owner().take() {
+            release(token);
+        }
+        Ok(())
+    }
+
+    /// Not supported by moat yet.
+    #[napi(ts_args_type = "cmd: string, args?: Array<string>", ts_return_type = "Promise<never>")]
+    pub async fn exec_stream(
+        &self,
+        _cmd: serde_json::Value,
+        _args: Option<serde_json::Value>,
+    ) -> napi::Result<()> {
+        unsupported("Sandbox.execStream")
+    }
+
+    /// Not supported by moat yet.
+    #[napi(ts_args_type = "cmd: string, options: unknown", ts_return_type = "Promise<never>")]
+    pub async fn exec_stream_with(
+        &self,
+        _cmd: serde_json::Value,
+        _options: Option<serde_json::Value>,
+    ) -> napi::Result<()> {
+        unsupported("Sandbox.execStreamWith")
+    }
+
+    /// Not supported by moat yet.
+    #[napi(ts_args_type = "script: string", ts_return_type = "Promise<never>")]
+    pub async fn shell_stream(&self, _script: serde_json::Value) -> napi::Result<()> {
+        unsupported("Sandbox.shellStream")
+    }
+
+    /// Not supported by moat yet (throws).
+    #[napi(ts_return_type = "never")]
+    pub fn fs(&self) -> napi::Result<()> {
+        unsupported("Sandbox.fs")
+    }
+
+    /// Not supported by moat yet.
+    #[napi(ts_return_type = "Promise<never>")]
+    pub async fn metrics(&self) -> napi::Result<()> {
+        unsupported("Sandbox.metrics")
+    }
+
+    /// Not supported by moat yet.
+    #[napi(ts_args_type = "intervalMs: number", ts_return_type = "Promise<never>")]
+    pub async fn metrics_stream(&self, _interval_ms: serde_json::Value) -> napi::Result<()> {
+        unsupported("Sandbox.metricsStream")
+    }
+
+    /// Not supported by moat yet.
+    #[napi(ts_args_type = "opts?: unknown", ts_return_type = "Promise<never>")]
+    pub async fn logs(&self, _opts: Option<serde_json::Value>) -> napi::Result<()> {
+        unsupported("Sandbox.logs")
+    }
+
+    /// Not supported by moat yet.
+    #[napi(ts_args_type = "opts?: unknown", ts_return_type = "Promise<never>")]
+    pub async fn log_stream(&self, _opts: Option<serde_json::Value>) -> napi::Result<()> {
+        unsupported("Sandbox.logStream")
+    }
+
+    /// Not supported by moat yet.
+    #[napi(ts_return_type = "Promise<never>")]
+    pub async fn drain(&self) -> napi::Result<()> {
+        unsupported("Sandbox.drain")
+    }
+}
+
+/// A sandbox record from `Sandbox.get`: its state when fetched and lifecycle calls.
+#[napi]
+pub struct SandboxHandle {
+    inner: api::Sandbox,
+    state: SandboxState,
+}
+
+#[napi]
+impl SandboxHandle {
+    /// The sandbox name.
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.inner.name().to_owned()
+    }
+
+    /// `"running"`, `"draining"`, `"stopped"` or `"crashed"` when fetched.
+    #[napi(getter)]
+    pub fn status(&self) -> String {
+        self.state.status.as_str().to_owned()
+    }
+
+    /// The configuration it was created with, as JSON.
+    #[napi(getter)]
+    pub fn config_json(&self) -> String {
+        serde_json::to_string(&self.state.spec).unwrap_or_default()
+    }
+
+    /// Creation time, ms since the epoch.
+    #[napi(getter)]
+    pub fn created_at(&self) -> Option<f64> {
+        timestamp_ms(&self.state.created_at)
+    }
+
+    /// Last state change, ms since the epoch.
+    #[napi(getter)]
+    pub fn updated_at(&self) -> Option<f64> {
+        SandboxInfo::of(&self.state).updated_at
+    }
+
+    /// A fresh handle on the same sandbox.
+    #[napi(ts_return_type = "Promise<SandboxHandle>")]
+    pub async fn refresh(&self) -> napi::Result<SandboxHandle> {
+        let inner = self.inner.clone();
+        let (inner, state) = blocking(move || {
+            let state = library::state(&inner)?;
+            Ok((inner, state))
+        })
+        .await?;
+        Ok(SandboxHandle { inner, state })
+    }
+
+    /// A `Sandbox` on the running sandbox (detached: it does not own its lifecycle).
+    #[napi(ts_return_type = "Promise<Sandbox>")]
+    pub async fn connect(&self) -> napi::Result<Sandbox> {
+        let inner = self.inner.clone();
+        let inner = blocking(move || {
+            let state = library::state(&inner)?;
+            if state.status != moat_runtime::store::state::Status::Running {
+                return Err(moat_runtime::error::RuntimeError::NotRunning {
+                    name: inner.name().to_owned(),
+                    status: state.status.as_str(),
+                }
+                .into());
+            }
+            Ok(inner)
+        })
+        .await?;
+        Ok(Sandbox::new(inner, false))
+    }
+
+    /// Shuts it down gracefully.
+    #[napi]
+    pub async fn stop(&self) -> napi::Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || library::stop(&inner)).await?;
+        Ok(())
+    }
+
+    /// Kills it.
+    #[napi]
+    pub async fn kill(&self) -> napi::Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || library::kill(&inner)).await?;
+        Ok(())
+    }
+
+    /// Removes it (it must be stopped).
+    #[napi]
+    pub async fn remove(&self) -> napi::Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || library::remove_handle(inner, false)).await?;
+        Ok(())
+    }
+
+    /// Not supported by moat yet.
+    #[napi(ts_return_type = "Promise<never>")]
+    pub async fn start(&self) -> napi::Result<()> {
+        unsupported("SandboxHandle.start")
+    }
+
+    /// Not supported by moat yet.
+    #[napi(ts_return_type = "Promise<never>")]
+    pub async fn metrics(&self) -> napi::Result<()> {
+        unsupported("SandboxHandle.metrics")
+    }
+}

@@ -1,0 +1,135 @@
+'use strict'
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { spawnSync } = require('node:child_process')
+const path = require('node:path')
+const { moat, home, uniqueName, config, cli, cleanup, recordedStatus, recordedPid, pidAlive } = require('./helpers.js')
+const { Sandbox, InvalidArgumentError, NotSupportedError, NotFoundError, MoatError } = moat
+
+test.after(cleanup)
+
+function rejectsWith(Class, code, pattern) {
+  return (err) => {
+    assert.ok(err instanceof Class, `${err.constructor.name}: ${err.message}`)
+    assert.ok(err instanceof MoatError)
+    assert.ok(err instanceof Error)
+    assert.equal(err.code, code)
+    if (pattern) assert.match(err.message, pattern)
+    return true
+  }
+}
+const invalid = (pattern) => rejectsWith(InvalidArgumentError, 'ERR_MOAT_INVALID_ARGUMENT', pattern)
+const unsupported = (pattern) => rejectsWith(NotSupportedError, 'ERR_MOAT_NOT_SUPPORTED', pattern)
+
+test('wrong config types and missing fields reject with InvalidArgumentError', async () => {
+  await assert.rejects(Sandbox.create({ name: 42, image: 'host' }), invalid(/name/))
+  await assert.rejects(Sandbox.create({ image: 'host' }), invalid(/config\.name is required/))
+  await assert.rejects(Sandbox.create({ name: 'x' }), invalid(/config\.image is required/))
+  await assert.rejects(Sandbox.create(), invalid())
+  await assert.rejects(Sandbox.create('just-a-string'), invalid())
+  await assert.rejects(Sandbox.create(config('x', { cpus: 'two' })), invalid(/cpus/))
+  await assert.rejects(Sandbox.create(config('x', { cpus: 0 })), invalid(/cpus/))
+  await assert.rejects(Sandbox.create(config('x', { env: { A: 1 } })), invalid())
+  await assert.rejects(Sandbox.create(config('x', { isolation: 'container' })), invalid(/isolation/))
+  await assert.rejects(Sandbox.create(config('x', { image: './no/such/dir' })), invalid(/not a usable path/))
+  await assert.rejects(Sandbox.create(config('bad/name')), invalid(/name/))
+  await assert.rejects(Sandbox.create(config('x', { volumes: { '/m': { readonly: true } } })), invalid(/exactly one/))
+  await assert.rejects(Sandbox.get(7), invalid())
+  await assert.rejects(Sandbox.remove(undefined), invalid())
+  assert.deepEqual(await Sandbox.list(), [], 'no sandbox was left behind')
+})
+
+test('config fields moat does not support reject by name', async () => {
+  const fields = {
+    secrets: [], network: { policy: 'none' }, ports: { 8080: 80 }, patches: [], labels: { a: 'b' },
+    ephemeral: true, shell: '/bin/bash', entrypoint: ['x'], logLevel: 'debug',
+  }
+  for (const [field, value] of Object.entries(fields)) {
+    await assert.rejects(Sandbox.create(config(uniqueName('unsup'), { [field]: value })),
+      unsupported(new RegExp(`not supported by moat: config\\.${field}`)))
+  }
+  await assert.rejects(Sandbox.create(config('x', { pullPolicy: 'always' })), unsupported(/pullPolicy/))
+  await assert.rejects(Sandbox.create(config('x', { volumes: { '/v': { named: 'data' } } })), unsupported(/named volumes/))
+  await assert.rejects(Sandbox.create(config('x', { image: '/disk.qcow2' })), unsupported(/disk image/))
+  assert.deepEqual(await Sandbox.list(), [], 'no sandbox was left behind')
+})
+
+test('calls moat does not support reject by name; bad exec arguments are typed errors', async () => {
+  const sb = await Sandbox.create(config(uniqueName('calls')))
+  try {
+    await assert.rejects(sb.execStream('true'), unsupported(/Sandbox\.execStream/))
+    await assert.rejects(sb.shellStream('true'), unsupported(/Sandbox\.shellStream/))
+    await assert.rejects(sb.metrics(), unsupported(/Sandbox\.metrics/))
+    await assert.rejects(sb.logs(), unsupported(/Sandbox\.logs/))
+    await assert.rejects(sb.drain(), unsupported(/Sandbox\.drain/))
+    await assert.rejects(Sandbox.listWith({ labels: {} }), unsupported(/listWith/))
+    await assert.rejects(Sandbox.start('x'), unsupported(/Sandbox\.start/))
+    assert.throws(() => sb.fs(), unsupported(/Sandbox\.fs/))
+
+    await assert.rejects(sb.exec(42), invalid())
+    await assert.rejects(sb.exec('echo', 'not-an-array'), invalid())
+    await assert.rejects(sb.exec(''), invalid(/empty/))
+    await assert.rejects(sb.execWith('true', { timeoutMs: 5 }), unsupported(/timeoutMs/))
+    await assert.rejects(sb.execWith('true', (b) => b.stdinPipe()), unsupported(/pipe/))
+    await assert.rejects(sb.execWith('true', { stdin: { kind: 'file' } }), invalid(/stdin kind/))
+    await assert.rejects(sb.execWith('true', { rlimits: [{ resource: 'nofile', soft: -1, hard: 1 }] }), invalid(/rlimit/))
+    await assert.rejects(sb.execWith('true', () => 'not the builder'), invalid(/builder/))
+    assert.equal((await sb.exec('true')).code, 0, 'the sandbox still works')
+  } finally {
+    await sb.kill()
+  }
+})
+
+test('a sandbox removed under a live handle gives NotFoundError, not a crash', async () => {
+  const name = uniqueName('gone')
+  const sb = await Sandbox.create(config(name))
+  const pid = recordedPid(name)
+  const rm = cli('rm', '-f', name)
+  assert.equal(rm.status, 0, rm.stderr)
+  assert.equal(recordedStatus(name), null)
+  assert.equal(pidAlive(pid), false, 'moat rm -f ended the sandbox process')
+  const notFound = rejectsWith(NotFoundError, 'ERR_MOAT_NOT_FOUND', new RegExp(name))
+  await assert.rejects(sb.exec('true'), notFound)
+  await assert.rejects(sb.stop(), notFound)
+  await assert.rejects(sb.kill(), notFound)
+  await assert.rejects(sb.wait(), notFound)
+  await assert.rejects(sb.removePersisted(), notFound)
+  await assert.rejects(Sandbox.get(name), notFound)
+})
+
+test('an attached sandbox ends with the node process that owns it; a detached one does not', () => {
+  const attached = uniqueName('owned')
+  const detached = uniqueName('free')
+  const script = `
+    const { Sandbox } = require(${JSON.stringify(path.join(__dirname, '..'))})
+    ;(async () => {
+      await Sandbox.create({ name: ${JSON.stringify(attached)}, image: 'host', isolation: 'namespace' })
+      await Sandbox.createDetached({ name: ${JSON.stringify(detached)}, image: 'host', isolation: 'namespace' })
+      process.exit(0)
+    })().catch((err) => { console.error(err); process.exit(1) })`
+  const child = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, MOAT_HOME: home }, encoding: 'utf8' })
+  assert.equal(child.status, 0, child.stderr)
+  assert.notEqual(recordedStatus(attached), 'running')
+  assert.equal(pidAlive(recordedPid(attached)), false)
+  assert.equal(recordedStatus(detached), 'running')
+  assert.equal(pidAlive(recordedPid(detached)), true)
+  cli('rm', '-f', attached)
+  cli('rm', '-f', detached)
+})
+
+test('an attached sandbox ends when its node process is killed by SIGTERM', () => {
+  const name = uniqueName('signalled')
+  const script = `
+    const { Sandbox } = require(${JSON.stringify(path.join(__dirname, '..'))})
+    ;(async () => {
+      await Sandbox.create({ name: ${JSON.stringify(name)}, image: 'host', isolation: 'namespace' })
+      process.kill(process.pid, 'SIGTERM')
+      setTimeout(() => process.exit(3), 10000)
+    })().catch((err) => { console.error(err); process.exit(1) })`
+  const child = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, MOAT_HOME: home }, encoding: 'utf8' })
+  assert.equal(child.signal, 'SIGTERM', `node did not end by its SIGTERM: ${child.status} ${child.stderr}`)
+  assert.notEqual(recordedStatus(name), 'running')
+  assert.equal(pidAlive(recordedPid(name)), false)
+  cli('rm', '-f', name)
+})
