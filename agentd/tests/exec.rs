@@ -653,6 +653,11 @@ const QUIET: Duration = Duration::from_millis(300);
 async fn flow_controlled_output_stops_at_the_window_and_resumes_on_ack() {
     let mut host = Host::with_config(flow_config());
     let id = host.start_v(FLOW, sh("head -c 100000 /dev/zero"));
+    // The first output may take longer than QUIET on a loaded machine: wait for it, then for quiet.
+    while host.outcome(id).charge == 0 {
+        assert!(!host.outcome(id).is_done(), "ended without output");
+        host.pump().await;
+    }
     host.pump_until_quiet(QUIET).await;
     let outcome = host.outcome(id);
     assert!(outcome.charge > 0 && outcome.charge <= 8192, "charge {}", outcome.charge);
@@ -666,6 +671,7 @@ async fn flow_controlled_output_stops_at_the_window_and_resumes_on_ack() {
 async fn exited_is_withheld_until_all_output_is_acknowledged() {
     let mut host = Host::with_config(flow_config());
     let id = host.start_v(FLOW, sh("echo hi"));
+    host.wait_stdout(id, "hi").await;
     host.pump_until_quiet(QUIET).await;
     assert_eq!(host.outcome(id).stdout_text(), "hi\n");
     assert_eq!(host.outcome(id).exited, None);
