@@ -30,6 +30,9 @@ use crate::run::{Case, CaseResult, Ctx, Family, Passed};
 /// How long "nothing more arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(500);
 
+/// How long a case waits for an exec's first output before the quiet window applies.
+const FIRST_OUTPUT: Duration = Duration::from_secs(30);
+
 /// Bytes the never-acking case's command tries to write: 64 windows of the default policy.
 const FLOOD_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -117,7 +120,9 @@ fn flow_conn(ctx: &Ctx) -> Result<(Conn, ExecLimits), CaseError> {
 /// Reads session `id` without acknowledging until nothing arrives for [`QUIET`]; returns the
 /// output charge received and whether the session ended.
 fn read_unacked(conn: &mut Conn, id: u32, charge: &mut u64) -> Result<bool, CaseError> {
-    while let Some(raw) = conn.poll_raw(QUIET)? {
+    // The quiet window starts once output flows: a loaded peer may take longer than QUIET to
+    // start the command at all.
+    while let Some(raw) = conn.poll_raw(if *charge == 0 { FIRST_OUTPUT } else { QUIET })? {
         let frame = match moat_protocol::decode_frame(&raw).map_err(ClientError::from)? {
             moat_protocol::Decoded::Message(frame) => frame,
             other => fail!("a non-message record {other:?}"),
