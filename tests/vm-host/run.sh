@@ -471,11 +471,12 @@ done
 [ "$failed" = 0 ] || echo "(the whole console: $console; sandbox logs are inside the test host)"
 # What the VM backend supports, as this run showed it: a feature reads "yes" when every case that
 # proves it passed, "FAILED" when one failed, "not run" when its cases were not in this run. What
-# moat does not build yet for a VM says so, rather than being left out of the table.
+# moat does not build yet for a VM says so, rather than being left out of the table; what is built
+# but has no case here names that (the third argument).
 support() {
   local what=$1 cases=$2 verdict=yes c ran=0
   if [ -z "$cases" ]; then
-    verdict="not built yet"
+    verdict=${3:-not built yet}
   else
     for c in $cases; do
       if grep -q "^VMTEST FAIL $c:" "$run_dir/results.txt"; then
@@ -503,8 +504,8 @@ support "the whole conformance suite" "conformance conformance_host_root"
 support "a crash recorded as crashed" "crashed"
 support "boot failures reported with their cause" "boot_fail_rootfs boot_fail_agentd"
 support "OCI images (--image), layers stacked on the host" "image"
-support "guest network (--network, -p)" ""
-support "named volumes, metrics" ""
+support "guest network (--network, -p): refused on a VM" ""
+support "named volumes, metrics, root patches" "" "no case yet"
 support "seccomp profile and masked /proc inside the guest" "vm_seccomp"
 support "without root (/dev/kvm access alone; a root the user owns)" "rootless_vm"
 echo "timing: $((t_boot - t_start)) s to build and assemble, $((t_end - t_boot)) s in the test host"
