@@ -15,7 +15,9 @@
 //! (VM backend), so `kill(-1, SIGSTOP)` reaches every other process there and never the agent
 //! itself; the kernel delivers such a signal to a child being forked at that moment too, so no
 //! process escapes. The freeze then waits (bounded) until every process reports the stopped
-//! state, and flushes filesystems. Thaw is `kill(-1, SIGCONT)`. This works the same in both
+//! state or has `SIGSTOP` pending (a runnable process not yet scheduled, or one in an
+//! uninterruptible system call: it runs no more user code, though that call completes), and
+//! flushes filesystems. Thaw is `kill(-1, SIGCONT)`. This works the same in both
 //! backends and needs no cgroup (the namespace backend's sandbox root cannot write the host's
 //! cgroup tree). Limits: a process the workload had stopped itself is continued by the thaw, and
 //! a process may observe `SIGCONT` (a handler runs). An agent that is not PID 1 (a test run) has
@@ -39,6 +41,9 @@ pub const FREEZE_SETTLE_TIMEOUT_MS: u64 = 2_000;
 /// Pause between checks while waiting for processes to stop.
 const FREEZE_SETTLE_POLL_MS: u64 = 2;
 
+/// How many of the processes that did not stop a freeze error names.
+const MAX_NAMED_PROCESSES: usize = 5;
+
 /// Longest attempt id echoed in an error (it is host input).
 const MAX_ATTEMPT_ID_BYTES: usize = 256;
 
@@ -48,8 +53,9 @@ pub trait Freezer {
     fn available(&self) -> bool;
     /// Sends `SIGSTOP` (`stop`) or `SIGCONT` to every process but the agent.
     fn signal_all(&mut self, stop: bool);
-    /// How many processes other than the agent are not stopped (or zombies) yet.
-    fn running(&mut self) -> usize;
+    /// The processes other than the agent that are not stopped (nor zombies, nor bound to stop)
+    /// yet, each as `PID (COMM) STATE`, for the error that names them.
+    fn running(&mut self) -> Vec<String>;
     /// Flushes every filesystem.
     fn sync(&mut self);
 }
@@ -109,14 +115,17 @@ impl<F: Freezer> WorkloadLatch<F> {
         let deadline = Instant::now() + Duration::from_millis(FREEZE_SETTLE_TIMEOUT_MS);
         loop {
             let running = self.freezer.running();
-            if running == 0 {
+            if running.is_empty() {
                 break;
             }
             if Instant::now() >= deadline {
+                let named = running.iter().take(MAX_NAMED_PROCESSES).cloned().collect::<Vec<_>>();
                 return Err(failure(
                     CoreErrorKind::CapabilityUnavailable,
                     format!(
-                        "{running} processes did not stop within {FREEZE_SETTLE_TIMEOUT_MS} ms"
+                        "{} processes did not stop within {FREEZE_SETTLE_TIMEOUT_MS} ms: {}",
+                        running.len(),
+                        named.join(", ")
                     ),
                     &attempt,
                     WorkloadFailureDisposition::RecoveryRequired,
@@ -219,18 +228,23 @@ impl Freezer for ProcessFreezer {
         crate::sys::kill_all(if stop { Signal::SIGSTOP } else { Signal::SIGCONT });
     }
 
-    fn running(&mut self) -> usize {
-        let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    fn running(&mut self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
         entries
             .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
             .filter(|&pid| pid != std::process::id())
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|stat| parse_stat(&stat))
-                    .is_some_and(|stat| !stat.kernel_thread && !stat.settled())
+            .filter_map(|pid| {
+                let stat = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+                if stat.kernel_thread || stat.settled() {
+                    return None;
+                }
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                if stop_pending(&status) {
+                    return None;
+                }
+                Some(format!("{pid} ({}) {}", stat.comm, stat.state))
             })
-            .count()
+            .collect()
     }
 
     fn sync(&mut self) {
@@ -239,8 +253,10 @@ impl Freezer for ProcessFreezer {
 }
 
 /// What a freeze needs from `/proc/PID/stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Stat {
+    /// The command name (at most 15 bytes, from the kernel).
+    comm: String,
     /// The state letter (`R`, `S`, `D`, `T`, `t`, `Z`, `X`, ...).
     state: char,
     /// `PF_KTHREAD` is set: signals do not stop it.
@@ -249,7 +265,7 @@ struct Stat {
 
 impl Stat {
     /// Stopped, traced, or dead.
-    fn settled(self) -> bool {
+    fn settled(&self) -> bool {
         matches!(self.state, 'T' | 't' | 'Z' | 'X' | 'x')
     }
 }
@@ -260,12 +276,27 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 /// Parses the state and flags out of a `/proc/PID/stat` line. The command name (field 2) may hold
 /// spaces and parentheses, so fields are counted from its last `)`.
 fn parse_stat(stat: &str) -> Option<Stat> {
-    let rest = &stat[stat.rfind(')')? + 1..];
+    let close = stat.rfind(')')?;
+    let comm = stat[..close].split_once('(')?.1.to_owned();
+    let rest = &stat[close + 1..];
     let mut fields = rest.split_whitespace();
     let state = fields.next()?.chars().next()?;
     // After the state: ppid, pgrp, session, tty_nr, tpgid, then flags.
     let flags: u64 = fields.nth(5)?.parse().ok()?;
-    Some(Stat { state, kernel_thread: flags & PF_KTHREAD != 0 })
+    Some(Stat { comm, state, kernel_thread: flags & PF_KTHREAD != 0 })
+}
+
+/// `SIGSTOP`'s bit in the pending masks of `/proc/PID/status` (signal 19, bit 18).
+const SIGSTOP_BIT: u64 = 1 << 18;
+
+/// Whether `SIGSTOP` is pending for the process whose `/proc/PID/status` this is (its own
+/// `SigPnd` or its thread group's `ShdPnd`): it will stop before it runs user code again.
+fn stop_pending(status: &str) -> bool {
+    status.lines().any(|line| {
+        let mask = line.strip_prefix("SigPnd:").or_else(|| line.strip_prefix("ShdPnd:"));
+        mask.and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .is_some_and(|mask| mask & SIGSTOP_BIT != 0)
+    })
 }
 
 #[cfg(test)]
@@ -290,8 +321,8 @@ mod tests {
         fn signal_all(&mut self, stop: bool) {
             if stop { self.stops += 1 } else { self.conts += 1 }
         }
-        fn running(&mut self) -> usize {
-            self.running_after_stop
+        fn running(&mut self) -> Vec<String> {
+            (0..self.running_after_stop).map(|i| format!("{} (spin) R", 100 + i)).collect()
         }
         fn sync(&mut self) {
             self.synced = true;
@@ -382,6 +413,11 @@ mod tests {
         let mut latch = WorkloadLatch::new(&mut fake);
         let err = latch.freeze(freeze("a")).unwrap_err();
         assert_eq!(disposition(&err), WorkloadFailureDisposition::RecoveryRequired);
+        assert!(
+            err.message.ends_with("did not stop within 2000 ms: 100 (spin) R"),
+            "{}",
+            err.message
+        );
         assert!(latch.frozen(), "a thaw of attempt a recovers it");
         assert!(latch.thaw(thaw("a", WorkloadThawMode::Continue)).is_ok());
     }
@@ -389,10 +425,23 @@ mod tests {
     #[test]
     fn stat_lines_parse_past_a_command_with_parentheses() {
         let line = "42 (a (b) c) T 1 42 42 0 -1 4194560 100 0 0 0 0 0";
-        assert_eq!(parse_stat(line), Some(Stat { state: 'T', kernel_thread: false }));
-        let kthread = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0";
-        assert_eq!(parse_stat(kthread), Some(Stat { state: 'S', kernel_thread: true }));
+        let stat = parse_stat(line).unwrap();
+        assert_eq!((stat.comm.as_str(), stat.state, stat.kernel_thread), ("a (b) c", 'T', false));
+        let kthread = parse_stat("2 (kthreadd) S 0 0 0 0 -1 2129984 0 0").unwrap();
+        assert_eq!(
+            (kthread.comm.as_str(), kthread.state, kthread.kernel_thread),
+            ("kthreadd", 'S', true)
+        );
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) R"), None);
+    }
+
+    #[test]
+    fn a_pending_sigstop_in_either_mask_counts_as_bound_to_stop() {
+        let status = |sig: &str, shd: &str| format!("Name:\tsh\nSigPnd:\t{sig}\nShdPnd:\t{shd}\n");
+        assert!(stop_pending(&status("0000000000000000", "0000000000040000")));
+        assert!(stop_pending(&status("0000000000040000", "0000000000000000")));
+        assert!(!stop_pending(&status("0000000000000000", "0000000000020000")));
+        assert!(!stop_pending("garbage"));
     }
 }

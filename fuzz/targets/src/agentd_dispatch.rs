@@ -92,8 +92,8 @@ impl Freezer for NoFreezer {
         true
     }
     fn signal_all(&mut self, _stop: bool) {}
-    fn running(&mut self) -> usize {
-        0
+    fn running(&mut self) -> Vec<String> {
+        Vec::new()
     }
     fn sync(&mut self) {}
 }
