@@ -270,6 +270,40 @@ fn a_truncated_blob_is_refused_as_root() {
     assert_eq!(layer_dirs(&home).len(), 0);
 }
 
+/// A tmpfs of `size` mounted on `dir` for a test's life, unmounted on drop (also on a panic).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: PathBuf, size: &str) -> SmallDisk {
+        require_root();
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount a {size} tmpfs on {}", dir.display());
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_one_line_and_leaves_nothing_half_written_as_root() {
+    let registry = Registry::start();
+    push_app(&registry, "app:1");
+    // busybox alone unpacks to about 2 MiB: a 1 MiB store cannot take it.
+    let disk = SmallDisk::mount(moat_home("image-full-disk"), "1m");
+    let line = failed_pull(&disk.0, &registry.reference("app:1"));
+    assert!(line.contains("No space left on device"), "{line}");
+    assert_eq!(layer_dirs(&disk.0).len(), 0, "a layer that did not fit was kept");
+}
+
 #[test]
 fn a_missing_image_is_not_found_as_root() {
     let registry = Registry::start();
