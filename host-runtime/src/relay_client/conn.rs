@@ -1,7 +1,8 @@
 //! A raw relay client, as an SDK would write one: one socket, frames in and out, ids from the
-//! prologue's range. The bench drives pings, output streams and file transfers through it.
+//! prologue's range. The filesystem client ([`crate::relay_client::fs`]) runs on it, and the
+//! bench drives pings and output streams through it.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -11,13 +12,13 @@ use moat_protocol::{FrameDecoder, Message, MessageFrame};
 
 use crate::error::RuntimeError;
 use crate::limits::SOCKET_READ_CHUNK_BYTES;
-use crate::relay_client::{connect_relay, recv_message};
+use crate::relay_client::{connect_relay, next_decoded, recv_message};
 
 const RELAY: &str = "the relay";
 
 /// A connected relay client that has seen the replayed `core.ready`.
 #[derive(Debug)]
-pub(super) struct Conn {
+pub(crate) struct Conn {
     stream: UnixStream,
     decoder: FrameDecoder,
     ids: IdAllocator,
@@ -30,7 +31,7 @@ pub(super) struct Conn {
 
 impl Conn {
     /// Connects to the relay socket, reads the prologue and the replayed `core.ready`.
-    pub(super) fn connect(socket: &Path) -> Result<Conn, RuntimeError> {
+    pub(crate) fn connect(socket: &Path) -> Result<Conn, RuntimeError> {
         let (stream, range) = connect_relay(socket)?;
         let mut conn = Conn {
             stream,
@@ -55,7 +56,7 @@ impl Conn {
     /// Before a read: acknowledges exec output on `id` when an ack is due (the read would wait
     /// on the socket, or half the window is unacknowledged) and the connection is
     /// flow-controlled.
-    pub(super) fn ack_output(
+    pub(crate) fn ack_output(
         &mut self,
         id: u32,
         acks: &mut crate::relay_client::flow::OutputAcks,
@@ -69,12 +70,12 @@ impl Conn {
     }
 
     /// A fresh correlation id.
-    pub(super) fn next_id(&mut self) -> Result<u32, RuntimeError> {
+    pub(crate) fn next_id(&mut self) -> Result<u32, RuntimeError> {
         self.ids.next_id().ok_or(RuntimeError::IdsExhausted)
     }
 
     /// Encodes `frame` into a reused buffer and writes it.
-    pub(super) fn send(
+    pub(crate) fn send(
         &mut self,
         frame: &MessageFrame,
         what: &'static str,
@@ -89,13 +90,40 @@ impl Conn {
     }
 
     /// The next message frame (bulk and lease records are skipped).
-    pub(super) fn recv(&mut self, while_doing: &'static str) -> Result<MessageFrame, RuntimeError> {
+    pub(crate) fn recv(&mut self, while_doing: &'static str) -> Result<MessageFrame, RuntimeError> {
         recv_message(&mut self.stream, &mut self.decoder, &mut self.read_buf, while_doing)
+    }
+
+    /// The next message frame if one has already arrived, without waiting for one: what a
+    /// sender checks between chunks, so it stops at the peer's first terminal answer.
+    pub(crate) fn try_recv(
+        &mut self,
+        while_doing: &'static str,
+    ) -> Result<Option<MessageFrame>, RuntimeError> {
+        loop {
+            if let Some(frame) = next_decoded(&mut self.decoder)? {
+                return Ok(Some(frame));
+            }
+            self.stream
+                .set_nonblocking(true)
+                .map_err(RuntimeError::io("poll relay socket", "agent.sock"))?;
+            let read = self.stream.read(&mut self.read_buf);
+            self.stream
+                .set_nonblocking(false)
+                .map_err(RuntimeError::io("poll relay socket", "agent.sock"))?;
+            match read {
+                Ok(0) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
+                Ok(n) => self.decoder.push(&self.read_buf[..n]),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
+            }
+        }
     }
 }
 
 /// `Ok` when `ok`; otherwise an error naming what arrived instead.
-pub(super) fn expect(
+pub(crate) fn expect(
     ok: bool,
     got: &MessageFrame,
     while_doing: &'static str,
