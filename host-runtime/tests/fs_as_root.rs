@@ -1,6 +1,7 @@
 //! End to end: the sandbox filesystem from the host, through the library (`Sandbox::fs`) and
 //! through `moat cp`, on the namespace backend. Needs root.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use moat_protocol::payload::exec::ExecRequest;
@@ -195,7 +196,7 @@ async fn guest_and_sandbox_errors_are_typed_as_root() {
 }
 
 #[tokio::test]
-async fn moat_cp_copies_a_20_mib_file_both_ways_as_root() {
+async fn moat_cp_copies_a_20_mib_file_and_a_tree_both_ways_as_root() {
     let home = moat_home("fs-cli-cp");
     let moat_api = moat_lib(&home);
     let sandbox = sandbox(&moat_api, "cpbox").await;
@@ -230,9 +231,29 @@ async fn moat_cp_copies_a_20_mib_file_both_ways_as_root() {
     let out = cp(&["ghost:/data/x", down.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no sandbox named \"ghost\""), "{}", stderr(&out));
-    let out = cp(&[dir.to_str().unwrap(), "cpbox:/data/d"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+
+    // A directory tree, into an existing guest directory and back to a new host one.
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    std::fs::create_dir(tree.join("empty")).unwrap();
+    std::fs::write(tree.join("a.txt"), "a\n").unwrap();
+    std::fs::write(tree.join("sub/deeper/b.bin"), &content[..MIB]).unwrap();
+    std::fs::set_permissions(tree.join("a.txt"), PermissionsExt::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("a.txt", tree.join("link")).unwrap();
+    let out = cp(&[tree.to_str().unwrap(), "cpbox:/data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fs = sandbox.fs();
+    assert_eq!(fs.read_to_string("/data/tree/link").await.unwrap(), "a\n");
+    assert_eq!(fs.stat("/data/tree/a.txt").await.unwrap().mode & 0o777, 0o750);
+    assert_eq!(fs.stat("/data/tree/empty").await.unwrap().kind, FsEntryKind::Dir);
+    let back = dir.join("back");
+    let out = cp(&["cpbox:/data/tree", back.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(back.join("sub/deeper/b.bin")).unwrap(), &content[..MIB]);
+    assert_eq!(std::fs::read_link(back.join("link")).unwrap(), Path::new("a.txt"));
+    let mode = std::fs::metadata(back.join("a.txt")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o750);
+    assert!(std::fs::read_dir(back.join("empty")).unwrap().next().is_none());
 
     sandbox.stop().await.unwrap();
     let out = cp(&[up.to_str().unwrap(), "cpbox:/data/again.bin"]);

@@ -6,6 +6,7 @@
 //!  Sandbox::fs() ─► SandboxFs ─► stat / exists / list / mkdir / remove / remove_dir / copy / rename
 //!                             ├─► read (≤ MAX_FS_READ_BYTES) / read_to_string / write
 //!                             ├─► copy_from_host(host, guest) / copy_to_host(guest, host)
+//!                             ├─► copy_dir_from_host / copy_dir_to_host (whole trees)
 //!                             ├─► read_stream(path, chunk) ─► FsReadStream: next() ≤ chunk bytes
 //!                             └─► write_stream(path) ─► FsWriteStream: write(data) … finish()
 //! ```
@@ -175,6 +176,29 @@ impl SandboxFs {
     ) -> Result<u64, RuntimeError> {
         let (guest, host): (String, PathBuf) = (guest_path.to_owned(), host_path.as_ref().into());
         self.run(move |client| client.copy_to_host(&guest, &host)).await
+    }
+
+    /// Copies the host directory `host_dir` and everything under it (files with their
+    /// permission bits, directories, symlinks as links) to `guest_dir`, created with its
+    /// parents; returns the bytes of file content copied.
+    pub async fn copy_dir_from_host(
+        &self,
+        host_dir: impl AsRef<Path>,
+        guest_dir: &str,
+    ) -> Result<u64, RuntimeError> {
+        let (host, guest) = (host_dir.as_ref().to_owned(), guest_dir.to_owned());
+        self.run(move |client| client.copy_dir_from_host(&host, &guest)).await
+    }
+
+    /// Copies the guest directory `guest_dir` and everything under it to `host_dir`, created
+    /// with its parents; returns the bytes of file content copied.
+    pub async fn copy_dir_to_host(
+        &self,
+        guest_dir: &str,
+        host_dir: impl AsRef<Path>,
+    ) -> Result<u64, RuntimeError> {
+        let (guest, host) = (guest_dir.to_owned(), host_dir.as_ref().to_owned());
+        self.run(move |client| client.copy_dir_to_host(&guest, &host)).await
     }
 
     /// The file `path` as a stream of chunks of at most `chunk_bytes` (1 byte to 3 MiB; other

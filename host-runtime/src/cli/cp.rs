@@ -8,7 +8,7 @@
 //!  DEST an existing directory ─► the file keeps its name inside it
 //! ```
 //!
-//! Files only: a directory as the source is a clear error, not a recursive copy.
+//! A directory is copied with everything under it (symlinks as links).
 
 use std::path::{Path, PathBuf};
 
@@ -50,7 +50,7 @@ fn location(arg: &str) -> Result<Location, String> {
 /// `moat cp`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct CpCmd {
-    /// What to copy: a host file, or NAME:/path in a running sandbox.
+    /// What to copy: a host file or directory, or NAME:/path in a running sandbox.
     #[arg(value_name = "SOURCE", value_parser = location)]
     pub source: Location,
     /// Where to: NAME:/path in a running sandbox, or a host path (into it when a directory).
@@ -101,39 +101,32 @@ impl CpCmd {
     }
 }
 
-/// Why `moat cp` failed (exit 1).
-#[derive(Debug, thiserror::Error)]
-pub enum CpError {
-    /// The sandbox, the agent or a file operation failed.
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    /// The source is a directory.
-    #[error("{0}: is a directory; moat cp copies single files")]
-    Directory(String),
-}
-
 /// Runs `transfer` against the sandboxes of the moat home `home`; returns the bytes copied.
-pub fn run(home: &Path, transfer: Transfer) -> Result<u64, CpError> {
+pub fn run(home: &Path, transfer: Transfer) -> Result<u64, RuntimeError> {
     let moat = Moat::new(home);
     match transfer {
         Transfer::ToSandbox { host, name, path } => {
-            if host.is_dir() {
-                return Err(CpError::Directory(host.display().to_string()));
-            }
             let mut client = moat.get(&name)?.fs()?;
             let dest = guest_destination(&mut client, &path, &host)?;
-            Ok(client.copy_from_host(&host, &dest)?)
+            // A symlink given as the source is followed, as `cp` does.
+            if host.is_dir() {
+                client.copy_dir_from_host(&host, &dest)
+            } else {
+                client.copy_from_host(&host, &dest)
+            }
         }
         Transfer::FromSandbox { name, path, host } => {
             let mut client = moat.get(&name)?.fs()?;
-            if client.stat(&path)?.kind == FsEntryKind::Dir {
-                return Err(CpError::Directory(format!("{name}:{path}")));
-            }
+            let is_dir = client.stat(&path)?.kind == FsEntryKind::Dir;
             let dest = match Path::new(&path).file_name() {
                 Some(file) if host.is_dir() => host.join(file),
                 _ => host,
             };
-            Ok(client.copy_to_host(&path, &dest)?)
+            if is_dir {
+                client.copy_dir_to_host(&path, &dest)
+            } else {
+                client.copy_to_host(&path, &dest)
+            }
         }
     }
 }

@@ -50,7 +50,7 @@ pub enum Command {
     Create(CreateCmd),
     /// Run a command in a running sandbox.
     Exec(ExecCmd),
-    /// Copy a file between the host and a running sandbox (NAME:/path on one side).
+    /// Copy a file or directory between the host and a running sandbox (NAME:/path on one side).
     Cp(cp::CpCmd),
     /// List named sandboxes.
     Ls(LsCmd),

@@ -15,10 +15,14 @@
 //! between chunks. Handles belong to the connection's relay slot, so a file is opened, used and
 //! closed on one client; the agent closes whatever a dropped client left open.
 //!
+//! Whole directory trees are [`FsClient::copy_dir_from_host`] and [`FsClient::copy_dir_to_host`]
+//! (`tree.rs`).
+//!
 //! Only CBOR `core.fs.data` is spoken: the generation-8 raw bulk mode (§11) is not built on the
 //! host side. This module does not check that the sandbox runs; [`crate::api`] does.
 
 pub mod error;
+mod tree;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
