@@ -20,6 +20,9 @@ const MIB: usize = 1024 * 1024;
 /// The guest directory the tests write to: a tmpfs of the sandbox's own.
 const DATA: &str = "/data";
 
+/// A 2 MiB tmpfs, to fill.
+const SMALL: &str = "/small";
+
 fn moat_lib(home: &Path) -> Moat {
     require_root();
     Moat::new(home).with_executables(executables())
@@ -27,7 +30,10 @@ fn moat_lib(home: &Path) -> Moat {
 
 async fn sandbox(moat: &Moat, name: &str) -> Sandbox {
     let config = SandboxConfig {
-        tmpfs: vec![Tmpfs { path: DATA.to_owned(), size_mib: Some(128) }],
+        tmpfs: vec![
+            Tmpfs { path: DATA.to_owned(), size_mib: Some(128) },
+            Tmpfs { path: SMALL.to_owned(), size_mib: Some(2) },
+        ],
         ..SandboxConfig::default()
     };
     let options = SandboxOptions::new(name).isolation(Isolation::Namespace).config(config);
@@ -183,6 +189,40 @@ async fn guest_and_sandbox_errors_are_typed_as_root() {
     assert!(matches!(err, RuntimeError::GuestFs(GuestFsError::IsADirectory { .. })), "{err}");
     let err = fs.copy_to_host(DATA, host_dir("errors").join("d")).await.unwrap_err();
     assert!(matches!(err, RuntimeError::GuestFs(GuestFsError::IsADirectory { .. })), "{err}");
+
+    // A full filesystem ends a streamed write with the agent's error; one client can go on
+    // after it (the answers to data sent after the failure do not confuse later calls).
+    let big = host_dir("errors-full").join("big.bin");
+    std::fs::write(&big, pseudo_random(8 * MIB)).unwrap();
+    let err = fs.copy_from_host(&big, "/small/big.bin").await.unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::GuestFs(GuestFsError::Failed { message, .. })
+            if message.contains("No space left on device")),
+        "{err}"
+    );
+    let blocking = moat_runtime::api::blocking::Moat::new(&home).get("fserr").unwrap();
+    let after = tokio::task::spawn_blocking(move || {
+        let mut client = blocking.fs().unwrap();
+        let failed = client.copy_from_host(&big, "/small/again.bin").unwrap_err();
+        client.write("/data/after.txt", b"after").unwrap();
+        (failed, client.read("/data/after.txt", 100).unwrap(), client.exists("/data").unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(matches!(after.0, RuntimeError::GuestFs(GuestFsError::Failed { .. })), "{}", after.0);
+    assert_eq!((after.1, after.2), (b"after".to_vec(), true));
+    let mut writer = fs.write_stream("/small/streamed.bin").await.unwrap();
+    let mut failed = None;
+    for _ in 0..4 {
+        if let Err(err) = writer.write(vec![1u8; MIB]).await {
+            failed = Some(err);
+            break;
+        }
+    }
+    let failed = failed.expect("4 MiB fit in a 2 MiB tmpfs");
+    assert!(matches!(failed, RuntimeError::GuestFs(GuestFsError::Failed { .. })), "{failed}");
+    let err = writer.write(vec![1u8]).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::GuestFs(GuestFsError::StreamEnded { .. })), "{err}");
 
     sandbox.stop().await.unwrap();
     let err = fs.read("/etc/hostname").await.unwrap_err();

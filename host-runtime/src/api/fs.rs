@@ -157,7 +157,8 @@ impl SandboxFs {
     }
 
     /// Copies the host file `host_path` to the guest file `guest_path`, streaming (any size, one
-    /// chunk in memory); returns the bytes copied.
+    /// chunk in memory); returns the bytes copied. After a failure the guest file may hold
+    /// part of the data.
     pub async fn copy_from_host(
         &self,
         host_path: impl AsRef<Path>,

@@ -299,7 +299,8 @@ impl FsClient {
     }
 
     /// Copies the host file `host_path` to the guest file `path` (created with the host file's
-    /// permission bits, or truncated); returns the bytes copied.
+    /// permission bits, or truncated); returns the bytes copied. After a failure the guest
+    /// file may hold part of the data.
     pub fn copy_from_host(&mut self, host_path: &Path, path: &str) -> Result<u64, RuntimeError> {
         use std::os::unix::fs::PermissionsExt;
         let file = std::fs::File::open(host_path)
