@@ -144,6 +144,7 @@ async fn list_stat_mkdir_copy_rename_and_remove_behave_as_root() {
     fs.copy("/data/a/one.txt", "/data/a/two.txt").await.unwrap();
     fs.rename("/data/a/one.txt", "/data/a/b/moved.txt").await.unwrap();
     assert!(!fs.exists("/data/a/one.txt").await.unwrap());
+    assert!(!fs.exists("/data/a/two.txt/under-a-file").await.unwrap());
     assert!(fs.exists("/data/a/b/moved.txt").await.unwrap());
     assert_eq!(fs.read_to_string("/data/a/two.txt").await.unwrap(), "1");
 

@@ -88,11 +88,14 @@ impl FsClient {
         }
     }
 
-    /// Whether `path` exists (symlinks followed: a dangling link does not).
+    /// Whether `path` exists (symlinks followed: a dangling link does not; nor does a path
+    /// under a file).
     pub fn exists(&mut self, path: &str) -> Result<bool, RuntimeError> {
         match self.stat(path) {
             Ok(_) => Ok(true),
-            Err(RuntimeError::GuestFs(GuestFsError::NotFound { .. })) => Ok(false),
+            Err(RuntimeError::GuestFs(
+                GuestFsError::NotFound { .. } | GuestFsError::NotADirectory { .. },
+            )) => Ok(false),
             Err(err) => Err(err),
         }
     }
