@@ -128,6 +128,51 @@ async fn a_20_mib_file_round_trips_through_the_library_as_root() {
 }
 
 #[tokio::test]
+async fn raw_bulk_and_cbor_transfers_carry_the_same_bytes_as_root() {
+    let home = moat_home("fs-modes");
+    let moat = moat_lib(&home);
+    let sandbox = sandbox(&moat, "fsmodes").await;
+    let dir = host_dir("modes");
+    let content = pseudo_random(12 * MIB + 5);
+    let hash = sha256_hex(&content);
+    std::fs::write(dir.join("up.bin"), &content).unwrap();
+    let blocking = moat_runtime::api::blocking::Moat::new(&home).get("fsmodes").unwrap();
+    let dir_in = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut bulk = blocking.fs().unwrap();
+        assert!(bulk.uses_bulk(), "a generation-10 agent takes raw bulk");
+        let mut cbor = blocking.fs().unwrap().cbor_only();
+        assert!(!cbor.uses_bulk());
+        // Up in one mode, down in the other, both ways.
+        bulk.copy_from_host(&dir_in.join("up.bin"), "/data/by-bulk").unwrap();
+        cbor.copy_from_host(&dir_in.join("up.bin"), "/data/by-cbor").unwrap();
+        cbor.copy_to_host("/data/by-bulk", &dir_in.join("bulk-then-cbor")).unwrap();
+        bulk.copy_to_host("/data/by-cbor", &dir_in.join("cbor-then-bulk")).unwrap();
+        // A read of a range, in both modes.
+        for client in [&mut bulk, &mut cbor] {
+            let file = client.open("/data/by-bulk", moat_runtime::api::fs::OpenMode::Read).unwrap();
+            let mut got = Vec::new();
+            let n = client
+                .read_at(&file, 5 * MIB as u64, Some(4 * MIB as u64 + 1), |data| {
+                    got.extend_from_slice(data);
+                    Ok(())
+                })
+                .unwrap();
+            client.close(file).unwrap();
+            assert_eq!(n, 4 * MIB as u64 + 1);
+            assert!(got == std::fs::read(dir_in.join("up.bin")).unwrap()[5 * MIB..9 * MIB + 1]);
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(guest_sha256(&sandbox, "/data/by-bulk").await, hash);
+    assert_eq!(guest_sha256(&sandbox, "/data/by-cbor").await, hash);
+    assert_eq!(sha256_hex(&std::fs::read(dir.join("bulk-then-cbor")).unwrap()), hash);
+    assert_eq!(sha256_hex(&std::fs::read(dir.join("cbor-then-bulk")).unwrap()), hash);
+    sandbox.remove(true).await.unwrap();
+}
+
+#[tokio::test]
 async fn list_stat_mkdir_copy_rename_and_remove_behave_as_root() {
     let home = moat_home("fs-api-ops");
     let moat = moat_lib(&home);

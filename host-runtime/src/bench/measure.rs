@@ -127,10 +127,16 @@ pub(super) fn stdout_stream(socket: &Path, bytes: u64) -> Result<Duration, Runti
     }
 }
 
+/// A file client in CBOR mode: the transfer figures measure `core.fs.data` framing (the mode
+/// docs/BENCHMARKS.md analyses), not the raw bulk records the client uses by default.
+fn cbor_client(socket: &Path) -> Result<FsClient, RuntimeError> {
+    Ok(FsClient::connect(socket)?.cbor_only())
+}
+
 /// Streams `bytes` into `path` (open, `Write` with the exact length in 3 MiB `core.fs.data`
 /// chunks and the EOF chunk, close); the elapsed time of the `Write` session.
 pub(super) fn fs_write(socket: &Path, path: &str, bytes: u64) -> Result<Duration, RuntimeError> {
-    let mut client = FsClient::connect(socket)?;
+    let mut client = cbor_client(socket)?;
     let file = client.open(path, OpenMode::Write { mode: None })?;
     let mut source = std::io::Read::take(std::io::repeat(0xa5), bytes);
     let start = Instant::now();
@@ -142,7 +148,7 @@ pub(super) fn fs_write(socket: &Path, path: &str, bytes: u64) -> Result<Duration
 
 /// Streams `path` back to EOF (`Read` with no length); the elapsed time of the `Read` session.
 pub(super) fn fs_read(socket: &Path, path: &str, bytes: u64) -> Result<Duration, RuntimeError> {
-    let mut client = FsClient::connect(socket)?;
+    let mut client = cbor_client(socket)?;
     let file = client.open(path, OpenMode::Read)?;
     let start = Instant::now();
     let got = client.read_at(&file, 0, None, |_| Ok(()))?;

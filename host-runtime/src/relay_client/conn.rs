@@ -8,11 +8,11 @@ use std::path::Path;
 
 use moat_protocol::payload::exec::Consumed;
 use moat_protocol::relay::IdAllocator;
-use moat_protocol::{FrameDecoder, Message, MessageFrame};
+use moat_protocol::{BulkRecord, Decoded, FrameDecoder, Message, MessageFrame, decode_frame};
 
 use crate::error::RuntimeError;
 use crate::limits::SOCKET_READ_CHUNK_BYTES;
-use crate::relay_client::{connect_relay, next_decoded, recv_message};
+use crate::relay_client::{connect_relay, recv_message};
 
 const RELAY: &str = "the relay";
 
@@ -27,6 +27,8 @@ pub(crate) struct Conn {
     /// The output window, when exec output must be acknowledged (generation 10 with
     /// `exec_limits`).
     output_window: Option<u64>,
+    /// The generation of the agent's replayed `core.ready`.
+    generation: u8,
 }
 
 impl Conn {
@@ -40,10 +42,12 @@ impl Conn {
             read_buf: vec![0u8; SOCKET_READ_CHUNK_BYTES],
             write_buf: Vec::new(),
             output_window: None,
+            generation: 0,
         };
         let ready = conn.recv("waiting for the replayed core.ready")?;
         match ready.message {
             Message::Ready(ready_payload) => {
+                conn.generation = ready.v;
                 conn.output_window =
                     crate::relay_client::flow::policy(ready.v, ready_payload.exec_limits)
                         .map(|p| u64::from(p.output_limit));
@@ -94,15 +98,30 @@ impl Conn {
         recv_message(&mut self.stream, &mut self.decoder, &mut self.read_buf, while_doing)
     }
 
-    /// The next message frame if one has already arrived, without waiting for one: what a
-    /// sender checks between chunks, so it stops at the peer's first terminal answer.
-    pub(crate) fn try_recv(
+    /// The next message frame or raw bulk record (lease records are skipped).
+    pub(crate) fn recv_any(&mut self, while_doing: &'static str) -> Result<Incoming, RuntimeError> {
+        loop {
+            if let Some(incoming) = next_incoming(&mut self.decoder)? {
+                return Ok(incoming);
+            }
+            match self.stream.read(&mut self.read_buf) {
+                Ok(0) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
+                Ok(n) => self.decoder.push(&self.read_buf[..n]),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
+            }
+        }
+    }
+
+    /// [`Conn::recv_any`] if something has already arrived, without waiting: what a sender
+    /// checks between chunks, so it sees credit and stops at the peer's first terminal answer.
+    pub(crate) fn try_recv_any(
         &mut self,
         while_doing: &'static str,
-    ) -> Result<Option<MessageFrame>, RuntimeError> {
+    ) -> Result<Option<Incoming>, RuntimeError> {
         loop {
-            if let Some(frame) = next_decoded(&mut self.decoder)? {
-                return Ok(Some(frame));
+            if let Some(incoming) = next_incoming(&mut self.decoder)? {
+                return Ok(Some(incoming));
             }
             self.stream
                 .set_nonblocking(true)
@@ -118,6 +137,46 @@ impl Conn {
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
             }
+        }
+    }
+
+    /// Encodes a raw bulk record into the reused buffer and writes it.
+    pub(crate) fn send_record(&mut self, record: &BulkRecord) -> Result<(), RuntimeError> {
+        self.write_buf.clear();
+        record
+            .encode(&mut self.write_buf)
+            .map_err(|source| RuntimeError::Encode { what: "a raw bulk record", source })?;
+        self.stream
+            .write_all(&self.write_buf)
+            .map_err(RuntimeError::io("write to relay", "agent.sock"))
+    }
+
+    /// The generation of the agent's `core.ready`.
+    pub(crate) fn generation(&self) -> u8 {
+        self.generation
+    }
+}
+
+/// What [`Conn::recv_any`] returns.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// A message frame.
+    Message(MessageFrame),
+    /// A raw bulk record (flags `0x08`).
+    Bulk(BulkRecord),
+}
+
+/// The next message or bulk record already in `decoder`; `None` when it needs more bytes.
+fn next_incoming(decoder: &mut FrameDecoder) -> Result<Option<Incoming>, RuntimeError> {
+    loop {
+        let next =
+            decoder.next_frame().map_err(|source| RuntimeError::Frame { peer: RELAY, source })?;
+        let Some(raw) = next else { return Ok(None) };
+        match decode_frame(&raw) {
+            Ok(Decoded::Message(frame)) => return Ok(Some(Incoming::Message(frame))),
+            Ok(Decoded::Bulk(record)) => return Ok(Some(Incoming::Bulk(record))),
+            Ok(Decoded::Lease(_) | Decoded::LocalTransport(_)) => continue,
+            Err(source) => return Err(RuntimeError::Decode { peer: RELAY, source }),
         }
     }
 }

@@ -389,31 +389,20 @@ pub(crate) fn recv_message(
     while_doing: &'static str,
 ) -> Result<MessageFrame, RuntimeError> {
     loop {
-        if let Some(frame) = next_decoded(decoder)? {
-            return Ok(frame);
+        let next =
+            decoder.next_frame().map_err(|source| RuntimeError::Frame { peer: RELAY, source })?;
+        if let Some(raw) = next {
+            match decode_frame(&raw) {
+                Ok(Decoded::Message(frame)) => return Ok(frame),
+                Ok(_) => continue,
+                Err(source) => return Err(RuntimeError::Decode { peer: RELAY, source }),
+            }
         }
         let n = match reader.read(buf) {
             Ok(0) | Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
             Ok(n) => n,
         };
         decoder.push(&buf[..n]);
-    }
-}
-
-/// The next message frame already in `decoder` (bulk and lease records are skipped); `None`
-/// when it needs more bytes.
-pub(crate) fn next_decoded(
-    decoder: &mut FrameDecoder,
-) -> Result<Option<MessageFrame>, RuntimeError> {
-    loop {
-        let next =
-            decoder.next_frame().map_err(|source| RuntimeError::Frame { peer: RELAY, source })?;
-        let Some(raw) = next else { return Ok(None) };
-        match decode_frame(&raw) {
-            Ok(Decoded::Message(frame)) => return Ok(Some(frame)),
-            Ok(_) => continue,
-            Err(source) => return Err(RuntimeError::Decode { peer: RELAY, source }),
-        }
     }
 }
 

@@ -18,9 +18,11 @@
 //! Whole directory trees are [`FsClient::copy_dir_from_host`] and [`FsClient::copy_dir_to_host`]
 //! (`tree.rs`).
 //!
-//! Only CBOR `core.fs.data` is spoken: the generation-8 raw bulk mode (§11) is not built on the
-//! host side. This module does not check that the sandbox runs; [`crate::api`] does.
+//! Against an agent of generation 8 or later, reads and writes move their bytes as raw bulk
+//! records under credit (`bulk.rs`, §11); otherwise, or after [`FsClient::cbor_only`], as CBOR
+//! `core.fs.data`. This module does not check that the sandbox runs; [`crate::api`] does.
 
+mod bulk;
 pub mod error;
 mod tree;
 
@@ -28,6 +30,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use moat_protocol::limits::FS_CHUNK_BYTES;
+use moat_protocol::payload::bulk::BulkOffer;
 use moat_protocol::payload::exec::Data;
 use moat_protocol::payload::fs::{
     FsEntryInfo, FsEntryKind, FsOp, FsOpenOptions, FsRequest, FsResponseData,
@@ -36,7 +39,8 @@ use moat_protocol::{Message, MessageFrame};
 
 pub use self::error::GuestFsError;
 use crate::error::RuntimeError;
-use crate::relay_client::conn::Conn;
+use crate::limits::{FS_BULK_GENERATION, FS_BULK_MIN_WRITE_BYTES};
+use crate::relay_client::conn::{Conn, Incoming};
 use crate::supervisor::wire_name;
 
 const AGENT: &str = "the agent";
@@ -71,12 +75,27 @@ pub enum OpenMode {
 #[derive(Debug)]
 pub struct FsClient {
     conn: Conn,
+    /// Move file bytes as raw bulk records.
+    bulk: bool,
 }
 
 impl FsClient {
     /// Connects to a sandbox's relay socket.
     pub fn connect(socket: &Path) -> Result<FsClient, RuntimeError> {
-        Ok(FsClient { conn: Conn::connect(socket)? })
+        let conn = Conn::connect(socket)?;
+        let bulk = conn.generation() >= FS_BULK_GENERATION;
+        Ok(FsClient { conn, bulk })
+    }
+
+    /// Moves file bytes as CBOR `core.fs.data` even when the agent could take raw bulk records.
+    pub fn cbor_only(mut self) -> FsClient {
+        self.bulk = false;
+        self
+    }
+
+    /// Whether reads and writes use raw bulk records.
+    pub fn uses_bulk(&self) -> bool {
+        self.bulk
     }
 
     /// What `path` is (symlinks followed).
@@ -173,6 +192,9 @@ impl FsClient {
         len: Option<u64>,
         mut sink: impl FnMut(&[u8]) -> Result<(), RuntimeError>,
     ) -> Result<u64, RuntimeError> {
+        if self.bulk {
+            return bulk::read(self, file, offset, len, &mut sink);
+        }
         let id = self.request(FsOp::Read { handle: file.handle, offset, len })?;
         let mut total = 0u64;
         self.response(id, &file.path, |data| {
@@ -191,6 +213,9 @@ impl FsClient {
         len: Option<u64>,
         source: &mut impl Read,
     ) -> Result<u64, RuntimeError> {
+        if self.bulk && len.is_none_or(|len| len > FS_BULK_MIN_WRITE_BYTES) {
+            return bulk::write(self, file, offset, len, source);
+        }
         let id = self.request(FsOp::Write { handle: file.handle, offset, len })?;
         // One chunk of buffer; less when the whole write is smaller.
         let chunk = len.map_or(FS_CHUNK_BYTES, |len| len.clamp(1, FS_CHUNK_BYTES as u64) as usize);
@@ -199,7 +224,7 @@ impl FsClient {
         loop {
             // A write that failed has answered already: stop at its first answer (any more
             // data would only draw "unknown write session" answers).
-            if let Some(answer) = self.conn.try_recv("writing a file")?
+            if let Some(Incoming::Message(answer)) = self.conn.try_recv_any("writing a file")?
                 && answer.id == id
             {
                 return self.settle(answer, &file.path).map(|_| total);
@@ -341,8 +366,13 @@ impl FsClient {
 
     /// Sends `op` on a fresh id; returns the id.
     fn request(&mut self, op: FsOp) -> Result<u32, RuntimeError> {
+        self.request_with(op, None)
+    }
+
+    /// Sends `op` with a raw-bulk offer, or none, on a fresh id; returns the id.
+    fn request_with(&mut self, op: FsOp, bulk: Option<BulkOffer>) -> Result<u32, RuntimeError> {
         let id = self.conn.next_id()?;
-        let frame = MessageFrame::new(id, Message::FsRequest(FsRequest { op, bulk: None }));
+        let frame = MessageFrame::new(id, Message::FsRequest(FsRequest { op, bulk }));
         self.conn.send(&frame, "core.fs.request")?;
         Ok(id)
     }
@@ -412,7 +442,11 @@ fn unexpected(data: Option<FsResponseData>, while_doing: &'static str) -> Runtim
 }
 
 /// Reads from `source` into `buf` until it holds `chunk` bytes or the source ends.
-fn fill(source: &mut impl Read, buf: &mut Vec<u8>, chunk: usize) -> std::io::Result<usize> {
+fn fill(
+    source: &mut (impl Read + ?Sized),
+    buf: &mut Vec<u8>,
+    chunk: usize,
+) -> std::io::Result<usize> {
     buf.resize(chunk, 0);
     let mut n = 0;
     while n < buf.len() {
