@@ -138,6 +138,7 @@ async fn raw_bulk_and_cbor_transfers_carry_the_same_bytes_as_root() {
     std::fs::write(dir.join("up.bin"), &content).unwrap();
     let blocking = moat_runtime::api::blocking::Moat::new(&home).get("fsmodes").unwrap();
     let dir_in = dir.clone();
+    let content_len = content.len();
     tokio::task::spawn_blocking(move || {
         let mut bulk = blocking.fs().unwrap();
         assert!(bulk.uses_bulk(), "a generation-10 agent takes raw bulk");
@@ -161,6 +162,15 @@ async fn raw_bulk_and_cbor_transfers_carry_the_same_bytes_as_root() {
             client.close(file).unwrap();
             assert_eq!(n, 4 * MIB as u64 + 1);
             assert!(got == std::fs::read(dir_in.join("up.bin")).unwrap()[5 * MIB..9 * MIB + 1]);
+        }
+        // A sink that fails ends a read with its error, and the client goes on.
+        for client in [&mut bulk, &mut cbor] {
+            let file = client.open("/data/by-bulk", moat_runtime::api::fs::OpenMode::Read).unwrap();
+            let full = || RuntimeError::io("test sink", "/")(std::io::Error::other("full"));
+            let err = client.read_at(&file, 0, None, |_| Err(full())).unwrap_err();
+            assert!(matches!(err, RuntimeError::Io { what: "test sink", .. }), "{err}");
+            client.close(file).unwrap();
+            assert_eq!(client.read("/data/by-cbor", 64 * MIB as u64).unwrap().len(), content_len);
         }
     })
     .await

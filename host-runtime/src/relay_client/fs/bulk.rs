@@ -8,6 +8,7 @@
 //!  write:  Write {…, bulk: offer(g2h 0)} ─► bulk.accepted {flows 1, h2g credit} ─► records within
 //!          credit, bulk.credit raises it ─► bulk.finish {final_offset} ─► fs.response
 //!          (a failed host source: bulk.cancel {caller_cancelled} ─► fs.response)
+//!  either: a failing host side cancels with caller_cancelled
 //! ```
 //!
 //! [`ReadFlow`] and [`WriteFlow`] are the sans-IO checks and credit arithmetic; the two driver
@@ -219,7 +220,13 @@ pub(super) fn read(
                 if let Err(breach) = flow.record(&record) {
                     return Err(cancel(client, id, breach));
                 }
-                sink(&record.payload)?;
+                if let Err(err) = sink(&record.payload) {
+                    // Stop the agent sending; its terminal answer is left for later reads to skip.
+                    let message = "the host could not take the data".to_owned();
+                    let stop = BulkCancel { kind: FS_KIND, reason: CANCEL_CALLER, message };
+                    let _ = client.send_message(id, Message::BulkCancel(stop), "core.bulk.cancel");
+                    return Err(err);
+                }
                 if let Some(credit) = flow.credit_due() {
                     client.send_message(id, Message::BulkCredit(credit), "core.bulk.credit")?;
                 }
