@@ -226,6 +226,9 @@ pub enum RuntimeError {
     /// An image could not be pulled, stored or used.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// A filesystem operation in the sandbox failed.
+    #[error(transparent)]
+    GuestFs(#[from] crate::relay_client::fs::GuestFsError),
     /// Stdin written to, or closed on, an exec whose command has ended.
     #[error("the command has ended; its stdin is closed")]
     SessionEnded,

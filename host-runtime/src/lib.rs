@@ -21,7 +21,8 @@
 //! - [`supervisor`]: the per-sandbox process (agent start, bootstrap handshake, relay, time limits).
 //! - [`backend`]: choosing a backend ([`backend::isolation`]); the namespace backend
 //!   ([`backend::namespace`]) and the libkrun VM backend ([`backend::vm`]).
-//! - [`relay_client`]: a relay client running exec sessions, with generation-10 flow control.
+//! - [`relay_client`]: a relay client running exec sessions, with generation-10 flow control,
+//!   and the filesystem client ([`relay_client::fs`]) under [`api::fs`] and `moat cp`.
 //! - [`network`]: the network policy, published ports and the option parsers for them.
 //! - [`config`]: sandbox options (mounts, limits, hostname) and the bootstrap they become.
 //! - [`security`]: the `--security-profile` agentd applies; [`security::hardening`]: what

@@ -30,6 +30,17 @@ pub const STDIN_CHUNK_BYTES: usize = 64 * 1024;
 /// Bytes read from the relay socket per read call.
 pub const SOCKET_READ_CHUNK_BYTES: usize = 256 * 1024;
 
+/// The agent generation from which the fs client moves file bytes as raw bulk records
+/// (PROTOCOL.md §11) rather than CBOR `core.fs.data`.
+pub const FS_BULK_GENERATION: u8 = 8;
+
+/// The credit window of a bulk fs read: bytes the agent may send beyond what was consumed.
+pub const FS_BULK_WINDOW_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Exact-length writes up to this size skip the bulk offer (as the reference SDK does): the
+/// acceptance round trip would cost more than the bytes.
+pub const FS_BULK_MIN_WRITE_BYTES: u64 = 16 * 1024;
+
 /// How long a VM's sandbox process waits for the guest agent to connect to its vsock port
 /// (a microVM boots in well under a second on real KVM, ~3-4 s under nested TCG emulation).
 pub const VM_AGENT_CONNECT_TIMEOUT_MS: u64 = 30_000;

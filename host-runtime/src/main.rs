@@ -59,6 +59,7 @@ fn main() -> ExitCode {
         Command::Doctor => doctor_command(),
         Command::Run(args) => run_command(args),
         Command::Exec(args) => exec_command(args),
+        Command::Cp(args) => cp_command(args),
         Command::Bench(args) => bench_command(&args),
         Command::Sandbox(arg) => sandbox_command(&arg.dir),
         Command::NsInit(arg) => ns_init_command(&arg.dir),
@@ -149,6 +150,18 @@ fn exec_command(args: ExecCmd) -> ExitCode {
             ExitCode::from(EXIT_MOAT_FAILED)
         }
     }
+}
+
+/// `moat cp`: 2 when both sides are on the host or both in sandboxes, 1 when the copy fails.
+fn cp_command(args: cli::cp::CpCmd) -> ExitCode {
+    let transfer = match args.transfer() {
+        Ok(transfer) => transfer,
+        Err(err) => {
+            eprintln!("moat cp: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    report("cp", cli::cp::run(&moat_runtime::store::home::moat_home(), transfer).map(drop))
 }
 
 fn bench_command(args: &BenchCmd) -> ExitCode {

@@ -8,6 +8,9 @@
 //!       │                                         ├─► exec_stream(request) ─► ExecStream: next()
 //!       │                                         │     (started/stdout/stderr/exited), write_stdin,
 //!       │                                         │     close_stdin, signal, kill, resize, wait
+//!       │                                         ├─► fs() ─► SandboxFs: read / write / list / stat /
+//!       │                                         │     mkdir / remove / copy / rename / exists, streams,
+//!       │                                         │     copy_from_host / copy_to_host (api::fs)
 //!       │                                         ├─► metrics() / metrics_stream(interval)
 //!       │                                         ├─► state() / socket() / wait(timeout)
 //!       ├─► get(name) ─► Sandbox                  └─► stop() / kill() / remove(force)
@@ -50,6 +53,7 @@
 pub mod blocking;
 pub mod config;
 pub mod exec;
+pub mod fs;
 
 mod metrics;
 mod volumes;
@@ -63,6 +67,9 @@ pub use self::config::{
     ImageSource, Isolation, LabelFilter, RootSource, RunOptions, SandboxOptions,
 };
 pub use self::exec::{ExecEvent, ExecStream};
+pub use self::fs::{
+    FsEntryInfo, FsEntryKind, FsReadStream, FsWriteStream, GuestFsError, SandboxFs,
+};
 use crate::error::RuntimeError;
 use crate::lifecycle::Executables;
 use crate::limits::POLL_INTERVAL_MS;

@@ -4,22 +4,19 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use moat_protocol::payload::exec::{Data, ExecRequest};
-use moat_protocol::payload::fs::{FsOp, FsOpenOptions, FsRequest, FsResponse, FsResponseData};
 use moat_protocol::{Message, MessageFrame};
 
 use super::stats::Samples;
-use super::wire::{Conn, expect};
 use crate::api::blocking::{Moat, Sandbox};
 use crate::api::config::{Isolation, RootSource, SandboxOptions};
 use crate::config::{SandboxConfig, Tmpfs};
 use crate::error::RuntimeError;
+use crate::relay_client::conn::{Conn, expect};
+use crate::relay_client::fs::{FsClient, OpenMode};
 use crate::relay_client::{ExecOutcome, RelayClient};
 
 /// The tmpfs the file transfers write to.
 pub(super) const SCRATCH_DIR: &str = "/bench";
-
-/// Largest `core.fs.data` payload a client sends (the protocol's 3 MiB `FS_CHUNK_SIZE`).
-const FS_CHUNK_BYTES: usize = 3 * 1024 * 1024;
 
 /// Creation arguments of a bench sandbox: host root, the given backend, a scratch tmpfs.
 pub(super) fn create_args(name: &str, scratch_mib: u32, isolation: Isolation) -> SandboxOptions {
@@ -130,103 +127,33 @@ pub(super) fn stdout_stream(socket: &Path, bytes: u64) -> Result<Duration, Runti
     }
 }
 
-/// Sends one fs request on a fresh id and returns its terminal response.
-fn fs_call(conn: &mut Conn, op: FsOp) -> Result<FsResponse, RuntimeError> {
-    let id = conn.next_id()?;
-    conn.send(
-        &MessageFrame::new(id, Message::FsRequest(FsRequest { op, bulk: None })),
-        "core.fs.request",
-    )?;
-    fs_response(conn, id, None)
+/// A file client in CBOR mode: the transfer figures measure `core.fs.data` framing (the mode
+/// docs/BENCHMARKS.md analyses), not the raw bulk records the client uses by default.
+fn cbor_client(socket: &Path) -> Result<FsClient, RuntimeError> {
+    Ok(FsClient::connect(socket)?.cbor_only())
 }
 
-/// Reads frames on `id` until its `core.fs.response`, counting `core.fs.data` bytes in `data`.
-fn fs_response(
-    conn: &mut Conn,
-    id: u32,
-    mut data: Option<&mut u64>,
-) -> Result<FsResponse, RuntimeError> {
-    loop {
-        let frame = conn.recv("waiting for core.fs.response")?;
-        if frame.id != id {
-            continue;
-        }
-        match frame.message {
-            Message::FsResponse(response) if response.ok => return Ok(response),
-            Message::FsResponse(response) => {
-                return Err(exec_failed("fs", response.error.unwrap_or_default()));
-            }
-            Message::FsData(Data { data: bytes }) => {
-                if let Some(count) = data.as_deref_mut() {
-                    *count += bytes.len() as u64;
-                }
-            }
-            _ => expect(false, &frame, "waiting for core.fs.response")?,
-        }
-    }
-}
-
-fn open(conn: &mut Conn, path: &str, write: bool) -> Result<u64, RuntimeError> {
-    let options = FsOpenOptions {
-        read: !write,
-        write,
-        append: false,
-        create: write,
-        truncate: write,
-        create_new: false,
-        mode: None,
-        user: None,
-    };
-    match fs_call(conn, FsOp::OpenFile { path: path.to_owned(), options })?.data {
-        Some(FsResponseData::Handle(handle)) => Ok(handle),
-        other => Err(exec_failed("open", format!("no handle in the response: {other:?}"))),
-    }
-}
-
-/// Streams `bytes` into `path` (open, `Write` with the exact length, 3 MiB `core.fs.data`
-/// chunks, the empty EOF chunk, close); the elapsed time of the `Write` session.
+/// Streams `bytes` into `path` (open, `Write` with the exact length in 3 MiB `core.fs.data`
+/// chunks and the EOF chunk, close); the elapsed time of the `Write` session.
 pub(super) fn fs_write(socket: &Path, path: &str, bytes: u64) -> Result<Duration, RuntimeError> {
-    let mut conn = Conn::connect(socket)?;
-    let handle = open(&mut conn, path, true)?;
-    let id = conn.next_id()?;
-    let op = FsOp::Write { handle, offset: 0, len: Some(bytes) };
+    let mut client = cbor_client(socket)?;
+    let file = client.open(path, OpenMode::Write { mode: None })?;
+    let mut source = std::io::Read::take(std::io::repeat(0xa5), bytes);
     let start = Instant::now();
-    conn.send(
-        &MessageFrame::new(id, Message::FsRequest(FsRequest { op, bulk: None })),
-        "core.fs.request",
-    )?;
-    let mut frame = MessageFrame::new(id, Message::FsData(Data::new(vec![0xa5u8; FS_CHUNK_BYTES])));
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(FS_CHUNK_BYTES as u64) as usize;
-        if let Message::FsData(Data { data }) = &mut frame.message {
-            data.truncate(n);
-        }
-        conn.send(&frame, "core.fs.data")?;
-        left -= n as u64;
-    }
-    conn.send(&MessageFrame::new(id, Message::FsData(Data::new(Vec::new()))), "core.fs.data")?;
-    fs_response(&mut conn, id, None)?;
+    client.write_at(&file, 0, Some(bytes), &mut source)?;
     let elapsed = start.elapsed();
-    fs_call(&mut conn, FsOp::CloseHandle { handle })?;
+    client.close(file)?;
     Ok(elapsed)
 }
 
 /// Streams `path` back to EOF (`Read` with no length); the elapsed time of the `Read` session.
 pub(super) fn fs_read(socket: &Path, path: &str, bytes: u64) -> Result<Duration, RuntimeError> {
-    let mut conn = Conn::connect(socket)?;
-    let handle = open(&mut conn, path, false)?;
-    let id = conn.next_id()?;
-    let op = FsOp::Read { handle, offset: 0, len: None };
+    let mut client = cbor_client(socket)?;
+    let file = client.open(path, OpenMode::Read)?;
     let start = Instant::now();
-    conn.send(
-        &MessageFrame::new(id, Message::FsRequest(FsRequest { op, bulk: None })),
-        "core.fs.request",
-    )?;
-    let mut got = 0u64;
-    fs_response(&mut conn, id, Some(&mut got))?;
+    let got = client.read_at(&file, 0, None, |_| Ok(()))?;
     let elapsed = start.elapsed();
-    fs_call(&mut conn, FsOp::CloseHandle { handle })?;
+    client.close(file)?;
     if got != bytes {
         return Err(exec_failed("fs read", format!("read {got} of {bytes} bytes")));
     }

@@ -15,7 +15,6 @@ mod codec;
 mod floor;
 mod measure;
 mod stats;
-mod wire;
 
 use std::path::PathBuf;
 

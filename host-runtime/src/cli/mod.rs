@@ -9,6 +9,7 @@
 //! moat exec   NAME [-t] [-e K=V]... [-w DIR] [-u USER] [--] CMD [ARGS...]
 //! ```
 
+pub mod cp;
 pub mod sandbox_args;
 pub mod stats;
 pub(crate) mod tty;
@@ -49,6 +50,8 @@ pub enum Command {
     Create(CreateCmd),
     /// Run a command in a running sandbox.
     Exec(ExecCmd),
+    /// Copy a file or directory between the host and a running sandbox (NAME:/path on one side).
+    Cp(cp::CpCmd),
     /// List named sandboxes.
     Ls(LsCmd),
     /// A sandbox's state and the isolation it has (profile, id map, limits) as JSON.
@@ -443,6 +446,7 @@ pub fn name_of(command: &Command) -> &'static str {
         Command::Run(_) => "run",
         Command::Create(_) => "create",
         Command::Exec(_) => "exec",
+        Command::Cp(_) => "cp",
         Command::Ls(_) => "ls",
         Command::Inspect(_) => "inspect",
         Command::Socket(_) => "socket",

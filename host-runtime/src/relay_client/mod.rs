@@ -14,7 +14,9 @@
 //!
 //! Blocking I/O on three threads: the session is one request, so an async runtime buys nothing.
 
+pub(crate) mod conn;
 pub mod flow;
+pub mod fs;
 pub mod stream;
 
 use std::io::{Read, Write};

@@ -1,0 +1,198 @@
+//! A raw relay client, as an SDK would write one: one socket, frames in and out, ids from the
+//! prologue's range. The filesystem client ([`crate::relay_client::fs`]) runs on it, and the
+//! bench drives pings and output streams through it.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use moat_protocol::payload::exec::Consumed;
+use moat_protocol::relay::IdAllocator;
+use moat_protocol::{BulkRecord, Decoded, FrameDecoder, Message, MessageFrame, decode_frame};
+
+use crate::error::RuntimeError;
+use crate::limits::SOCKET_READ_CHUNK_BYTES;
+use crate::relay_client::{connect_relay, recv_message};
+
+const RELAY: &str = "the relay";
+
+/// A connected relay client that has seen the replayed `core.ready`.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+    ids: IdAllocator,
+    read_buf: Vec<u8>,
+    write_buf: Vec<u8>,
+    /// The output window, when exec output must be acknowledged (generation 10 with
+    /// `exec_limits`).
+    output_window: Option<u64>,
+    /// The generation of the agent's replayed `core.ready`.
+    generation: u8,
+}
+
+impl Conn {
+    /// Connects to the relay socket, reads the prologue and the replayed `core.ready`.
+    pub(crate) fn connect(socket: &Path) -> Result<Conn, RuntimeError> {
+        let (stream, range) = connect_relay(socket)?;
+        let mut conn = Conn {
+            stream,
+            decoder: FrameDecoder::new(),
+            ids: IdAllocator::new(range),
+            read_buf: vec![0u8; SOCKET_READ_CHUNK_BYTES],
+            write_buf: Vec::new(),
+            output_window: None,
+            generation: 0,
+        };
+        let ready = conn.recv("waiting for the replayed core.ready")?;
+        match ready.message {
+            Message::Ready(ready_payload) => {
+                conn.generation = ready.v;
+                conn.output_window =
+                    crate::relay_client::flow::policy(ready.v, ready_payload.exec_limits)
+                        .map(|p| u64::from(p.output_limit));
+                Ok(conn)
+            }
+            _ => expect(false, &ready, "waiting for core.ready").map(|()| conn),
+        }
+    }
+
+    /// Before a read: acknowledges exec output on `id` when an ack is due (the read would wait
+    /// on the socket, or half the window is unacknowledged) and the connection is
+    /// flow-controlled.
+    pub(crate) fn ack_output(
+        &mut self,
+        id: u32,
+        acks: &mut crate::relay_client::flow::OutputAcks,
+    ) -> Result<(), RuntimeError> {
+        let Some(window) = self.output_window else { return Ok(()) };
+        let Some(consumed) = acks.due(self.decoder.buffered() == 0, window) else {
+            return Ok(());
+        };
+        let ack = Message::ExecOutputAck(Consumed { consumed });
+        self.send(&MessageFrame::new(id, ack), "core.exec.output.ack")
+    }
+
+    /// A fresh correlation id.
+    pub(crate) fn next_id(&mut self) -> Result<u32, RuntimeError> {
+        self.ids.next_id().ok_or(RuntimeError::IdsExhausted)
+    }
+
+    /// Encodes `frame` into a reused buffer and writes it.
+    pub(crate) fn send(
+        &mut self,
+        frame: &MessageFrame,
+        what: &'static str,
+    ) -> Result<(), RuntimeError> {
+        self.write_buf.clear();
+        frame
+            .encode(&mut self.write_buf)
+            .map_err(|source| RuntimeError::Encode { what, source })?;
+        self.stream
+            .write_all(&self.write_buf)
+            .map_err(RuntimeError::io("write to relay", "agent.sock"))
+    }
+
+    /// The next message frame (bulk and lease records are skipped).
+    pub(crate) fn recv(&mut self, while_doing: &'static str) -> Result<MessageFrame, RuntimeError> {
+        recv_message(&mut self.stream, &mut self.decoder, &mut self.read_buf, while_doing)
+    }
+
+    /// The next message frame or raw bulk record (lease records are skipped).
+    pub(crate) fn recv_any(&mut self, while_doing: &'static str) -> Result<Incoming, RuntimeError> {
+        loop {
+            if let Some(incoming) = next_incoming(&mut self.decoder)? {
+                return Ok(incoming);
+            }
+            match self.stream.read(&mut self.read_buf) {
+                Ok(0) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
+                Ok(n) => self.decoder.push(&self.read_buf[..n]),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
+            }
+        }
+    }
+
+    /// [`Conn::recv_any`] if something has already arrived, without waiting: what a sender
+    /// checks between chunks, so it sees credit and stops at the peer's first terminal answer.
+    pub(crate) fn try_recv_any(
+        &mut self,
+        while_doing: &'static str,
+    ) -> Result<Option<Incoming>, RuntimeError> {
+        loop {
+            if let Some(incoming) = next_incoming(&mut self.decoder)? {
+                return Ok(Some(incoming));
+            }
+            self.stream
+                .set_nonblocking(true)
+                .map_err(RuntimeError::io("poll relay socket", "agent.sock"))?;
+            let read = self.stream.read(&mut self.read_buf);
+            self.stream
+                .set_nonblocking(false)
+                .map_err(RuntimeError::io("poll relay socket", "agent.sock"))?;
+            match read {
+                Ok(0) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
+                Ok(n) => self.decoder.push(&self.read_buf[..n]),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
+            }
+        }
+    }
+
+    /// Encodes a raw bulk record into the reused buffer and writes it.
+    pub(crate) fn send_record(&mut self, record: &BulkRecord) -> Result<(), RuntimeError> {
+        self.write_buf.clear();
+        record
+            .encode(&mut self.write_buf)
+            .map_err(|source| RuntimeError::Encode { what: "a raw bulk record", source })?;
+        self.stream
+            .write_all(&self.write_buf)
+            .map_err(RuntimeError::io("write to relay", "agent.sock"))
+    }
+
+    /// The generation of the agent's `core.ready`.
+    pub(crate) fn generation(&self) -> u8 {
+        self.generation
+    }
+}
+
+/// What [`Conn::recv_any`] returns.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// A message frame.
+    Message(MessageFrame),
+    /// A raw bulk record (flags `0x08`).
+    Bulk(BulkRecord),
+}
+
+/// The next message or bulk record already in `decoder`; `None` when it needs more bytes.
+fn next_incoming(decoder: &mut FrameDecoder) -> Result<Option<Incoming>, RuntimeError> {
+    loop {
+        let next =
+            decoder.next_frame().map_err(|source| RuntimeError::Frame { peer: RELAY, source })?;
+        let Some(raw) = next else { return Ok(None) };
+        match decode_frame(&raw) {
+            Ok(Decoded::Message(frame)) => return Ok(Some(Incoming::Message(frame))),
+            Ok(Decoded::Bulk(record)) => return Ok(Some(Incoming::Bulk(record))),
+            Ok(Decoded::Lease(_) | Decoded::LocalTransport(_)) => continue,
+            Err(source) => return Err(RuntimeError::Decode { peer: RELAY, source }),
+        }
+    }
+}
+
+/// `Ok` when `ok`; otherwise an error naming what arrived instead.
+pub(crate) fn expect(
+    ok: bool,
+    got: &MessageFrame,
+    while_doing: &'static str,
+) -> Result<(), RuntimeError> {
+    if ok {
+        return Ok(());
+    }
+    Err(RuntimeError::Unexpected {
+        peer: RELAY,
+        got: crate::supervisor::wire_name(&got.message),
+        while_doing,
+    })
+}
