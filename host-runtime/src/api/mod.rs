@@ -52,6 +52,7 @@ pub mod config;
 pub mod exec;
 
 mod metrics;
+mod ports;
 mod volumes;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,7 @@ pub use self::config::{
     ImageSource, Isolation, LabelFilter, RootSource, RunOptions, SandboxOptions,
 };
 pub use self::exec::{ExecEvent, ExecStream};
+pub use self::ports::{HttpResponse, PortError, TcpTunnel, TunnelError};
 use crate::error::RuntimeError;
 use crate::lifecycle::Executables;
 use crate::limits::POLL_INTERVAL_MS;

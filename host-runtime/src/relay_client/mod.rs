@@ -16,6 +16,7 @@
 
 pub mod flow;
 pub mod stream;
+pub mod tcp;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
