@@ -61,7 +61,7 @@ pub(crate) enum Pushed {
     Gone,
 }
 
-/// Waits for room in one session's queue (see [`TcpSession::room`]).
+/// Waits for room in one session's queue (see `TcpService::room`).
 #[derive(Debug)]
 pub struct TcpRoom {
     budget: Arc<Semaphore>,
