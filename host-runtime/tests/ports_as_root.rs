@@ -136,6 +136,47 @@ async fn a_closed_guest_port_is_a_clear_error_and_wait_for_listener_times_out_as
     assert!(message.contains("is not running"), "{message}");
 }
 
+/// Sends 64 MiB to each connection, then closes it.
+const FLOOD_SERVER: &str = r#"
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 7001))
+s.listen(4)
+chunk = b"x" * (1 << 20)
+while True:
+    c, _ = s.accept()
+    try:
+        for _ in range(64):
+            c.sendall(chunk)
+    except OSError:
+        pass
+    c.close()
+"#;
+
+#[tokio::test]
+async fn a_tunnel_whose_user_stops_reading_ends_with_a_clear_error_not_a_hang_as_root() {
+    let (_moat, sandbox) = sandbox("ports-slow-reader").await;
+    let ran = sandbox.exec(sh("cat > /tmp/flood.py"), FLOOD_SERVER.as_bytes().to_vec()).await;
+    assert_eq!(ran.unwrap().outcome, ExecOutcome::Exited(0));
+    let ran = sandbox.exec(sh("(python3 /tmp/flood.py >/dev/null 2>&1 &)"), Vec::new()).await;
+    assert_eq!(ran.unwrap().outcome, ExecOutcome::Exited(0));
+    sandbox.wait_for_listener(7001, Duration::from_secs(30)).await.unwrap();
+    let mut tunnel = sandbox.connect_tcp(7001).await.unwrap();
+    // Read nothing for longer than the relay's patience with a client whose queue is full.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), tunnel.read_to_end(&mut got)).await;
+    // The sandbox still serves other clients; fetch stops at its own bound.
+    let after = sandbox.fetch(7001, "/").await;
+    sandbox.remove(true).await.unwrap();
+    let read = read.expect("the read ended instead of hanging");
+    assert!(got.len() < 64 << 20, "all {} bytes arrived: nothing was bounded", got.len());
+    let err = read.unwrap_err();
+    assert!(err.to_string().contains("the relay closed the connection"), "{err}");
+    assert!(matches!(after, Err(PortError::ResponseTooLarge { port: 7001, .. })), "{after:?}");
+}
+
 /// A free port on the host's loopback (bound and released: racy only against other binders).
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
