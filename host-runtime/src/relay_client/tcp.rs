@@ -71,6 +71,9 @@ pub enum TunnelError {
     /// An unusable prologue.
     #[error("relay prologue: {0}")]
     Prologue(#[from] PrologueError),
+    /// The prologue's range holds no usable id (only id 0).
+    #[error("the relay granted no usable id")]
+    NoIds,
     /// A pre-0.5 relay, which moat does not drive.
     #[error("the relay sent a legacy (pre-0.5) prologue")]
     LegacyRelay,
@@ -138,7 +141,7 @@ impl Connection {
             PrologueKind::Current(range) => range,
             PrologueKind::Legacy { .. } => return Err(TunnelError::LegacyRelay),
         };
-        let id = IdAllocator::new(range).next_id().ok_or(TunnelError::RelayGone("allocating"))?;
+        let id = IdAllocator::new(range).next_id().ok_or(TunnelError::NoIds)?;
         let mut connection = Connection {
             reader,
             writer,
@@ -367,5 +370,122 @@ async fn on_frame(message: Message, to_user: &mut WriteHalf<DuplexStream>) -> Re
         Message::TcpFailed(failed) => Err(failed.error),
         Message::Error(error) => Err(error.message),
         other => Err(format!("unexpected {} on a tcp session", wire_name(&other))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moat_protocol::payload::core::Ready;
+    use moat_protocol::payload::tcp::TcpFailed;
+    use moat_protocol::relay::Slot;
+    use tokio::net::UnixListener;
+
+    /// What the fake relay does once a tunnel's session is open.
+    #[derive(Clone, Copy)]
+    enum Script {
+        /// Echo data upper-cased; answer the client's eof with eof and closed.
+        Echo,
+        /// Send some data, then `core.tcp.failed`.
+        FailMidStream,
+        /// Answer the connect with `core.tcp.failed`.
+        Refuse,
+        /// Greet with a generation-3 ready (no tcp).
+        OldAgent,
+    }
+
+    /// A relay on a temporary socket serving one client by `script`.
+    fn fake_relay(script: Script) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut reader, mut writer) = stream.into_split();
+            let prologue = Prologue::for_slot(Slot::new(0).unwrap()).to_bytes();
+            writer.write_all(&prologue).await.unwrap();
+            let mut ready = MessageFrame::new(0, Message::Ready(Ready::default()));
+            if let Script::OldAgent = script {
+                ready.v = 3;
+            }
+            writer.write_all(&ready.to_bytes().unwrap()).await.unwrap();
+            let mut decoder = FrameDecoder::new();
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let raw = loop {
+                    if let Some(raw) = decoder.next_frame().unwrap() {
+                        break raw;
+                    }
+                    let n = reader.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    decoder.push(&buf[..n]);
+                };
+                let Ok(Decoded::Message(frame)) = decode_frame(&raw) else { panic!() };
+                let id = frame.id;
+                let replies = match (script, frame.message) {
+                    (Script::Refuse, Message::TcpConnect(c)) => {
+                        let error = format!("connect {}:{}: Connection refused", c.host, c.port);
+                        vec![Message::TcpFailed(TcpFailed { error })]
+                    }
+                    (Script::FailMidStream, Message::TcpConnect(_)) => vec![
+                        Message::TcpConnected,
+                        Message::TcpData(Data::new(b"partial".to_vec())),
+                        Message::TcpFailed(TcpFailed { error: "read: reset".into() }),
+                    ],
+                    (_, Message::TcpConnect(_)) => vec![Message::TcpConnected],
+                    (_, Message::TcpData(d)) => {
+                        vec![Message::TcpData(Data::new(d.data.to_ascii_uppercase()))]
+                    }
+                    (_, Message::TcpEof) => vec![Message::TcpEof, Message::TcpClosed],
+                    _ => vec![],
+                };
+                for reply in replies {
+                    let bytes = MessageFrame::new(id, reply).to_bytes().unwrap();
+                    writer.write_all(&bytes).await.unwrap();
+                }
+            }
+        });
+        (dir, path)
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_carries_data_and_half_close_both_ways() {
+        let (_dir, path) = fake_relay(Script::Echo);
+        let mut tunnel = TcpTunnel::open(&path, 80).await.unwrap();
+        tunnel.write_all(b"hello").await.unwrap();
+        tunnel.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        tunnel.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"HELLO");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_a_typed_error_with_the_agents_reason() {
+        let (_dir, path) = fake_relay(Script::Refuse);
+        match TcpTunnel::open(&path, 9).await {
+            Err(TunnelError::Refused { port: 9, reason }) => {
+                assert_eq!(reason, "connect 127.0.0.1:9: Connection refused")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_mid_stream_fails_the_read_after_the_data() {
+        let (_dir, path) = fake_relay(Script::FailMidStream);
+        let mut tunnel = TcpTunnel::open(&path, 80).await.unwrap();
+        let mut got = Vec::new();
+        let err = tunnel.read_to_end(&mut got).await.unwrap_err();
+        assert_eq!(got, b"partial");
+        assert_eq!(err.to_string(), "guest port 80: read: reset");
+    }
+
+    #[tokio::test]
+    async fn an_agent_without_generation_4_is_refused_before_any_tcp_frame() {
+        let (_dir, path) = fake_relay(Script::OldAgent);
+        let err = TcpTunnel::open(&path, 80).await.unwrap_err();
+        assert!(matches!(err, TunnelError::Generation(_)), "{err}");
     }
 }
