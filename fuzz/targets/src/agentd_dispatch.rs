@@ -33,7 +33,8 @@
 //! (a reply or a `core.error`), or reaches a service, or is one of the frames that need no
 //! answer (shutdown, clock sync, init ack, a valid disconnect notice, relay-local records);
 //! every reply encodes as a frame within the 4 MiB limit, with a `core.error` message of at
-//! most 1024 bytes and an `offending_type` of at most 256.
+//! most 1024 bytes and an `offending_type` of at most 256, and a `core.tcp.failed` error of at
+//! most 1024.
 
 use bytes::Bytes;
 use moat_agentd::dispatch::BulkControl;
@@ -390,6 +391,9 @@ fn check_action(frame: &RawFrame, fake: &Fake, action: Option<Action>) {
                         .is_none_or(|t| t.len() <= MAX_OFFENDING_TYPE_BYTES),
                     "core.error offending_type"
                 );
+            }
+            if let Message::TcpFailed(failed) = &message {
+                assert!(failed.error.len() <= MAX_ERROR_MESSAGE_BYTES, "core.tcp.failed error");
             }
             let wire = MessageFrame::new(id, message)
                 .to_bytes()
