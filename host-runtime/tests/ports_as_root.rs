@@ -177,6 +177,50 @@ async fn a_tunnel_whose_user_stops_reading_ends_with_a_clear_error_not_a_hang_as
     assert!(matches!(after, Err(PortError::ResponseTooLarge { port: 7001, .. })), "{after:?}");
 }
 
+/// Accepts connections and never reads from them.
+const DEAF_SERVER: &str = r#"
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 7002))
+s.listen(4)
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)
+"#;
+
+#[tokio::test]
+async fn a_guest_program_that_never_reads_fails_its_session_and_the_agent_goes_on_as_root() {
+    let (_moat, sandbox) = sandbox("ports-deaf").await;
+    let ran = sandbox.exec(sh("cat > /tmp/deaf.py"), DEAF_SERVER.as_bytes().to_vec()).await;
+    assert_eq!(ran.unwrap().outcome, ExecOutcome::Exited(0));
+    let ran = sandbox.exec(sh("(python3 /tmp/deaf.py >/dev/null 2>&1 &)"), Vec::new()).await;
+    assert_eq!(ran.unwrap().outcome, ExecOutcome::Exited(0));
+    sandbox.wait_for_listener(7002, Duration::from_secs(30)).await.unwrap();
+    let tunnel = sandbox.connect_tcp(7002).await.unwrap();
+    let (mut read, mut write) = tokio::io::split(tunnel);
+    // 64 MiB: far past the agent's 8 MiB queue and the socket buffers.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'z'; 1 << 20];
+        for _ in 0..64 {
+            if write.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), read.read_to_end(&mut got)).await;
+    let elapsed = start.elapsed();
+    writer.abort();
+    let after = sandbox.exec(sh("echo still serving"), Vec::new()).await;
+    sandbox.remove(true).await.unwrap();
+    let err = read.expect("the read ended instead of hanging").unwrap_err();
+    assert!(err.to_string().contains("read nothing for 10s with its queue full"), "{err}");
+    assert!(elapsed >= Duration::from_secs(9), "failed after only {elapsed:?}");
+    assert_eq!(after.unwrap().stdout, b"still serving\n");
+}
+
 /// A free port on the host's loopback (bound and released: racy only against other binders).
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
