@@ -20,6 +20,7 @@
 //! | root-disk prepare/grow (no root disk)        | `capability_unavailable`                      |
 //! | agent-to-host type sent to the agent         | `unsupported_message_type`                    |
 //! | follow-up for an unknown session             | `invalid_session`                             |
+//! | tcp connect refused, tcp frame, no session   | `core.tcp.failed` (PROTOCOL.md §10)           |
 
 use moat_protocol::BulkRecord;
 use moat_protocol::limits::{AGENT_GENERATION, MAX_EXEC_CONTROL_FRAME_BYTES};
@@ -28,7 +29,7 @@ use moat_protocol::payload::exec::{ExecRequest, ExecStdinError};
 use moat_protocol::payload::fs::FsRequest;
 
 pub use crate::fs::BulkControl;
-use moat_protocol::payload::tcp::TcpFailed;
+use moat_protocol::payload::tcp::{TcpConnect, TcpFailed};
 use moat_protocol::payload::workload::{
     WorkloadFreeze, WorkloadFrozen, WorkloadThaw, WorkloadThawed,
 };
@@ -65,6 +66,15 @@ pub trait Services {
     fn fs_request(&mut self, id: u32, v: u8, request: FsRequest);
     /// Filesystem write data (answered by the service).
     fn fs_data(&mut self, id: u32, data: Vec<u8>);
+    /// `core.tcp.connect`: open a TCP session (answered by the service); `Err` is the terminal
+    /// `core.tcp.failed` to send now.
+    fn tcp_connect(&mut self, id: u32, v: u8, connect: TcpConnect) -> Result<(), TcpFailed>;
+    /// `core.tcp.data` for an open session.
+    fn tcp_data(&mut self, id: u32, data: Vec<u8>) -> Result<(), TcpFailed>;
+    /// `core.tcp.eof`: the host's half-close.
+    fn tcp_eof(&mut self, id: u32) -> Result<(), TcpFailed>;
+    /// `core.tcp.close`: drop the session, with no answer when it exists.
+    fn tcp_close(&mut self, id: u32) -> Result<(), TcpFailed>;
     /// A relay client left: release everything in its range.
     fn release_range(&mut self, range: IdRange);
     /// Step the clock.
@@ -149,6 +159,13 @@ fn rejected(id: u32, rejection: Rejected, offending: MessageType) -> Option<Acti
             Some(Action::Reply { id, message: Message::ExecStdinError(stdin_error) })
         }
     }
+}
+
+/// A tcp refusal as the terminal `core.tcp.failed` on `id`, cut to fit a frame (a connect's host
+/// is client input).
+fn tcp_failed(id: u32, failed: TcpFailed) -> Option<Action> {
+    let error = cut(failed.error, MAX_ERROR_MESSAGE_BYTES);
+    Some(Action::Reply { id, message: Message::TcpFailed(TcpFailed { error }) })
 }
 
 impl Dispatcher {
@@ -304,24 +321,15 @@ impl Dispatcher {
                 services.fs_data(id, data.data);
                 None
             }
-            Message::TcpConnect(connect) => Some(Action::Reply {
-                id,
-                message: Message::TcpFailed(TcpFailed {
-                    error: cut(
-                        format!(
-                            "connect {}:{}: guest TCP forwarding is not built in moat-agentd yet",
-                            connect.host, connect.port
-                        ),
-                        MAX_ERROR_MESSAGE_BYTES,
-                    ),
-                }),
-            }),
-            Message::TcpData(_) | Message::TcpEof | Message::TcpClose => Some(Action::Reply {
-                id,
-                message: Message::TcpFailed(TcpFailed {
-                    error: format!("unknown TCP session: {id}"),
-                }),
-            }),
+            Message::TcpConnect(connect) => {
+                self.activity_seq += 1;
+                services.tcp_connect(id, v, connect).err().and_then(|f| tcp_failed(id, f))
+            }
+            Message::TcpData(data) => {
+                services.tcp_data(id, data.data).err().and_then(|f| tcp_failed(id, f))
+            }
+            Message::TcpEof => services.tcp_eof(id).err().and_then(|f| tcp_failed(id, f)),
+            Message::TcpClose => services.tcp_close(id).err().and_then(|f| tcp_failed(id, f)),
             Message::WorkloadFreeze(_) | Message::WorkloadThaw(_) if id != WORKLOAD_CHANNEL_ID => {
                 error(
                     id,
@@ -417,6 +425,16 @@ mod tests {
         }
     }
 
+    impl Fake {
+        fn tcp_session(&self, id: u32) -> Result<(), TcpFailed> {
+            if self.sessions.contains(&id) {
+                Ok(())
+            } else {
+                Err(TcpFailed { error: format!("unknown TCP session: {id}") })
+            }
+        }
+    }
+
     impl Services for Fake {
         fn exec_start(&mut self, id: u32, v: u8, request: ExecRequest) -> Result<(), Rejected> {
             self.calls.push(format!("start {id} v{v} {}", request.cmd));
@@ -444,6 +462,26 @@ mod tests {
         }
         fn fs_data(&mut self, id: u32, data: Vec<u8>) {
             self.calls.push(format!("fs-data {id} {}", data.len()));
+        }
+        fn tcp_connect(&mut self, id: u32, v: u8, c: TcpConnect) -> Result<(), TcpFailed> {
+            self.calls.push(format!("tcp {id} v{v} {}:{}", c.host, c.port));
+            if c.port == 0 {
+                return Err(TcpFailed { error: format!("connect {}:0: refused", c.host) });
+            }
+            self.sessions.push(id);
+            Ok(())
+        }
+        fn tcp_data(&mut self, id: u32, data: Vec<u8>) -> Result<(), TcpFailed> {
+            self.calls.push(format!("tcp-data {id} {}", data.len()));
+            self.tcp_session(id)
+        }
+        fn tcp_eof(&mut self, id: u32) -> Result<(), TcpFailed> {
+            self.calls.push(format!("tcp-eof {id}"));
+            self.tcp_session(id)
+        }
+        fn tcp_close(&mut self, id: u32) -> Result<(), TcpFailed> {
+            self.calls.push(format!("tcp-close {id}"));
+            self.tcp_session(id)
         }
         fn release_range(&mut self, range: IdRange) {
             self.calls.push(format!("release {}", range.start));
@@ -742,19 +780,61 @@ mod tests {
         assert_eq!(fake.calls, vec!["release 1"]);
     }
 
+    fn connect(host: &str, port: u16) -> Message {
+        Message::TcpConnect(TcpConnect { host: host.into(), port, bulk: None })
+    }
+
     #[test]
-    fn tcp_connect_fails_with_a_reason_and_shutdown_is_an_action() {
-        let connect = Message::TcpConnect(moat_protocol::payload::tcp::TcpConnect {
-            host: "127.0.0.1".into(),
-            port: 80,
-            bulk: None,
-        });
-        match Dispatcher::new().handle(&raw(3, connect), &mut Fake::default()) {
+    fn tcp_connect_and_follow_ups_reach_the_service_without_a_reply() {
+        let mut d = Dispatcher::new();
+        let mut fake = Fake::default();
+        assert_eq!(d.handle(&raw(3, connect("127.0.0.1", 80)), &mut fake), None);
+        let data = Message::TcpData(Data::new(b"GET /".to_vec()));
+        assert_eq!(d.handle(&raw(3, data), &mut fake), None);
+        assert_eq!(d.handle(&raw(3, Message::TcpEof), &mut fake), None);
+        assert_eq!(d.handle(&raw(3, Message::TcpClose), &mut fake), None);
+        assert_eq!(
+            fake.calls,
+            ["tcp 3 v10 127.0.0.1:80", "tcp-data 3 5", "tcp-eof 3", "tcp-close 3"]
+        );
+        assert_eq!(d.activity_seq(), 1, "a connect counts as activity");
+    }
+
+    #[test]
+    fn a_refused_tcp_connect_gets_a_terminal_tcp_failed_on_its_id() {
+        match Dispatcher::new().handle(&raw(3, connect("127.0.0.1", 0)), &mut Fake::default()) {
             Some(Action::Reply { id: 3, message: Message::TcpFailed(f) }) => {
-                assert!(f.error.contains("not built"))
+                assert_eq!(f.error, "connect 127.0.0.1:0: refused")
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn tcp_follow_ups_without_a_session_get_unknown_tcp_session() {
+        let data = Message::TcpData(Data::new(b"x".to_vec()));
+        for message in [data, Message::TcpEof, Message::TcpClose] {
+            match Dispatcher::new().handle(&raw(7, message), &mut Fake::default()) {
+                Some(Action::Reply { id: 7, message: Message::TcpFailed(f) }) => {
+                    assert_eq!(f.error, "unknown TCP session: 7")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_tcp_failure_echoing_a_huge_host_still_fits_a_frame() {
+        let mut fake = Fake::default();
+        let action = Dispatcher::new().handle(&raw(3, connect(&"h".repeat(100_000), 0)), &mut fake);
+        let Some(Action::Reply { message: Message::TcpFailed(f), .. }) = action else {
+            panic!("{action:?}");
+        };
+        assert!(f.error.len() <= MAX_ERROR_MESSAGE_BYTES, "{}", f.error.len());
+    }
+
+    #[test]
+    fn shutdown_is_an_action() {
         assert_eq!(
             Dispatcher::new().handle(&raw(0, Message::Shutdown), &mut Fake::default()),
             Some(Action::Shutdown)

@@ -10,11 +10,12 @@ use moat_protocol::frame::split_frame;
 use moat_protocol::payload::core::{CoreError, CoreErrorKind};
 use moat_protocol::payload::exec::ExecRequest;
 use moat_protocol::payload::fs::FsRequest;
+use moat_protocol::payload::tcp::{TcpConnect, TcpFailed};
 use moat_protocol::payload::workload::{
     WorkloadFreeze, WorkloadFrozen, WorkloadThaw, WorkloadThawed,
 };
 use moat_protocol::relay::IdRange;
-use moat_protocol::{FrameError, RawFrame};
+use moat_protocol::{FrameError, Message, RawFrame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -23,6 +24,7 @@ use crate::dispatch::{Action, Dispatcher, Rejected, Services};
 use crate::exec::{ExecError, ExecManager};
 use crate::fs::{BulkControl, FsService, NoBulkTransfer};
 use crate::outbound::Outbound;
+use crate::tcp::{TCP_STALL_TIMEOUT, TcpService};
 use crate::workload::{ProcessFreezer, WorkloadLatch};
 use moat_protocol::BulkRecord;
 
@@ -95,12 +97,14 @@ pub enum Ended {
     Broken(ReadError),
 }
 
-/// The agent's real services: exec and filesystem, plus the clock.
+/// The agent's real services: exec, filesystem and TCP, plus the clock.
 pub struct AgentServices {
     /// Exec sessions.
     pub exec: ExecManager,
     /// Filesystem operations.
     pub fs: FsService,
+    /// TCP sessions to guest ports.
+    pub tcp: TcpService,
     /// Whether `core.clock.sync` may step the clock (only inside a VM: in the namespace backend
     /// the clock is the host's).
     pub may_set_clock: bool,
@@ -165,9 +169,26 @@ impl Services for AgentServices {
         self.fs.data(id, data);
     }
 
+    fn tcp_connect(&mut self, id: u32, v: u8, connect: TcpConnect) -> Result<(), TcpFailed> {
+        self.tcp.connect(id, v, connect)
+    }
+
+    fn tcp_data(&mut self, id: u32, data: Vec<u8>) -> Result<(), TcpFailed> {
+        self.tcp.data(id, data)
+    }
+
+    fn tcp_eof(&mut self, id: u32) -> Result<(), TcpFailed> {
+        self.tcp.eof(id)
+    }
+
+    fn tcp_close(&mut self, id: u32) -> Result<(), TcpFailed> {
+        self.tcp.close(id)
+    }
+
     fn release_range(&mut self, range: IdRange) {
         self.exec.kill_range(range);
         self.fs.release_range(range);
+        self.tcp.release_range(range);
     }
 
     fn clock_sync(&mut self, unix_nanos: u64) {
@@ -220,6 +241,17 @@ pub async fn serve(
         // anything more is read, so the host waits instead of its session failing.
         if let Some(room) = services.fs.write_room(frame.id) {
             room.wait().await;
+        }
+        // The same for a TCP session, but bounded: a guest program that reads nothing for
+        // TCP_STALL_TIMEOUT has its session failed rather than holding every other session.
+        if let Some(room) = services.tcp.room(frame.id)
+            && tokio::time::timeout(TCP_STALL_TIMEOUT, room.wait()).await.is_err()
+        {
+            let failed = services.tcp.stalled(frame.id);
+            tracing::warn!(id = frame.id, error = %failed.error, "tcp session stalled");
+            if out.send(frame.id, Message::TcpFailed(failed)).await.is_err() {
+                return Ended::HostClosed;
+            }
         }
         let reply = match action {
             None => continue,

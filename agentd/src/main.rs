@@ -26,6 +26,7 @@ use moat_agentd::process::Reaper;
 use moat_agentd::seccomp::{self, Scope, SecurityProfile};
 use moat_agentd::shutdown;
 use moat_agentd::sys;
+use moat_agentd::tcp::TcpService;
 use moat_agentd::users::UserDb;
 use moat_agentd::workload::{ProcessFreezer, WorkloadLatch};
 use moat_protocol::payload::core::ResolvedUser;
@@ -223,6 +224,7 @@ async fn run(options: Options, reaper: Reaper, boot_time_ns: u64) -> ExitCode {
     let mut services = AgentServices {
         exec: ExecManager::new(config, reaper.clone(), out.clone()),
         fs: FsService::new(PathBuf::from("/"), out.clone()),
+        tcp: TcpService::new(out.clone()),
         may_set_clock: options.pid1 && options.boot.vm,
         workload: WorkloadLatch::new(ProcessFreezer::new(options.pid1)),
     };

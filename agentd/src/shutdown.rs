@@ -26,6 +26,7 @@ const KEEP_MOUNTED: [&str; 4] = ["/", "/proc", "/sys", "/dev"];
 /// it signals every process, not just its sessions, and tears the mounts down.
 pub async fn stop_everything(services: &mut AgentServices, reaper: &Reaper, pid1: bool) {
     services.fs.abort_all();
+    services.tcp.abort_all();
     services.exec.signal_all(Signal::SIGTERM as i32);
     if pid1 {
         sys::kill_all(Signal::SIGTERM);

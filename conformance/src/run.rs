@@ -37,6 +37,8 @@ pub enum Family {
     Fs,
     /// Generation-8 raw bulk filesystem transfers.
     Bulk,
+    /// Generation-4 TCP sessions to guest ports.
+    Tcp,
     /// Clients cannot see or touch each other's sessions.
     MultiClient,
     /// What a departing client leaves behind.
@@ -58,6 +60,7 @@ impl Family {
             Family::FlowControl => "flow_control",
             Family::Fs => "fs",
             Family::Bulk => "bulk",
+            Family::Tcp => "tcp",
             Family::MultiClient => "multi_client",
             Family::Disconnect => "disconnect",
             Family::Latency => "latency",
@@ -436,7 +439,7 @@ mod tests {
         let names: BTreeSet<String> = suite.cases().iter().map(Case::full_name).collect();
         assert_eq!(names.len(), suite.cases().len());
         let families: BTreeSet<Family> = suite.cases().iter().map(|c| c.family).collect();
-        assert_eq!(families.len(), 10);
+        assert_eq!(families.len(), 11);
     }
 
     #[test]

@@ -120,3 +120,29 @@ pub const MAX_PATCH_BUNDLE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Most steps (files, directories, links, removals) the root patches of one sandbox make.
 pub const MAX_PATCH_BUNDLE_ENTRIES: usize = 100_000;
+
+/// Bytes a TCP tunnel reads from its local side per `core.tcp.data` (the agent's own chunk).
+pub const TUNNEL_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Bytes buffered inside a TCP tunnel between the relay and its user, each way: a user that
+/// stops reading stops the tunnel reading the relay.
+pub const TUNNEL_BUFFER_BYTES: usize = 256 * 1024;
+
+/// How long opening a TCP tunnel (relay handshake and the agent's connect) may take.
+pub const TUNNEL_OPEN_TIMEOUT_MS: u64 = 35_000;
+
+/// Pause between connect attempts of `wait_for_listener`.
+pub const LISTENER_POLL_MS: u64 = 50;
+
+/// Largest HTTP response (head and body) `Sandbox::fetch` reads.
+pub const MAX_FETCH_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long `Sandbox::fetch` may take in all.
+pub const FETCH_TIMEOUT_MS: u64 = 60_000;
+
+/// Connections one `moat port-forward` carries at once; more wait in the listen backlog. Each
+/// is one relay client, and a relay has 128.
+pub const MAX_FORWARDED_CONNECTIONS: usize = 64;
+
+const _: () = assert!(TUNNEL_CHUNK_BYTES <= TUNNEL_BUFFER_BYTES);
+const _: () = assert!(MAX_FORWARDED_CONNECTIONS < moat_protocol::limits::RELAY_SLOTS as usize);

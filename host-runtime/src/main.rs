@@ -2,10 +2,10 @@
 //! exit.
 //!
 //! Commands: `doctor`, `run`, and the named-sandbox lifecycle (`create`, `exec`, `ls`, `inspect`,
-//! `socket`, `logs`, `stop`, `kill`, `rm`), images (`pull`, `images`, `rmi`, `image prune`) and
-//! `bench`. Hidden: `__sandbox DIR` (the per-sandbox process), `__ns-prepare DIR` (binds the root
-//! source, execs `unshare`), `__ns-init DIR` (first process in the sandbox's namespaces; execs
-//! the agent) and `__vm DIR` (a VM sandbox's VM process). Exit status of `run` and `exec`: the
+//! `socket`, `logs`, `stop`, `kill`, `rm`, `port-forward`), images (`pull`, `images`, `rmi`,
+//! `image prune`) and `bench`. Hidden: `__sandbox DIR` (the per-sandbox process), `__ns-prepare
+//! DIR` (binds the root source, execs `unshare`), `__ns-init DIR` (first process in the sandbox's
+//! namespaces; execs the agent) and `__vm DIR` (a VM sandbox's VM process). Exit status of `run` and `exec`: the
 //! command's; 127 when it could not be started; 125 when moat itself failed. Other commands: 0,
 //! 1 on failure. Every command: 2 on a usage error.
 
@@ -91,6 +91,10 @@ fn main() -> ExitCode {
         Command::Stats(args) => {
             let home = moat_runtime::store::home::moat_home();
             report(name, cli::stats::run(&home, args))
+        }
+        Command::PortForward(args) => {
+            let home = moat_runtime::store::home::moat_home();
+            report(name, cli::port_forward::run(&home, args))
         }
         Command::Volume { command } => {
             let home = moat_runtime::store::home::moat_home();

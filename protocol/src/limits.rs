@@ -7,8 +7,10 @@
 pub const PROTOCOL_GENERATION: u8 = 10;
 
 /// Generation announced by moat's agent in `core.ready`. The agent understands every type up to
-/// generation 10 and serves generation-10 exec flow control; the generation-8 bulk and
-/// generation-9 workload/root-disk types are refused as not built (`capability_unavailable`).
+/// generation 10: generation-4 TCP sessions (a raw-bulk offer on `core.tcp.connect` is refused
+/// with `core.tcp.failed`), generation-8 raw bulk for filesystem reads and writes, generation-9
+/// freeze/thaw (root-disk types get `capability_unavailable`) and generation-10 exec flow
+/// control.
 pub const AGENT_GENERATION: u8 = 10;
 
 /// Lowest request `v` that gets exec flow control and execution admission (PROTOCOL.md §8.4,

@@ -11,6 +11,7 @@ mod fs;
 mod handshake;
 mod isolation;
 mod latency;
+mod tcp;
 
 use moat_protocol::payload::exec::{ExecFailureKind, ExecRequest};
 
@@ -27,6 +28,7 @@ pub(crate) fn all() -> Vec<Case> {
         flow::CASES,
         fs::CASES,
         bulk::CASES,
+        tcp::CASES,
         isolation::CASES,
         disconnect::CASES,
         latency::CASES,

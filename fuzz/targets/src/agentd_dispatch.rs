@@ -24,13 +24,17 @@
 //! `release_range`; stdin, signal, resize and output acks on an unknown session are refused with
 //! `invalid_session`; an output ack that goes back from the session's last one, or past
 //! [`FAKE_SENT_CHARGE`], is refused with `invalid_payload` (as agentd's output window does); fs
-//! requests and data are taken (the fs service answers them itself).
+//! requests and data are taken (the fs service answers them itself); tcp sessions open on
+//! `tcp.connect` (refused with `tcp.failed` for port 0 or a bulk offer, echoing the host) and end
+//! on `tcp.close` or `release_range`; tcp data, eof and close on an unknown session are refused
+//! with `tcp.failed`.
 //!
 //! Properties, per frame: `handle` never panics; a frame is either answered on its own id
 //! (a reply or a `core.error`), or reaches a service, or is one of the frames that need no
 //! answer (shutdown, clock sync, init ack, a valid disconnect notice, relay-local records);
 //! every reply encodes as a frame within the 4 MiB limit, with a `core.error` message of at
-//! most 1024 bytes and an `offending_type` of at most 256.
+//! most 1024 bytes and an `offending_type` of at most 256, and a `core.tcp.failed` error of at
+//! most 1024.
 
 use bytes::Bytes;
 use moat_agentd::dispatch::BulkControl;
@@ -44,6 +48,7 @@ use moat_protocol::payload::bulk::BulkCredit;
 use moat_protocol::payload::core::{CoreError, CoreErrorKind};
 use moat_protocol::payload::exec::ExecRequest;
 use moat_protocol::payload::fs::FsRequest;
+use moat_protocol::payload::tcp::{TcpConnect, TcpFailed};
 use moat_protocol::payload::workload::{
     WorkloadFreeze, WorkloadFrozen, WorkloadThaw, WorkloadThawMode, WorkloadThawed,
 };
@@ -64,6 +69,7 @@ pub const FAKE_SENT_CHARGE: u64 = 1 << 20;
 /// last call touched.
 struct Fake {
     sessions: Vec<u32>,
+    tcp_sessions: Vec<u32>,
     acked: std::collections::HashMap<u32, u64>,
     touched: Vec<u32>,
     released: bool,
@@ -75,6 +81,7 @@ impl Default for Fake {
     fn default() -> Fake {
         Fake {
             sessions: Vec::new(),
+            tcp_sessions: Vec::new(),
             acked: std::collections::HashMap::new(),
             touched: Vec::new(),
             released: false,
@@ -108,6 +115,17 @@ impl Fake {
                 kind: CoreErrorKind::InvalidSession,
                 message: format!("no exec session {id}"),
             })
+        }
+    }
+}
+
+impl Fake {
+    fn tcp_session(&mut self, id: u32) -> Result<(), TcpFailed> {
+        self.touched.push(id);
+        if self.tcp_sessions.contains(&id) {
+            Ok(())
+        } else {
+            Err(TcpFailed { error: format!("unknown TCP session: {id}") })
         }
     }
 }
@@ -160,9 +178,36 @@ impl Services for Fake {
         self.touched.push(id);
     }
 
+    fn tcp_connect(&mut self, id: u32, _v: u8, connect: TcpConnect) -> Result<(), TcpFailed> {
+        self.touched.push(id);
+        if connect.port == 0 || connect.bulk.is_some() {
+            let target = format!("{}:{}", connect.host, connect.port);
+            return Err(TcpFailed { error: format!("connect {target}: refused by the fake") });
+        }
+        if self.tcp_sessions.len() < 4096 && !self.tcp_sessions.contains(&id) {
+            self.tcp_sessions.push(id);
+        }
+        Ok(())
+    }
+
+    fn tcp_data(&mut self, id: u32, _data: Vec<u8>) -> Result<(), TcpFailed> {
+        self.tcp_session(id)
+    }
+
+    fn tcp_eof(&mut self, id: u32) -> Result<(), TcpFailed> {
+        self.tcp_session(id)
+    }
+
+    fn tcp_close(&mut self, id: u32) -> Result<(), TcpFailed> {
+        self.tcp_session(id)?;
+        self.tcp_sessions.retain(|s| *s != id);
+        Ok(())
+    }
+
     fn release_range(&mut self, range: IdRange) {
         self.released = true;
         self.sessions.retain(|id| !range.contains(*id));
+        self.tcp_sessions.retain(|id| !range.contains(*id));
         self.acked.retain(|id, _| !range.contains(*id));
     }
 
@@ -346,6 +391,9 @@ fn check_action(frame: &RawFrame, fake: &Fake, action: Option<Action>) {
                         .is_none_or(|t| t.len() <= MAX_OFFENDING_TYPE_BYTES),
                     "core.error offending_type"
                 );
+            }
+            if let Message::TcpFailed(failed) = &message {
+                assert!(failed.error.len() <= MAX_ERROR_MESSAGE_BYTES, "core.tcp.failed error");
             }
             let wire = MessageFrame::new(id, message)
                 .to_bytes()

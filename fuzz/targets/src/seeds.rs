@@ -563,6 +563,43 @@ fn agentd_dispatch_seeds(frames: &[VectorFrame]) -> Vec<Seed> {
         root_disk.extend(join(26, Flags::NONE, 0, &wire[9..]));
     }
     set.add("root disk grow and prepare", root_disk);
+    let tcp = |id: u32, message: moat_protocol::Message| {
+        let wire = moat_protocol::MessageFrame::new(id, message).to_bytes().expect("encodes");
+        join(id, Flags::from_bits(wire[8]), 0, &wire[9..])
+    };
+    let connect = |host: &str, port: u16| {
+        moat_protocol::Message::TcpConnect(moat_protocol::payload::tcp::TcpConnect {
+            host: host.into(),
+            port,
+            bulk: None,
+        })
+    };
+    let data = || {
+        moat_protocol::Message::TcpData(moat_protocol::payload::exec::Data::new(b"GET /".to_vec()))
+    };
+    for (what, steps) in [
+        (
+            "tcp connect data eof close",
+            vec![
+                tcp(27, connect("127.0.0.1", 8080)),
+                tcp(27, data()),
+                tcp(27, moat_protocol::Message::TcpEof),
+                tcp(27, moat_protocol::Message::TcpClose),
+                tcp(27, data()),
+            ],
+        ),
+        ("tcp refused connect with a long host", vec![tcp(28, connect(&"h".repeat(5000), 0))]),
+        (
+            "tcp follow-ups with no session",
+            vec![
+                tcp(29, data()),
+                tcp(29, moat_protocol::Message::TcpEof),
+                tcp(29, moat_protocol::Message::TcpClose),
+            ],
+        ),
+    ] {
+        set.add(what, steps.concat());
+    }
     set.seeds
 }
 

@@ -56,6 +56,7 @@ pub mod exec;
 pub mod fs;
 
 mod metrics;
+mod ports;
 mod volumes;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,7 @@ pub use self::exec::{ExecEvent, ExecStream};
 pub use self::fs::{
     FsEntryInfo, FsEntryKind, FsReadStream, FsWriteStream, GuestFsError, SandboxFs,
 };
+pub use self::ports::{HttpResponse, PortError, TcpTunnel, TunnelError};
 use crate::error::RuntimeError;
 use crate::lifecycle::Executables;
 use crate::limits::POLL_INTERVAL_MS;

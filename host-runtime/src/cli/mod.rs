@@ -10,6 +10,7 @@
 //! ```
 
 pub mod cp;
+pub mod port_forward;
 pub mod sandbox_args;
 pub mod stats;
 pub(crate) mod tty;
@@ -82,6 +83,8 @@ pub enum Command {
     Login(LoginCmd),
     /// CPU, memory, disk and network of running sandboxes.
     Stats(stats::StatsArgs),
+    /// Forward a host port to a port inside a sandbox (no guest network needed).
+    PortForward(port_forward::PortForwardArgs),
     /// Named volumes, mounted with -v NAME:/path.
     Volume {
         /// What to do.
@@ -462,6 +465,7 @@ pub fn name_of(command: &Command) -> &'static str {
         Command::Image(_) => "image",
         Command::Login(_) => "login",
         Command::Stats(_) => "stats",
+        Command::PortForward(_) => "port-forward",
         Command::Volume { .. } => "volume",
         Command::Sandbox(_) => "__sandbox",
         Command::NsPrepare(_) => "__ns-prepare",

@@ -18,6 +18,7 @@ pub(crate) mod conn;
 pub mod flow;
 pub mod fs;
 pub mod stream;
+pub mod tcp;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
