@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  Moat::new(home) ─► create(SandboxOptions) ─► Sandbox ─► exec(request, stdin) ─► CapturedExec
+//!       ├─► replace(SandboxOptions) ─► Sandbox    ├─► start()  (again, after stop or crash)
 //!       │                                         ├─► exec_with_timeout(request, stdin, timeout)
 //!       │                                         ├─► shell(script)  (the configured shell -c)
 //!       │                                         ├─► exec_stream(request) ─► ExecStream: next()
@@ -115,6 +116,16 @@ impl Moat {
         Ok(Sandbox { inner: sandbox })
     }
 
+    /// [`Moat::create`], removing an existing sandbox of the same name first (killed if it is
+    /// live, as `moat rm -f`, and gone before the new one boots); with no sandbox of that name,
+    /// the same as `create`. (`create` alone refuses a taken name with
+    /// [`RuntimeError::DuplicateName`].)
+    pub async fn replace(&self, options: SandboxOptions) -> Result<Sandbox, RuntimeError> {
+        let inner = self.inner.clone();
+        let sandbox = blocking(move || inner.replace(options)).await?;
+        Ok(Sandbox { inner: sandbox })
+    }
+
     /// A handle on the existing sandbox `name` ([`RuntimeError::UnknownSandbox`] when there is
     /// none).
     pub async fn get(&self, name: &str) -> Result<Sandbox, RuntimeError> {
@@ -209,6 +220,16 @@ impl Sandbox {
     pub async fn stop(&self) -> Result<SandboxState, RuntimeError> {
         let inner = self.inner.clone();
         blocking(move || inner.stop()).await
+    }
+
+    /// Launches it again (as `moat start`) after it stopped or crashed, with the configuration
+    /// it was created with, and returns its state once it is ready. Named volumes and `-v`
+    /// directories keep their data; the root's writable layer is new (writes to the root
+    /// outside a volume were lost at the stop). [`RuntimeError::AlreadyRunning`] when it is
+    /// live; [`RuntimeError::CreatedByOlderMoat`] when its state predates this call.
+    pub async fn start(&self) -> Result<SandboxState, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.start()).await
     }
 
     /// SIGKILLs it (as `moat kill`) and returns the final state once none of its processes is

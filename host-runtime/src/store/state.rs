@@ -25,6 +25,11 @@ use crate::store::home::SandboxSpec;
 /// The state file's name in a sandbox directory.
 pub const STATE_FILE: &str = "state.json";
 
+/// The `version` this moat writes. 1: `spec` holds everything `moat start` needs to launch the
+/// sandbox again (its root as resolved, its whole configuration, volumes and `ephemeral`
+/// included). A file without `version` (0) was written before that was promised.
+pub const STATE_VERSION: u32 = 1;
+
 /// Where a named sandbox is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,6 +61,9 @@ impl Status {
 /// The content of `state.json`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SandboxState {
+    /// The format of this file ([`STATE_VERSION`]; absent, 0, in files older than `moat start`).
+    #[serde(default)]
+    pub version: u32,
     /// The sandbox name.
     pub name: String,
     /// What it was created with.
@@ -156,6 +164,7 @@ mod tests {
 
     fn state(status: Status, pid: Option<i32>) -> SandboxState {
         SandboxState {
+            version: STATE_VERSION,
             name: "box".into(),
             spec: SandboxSpec {
                 name: "box".into(),
@@ -191,6 +200,15 @@ mod tests {
         write(&dir, &state(Status::Running, Some(own_pid))).unwrap();
         assert_eq!(read(&dir).unwrap().status, Status::Crashed);
         assert_eq!(read_recorded(&dir).unwrap().status, Status::Running);
+    }
+
+    #[test]
+    fn a_state_file_without_version_reads_as_version_0() {
+        let dir = scratch("no-version");
+        let mut json = serde_json::to_value(state(Status::Stopped, None)).unwrap();
+        json.as_object_mut().unwrap().remove("version");
+        std::fs::write(dir.join(STATE_FILE), serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(read(&dir).unwrap().version, 0);
     }
 
     #[test]

@@ -151,8 +151,9 @@ pub const STOPPED_MAX_DURATION: &str = "--max-duration reached";
 /// `stop_reason` after `--idle-timeout`.
 pub const STOPPED_IDLE: &str = "--idle-timeout reached with no client connected";
 
-/// A named sandbox records its own clean end (an ephemeral one has no `state.json`). Only a
-/// live record changes: `moat stop`/`kill` write their own outcome.
+/// A named sandbox records its own clean end (`moat run`'s has no `state.json`; one created
+/// `--ephemeral` is removed instead). Only a live record changes: `moat stop`/`kill` write their
+/// own outcome.
 pub(crate) fn record_own_exit(dir: &SandboxDir, reason: &str) {
     record_own_end(dir, crate::store::state::Status::Stopped, Some(0), reason);
 }
@@ -175,6 +176,11 @@ fn record_own_end(
         record.status,
         crate::store::state::Status::Running | crate::store::state::Status::Draining
     ) {
+        return;
+    }
+    if record.spec.config.ephemeral {
+        tracing::info!(status = status.as_str(), reason, "an ephemeral sandbox ended; removing it");
+        crate::lifecycle::remove_ended_ephemeral(dir);
         return;
     }
     record.status = status;
