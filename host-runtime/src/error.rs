@@ -162,6 +162,14 @@ pub enum RuntimeError {
         /// The first missing layer directory.
         layer: PathBuf,
     },
+    /// `moat drain`: the sandbox process did not confirm that new execs are refused.
+    #[error("sandbox {name:?} did not confirm the drain within {timeout_ms} ms; see sandbox.log")]
+    DrainUnconfirmed {
+        /// The sandbox.
+        name: String,
+        /// How long we waited.
+        timeout_ms: u64,
+    },
     /// `moat rm` without `-f` on a running sandbox.
     #[error("sandbox {0:?} is running; stop it first or use `moat rm -f`")]
     StillRunning(String),

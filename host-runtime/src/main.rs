@@ -81,6 +81,7 @@ fn main() -> ExitCode {
             lifecycle::open_named(&args.name).and_then(|dir| logs::print(&dir, &args.options())),
         ),
         Command::Start(args) => finish(name, lifecycle::start::start(&args.name).map(drop)),
+        Command::Drain(args) => finish(name, lifecycle::drain::drain(&args.name).map(drop)),
         Command::Stop(args) => finish(name, lifecycle::stop(&args.name).map(drop)),
         Command::Kill(args) => finish(name, lifecycle::kill(&args.name).map(drop)),
         Command::Rm(args) => finish(name, lifecycle::remove(&args.name, args.force)),

@@ -5,7 +5,8 @@
 //!  Moat::new(home) ─► create(SandboxOptions) ─► Sandbox ─► exec(request, stdin, timeout) ─► CapturedExec
 //!       │                                     ├─► state() / socket() / wait(timeout)
 //!       ├─► replace(SandboxOptions) ─► Sandbox  ├─► start() (again, after a stop)
-//!       ├─► get(name) ─► Sandbox               └─► stop() / kill() / remove(force)
+//!       ├─► get(name) ─► Sandbox               ├─► drain() (no new exec; stops when idle)
+//!       │                                     └─► stop() / kill() / remove(force)
 //!       ├─► list() ─► [SandboxState]
 //!       └─► images() ─► Images: pull / list / remove / prune (an image as SandboxOptions' root)
 //! ```
@@ -191,6 +192,13 @@ impl Sandbox {
     /// ([`RuntimeError::AlreadyRunning`] when it is live).
     pub fn start(&self) -> Result<SandboxState, RuntimeError> {
         lifecycle::start::start_in(&self.moat.home, &self.name, self.moat.executables.as_ref())
+    }
+
+    /// Drains it (as `moat drain`): returns (status `draining`) once new execs are refused,
+    /// by moat and by the relay for any client; the running ones finish, then it stops by
+    /// itself ([`Sandbox::wait`] for that).
+    pub fn drain(&self) -> Result<SandboxState, RuntimeError> {
+        lifecycle::drain::drain_dir(&self.dir)
     }
 
     /// SIGKILLs it (as `moat kill`); returns the final state.

@@ -11,7 +11,8 @@
 //!       │                                         │     close_stdin, signal, kill, resize, wait
 //!       │                                         ├─► metrics() / metrics_stream(interval)
 //!       │                                         ├─► state() / socket() / wait(timeout)
-//!       ├─► get(name) ─► Sandbox                  └─► stop() / kill() / remove(force)
+//!       ├─► get(name) ─► Sandbox                  ├─► drain() (no new exec; stops when idle)
+//!       │                                         └─► stop() / kill() / remove(force)
 //!       ├─► list() / list_filtered([LabelFilter]) ─► [SandboxState]
 //!       ├─► metrics_all() ─► [Metrics]
 //!       ├─► volumes() ─► Volumes: create / list / inspect / remove / read / write (api::volumes)
@@ -230,6 +231,15 @@ impl Sandbox {
     pub async fn start(&self) -> Result<SandboxState, RuntimeError> {
         let inner = self.inner.clone();
         blocking(move || inner.start()).await
+    }
+
+    /// Drains it (as `moat drain`): returns its state (`draining`) once new execs are refused
+    /// (moat's with [`RuntimeError::NotRunning`], a raw protocol client's by the relay with a
+    /// `core.error`); the running execs finish, and when none is left it stops by itself
+    /// ([`Sandbox::wait`] returns then, `stop_reason` "drained: the last exec ended").
+    pub async fn drain(&self) -> Result<SandboxState, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.drain()).await
     }
 
     /// SIGKILLs it (as `moat kill`) and returns the final state once none of its processes is

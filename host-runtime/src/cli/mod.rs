@@ -59,6 +59,8 @@ pub enum Command {
     Logs(LogsCmd),
     /// Boot a stopped or crashed sandbox again, with the configuration it was created with.
     Start(NameArg),
+    /// Refuse new execs in a sandbox; it stops once the running ones have finished.
+    Drain(NameArg),
     /// Shut a sandbox down (core.shutdown; SIGTERM after 10 s, then SIGKILL).
     Stop(NameArg),
     /// SIGKILL a sandbox.
@@ -458,6 +460,7 @@ pub fn name_of(command: &Command) -> &'static str {
         Command::Socket(_) => "socket",
         Command::Logs(_) => "logs",
         Command::Start(_) => "start",
+        Command::Drain(_) => "drain",
         Command::Stop(_) => "stop",
         Command::Kill(_) => "kill",
         Command::Rm(_) => "rm",

@@ -9,6 +9,7 @@
 //!  kill:   SIGKILL (process group) ─► stopped, exit code 137
 //!  rm:     refuses a live sandbox unless -f (then kill) ─► remove DIR
 //!  start:  not live ─► the recorded spec ─► spawn as create does (`start`)
+//!  drain:  draining ─► the relay refuses new execs ─► last exec ends ─► stopped (`drain`)
 //!  create --replace: rm -f an existing NAME ─► create
 //!  --ephemeral: whoever sees it end (its sandbox process, stop, kill, a listing that finds it
 //!          crashed) removes DIR instead of recording the end
@@ -16,6 +17,7 @@
 //!
 //! The state store's rules (atomic writes, `crashed` at read time) live in [`crate::store::state`].
 
+pub mod drain;
 pub mod logs;
 pub mod run;
 pub mod start;

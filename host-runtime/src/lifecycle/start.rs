@@ -76,13 +76,14 @@ fn check_image_layers(record: &SandboxState) -> Result<(), RuntimeError> {
 }
 
 /// What the previous sandbox process may have left: the cgroup of one that was killed or
-/// crashed, its relay socket (the new process waits for the socket to appear), and the VM
-/// backend's stop-reason note (the first reason written wins, so an old one would be reported).
+/// crashed, its relay socket (the new process waits for the socket to appear), the VM
+/// backend's stop-reason note (the first reason written wins, so an old one would be reported)
+/// and a drain request (the new process would drain at once).
 fn clear_leftovers(dir: &SandboxDir, record: &SandboxState) {
     if let Some(pid) = record.pid {
         remove_cgroup_of(&record.name, pid);
     }
-    for path in [dir.socket(), dir.stop_reason_file()] {
+    for path in [dir.socket(), dir.stop_reason_file(), dir.drain_file()] {
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::debug!(path = %path.display(), "removed a leftover"),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}

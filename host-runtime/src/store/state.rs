@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  create ──► Running ──stop──► Draining ──exit──► Stopped
+//!    start ──►   │  └──drain──► Draining ──last exec ended──► Stopped (by the sandbox process)
 //!                │                   └──timeout, SIGTERM/SIGKILL──► Stopped
 //!                ├──kill──► Stopped (exit code 137)
 //!                ├──client's core.shutdown, --max-duration, --idle-timeout──► Stopped (written
@@ -36,7 +37,8 @@ pub const STATE_VERSION: u32 = 1;
 pub enum Status {
     /// The sandbox process is serving its relay.
     Running,
-    /// `moat stop` asked it to shut down and is waiting for it to exit.
+    /// `moat stop` asked it to shut down and is waiting for it to exit, or `moat drain` asked
+    /// it to take no new exec and stop when the running ones end.
     Draining,
     /// It exited because it was asked to: moat stopped or killed it, a client sent
     /// `core.shutdown`, or a time limit fired.
