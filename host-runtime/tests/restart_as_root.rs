@@ -135,6 +135,44 @@ async fn start_after_a_crash_cleans_up_and_boots_as_root() {
 }
 
 #[tokio::test]
+async fn a_start_waits_for_one_in_progress_and_then_finds_it_running_as_root() {
+    let moat = library("start-twice");
+    let sandbox = moat.create(options("twice")).await.unwrap();
+    sandbox.stop().await.unwrap();
+    // This test holds the lock a start in progress holds: the start waits for it.
+    let dir = moat.home().join("sandboxes/twice");
+    let held = nix::fcntl::Flock::lock(
+        std::fs::File::open(&dir).unwrap(),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
+    .unwrap();
+    let waiting = tokio::spawn({
+        let sandbox = sandbox.clone();
+        async move { sandbox.start().await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the start did not wait for the lock");
+    assert_eq!(sandbox.state().await.unwrap().status, Status::Stopped);
+    drop(held);
+    let started = waiting.await.unwrap().unwrap();
+    assert_eq!(started.status, Status::Running);
+
+    // Two at once: one boots, the other waits for it and finds it running.
+    sandbox.stop().await.unwrap();
+    let (first, second) = tokio::join!(sandbox.start(), sandbox.start());
+    let (started, refused) = match (first, second) {
+        (Ok(started), Err(refused)) | (Err(refused), Ok(started)) => (started, refused),
+        other => panic!("expected one start and one refusal: {other:?}"),
+    };
+    assert!(matches!(refused, RuntimeError::AlreadyRunning { .. }), "{refused}");
+    let needle = format!("__sandbox {}", dir.canonicalize().unwrap().display());
+    let processes = support::processes_mentioning(&needle);
+    assert_eq!(processes.len(), 1, "{processes:?}");
+    assert!(processes[0].starts_with(&format!("{}:", started.pid.unwrap())), "{processes:?}");
+    sandbox.remove(true).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_state_file_from_an_older_moat_cannot_start_as_root() {
     let moat = library("start-old-state");
     let sandbox = moat.create(options("old")).await.unwrap();

@@ -101,6 +101,7 @@ impl SandboxOptions {
     }
 
     /// Removed when it ends (stop, kill, crash, time limit): [`SandboxConfig::ephemeral`].
+    /// Its handle's `state` and `wait` then fail with `RuntimeError::UnknownSandbox`.
     pub fn ephemeral(mut self, ephemeral: bool) -> SandboxOptions {
         self.config.ephemeral = ephemeral;
         self

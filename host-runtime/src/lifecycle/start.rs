@@ -2,7 +2,7 @@
 //! recorded at `create`.
 //!
 //! ```text
-//!  state: not live? ─► version ≥ 1? ─► named volumes and image layers still there?
+//!  flock DIR ─► state: not live? ─► version ≥ 1? ─► named volumes and image layers there?
 //!   ─► what a dead sandbox process left (cgroup, socket, stop-reason) ─► launch (as create)
 //! ```
 //!
@@ -42,6 +42,9 @@ pub fn start_in(
 }
 
 fn start_dir(home: &Path, dir: &SandboxDir, moat: &Path) -> Result<SandboxState, RuntimeError> {
+    // Held until the new sandbox process reported: a second `start` of this sandbox waits here,
+    // then finds it running.
+    let _one_start = lock_for_start(dir)?;
     let mut record = state::read(dir.path())?;
     if matches!(record.status, Status::Running | Status::Draining) {
         return Err(RuntimeError::AlreadyRunning {
@@ -60,6 +63,15 @@ fn start_dir(home: &Path, dir: &SandboxDir, moat: &Path) -> Result<SandboxState,
     let _entered = span.enter();
     tracing::info!("starting the sandbox again");
     launch(dir, record, moat)
+}
+
+/// An exclusive `flock` on the sandbox directory (closed on exec, so the sandbox process does
+/// not inherit it).
+fn lock_for_start(dir: &SandboxDir) -> Result<nix::fcntl::Flock<std::fs::File>, RuntimeError> {
+    let what = "lock sandbox directory";
+    let file = std::fs::File::open(dir.path()).map_err(RuntimeError::io(what, dir.path()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| RuntimeError::io(what, dir.path())(std::io::Error::from(errno)))
 }
 
 /// An image root's layers must still be in the store (`moat rmi` may have removed them).
