@@ -154,6 +154,10 @@ pub struct SandboxConfig {
     pub network: crate::network::NetworkConfig,
     /// Changes to the root before boot ([`crate::patches`]).
     pub patches: Vec<crate::patches::Patch>,
+    /// `moat create --ephemeral`: the named sandbox's directory and state are removed when it
+    /// ends (stopped, killed, crashed, or a time limit), so nothing of it is left to list or
+    /// start again.
+    pub ephemeral: bool,
 }
 
 /// The shell of a sandbox that names none.

@@ -139,6 +139,37 @@ pub enum RuntimeError {
         /// How long we waited.
         timeout: std::time::Duration,
     },
+    /// `moat start` on a sandbox whose process is alive.
+    #[error("sandbox {name:?} is already running (it is {status})")]
+    AlreadyRunning {
+        /// The sandbox.
+        name: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// `moat start` on a sandbox whose `state.json` predates the recorded configuration.
+    #[error(
+        "sandbox {0:?} was created by an older moat; cannot start (remove and create it again)"
+    )]
+    CreatedByOlderMoat(String),
+    /// `moat start` on a sandbox whose image layers are no longer in the store.
+    #[error("sandbox {name:?} cannot start: its image {reference} is no longer in the store (missing {})", layer.display())]
+    ImageGone {
+        /// The sandbox.
+        name: String,
+        /// The image reference it was created from.
+        reference: String,
+        /// The first missing layer directory.
+        layer: PathBuf,
+    },
+    /// `moat drain`: the sandbox process did not confirm that new execs are refused.
+    #[error("sandbox {name:?} did not confirm the drain within {timeout_ms} ms; see sandbox.log")]
+    DrainUnconfirmed {
+        /// The sandbox.
+        name: String,
+        /// How long we waited.
+        timeout_ms: u64,
+    },
     /// `moat rm` without `-f` on a running sandbox.
     #[error("sandbox {0:?} is running; stop it first or use `moat rm -f`")]
     StillRunning(String),

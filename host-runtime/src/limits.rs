@@ -21,6 +21,12 @@ pub const SANDBOX_EXIT_TIMEOUT_MS: u64 = 10_000;
 /// close before stopping the relay (and then the agent).
 pub const GUEST_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
+/// How often the sandbox process looks for a drain request (`DIR/drain`).
+pub const DRAIN_POLL_INTERVAL_MS: u64 = 50;
+
+/// How long `moat drain` waits for the sandbox process to confirm that new execs are refused.
+pub const DRAIN_CONFIRM_TIMEOUT_MS: u64 = 5_000;
+
 /// How long the sandbox process waits for the agent to exit once the relay stopped before SIGKILL.
 pub const AGENT_EXIT_TIMEOUT_MS: u64 = 5_000;
 

@@ -66,7 +66,11 @@ fn main() -> ExitCode {
         Command::NsPrepare(arg) => ns_prepare_command(&arg.dir),
         Command::Vm(arg) => vm_command(&arg.dir),
         Command::Create(args) => {
-            finish(name, lifecycle::create(args.into_options()).map(|name| println!("{name}")))
+            let replace = args.replace;
+            let options = args.into_options();
+            let created =
+                if replace { lifecycle::replace(options) } else { lifecycle::create(options) };
+            finish(name, created.map(|name| println!("{name}")))
         }
         Command::Ls(args) => finish(name, list_command(&args)),
         Command::Inspect(args) => finish(name, inspect_command(&args.name)),
@@ -77,6 +81,8 @@ fn main() -> ExitCode {
             name,
             lifecycle::open_named(&args.name).and_then(|dir| logs::print(&dir, &args.options())),
         ),
+        Command::Start(args) => finish(name, lifecycle::start::start(&args.name).map(drop)),
+        Command::Drain(args) => finish(name, lifecycle::drain::drain(&args.name).map(drop)),
         Command::Stop(args) => finish(name, lifecycle::stop(&args.name).map(drop)),
         Command::Kill(args) => finish(name, lifecycle::kill(&args.name).map(drop)),
         Command::Rm(args) => finish(name, lifecycle::remove(&args.name, args.force)),

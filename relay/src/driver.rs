@@ -125,6 +125,8 @@ where
         shutdown_requested,
         clients: client_count,
         workload,
+        mut drain,
+        execs,
     } = control;
     let router = Router::new(&config.ready)?;
     let log = ExecLog::open(&config.log_dir)?;
@@ -142,6 +144,7 @@ where
         shutdown_requested,
         workload,
         client_count,
+        execs,
         guest_room: Arc::new(Notify::new()),
     }));
     {
@@ -168,6 +171,13 @@ where
             joined = &mut guest_writer_task => {
                 writer_done = true;
                 break joined_result(joined, "guest writer").map(|()| StopReason::GuestClosed);
+            }
+            Ok(()) = drain.changed() => {
+                if *drain.borrow_and_update() {
+                    let mut state = lock(&shared);
+                    state.router.refuse_new_execs();
+                    state.publish_execs();
+                }
             }
             _ = tick.tick() => {
                 let mut state = lock(&shared);
@@ -228,6 +238,8 @@ struct Shared {
     workload: mpsc::Sender<Bytes>,
     /// Published to [`crate::RelayHandle::connected_clients`].
     client_count: watch::Sender<usize>,
+    /// Published for [`crate::RelayHandle::drain`] and [`crate::RelayHandle::execs_ended`].
+    execs: watch::Sender<crate::handle::ExecActivity>,
     /// Woken when a client's queue shrinks or a client goes, for a guest reader waiting for room.
     guest_room: Arc<Notify>,
 }
@@ -288,7 +300,21 @@ impl Shared {
                 }
             }
         }
+        self.publish_execs();
         deferred
+    }
+
+    /// Publishes the router's exec activity when it changed.
+    fn publish_execs(&self) {
+        let now = crate::handle::ExecActivity {
+            refusing: self.router.refusing_execs(),
+            open: self.router.open_exec_sessions(),
+        };
+        self.execs.send_if_modified(|was| {
+            let changed = *was != now;
+            *was = now;
+            changed
+        });
     }
 
     /// [`Shared::dispatch`] for inputs that never produce guest-bound work (guest frames,

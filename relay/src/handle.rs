@@ -1,6 +1,7 @@
 //! How the host process controls a running relay: [`RelayHandle`] stops it, sends the host's own
 //! frames (such as `core.shutdown`) to the guest through the relay's guest writer, and learns when
-//! a client asked for shutdown. [`RelayControl`] is the other end, handed to [`crate::serve`].
+//! a client asked for shutdown, and drains it (no new execs; [`ExecActivity`] reports the open
+//! ones). [`RelayControl`] is the other end, handed to [`crate::serve`].
 //!
 //! This module also owns the guest-bound queue, bounded in frames
 //! ([`GUEST_QUEUE_MAX_FRAMES`]) and bytes ([`GUEST_QUEUE_MAX_BYTES`]): senders wait for room.
@@ -65,6 +66,17 @@ pub struct RelayHandle {
     shutdown_requested: watch::Receiver<bool>,
     clients: watch::Receiver<usize>,
     workload: Arc<tokio::sync::Mutex<mpsc::Receiver<Bytes>>>,
+    drain: Arc<watch::Sender<bool>>,
+    execs: watch::Receiver<ExecActivity>,
+}
+
+/// What the relay reports of exec sessions, for a host draining the sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecActivity {
+    /// New exec sessions are refused ([`RelayHandle::drain`] took effect).
+    pub refusing: bool,
+    /// Exec sessions open now (a departed client's included, until the agent ends them).
+    pub open: usize,
 }
 
 /// The relay's end of a [`RelayHandle`]; pass it to [`crate::serve`].
@@ -76,6 +88,8 @@ pub struct RelayControl {
     pub(crate) shutdown_requested: watch::Sender<bool>,
     pub(crate) clients: watch::Sender<usize>,
     pub(crate) workload: mpsc::Sender<Bytes>,
+    pub(crate) drain: watch::Receiver<bool>,
+    pub(crate) execs: watch::Sender<ExecActivity>,
 }
 
 impl RelayHandle {
@@ -86,12 +100,16 @@ impl RelayHandle {
         let (clients_tx, clients_rx) = watch::channel(0);
         let (guest, guest_rx) = GuestQueue::new();
         let (workload_tx, workload_rx) = mpsc::channel(WORKLOAD_QUEUE_MAX_FRAMES);
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let (execs_tx, execs_rx) = watch::channel(ExecActivity::default());
         let handle = RelayHandle {
             stop: Arc::new(stop_tx),
             guest: guest.clone(),
             shutdown_requested: requested_rx,
             clients: clients_rx,
             workload: Arc::new(tokio::sync::Mutex::new(workload_rx)),
+            drain: Arc::new(drain_tx),
+            execs: execs_rx,
         };
         let control = RelayControl {
             stop: stop_rx,
@@ -100,6 +118,8 @@ impl RelayHandle {
             shutdown_requested: requested_tx,
             clients: clients_tx,
             workload: workload_tx,
+            drain: drain_rx,
+            execs: execs_tx,
         };
         (handle, control)
     }
@@ -133,6 +153,22 @@ impl RelayHandle {
     /// sandbox with no client runs no exec, since a client's execs end with it).
     pub fn connected_clients(&self) -> watch::Receiver<usize> {
         self.clients.clone()
+    }
+
+    /// Drains the sandbox: from now on the relay answers every new `core.exec.request` with a
+    /// `core.error` ([`crate::router::DRAINING_MESSAGE`]) while open execs run on. Resolves
+    /// once the relay applies it (`true`), or `false` if the relay stopped first.
+    pub async fn drain(&self) -> bool {
+        self.drain.send_replace(true);
+        let mut execs = self.execs.clone();
+        execs.wait_for(|activity| activity.refusing).await.is_ok()
+    }
+
+    /// Resolves once the relay refuses new execs and no exec session is open (`true`), or
+    /// `false` if the relay stopped first.
+    pub async fn execs_ended(&self) -> bool {
+        let mut execs = self.execs.clone();
+        execs.wait_for(|activity| activity.refusing && activity.open == 0).await.is_ok()
     }
 
     /// Resolves when a client sends a SHUTDOWN frame (the relay forwards it to the guest; the

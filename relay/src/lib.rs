@@ -54,4 +54,4 @@ pub mod validate;
 
 pub use driver::{RelayConfig, RelayStats, StopReason, serve};
 pub use error::{HostSendError, RelayError};
-pub use handle::{RelayControl, RelayHandle};
+pub use handle::{ExecActivity, RelayControl, RelayHandle};

@@ -59,7 +59,7 @@ mod bulk_rules;
 mod execution;
 pub use bulk_rules::TOO_MANY_BULK_MESSAGE;
 use execution::Verdict;
-pub use execution::{ADMISSION_MESSAGE, PAUSED_MESSAGE};
+pub use execution::{ADMISSION_MESSAGE, DRAINING_MESSAGE, PAUSED_MESSAGE};
 
 /// The signal sent to a departed client's open execs (SIGKILL, to the process group).
 const KILL_SIGNAL: i32 = 9;
@@ -271,6 +271,9 @@ pub struct Router {
     limits: Option<ExecLimits>,
     /// The agent answered `core.workload.freeze` and no thaw since: session starts are refused.
     paused: bool,
+    /// The host is draining the sandbox ([`Router::refuse_new_execs`]): new exec sessions are
+    /// refused, the open ones run to their end.
+    refusing_execs: bool,
     /// The latest time an input brought (for relay-made replies to client frames).
     clock: Instant,
     next_client: u64,
@@ -306,6 +309,7 @@ impl Router {
             barrier,
             limits,
             paused: false,
+            refusing_execs: false,
             clock: Instant::now(),
             next_client: 0,
             stats: RouterStats::default(),
@@ -769,6 +773,21 @@ impl Router {
     /// Whether the agent reported the workload frozen (session starts are refused).
     pub fn paused(&self) -> bool {
         self.paused
+    }
+
+    /// From now on, answers every new `core.exec.request` session with a `core.error
+    /// invalid_session` ([`DRAINING_MESSAGE`]) instead of forwarding it; open exec sessions and
+    /// every other message pass as before. There is no way back: a drained sandbox stops.
+    pub fn refuse_new_execs(&mut self) {
+        if !self.refusing_execs {
+            tracing::info!(open = self.sessions.len(), "draining: new execs are refused");
+        }
+        self.refusing_execs = true;
+    }
+
+    /// Whether new exec sessions are refused ([`Router::refuse_new_execs`]).
+    pub fn refusing_execs(&self) -> bool {
+        self.refusing_execs
     }
 
     fn route(

@@ -4,7 +4,9 @@
 //! ```text
 //!  Moat::new(home) ─► create(SandboxOptions) ─► Sandbox ─► exec(request, stdin, timeout) ─► CapturedExec
 //!       │                                     ├─► state() / socket() / wait(timeout)
-//!       ├─► get(name) ─► Sandbox               └─► stop() / kill() / remove(force)
+//!       ├─► replace(SandboxOptions) ─► Sandbox  ├─► start() (again, after a stop)
+//!       ├─► get(name) ─► Sandbox               ├─► drain() (no new exec; stops when idle)
+//!       │                                     └─► stop() / kill() / remove(force)
 //!       ├─► list() ─► [SandboxState]
 //!       └─► images() ─► Images: pull / list / remove / prune (an image as SandboxOptions' root)
 //! ```
@@ -65,10 +67,17 @@ impl Moat {
         self.get(&name)
     }
 
+    /// [`Moat::create`], removing an existing sandbox of that name first (killed if it is
+    /// live, as `moat rm -f`); without an existing one, the same as `create`.
+    pub fn replace(&self, args: SandboxOptions) -> Result<Sandbox, RuntimeError> {
+        let name = lifecycle::replace_in(&self.home, args, self.executables.as_ref())?;
+        self.get(&name)
+    }
+
     /// A handle on the existing sandbox `name`.
     pub fn get(&self, name: &str) -> Result<Sandbox, RuntimeError> {
         let dir = lifecycle::open_named_in(&self.home, name)?;
-        Ok(Sandbox { name: name.to_owned(), dir })
+        Ok(Sandbox { name: name.to_owned(), dir, moat: self.clone() })
     }
 
     /// The home's image store: pull, list, remove, prune (what `moat pull`, `images`, `rmi` and
@@ -98,6 +107,8 @@ impl Moat {
 pub struct Sandbox {
     name: String,
     dir: SandboxDir,
+    /// The home it is in, and the executables its `start` runs.
+    moat: Moat,
 }
 
 impl Sandbox {
@@ -108,7 +119,13 @@ impl Sandbox {
 
     /// Its state now (`crashed` when its process is gone without a recorded end).
     pub fn state(&self) -> Result<SandboxState, RuntimeError> {
-        state::read(self.dir.path())
+        state::read(self.dir.path()).map_err(|err| match err {
+            // Removed since the handle was made (`rm`, or an ephemeral sandbox that ended).
+            RuntimeError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                RuntimeError::UnknownSandbox(self.name.clone())
+            }
+            other => other,
+        })
     }
 
     /// Its relay socket, for protocol clients.
@@ -168,6 +185,20 @@ impl Sandbox {
     /// Shuts it down gracefully (as `moat stop`); returns the final state.
     pub fn stop(&self) -> Result<SandboxState, RuntimeError> {
         lifecycle::stop_dir(&self.dir)
+    }
+
+    /// Launches it again (as `moat start`) with the configuration it was created with, once it
+    /// has stopped or crashed; returns its state once it is ready
+    /// ([`RuntimeError::AlreadyRunning`] when it is live).
+    pub fn start(&self) -> Result<SandboxState, RuntimeError> {
+        lifecycle::start::start_in(&self.moat.home, &self.name, self.moat.executables.as_ref())
+    }
+
+    /// Drains it (as `moat drain`): returns (status `draining`) once new execs are refused,
+    /// by moat and by the relay for any client; the running ones finish, then it stops by
+    /// itself ([`Sandbox::wait`] for that).
+    pub fn drain(&self) -> Result<SandboxState, RuntimeError> {
+        lifecycle::drain::drain_dir(&self.dir)
     }
 
     /// SIGKILLs it (as `moat kill`); returns the final state.

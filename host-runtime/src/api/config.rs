@@ -100,6 +100,13 @@ impl SandboxOptions {
         self
     }
 
+    /// Removed when it ends (stop, kill, crash, time limit): [`SandboxConfig::ephemeral`].
+    /// Its handle's `state` and `wait` then fail with `RuntimeError::UnknownSandbox`.
+    pub fn ephemeral(mut self, ephemeral: bool) -> SandboxOptions {
+        self.config.ephemeral = ephemeral;
+        self
+    }
+
     /// With the label `key` = `value`.
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> SandboxOptions {
         self.config.labels.insert(key.into(), value.into());

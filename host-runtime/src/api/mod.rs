@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  Moat::new(home) ─► create(SandboxOptions) ─► Sandbox ─► exec(request, stdin) ─► CapturedExec
+//!       ├─► replace(SandboxOptions) ─► Sandbox    ├─► start()  (again, after stop or crash)
 //!       │                                         ├─► exec_with_timeout(request, stdin, timeout)
 //!       │                                         ├─► shell(script)  (the configured shell -c)
 //!       │                                         ├─► exec_stream(request) ─► ExecStream: next()
@@ -13,7 +14,8 @@
 //!       │                                         │     copy_from_host / copy_to_host (api::fs)
 //!       │                                         ├─► metrics() / metrics_stream(interval)
 //!       │                                         ├─► state() / socket() / wait(timeout)
-//!       ├─► get(name) ─► Sandbox                  └─► stop() / kill() / remove(force)
+//!       ├─► get(name) ─► Sandbox                  ├─► drain() (no new exec; stops when idle)
+//!       │                                         └─► stop() / kill() / remove(force)
 //!       ├─► list() / list_filtered([LabelFilter]) ─► [SandboxState]
 //!       ├─► metrics_all() ─► [Metrics]
 //!       ├─► volumes() ─► Volumes: create / list / inspect / remove / read / write (api::volumes)
@@ -124,6 +126,16 @@ impl Moat {
         Ok(Sandbox { inner: sandbox })
     }
 
+    /// [`Moat::create`], removing an existing sandbox of the same name first (killed if it is
+    /// live, as `moat rm -f`, and gone before the new one boots); with no sandbox of that name,
+    /// the same as `create`. (`create` alone refuses a taken name with
+    /// [`RuntimeError::DuplicateName`].)
+    pub async fn replace(&self, options: SandboxOptions) -> Result<Sandbox, RuntimeError> {
+        let inner = self.inner.clone();
+        let sandbox = blocking(move || inner.replace(options)).await?;
+        Ok(Sandbox { inner: sandbox })
+    }
+
     /// A handle on the existing sandbox `name` ([`RuntimeError::UnknownSandbox`] when there is
     /// none).
     pub async fn get(&self, name: &str) -> Result<Sandbox, RuntimeError> {
@@ -218,6 +230,25 @@ impl Sandbox {
     pub async fn stop(&self) -> Result<SandboxState, RuntimeError> {
         let inner = self.inner.clone();
         blocking(move || inner.stop()).await
+    }
+
+    /// Launches it again (as `moat start`) after it stopped or crashed, with the configuration
+    /// it was created with, and returns its state once it is ready. Named volumes and `-v`
+    /// directories keep their data; the root's writable layer is new (writes to the root
+    /// outside a volume were lost at the stop). [`RuntimeError::AlreadyRunning`] when it is
+    /// live; [`RuntimeError::CreatedByOlderMoat`] when its state predates this call.
+    pub async fn start(&self) -> Result<SandboxState, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.start()).await
+    }
+
+    /// Drains it (as `moat drain`): returns its state (`draining`) once new execs are refused
+    /// (moat's with [`RuntimeError::NotRunning`], a raw protocol client's by the relay with a
+    /// `core.error`); the running execs finish, and when none is left it stops by itself
+    /// ([`Sandbox::wait`] returns then, `stop_reason` "drained: the last exec ended").
+    pub async fn drain(&self) -> Result<SandboxState, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.drain()).await
     }
 
     /// SIGKILLs it (as `moat kill`) and returns the final state once none of its processes is

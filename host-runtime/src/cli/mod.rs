@@ -61,6 +61,10 @@ pub enum Command {
     Socket(NameArg),
     /// A sandbox's exec log.
     Logs(LogsCmd),
+    /// Boot a stopped or crashed sandbox again, with the configuration it was created with.
+    Start(NameArg),
+    /// Refuse new execs in a sandbox; it stops once the running ones have finished.
+    Drain(NameArg),
     /// Shut a sandbox down (core.shutdown; SIGTERM after 10 s, then SIGKILL).
     Stop(NameArg),
     /// SIGKILL a sandbox.
@@ -154,6 +158,13 @@ pub struct CreateCmd {
     /// The defaults of every exec.
     #[command(flatten)]
     pub exec: ExecArgs,
+    /// Remove an existing sandbox of this name first (killed if it is running).
+    #[arg(long)]
+    pub replace: bool,
+    /// Remove the sandbox when it ends (stop, kill, crash, time limit) instead of keeping it
+    /// stopped.
+    #[arg(long)]
+    pub ephemeral: bool,
 }
 
 impl CreateCmd {
@@ -163,6 +174,7 @@ impl CreateCmd {
         config.env = self.exec.env;
         config.cwd = self.exec.cwd;
         config.user = self.exec.user;
+        config.ephemeral = self.ephemeral;
         SandboxOptions { name: self.name, root, isolation, config }
     }
 }
@@ -454,6 +466,8 @@ pub fn name_of(command: &Command) -> &'static str {
         Command::Inspect(_) => "inspect",
         Command::Socket(_) => "socket",
         Command::Logs(_) => "logs",
+        Command::Start(_) => "start",
+        Command::Drain(_) => "drain",
         Command::Stop(_) => "stop",
         Command::Kill(_) => "kill",
         Command::Rm(_) => "rm",
@@ -515,6 +529,20 @@ mod tests {
             Command::Create(create) => create.into_options(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn create_takes_replace_and_ephemeral_and_start_takes_a_name() {
+        let Command::Create(plain) = parse_ok(&["create", "box"]) else { panic!("not create") };
+        assert!(!plain.replace && !plain.into_options().config.ephemeral);
+        let Command::Create(both) = parse_ok(&["create", "--replace", "box", "--ephemeral"]) else {
+            panic!("not create")
+        };
+        assert!(both.replace);
+        assert!(both.into_options().config.ephemeral);
+        let Command::Start(start) = parse_ok(&["start", "box"]) else { panic!("not start") };
+        assert_eq!(start.name, "box");
+        assert!(usage_error(&["start"]).contains("NAME"), "start needs a name");
     }
 
     #[test]

@@ -8,12 +8,19 @@
 //!          ─► stopped
 //!  kill:   SIGKILL (process group) ─► stopped, exit code 137
 //!  rm:     refuses a live sandbox unless -f (then kill) ─► remove DIR
+//!  start:  not live ─► the recorded spec ─► spawn as create does (`start`)
+//!  drain:  draining ─► the relay refuses new execs ─► last exec ends ─► stopped (`drain`)
+//!  create --replace: rm -f an existing NAME ─► create
+//!  --ephemeral: whoever sees it end (its sandbox process, stop, kill, a listing that finds it
+//!          crashed) removes DIR instead of recording the end
 //! ```
 //!
 //! The state store's rules (atomic writes, `crashed` at read time) live in [`crate::store::state`].
 
+pub mod drain;
 pub mod logs;
 pub mod run;
+pub mod start;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -146,20 +153,58 @@ pub fn create_in(
     Ok(args.name)
 }
 
+/// `moat create --replace NAME` in `$MOAT_HOME`. Returns its name.
+pub fn replace(args: SandboxOptions) -> Result<String, RuntimeError> {
+    replace_in(&home::moat_home(), args, None)
+}
+
+/// `moat create --replace`: [`create_in`], after removing an existing sandbox named
+/// `args.name` (killed first when it is live, as `moat rm -f`). Returns the new sandbox's name.
+pub fn replace_in(
+    home: &Path,
+    args: SandboxOptions,
+    executables: Option<&Executables>,
+) -> Result<String, RuntimeError> {
+    match open_named_in(home, &args.name) {
+        Ok(dir) => remove_dir(dir, true)?,
+        Err(RuntimeError::UnknownSandbox(_)) => {}
+        Err(other) => return Err(other),
+    }
+    create_in(home, args, executables)
+}
+
 fn boot_detached(dir: &SandboxDir, spec: SandboxSpec, moat: &Path) -> Result<(), RuntimeError> {
-    dir.write_spec(&spec)?;
-    let mut child = run::spawn_sandbox(dir, Lifetime::Detached, moat)?;
-    let mut record = SandboxState {
+    let record = SandboxState {
+        version: state::STATE_VERSION,
         name: spec.name.clone(),
         spec,
         status: Status::Running,
-        pid: i32::try_from(child.id()).ok(),
+        pid: None,
         created_at: state::now(),
         started_at: None,
         stopped_at: None,
         exit_code: None,
         stop_reason: None,
     };
+    launch(dir, record, moat).map(drop)
+}
+
+/// Writes `record`'s spec, spawns the detached sandbox process, records it running and waits
+/// for its startup line (`create` and `start`). On a failed start the sandbox process is
+/// killed; the record it leaves (running, with a dead pid) reads as `crashed`.
+pub(crate) fn launch(
+    dir: &SandboxDir,
+    mut record: SandboxState,
+    moat: &Path,
+) -> Result<SandboxState, RuntimeError> {
+    dir.write_spec(&record.spec)?;
+    let mut child = run::spawn_sandbox(dir, Lifetime::Detached, moat)?;
+    record.status = Status::Running;
+    record.pid = i32::try_from(child.id()).ok();
+    record.started_at = None;
+    record.stopped_at = None;
+    record.exit_code = None;
+    record.stop_reason = None;
     let started =
         state::write(dir.path(), &record).and_then(|()| run::wait_startup(dir, &mut child));
     if let Err(err) = started {
@@ -168,7 +213,8 @@ fn boot_detached(dir: &SandboxDir, spec: SandboxSpec, moat: &Path) -> Result<(),
         return Err(err);
     }
     record.started_at = Some(state::now());
-    state::write(dir.path(), &record)
+    state::write(dir.path(), &record)?;
+    Ok(record)
 }
 
 /// `moat exec`: runs `request` in the running sandbox `name`, its output on this process's
@@ -211,7 +257,8 @@ pub fn list() -> Result<Vec<SandboxState>, RuntimeError> {
 }
 
 /// Every named sandbox's state in the moat home `home`, sorted by name. Directories without
-/// `state.json` (a `moat run` in progress) are not named sandboxes and are skipped.
+/// `state.json` (a `moat run` in progress) are not named sandboxes and are skipped; an
+/// ephemeral sandbox that reads as crashed is removed, not listed.
 pub fn list_in(home: &Path) -> Result<Vec<SandboxState>, RuntimeError> {
     let parent = home.join("sandboxes");
     let entries = match std::fs::read_dir(&parent) {
@@ -222,9 +269,29 @@ pub fn list_in(home: &Path) -> Result<Vec<SandboxState>, RuntimeError> {
     let mut states = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.join(state::STATE_FILE).is_file() {
-            states.push(state::read(&path)?);
+        if !path.join(state::STATE_FILE).is_file() {
+            continue;
         }
+        let record = match state::read(&path) {
+            Ok(record) => record,
+            // Removed since the check: an ephemeral sandbox that just ended.
+            Err(RuntimeError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
+        if record.spec.config.ephemeral && record.status == Status::Crashed {
+            // Its process died without recording its end (SIGKILLed from outside, say): the
+            // removal it could not do happens at the first look.
+            if let Some(pid) = record.pid {
+                remove_cgroup_of(&record.name, pid);
+            }
+            remove_ended_ephemeral(&SandboxDir::open(path));
+            continue;
+        }
+        states.push(record);
     }
     states.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(states)
@@ -290,7 +357,7 @@ pub fn stop_dir(dir: &SandboxDir) -> Result<SandboxState, RuntimeError> {
         // A signalled sandbox process cannot remove its cgroup.
         remove_cgroup_of(&record.name, pid);
     }
-    record_stopped(dir.path(), record, exit_code, "moat stop")
+    record_stopped(dir, record, exit_code, "moat stop")
 }
 
 /// `moat kill`: SIGKILL to the sandbox's process group.
@@ -309,7 +376,7 @@ pub fn kill_dir(dir: &SandboxDir) -> Result<SandboxState, RuntimeError> {
     };
     kill_and_wait(pid, dir.path());
     remove_cgroup_of(&record.name, pid);
-    record_stopped(dir.path(), record, signal_exit_code(Signal::SIGKILL), "moat kill")
+    record_stopped(dir, record, signal_exit_code(Signal::SIGKILL), "moat kill")
 }
 
 /// `moat rm`: removes a sandbox that is not live; with `force`, kills a live one first.
@@ -331,7 +398,15 @@ pub fn remove_dir(dir: SandboxDir, force: bool) -> Result<(), RuntimeError> {
     if let Some(pid) = record.pid {
         remove_cgroup_of(&record.name, pid);
     }
-    dir.remove()
+    match dir.remove() {
+        // An ephemeral sandbox that ended meanwhile removed itself.
+        Err(RuntimeError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound && record.spec.config.ephemeral =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// The pid of a sandbox whose process is alive (running or draining).
@@ -358,8 +433,10 @@ fn remove_cgroup_of(name: &str, pid: i32) {
     }
 }
 
+/// Records a stop, and returns the final state; an ephemeral sandbox is removed instead (its
+/// sandbox process may have done it already) and its final state is only returned.
 fn record_stopped(
-    dir: &Path,
+    dir: &SandboxDir,
     mut record: SandboxState,
     exit_code: i32,
     reason: &str,
@@ -368,8 +445,23 @@ fn record_stopped(
     record.stopped_at = Some(state::now());
     record.exit_code = Some(exit_code);
     record.stop_reason = Some(reason.to_owned());
-    state::write(dir, &record)?;
+    if record.spec.config.ephemeral {
+        remove_ended_ephemeral(dir);
+        return Ok(record);
+    }
+    state::write(dir.path(), &record)?;
     Ok(record)
+}
+
+/// Removes the directory of an ephemeral sandbox whose process has ended (or is ending: its own
+/// last act), tolerating that someone else removed it first. Its cgroup is gone by then: the
+/// sandbox process drops it before recording its end, and whoever signalled it removed it.
+pub(crate) fn remove_ended_ephemeral(dir: &SandboxDir) {
+    match std::fs::remove_dir_all(dir.path()) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => tracing::warn!(%err, "could not remove the ephemeral sandbox's directory"),
+    }
 }
 
 /// Signals the sandbox process's group (its pid: it leads its own session).
@@ -400,6 +492,7 @@ mod tests {
 
     fn record(name: &str, status: Status) -> SandboxState {
         SandboxState {
+            version: state::STATE_VERSION,
             name: name.into(),
             spec: SandboxSpec {
                 name: name.into(),

@@ -6,6 +6,7 @@
 //!   agent.sock     the relay socket (0600)
 //!   agent.log      the agent's (and the namespace init's) stderr
 //!   sandbox.log    the sandbox process's stderr
+//!   drain          a drain request (`moat drain`), and its confirmation
 //!   logs/exec.log  the relay's exec tap
 //!   scripts/       the named scripts (--script), shared read-only at /.msb/scripts
 //!   patches/       the root patch bundle (--patch), shared read-only for agentd's boot
@@ -21,6 +22,9 @@ use crate::api::config::RootSource;
 use crate::config::SandboxConfig;
 use crate::error::RuntimeError;
 use crate::limits::LOG_TAIL_READ_BYTES;
+
+/// The content of [`SandboxDir::drain_file`] once the relay refuses new execs.
+pub const DRAIN_CONFIRMED: &str = "refusing";
 
 /// What the sandbox process and the namespace init read from `spec.json`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -120,6 +124,12 @@ impl SandboxDir {
     /// supervisor: its absence after a guest exit means nobody asked.
     pub fn stop_reason_file(&self) -> PathBuf {
         self.path.join("stop-reason")
+    }
+
+    /// A drain request (`moat drain`): written `requested` by the CLI, rewritten
+    /// [`DRAIN_CONFIRMED`] by the sandbox process once its relay refuses new execs.
+    pub fn drain_file(&self) -> PathBuf {
+        self.path.join("drain")
     }
 
     /// The sandbox process's log.

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  create ──► Running ──stop──► Draining ──exit──► Stopped
+//!    start ──►   │  └──drain──► Draining ──last exec ended──► Stopped (by the sandbox process)
 //!                │                   └──timeout, SIGTERM/SIGKILL──► Stopped
 //!                ├──kill──► Stopped (exit code 137)
 //!                ├──client's core.shutdown, --max-duration, --idle-timeout──► Stopped (written
@@ -25,13 +26,19 @@ use crate::store::home::SandboxSpec;
 /// The state file's name in a sandbox directory.
 pub const STATE_FILE: &str = "state.json";
 
+/// The `version` this moat writes. 1: `spec` holds everything `moat start` needs to launch the
+/// sandbox again (its root as resolved, its whole configuration, volumes and `ephemeral`
+/// included). A file without `version` (0) was written before that was promised.
+pub const STATE_VERSION: u32 = 1;
+
 /// Where a named sandbox is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// The sandbox process is serving its relay.
     Running,
-    /// `moat stop` asked it to shut down and is waiting for it to exit.
+    /// `moat stop` asked it to shut down and is waiting for it to exit, or `moat drain` asked
+    /// it to take no new exec and stop when the running ones end.
     Draining,
     /// It exited because it was asked to: moat stopped or killed it, a client sent
     /// `core.shutdown`, or a time limit fired.
@@ -56,6 +63,9 @@ impl Status {
 /// The content of `state.json`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SandboxState {
+    /// The format of this file ([`STATE_VERSION`]; absent, 0, in files older than `moat start`).
+    #[serde(default)]
+    pub version: u32,
     /// The sandbox name.
     pub name: String,
     /// What it was created with.
@@ -156,6 +166,7 @@ mod tests {
 
     fn state(status: Status, pid: Option<i32>) -> SandboxState {
         SandboxState {
+            version: STATE_VERSION,
             name: "box".into(),
             spec: SandboxSpec {
                 name: "box".into(),
@@ -191,6 +202,15 @@ mod tests {
         write(&dir, &state(Status::Running, Some(own_pid))).unwrap();
         assert_eq!(read(&dir).unwrap().status, Status::Crashed);
         assert_eq!(read_recorded(&dir).unwrap().status, Status::Running);
+    }
+
+    #[test]
+    fn a_state_file_without_version_reads_as_version_0() {
+        let dir = scratch("no-version");
+        let mut json = serde_json::to_value(state(Status::Stopped, None)).unwrap();
+        json.as_object_mut().unwrap().remove("version");
+        std::fs::write(dir.join(STATE_FILE), serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(read(&dir).unwrap().version, 0);
     }
 
     #[test]

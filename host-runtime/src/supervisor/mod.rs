@@ -6,6 +6,8 @@
 //!  start agent ─► bootstrap handshake ─► relay on DIR/agent.sock ─► "ok" on stdout ─► serve
 //!   (moat __ns-prepare DIR, mapped)  (bootstrap, init.resolved,      until the guest closes
 //!                                        init.ack, ready)               (core.shutdown) ─► reap
+//!  while serving: time limits, a client's core.shutdown, and DIR/drain (relay refuses new
+//!  execs ─► "refusing" in DIR/drain ─► last exec ended ─► core.shutdown)
 //! ```
 //!
 //! Its stdout is the startup pipe: exactly one line, `ok` or `error: <reason>`. Its stderr is
@@ -31,8 +33,8 @@ use crate::backend::namespace::userns::ReadyPipe;
 use crate::config::ShareNaming;
 use crate::error::RuntimeError;
 use crate::limits::{
-    AGENT_EXIT_TIMEOUT_MS, GUEST_SHUTDOWN_GRACE_MS, HANDSHAKE_FRAME_TIMEOUT_MS, POLL_INTERVAL_MS,
-    RELAY_SOCKET_WAIT_MS, SOCKET_READ_CHUNK_BYTES,
+    AGENT_EXIT_TIMEOUT_MS, DRAIN_POLL_INTERVAL_MS, GUEST_SHUTDOWN_GRACE_MS,
+    HANDSHAKE_FRAME_TIMEOUT_MS, POLL_INTERVAL_MS, RELAY_SOCKET_WAIT_MS, SOCKET_READ_CHUNK_BYTES,
 };
 use crate::store::home::SandboxDir;
 
@@ -148,11 +150,14 @@ pub const STOPPED_BY_CLIENT: &str = "core.shutdown from a client";
 pub const ENDED_UNASKED: &str = "the guest ended without a shutdown request";
 /// `stop_reason` after `--max-duration`.
 pub const STOPPED_MAX_DURATION: &str = "--max-duration reached";
+/// `stop_reason` after `moat drain`, once the last exec ended.
+pub const STOPPED_DRAINED: &str = "drained: the last exec ended";
 /// `stop_reason` after `--idle-timeout`.
 pub const STOPPED_IDLE: &str = "--idle-timeout reached with no client connected";
 
-/// A named sandbox records its own clean end (an ephemeral one has no `state.json`). Only a
-/// live record changes: `moat stop`/`kill` write their own outcome.
+/// A named sandbox records its own clean end (`moat run`'s has no `state.json`; one created
+/// `--ephemeral` is removed instead). Only a live record changes: `moat stop`/`kill` write their
+/// own outcome.
 pub(crate) fn record_own_exit(dir: &SandboxDir, reason: &str) {
     record_own_end(dir, crate::store::state::Status::Stopped, Some(0), reason);
 }
@@ -175,6 +180,11 @@ fn record_own_end(
         record.status,
         crate::store::state::Status::Running | crate::store::state::Status::Draining
     ) {
+        return;
+    }
+    if record.spec.config.ephemeral {
+        tracing::info!(status = status.as_str(), reason, "an ephemeral sandbox ended; removing it");
+        crate::lifecycle::remove_ended_ephemeral(dir);
         return;
     }
     record.status = status;
@@ -390,12 +400,19 @@ pub(crate) fn run_relay(
         }
         let fired = Arc::new(OnceLock::new());
         let reason_file = limits.reason_file.clone();
+        let drainer = tokio::spawn(drain_on_request(
+            handle.clone(),
+            dir.clone(),
+            limits.reason_file.clone(),
+            Arc::clone(&fired),
+        ));
         let enforcer = tokio::spawn(enforce(handle.clone(), limits, Arc::clone(&fired)));
         let asked =
             tokio::spawn(note_client_shutdown(handle.clone(), reason_file, Arc::clone(&fired)));
         let outcome = (&mut relay).await;
         enforcer.abort();
         asked.abort();
+        drainer.abort();
         let reason = fired.get().copied();
         drop(handle);
         match outcome {
@@ -433,9 +450,20 @@ async fn enforce(handle: RelayHandle, limits: TimeLimits, fired: Arc<OnceLock<&'
         () = max_duration => STOPPED_MAX_DURATION,
         () = idle => STOPPED_IDLE,
     };
+    shut_down_guest(&handle, reason, limits.reason_file.as_deref(), &fired).await;
+}
+
+/// Records `reason` in `fired` (and the reason file), asks the guest to shut down, and stops
+/// the relay if it has not closed after [`GUEST_SHUTDOWN_GRACE_MS`].
+async fn shut_down_guest(
+    handle: &RelayHandle,
+    reason: &'static str,
+    reason_file: Option<&std::path::Path>,
+    fired: &OnceLock<&'static str>,
+) {
     tracing::info!(reason, "shutting the sandbox down");
     let _ = fired.set(reason);
-    if let Some(path) = &limits.reason_file {
+    if let Some(path) = reason_file {
         write_reason_once(path, reason);
     }
     if let Err(err) = handle.send_to_guest(&MessageFrame::new(0, Message::Shutdown)).await {
@@ -444,6 +472,34 @@ async fn enforce(handle: RelayHandle, limits: TimeLimits, fired: Arc<OnceLock<&'
     tokio::time::sleep(Duration::from_millis(GUEST_SHUTDOWN_GRACE_MS)).await;
     tracing::warn!("the guest did not shut down in time; stopping the relay");
     handle.shutdown();
+}
+
+/// `moat drain`: waits for `DIR/drain`, has the relay refuse new execs, confirms that in the
+/// file, and once no exec is open shuts the guest down as a time limit does. Never returns
+/// when nobody asks.
+async fn drain_on_request(
+    handle: RelayHandle,
+    dir: SandboxDir,
+    reason_file: Option<std::path::PathBuf>,
+    fired: Arc<OnceLock<&'static str>>,
+) {
+    let request = dir.drain_file();
+    while !request.exists() {
+        tokio::time::sleep(Duration::from_millis(DRAIN_POLL_INTERVAL_MS)).await;
+    }
+    if !handle.drain().await {
+        return;
+    }
+    let tmp = request.with_extension("tmp");
+    let confirmed = std::fs::write(&tmp, crate::store::home::DRAIN_CONFIRMED)
+        .and_then(|()| std::fs::rename(&tmp, &request));
+    if let Err(err) = confirmed {
+        tracing::warn!(%err, "could not confirm the drain");
+    }
+    tracing::info!("draining: new execs are refused");
+    if handle.execs_ended().await {
+        shut_down_guest(&handle, STOPPED_DRAINED, reason_file.as_deref(), &fired).await;
+    }
 }
 
 /// Notes a client's `core.shutdown` (`moat stop`, an SDK) as the reason the sandbox stops, unless

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //!  client core.exec.request ─► paused?          ─► relay answers core.error invalid_session
+//!                              draining?        ─► relay answers core.error invalid_session
 //!                              id active?        ─► disconnect (reused exec id)
 //!                              max_executions?   ─► relay answers core.exec.failed resource_limit
 //!                              else register, count, forward
@@ -17,7 +18,8 @@
 //!
 //! A session-start frame while the workload is frozen (the agent answered the host's
 //! `core.workload.freeze` on the private id, and has not yet answered a thaw) is refused by the
-//! relay itself on every generation.
+//! relay itself on every generation; so is a new `core.exec.request` once the host drains the
+//! sandbox ([`Router::refuse_new_execs`]).
 
 use moat_protocol::envelope::Envelope;
 use moat_protocol::payload::core::{CoreError, CoreErrorKind};
@@ -32,6 +34,9 @@ use moat_protocol::{Decoded, RawFrame};
 
 /// The relay's answer to a session start while the workload is frozen (PROTOCOL.md §12).
 pub const PAUSED_MESSAGE: &str = "sandbox is paused; resume it before starting guest work";
+
+/// The relay's answer to a new exec while the host drains the sandbox.
+pub const DRAINING_MESSAGE: &str = "sandbox is draining; it takes no new execs";
 
 /// The relay's answer when `max_executions` execs are active (PROTOCOL.md §13.5).
 pub const ADMISSION_MESSAGE: &str = "active execution limit reached";
@@ -56,6 +61,10 @@ impl Router {
         let session_start = frame.flags == moat_protocol::Flags::SESSION_START;
         if session_start && self.paused {
             let refusal = paused_refusal(t);
+            return Ok(Verdict::Answered(self.answer(client, frame.id, envelope.v, refusal)));
+        }
+        if session_start && self.refusing_execs && t == Some(MessageType::ExecRequest) {
+            let refusal = refusal(t, DRAINING_MESSAGE);
             return Ok(Verdict::Answered(self.answer(client, frame.id, envelope.v, refusal)));
         }
         let flow = self.limits.filter(|_| envelope.v >= FLOW_CONTROL_GENERATION);
@@ -176,9 +185,14 @@ fn admission_refusal() -> ExecFailed {
 /// The relay's terminal refusal of a session start of type `t` while paused: `core.error
 /// invalid_session` (PROTOCOL.md §12), naming the type when it is a known one.
 fn paused_refusal(t: Option<MessageType>) -> Message {
+    refusal(t, PAUSED_MESSAGE)
+}
+
+/// A terminal `core.error invalid_session` with `message`, naming `t` when it is known.
+fn refusal(t: Option<MessageType>, message: &str) -> Message {
     Message::Error(CoreError {
         kind: CoreErrorKind::InvalidSession,
-        message: PAUSED_MESSAGE.to_owned(),
+        message: message.to_owned(),
         offending_type: t.map(|t| t.wire_name().to_owned()),
         init_failure: None,
         workload_failure: None,

@@ -916,6 +916,31 @@ fn a_frozen_workload_refuses_session_starts_until_thawed() {
     assert!(forwarded(&router.client_frame(a, &exec(id + 2, false))));
 }
 
+#[test]
+fn a_draining_router_refuses_new_execs_and_lets_open_ones_finish() {
+    let mut router = router();
+    let (a, slot) = connect(&mut router);
+    let id = slot.range().start;
+    assert!(forwarded(&router.client_frame(a, &exec(id, false))));
+    router.refuse_new_execs();
+    assert!(router.refusing_execs());
+    let reply = answered(&router.client_frame(a, &exec(id + 1, false)), a);
+    match reply.message {
+        Message::Error(error) => {
+            assert_eq!(error.kind, CoreErrorKind::InvalidSession);
+            assert_eq!(error.message, DRAINING_MESSAGE);
+            assert_eq!(error.offending_type.as_deref(), Some("core.exec.request"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(forwarded(&router.client_frame(a, &ping(id + 2))), "other requests still pass");
+    assert_eq!(router.open_exec_sessions(), 1, "the refused exec opened no session");
+    let output = guest(&mut router, &stdout(id, b"still running"));
+    assert!(output.iter().any(|e| matches!(e, Effect::ToClient { client, .. } if *client == a)));
+    guest(&mut router, &exited(id));
+    assert_eq!(router.open_exec_sessions(), 0);
+}
+
 fn bulk_write_request(id: u32) -> RawFrame {
     use moat_protocol::payload::bulk::BulkOffer;
     use moat_protocol::payload::fs::{FsOp, FsRequest};
