@@ -41,5 +41,17 @@ export declare class ExecOptionsBuilder {
 export interface Sandbox {
   /** `execWith` also takes microsandbox's builder callback. */
   execWith(cmd: string, configure: (b: ExecOptionsBuilder) => ExecOptionsBuilder): Promise<ExecOutput>
+  /** `execStreamWith` also takes microsandbox's builder callback. */
+  execStreamWith(cmd: string, configure: (b: ExecOptionsBuilder) => ExecOptionsBuilder): Promise<ExecHandle>
+}
+
+/** `for await (const event of handle)`: `recv()` until the stream ends. */
+export interface ExecHandle {
+  [Symbol.asyncIterator](): AsyncGenerator<ExecEvent>
+}
+
+/** `for await (const chunk of stream)`: `recv()` until the file's end. */
+export interface FsReadStream {
+  [Symbol.asyncIterator](): AsyncGenerator<Buffer>
 }
 

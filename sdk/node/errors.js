@@ -34,7 +34,7 @@ const NAPI_ARGUMENT_STATUSES = new Set([
   'ArrayBufferExpected', 'DetachableArraybufferExpected',
 ])
 
-const PREFIX = /^(ERR_MOAT_[A-Z_]+): ([\s\S]*)$/
+const PREFIX = /^(ERR_MOAT_[A-Z0-9_]+): ([\s\S]*)$/
 
 /** `err` as a MoatError subclass (errors that are already one, or not from the addon, pass). */
 function translate(err) {

@@ -41,6 +41,18 @@ export declare class ExecOptionsBuilder {
 export interface Sandbox {
   /** `execWith` also takes microsandbox's builder callback. */
   execWith(cmd: string, configure: (b: ExecOptionsBuilder) => ExecOptionsBuilder): Promise<ExecOutput>
+  /** `execStreamWith` also takes microsandbox's builder callback. */
+  execStreamWith(cmd: string, configure: (b: ExecOptionsBuilder) => ExecOptionsBuilder): Promise<ExecHandle>
+}
+
+/** `for await (const event of handle)`: `recv()` until the stream ends. */
+export interface ExecHandle {
+  [Symbol.asyncIterator](): AsyncGenerator<ExecEvent>
+}
+
+/** `for await (const chunk of stream)`: `recv()` until the file's end. */
+export interface FsReadStream {
+  [Symbol.asyncIterator](): AsyncGenerator<Buffer>
 }
 
 /** The raw client of a sandbox's agent, through its relay socket. */
@@ -70,6 +82,25 @@ export declare class AgentClient {
   close(): Promise<void>
 }
 
+/** A running command's events and controls. */
+export declare class ExecHandle {
+  /**
+   * The next event; `null` after `exited`. Rejects with `ExecFailedError` when the command
+   * could not start.
+   */
+  recv(): Promise<ExecEvent | null>
+  /** The stdin sink, once (with stdin `"pipe"`); `null` otherwise and after the first call. */
+  takeStdin(): Promise<ExecSink | null>
+  /** Drops the events not yet received and waits for the command's end. */
+  wait(): Promise<ExitStatus>
+  /** Receives the remaining events and returns the output they carried. */
+  collect(): Promise<ExecOutput>
+  /** Sends a signal (a Linux signal number) to the command. */
+  signal(signal: number): Promise<void>
+  /** SIGKILLs the command (resolves at once when it has ended already). */
+  kill(): Promise<void>
+}
+
 /** The collected result of one command. */
 export declare class ExecOutput {
   /** The exit code (-1 when killed by a signal). */
@@ -88,6 +119,28 @@ export declare class ExecOutput {
   status(): ExitStatus
 }
 
+/** A streamed command's stdin (`takeStdin()`). */
+export declare class ExecSink {
+  /** Writes `data`; resolves once the agent took it (waits while the command does not read). */
+  write(data: Buffer | string): Promise<void>
+  /** Closes stdin (the command reads EOF). Idempotent. */
+  close(): Promise<void>
+}
+
+/** A guest file read one chunk per `recv()` (async-iterable). */
+export declare class FsReadStream {
+  /** The next chunk; `null` after the file's end (and on every call after it). */
+  recv(): Promise<Buffer | null>
+}
+
+/** A guest file written one call at a time. */
+export declare class FsWriteSink {
+  /** Appends `data`; resolves once the agent has written it. */
+  write(data: Buffer | string): Promise<void>
+  /** Closes the file (the agent flushes it). Idempotent. */
+  close(): Promise<void>
+}
+
 /** A running sandbox. */
 export declare class Sandbox {
   /**
@@ -101,14 +154,14 @@ export declare class Sandbox {
   static get(name: string): Promise<SandboxHandle>
   /** Every sandbox, sorted by name. */
   static list(): Promise<Array<SandboxInfo>>
-  /** Not supported by moat yet (labels). */
-  static listWith(filter: { labels?: Record<string, string> }): Promise<never>
+  /** The sandboxes carrying every one of `filter.labels` (all sandboxes without labels). */
+  static listWith(filter: SandboxListFilter): Promise<Array<SandboxInfo>>
   /** Removes a stopped sandbox. */
   static remove(name: string): Promise<void>
-  /** Not supported by moat yet (restarting a stopped sandbox). */
-  static start(name: string): Promise<never>
-  /** Not supported by moat yet (restarting a stopped sandbox). */
-  static startDetached(name: string): Promise<never>
+  /** Launches the stopped (or crashed) sandbox `name` again, owned by the returned handle. */
+  static start(name: string): Promise<Sandbox>
+  /** Launches the stopped (or crashed) sandbox `name` again, outliving the returned handle. */
+  static startDetached(name: string): Promise<Sandbox>
   /** The sandbox name. */
   get name(): string
   /** Whether this handle ends the sandbox when it goes away (attached mode). */
@@ -122,7 +175,10 @@ export declare class Sandbox {
    * callback) and collects its output.
    */
   execWith(cmd: string, options: ExecOptions): Promise<ExecOutput>
-  /** Runs `script` with `/bin/sh -c` and collects its output. */
+  /**
+   * Runs `script` with the sandbox's shell (`config.shell`, else `/bin/sh`) `-c` and
+   * collects its output.
+   */
   shell(script: string): Promise<ExecOutput>
   /** Shuts the sandbox down gracefully. */
   stop(): Promise<void>
@@ -136,14 +192,17 @@ export declare class Sandbox {
   detach(): Promise<void>
   /** Removes the sandbox's record; it must be stopped. */
   removePersisted(): Promise<void>
-  /** Not supported by moat yet. */
-  execStream(cmd: string, args?: Array<string>): Promise<never>
-  /** Not supported by moat yet. */
-  execStreamWith(cmd: string, options: unknown): Promise<never>
-  /** Not supported by moat yet. */
-  shellStream(script: string): Promise<never>
-  /** Not supported by moat yet (throws). */
-  fs(): never
+  /** Starts `cmd args...` and returns its events and controls as they come. */
+  execStream(cmd: string, args?: Array<string> | undefined | null): Promise<ExecHandle>
+  /**
+   * Starts `cmd` with per-command options (`index.js` also accepts the builder callback);
+   * stdin `"pipe"` gives the handle an `ExecSink` (`takeStdin()`).
+   */
+  execStreamWith(cmd: string, options: ExecOptions): Promise<ExecHandle>
+  /** Starts `script` with the sandbox's shell and returns its events and controls. */
+  shellStream(script: string): Promise<ExecHandle>
+  /** The sandbox's filesystem (each call checks the sandbox runs). */
+  fs(): SandboxFs
   /** Not supported by moat yet. */
   metrics(): Promise<never>
   /** Not supported by moat yet. */
@@ -152,8 +211,48 @@ export declare class Sandbox {
   logs(opts?: unknown): Promise<never>
   /** Not supported by moat yet. */
   logStream(opts?: unknown): Promise<never>
-  /** Not supported by moat yet. */
-  drain(): Promise<never>
+  /**
+   * Drains the sandbox: new execs are refused, the running ones finish, then it stops by
+   * itself (`wait()` returns then).
+   */
+  drain(): Promise<void>
+}
+
+/** A running sandbox's filesystem (`sandbox.fs()`). */
+export declare class SandboxFs {
+  /** The whole file (at most 64 MiB; stream bigger files with `readStream`). */
+  read(path: string): Promise<Buffer>
+  /** The whole file as UTF-8 text (`ERR_MOAT_NOT_UTF8` when it is not). */
+  readString(path: string): Promise<string>
+  /**
+   * Makes `data` (a string is written as UTF-8) the whole content of the file (created or
+   * truncated; its directory must exist).
+   */
+  write(path: string, data: Buffer | string): Promise<void>
+  /** The entries of a directory. */
+  list(path: string): Promise<Array<FsEntry>>
+  /** Creates a directory and its missing parents (an existing directory is fine). */
+  mkdir(path: string): Promise<void>
+  /** Removes a directory and everything in it. */
+  removeDir(path: string): Promise<void>
+  /** Removes a file (or symlink). */
+  remove(path: string): Promise<void>
+  /** Copies a file inside the sandbox. */
+  copy(from: string, to: string): Promise<void>
+  /** Renames a file or directory inside the sandbox. */
+  rename(from: string, to: string): Promise<void>
+  /** What `path` is (symlinks followed). */
+  stat(path: string): Promise<FsMetadata>
+  /** Whether `path` exists (symlinks followed). */
+  exists(path: string): Promise<boolean>
+  /** Copies a host file into the sandbox, streaming. */
+  copyFromHost(hostPath: string, guestPath: string): Promise<void>
+  /** Copies a sandbox file to the host, streaming (the host file appears whole or not at all). */
+  copyToHost(guestPath: string, hostPath: string): Promise<void>
+  /** The file as a stream of chunks of at most 3 MiB, each read when `recv()` asks. */
+  readStream(path: string): Promise<FsReadStream>
+  /** A sink writing the file (created or truncated) one `write` at a time. */
+  writeStream(path: string): Promise<FsWriteSink>
 }
 
 /** A sandbox record from `Sandbox.get`: its state when fetched and lifecycle calls. */
@@ -178,10 +277,24 @@ export declare class SandboxHandle {
   kill(): Promise<void>
   /** Removes it (it must be stopped). */
   remove(): Promise<void>
-  /** Not supported by moat yet. */
-  start(): Promise<never>
+  /** Launches the stopped sandbox again, owned by the returned handle. */
+  start(): Promise<Sandbox>
+  /** Launches the stopped sandbox again, outliving the returned handle. */
+  startDetached(): Promise<Sandbox>
   /** Not supported by moat yet. */
   metrics(): Promise<never>
+}
+
+/** One event of a streamed exec. */
+export interface ExecEvent {
+  /** `"started"`, `"stdout"`, `"stderr"` or `"exited"`. */
+  eventType: string
+  /** The process id (moat's agent does not report it: always absent). */
+  pid?: number
+  /** The output chunk (`"stdout"` and `"stderr"`). */
+  data?: Buffer
+  /** The exit code (`"exited"`; -1 when killed by a signal). */
+  code?: number
 }
 
 /** Per-command options (`execWith`). */
@@ -194,7 +307,7 @@ export interface ExecOptions {
   user?: string
   /** Environment added to the sandbox's. */
   env?: Record<string, string>
-  /** Not supported by moat yet. */
+  /** The command is killed (SIGKILL) when it runs longer than this. */
   timeoutMs?: number
   /** Standard input. */
   stdin?: StdinMode
@@ -210,6 +323,36 @@ export interface ExitStatus {
   code: number
   /** `code == 0`. */
   success: boolean
+}
+
+/** One directory entry (`list`). */
+export interface FsEntry {
+  /** The entry's full guest path. */
+  path: string
+  /** `"file"`, `"directory"`, `"symlink"` or `"other"`. */
+  kind: string
+  /** Size in bytes. */
+  size: number
+  /** Permission bits (`mode & 0o7777`). */
+  mode: number
+  /** Last modification, ms since the epoch. */
+  modified?: number
+}
+
+/** What `stat` returns. */
+export interface FsMetadata {
+  /** `"file"`, `"directory"`, `"symlink"` or `"other"`. */
+  kind: string
+  /** Size in bytes. */
+  size: number
+  /** Permission bits (`mode & 0o7777`). */
+  mode: number
+  /** No write bit is set for anyone. */
+  readonly: boolean
+  /** Last modification, ms since the epoch. */
+  modified?: number
+  /** Creation time: the agent does not report it, so always absent. */
+  created?: number
 }
 
 /** The image's OCI config fields moat records. */
@@ -370,7 +513,10 @@ export interface SandboxConfig {
   pullPolicy?: string
   /** moat prints no sandbox logs to this process, so `true` changes nothing. */
   quietLogs?: boolean
-  /** Shell for `shell()` (not supported by moat yet: `shell()` runs `/bin/sh`). */
+  /**
+   * The shell `shell()` and `shellStream()` run scripts with (`SHELL -c SCRIPT`; default
+   * `/bin/sh`).
+   */
   shell?: string
   /** Not supported by moat yet. */
   patches?: Array<unknown>
@@ -380,9 +526,9 @@ export interface SandboxConfig {
   network?: unknown
   /** Not supported by moat yet. */
   secrets?: Array<unknown>
-  /** Not supported by moat yet. */
+  /** Labels, matched by `Sandbox.listWith({ labels })`. */
   labels?: Record<string, string>
-  /** Not supported by moat yet (`false` is accepted). */
+  /** Removed (directory and record) when it ends: stop, kill, crash or time limit. */
   ephemeral?: boolean
   /** Not supported by moat yet. */
   entrypoint?: Array<string>
@@ -404,9 +550,15 @@ export interface SandboxInfo {
   updatedAt?: number
 }
 
+/** `Sandbox.listWith`'s filter: every label must be present with its value. */
+export interface SandboxListFilter {
+  /** Labels and the values they must have. */
+  labels?: Record<string, string>
+}
+
 /** What a command reads on stdin. */
 export interface StdinMode {
-  /** `"null"` (default) or `"bytes"`; `"pipe"` is not supported by moat yet. */
+  /** `"null"` (default), `"bytes"`, or `"pipe"` (streamed execs only: `takeStdin()`). */
   kind: string
   /** The bytes, for `"bytes"`. */
   data?: Array<number> | Buffer

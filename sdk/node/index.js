@@ -69,24 +69,36 @@ class ExecOptionsBuilder {
 }
 
 const classes = {}
-for (const name of ['Sandbox', 'SandboxHandle', 'ExecOutput', 'AgentClient']) classes[name] = wrapClass(native[name])
+const CLASSES = ['Sandbox', 'SandboxHandle', 'ExecOutput', 'ExecHandle', 'ExecSink', 'SandboxFs', 'FsReadStream',
+  'FsWriteSink', 'AgentClient']
+for (const name of CLASSES) classes[name] = wrapClass(native[name])
 
-const nativeExecWith = native.Sandbox.prototype.execWith
-native.Sandbox.prototype.execWith = function execWith(cmd, options) {
-  if (typeof options === 'function') {
-    let built
-    try {
-      built = options(new ExecOptionsBuilder())
-    } catch (err) {
-      return Promise.reject(err)
-    }
-    if (!(built instanceof ExecOptionsBuilder)) {
-      return Promise.reject(new errors.InvalidArgumentError('ERR_MOAT_INVALID_ARGUMENT',
-        'the execWith callback must return the builder it was given'))
-    }
-    options = built.build()
+// The streams are async-iterable: `for await (const chunk of stream)` calls `recv()` until null.
+for (const name of ['ExecHandle', 'FsReadStream']) {
+  native[name].prototype[Symbol.asyncIterator] = async function* iterate() {
+    for (let item; (item = await this.recv()) !== null;) yield item
   }
-  return nativeExecWith.call(this, cmd, options)
+}
+
+// execWith and execStreamWith take options or microsandbox's builder callback.
+for (const method of ['execWith', 'execStreamWith']) {
+  const nativeCall = native.Sandbox.prototype[method]
+  native.Sandbox.prototype[method] = function withOptions(cmd, options) {
+    if (typeof options === 'function') {
+      let built
+      try {
+        built = options(new ExecOptionsBuilder())
+      } catch (err) {
+        return Promise.reject(err)
+      }
+      if (!(built instanceof ExecOptionsBuilder)) {
+        return Promise.reject(new errors.InvalidArgumentError('ERR_MOAT_INVALID_ARGUMENT',
+          `the ${method} callback must return the builder it was given`))
+      }
+      options = built.build()
+    }
+    return nativeCall.call(this, cmd, options)
+  }
 }
 
 // Attached sandboxes end with the process that owns them: at exit, and on the signals that

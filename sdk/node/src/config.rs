@@ -73,9 +73,9 @@ pub struct SandboxConfig {
     pub pull_policy: Option<String>,
     /// moat prints no sandbox logs to this process, so `true` changes nothing.
     pub quiet_logs: Option<bool>,
-    /// Shell for `shell()` (not supported by moat yet: `shell()` runs `/bin/sh`).
-    #[napi(ts_type = "string")]
-    pub shell: Option<serde_json::Value>,
+    /// The shell `shell()` and `shellStream()` run scripts with (`SHELL -c SCRIPT`; default
+    /// `/bin/sh`).
+    pub shell: Option<String>,
     /// Not supported by moat yet.
     #[napi(ts_type = "Array<unknown>")]
     pub patches: Option<serde_json::Value>,
@@ -88,10 +88,9 @@ pub struct SandboxConfig {
     /// Not supported by moat yet.
     #[napi(ts_type = "Array<unknown>")]
     pub secrets: Option<serde_json::Value>,
-    /// Not supported by moat yet.
-    #[napi(ts_type = "Record<string, string>")]
-    pub labels: Option<serde_json::Value>,
-    /// Not supported by moat yet (`false` is accepted).
+    /// Labels, matched by `Sandbox.listWith({ labels })`.
+    pub labels: Option<HashMap<String, String>>,
+    /// Removed (directory and record) when it ends: stop, kill, crash or time limit.
     pub ephemeral: Option<bool>,
     /// Not supported by moat yet.
     #[napi(ts_type = "Array<string>")]
@@ -177,6 +176,9 @@ impl SandboxConfig {
             memory_mib: self.memory_mib,
             max_duration_secs: self.max_duration_secs.map(u64::from),
             idle_timeout_secs: self.idle_timeout_secs.map(u64::from),
+            shell: self.shell,
+            labels: self.labels.unwrap_or_default().into_iter().collect(),
+            ephemeral: self.ephemeral.unwrap_or(false),
             ..LibConfig::default()
         };
         Ok(CreatePlan {
@@ -187,13 +189,10 @@ impl SandboxConfig {
 
     fn refuse_unsupported(&self) -> Result<()> {
         let present = [
-            ("shell", self.shell.is_some()),
             ("patches", self.patches.is_some()),
             ("ports", self.ports.is_some()),
             ("network", self.network.is_some()),
             ("secrets", self.secrets.is_some()),
-            ("labels", self.labels.is_some()),
-            ("ephemeral", self.ephemeral == Some(true)),
             ("entrypoint", self.entrypoint.is_some()),
             ("logLevel", self.log_level.is_some()),
         ];

@@ -5,6 +5,9 @@
 //! into the matching `MoatError` subclass with that `code` (see `errors.js`). napi's own argument
 //! conversion failures (`StringExpected`, `InvalidArg`, ...) are mapped there too.
 
+use std::time::Duration;
+
+use moat_runtime::api::GuestFsError;
 use moat_runtime::error::RuntimeError;
 use moat_runtime::image::ImageError;
 
@@ -35,6 +38,9 @@ pub enum NodeError {
     /// The connection or stream was closed by this program.
     #[error("{0} is closed")]
     Closed(&'static str),
+    /// A command ran past its `timeoutMs` and was killed.
+    #[error("the command ran longer than its {0:?} timeout and was killed")]
+    ExecTimeout(Duration),
     /// The blocking worker thread died (a bug: the library panicked).
     #[error("moat worker thread failed: {0}")]
     Worker(String),
@@ -53,6 +59,7 @@ impl NodeError {
             NodeError::ExecFailed(_) => "ERR_MOAT_EXEC_FAILED",
             NodeError::Protocol(_) => "ERR_MOAT_PROTOCOL",
             NodeError::Closed(_) => "ERR_MOAT_CLOSED",
+            NodeError::ExecTimeout(_) => "ERR_MOAT_TIMEOUT",
             NodeError::Worker(_) => "ERR_MOAT_INTERNAL",
         }
     }
@@ -68,6 +75,8 @@ fn runtime_code(err: &RuntimeError) -> &'static str {
         RuntimeError::WaitTimeout { .. } => "ERR_MOAT_TIMEOUT",
         RuntimeError::Image(ImageError::NotInStore(_)) => "ERR_MOAT_NOT_FOUND",
         RuntimeError::Image(_) => "ERR_MOAT_IMAGE",
+        RuntimeError::GuestFs(err) => guest_fs_code(err),
+        RuntimeError::AlreadyRunning { .. } => "ERR_MOAT_ALREADY_RUNNING",
         RuntimeError::PeerGone { .. }
         | RuntimeError::Unexpected { .. }
         | RuntimeError::Prologue(_)
@@ -77,6 +86,22 @@ fn runtime_code(err: &RuntimeError) -> &'static str {
         | RuntimeError::Decode { .. }
         | RuntimeError::Encode { .. } => "ERR_MOAT_PROTOCOL",
         _ => "ERR_MOAT_RUNTIME",
+    }
+}
+
+/// A failed filesystem call in the guest: the conditions a caller acts on get their own code.
+fn guest_fs_code(err: &GuestFsError) -> &'static str {
+    match err {
+        GuestFsError::NotFound { .. } => "ERR_MOAT_NOT_FOUND",
+        GuestFsError::AlreadyExists { .. } => "ERR_MOAT_ALREADY_EXISTS",
+        GuestFsError::IsADirectory { .. } => "ERR_MOAT_IS_A_DIRECTORY",
+        GuestFsError::NotADirectory { .. } => "ERR_MOAT_NOT_A_DIRECTORY",
+        GuestFsError::NotEmpty { .. } => "ERR_MOAT_NOT_EMPTY",
+        GuestFsError::PermissionDenied { .. } => "ERR_MOAT_PERMISSION_DENIED",
+        GuestFsError::TooLarge { .. } => "ERR_MOAT_TOO_LARGE",
+        GuestFsError::NotUtf8 { .. } => "ERR_MOAT_NOT_UTF8",
+        GuestFsError::StreamEnded { .. } => "ERR_MOAT_CLOSED",
+        GuestFsError::Failed { .. } => "ERR_MOAT_FS",
     }
 }
 

@@ -1,6 +1,7 @@
 //! Exec options from JS and `ExecOutput`, the collected result of one command.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use moat_protocol::payload::exec::{ExecRequest, ExecRlimit};
 use moat_runtime::relay_client::{CapturedExec, ExecOutcome};
@@ -28,7 +29,7 @@ impl ExitStatus {
 /// What a command reads on stdin.
 #[napi(object)]
 pub struct StdinMode {
-    /// `"null"` (default) or `"bytes"`; `"pipe"` is not supported by moat yet.
+    /// `"null"` (default), `"bytes"`, or `"pipe"` (streamed execs only: `takeStdin()`).
     pub kind: String,
     /// The bytes, for `"bytes"`.
     pub data: Option<Either<Vec<u8>, Buffer>>,
@@ -56,7 +57,7 @@ pub struct ExecOptions {
     pub user: Option<String>,
     /// Environment added to the sandbox's.
     pub env: Option<HashMap<String, String>>,
-    /// Not supported by moat yet.
+    /// The command is killed (SIGKILL) when it runs longer than this.
     pub timeout_ms: Option<f64>,
     /// Standard input.
     pub stdin: Option<StdinMode>,
@@ -70,6 +71,17 @@ pub struct ExecOptions {
 pub(crate) struct ExecPlan {
     pub request: ExecRequest,
     pub stdin: Vec<u8>,
+    /// Stdin stays open for the program's `ExecSink` (streamed execs only).
+    pub stdin_pipe: bool,
+    /// Killed after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// Whether a plan is for a collected exec (`execWith`) or a streamed one (`execStreamWith`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExecKind {
+    Collected,
+    Streamed,
 }
 
 impl ExecPlan {
@@ -78,15 +90,22 @@ impl ExecPlan {
         check_cmd(&cmd)?;
         let mut request = ExecRequest::new(cmd);
         request.args = args.unwrap_or_default();
-        Ok(ExecPlan { request, stdin: Vec::new() })
+        Ok(ExecPlan { request, stdin: Vec::new(), stdin_pipe: false, timeout: None })
+    }
+
+    /// `request` as it is (the shell's), with no options.
+    pub(crate) fn of(request: ExecRequest) -> ExecPlan {
+        ExecPlan { request, stdin: Vec::new(), stdin_pipe: false, timeout: None }
     }
 
     /// `cmd` with `options`.
-    pub(crate) fn with_options(cmd: String, options: ExecOptions) -> Result<ExecPlan> {
-        if options.timeout_ms.is_some() {
-            return Err(NodeError::NotSupported("exec option timeoutMs".into()));
-        }
+    pub(crate) fn with_options(
+        cmd: String,
+        options: ExecOptions,
+        kind: ExecKind,
+    ) -> Result<ExecPlan> {
         let mut plan = ExecPlan::simple(cmd, options.args)?;
+        plan.timeout = options.timeout_ms.map(timeout).transpose()?;
         let request = &mut plan.request;
         request.cwd = options.cwd;
         request.user = options.user;
@@ -112,16 +131,35 @@ impl ExecPlan {
                         "stdin kind \"bytes\" needs data".into(),
                     ));
                 }
-                ("pipe", _) => return Err(NodeError::NotSupported("exec stdin \"pipe\"".into())),
-                (kind, _) => {
+                ("pipe", None) if kind == ExecKind::Streamed => {
+                    plan.stdin_pipe = true;
+                    Vec::new()
+                }
+                ("pipe", None) => {
+                    return Err(NodeError::NotSupported(
+                        "stdin \"pipe\" for a collected exec (use execStreamWith)".into(),
+                    ));
+                }
+                (other, _) => {
                     return Err(NodeError::InvalidArgument(format!(
-                        "stdin kind must be \"null\" or \"bytes\" (without data for \"null\"), not {kind:?}"
+                        "stdin kind must be \"null\", \"pipe\" or \"bytes\" (data only for \"bytes\"), not {other:?}"
                     )));
                 }
             };
         }
         Ok(plan)
     }
+}
+
+/// `timeoutMs`: a positive, finite number of milliseconds.
+fn timeout(ms: f64) -> Result<Duration> {
+    if !(ms.is_finite() && ms > 0.0) {
+        return Err(NodeError::InvalidArgument(format!(
+            "timeoutMs must be a positive number of milliseconds, not {ms}"
+        )));
+    }
+    Duration::try_from_secs_f64(ms / 1000.0)
+        .map_err(|_| NodeError::InvalidArgument(format!("timeoutMs {ms} is too large")))
 }
 
 fn check_cmd(cmd: &str) -> Result<()> {
@@ -153,6 +191,10 @@ pub struct ExecOutput {
 }
 
 impl ExecOutput {
+    pub(crate) fn new(code: i32, stdout: Vec<u8>, stderr: Vec<u8>) -> ExecOutput {
+        ExecOutput { code, stdout, stderr }
+    }
+
     pub(crate) fn from_captured(captured: CapturedExec) -> ExecOutput {
         let code = match captured.outcome {
             ExecOutcome::Exited(code) => code,

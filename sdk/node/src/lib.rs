@@ -1,10 +1,11 @@
 //! moat's Node addon: microsandbox's Node SDK surface (`Sandbox`, `SandboxHandle`,
-//! `ExecOutput`, the image functions, the raw `AgentClient`) over `moat_runtime`.
+//! `ExecOutput`, `ExecHandle`, `SandboxFs`, the image functions, the raw `AgentClient`) over
+//! `moat_runtime`.
 //!
 //! ```text
 //!  index.js ── errors.js (MoatError subclasses by code)
 //!     │
-//!  #[napi] classes: sandbox.rs, exec.rs, images.rs, agent_client.rs
+//!  #[napi] classes: sandbox.rs, exec.rs, exec_stream.rs, fs.rs, images.rs, agent_client.rs
 //!     │   (async: every blocking call runs on tokio's blocking pool, never on node's thread)
 //!  library.rs ── the only caller of moat_runtime ──► moat_runtime::api
 //!  agent_client.rs ── moat_protocol over a tokio UnixStream ──► the sandbox's relay socket
@@ -22,6 +23,8 @@ mod agent_client;
 mod config;
 mod error;
 mod exec;
+mod exec_stream;
+mod fs;
 mod images;
 mod info;
 mod library;

@@ -1,17 +1,21 @@
 //! The one module that calls `moat_runtime`: every other module of the addon goes through these
-//! functions. They are blocking (the library's API is, today); callers run them through
-//! [`crate::error::blocking`]. When the library grows its async API, this file is what changes.
+//! functions. Most are blocking calls of `api::blocking`, which callers run through
+//! [`crate::error::blocking`]; [`async_sandbox`] hands out the async `api::Sandbox` for the
+//! filesystem and its streams, and [`start_stream`] opens a streamed exec whose control half and
+//! reading half the `ExecHandle` uses independently (`api::ExecStream` serializes them).
 
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use moat_protocol::payload::exec::ExecRequest;
+use moat_runtime::api::LabelFilter;
 use moat_runtime::api::blocking::{Moat, Sandbox};
 use moat_runtime::error::RuntimeError;
 use moat_runtime::image::{ImageRecord, ImageRoot, ImageSummary, PruneReport};
 use moat_runtime::lifecycle::Executables;
-use moat_runtime::relay_client::{CapturedExec, ExecOutcome};
+use moat_runtime::relay_client::stream::{ExecControl, StreamingSession};
+use moat_runtime::relay_client::{CapturedExec, ExecOutcome, RelayClient};
 use moat_runtime::store::state::SandboxState;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -99,10 +103,63 @@ pub(crate) fn create(plan: CreatePlan) -> Result<Sandbox> {
         }
     }
     let sandbox = moat.create(plan.args)?;
+    adopt(&sandbox);
+    Ok(sandbox)
+}
+
+/// Records the sandbox process this process just spawned, to reap it when it ends.
+fn adopt(sandbox: &Sandbox) {
     if let Some(pid) = sandbox.state().ok().and_then(|state| state.pid) {
         CHILDREN.lock().unwrap_or_else(PoisonError::into_inner).push(pid);
     }
+}
+
+/// Launches the stopped (or crashed) sandbox `name` again, with the configuration it was
+/// created with.
+pub(crate) fn start(name: &str) -> Result<Sandbox> {
+    let sandbox = moat().with_executables(executables()?).get(name)?;
+    sandbox.start().map_err(|err| gone(&sandbox, err))?;
+    adopt(&sandbox);
     Ok(sandbox)
+}
+
+/// Drains the sandbox: new execs are refused, it stops once the running ones end.
+pub(crate) fn drain(sandbox: &Sandbox) -> Result<SandboxState> {
+    sandbox.drain().map_err(|err| gone(sandbox, err))
+}
+
+/// The sandboxes carrying every one of `labels` with its value.
+pub(crate) fn list_labelled(labels: Vec<(String, String)>) -> Result<Vec<SandboxState>> {
+    let filters: Vec<LabelFilter> =
+        labels.into_iter().map(|(key, value)| LabelFilter { key, value: Some(value) }).collect();
+    Ok(moat().list_filtered(&filters)?)
+}
+
+/// The async handle on the sandbox `sandbox` names, for the filesystem calls.
+pub(crate) async fn async_sandbox(sandbox: &Sandbox) -> Result<moat_runtime::api::Sandbox> {
+    reap_children();
+    let moat = moat_runtime::api::Moat::from_env();
+    moat.get(sandbox.name()).await.map_err(|err| gone(sandbox, err))
+}
+
+/// `SHELL -c SCRIPT` with the sandbox's configured shell (default `/bin/sh`).
+pub(crate) fn shell_request(sandbox: &Sandbox, script: String) -> Result<ExecRequest> {
+    let config = state(sandbox)?.spec.config;
+    let shell = config.shell.as_deref().unwrap_or(moat_runtime::config::DEFAULT_SHELL);
+    let mut request = ExecRequest::new(shell);
+    request.args = vec!["-c".to_owned(), script];
+    Ok(request)
+}
+
+/// Starts `request` in the running sandbox: its control half (stdin, signals) and the reading
+/// half a blocking task drives to the command's end.
+pub(crate) fn start_stream(
+    sandbox: &Sandbox,
+    request: ExecRequest,
+) -> Result<(ExecControl, StreamingSession)> {
+    sandbox.require_running().map_err(|err| gone(sandbox, err))?;
+    let client = RelayClient::connect(&sandbox.socket()).map_err(|err| gone(sandbox, err))?;
+    Ok(client.start_streaming(request)?)
 }
 
 /// A handle on the existing sandbox `name`.
@@ -125,10 +182,18 @@ pub(crate) fn state(sandbox: &Sandbox) -> Result<SandboxState> {
     sandbox.state().map_err(|err| gone(sandbox, err))
 }
 
-/// Runs one command to its end and collects its output; a command that never started or that
-/// the agent refused is an error.
-pub(crate) fn exec(sandbox: &Sandbox, request: ExecRequest, stdin: &[u8]) -> Result<CapturedExec> {
-    let captured = sandbox.exec(request, stdin, None).map_err(|err| gone(sandbox, err))?;
+/// Runs one command to its end and collects its output; a command that never started, that
+/// the agent refused, or that ran past `timeout` (and was killed) is an error.
+pub(crate) fn exec(
+    sandbox: &Sandbox,
+    request: ExecRequest,
+    stdin: &[u8],
+    timeout: Option<Duration>,
+) -> Result<CapturedExec> {
+    let captured = sandbox.exec(request, stdin, timeout).map_err(|err| gone(sandbox, err))?;
+    if let (true, Some(timeout)) = (captured.timed_out, timeout) {
+        return Err(NodeError::ExecTimeout(timeout));
+    }
     match &captured.outcome {
         ExecOutcome::Exited(_) => Ok(captured),
         ExecOutcome::Failed(failed) => Err(NodeError::ExecFailed(failed.message.clone())),

@@ -17,7 +17,9 @@ use napi_derive::napi;
 
 use crate::config::SandboxConfig;
 use crate::error::{NodeError, blocking};
-use crate::exec::{ExecOptions, ExecOutput, ExecPlan, ExitStatus};
+use crate::exec::{ExecKind, ExecOptions, ExecOutput, ExecPlan, ExitStatus};
+use crate::exec_stream::ExecHandle;
+use crate::fs::SandboxFs;
 use crate::info::{SandboxInfo, timestamp_ms};
 use crate::library;
 
@@ -58,6 +60,13 @@ fn unsupported<T>(call: &str) -> napi::Result<T> {
     Err(NodeError::NotSupported(call.to_owned()).into())
 }
 
+/// `Sandbox.listWith`'s filter: every label must be present with its value.
+#[napi(object)]
+pub struct SandboxListFilter {
+    /// Labels and the values they must have.
+    pub labels: Option<HashMap<String, String>>,
+}
+
 /// A running sandbox.
 #[napi]
 pub struct Sandbox {
@@ -78,8 +87,23 @@ impl Sandbox {
 
     async fn run(&self, plan: ExecPlan) -> napi::Result<ExecOutput> {
         let inner = self.inner.clone();
-        let captured = blocking(move || library::exec(&inner, plan.request, &plan.stdin)).await?;
+        let captured =
+            blocking(move || library::exec(&inner, plan.request, &plan.stdin, plan.timeout))
+                .await?;
         Ok(ExecOutput::from_captured(captured))
+    }
+
+    async fn stream(&self, plan: ExecPlan) -> napi::Result<ExecHandle> {
+        let inner = self.inner.clone();
+        let request = plan.request.clone();
+        let (control, session) = blocking(move || library::start_stream(&inner, request)).await?;
+        Ok(ExecHandle::start(control, session, plan))
+    }
+
+    async fn shell_plan(&self, script: String) -> napi::Result<ExecPlan> {
+        let inner = self.inner.clone();
+        let request = blocking(move || library::shell_request(&inner, script)).await?;
+        Ok(ExecPlan::of(request))
     }
 
     async fn end(&self, kill: bool) -> napi::Result<SandboxState> {
@@ -145,13 +169,12 @@ impl Sandbox {
         Ok(states.iter().map(SandboxInfo::of).collect())
     }
 
-    /// Not supported by moat yet (labels).
-    #[napi(
-        ts_args_type = "filter: { labels?: Record<string, string> }",
-        ts_return_type = "Promise<never>"
-    )]
-    pub async fn list_with(_filter: serde_json::Value) -> napi::Result<()> {
-        unsupported("Sandbox.listWith (labels)")
+    /// The sandboxes carrying every one of `filter.labels` (all sandboxes without labels).
+    #[napi]
+    pub async fn list_with(filter: SandboxListFilter) -> napi::Result<Vec<SandboxInfo>> {
+        let labels = filter.labels.unwrap_or_default().into_iter().collect();
+        let states = blocking(move || library::list_labelled(labels)).await?;
+        Ok(states.iter().map(SandboxInfo::of).collect())
     }
 
     /// Removes a stopped sandbox.
@@ -161,16 +184,18 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Not supported by moat yet (restarting a stopped sandbox).
-    #[napi(ts_return_type = "Promise<never>")]
-    pub async fn start(_name: String) -> napi::Result<()> {
-        unsupported("Sandbox.start")
+    /// Launches the stopped (or crashed) sandbox `name` again, owned by the returned handle.
+    #[napi(ts_return_type = "Promise<Sandbox>")]
+    pub async fn start(name: String) -> napi::Result<Sandbox> {
+        let inner = blocking(move || library::start(&name)).await?;
+        Ok(Sandbox::new(inner, true))
     }
 
-    /// Not supported by moat yet (restarting a stopped sandbox).
-    #[napi(ts_return_type = "Promise<never>")]
-    pub async fn start_detached(_name: String) -> napi::Result<()> {
-        unsupported("Sandbox.startDetached")
+    /// Launches the stopped (or crashed) sandbox `name` again, outliving the returned handle.
+    #[napi(ts_return_type = "Promise<Sandbox>")]
+    pub async fn start_detached(name: String) -> napi::Result<Sandbox> {
+        let inner = blocking(move || library::start(&name)).await?;
+        Ok(Sandbox::new(inner, false))
     }
 
     /// The sandbox name.
@@ -203,13 +228,15 @@ impl Sandbox {
     /// callback) and collects its output.
     #[napi]
     pub async fn exec_with(&self, cmd: String, options: ExecOptions) -> napi::Result<ExecOutput> {
-        self.run(ExecPlan::with_options(cmd, options)?).await
+        self.run(ExecPlan::with_options(cmd, options, ExecKind::Collected)?).await
     }
 
-    /// Runs `script` with `/bin/sh -c` and collects its output.
+    /// Runs `script` with the sandbox's shell (`config.shell`, else `/bin/sh`) `-c` and
+    /// collects its output.
     #[napi]
     pub async fn shell(&self, script: String) -> napi::Result<ExecOutput> {
-        self.run(ExecPlan::simple("/bin/sh".into(), Some(vec!["-c".into(), script]))?).await
+        let plan = self.shell_plan(script).await?;
+        self.run(plan).await
     }
 
     /// Shuts the sandbox down gracefully.
@@ -261,36 +288,38 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Not supported by moat yet.
-    #[napi(ts_args_type = "cmd: string, args?: Array<string>", ts_return_type = "Promise<never>")]
+    /// Starts `cmd args...` and returns its events and controls as they come.
+    #[napi(ts_return_type = "Promise<ExecHandle>")]
     pub async fn exec_stream(
         &self,
-        _cmd: serde_json::Value,
-        _args: Option<serde_json::Value>,
-    ) -> napi::Result<()> {
-        unsupported("Sandbox.execStream")
+        cmd: String,
+        args: Option<Vec<String>>,
+    ) -> napi::Result<ExecHandle> {
+        self.stream(ExecPlan::simple(cmd, args)?).await
     }
 
-    /// Not supported by moat yet.
-    #[napi(ts_args_type = "cmd: string, options: unknown", ts_return_type = "Promise<never>")]
+    /// Starts `cmd` with per-command options (`index.js` also accepts the builder callback);
+    /// stdin `"pipe"` gives the handle an `ExecSink` (`takeStdin()`).
+    #[napi(ts_return_type = "Promise<ExecHandle>")]
     pub async fn exec_stream_with(
         &self,
-        _cmd: serde_json::Value,
-        _options: Option<serde_json::Value>,
-    ) -> napi::Result<()> {
-        unsupported("Sandbox.execStreamWith")
+        cmd: String,
+        options: ExecOptions,
+    ) -> napi::Result<ExecHandle> {
+        self.stream(ExecPlan::with_options(cmd, options, ExecKind::Streamed)?).await
     }
 
-    /// Not supported by moat yet.
-    #[napi(ts_args_type = "script: string", ts_return_type = "Promise<never>")]
-    pub async fn shell_stream(&self, _script: serde_json::Value) -> napi::Result<()> {
-        unsupported("Sandbox.shellStream")
+    /// Starts `script` with the sandbox's shell and returns its events and controls.
+    #[napi(ts_return_type = "Promise<ExecHandle>")]
+    pub async fn shell_stream(&self, script: String) -> napi::Result<ExecHandle> {
+        let plan = self.shell_plan(script).await?;
+        self.stream(plan).await
     }
 
-    /// Not supported by moat yet (throws).
-    #[napi(ts_return_type = "never")]
-    pub fn fs(&self) -> napi::Result<()> {
-        unsupported("Sandbox.fs")
+    /// The sandbox's filesystem (each call checks the sandbox runs).
+    #[napi]
+    pub fn fs(&self) -> SandboxFs {
+        SandboxFs::new(self.inner.clone())
     }
 
     /// Not supported by moat yet.
@@ -317,10 +346,13 @@ impl Sandbox {
         unsupported("Sandbox.logStream")
     }
 
-    /// Not supported by moat yet.
-    #[napi(ts_return_type = "Promise<never>")]
+    /// Drains the sandbox: new execs are refused, the running ones finish, then it stops by
+    /// itself (`wait()` returns then).
+    #[napi]
     pub async fn drain(&self) -> napi::Result<()> {
-        unsupported("Sandbox.drain")
+        let inner = self.inner.clone();
+        blocking(move || library::drain(&inner)).await?;
+        Ok(())
     }
 }
 
@@ -418,10 +450,20 @@ impl SandboxHandle {
         Ok(())
     }
 
-    /// Not supported by moat yet.
-    #[napi(ts_return_type = "Promise<never>")]
-    pub async fn start(&self) -> napi::Result<()> {
-        unsupported("SandboxHandle.start")
+    /// Launches the stopped sandbox again, owned by the returned handle.
+    #[napi(ts_return_type = "Promise<Sandbox>")]
+    pub async fn start(&self) -> napi::Result<Sandbox> {
+        let name = self.inner.name().to_owned();
+        let inner = blocking(move || library::start(&name)).await?;
+        Ok(Sandbox::new(inner, true))
+    }
+
+    /// Launches the stopped sandbox again, outliving the returned handle.
+    #[napi(ts_return_type = "Promise<Sandbox>")]
+    pub async fn start_detached(&self) -> napi::Result<Sandbox> {
+        let name = self.inner.name().to_owned();
+        let inner = blocking(move || library::start(&name)).await?;
+        Ok(Sandbox::new(inner, false))
     }
 
     /// Not supported by moat yet.

@@ -42,35 +42,44 @@ test('wrong config types and missing fields reject with InvalidArgumentError', a
 
 test('config fields moat does not support reject by name', async () => {
   const fields = {
-    secrets: [], network: { policy: 'none' }, ports: { 8080: 80 }, patches: [], labels: { a: 'b' },
-    ephemeral: true, shell: '/bin/bash', entrypoint: ['x'], logLevel: 'debug',
+    secrets: [], network: { policy: 'none' }, ports: { 8080: 80 }, patches: [], entrypoint: ['x'],
+    logLevel: 'debug',
   }
   for (const [field, value] of Object.entries(fields)) {
     await assert.rejects(Sandbox.create(config(uniqueName('unsup'), { [field]: value })),
       unsupported(new RegExp(`not supported by moat: config\\.${field}`)))
   }
   await assert.rejects(Sandbox.create(config('x', { pullPolicy: 'always' })), unsupported(/pullPolicy/))
+  await assert.rejects(Sandbox.create(config('x', { labels: { a: 1 } })), invalid())
+  await assert.rejects(Sandbox.create(config('x', { shell: 7 })), invalid())
   await assert.rejects(Sandbox.create(config('x', { volumes: { '/v': { named: 'data' } } })), unsupported(/named volumes/))
   await assert.rejects(Sandbox.create(config('x', { image: '/disk.qcow2' })), unsupported(/disk image/))
   assert.deepEqual(await Sandbox.list(), [], 'no sandbox was left behind')
 })
 
 test('calls moat does not support reject by name; bad exec arguments are typed errors', async () => {
-  const sb = await Sandbox.create(config(uniqueName('calls')))
+  const name = uniqueName('calls')
+  const sb = await Sandbox.create(config(name))
   try {
-    await assert.rejects(sb.execStream('true'), unsupported(/Sandbox\.execStream/))
-    await assert.rejects(sb.shellStream('true'), unsupported(/Sandbox\.shellStream/))
     await assert.rejects(sb.metrics(), unsupported(/Sandbox\.metrics/))
     await assert.rejects(sb.logs(), unsupported(/Sandbox\.logs/))
-    await assert.rejects(sb.drain(), unsupported(/Sandbox\.drain/))
-    await assert.rejects(Sandbox.listWith({ labels: {} }), unsupported(/listWith/))
-    await assert.rejects(Sandbox.start('x'), unsupported(/Sandbox\.start/))
-    assert.throws(() => sb.fs(), unsupported(/Sandbox\.fs/))
+    await assert.rejects(Sandbox.listWith({ labels: { a: 1 } }), invalid())
+    await assert.rejects(Sandbox.start('no-such-sandbox'), rejectsWith(NotFoundError, 'ERR_MOAT_NOT_FOUND'))
+    await assert.rejects(Sandbox.start(name), rejectsWith(MoatError, 'ERR_MOAT_ALREADY_RUNNING'))
+
+    await assert.rejects(sb.execStream(42), invalid())
+    await assert.rejects(sb.execStream(''), invalid(/empty/))
+    await assert.rejects(sb.execStreamWith('true', { timeoutMs: -5 }), invalid(/timeoutMs/))
+    await assert.rejects(sb.execStreamWith('true', { stdin: { kind: 'pipe', data: Buffer.from('x') } }), invalid(/stdin kind/))
+    await assert.rejects(sb.shellStream(null), invalid())
+    await assert.rejects(sb.fs().read(42), invalid())
+    await assert.rejects(sb.fs().write('/tmp/x', 42), invalid())
+    await assert.rejects(sb.fs().copy('/tmp/x'), invalid())
 
     await assert.rejects(sb.exec(42), invalid())
     await assert.rejects(sb.exec('echo', 'not-an-array'), invalid())
     await assert.rejects(sb.exec(''), invalid(/empty/))
-    await assert.rejects(sb.execWith('true', { timeoutMs: 5 }), unsupported(/timeoutMs/))
+    await assert.rejects(sb.execWith('true', { timeoutMs: Number.NaN }), invalid(/timeoutMs/))
     await assert.rejects(sb.execWith('true', (b) => b.stdinPipe()), unsupported(/pipe/))
     await assert.rejects(sb.execWith('true', { stdin: { kind: 'file' } }), invalid(/stdin kind/))
     await assert.rejects(sb.execWith('true', { rlimits: [{ resource: 'nofile', soft: -1, hard: 1 }] }), invalid(/rlimit/))
@@ -95,6 +104,12 @@ test('a sandbox removed under a live handle gives NotFoundError, not a crash', a
   await assert.rejects(sb.kill(), notFound)
   await assert.rejects(sb.wait(), notFound)
   await assert.rejects(sb.removePersisted(), notFound)
+  await assert.rejects(sb.execStream('true'), notFound)
+  await assert.rejects(sb.shellStream('true'), notFound)
+  await assert.rejects(sb.fs().read('/etc/hostname'), notFound)
+  await assert.rejects(sb.fs().readStream('/etc/hostname'), notFound)
+  await assert.rejects(sb.drain(), notFound)
+  await assert.rejects(Sandbox.start(name), notFound)
   await assert.rejects(Sandbox.get(name), notFound)
 })
 
