@@ -1,5 +1,5 @@
 // The quickstart in TypeScript; `npm test` type-checks it with tsc (examples/tsconfig.json).
-import { Sandbox, ExecOutput, MoatError, NotSupportedError, imageList } from '..'
+import { Sandbox, ExecOutput, ExecEvent, FsEntry, MoatError, NotSupportedError, imageList } from '..'
 
 async function main(): Promise<void> {
   const sandbox: Sandbox = await Sandbox.create({
@@ -17,6 +17,18 @@ async function main(): Promise<void> {
     const viaBuilder = await sandbox.execWith('sh', (b) => b.args(['-c', 'exit 0']).env('B', '2'))
     console.log(viaBuilder.success)
     console.log((await imageList()).map((image) => image.reference))
+    const fs = sandbox.fs()
+    await fs.write('/scratch/note', 'typed')
+    const entries: FsEntry[] = await fs.list('/scratch')
+    console.log(entries.map((entry) => entry.path), await fs.readString('/scratch/note'))
+    const handle = await sandbox.execStreamWith('cat', (b) => b.stdinPipe())
+    const stdin = await handle.takeStdin()
+    await stdin?.write(Buffer.from('streamed'))
+    await stdin?.close()
+    for await (const event of handle) {
+      const seen: ExecEvent = event
+      if (seen.eventType === 'stdout' && seen.data) process.stdout.write(seen.data)
+    }
     await sandbox.metrics().catch((err: unknown) => {
       if (err instanceof NotSupportedError) console.log(err.code)
     })
