@@ -50,6 +50,11 @@ export interface ExecHandle {
   [Symbol.asyncIterator](): AsyncGenerator<ExecEvent>
 }
 
+/** `for await (const m of stream)`: `recv()` until the sandbox stops. */
+export interface MetricsStream {
+  [Symbol.asyncIterator](): AsyncGenerator<SandboxMetrics>
+}
+
 /** `for await (const chunk of stream)`: `recv()` until the file's end. */
 export interface FsReadStream {
   [Symbol.asyncIterator](): AsyncGenerator<Buffer>

@@ -50,6 +50,11 @@ export interface ExecHandle {
   [Symbol.asyncIterator](): AsyncGenerator<ExecEvent>
 }
 
+/** `for await (const m of stream)`: `recv()` until the sandbox stops. */
+export interface MetricsStream {
+  [Symbol.asyncIterator](): AsyncGenerator<SandboxMetrics>
+}
+
 /** `for await (const chunk of stream)`: `recv()` until the file's end. */
 export interface FsReadStream {
   [Symbol.asyncIterator](): AsyncGenerator<Buffer>
@@ -141,6 +146,12 @@ export declare class FsWriteSink {
   close(): Promise<void>
 }
 
+/** A sandbox's metrics, one sample per interval (async-iterable). */
+export declare class MetricsStream {
+  /** The next sample, an interval after the previous one; `null` once the sandbox stopped. */
+  recv(): Promise<SandboxMetrics | null>
+}
+
 /** A running sandbox. */
 export declare class Sandbox {
   /**
@@ -203,10 +214,10 @@ export declare class Sandbox {
   shellStream(script: string): Promise<ExecHandle>
   /** The sandbox's filesystem (each call checks the sandbox runs). */
   fs(): SandboxFs
-  /** Not supported by moat yet. */
-  metrics(): Promise<never>
-  /** Not supported by moat yet. */
-  metricsStream(intervalMs: number): Promise<never>
+  /** What the running sandbox uses now (CPU percent over a short sample). */
+  metrics(): Promise<SandboxMetrics>
+  /** Its metrics every `intervalMs`, until it stops. */
+  metricsStream(intervalMs: number): Promise<MetricsStream>
   /** Not supported by moat yet. */
   logs(opts?: unknown): Promise<never>
   /** Not supported by moat yet. */
@@ -281,8 +292,8 @@ export declare class SandboxHandle {
   start(): Promise<Sandbox>
   /** Launches the stopped sandbox again, outliving the returned handle. */
   startDetached(): Promise<Sandbox>
-  /** Not supported by moat yet. */
-  metrics(): Promise<never>
+  /** What the sandbox uses now (it must be running). */
+  metrics(): Promise<SandboxMetrics>
 }
 
 /** One event of a streamed exec. */
@@ -554,6 +565,30 @@ export interface SandboxInfo {
 export interface SandboxListFilter {
   /** Labels and the values they must have. */
   labels?: Record<string, string>
+}
+
+/** What a sandbox uses at one moment. */
+export interface SandboxMetrics {
+  /** CPU used since the previous sample, in percent of one CPU. */
+  cpuPercent: number
+  /** CPU time of everything it ran, in nanoseconds. */
+  vcpuTimeNs: number
+  /** Memory in use, in bytes. */
+  memoryBytes: number
+  /** Its memory limit in bytes (absent when none is set). */
+  memoryLimitBytes?: number
+  /** Bytes read from storage. */
+  diskReadBytes: number
+  /** Bytes written to storage. */
+  diskWriteBytes: number
+  /** Bytes received on its network interfaces but loopback (absent when not measured). */
+  netRxBytes?: number
+  /** Bytes sent on its network interfaces but loopback (absent when not measured). */
+  netTxBytes?: number
+  /** How long its sandbox process has run, in ms. */
+  uptimeMs: number
+  /** When it was measured, ms since the epoch. */
+  timestampMs: number
 }
 
 /** What a command reads on stdin. */

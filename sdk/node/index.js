@@ -70,11 +70,11 @@ class ExecOptionsBuilder {
 
 const classes = {}
 const CLASSES = ['Sandbox', 'SandboxHandle', 'ExecOutput', 'ExecHandle', 'ExecSink', 'SandboxFs', 'FsReadStream',
-  'FsWriteSink', 'AgentClient']
+  'FsWriteSink', 'MetricsStream', 'AgentClient']
 for (const name of CLASSES) classes[name] = wrapClass(native[name])
 
 // The streams are async-iterable: `for await (const chunk of stream)` calls `recv()` until null.
-for (const name of ['ExecHandle', 'FsReadStream']) {
+for (const name of ['ExecHandle', 'FsReadStream', 'MetricsStream']) {
   native[name].prototype[Symbol.asyncIterator] = async function* iterate() {
     for (let item; (item = await this.recv()) !== null;) yield item
   }

@@ -10,6 +10,7 @@ export const {
   SandboxFs,
   FsReadStream,
   FsWriteSink,
+  MetricsStream,
   AgentClient,
   ExecOptionsBuilder,
   imageList,

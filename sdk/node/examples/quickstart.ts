@@ -1,5 +1,5 @@
 // The quickstart in TypeScript; `npm test` type-checks it with tsc (examples/tsconfig.json).
-import { Sandbox, ExecOutput, ExecEvent, FsEntry, MoatError, NotSupportedError, imageList } from '..'
+import { Sandbox, ExecOutput, ExecEvent, FsEntry, SandboxMetrics, MoatError, NotSupportedError, imageList } from '..'
 
 async function main(): Promise<void> {
   const sandbox: Sandbox = await Sandbox.create({
@@ -29,7 +29,13 @@ async function main(): Promise<void> {
       const seen: ExecEvent = event
       if (seen.eventType === 'stdout' && seen.data) process.stdout.write(seen.data)
     }
-    await sandbox.metrics().catch((err: unknown) => {
+    const metrics: SandboxMetrics = await sandbox.metrics()
+    console.log(metrics.cpuPercent, metrics.memoryBytes)
+    for await (const sample of await sandbox.metricsStream(200)) {
+      console.log(sample.uptimeMs)
+      break
+    }
+    await sandbox.logs().catch((err: unknown) => {
       if (err instanceof NotSupportedError) console.log(err.code)
     })
   } catch (err) {

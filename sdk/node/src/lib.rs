@@ -5,7 +5,8 @@
 //! ```text
 //!  index.js ── errors.js (MoatError subclasses by code)
 //!     │
-//!  #[napi] classes: sandbox.rs, exec.rs, exec_stream.rs, fs.rs, images.rs, agent_client.rs
+//!  #[napi] classes: sandbox.rs, exec.rs, exec_stream.rs, fs.rs, metrics.rs, images.rs,
+//!                   agent_client.rs
 //!     │   (async: every blocking call runs on tokio's blocking pool, never on node's thread)
 //!  library.rs ── the only caller of moat_runtime ──► moat_runtime::api
 //!  agent_client.rs ── moat_protocol over a tokio UnixStream ──► the sandbox's relay socket
@@ -28,4 +29,5 @@ mod fs;
 mod images;
 mod info;
 mod library;
+mod metrics;
 mod sandbox;

@@ -123,6 +123,20 @@ pub(crate) fn start(name: &str) -> Result<Sandbox> {
     Ok(sandbox)
 }
 
+/// A snapshot of what the running sandbox uses.
+pub(crate) fn metrics(sandbox: &Sandbox) -> Result<moat_runtime::metrics::Metrics> {
+    sandbox.metrics().map_err(|err| gone(sandbox, err))
+}
+
+/// The running sandbox's metrics every `interval`, sampled as they are asked for.
+pub(crate) fn metrics_stream(
+    sandbox: &Sandbox,
+    interval: Duration,
+) -> Result<moat_runtime::metrics::MetricsStream> {
+    sandbox.require_running().map_err(|err| gone(sandbox, err))?;
+    Ok(sandbox.metrics_stream(interval))
+}
+
 /// Drains the sandbox: new execs are refused, it stops once the running ones end.
 pub(crate) fn drain(sandbox: &Sandbox) -> Result<SandboxState> {
     sandbox.drain().map_err(|err| gone(sandbox, err))

@@ -22,6 +22,7 @@ use crate::exec_stream::ExecHandle;
 use crate::fs::SandboxFs;
 use crate::info::{SandboxInfo, timestamp_ms};
 use crate::library;
+use crate::metrics::{MetricsStream, SandboxMetrics};
 
 /// Attached sandboxes by handle token: what the exit hook kills.
 static ATTACHED: Mutex<Option<HashMap<u64, api::Sandbox>>> = Mutex::new(None);
@@ -322,16 +323,21 @@ impl Sandbox {
         SandboxFs::new(self.inner.clone())
     }
 
-    /// Not supported by moat yet.
-    #[napi(ts_return_type = "Promise<never>")]
-    pub async fn metrics(&self) -> napi::Result<()> {
-        unsupported("Sandbox.metrics")
+    /// What the running sandbox uses now (CPU percent over a short sample).
+    #[napi]
+    pub async fn metrics(&self) -> napi::Result<SandboxMetrics> {
+        let inner = self.inner.clone();
+        let metrics = blocking(move || library::metrics(&inner)).await?;
+        Ok(SandboxMetrics::of(&metrics))
     }
 
-    /// Not supported by moat yet.
-    #[napi(ts_args_type = "intervalMs: number", ts_return_type = "Promise<never>")]
-    pub async fn metrics_stream(&self, _interval_ms: serde_json::Value) -> napi::Result<()> {
-        unsupported("Sandbox.metricsStream")
+    /// Its metrics every `intervalMs`, until it stops.
+    #[napi(ts_return_type = "Promise<MetricsStream>")]
+    pub async fn metrics_stream(&self, interval_ms: f64) -> napi::Result<MetricsStream> {
+        let interval = crate::metrics::interval(interval_ms)?;
+        let inner = self.inner.clone();
+        let stream = blocking(move || library::metrics_stream(&inner, interval)).await?;
+        Ok(MetricsStream::new(stream))
     }
 
     /// Not supported by moat yet.
@@ -466,9 +472,11 @@ impl SandboxHandle {
         Ok(Sandbox::new(inner, false))
     }
 
-    /// Not supported by moat yet.
-    #[napi(ts_return_type = "Promise<never>")]
-    pub async fn metrics(&self) -> napi::Result<()> {
-        unsupported("SandboxHandle.metrics")
+    /// What the sandbox uses now (it must be running).
+    #[napi]
+    pub async fn metrics(&self) -> napi::Result<SandboxMetrics> {
+        let inner = self.inner.clone();
+        let metrics = blocking(move || library::metrics(&inner)).await?;
+        Ok(SandboxMetrics::of(&metrics))
     }
 }

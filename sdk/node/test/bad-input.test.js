@@ -61,7 +61,8 @@ test('calls moat does not support reject by name; bad exec arguments are typed e
   const name = uniqueName('calls')
   const sb = await Sandbox.create(config(name))
   try {
-    await assert.rejects(sb.metrics(), unsupported(/Sandbox\.metrics/))
+    await assert.rejects(sb.metricsStream(0), invalid(/intervalMs/))
+    await assert.rejects(sb.metricsStream('often'), invalid())
     await assert.rejects(sb.logs(), unsupported(/Sandbox\.logs/))
     await assert.rejects(Sandbox.listWith({ labels: { a: 1 } }), invalid())
     await assert.rejects(Sandbox.start('no-such-sandbox'), rejectsWith(NotFoundError, 'ERR_MOAT_NOT_FOUND'))
@@ -109,6 +110,8 @@ test('a sandbox removed under a live handle gives NotFoundError, not a crash', a
   await assert.rejects(sb.fs().read('/etc/hostname'), notFound)
   await assert.rejects(sb.fs().readStream('/etc/hostname'), notFound)
   await assert.rejects(sb.drain(), notFound)
+  await assert.rejects(sb.metrics(), notFound)
+  await assert.rejects(sb.metricsStream(100), notFound)
   await assert.rejects(Sandbox.start(name), notFound)
   await assert.rejects(Sandbox.get(name), notFound)
 })
