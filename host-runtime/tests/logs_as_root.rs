@@ -1,0 +1,231 @@
+//! End to end: the exec log through the library (`Sandbox::logs`, `Sandbox::log_stream`) and
+//! `moat logs`' flags, and stopping with a timeout or without waiting (`stop_with_timeout`,
+//! `request_stop`, `moat stop --timeout/--no-wait`), on the namespace backend. Needs root.
+//!
+//! Each test has its own `MOAT_HOME`, and a guard that `rm -f`s its sandbox even when it fails.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use moat_protocol::payload::exec::ExecRequest;
+use moat_runtime::api::{
+    Isolation, LogCursor, LogEntry, LogQuery, LogSource, Moat, Sandbox, SandboxOptions, Status,
+};
+use moat_runtime::error::RuntimeError;
+
+mod support;
+use support::{executables, moat, moat_home, processes_in_cgroup, require_root, stderr, stdout};
+
+/// `moat rm -f NAME` in `home` when dropped.
+struct Cleanup {
+    home: PathBuf,
+    name: &'static str,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = moat(&self.home, &["rm", "-f", self.name]);
+    }
+}
+
+/// A running namespace sandbox `name` in a fresh home for `test`, and its cleanup.
+async fn boot(test: &str, name: &'static str) -> (Moat, Sandbox, Cleanup) {
+    require_root();
+    let home = moat_home(test);
+    let moat = Moat::new(&home).with_executables(executables());
+    let cleanup = Cleanup { home, name };
+    let sandbox =
+        moat.create(SandboxOptions::new(name).isolation(Isolation::Namespace)).await.unwrap();
+    (moat, sandbox, cleanup)
+}
+
+fn sh(script: &str) -> ExecRequest {
+    let mut request = ExecRequest::new("sh");
+    request.args = vec!["-c".to_owned(), script.to_owned()];
+    request
+}
+
+async fn run(sandbox: &Sandbox, script: &str) {
+    let ran = sandbox.exec(sh(script), Vec::new()).await.unwrap();
+    assert_eq!(ran.stderr, b"", "{script}");
+}
+
+fn texts(entries: &[LogEntry]) -> Vec<String> {
+    entries.iter().map(|e| e.text().into_owned()).collect()
+}
+
+fn stdout_only() -> LogQuery {
+    LogQuery::new().sources([LogSource::Stdout])
+}
+
+#[tokio::test]
+async fn logs_of_several_execs_carry_sources_and_session_ids_as_root() {
+    let (_moat, sandbox, _cleanup) = boot("logs-sources", "sources").await;
+    for n in 1..=2 {
+        let ran = sandbox.exec(sh(&format!("echo out{n}; echo err{n} >&2")), Vec::new()).await;
+        assert_eq!(ran.unwrap().stdout, format!("out{n}\n").into_bytes());
+    }
+    let entries = sandbox.logs(LogQuery::new()).await.unwrap();
+    let of = |source: LogSource| -> Vec<&LogEntry> {
+        entries.iter().filter(|e| e.source == source).collect()
+    };
+    let (out, err) = (of(LogSource::Stdout), of(LogSource::Stderr));
+    assert_eq!(out.iter().map(|e| e.text()).collect::<Vec<_>>(), ["out1\n", "out2\n"]);
+    assert_eq!(err.iter().map(|e| e.text()).collect::<Vec<_>>(), ["err1\n", "err2\n"]);
+    // One session per exec, shared by its stdout and stderr; none for lifecycle markers.
+    assert!(out[0].session_id.is_some() && out[0].session_id == err[0].session_id);
+    assert!(out[1].session_id.is_some() && out[1].session_id == err[1].session_id);
+    assert_ne!(out[0].session_id, out[1].session_id);
+    let system = of(LogSource::System);
+    assert!(!system.is_empty(), "no lifecycle marker in {entries:?}");
+    assert!(system.iter().all(|e| e.session_id.is_none()));
+    // Oldest first, and timestamps never go back.
+    assert!(entries.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+
+    let only_stderr = sandbox.logs(LogQuery::new().sources([LogSource::Stderr])).await.unwrap();
+    assert_eq!(texts(&only_stderr), ["err1\n", "err2\n"]);
+}
+
+#[tokio::test]
+async fn tail_since_until_and_resume_by_cursor_as_root() {
+    let (_moat, sandbox, _cleanup) = boot("logs-select", "select").await;
+    for n in 1..=3 {
+        run(&sandbox, &format!("echo early{n}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let middle = SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for n in 1..=2 {
+        run(&sandbox, &format!("echo late{n}")).await;
+    }
+
+    let all = sandbox.logs(stdout_only()).await.unwrap();
+    assert_eq!(texts(&all), ["early1\n", "early2\n", "early3\n", "late1\n", "late2\n"]);
+    let tail = sandbox.logs(stdout_only().tail(2)).await.unwrap();
+    assert_eq!(texts(&tail), ["late1\n", "late2\n"]);
+    let since = sandbox.logs(stdout_only().since(middle)).await.unwrap();
+    assert_eq!(texts(&since), ["late1\n", "late2\n"]);
+    let until = sandbox.logs(stdout_only().until(middle)).await.unwrap();
+    assert_eq!(texts(&until), ["early1\n", "early2\n", "early3\n"]);
+
+    // After any entry's cursor: exactly the entries after it.
+    for (i, entry) in all.iter().enumerate() {
+        let rest = sandbox.logs(stdout_only().after(entry.cursor)).await.unwrap();
+        assert_eq!(rest, all[i + 1..], "after entry {i}");
+    }
+    // After the last one, nothing; then only what is written next.
+    let last = all.last().unwrap().cursor;
+    assert!(sandbox.logs(stdout_only().after(last)).await.unwrap().is_empty());
+    run(&sandbox, "echo later").await;
+    let next = sandbox.logs(stdout_only().after(last)).await.unwrap();
+    assert_eq!(texts(&next), ["later\n"]);
+    // The same, with every source: the cursor is a place in the file, not in a selection.
+    let every = sandbox.logs(LogQuery::new().after(all[2].cursor)).await.unwrap();
+    assert_eq!(every.first().map(|e| e.text().into_owned()).as_deref(), Some("late1\n"));
+}
+
+#[tokio::test]
+async fn the_follow_stream_yields_new_entries_and_ends_after_stop_as_root() {
+    let (_moat, sandbox, _cleanup) = boot("logs-follow", "follow").await;
+    run(&sandbox, "echo before").await;
+    let mut stream = sandbox.log_stream(stdout_only().tail(1));
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.text(), "before\n");
+    let writer = sandbox.clone();
+    let write_then_stop = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        run(&writer, "echo followed").await;
+        writer.stop().await.unwrap()
+    });
+    let mut rest = Vec::new();
+    let read = async {
+        while let Some(entry) = stream.next().await {
+            rest.push(entry.unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read).await.expect("the stream never ended");
+    assert_eq!(texts(&rest), ["followed\n"]);
+    assert_eq!(write_then_stop.await.unwrap().status, Status::Stopped);
+    // Ended streams stay ended.
+    assert!(stream.next().await.is_none());
+}
+
+#[tokio::test]
+async fn stop_with_timeout_kills_a_sandbox_that_ignores_sigterm_as_root() {
+    let (_moat, sandbox, _cleanup) = boot("logs-stop-timeout", "stubborn").await;
+    // SIG_IGN survives exec: the background sleep ignores the agent's SIGTERM too, so only
+    // SIGKILL ends it (the agent's own would come after its 2 s grace).
+    run(&sandbox, "trap '' TERM; sleep 600 >/dev/null 2>&1 &").await;
+    assert!(!processes_in_cgroup("stubborn").is_empty());
+    let stopped = sandbox.stop_with_timeout(Duration::from_millis(300)).await.unwrap();
+    assert_eq!(stopped.status, Status::Stopped);
+    assert_eq!(stopped.exit_code, Some(137), "{:?}", stopped.stop_reason);
+    assert!(stopped.stop_reason.as_deref().is_some_and(|r| r.contains("SIGKILL")));
+    assert_eq!(processes_in_cgroup("stubborn"), Vec::<String>::new());
+    assert_eq!(sandbox.state().await.unwrap().status, Status::Stopped);
+}
+
+#[tokio::test]
+async fn stop_with_timeout_of_a_willing_sandbox_is_a_clean_stop_as_root() {
+    let (_moat, sandbox, _cleanup) = boot("logs-stop-clean", "willing").await;
+    let stopped = sandbox.stop_with_timeout(Duration::from_secs(30)).await.unwrap();
+    assert_eq!((stopped.status, stopped.exit_code), (Status::Stopped, Some(0)));
+}
+
+#[tokio::test]
+async fn request_stop_returns_and_the_sandbox_then_stops_as_root() {
+    let (_moat, sandbox, _cleanup) = boot("logs-request-stop", "asked").await;
+    sandbox.request_stop().await.unwrap();
+    let ended = sandbox.wait(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(ended.status, Status::Stopped);
+    assert_eq!(ended.stop_reason.as_deref(), Some(moat_runtime::supervisor::STOPPED_BY_CLIENT));
+    let again = sandbox.request_stop().await.unwrap_err();
+    assert!(matches!(again, RuntimeError::NotRunning { status: "stopped", .. }), "{again}");
+}
+
+#[tokio::test]
+async fn moat_logs_json_after_since_until_and_stop_flags_as_root() {
+    let (_moat, sandbox, cleanup) = boot("logs-cli", "cli").await;
+    let home = cleanup.home.clone();
+    for n in 1..=3 {
+        run(&sandbox, &format!("echo line{n}")).await;
+    }
+    let json = moat(&home, &["logs", "cli", "--source", "stdout", "--json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
+    let lines: Vec<serde_json::Value> =
+        stdout(&json).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let text: Vec<&str> = lines.iter().map(|l| l["text"].as_str().unwrap()).collect();
+    assert_eq!(text, ["line1\n", "line2\n", "line3\n"]);
+    assert!(lines.iter().all(|l| l["source"] == "stdout" && l["session_id"].is_u64()));
+
+    let first: LogCursor = lines[0]["cursor"].as_str().unwrap().parse().unwrap();
+    let after = moat(&home, &["logs", "cli", "--source", "stdout", "--after", &first.to_string()]);
+    assert_eq!(stdout(&after), "line2\nline3\n", "{}", stderr(&after));
+    let future = moat(&home, &["logs", "cli", "--since", "2999-01-01T00:00:00Z"]);
+    assert_eq!((future.status.code(), stdout(&future).as_str()), (Some(0), ""));
+    let past = moat(&home, &["logs", "cli", "--until", "2000-01-01T00:00:00+01:00"]);
+    assert_eq!((past.status.code(), stdout(&past).as_str()), (Some(0), ""));
+    let recent = moat(&home, &["logs", "cli", "--source", "stdout", "--since", "1h"]);
+    assert_eq!(stdout(&recent), "line1\nline2\nline3\n", "{}", stderr(&recent));
+    let tail = moat(&home, &["logs", "cli", "--source", "stdout", "--json", "--tail", "1"]);
+    assert_eq!(stdout(&tail).lines().count(), 1, "{}", stdout(&tail));
+
+    for usage in [
+        &["logs", "cli", "--since", "yesterday"][..],
+        &["logs", "cli", "--after", "12"],
+        &["stop", "cli", "--timeout", "soon"],
+        &["stop", "cli", "--timeout", "1", "--no-wait"],
+    ] {
+        let output = moat(&home, usage);
+        assert_eq!(output.status.code(), Some(2), "{usage:?}: {}", stderr(&output));
+    }
+
+    let no_wait = moat(&home, &["stop", "cli", "--no-wait"]);
+    assert_eq!(no_wait.status.code(), Some(0), "{}", stderr(&no_wait));
+    assert_eq!(sandbox.wait(Duration::from_secs(60)).await.unwrap().status, Status::Stopped);
+    let start = moat(&home, &["start", "cli"]);
+    assert_eq!(start.status.code(), Some(0), "{}", stderr(&start));
+    let timed = moat(&home, &["stop", "cli", "--timeout", "30"]);
+    assert_eq!(timed.status.code(), Some(0), "{}", stderr(&timed));
+    assert_eq!(sandbox.state().await.unwrap().status, Status::Stopped);
+}
