@@ -7,8 +7,8 @@
 //!
 //! This module owns the record's shape and its text form, and the pure half of reading the file
 //! set back ([`complete_prefix`], [`record_chunks`], [`tail_start`], [`FollowCursor`],
-//! [`parse_timestamp`]). Writing
-//! and rotating belong to the relay; the file I/O of `moat logs` to the CLI.
+//! [`parse_timestamp`]). Writing and rotating belong to the relay; the file I/O to the
+//! runtime's `api::logs`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
