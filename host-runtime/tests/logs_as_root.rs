@@ -128,9 +128,24 @@ async fn tail_since_until_and_resume_by_cursor_as_root() {
 async fn the_follow_stream_yields_new_entries_and_ends_after_stop_as_root() {
     let (_moat, sandbox, _cleanup) = boot("logs-follow", "follow").await;
     run(&sandbox, "echo before").await;
+    // With `until` passed, a stream of a live sandbox ends once it has read up to now.
+    let mut bounded = sandbox.log_stream(stdout_only().until(SystemTime::now()));
+    let mut until_now = Vec::new();
+    let read = async {
+        while let Some(entry) = bounded.next().await {
+            until_now.push(entry.unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("never ended at until");
+    assert_eq!(texts(&until_now), ["before\n"]);
+
     let mut stream = sandbox.log_stream(stdout_only().tail(1));
-    let first = stream.next().await.unwrap().unwrap();
-    assert_eq!(first.text(), "before\n");
+    // A `next` dropped while its first read is in flight (a zero timeout) loses nothing.
+    let first = match tokio::time::timeout(Duration::ZERO, stream.next()).await {
+        Ok(entry) => entry,
+        Err(_elapsed) => stream.next().await,
+    };
+    assert_eq!(first.unwrap().unwrap().text(), "before\n");
     let writer = sandbox.clone();
     let write_then_stop = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;

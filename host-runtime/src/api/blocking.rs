@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use moat_protocol::payload::exec::ExecRequest;
 
 use crate::api::config::{LabelFilter, SandboxOptions};
-use crate::api::logs::{FOLLOW_INTERVAL, LogEntry, LogQuery, LogReader};
+use crate::api::logs::{FOLLOW_INTERVAL, FollowState, LogEntry, LogQuery, LogReader};
 use crate::error::RuntimeError;
 use crate::lifecycle::{self, Executables};
 use crate::limits::POLL_INTERVAL_MS;
@@ -212,13 +212,11 @@ impl Sandbox {
     /// Its exec log followed: an iterator over the selected entries, waiting for new ones
     /// while the sandbox is live (as [`crate::api::LogStream`], on this thread).
     pub fn log_follow(&self, query: LogQuery) -> LogFollow {
-        let keep_last = query.tail_len();
         LogFollow {
             sandbox: self.clone(),
             reader: LogReader::new(self.dir.log_dir(), query),
             pending: VecDeque::new(),
-            first: Some(keep_last),
-            over: false,
+            state: FollowState::Starting,
         }
     }
 
@@ -273,19 +271,35 @@ pub struct LogFollow {
     sandbox: Sandbox,
     reader: LogReader,
     pending: VecDeque<LogEntry>,
-    /// `Some(tail)` before the first read.
-    first: Option<Option<usize>>,
-    over: bool,
+    state: FollowState,
 }
 
 impl LogFollow {
     /// The entries present when it starts (the query's tail of them), read now as one batch;
     /// the iterator then yields only newer ones. Empty once the iterator has begun.
     pub fn backlog(&mut self) -> Result<Vec<LogEntry>, RuntimeError> {
-        let Some(keep_last) = self.first.take() else { return Ok(Vec::new()) };
-        let (over, entries) = self.reader.follow_step(&self.sandbox, keep_last)?;
-        self.over = over;
-        Ok(entries.into())
+        if self.state != FollowState::Starting {
+            return Ok(Vec::new());
+        }
+        self.read().map(Vec::from)
+    }
+
+    /// One read, and the state it leaves (the query's tail when it is the first).
+    fn read(&mut self) -> Result<VecDeque<LogEntry>, RuntimeError> {
+        let keep_last = match self.state {
+            FollowState::Starting => self.reader.query().tail_len(),
+            FollowState::Following | FollowState::Ended => None,
+        };
+        match self.reader.follow_step(&self.sandbox, keep_last) {
+            Ok((over, entries)) => {
+                self.state = FollowState::after_read(over);
+                Ok(entries)
+            }
+            Err(err) => {
+                self.state = FollowState::Ended;
+                Err(err)
+            }
+        }
     }
 }
 
@@ -297,22 +311,14 @@ impl Iterator for LogFollow {
             if let Some(entry) = self.pending.pop_front() {
                 return Some(Ok(entry));
             }
-            if self.over {
-                return None;
+            match self.state {
+                FollowState::Ended => return None,
+                FollowState::Starting => {}
+                FollowState::Following => std::thread::sleep(FOLLOW_INTERVAL),
             }
-            let keep_last = match self.first.take() {
-                Some(tail) => tail,
-                None => {
-                    std::thread::sleep(FOLLOW_INTERVAL);
-                    None
-                }
-            };
-            match self.reader.follow_step(&self.sandbox, keep_last) {
-                Ok((over, entries)) => (self.over, self.pending) = (over, entries),
-                Err(err) => {
-                    self.over = true;
-                    return Some(Err(err));
-                }
+            match self.read() {
+                Ok(entries) => self.pending = entries,
+                Err(err) => return Some(Err(err)),
             }
         }
     }

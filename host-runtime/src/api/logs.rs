@@ -255,6 +255,11 @@ impl LogReader {
         })
     }
 
+    /// The query it reads for.
+    pub(crate) fn query(&self) -> &LogQuery {
+        &self.query
+    }
+
     /// One step of following: whether the stream is over after this read, and what is new.
     /// Over when the sandbox was not live (or was gone) before the read, or `until` had passed:
     /// then the read got everything it will ever write (that selects).
@@ -291,29 +296,42 @@ pub(crate) const FOLLOW_INTERVAL: Duration = Duration::from_millis(LOG_FOLLOW_IN
 /// A sandbox's log, followed: [`LogStream::next`] yields each selected entry once, oldest
 /// first, waiting for new ones (it reads every [`LOG_FOLLOW_INTERVAL_MS`], nothing in between);
 /// `None` once the sandbox is no longer live (or `until` has passed) and all is read. Dropping
-/// it stops the following: nothing runs in the background.
+/// it stops the following: nothing runs in the background but a read already started.
 #[derive(Debug)]
 pub struct LogStream {
     sandbox: blocking::Sandbox,
-    /// `None` only while a read is on the blocking pool.
+    /// `None` only while a read is on the blocking pool (`reading`).
     reader: Option<LogReader>,
+    /// The read in flight: kept here, so a `next` dropped while it runs loses nothing.
+    reading: Option<tokio::task::JoinHandle<FollowStep>>,
     pending: VecDeque<LogEntry>,
-    state: StreamState,
+    state: FollowState,
 }
 
-/// Where a [`LogStream`] is.
+/// A follow read done on the blocking pool: the reader back, and what it found.
+type FollowStep = (LogReader, Result<(bool, VecDeque<LogEntry>), RuntimeError>);
+
+/// Where a follow ([`LogStream`], [`blocking::LogFollow`]) is.
 ///
 /// ```text
 ///  Starting ─(first read: the tail)─► Following ─(not live, all read)─► Ended
+///      └──────────────(not live, or an error)─────────────────────────────┘
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StreamState {
-    /// Nothing read yet: the first read applies the query's tail.
+pub(crate) enum FollowState {
+    /// Nothing read yet: the first read applies the query's tail, at once.
     Starting,
-    /// Reading what is new every interval.
+    /// Reading what is new every [`FOLLOW_INTERVAL`].
     Following,
-    /// Everything is read; only `pending` is left.
+    /// Everything is read; only what is pending is left.
     Ended,
+}
+
+impl FollowState {
+    /// The state after a read that found the stream `over`.
+    pub(crate) fn after_read(over: bool) -> FollowState {
+        if over { FollowState::Ended } else { FollowState::Following }
+    }
 }
 
 impl LogStream {
@@ -322,46 +340,50 @@ impl LogStream {
         LogStream {
             sandbox,
             reader: Some(reader),
+            reading: None,
             pending: VecDeque::new(),
-            state: StreamState::Starting,
+            state: FollowState::Starting,
         }
     }
 
-    /// The next entry; `None` when the stream has ended.
+    /// The next entry; `None` when the stream has ended. Cancel-safe: a call dropped while
+    /// it waits loses no entry, the next call carries on.
     pub async fn next(&mut self) -> Option<Result<LogEntry, RuntimeError>> {
         loop {
             if let Some(entry) = self.pending.pop_front() {
                 return Some(Ok(entry));
             }
-            let keep_last = match self.state {
-                StreamState::Ended => return None,
-                StreamState::Starting => self.reader.as_ref()?.query.tail,
-                StreamState::Following => {
-                    tokio::time::sleep(FOLLOW_INTERVAL).await;
-                    None
+            if self.reading.is_none() {
+                let keep_last = match self.state {
+                    FollowState::Ended => return None,
+                    FollowState::Starting => self.reader.as_ref()?.query.tail,
+                    FollowState::Following => {
+                        tokio::time::sleep(FOLLOW_INTERVAL).await;
+                        None
+                    }
+                };
+                let (mut reader, sandbox) = (self.reader.take()?, self.sandbox.clone());
+                self.reading = Some(tokio::task::spawn_blocking(move || {
+                    let step = reader.follow_step(&sandbox, keep_last);
+                    (reader, step)
+                }));
+            }
+            let joined = self.reading.as_mut()?.await;
+            self.reading = None;
+            let step = match joined {
+                Ok((reader, step)) => {
+                    self.reader = Some(reader);
+                    step
                 }
+                Err(join) => Err(join.into()),
             };
-            let (mut reader, sandbox) = (self.reader.take()?, self.sandbox.clone());
-            let step = tokio::task::spawn_blocking(move || {
-                let step = reader.follow_step(&sandbox, keep_last);
-                (reader, step)
-            })
-            .await;
-            let (reader, step) = match step {
-                Ok(done) => done,
-                Err(join) => {
-                    self.state = StreamState::Ended;
-                    return Some(Err(join.into()));
-                }
-            };
-            self.reader = Some(reader);
             match step {
                 Ok((over, entries)) => {
                     self.pending = entries;
-                    self.state = if over { StreamState::Ended } else { StreamState::Following };
+                    self.state = FollowState::after_read(over);
                 }
                 Err(err) => {
-                    self.state = StreamState::Ended;
+                    self.state = FollowState::Ended;
                     return Some(Err(err));
                 }
             }
