@@ -6,6 +6,8 @@
 //!       │                                     ├─► state() / socket() / wait(timeout)
 //!       ├─► replace(SandboxOptions) ─► Sandbox  ├─► start() (again, after a stop)
 //!       ├─► get(name) ─► Sandbox               ├─► drain() (no new exec; stops when idle)
+//!       │                                     ├─► logs(LogQuery) / log_follow(LogQuery) ─► LogFollow
+//!       │                                     ├─► stop_with_timeout(t) / request_stop()
 //!       │                                     └─► stop() / kill() / remove(force)
 //!       ├─► list() ─► [SandboxState]
 //!       └─► images() ─► Images: pull / list / remove / prune (an image as SandboxOptions' root)
