@@ -50,6 +50,19 @@ async fn run(sandbox: &Sandbox, script: &str) {
     assert_eq!(ran.stderr, b"", "{script}");
 }
 
+/// The entries `query` selects once there are at least `count` (the relay writes its log on its
+/// own thread, a moment after the exec's output has reached the client); fails after 10 s.
+async fn settled(sandbox: &Sandbox, query: LogQuery, count: usize) -> Vec<LogEntry> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let entries = sandbox.logs(query.clone()).await.unwrap();
+        if entries.len() >= count || tokio::time::Instant::now() >= deadline {
+            return entries;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn texts(entries: &[LogEntry]) -> Vec<String> {
     entries.iter().map(|e| e.text().into_owned()).collect()
 }
@@ -65,6 +78,7 @@ async fn logs_of_several_execs_carry_sources_and_session_ids_as_root() {
         let ran = sandbox.exec(sh(&format!("echo out{n}; echo err{n} >&2")), Vec::new()).await;
         assert_eq!(ran.unwrap().stdout, format!("out{n}\n").into_bytes());
     }
+    settled(&sandbox, LogQuery::new().sources([LogSource::Stdout, LogSource::Stderr]), 4).await;
     let entries = sandbox.logs(LogQuery::new()).await.unwrap();
     let of = |source: LogSource| -> Vec<&LogEntry> {
         entries.iter().filter(|e| e.source == source).collect()
@@ -99,7 +113,7 @@ async fn tail_since_until_and_resume_by_cursor_as_root() {
         run(&sandbox, &format!("echo late{n}")).await;
     }
 
-    let all = sandbox.logs(stdout_only()).await.unwrap();
+    let all = settled(&sandbox, stdout_only(), 5).await;
     assert_eq!(texts(&all), ["early1\n", "early2\n", "early3\n", "late1\n", "late2\n"]);
     let tail = sandbox.logs(stdout_only().tail(2)).await.unwrap();
     assert_eq!(texts(&tail), ["late1\n", "late2\n"]);
@@ -117,7 +131,7 @@ async fn tail_since_until_and_resume_by_cursor_as_root() {
     let last = all.last().unwrap().cursor;
     assert!(sandbox.logs(stdout_only().after(last)).await.unwrap().is_empty());
     run(&sandbox, "echo later").await;
-    let next = sandbox.logs(stdout_only().after(last)).await.unwrap();
+    let next = settled(&sandbox, stdout_only().after(last), 1).await;
     assert_eq!(texts(&next), ["later\n"]);
     // The same, with every source: the cursor is a place in the file, not in a selection.
     let every = sandbox.logs(LogQuery::new().after(all[2].cursor)).await.unwrap();
@@ -128,6 +142,7 @@ async fn tail_since_until_and_resume_by_cursor_as_root() {
 async fn the_follow_stream_yields_new_entries_and_ends_after_stop_as_root() {
     let (_moat, sandbox, _cleanup) = boot("logs-follow", "follow").await;
     run(&sandbox, "echo before").await;
+    settled(&sandbox, stdout_only(), 1).await;
     // With `until` passed, a stream of a live sandbox ends once it has read up to now.
     let mut bounded = sandbox.log_stream(stdout_only().until(SystemTime::now()));
     let mut until_now = Vec::new();
@@ -205,6 +220,7 @@ async fn moat_logs_json_after_since_until_and_stop_flags_as_root() {
     for n in 1..=3 {
         run(&sandbox, &format!("echo line{n}")).await;
     }
+    settled(&sandbox, stdout_only(), 3).await;
     let json = moat(&home, &["logs", "cli", "--source", "stdout", "--json"]);
     assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
     let lines: Vec<serde_json::Value> =

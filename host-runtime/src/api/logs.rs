@@ -17,6 +17,10 @@
 //! left. (An inode number the file system reuses for a new `exec.log` after that would be taken
 //! for the old file: the cursor is an inode and an offset, nothing more.)
 //!
+//! The relay stamps a record when the output passes through it and writes it on its own
+//! thread a moment later (flushing whenever its queue is empty): output an exec has just
+//! returned can take that moment to appear here.
+//!
 //! The record format and the pure reading rules belong to `moat_protocol::exec_log`; writing and
 //! rotating to the relay; printing (`moat logs`) to [`crate::lifecycle::logs`].
 
@@ -36,7 +40,7 @@ use moat_protocol::limits::EXEC_LOG_ROTATED_FILES;
 
 use crate::api::blocking;
 use crate::error::RuntimeError;
-use crate::limits::LOG_FOLLOW_INTERVAL_MS;
+use crate::limits::{LOG_FOLLOW_INTERVAL_MS, LOG_UNTIL_GRACE_MS};
 use crate::store::state::Status;
 
 const EXEC_LOG: &str = "exec.log";
@@ -135,7 +139,8 @@ impl LogQuery {
         self
     }
 
-    /// Only entries captured at or before `at`. A stream also ends once `at` has passed and
+    /// Only entries captured at or before `at`. A stream also ends once `at` has passed by
+    /// [`LOG_UNTIL_GRACE_MS`] (the relay writes a record a moment after stamping it) and
     /// everything written until then has been read.
     pub fn until(mut self, at: SystemTime) -> LogQuery {
         self.until = Some(at);
@@ -274,7 +279,8 @@ impl LogReader {
             Err(RuntimeError::UnknownSandbox(_)) => false,
             Err(other) => return Err(other),
         };
-        let past_until = self.query.until.is_some_and(|until| SystemTime::now() > until);
+        let grace = Duration::from_millis(LOG_UNTIL_GRACE_MS);
+        let past_until = self.query.until.is_some_and(|until| SystemTime::now() > until + grace);
         let entries = self.read_new(keep_last)?;
         Ok((!live || past_until, entries))
     }
