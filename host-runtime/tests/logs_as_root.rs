@@ -251,9 +251,30 @@ async fn moat_logs_json_after_since_until_and_stop_flags_as_root() {
         assert_eq!(output.status.code(), Some(2), "{usage:?}: {}", stderr(&output));
     }
 
+    // -f --json: the tail, then what is written while it follows, until the stop.
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["logs", "cli", "-f", "--json", "--tail", "1", "--source", "stdout"])
+        .env("MOAT_HOME", &home)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut followed = std::io::BufReader::new(follower.stdout.take().unwrap());
+    let text_of = |line: &str| -> String {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        value["text"].as_str().unwrap().to_owned()
+    };
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut followed, &mut line).unwrap();
+    assert_eq!(text_of(&line), "line3\n");
+    run(&sandbox, "echo line4").await;
     let no_wait = moat(&home, &["stop", "cli", "--no-wait"]);
     assert_eq!(no_wait.status.code(), Some(0), "{}", stderr(&no_wait));
     assert_eq!(sandbox.wait(Duration::from_secs(60)).await.unwrap().status, Status::Stopped);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut followed, &mut rest).unwrap();
+    assert_eq!(rest.lines().map(text_of).collect::<Vec<_>>(), ["line4\n"]);
+    assert_eq!(follower.wait().unwrap().code(), Some(0));
     let start = moat(&home, &["start", "cli"]);
     assert_eq!(start.status.code(), Some(0), "{}", stderr(&start));
     let timed = moat(&home, &["stop", "cli", "--timeout", "30"]);
