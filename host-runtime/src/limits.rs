@@ -82,6 +82,10 @@ pub const KILL_WAIT_MS: u64 = 5_000;
 /// How often `moat logs -f` looks for new lines.
 pub const LOG_FOLLOW_INTERVAL_MS: u64 = 200;
 
+/// How long after its `until` a followed log keeps reading before it ends: the relay stamps a
+/// record when the output passes and writes it on its own thread, a moment later.
+pub const LOG_UNTIL_GRACE_MS: u64 = 1_000;
+
 const _: () = assert!(POLL_INTERVAL_MS < RELAY_SOCKET_WAIT_MS);
 const _: () = assert!(AGENT_EXIT_TIMEOUT_MS < SANDBOX_EXIT_TIMEOUT_MS);
 

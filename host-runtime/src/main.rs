@@ -11,13 +11,14 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use moat_runtime::api::blocking::Moat;
 use moat_runtime::backend::namespace::init as ns_init;
 use moat_runtime::backend::vm;
 use moat_runtime::cli::{
     BenchCmd, Command, ExecCmd, ImageSubcommand, ListCmd, LoginCmd, LsCmd, Parsed, PullCmd,
-    RemoveCmd, RunCmd, WaitCmd,
+    RemoveCmd, RunCmd, StopCmd, WaitCmd,
 };
 use moat_runtime::error::RuntimeError;
 use moat_runtime::image::{Credentials, ImageError, Images, PullOptions, progress};
@@ -79,11 +80,13 @@ fn main() -> ExitCode {
         }
         Command::Logs(args) => finish(
             name,
-            lifecycle::open_named(&args.name).and_then(|dir| logs::print(&dir, &args.options())),
+            Moat::from_env()
+                .get(&args.name)
+                .and_then(|sandbox| logs::print(&sandbox, &args.options())),
         ),
         Command::Start(args) => finish(name, lifecycle::start::start(&args.name).map(drop)),
         Command::Drain(args) => finish(name, lifecycle::drain::drain(&args.name).map(drop)),
-        Command::Stop(args) => finish(name, lifecycle::stop(&args.name).map(drop)),
+        Command::Stop(args) => finish(name, stop_command(&args)),
         Command::Kill(args) => finish(name, lifecycle::kill(&args.name).map(drop)),
         Command::Rm(args) => finish(name, lifecycle::remove(&args.name, args.force)),
         Command::Wait(args) => finish(name, wait_command(&args)),
@@ -106,6 +109,16 @@ fn main() -> ExitCode {
             let home = moat_runtime::store::home::moat_home();
             report(name, cli::volume::run(&home, command, &mut std::io::stdout().lock()))
         }
+    }
+}
+
+/// `moat stop [--timeout SECS | --no-wait]`.
+fn stop_command(args: &StopCmd) -> Result<(), RuntimeError> {
+    let sandbox = Moat::from_env().get(&args.name)?;
+    match (args.no_wait, args.timeout) {
+        (true, _) => sandbox.request_stop(),
+        (false, Some(secs)) => sandbox.stop_with_timeout(Duration::from_secs(secs)).map(drop),
+        (false, None) => sandbox.stop().map(drop),
     }
 }
 

@@ -6,8 +6,9 @@
 //! ```
 //!
 //! This module owns the record's shape and its text form, and the pure half of reading the file
-//! set back ([`complete_prefix`], [`record_chunks`], [`tail_start`], [`FollowCursor`]). Writing
-//! and rotating belong to the relay; the file I/O of `moat logs` to the CLI.
+//! set back ([`complete_prefix`], [`record_chunks`], [`tail_start`], [`FollowCursor`],
+//! [`parse_timestamp`]). Writing and rotating belong to the relay; the file I/O to the
+//! runtime's `api::logs`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -114,6 +115,76 @@ pub fn format_timestamp(at: SystemTime) -> String {
         rem % 60,
         since.subsec_millis()
     )
+}
+
+/// Parses an RFC 3339 time: `2026-04-30T20:32:59.688Z`, or with an offset such as `+02:00`
+/// instead of `Z` (`t` or a space for `T`, any number of fraction digits, kept to the
+/// nanosecond). `None` for anything else, and for times before the epoch.
+pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
+    let b = text.as_bytes();
+    let digits = |from: usize, len: usize| -> Option<u64> {
+        let part = b.get(from..from + len)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')))
+    };
+    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    let separators_ok = b.get(4) == Some(&b'-')
+        && b.get(7) == Some(&b'-')
+        && matches!(b.get(10), Some(b'T' | b't' | b' '))
+        && b.get(13) == Some(&b':')
+        && b.get(16) == Some(&b':');
+    if !separators_ok
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut at = 19;
+    let mut nanos = 0u64;
+    if b.get(at) == Some(&b'.') {
+        at += 1;
+        let start = at;
+        while b.get(at).is_some_and(u8::is_ascii_digit) {
+            if at - start < 9 {
+                nanos = nanos * 10 + u64::from(b[at] - b'0');
+            }
+            at += 1;
+        }
+        if at == start {
+            return None;
+        }
+        nanos *= 10u64.pow(9u32.saturating_sub((at - start) as u32));
+    }
+    let offset_secs: i64 = match b.get(at..)? {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), ..] if b.len() == at + 6 && b[at + 3] == b':' => {
+            let (h, m) = (digits(at + 1, 2)?, digits(at + 4, 2)?);
+            let secs = i64::try_from(h * 3600 + m * 60).ok()?;
+            if *sign == b'+' { secs } else { -secs }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day)?;
+    let local = i64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()?;
+    let utc = u64::try_from(local - offset_secs).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(utc) + Duration::from_nanos(nanos))
+}
+
+/// A proleptic Gregorian date to days since 1970-01-01 (Howard Hinnant's days-from-civil);
+/// `None` before the epoch.
+fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
+    let year = if month <= 2 { year.checked_sub(1)? } else { year };
+    let era = year / 400;
+    let yoe = year % 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).checked_sub(719_468)
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) — Howard Hinnant's
@@ -234,6 +305,13 @@ impl FollowCursor {
                 live: file == live,
             })
             .collect()
+    }
+
+    /// A cursor that has read the live file `identity` up to byte `offset` (a position taken
+    /// from [`FollowCursor::position`] earlier, or from where a reader stopped): its plan
+    /// resumes there, wherever rotation has moved that file since.
+    pub fn at(identity: u64, offset: u64) -> FollowCursor {
+        FollowCursor { at: Some((identity, offset)) }
     }
 
     /// `bytes` were read from the live file `live` starting at `from`: returns their complete
@@ -359,6 +437,42 @@ mod tests {
         assert_eq!(tail_start(b"one\ntwo\nthree", 2), 4);
         assert_eq!(tail_start(b"one\n", 5), 0);
         assert_eq!(tail_start(b"one\n", 0), 4);
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_offsets() {
+        for millis in [0, 951_782_400_000, 1_777_581_179_688] {
+            assert_eq!(parse_timestamp(&format_timestamp(at(millis))), Some(at(millis)));
+        }
+        assert_eq!(parse_timestamp("2026-04-30T22:32:59.688+02:00"), Some(at(1_777_581_179_688)));
+        assert_eq!(parse_timestamp("2026-04-30T20:32:59Z"), Some(at(1_777_581_179_000)));
+        assert_eq!(
+            parse_timestamp("1970-01-01T00:00:00.000000001Z"),
+            Some(UNIX_EPOCH + Duration::from_nanos(1))
+        );
+    }
+
+    #[test]
+    fn parse_timestamp_rejects_malformed_times() {
+        for bad in [
+            "",
+            "2026-04-30",
+            "2026-04-30T20:32:59",
+            "2026-13-30T20:32:59Z",
+            "2026-04-30T24:00:00Z",
+            "2026-04-30T20:32:59.Z",
+            "2026-04-30T20:32:59+0200",
+            "1969-12-31T23:59:59Z",
+            "２026-04-30T20:32:59Z",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_at_a_position_resumes_there_after_rotation() {
+        let cursor = FollowCursor::at(8, 4);
+        assert_eq!(cursor.plan(&[file(8, 9), file(9, 2)]), [read(0, 4, false), read(1, 0, true)]);
     }
 
     fn file(identity: u64, len: u64) -> LogFile {

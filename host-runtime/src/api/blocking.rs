@@ -6,6 +6,8 @@
 //!       │                                     ├─► state() / socket() / wait(timeout)
 //!       ├─► replace(SandboxOptions) ─► Sandbox  ├─► start() (again, after a stop)
 //!       ├─► get(name) ─► Sandbox               ├─► drain() (no new exec; stops when idle)
+//!       │                                     ├─► logs(LogQuery) / log_follow(LogQuery) ─► LogFollow
+//!       │                                     ├─► stop_with_timeout(t) / request_stop()
 //!       │                                     └─► stop() / kill() / remove(force)
 //!       ├─► list() ─► [SandboxState]
 //!       └─► images() ─► Images: pull / list / remove / prune (an image as SandboxOptions' root)
@@ -15,12 +17,14 @@
 //! instead of read from `$MOAT_HOME`. Nothing here prints to this process's stdout; exec output
 //! is collected (bounded by [`MAX_CAPTURED_BYTES`] per stream).
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use moat_protocol::payload::exec::ExecRequest;
 
 use crate::api::config::{LabelFilter, SandboxOptions};
+use crate::api::logs::{FOLLOW_INTERVAL, FollowState, LogEntry, LogQuery, LogReader};
 use crate::error::RuntimeError;
 use crate::lifecycle::{self, Executables};
 use crate::limits::POLL_INTERVAL_MS;
@@ -187,6 +191,37 @@ impl Sandbox {
         lifecycle::stop_dir(&self.dir)
     }
 
+    /// Shuts it down as [`Sandbox::stop`] does, but SIGKILLs it once `timeout` has passed since
+    /// `core.shutdown` was sent; returns the final state (exit code 137 when it was killed).
+    pub fn stop_with_timeout(&self, timeout: Duration) -> Result<SandboxState, RuntimeError> {
+        lifecycle::stop_dir_within(&self.dir, Some(timeout))
+    }
+
+    /// Asks it to shut down (`core.shutdown`) and returns without waiting; it records its own
+    /// end ([`Sandbox::wait`] for that). [`RuntimeError::NotRunning`] when it is not live.
+    pub fn request_stop(&self) -> Result<(), RuntimeError> {
+        lifecycle::request_stop_dir(&self.dir)
+    }
+
+    /// Its exec log's entries that `query` selects, oldest first. Without a tail, every one
+    /// of them is returned (at most the rotated set's bytes: `exec.log` and its rotations); a
+    /// tail keeps only a ring of that many while reading.
+    pub fn logs(&self, query: LogQuery) -> Result<Vec<LogEntry>, RuntimeError> {
+        let tail = query.tail_len();
+        Ok(LogReader::new(self.dir.log_dir(), query).read_new(tail)?.into())
+    }
+
+    /// Its exec log followed: an iterator over the selected entries, waiting for new ones
+    /// while the sandbox is live (as [`crate::api::LogStream`], on this thread).
+    pub fn log_follow(&self, query: LogQuery) -> LogFollow {
+        LogFollow {
+            sandbox: self.clone(),
+            reader: LogReader::new(self.dir.log_dir(), query),
+            pending: VecDeque::new(),
+            state: FollowState::Starting,
+        }
+    }
+
     /// Launches it again (as `moat start`) with the configuration it was created with, once it
     /// has stopped or crashed; returns its state once it is ready
     /// ([`RuntimeError::AlreadyRunning`] when it is live).
@@ -226,6 +261,67 @@ impl Sandbox {
                 return Err(RuntimeError::WaitTimeout { name: self.name.clone(), timeout });
             }
             std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
+        }
+    }
+}
+
+/// [`Sandbox::log_follow`]: each selected entry once, oldest first, sleeping
+/// [`crate::limits::LOG_FOLLOW_INTERVAL_MS`] between reads; ends once the sandbox is no longer
+/// live and all is read, or after the first error.
+#[derive(Debug)]
+pub struct LogFollow {
+    sandbox: Sandbox,
+    reader: LogReader,
+    pending: VecDeque<LogEntry>,
+    state: FollowState,
+}
+
+impl LogFollow {
+    /// The entries present when it starts (the query's tail of them), read now as one batch;
+    /// the iterator then yields only newer ones. Empty once the iterator has begun.
+    pub fn backlog(&mut self) -> Result<Vec<LogEntry>, RuntimeError> {
+        if self.state != FollowState::Starting {
+            return Ok(Vec::new());
+        }
+        self.read().map(Vec::from)
+    }
+
+    /// One read, and the state it leaves (the query's tail when it is the first).
+    fn read(&mut self) -> Result<VecDeque<LogEntry>, RuntimeError> {
+        let keep_last = match self.state {
+            FollowState::Starting => self.reader.query().tail_len(),
+            FollowState::Following | FollowState::Ended => None,
+        };
+        match self.reader.follow_step(&self.sandbox, keep_last) {
+            Ok((over, entries)) => {
+                self.state = FollowState::after_read(over);
+                Ok(entries)
+            }
+            Err(err) => {
+                self.state = FollowState::Ended;
+                Err(err)
+            }
+        }
+    }
+}
+
+impl Iterator for LogFollow {
+    type Item = Result<LogEntry, RuntimeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(entry) = self.pending.pop_front() {
+                return Some(Ok(entry));
+            }
+            match self.state {
+                FollowState::Ended => return None,
+                FollowState::Starting => {}
+                FollowState::Following => std::thread::sleep(FOLLOW_INTERVAL),
+            }
+            match self.read() {
+                Ok(entries) => self.pending = entries,
+                Err(err) => return Some(Err(err)),
+            }
         }
     }
 }

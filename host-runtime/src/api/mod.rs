@@ -13,8 +13,10 @@
 //!       │                                         │     mkdir / remove / copy / rename / exists, streams,
 //!       │                                         │     copy_from_host / copy_to_host (api::fs)
 //!       │                                         ├─► metrics() / metrics_stream(interval)
+//!       │                                         ├─► logs(LogQuery) / log_stream(LogQuery) (api::logs)
 //!       │                                         ├─► state() / socket() / wait(timeout)
 //!       ├─► get(name) ─► Sandbox                  ├─► drain() (no new exec; stops when idle)
+//!       │                                         ├─► stop_with_timeout(t) / request_stop()
 //!       │                                         └─► stop() / kill() / remove(force)
 //!       ├─► list() / list_filtered([LabelFilter]) ─► [SandboxState]
 //!       ├─► metrics_all() ─► [Metrics]
@@ -56,6 +58,7 @@ pub mod blocking;
 pub mod config;
 pub mod exec;
 pub mod fs;
+pub mod logs;
 
 mod metrics;
 mod ports;
@@ -73,6 +76,7 @@ pub use self::exec::{ExecEvent, ExecStream};
 pub use self::fs::{
     FsEntryInfo, FsEntryKind, FsReadStream, FsWriteStream, GuestFsError, SandboxFs,
 };
+pub use self::logs::{LogCursor, LogEntry, LogQuery, LogSource, LogStream};
 pub use self::ports::{HttpResponse, PortError, TcpTunnel, TunnelError};
 use crate::error::RuntimeError;
 use crate::lifecycle::Executables;
@@ -230,6 +234,34 @@ impl Sandbox {
     pub async fn stop(&self) -> Result<SandboxState, RuntimeError> {
         let inner = self.inner.clone();
         blocking(move || inner.stop()).await
+    }
+
+    /// Shuts it down as [`Sandbox::stop`] does (`core.shutdown`: the agent SIGTERMs every
+    /// process), but SIGKILLs it once `timeout` has passed since asking; returns the final state
+    /// (exit code 137 when it had to be killed, stop reason saying so).
+    pub async fn stop_with_timeout(&self, timeout: Duration) -> Result<SandboxState, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.stop_with_timeout(timeout)).await
+    }
+
+    /// Asks it to shut down (`core.shutdown`) and returns without waiting; it records its own
+    /// end ([`Sandbox::wait`] for that). [`RuntimeError::NotRunning`] when it is not live.
+    pub async fn request_stop(&self) -> Result<(), RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.request_stop()).await
+    }
+
+    /// Its exec log's entries that `query` selects, oldest first (see [`logs`] for the cursor's
+    /// guarantees). Works on a stopped sandbox too.
+    pub async fn logs(&self, query: LogQuery) -> Result<Vec<LogEntry>, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.logs(query)).await
+    }
+
+    /// Its exec log followed: the selected entries present now (the query's tail of them),
+    /// then each new one as it is written, until the sandbox is no longer live and all is read.
+    pub fn log_stream(&self, query: LogQuery) -> LogStream {
+        LogStream::new(self.inner.clone(), query)
     }
 
     /// Launches it again (as `moat start`) after it stopped or crashed, with the configuration

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod cp;
+pub mod logs;
 pub mod port_forward;
 pub mod sandbox_args;
 pub mod stats;
@@ -24,6 +25,7 @@ use moat_protocol::payload::exec::ExecRequest;
 
 pub use self::sandbox_args::{ExecArgs, IsolationArg, SandboxArgs};
 use crate::api::config::{LabelFilter, RootSource, RunOptions, SandboxOptions};
+use crate::api::logs::{LogCursor, LogQuery};
 use crate::lifecycle::logs::{LogFilter, LogOptions};
 
 /// `moat`: microVM and namespace sandboxes.
@@ -66,7 +68,7 @@ pub enum Command {
     /// Refuse new execs in a sandbox; it stops once the running ones have finished.
     Drain(NameArg),
     /// Shut a sandbox down (core.shutdown; SIGTERM after 10 s, then SIGKILL).
-    Stop(NameArg),
+    Stop(StopCmd),
     /// SIGKILL a sandbox.
     Kill(NameArg),
     /// Remove a sandbox that is not running.
@@ -229,6 +231,19 @@ impl WaitCmd {
     }
 }
 
+/// `moat stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct StopCmd {
+    /// The sandbox name.
+    pub name: String,
+    /// SIGKILL it this many seconds after asking, instead of SIGTERM after 10 s.
+    #[arg(long, value_name = "SECS", conflicts_with = "no_wait")]
+    pub timeout: Option<u64>,
+    /// Send core.shutdown and return; the sandbox records its own end.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
 /// `moat ls`.
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct LsCmd {
@@ -299,6 +314,18 @@ pub struct LogsCmd {
     /// Keep printing new records while the sandbox is live.
     #[arg(short, long)]
     pub follow: bool,
+    /// Only records from this time on: RFC 3339 (2026-04-30T20:32:59Z) or ago (90s, 10m, 2h, 1d).
+    #[arg(long, value_name = "TIME", value_parser = logs::parse_time)]
+    pub since: Option<std::time::SystemTime>,
+    /// Only records up to this time (as --since); -f ends once it has passed.
+    #[arg(long, value_name = "TIME", value_parser = logs::parse_time)]
+    pub until: Option<std::time::SystemTime>,
+    /// Only records after this cursor (from a --json line).
+    #[arg(long, value_name = "CURSOR")]
+    pub after: Option<LogCursor>,
+    /// One JSON object per record, with its cursor (--tail then counts records).
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl LogsCmd {
@@ -310,7 +337,17 @@ impl LogsCmd {
             SourceArg::System => LogFilter::System,
             SourceArg::All => LogFilter::All,
         };
-        LogOptions { source, tail: self.tail, follow: self.follow }
+        let mut query = LogQuery::new().sources(source.sources());
+        if let Some(since) = self.since {
+            query = query.since(since);
+        }
+        if let Some(until) = self.until {
+            query = query.until(until);
+        }
+        if let Some(after) = self.after {
+            query = query.after(after);
+        }
+        LogOptions { query, tail: self.tail, follow: self.follow, json: self.json }
     }
 }
 
@@ -693,11 +730,48 @@ mod tests {
             panic!("not logs")
         };
         let options = logs.options();
-        assert_eq!(
-            (options.source, options.tail, options.follow),
-            (LogFilter::Stderr, Some(3), false)
-        );
+        assert_eq!((options.tail, options.follow, options.json), (Some(3), false, false));
+        assert_eq!(options.query, LogQuery::new().sources(LogFilter::Stderr.sources()));
         usage_error(&["logs", "--tail", "x", "box"]);
+    }
+
+    #[test]
+    fn logs_parses_since_until_after_and_json() {
+        let args = [
+            "logs",
+            "box",
+            "--since",
+            "1970-01-01T00:00:01Z",
+            "--until",
+            "1970-01-01T00:00:02Z",
+            "--after",
+            "7:40",
+            "--json",
+        ];
+        let Command::Logs(logs) = parse_ok(&args) else { panic!("not logs") };
+        let at = |secs| std::time::UNIX_EPOCH + Duration::from_secs(secs);
+        let query =
+            LogQuery::new().since(at(1)).until(at(2)).after(LogCursor { file: 7, offset: 40 });
+        assert_eq!(logs.options().query, query);
+        assert!(logs.options().json);
+        let Command::Logs(logs) = parse_ok(&["logs", "box", "--since", "10m"]) else {
+            panic!("not logs")
+        };
+        assert!(logs.since.is_some());
+        usage_error(&["logs", "box", "--since", "yesterday"]);
+        usage_error(&["logs", "box", "--after", "nope"]);
+    }
+
+    #[test]
+    fn stop_parses_timeout_and_no_wait_but_not_both() {
+        let Command::Stop(stop) = parse_ok(&["stop", "b", "--timeout", "3"]) else {
+            panic!("not stop")
+        };
+        assert_eq!((stop.name.as_str(), stop.timeout, stop.no_wait), ("b", Some(3), false));
+        let Command::Stop(stop) = parse_ok(&["stop", "--no-wait", "b"]) else { panic!("not stop") };
+        assert!(stop.no_wait && stop.timeout.is_none());
+        usage_error(&["stop", "b", "--timeout", "x"]);
+        usage_error(&["stop", "b", "--timeout", "1", "--no-wait"]);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!  exec:   state running? ─► relay client on DIR/agent.sock (as `moat run` does)
 //!  stop:   draining ─► core.shutdown ─► wait ─► SIGTERM ─► wait ─► SIGKILL (process group)
 //!          ─► stopped
+//!          --timeout T: draining ─► core.shutdown ─► wait T ─► SIGKILL ─► stopped
+//!          --no-wait: core.shutdown, return (the sandbox process records its end)
 //!  kill:   SIGKILL (process group) ─► stopped, exit code 137
 //!  rm:     refuses a live sandbox unless -f (then kill) ─► remove DIR
 //!  start:  not live ─► the recorded spec ─► spawn as create does (`start`)
@@ -335,6 +337,19 @@ pub fn stop(name: &str) -> Result<SandboxState, RuntimeError> {
 
 /// `moat stop` on an opened sandbox directory.
 pub fn stop_dir(dir: &SandboxDir) -> Result<SandboxState, RuntimeError> {
+    stop_dir_within(dir, None)
+}
+
+/// `moat stop --timeout`: `core.shutdown`, then SIGKILL to the sandbox's process group once
+/// `timeout` has passed. `None`: [`stop_dir`]'s escalation (core.shutdown, SIGTERM after
+/// [`SANDBOX_EXIT_TIMEOUT_MS`], SIGKILL after [`STOP_TERM_GRACE_MS`] more).
+///
+/// The graceful step is the agent's: on `core.shutdown` it SIGTERMs every process in the
+/// sandbox. An image's StopSignal is recorded but not sent (`core.shutdown` carries no signal).
+pub fn stop_dir_within(
+    dir: &SandboxDir,
+    timeout: Option<Duration>,
+) -> Result<SandboxState, RuntimeError> {
     let mut record = state::read(dir.path())?;
     let Some(pid) = live_pid(&record) else {
         return Ok(record);
@@ -344,6 +359,16 @@ pub fn stop_dir(dir: &SandboxDir) -> Result<SandboxState, RuntimeError> {
     let asked = RelayClient::connect(&dir.socket()).and_then(|client| client.request_shutdown());
     if let Err(err) = asked {
         tracing::warn!(%err, "could not send core.shutdown; escalating to signals");
+    }
+    if let Some(timeout) = timeout {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        if wait_gone(pid, dir.path(), timeout_ms) {
+            return record_stopped(dir, record, 0, "moat stop");
+        }
+        kill_and_wait(pid, dir.path());
+        remove_cgroup_of(&record.name, pid);
+        let reason = format!("moat stop: SIGKILL after a {timeout:?} timeout");
+        return record_stopped(dir, record, signal_exit_code(Signal::SIGKILL), &reason);
     }
     let mut exit_code = 0;
     if !wait_gone(pid, dir.path(), SANDBOX_EXIT_TIMEOUT_MS) {
@@ -358,6 +383,19 @@ pub fn stop_dir(dir: &SandboxDir) -> Result<SandboxState, RuntimeError> {
         remove_cgroup_of(&record.name, pid);
     }
     record_stopped(dir, record, exit_code, "moat stop")
+}
+
+/// `moat stop --no-wait`: sends `core.shutdown` and returns; the sandbox process records the
+/// end. [`RuntimeError::NotRunning`] when the sandbox is not live.
+pub fn request_stop_dir(dir: &SandboxDir) -> Result<(), RuntimeError> {
+    let record = state::read(dir.path())?;
+    if live_pid(&record).is_none() {
+        return Err(RuntimeError::NotRunning {
+            name: record.name.clone(),
+            status: record.status.as_str(),
+        });
+    }
+    RelayClient::connect(&dir.socket())?.request_shutdown()
 }
 
 /// `moat kill`: SIGKILL to the sandbox's process group.
