@@ -1,11 +1,12 @@
 //! What one `moat bench` run reports: each figure with the floor it is compared with, the ratio
 //! to that floor, and the goal issue 15 states for it, as a table or one JSON object.
 //!
-//! It owns the arithmetic of ratios and goals; it measures nothing.
+//! It owns the arithmetic of ratios and goals; it measures nothing. The table's layout (made-up
+//! values):
 //!
 //! ```text
 //!  figure                        value      floor      ratio  goal              met
-//!  exec_roundtrip_p50_ms         1.100      0.700      1.571  <= 1.3x floor     no
+//!  exec_roundtrip_p50_ms         1.100      0.700      1.571  <= 1.3x floor     NO
 //!  fs_write_mib_s                2000       4000       0.500  >= 50% of floor   yes
 //! ```
 
