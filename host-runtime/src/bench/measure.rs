@@ -127,16 +127,35 @@ pub(super) fn stdout_stream(socket: &Path, bytes: u64) -> Result<Duration, Runti
     }
 }
 
-/// A file client in CBOR mode: the transfer figures measure `core.fs.data` framing (the mode
-/// docs/BENCHMARKS.md analyses), not the raw bulk records the client uses by default.
-fn cbor_client(socket: &Path) -> Result<FsClient, RuntimeError> {
-    Ok(FsClient::connect(socket)?.cbor_only())
+/// How the file transfers move their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FsMode {
+    /// Raw bulk records under credit (generation 8, PROTOCOL.md §11): the client's default.
+    Bulk,
+    /// CBOR `core.fs.data` chunks of up to 3 MiB ([`FsClient::cbor_only`]).
+    Cbor,
 }
 
-/// Streams `bytes` into `path` (open, `Write` with the exact length in 3 MiB `core.fs.data`
-/// chunks and the EOF chunk, close); the elapsed time of the `Write` session.
-pub(super) fn fs_write(socket: &Path, path: &str, bytes: u64) -> Result<Duration, RuntimeError> {
-    let mut client = cbor_client(socket)?;
+/// A file client in `mode`; a bulk client against an agent that cannot take bulk is an error,
+/// so that a bulk figure is never a CBOR one in disguise.
+fn fs_client(socket: &Path, mode: FsMode) -> Result<FsClient, RuntimeError> {
+    let client = FsClient::connect(socket)?;
+    match mode {
+        FsMode::Cbor => Ok(client.cbor_only()),
+        FsMode::Bulk if client.uses_bulk() => Ok(client),
+        FsMode::Bulk => Err(exec_failed("fs bulk", "the agent does not take raw bulk".into())),
+    }
+}
+
+/// Streams `bytes` into `path` (open, `Write` with the exact length, close); the elapsed time
+/// of the `Write` session, from its request to its `core.fs.response`.
+pub(super) fn fs_write(
+    socket: &Path,
+    mode: FsMode,
+    path: &str,
+    bytes: u64,
+) -> Result<Duration, RuntimeError> {
+    let mut client = fs_client(socket, mode)?;
     let file = client.open(path, OpenMode::Write { mode: None })?;
     let mut source = std::io::Read::take(std::io::repeat(0xa5), bytes);
     let start = Instant::now();
@@ -147,8 +166,13 @@ pub(super) fn fs_write(socket: &Path, path: &str, bytes: u64) -> Result<Duration
 }
 
 /// Streams `path` back to EOF (`Read` with no length); the elapsed time of the `Read` session.
-pub(super) fn fs_read(socket: &Path, path: &str, bytes: u64) -> Result<Duration, RuntimeError> {
-    let mut client = cbor_client(socket)?;
+pub(super) fn fs_read(
+    socket: &Path,
+    mode: FsMode,
+    path: &str,
+    bytes: u64,
+) -> Result<Duration, RuntimeError> {
+    let mut client = fs_client(socket, mode)?;
     let file = client.open(path, OpenMode::Read)?;
     let start = Instant::now();
     let got = client.read_at(&file, 0, None, |_| Ok(()))?;
