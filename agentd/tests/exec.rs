@@ -711,6 +711,37 @@ async fn a_regressing_or_over_claiming_ack_ends_only_its_session() {
 }
 
 #[tokio::test]
+async fn a_departed_clients_id_is_free_for_the_next_client_while_its_session_drains() {
+    // The relay frees a departed client's range at the agent's barrier answer. A killed session
+    // whose output a descendant in its own session still holds open has not ended by then, and
+    // the next client in that range starts on the same id: it must get a session, not
+    // "exec session 10 is already active", and the old one must stay silent.
+    let mut host = Host::with_config(flow_config());
+    // "detached" is printed after setsid(2), so the kill below cannot reach that process.
+    let lingering = sh("setsid sh -c 'echo detached; exec sleep 3' & sleep 30");
+    host.manager.start(10, FLOW, lingering).unwrap();
+    host.wait_stdout(10, "detached").await;
+    host.manager.kill_range(IdRange { start: 1, end_exclusive: 100 });
+    host.seen.remove(&10);
+    host.manager
+        .start(10, FLOW, sh("echo second"))
+        .expect("the id of an abandoned session is free");
+    let second = host.finish_acking(10).await;
+    assert_eq!((second.exited, second.stdout_text().as_str()), (Some(0), "second\n"));
+    // The orphan is still draining (its descendant holds the pipe) and still counted.
+    assert_eq!(host.manager.active(), 1);
+    host.pump_until_quiet(QUIET).await;
+    assert!(
+        host.seen.get(&10).is_none_or(|o| !o.is_done() && o.stdout.is_empty()),
+        "the orphan spoke"
+    );
+    // A live session's id is still refused.
+    host.manager.start(11, FLOW, sh("sleep 30")).unwrap();
+    assert_eq!(host.manager.start(11, FLOW, sh("true")), Err(ExecError::DuplicateSession(11)));
+    host.manager.signal_all(libc::SIGKILL);
+}
+
+#[tokio::test]
 async fn stdin_is_acknowledged_and_held_to_the_policy() {
     let mut host = Host::with_config(flow_config());
     let id = host.start_v(FLOW, ExecRequest::new("cat"));

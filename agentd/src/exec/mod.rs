@@ -182,13 +182,20 @@ pub struct ExecManager {
     reaper: Reaper,
     out: Outbound,
     sessions: HashMap<u32, SessionHandle>,
+    /// Sessions set aside from `sessions` because a new request reused their id while they were
+    /// abandoned: SIGKILLed, silent, still draining a child that holds their output open (a
+    /// descendant in another process group, or one in an uninterruptible call). The relay
+    /// frees a departed client's id range at the agent's barrier answer, which can come before
+    /// such a session ends; its next client then starts on the same ids. Kept so that
+    /// `active()` and `signal_all` still count and reach them until they finish.
+    orphans: Vec<SessionHandle>,
 }
 
 impl ExecManager {
     /// A manager resolving requests against `config`, spawning through `reaper` and sending to
     /// the host through `out`.
     pub fn new(config: ExecConfig, reaper: Reaper, out: Outbound) -> ExecManager {
-        ExecManager { config, reaper, out, sessions: HashMap::new() }
+        ExecManager { config, reaper, out, sessions: HashMap::new(), orphans: Vec::new() }
     }
 
     /// Starts a session on `id`. Returns at once; everything the host sees (`exec.started` or
@@ -201,8 +208,20 @@ impl ExecManager {
     /// {kind: resource_limit, stage: execution_admission}`.
     pub fn start(&mut self, id: u32, v: u8, request: ExecRequest) -> Result<(), ExecError> {
         self.prune();
-        if self.sessions.contains_key(&id) {
-            return Err(ExecError::DuplicateSession(id));
+        if let Some(existing) = self.sessions.get(&id) {
+            // Only an abandoned session (its client gone, or its ack refused) sends nothing more,
+            // so only it may give up its id: a live one would mix two sessions on one id.
+            if !existing.shared.is_abandoned() {
+                return Err(ExecError::DuplicateSession(id));
+            }
+            if let Some(orphan) = self.sessions.remove(&id) {
+                tracing::debug!(
+                    id,
+                    pid = orphan.pid,
+                    "id reused; the abandoned session drains aside"
+                );
+                self.orphans.push(orphan);
+            }
         }
         let flow_controlled = v >= FLOW_CONTROL_GENERATION;
         if flow_controlled && self.active() >= self.config.limits.max_executions as usize {
@@ -330,14 +349,14 @@ impl ExecManager {
     /// Sends `signal` to every active session (shutdown sends `SIGTERM`).
     pub fn signal_all(&mut self, signal: i32) {
         self.prune();
-        for handle in self.sessions.values() {
+        for handle in self.sessions.values().chain(&self.orphans) {
             signal_group(&self.reaper, handle.pid, signal);
         }
     }
 
     /// Sessions that have not sent their terminal message yet.
     pub fn active(&self) -> usize {
-        self.sessions.values().filter(|h| !h.shared.is_finished()).count()
+        self.sessions.values().chain(&self.orphans).filter(|h| !h.shared.is_finished()).count()
     }
 
     fn live(&self, id: u32) -> Result<&SessionHandle, ExecError> {
@@ -350,6 +369,7 @@ impl ExecManager {
     /// Forgets sessions whose task has finished.
     fn prune(&mut self) {
         self.sessions.retain(|_, h| !h.shared.is_finished());
+        self.orphans.retain(|h| !h.shared.is_finished());
     }
 
     /// Refuses the request on `id` because the workload is frozen: `exec.failed {kind: other,

@@ -100,7 +100,7 @@ impl SessionShared {
 
     /// Whether the session was ended by a refused ack or a departed client: it sends nothing
     /// more.
-    fn is_abandoned(&self) -> bool {
+    pub(crate) fn is_abandoned(&self) -> bool {
         self.flow.as_ref().is_some_and(|f| f.window.is_abandoned())
     }
 
