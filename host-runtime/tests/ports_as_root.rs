@@ -45,13 +45,23 @@ fn sh(script: &str) -> ExecRequest {
     request
 }
 
-async fn sandbox(test: &str) -> (Moat, Sandbox) {
+/// `moat rm -f ports` in its home when dropped: a test that panics leaves no sandbox running.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = moat(&self.0, &["rm", "-f", "ports"]);
+    }
+}
+
+async fn sandbox(test: &str) -> (Moat, Sandbox, Cleanup) {
     require_root();
     let home = moat_home(test);
+    let cleanup = Cleanup(home.clone());
     let moat = Moat::new(home).with_executables(executables());
     let options = SandboxOptions::new("ports").isolation(Isolation::Namespace);
     let sandbox = moat.create(options).await.unwrap();
-    (moat, sandbox)
+    (moat, sandbox, cleanup)
 }
 
 /// Starts the echo server and an HTTP server serving /tmp/www in the sandbox, and waits for both.
@@ -73,7 +83,7 @@ async fn start_servers(sandbox: &Sandbox) {
 
 #[tokio::test]
 async fn fetch_and_wait_for_listener_reach_a_guest_http_server_as_root() {
-    let (_moat, sandbox) = sandbox("ports-fetch").await;
+    let (_moat, sandbox, _cleanup) = sandbox("ports-fetch").await;
     start_servers(&sandbox).await;
     let hello = sandbox.fetch(HTTP_PORT, "/hello.txt").await;
     let missing = sandbox.fetch(HTTP_PORT, "/missing").await;
@@ -89,7 +99,7 @@ async fn fetch_and_wait_for_listener_reach_a_guest_http_server_as_root() {
 
 #[tokio::test]
 async fn a_tunnel_carries_a_large_stream_both_ways_with_half_close_as_root() {
-    let (_moat, sandbox) = sandbox("ports-echo").await;
+    let (_moat, sandbox, _cleanup) = sandbox("ports-echo").await;
     start_servers(&sandbox).await;
     // 20 MiB: more than the agent's per-session queue, so its backpressure is on the path.
     let sent: Vec<u8> = (0..20 * 1024 * 1024).map(|i: usize| b"abcdefgh"[i % 8]).collect();
@@ -111,7 +121,7 @@ async fn a_tunnel_carries_a_large_stream_both_ways_with_half_close_as_root() {
 
 #[tokio::test]
 async fn a_closed_guest_port_is_a_clear_error_and_wait_for_listener_times_out_as_root() {
-    let (_moat, sandbox) = sandbox("ports-refused").await;
+    let (_moat, sandbox, _cleanup) = sandbox("ports-refused").await;
     let refused = sandbox.connect_tcp(9).await;
     let start = Instant::now();
     let waited = sandbox.wait_for_listener(9, Duration::from_millis(500)).await;
@@ -156,7 +166,7 @@ while True:
 
 #[tokio::test]
 async fn a_tunnel_whose_user_stops_reading_ends_with_a_clear_error_not_a_hang_as_root() {
-    let (_moat, sandbox) = sandbox("ports-slow-reader").await;
+    let (_moat, sandbox, _cleanup) = sandbox("ports-slow-reader").await;
     let ran = sandbox.exec(sh("cat > /tmp/flood.py"), FLOOD_SERVER.as_bytes().to_vec()).await;
     assert_eq!(ran.unwrap().outcome, ExecOutcome::Exited(0));
     let ran = sandbox.exec(sh("(python3 /tmp/flood.py >/dev/null 2>&1 &)"), Vec::new()).await;
@@ -191,7 +201,7 @@ while True:
 
 #[tokio::test]
 async fn a_guest_program_that_never_reads_fails_its_session_and_the_agent_goes_on_as_root() {
-    let (_moat, sandbox) = sandbox("ports-deaf").await;
+    let (_moat, sandbox, _cleanup) = sandbox("ports-deaf").await;
     let ran = sandbox.exec(sh("cat > /tmp/deaf.py"), DEAF_SERVER.as_bytes().to_vec()).await;
     assert_eq!(ran.unwrap().outcome, ExecOutcome::Exited(0));
     let ran = sandbox.exec(sh("(python3 /tmp/deaf.py >/dev/null 2>&1 &)"), Vec::new()).await;
@@ -258,7 +268,7 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
 
 #[tokio::test]
 async fn port_forward_serves_the_guest_port_on_the_host_loopback_as_root() {
-    let (moat_lib, sandbox) = sandbox("ports-forward").await;
+    let (moat_lib, sandbox, _cleanup) = sandbox("ports-forward").await;
     start_servers(&sandbox).await;
     let home = moat_lib.home().to_path_buf();
     let port = free_port();

@@ -28,7 +28,7 @@ use crate::api::logs::{FOLLOW_INTERVAL, FollowState, LogEntry, LogQuery, LogRead
 use crate::error::RuntimeError;
 use crate::lifecycle::{self, Executables};
 use crate::limits::POLL_INTERVAL_MS;
-use crate::relay_client::{CapturedExec, RelayClient};
+use crate::relay_client::{CapturedExec, RelayClient, SessionCancel};
 use crate::store::home::{self, SandboxDir};
 use crate::store::state::{self, SandboxState, Status};
 
@@ -151,13 +151,24 @@ impl Sandbox {
         stdin: &[u8],
         timeout: Option<Duration>,
     ) -> Result<CapturedExec, RuntimeError> {
+        self.exec_cancellable(request, stdin, timeout, &SessionCancel::default())
+    }
+
+    /// [`Sandbox::exec`] that `cancel` can end from another thread (the command is killed, and
+    /// this returns [`RuntimeError::SessionEnded`] or the relay's hang-up).
+    pub(crate) fn exec_cancellable(
+        &self,
+        request: ExecRequest,
+        stdin: &[u8],
+        timeout: Option<Duration>,
+        cancel: &SessionCancel,
+    ) -> Result<CapturedExec, RuntimeError> {
         self.require_running()?;
-        RelayClient::connect(&self.socket())?.run_captured(
-            request,
-            stdin,
-            MAX_CAPTURED_BYTES,
-            timeout,
-        )
+        let mut client = RelayClient::connect(&self.socket())?;
+        if !cancel.register(&client)? {
+            return Err(RuntimeError::SessionEnded);
+        }
+        client.run_captured(request, stdin, MAX_CAPTURED_BYTES, timeout)
     }
 
     /// Runs `script` with the sandbox's shell (`SHELL -c SCRIPT`; `--shell`, else
@@ -167,11 +178,16 @@ impl Sandbox {
         script: &str,
         timeout: Option<Duration>,
     ) -> Result<CapturedExec, RuntimeError> {
+        self.exec(self.shell_request(script)?, &[], timeout)
+    }
+
+    /// `SHELL -c SCRIPT` with the sandbox's shell.
+    pub(crate) fn shell_request(&self, script: &str) -> Result<ExecRequest, RuntimeError> {
         let config = self.state()?.spec.config;
         let shell = config.shell.as_deref().unwrap_or(crate::config::DEFAULT_SHELL);
         let mut request = ExecRequest::new(shell);
         request.args = vec!["-c".to_owned(), script.to_owned()];
-        self.exec(request, &[], timeout)
+        Ok(request)
     }
 
     /// [`RuntimeError::NotRunning`] unless it is running.

@@ -31,8 +31,9 @@
 //! an exec session is three blocking threads over the relay socket). Nothing here prints to this
 //! process's stdout; exec output is collected (bounded by [`MAX_CAPTURED_BYTES`] per stream).
 //!
-//! Dropping a call's future does not cancel the work it started: a dropped `exec` runs its
-//! command to its end (give it a timeout), a dropped `create` still boots the sandbox.
+//! Dropping a collected exec's future (`exec`, `exec_with_timeout`, `shell`) kills its command
+//! (an [`ExecStream`] dropped before its end does too); dropping another call's future does not
+//! cancel the work it started: a dropped `create` still boots the sandbox.
 //!
 //! ```no_run
 //! use moat_runtime::api::{Isolation, Moat, SandboxOptions};
@@ -92,6 +93,23 @@ async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, RuntimeError> + Send + 'static,
 ) -> Result<T, RuntimeError> {
     tokio::task::spawn_blocking(call).await?
+}
+
+/// Cancels a collected exec when dropped before [`CancelOnDrop::disarm`].
+struct CancelOnDrop(Option<crate::relay_client::SessionCancel>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            cancel.cancel();
+        }
+    }
 }
 
 /// A moat home: the store of named sandboxes.
@@ -194,14 +212,15 @@ impl Sandbox {
     }
 
     /// Runs `request` with `stdin` as its whole input and collects its output
-    /// ([`RuntimeError::NotRunning`] when the sandbox is not running).
+    /// ([`RuntimeError::NotRunning`] when the sandbox is not running). Dropping the future
+    /// before it resolves (a `tokio::time::timeout`, a `select!`) kills the command: its relay
+    /// connection is shut down, and the relay SIGKILLs a departed client's execs.
     pub async fn exec(
         &self,
         request: ExecRequest,
         stdin: Vec<u8>,
     ) -> Result<CapturedExec, RuntimeError> {
-        let inner = self.inner.clone();
-        blocking(move || inner.exec(request, &stdin, None)).await
+        self.exec_collected(request, stdin, None).await
     }
 
     /// [`Sandbox::exec`], SIGKILLing the command when it runs longer than `timeout`; the
@@ -212,15 +231,32 @@ impl Sandbox {
         stdin: Vec<u8>,
         timeout: Duration,
     ) -> Result<CapturedExec, RuntimeError> {
-        let inner = self.inner.clone();
-        blocking(move || inner.exec(request, &stdin, Some(timeout))).await
+        self.exec_collected(request, stdin, Some(timeout)).await
     }
 
     /// Runs `script` with the sandbox's shell (`SHELL -c SCRIPT`: `SandboxConfig::shell`, else
-    /// `/bin/sh`) and collects its output.
+    /// `/bin/sh`) and collects its output; cancelled by dropping, as [`Sandbox::exec`].
     pub async fn shell(&self, script: impl Into<String>) -> Result<CapturedExec, RuntimeError> {
         let (inner, script) = (self.inner.clone(), script.into());
-        blocking(move || inner.shell(&script, None)).await
+        let request = blocking(move || inner.shell_request(&script)).await?;
+        self.exec_collected(request, Vec::new(), None).await
+    }
+
+    /// A collected exec on the blocking pool whose command is killed if this future is dropped
+    /// before the end.
+    async fn exec_collected(
+        &self,
+        request: ExecRequest,
+        stdin: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<CapturedExec, RuntimeError> {
+        let cancel = crate::relay_client::SessionCancel::default();
+        let guard = CancelOnDrop(Some(cancel.clone()));
+        let inner = self.inner.clone();
+        let result =
+            blocking(move || inner.exec_cancellable(request, &stdin, timeout, &cancel)).await;
+        guard.disarm();
+        result
     }
 
     /// Starts `request` and returns its events and controls (stdin, signals, resize) as they

@@ -143,6 +143,45 @@ pub struct CapturedExec {
     pub timed_out: bool,
 }
 
+/// Cancels a session from another thread: [`SessionCancel::cancel`] shuts the session's relay
+/// connection down, so the relay kills the command as it does for any departed client
+/// (`core.exec.signal` SIGKILL, PROTOCOL.md §13) and the blocking reader returns at once. What
+/// the async API uses when a collected exec's future is dropped.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionCancel(Arc<Mutex<CancelState>>);
+
+#[derive(Debug, Default)]
+struct CancelState {
+    cancelled: bool,
+    socket: Option<UnixStream>,
+}
+
+impl SessionCancel {
+    /// Registers `client`'s connection; `false` when the session was cancelled already (the
+    /// caller then runs nothing).
+    pub(crate) fn register(&self, client: &RelayClient) -> Result<bool, RuntimeError> {
+        let socket = client
+            .reader
+            .try_clone()
+            .map_err(RuntimeError::io("clone relay socket", "agent.sock"))?;
+        let mut state = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.cancelled {
+            return Ok(false);
+        }
+        state.socket = Some(socket);
+        Ok(true)
+    }
+
+    /// Cancels the session: its connection (registered now or later) is shut down.
+    pub(crate) fn cancel(&self) {
+        let mut state = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.cancelled = true;
+        if let Some(socket) = state.socket.take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 /// A connected relay client.
 #[derive(Debug)]
 pub struct RelayClient {
