@@ -142,7 +142,9 @@ pub struct SandboxConfig {
     /// `--pids-limit`: most processes and threads in the sandbox at once (`None`:
     /// [`DEFAULT_PIDS_LIMIT`]; `Some(0)`: unlimited). The namespace backend's cgroup enforces it.
     pub pids_limit: Option<u32>,
-    /// The image's StopSignal, recorded (`moat stop` sends `core.shutdown`, then SIGTERM).
+    /// The stop signal (`--stop-signal`, else the image's StopSignal): `moat stop` sends it to
+    /// every running exec before `core.shutdown` ([`crate::lifecycle::stop_signal`]). `None`:
+    /// `core.shutdown` alone (the agent SIGTERMs every process).
     pub stop_signal: Option<String>,
     /// `--shell PATH`: the shell [`crate::api::Sandbox::shell`] runs scripts with (`None`:
     /// [`DEFAULT_SHELL`]).

@@ -112,13 +112,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// `moat stop [--timeout SECS | --no-wait]`.
+/// `moat stop [--timeout SECS | --no-wait] [--signal SIG]`.
 fn stop_command(args: &StopCmd) -> Result<(), RuntimeError> {
     let sandbox = Moat::from_env().get(&args.name)?;
-    match (args.no_wait, args.timeout) {
-        (true, _) => sandbox.request_stop(),
-        (false, Some(secs)) => sandbox.stop_with_timeout(Duration::from_secs(secs)).map(drop),
-        (false, None) => sandbox.stop().map(drop),
+    let timeout = args.timeout.map(Duration::from_secs);
+    match (args.no_wait, args.signal) {
+        (true, Some(signal)) => sandbox.request_stop_with_signal(signal),
+        (true, None) => sandbox.request_stop(),
+        (false, Some(signal)) => sandbox.stop_with_signal(signal, timeout).map(drop),
+        (false, None) => match timeout {
+            Some(timeout) => sandbox.stop_with_timeout(timeout).map(drop),
+            None => sandbox.stop().map(drop),
+        },
     }
 }
 

@@ -127,6 +127,7 @@ where
         workload,
         mut drain,
         execs,
+        mut signals,
     } = control;
     let router = Router::new(&config.ready)?;
     let log = ExecLog::open(&config.log_dir)?;
@@ -178,6 +179,20 @@ where
                     state.router.refuse_new_execs();
                     state.publish_execs();
                 }
+            }
+            Some(request) = signals.recv() => {
+                let frames = lock(&shared).router.signal_open_execs(request.signal);
+                let guest = guest.clone();
+                // Queued on its own task: the guest queue may be full, and this loop must not wait.
+                tokio::spawn(async move {
+                    let count = frames.len();
+                    for frame in frames {
+                        if guest.send(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = request.done.send(count);
+                });
             }
             _ = tick.tick() => {
                 let mut state = lock(&shared);

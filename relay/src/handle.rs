@@ -68,6 +68,15 @@ pub struct RelayHandle {
     workload: Arc<tokio::sync::Mutex<mpsc::Receiver<Bytes>>>,
     drain: Arc<watch::Sender<bool>>,
     execs: watch::Receiver<ExecActivity>,
+    signals: mpsc::Sender<SignalExecs>,
+}
+
+/// A host request to signal every open exec session; answered with how many were signalled
+/// once their frames are queued for the guest.
+#[derive(Debug)]
+pub(crate) struct SignalExecs {
+    pub(crate) signal: i32,
+    pub(crate) done: tokio::sync::oneshot::Sender<usize>,
 }
 
 /// What the relay reports of exec sessions, for a host draining the sandbox.
@@ -90,6 +99,7 @@ pub struct RelayControl {
     pub(crate) workload: mpsc::Sender<Bytes>,
     pub(crate) drain: watch::Receiver<bool>,
     pub(crate) execs: watch::Sender<ExecActivity>,
+    pub(crate) signals: mpsc::Receiver<SignalExecs>,
 }
 
 impl RelayHandle {
@@ -102,6 +112,7 @@ impl RelayHandle {
         let (workload_tx, workload_rx) = mpsc::channel(WORKLOAD_QUEUE_MAX_FRAMES);
         let (drain_tx, drain_rx) = watch::channel(false);
         let (execs_tx, execs_rx) = watch::channel(ExecActivity::default());
+        let (signals_tx, signals_rx) = mpsc::channel(1);
         let handle = RelayHandle {
             stop: Arc::new(stop_tx),
             guest: guest.clone(),
@@ -110,6 +121,7 @@ impl RelayHandle {
             workload: Arc::new(tokio::sync::Mutex::new(workload_rx)),
             drain: Arc::new(drain_tx),
             execs: execs_rx,
+            signals: signals_tx,
         };
         let control = RelayControl {
             stop: stop_rx,
@@ -120,6 +132,7 @@ impl RelayHandle {
             workload: workload_tx,
             drain: drain_rx,
             execs: execs_tx,
+            signals: signals_rx,
         };
         (handle, control)
     }
@@ -162,6 +175,16 @@ impl RelayHandle {
         self.drain.send_replace(true);
         let mut execs = self.execs.clone();
         execs.wait_for(|activity| activity.refusing).await.is_ok()
+    }
+
+    /// Sends `core.exec.signal {signal}` to every exec session open now (any client's, a
+    /// departed one's included): how a host delivers a sandbox's stop signal without a new
+    /// message (`core.shutdown` carries none). Resolves with how many sessions were signalled
+    /// once their frames are queued for the guest; `None` if the relay stopped first.
+    pub async fn signal_execs(&self, signal: i32) -> Option<usize> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.signals.send(SignalExecs { signal, done }).await.ok()?;
+        answer.await.ok()
     }
 
     /// Resolves once the relay refuses new execs and no exec session is open (`true`), or
@@ -241,6 +264,13 @@ mod tests {
         let (handle, control) = RelayHandle::new();
         drop(control);
         assert!(!handle.client_requested_shutdown().await);
+    }
+
+    #[tokio::test]
+    async fn signal_execs_ends_with_none_when_the_relay_is_gone() {
+        let (handle, control) = RelayHandle::new();
+        drop(control);
+        assert_eq!(handle.signal_execs(10).await, None);
     }
 
     #[tokio::test]

@@ -785,6 +785,23 @@ impl Router {
         self.refusing_execs = true;
     }
 
+    /// `core.exec.signal {signal}` for every exec session open now, a departed client's
+    /// included, as wire frames for the guest, in id order (the host's stop signal: the relay
+    /// knows the sessions, the host does not).
+    pub fn signal_open_execs(&mut self, signal: i32) -> Vec<Bytes> {
+        let mut ids: Vec<u32> = self.sessions.ids().collect();
+        ids.sort_unstable();
+        let frames: Vec<Bytes> = ids
+            .into_iter()
+            .filter_map(|id| {
+                encode(MessageFrame::new(id, Message::ExecSignal(ExecSignal { signal })))
+            })
+            .collect();
+        self.stats.frames_to_guest += frames.len() as u64;
+        tracing::info!(signal, execs = frames.len(), "signalling every open exec");
+        frames
+    }
+
     /// Whether new exec sessions are refused ([`Router::refuse_new_execs`]).
     pub fn refusing_execs(&self) -> bool {
         self.refusing_execs

@@ -171,6 +171,11 @@ impl ExecSessions {
         self.last_number
     }
 
+    /// The ids of the sessions open now.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.by_id.keys().copied()
+    }
+
     /// Sessions open now.
     pub fn len(&self) -> usize {
         self.by_id.len()

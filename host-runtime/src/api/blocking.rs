@@ -26,6 +26,7 @@ use moat_protocol::payload::exec::ExecRequest;
 use crate::api::config::{LabelFilter, SandboxOptions};
 use crate::api::logs::{FOLLOW_INTERVAL, FollowState, LogEntry, LogQuery, LogReader};
 use crate::error::RuntimeError;
+use crate::lifecycle::stop_signal::StopSignal;
 use crate::lifecycle::{self, Executables};
 use crate::limits::POLL_INTERVAL_MS;
 use crate::relay_client::{CapturedExec, RelayClient, SessionCancel};
@@ -211,6 +212,23 @@ impl Sandbox {
     /// `core.shutdown` was sent; returns the final state (exit code 137 when it was killed).
     pub fn stop_with_timeout(&self, timeout: Duration) -> Result<SandboxState, RuntimeError> {
         lifecycle::stop_dir_within(&self.dir, Some(timeout))
+    }
+
+    /// Stops it with `signal` instead of the recorded stop signal (as `moat stop --signal`): the
+    /// signal goes to every running exec, which get `timeout` (default 10 s) to end before
+    /// `core.shutdown`; with a `timeout`, SIGKILL once it has passed.
+    pub fn stop_with_signal(
+        &self,
+        signal: StopSignal,
+        timeout: Option<Duration>,
+    ) -> Result<SandboxState, RuntimeError> {
+        lifecycle::stop_dir_with(&self.dir, timeout, Some(signal))
+    }
+
+    /// [`Sandbox::request_stop`] with `signal` sent to every running exec first (as `moat stop
+    /// --no-wait --signal`).
+    pub fn request_stop_with_signal(&self, signal: StopSignal) -> Result<(), RuntimeError> {
+        lifecycle::request_stop_dir_with(&self.dir, Some(signal))
     }
 
     /// Asks it to shut down (`core.shutdown`) and returns without waiting; it records its own

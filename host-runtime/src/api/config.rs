@@ -112,6 +112,16 @@ impl SandboxOptions {
         self.config.labels.insert(key.into(), value.into());
         self
     }
+
+    /// Stopped with `signal` (sent to every running exec before `core.shutdown`), instead of
+    /// an image's StopSignal: [`SandboxConfig::stop_signal`].
+    pub fn stop_signal(
+        mut self,
+        signal: crate::lifecycle::stop_signal::StopSignal,
+    ) -> SandboxOptions {
+        self.config.stop_signal = Some(signal.to_string());
+        self
+    }
 }
 
 /// A condition on a sandbox's labels, for [`crate::api::Moat::list_filtered`] and

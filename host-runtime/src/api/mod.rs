@@ -17,6 +17,7 @@
 //!       │                                         ├─► state() / socket() / wait(timeout)
 //!       ├─► get(name) ─► Sandbox                  ├─► drain() (no new exec; stops when idle)
 //!       │                                         ├─► stop_with_timeout(t) / request_stop()
+//!       │                                         ├─► stop_with_signal(sig, t) (and request_)
 //!       │                                         └─► stop() / kill() / remove(force)
 //!       ├─► list() / list_filtered([LabelFilter]) ─► [SandboxState]
 //!       ├─► metrics_all() ─► [Metrics]
@@ -81,6 +82,7 @@ pub use self::logs::{LogCursor, LogEntry, LogQuery, LogSource, LogStream};
 pub use self::ports::{HttpResponse, PortError, TcpTunnel, TunnelError};
 use crate::error::RuntimeError;
 use crate::lifecycle::Executables;
+pub use crate::lifecycle::stop_signal::StopSignal;
 use crate::limits::POLL_INTERVAL_MS;
 pub use crate::relay_client::{CapturedExec, ExecOutcome};
 pub use crate::store::state::{SandboxState, Status};
@@ -265,8 +267,8 @@ impl Sandbox {
         ExecStream::start(self.inner.clone(), request).await
     }
 
-    /// Shuts it down gracefully (as `moat stop`: `core.shutdown`, then SIGTERM, then SIGKILL);
-    /// returns the final state.
+    /// Shuts it down gracefully (as `moat stop`: its stop signal to every running exec when it
+    /// has one, then `core.shutdown`, then SIGTERM, then SIGKILL); returns the final state.
     pub async fn stop(&self) -> Result<SandboxState, RuntimeError> {
         let inner = self.inner.clone();
         blocking(move || inner.stop()).await
@@ -278,6 +280,28 @@ impl Sandbox {
     pub async fn stop_with_timeout(&self, timeout: Duration) -> Result<SandboxState, RuntimeError> {
         let inner = self.inner.clone();
         blocking(move || inner.stop_with_timeout(timeout)).await
+    }
+
+    /// Stops it with `signal` instead of its recorded stop signal (an image's StopSignal,
+    /// [`SandboxOptions::stop_signal`]), as `moat stop --signal`: the sandbox's relay refuses new
+    /// execs and sends `signal` to every running exec (`core.exec.signal`), they get `timeout`
+    /// (default 10 s) to end, then `core.shutdown`; with a `timeout`, it is SIGKILLed once that
+    /// has passed. [`Sandbox::stop`] uses the recorded stop signal the same way when there is
+    /// one. Returns the final state.
+    pub async fn stop_with_signal(
+        &self,
+        signal: StopSignal,
+        timeout: Option<Duration>,
+    ) -> Result<SandboxState, RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.stop_with_signal(signal, timeout)).await
+    }
+
+    /// [`Sandbox::request_stop`] with `signal` sent to every running exec first; returns at
+    /// once.
+    pub async fn request_stop_with_signal(&self, signal: StopSignal) -> Result<(), RuntimeError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.request_stop_with_signal(signal)).await
     }
 
     /// Asks it to shut down (`core.shutdown`) and returns without waiting; it records its own

@@ -27,6 +27,7 @@ pub use self::sandbox_args::{ExecArgs, IsolationArg, SandboxArgs};
 use crate::api::config::{LabelFilter, RootSource, RunOptions, SandboxOptions};
 use crate::api::logs::{LogCursor, LogQuery};
 use crate::lifecycle::logs::{LogFilter, LogOptions};
+use crate::lifecycle::stop_signal::StopSignal;
 
 /// `moat`: microVM and namespace sandboxes.
 #[derive(Debug, Parser)]
@@ -242,6 +243,11 @@ pub struct StopCmd {
     /// Send core.shutdown and return; the sandbox records its own end.
     #[arg(long)]
     pub no_wait: bool,
+    /// Send SIG (a name such as SIGINT or USR1, or a number) to every running exec first,
+    /// instead of the sandbox's stop signal (--stop-signal, else the image's StopSignal); they
+    /// get --timeout (default 10 s) to end before core.shutdown.
+    #[arg(long, value_name = "SIG")]
+    pub signal: Option<StopSignal>,
 }
 
 /// `moat ls`.
@@ -772,6 +778,17 @@ mod tests {
         assert!(stop.no_wait && stop.timeout.is_none());
         usage_error(&["stop", "b", "--timeout", "x"]);
         usage_error(&["stop", "b", "--timeout", "1", "--no-wait"]);
+        let Command::Stop(stop) = parse_ok(&["stop", "b", "--signal", "usr1"]) else {
+            panic!("not stop")
+        };
+        assert_eq!(stop.signal.map(|s| s.number()), Some(10));
+        usage_error(&["stop", "b", "--signal", "SIGNOPE"]);
+        usage_error(&["stop", "b", "--signal", "0"]);
+        let Command::Create(create) = parse_ok(&["create", "b", "--stop-signal", "2"]) else {
+            panic!("not create")
+        };
+        assert_eq!(create.sandbox.stop_signal.map(|s| s.number()), Some(2));
+        usage_error(&["create", "b", "--stop-signal", "SIGRTMAX+1"]);
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub struct SandboxArgs {
     /// The shell the library's `Sandbox::shell` runs scripts with (default /bin/sh).
     #[arg(long, value_name = "PATH")]
     pub shell: Option<String>,
+    /// The signal `moat stop` sends every running exec before shutting down (a name such as
+    /// SIGINT or USR1, or a number), instead of the image's StopSignal.
+    #[arg(long, value_name = "SIG")]
+    pub stop_signal: Option<crate::lifecycle::stop_signal::StopSignal>,
     /// A label, for `moat ls --filter label=KEY[=VALUE]`.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = config::parse_label)]
     pub labels: Vec<(String, String)>,
@@ -158,6 +162,7 @@ impl SandboxArgs {
             idle_timeout_secs: self.idle_timeout,
             labels: self.labels.into_iter().collect(),
             shell: self.shell,
+            stop_signal: self.stop_signal.map(|signal| signal.to_string()),
             patches: self.patches,
             ..SandboxConfig::default()
         };

@@ -5,7 +5,8 @@
 //!          `moat __sandbox DIR` (own session) ─► state running ─► startup line ─► started_at
 //!  exec:   state running? ─► relay client on DIR/agent.sock (as `moat run` does)
 //!  stop:   draining ─► core.shutdown ─► wait ─► SIGTERM ─► wait ─► SIGKILL (process group)
-//!          ─► stopped
+//!          ─► stopped; with a stop signal, core.shutdown comes after the signal went to every
+//!          exec and they ended (`stop_signal`)
 //!          --timeout T: draining ─► core.shutdown ─► wait T ─► SIGKILL ─► stopped
 //!          --no-wait: core.shutdown, return (the sandbox process records its end)
 //!  kill:   SIGKILL (process group) ─► stopped, exit code 137
@@ -23,6 +24,7 @@ pub mod drain;
 pub mod logs;
 pub mod run;
 pub mod start;
+pub mod stop_signal;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -113,7 +115,10 @@ pub fn create_in(
         config.env = defaults.merged_env(&config.env);
         config.cwd = config.cwd.or(defaults.working_dir);
         config.user = config.user.or(defaults.user);
-        config.stop_signal = defaults.stop_signal;
+        config.stop_signal = config.stop_signal.or(defaults.stop_signal);
+    }
+    if let Some(signal) = &config.stop_signal {
+        signal.parse::<stop_signal::StopSignal>()?;
     }
     crate::store::volumes::resolve_named(home, &mut config)?;
     config.resolve()?;
@@ -342,24 +347,50 @@ pub fn stop_dir(dir: &SandboxDir) -> Result<SandboxState, RuntimeError> {
 
 /// `moat stop --timeout`: `core.shutdown`, then SIGKILL to the sandbox's process group once
 /// `timeout` has passed. `None`: [`stop_dir`]'s escalation (core.shutdown, SIGTERM after
-/// [`SANDBOX_EXIT_TIMEOUT_MS`], SIGKILL after [`STOP_TERM_GRACE_MS`] more).
-///
-/// The graceful step is the agent's: on `core.shutdown` it SIGTERMs every process in the
-/// sandbox. An image's StopSignal is recorded but not sent (`core.shutdown` carries no signal).
+/// [`SANDBOX_EXIT_TIMEOUT_MS`], SIGKILL after [`STOP_TERM_GRACE_MS`] more). With a stop signal
+/// recorded (an image's StopSignal, `--stop-signal`), it goes first, as [`stop_dir_with`] says.
 pub fn stop_dir_within(
     dir: &SandboxDir,
     timeout: Option<Duration>,
+) -> Result<SandboxState, RuntimeError> {
+    stop_dir_with(dir, timeout, None)
+}
+
+/// `moat stop [--timeout T] [--signal SIG]`. The stop signal is `signal`, else the recorded one
+/// (an image's StopSignal, `--stop-signal`). Without one, the graceful step is the agent's: on
+/// `core.shutdown` it SIGTERMs every process. With one, the sandbox process first has its relay
+/// refuse new execs and send the signal to every open exec session (`core.exec.signal`:
+/// `core.shutdown` carries no signal), waits for them to end (up to `timeout`, else
+/// [`SANDBOX_EXIT_TIMEOUT_MS`]), then sends `core.shutdown`; `timeout` still bounds the whole
+/// stop (SIGKILL then), and without one the SIGTERM/SIGKILL escalation starts only once that
+/// grace is over.
+pub fn stop_dir_with(
+    dir: &SandboxDir,
+    timeout: Option<Duration>,
+    signal: Option<stop_signal::StopSignal>,
 ) -> Result<SandboxState, RuntimeError> {
     let mut record = state::read(dir.path())?;
     let Some(pid) = live_pid(&record) else {
         return Ok(record);
     };
+    let signal = signal.or_else(|| stop_signal::configured(&record.spec.config));
     record.status = Status::Draining;
     state::write(dir.path(), &record)?;
-    let asked = RelayClient::connect(&dir.socket()).and_then(|client| client.request_shutdown());
-    if let Err(err) = asked {
-        tracing::warn!(%err, "could not send core.shutdown; escalating to signals");
-    }
+    let signal_grace = match signal {
+        Some(signal) => {
+            let grace = timeout.unwrap_or(Duration::from_millis(SANDBOX_EXIT_TIMEOUT_MS));
+            stop_signal::write_request(dir, signal, grace)?;
+            grace
+        }
+        None => {
+            let asked =
+                RelayClient::connect(&dir.socket()).and_then(|client| client.request_shutdown());
+            if let Err(err) = asked {
+                tracing::warn!(%err, "could not send core.shutdown; escalating to signals");
+            }
+            Duration::ZERO
+        }
+    };
     if let Some(timeout) = timeout {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         if wait_gone(pid, dir.path(), timeout_ms) {
@@ -370,8 +401,10 @@ pub fn stop_dir_within(
         let reason = format!("moat stop: SIGKILL after a {timeout:?} timeout");
         return record_stopped(dir, record, signal_exit_code(Signal::SIGKILL), &reason);
     }
+    let graceful_ms = SANDBOX_EXIT_TIMEOUT_MS
+        .saturating_add(u64::try_from(signal_grace.as_millis()).unwrap_or(u64::MAX));
     let mut exit_code = 0;
-    if !wait_gone(pid, dir.path(), SANDBOX_EXIT_TIMEOUT_MS) {
+    if !wait_gone(pid, dir.path(), graceful_ms) {
         exit_code = signal_exit_code(Signal::SIGTERM);
         signal_group(pid, Signal::SIGTERM);
         if !wait_gone(pid, dir.path(), STOP_TERM_GRACE_MS) {
@@ -388,6 +421,17 @@ pub fn stop_dir_within(
 /// `moat stop --no-wait`: sends `core.shutdown` and returns; the sandbox process records the
 /// end. [`RuntimeError::NotRunning`] when the sandbox is not live.
 pub fn request_stop_dir(dir: &SandboxDir) -> Result<(), RuntimeError> {
+    request_stop_dir_with(dir, None)
+}
+
+/// `moat stop --no-wait [--signal SIG]`: asks and returns. With a stop signal (`signal`, else
+/// the recorded one), the sandbox process sends it to every exec, waits up to
+/// [`SANDBOX_EXIT_TIMEOUT_MS`] for them to end, then sends `core.shutdown`; without one,
+/// `core.shutdown` at once. [`RuntimeError::NotRunning`] when the sandbox is not live.
+pub fn request_stop_dir_with(
+    dir: &SandboxDir,
+    signal: Option<stop_signal::StopSignal>,
+) -> Result<(), RuntimeError> {
     let record = state::read(dir.path())?;
     if live_pid(&record).is_none() {
         return Err(RuntimeError::NotRunning {
@@ -395,7 +439,12 @@ pub fn request_stop_dir(dir: &SandboxDir) -> Result<(), RuntimeError> {
             status: record.status.as_str(),
         });
     }
-    RelayClient::connect(&dir.socket())?.request_shutdown()
+    match signal.or_else(|| stop_signal::configured(&record.spec.config)) {
+        Some(signal) => {
+            stop_signal::write_request(dir, signal, Duration::from_millis(SANDBOX_EXIT_TIMEOUT_MS))
+        }
+        None => RelayClient::connect(&dir.socket())?.request_shutdown(),
+    }
 }
 
 /// `moat kill`: SIGKILL to the sandbox's process group.

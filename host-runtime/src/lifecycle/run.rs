@@ -90,7 +90,8 @@ fn apply_image_defaults(
     command.env = defaults.merged_env(&command.env);
     command.cwd = command.cwd.take().or_else(|| defaults.working_dir.clone());
     command.user = command.user.take().or_else(|| defaults.user.clone());
-    args.config.stop_signal = defaults.stop_signal.clone();
+    args.config.stop_signal =
+        args.config.stop_signal.take().or_else(|| defaults.stop_signal.clone());
     let mut explicit = Vec::new();
     if !command.cmd.is_empty() {
         explicit.push(std::mem::take(&mut command.cmd));

@@ -90,12 +90,13 @@ fn check_image_layers(record: &SandboxState) -> Result<(), RuntimeError> {
 /// What the previous sandbox process may have left: the cgroup of one that was killed or
 /// crashed, its relay socket (the new process waits for the socket to appear), the VM
 /// backend's stop-reason note (the first reason written wins, so an old one would be reported)
-/// and a drain request (the new process would drain at once).
+/// and a drain or stop request (the new process would drain or stop at once).
 fn clear_leftovers(dir: &SandboxDir, record: &SandboxState) {
     if let Some(pid) = record.pid {
         remove_cgroup_of(&record.name, pid);
     }
-    for path in [dir.socket(), dir.stop_reason_file(), dir.drain_file()] {
+    let stop_request = crate::lifecycle::stop_signal::request_file(dir);
+    for path in [dir.socket(), dir.stop_reason_file(), dir.drain_file(), stop_request] {
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::debug!(path = %path.display(), "removed a leftover"),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}

@@ -6,8 +6,10 @@
 //!  start agent ─► bootstrap handshake ─► relay on DIR/agent.sock ─► "ok" on stdout ─► serve
 //!   (moat __ns-prepare DIR, mapped)  (bootstrap, init.resolved,      until the guest closes
 //!                                        init.ack, ready)               (core.shutdown) ─► reap
-//!  while serving: time limits, a client's core.shutdown, and DIR/drain (relay refuses new
-//!  execs ─► "refusing" in DIR/drain ─► last exec ended ─► core.shutdown)
+//!  while serving: time limits, a client's core.shutdown, DIR/drain (relay refuses new
+//!  execs ─► "refusing" in DIR/drain ─► last exec ended ─► core.shutdown), and DIR/stop-request
+//!  (relay refuses new execs ─► stop signal to every exec ─► they end or the grace passes
+//!  ─► core.shutdown)
 //! ```
 //!
 //! Its stdout is the startup pipe: exactly one line, `ok` or `error: <reason>`. Its stderr is
@@ -152,6 +154,9 @@ pub const ENDED_UNASKED: &str = "the guest ended without a shutdown request";
 pub const STOPPED_MAX_DURATION: &str = "--max-duration reached";
 /// `stop_reason` after `moat drain`, once the last exec ended.
 pub const STOPPED_DRAINED: &str = "drained: the last exec ended";
+/// `stop_reason` after a stop with a stop signal that did not wait for the end (`moat stop
+/// --no-wait`): the signal went to every exec, then `core.shutdown`.
+pub const STOPPED_WITH_SIGNAL: &str = "moat stop: the stop signal, then core.shutdown";
 /// `stop_reason` after `--idle-timeout`.
 pub const STOPPED_IDLE: &str = "--idle-timeout reached with no client connected";
 
@@ -406,6 +411,12 @@ pub(crate) fn run_relay(
             limits.reason_file.clone(),
             Arc::clone(&fired),
         ));
+        let stopper = tokio::spawn(stop_on_request(
+            handle.clone(),
+            dir.clone(),
+            limits.reason_file.clone(),
+            Arc::clone(&fired),
+        ));
         let enforcer = tokio::spawn(enforce(handle.clone(), limits, Arc::clone(&fired)));
         let asked =
             tokio::spawn(note_client_shutdown(handle.clone(), reason_file, Arc::clone(&fired)));
@@ -413,6 +424,7 @@ pub(crate) fn run_relay(
         enforcer.abort();
         asked.abort();
         drainer.abort();
+        stopper.abort();
         let reason = fired.get().copied();
         drop(handle);
         match outcome {
@@ -500,6 +512,33 @@ async fn drain_on_request(
     if handle.execs_ended().await {
         shut_down_guest(&handle, STOPPED_DRAINED, reason_file.as_deref(), &fired).await;
     }
+}
+
+/// `moat stop` with a stop signal ([`crate::lifecycle::stop_signal`]): waits for
+/// `DIR/stop-request`, has the relay refuse new execs and send the signal to every open exec
+/// session, waits for them to end (up to the request's grace), then shuts the guest down as a
+/// time limit does. Never returns when nobody asks.
+async fn stop_on_request(
+    handle: RelayHandle,
+    dir: SandboxDir,
+    reason_file: Option<std::path::PathBuf>,
+    fired: Arc<OnceLock<&'static str>>,
+) {
+    let (signal, grace) = loop {
+        if let Some(request) = crate::lifecycle::stop_signal::read_request(&dir) {
+            break request;
+        }
+        tokio::time::sleep(Duration::from_millis(DRAIN_POLL_INTERVAL_MS)).await;
+    };
+    if !handle.drain().await {
+        return;
+    }
+    let Some(signalled) = handle.signal_execs(signal.number()).await else { return };
+    tracing::info!(%signal, signalled, ?grace, "stopping: the stop signal went to every exec");
+    if tokio::time::timeout(grace, handle.execs_ended()).await.is_err() {
+        tracing::info!("execs still running after the stop signal's grace; shutting down");
+    }
+    shut_down_guest(&handle, STOPPED_WITH_SIGNAL, reason_file.as_deref(), &fired).await;
 }
 
 /// Notes a client's `core.shutdown` (`moat stop`, an SDK) as the reason the sandbox stops, unless

@@ -1063,3 +1063,30 @@ fn the_drain_deadline_forgets_sessions_that_never_ended() {
     router.tick(start + Duration::from_millis(ORPHANED_EXEC_DRAIN_MS));
     assert_eq!(router.open_exec_sessions(), 0, "the registry does not leak");
 }
+
+#[test]
+fn signal_open_execs_reaches_every_open_session_and_no_ended_one() {
+    let mut router = router();
+    let (a, slot_a) = connect(&mut router);
+    let (b, slot_b) = connect(&mut router);
+    let (a1, a2, b1) = (slot_a.range().start + 1, slot_a.range().start + 2, slot_b.range().start);
+    for (client, id) in [(a, a1), (a, a2), (b, b1)] {
+        router.client_frame(client, &exec(id, false));
+    }
+    guest(&mut router, &exited(a2));
+    // A departed client's exec is still signalled until it ends.
+    router.client_disconnected(b);
+    let frames = router.signal_open_execs(10);
+    let sent: Vec<(u32, Message)> = frames
+        .iter()
+        .map(|bytes| {
+            let frame = decoded(bytes);
+            (frame.id, frame.message)
+        })
+        .collect();
+    let usr1 = || Message::ExecSignal(ExecSignal { signal: 10 });
+    assert_eq!(sent, vec![(a1, usr1()), (b1, usr1())]);
+    guest(&mut router, &exited(a1));
+    guest(&mut router, &exited(b1));
+    assert!(router.signal_open_execs(10).is_empty());
+}
