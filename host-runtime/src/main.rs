@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use moat_runtime::api::SandboxOptions;
 use moat_runtime::api::blocking::Moat;
 use moat_runtime::backend::namespace::init as ns_init;
 use moat_runtime::backend::vm;
@@ -27,6 +28,7 @@ use moat_runtime::security::hardening;
 use moat_runtime::store::home::SandboxDir;
 use moat_runtime::supervisor as sandbox;
 use moat_runtime::{bench, cli, doctor, lifecycle};
+use nix::sys::signal::Signal;
 
 /// Exit status of a lifecycle command that failed.
 const EXIT_FAILED: u8 = 1;
@@ -62,10 +64,14 @@ fn main() -> ExitCode {
         Command::Exec(args) => exec_command(args),
         Command::Cp(args) => cp_command(args),
         Command::Bench(args) => bench_command(&args),
-        Command::Sandbox(arg) => sandbox_command(&arg.dir),
+        Command::Sandbox(arg) => sandbox_command(&arg.dir, arg.attached),
         Command::NsInit(arg) => ns_init_command(&arg.dir),
         Command::NsPrepare(arg) => ns_prepare_command(&arg.dir),
         Command::Vm(arg) => vm_command(&arg.dir),
+        Command::Create(args) if args.attach => {
+            let replace = args.replace;
+            finish(name, create_attached_command(args.into_options(), replace))
+        }
         Command::Create(args) => {
             let replace = args.replace;
             let options = args.into_options();
@@ -109,6 +115,35 @@ fn main() -> ExitCode {
             let home = moat_runtime::store::home::moat_home();
             report(name, cli::volume::run(&home, command, &mut std::io::stdout().lock()))
         }
+    }
+}
+
+/// `moat create --attach`: creates the sandbox tied to this process, prints its name, and
+/// waits for it to end. SIGINT, SIGTERM and SIGHUP stop it (as `moat stop`) and then this
+/// returns; if this process dies any other way, the sandbox stops itself.
+fn create_attached_command(options: SandboxOptions, replace: bool) -> Result<(), RuntimeError> {
+    moat_runtime::relay_client::block_forwarded_signals()?;
+    let home = moat_runtime::store::home::moat_home();
+    let (name, attachment) = lifecycle::create_attached_in(&home, options, None, replace)?;
+    println!("{name}");
+    let sandbox = Moat::from_env().get(&name)?;
+    let stopper = sandbox.clone();
+    std::thread::spawn(move || {
+        let mut signals = nix::sys::signal::SigSet::empty();
+        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            signals.add(signal);
+        }
+        if signals.wait().is_ok()
+            && let Err(err) = stopper.stop()
+        {
+            eprintln!("moat create: stopping {}: {err}", stopper.name());
+        }
+    });
+    let ended = sandbox.wait(Duration::MAX);
+    drop(attachment);
+    match ended {
+        Ok(_) | Err(RuntimeError::UnknownSandbox(_)) => Ok(()),
+        Err(err) => Err(err),
     }
 }
 
@@ -327,8 +362,12 @@ fn prune_command() -> Result<(), RuntimeError> {
     Ok(())
 }
 
-fn sandbox_command(dir: &Path) -> ExitCode {
-    match sandbox::serve_sandbox(&SandboxDir::open(dir.to_owned())) {
+fn sandbox_command(dir: &Path, attached: bool) -> ExitCode {
+    let dir = SandboxDir::open(dir.to_owned());
+    if attached {
+        lifecycle::attach::watch_creator(&dir);
+    }
+    match sandbox::serve_sandbox(&dir) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(%err, "sandbox failed");

@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moat_protocol::payload::exec::ExecRequest;
@@ -26,6 +27,7 @@ use moat_protocol::payload::exec::ExecRequest;
 use crate::api::config::{LabelFilter, SandboxOptions};
 use crate::api::logs::{FOLLOW_INTERVAL, FollowState, LogEntry, LogQuery, LogReader};
 use crate::error::RuntimeError;
+use crate::lifecycle::attach::Attachment;
 use crate::lifecycle::stop_signal::StopSignal;
 use crate::lifecycle::{self, Executables};
 use crate::limits::POLL_INTERVAL_MS;
@@ -72,6 +74,31 @@ impl Moat {
         self.get(&name)
     }
 
+    /// Boots an attached sandbox: it stops (as `moat stop`, its stop signal first) once the
+    /// returned handle and every clone of it are dropped, or this process ends, whichever comes
+    /// first, unless [`Sandbox::detach`] was called. With `replace`, an existing sandbox of
+    /// that name is removed first, as [`Moat::replace`] does.
+    pub fn create_attached(
+        &self,
+        args: SandboxOptions,
+        replace: bool,
+    ) -> Result<Sandbox, RuntimeError> {
+        let (name, attachment) =
+            lifecycle::create_attached_in(&self.home, args, self.executables.as_ref(), replace)?;
+        let mut sandbox = self.get(&name)?;
+        sandbox.attachment = Some(Arc::new(attachment));
+        Ok(sandbox)
+    }
+
+    /// Launches the stopped sandbox `name` again, attached (as [`Moat::create_attached`]).
+    pub fn start_attached(&self, name: &str) -> Result<Sandbox, RuntimeError> {
+        let (_, attachment) =
+            lifecycle::start::start_attached_in(&self.home, name, self.executables.as_ref())?;
+        let mut sandbox = self.get(name)?;
+        sandbox.attachment = Some(Arc::new(attachment));
+        Ok(sandbox)
+    }
+
     /// [`Moat::create`], removing an existing sandbox of that name first (killed if it is
     /// live, as `moat rm -f`); without an existing one, the same as `create`.
     pub fn replace(&self, args: SandboxOptions) -> Result<Sandbox, RuntimeError> {
@@ -82,7 +109,7 @@ impl Moat {
     /// A handle on the existing sandbox `name`.
     pub fn get(&self, name: &str) -> Result<Sandbox, RuntimeError> {
         let dir = lifecycle::open_named_in(&self.home, name)?;
-        Ok(Sandbox { name: name.to_owned(), dir, moat: self.clone() })
+        Ok(Sandbox { name: name.to_owned(), dir, moat: self.clone(), attachment: None })
     }
 
     /// The home's image store: pull, list, remove, prune (what `moat pull`, `images`, `rmi` and
@@ -114,12 +141,30 @@ pub struct Sandbox {
     dir: SandboxDir,
     /// The home it is in, and the executables its `start` runs.
     moat: Moat,
+    /// An attached sandbox's lifeline, shared by the handle's clones: the last one dropped
+    /// stops the sandbox.
+    attachment: Option<Arc<Attachment>>,
 }
 
 impl Sandbox {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether this handle owns the sandbox's lifetime ([`Moat::create_attached`], not yet
+    /// [`Sandbox::detach`]ed).
+    pub fn owns_lifecycle(&self) -> bool {
+        self.attachment.is_some()
+    }
+
+    /// Lets an attached sandbox outlive this handle and this process (it becomes detached);
+    /// nothing to do for a detached one.
+    pub fn detach(&mut self) -> Result<(), RuntimeError> {
+        match self.attachment.take() {
+            Some(attachment) => attachment.detach(),
+            None => Ok(()),
+        }
     }
 
     /// Its state now (`crashed` when its process is gone without a recorded end).

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  Moat::new(home) ─► create(SandboxOptions) ─► Sandbox ─► exec(request, stdin) ─► CapturedExec
+//!       ├─► create_attached / start_attached ─► Sandbox (stopped when dropped; detach())
 //!       ├─► replace(SandboxOptions) ─► Sandbox    ├─► start()  (again, after stop or crash)
 //!       │                                         ├─► exec_with_timeout(request, stdin, timeout)
 //!       │                                         ├─► shell(script)  (the configured shell -c)
@@ -150,6 +151,28 @@ impl Moat {
         Ok(Sandbox { inner: sandbox })
     }
 
+    /// Boots an attached sandbox (microsandbox's attached mode, `moat create --attach`): it is
+    /// stopped (as `moat stop`: its stop signal to every exec first, then `core.shutdown`) when
+    /// the returned handle and all its clones are dropped or this process ends, however it
+    /// ends, unless [`Sandbox::detach`] was called first. With `replace`, an existing sandbox of
+    /// that name is removed first, as [`Moat::replace`].
+    pub async fn create_attached(
+        &self,
+        options: SandboxOptions,
+        replace: bool,
+    ) -> Result<Sandbox, RuntimeError> {
+        let inner = self.inner.clone();
+        let sandbox = blocking(move || inner.create_attached(options, replace)).await?;
+        Ok(Sandbox { inner: sandbox })
+    }
+
+    /// Launches the stopped sandbox `name` again, attached as [`Moat::create_attached`].
+    pub async fn start_attached(&self, name: &str) -> Result<Sandbox, RuntimeError> {
+        let (inner, name) = (self.inner.clone(), name.to_owned());
+        let sandbox = blocking(move || inner.start_attached(&name)).await?;
+        Ok(Sandbox { inner: sandbox })
+    }
+
     /// [`Moat::create`], removing an existing sandbox of the same name first (killed if it is
     /// live, as `moat rm -f`, and gone before the new one boots); with no sandbox of that name,
     /// the same as `create`. (`create` alone refuses a taken name with
@@ -200,6 +223,18 @@ impl Sandbox {
     /// Its name.
     pub fn name(&self) -> &str {
         self.inner.name()
+    }
+
+    /// Whether this handle owns the sandbox's lifetime ([`Moat::create_attached`], not
+    /// detached).
+    pub fn owns_lifecycle(&self) -> bool {
+        self.inner.owns_lifecycle()
+    }
+
+    /// Lets an attached sandbox outlive this handle (and its clones) and this process: it
+    /// becomes detached. Nothing to do for a detached one.
+    pub fn detach(&mut self) -> Result<(), RuntimeError> {
+        self.inner.detach()
     }
 
     /// Its relay socket, for protocol clients.

@@ -100,7 +100,7 @@ pub enum Command {
     },
     /// The per-sandbox process.
     #[command(name = "__sandbox", hide = true)]
-    Sandbox(DirArg),
+    Sandbox(SandboxProcessArgs),
     /// Binds the root source in a private mount namespace, then execs `unshare`.
     #[command(name = "__ns-prepare", hide = true)]
     NsPrepare(DirArg),
@@ -164,6 +164,10 @@ pub struct CreateCmd {
     /// Remove an existing sandbox of this name first (killed if it is running).
     #[arg(long)]
     pub replace: bool,
+    /// Stay in the foreground, tied to the sandbox: when this process ends (Ctrl-C, a signal,
+    /// even SIGKILL) the sandbox is stopped; this returns when the sandbox ends.
+    #[arg(long)]
+    pub attach: bool,
     /// Remove the sandbox when it ends (stop, kill, crash, time limit) instead of keeping it
     /// stopped.
     #[arg(long)]
@@ -414,6 +418,16 @@ impl std::fmt::Debug for LoginCmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "LoginCmd({}, {})", self.server, self.username)
     }
+}
+
+/// `moat __sandbox DIR [--attached]`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct SandboxProcessArgs {
+    /// The sandbox directory.
+    pub dir: PathBuf,
+    /// Stop when stdin (the creator's lifeline) reaches its end (`lifecycle::attach`).
+    #[arg(long)]
+    pub attached: bool,
 }
 
 /// The sandbox directory argument of the hidden subcommands.
@@ -866,6 +880,10 @@ mod tests {
             let command = parse_ok(&[name, dir]);
             assert_eq!(name_of(&command), name);
         }
+        let Command::Sandbox(sandbox) = parse_ok(&["__sandbox", "/d", "--attached"]) else {
+            panic!("not __sandbox")
+        };
+        assert!(sandbox.attached);
         let Command::Vm(vm) = parse_ok(&["__vm", "/d"]) else { panic!("not __vm") };
         assert_eq!(vm.dir, PathBuf::from("/d"));
     }

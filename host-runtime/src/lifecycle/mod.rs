@@ -20,6 +20,7 @@
 //!
 //! The state store's rules (atomic writes, `crashed` at read time) live in [`crate::store::state`].
 
+pub mod attach;
 pub mod drain;
 pub mod logs;
 pub mod run;
@@ -102,6 +103,33 @@ pub fn create_in(
     args: SandboxOptions,
     executables: Option<&Executables>,
 ) -> Result<String, RuntimeError> {
+    create_with(home, args, executables, false).map(|(name, _)| name)
+}
+
+/// [`create_in`] for an attached sandbox ([`attach`]): it stops when the returned
+/// [`attach::Attachment`] is dropped or this process ends. With `replace`, as
+/// [`replace_in`].
+pub fn create_attached_in(
+    home: &Path,
+    args: SandboxOptions,
+    executables: Option<&Executables>,
+    replace: bool,
+) -> Result<(String, attach::Attachment), RuntimeError> {
+    if replace {
+        remove_existing(home, &args.name)?;
+    }
+    let (name, attachment) = create_with(home, args, executables, true)?;
+    let attachment = attachment
+        .ok_or_else(|| RuntimeError::Config("an attached create made no attachment".to_owned()))?;
+    Ok((name, attachment))
+}
+
+fn create_with(
+    home: &Path,
+    args: SandboxOptions,
+    executables: Option<&Executables>,
+    attached: bool,
+) -> Result<(String, Option<attach::Attachment>), RuntimeError> {
     state::validate_name(&args.name)?;
     // Checked early for a clean error; the `mkdir` below is what makes the name unique.
     if home.join("sandboxes").join(&args.name).exists() {
@@ -151,13 +179,17 @@ pub fn create_in(
         rootless: crate::backend::namespace::rootless::is_rootless(),
         config,
     };
-    if let Err(err) = boot_detached(&dir, spec, &executables.moat) {
+    let (attachment, creator) = match attached {
+        true => attach::Attachment::pipe().map(|(a, c)| (Some(a), Some(c)))?,
+        false => (None, None),
+    };
+    if let Err(err) = boot(&dir, spec, &executables.moat, creator) {
         if let Err(cleanup) = dir.remove() {
             tracing::warn!(%cleanup, "could not remove the sandbox directory");
         }
         return Err(err);
     }
-    Ok(args.name)
+    Ok((args.name, attachment))
 }
 
 /// `moat create --replace NAME` in `$MOAT_HOME`. Returns its name.
@@ -172,15 +204,25 @@ pub fn replace_in(
     args: SandboxOptions,
     executables: Option<&Executables>,
 ) -> Result<String, RuntimeError> {
-    match open_named_in(home, &args.name) {
-        Ok(dir) => remove_dir(dir, true)?,
-        Err(RuntimeError::UnknownSandbox(_)) => {}
-        Err(other) => return Err(other),
-    }
+    remove_existing(home, &args.name)?;
     create_in(home, args, executables)
 }
 
-fn boot_detached(dir: &SandboxDir, spec: SandboxSpec, moat: &Path) -> Result<(), RuntimeError> {
+/// Removes the sandbox `name` if there is one (killed first when it is live).
+fn remove_existing(home: &Path, name: &str) -> Result<(), RuntimeError> {
+    match open_named_in(home, name) {
+        Ok(dir) => remove_dir(dir, true),
+        Err(RuntimeError::UnknownSandbox(_)) => Ok(()),
+        Err(other) => Err(other),
+    }
+}
+
+fn boot(
+    dir: &SandboxDir,
+    spec: SandboxSpec,
+    moat: &Path,
+    creator: Option<std::os::fd::OwnedFd>,
+) -> Result<(), RuntimeError> {
     let record = SandboxState {
         version: state::STATE_VERSION,
         name: spec.name.clone(),
@@ -193,7 +235,7 @@ fn boot_detached(dir: &SandboxDir, spec: SandboxSpec, moat: &Path) -> Result<(),
         exit_code: None,
         stop_reason: None,
     };
-    launch(dir, record, moat).map(drop)
+    launch(dir, record, moat, creator).map(drop)
 }
 
 /// Writes `record`'s spec, spawns the detached sandbox process, records it running and waits
@@ -203,9 +245,10 @@ pub(crate) fn launch(
     dir: &SandboxDir,
     mut record: SandboxState,
     moat: &Path,
+    creator: Option<std::os::fd::OwnedFd>,
 ) -> Result<SandboxState, RuntimeError> {
     dir.write_spec(&record.spec)?;
-    let mut child = run::spawn_sandbox(dir, Lifetime::Detached, moat)?;
+    let mut child = run::spawn_sandbox(dir, Lifetime::Detached, moat, creator)?;
     record.status = Status::Running;
     record.pid = i32::try_from(child.id()).ok();
     record.started_at = None;
@@ -379,7 +422,9 @@ pub fn stop_dir_with(
     let signal_grace = match signal {
         Some(signal) => {
             let grace = timeout.unwrap_or(Duration::from_millis(SANDBOX_EXIT_TIMEOUT_MS));
-            stop_signal::write_request(dir, signal, grace)?;
+            let request =
+                stop_signal::StopRequest { signal: Some(signal), grace, creator_gone: false };
+            request.write(dir)?;
             grace
         }
         None => {
@@ -440,9 +485,12 @@ pub fn request_stop_dir_with(
         });
     }
     match signal.or_else(|| stop_signal::configured(&record.spec.config)) {
-        Some(signal) => {
-            stop_signal::write_request(dir, signal, Duration::from_millis(SANDBOX_EXIT_TIMEOUT_MS))
+        Some(signal) => stop_signal::StopRequest {
+            signal: Some(signal),
+            grace: Duration::from_millis(SANDBOX_EXIT_TIMEOUT_MS),
+            creator_gone: false,
         }
+        .write(dir),
         None => RelayClient::connect(&dir.socket())?.request_shutdown(),
     }
 }

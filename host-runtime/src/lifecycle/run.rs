@@ -128,7 +128,7 @@ pub(crate) fn checked_root(root: &RootSource) -> Result<RootSource, RuntimeError
 
 fn run_in(dir: &SandboxDir, spec: SandboxSpec, args: RunOptions) -> Result<u8, RuntimeError> {
     dir.write_spec(&spec)?;
-    let mut sandbox = spawn_sandbox(dir, Lifetime::WithCli, &own_executable()?)?;
+    let mut sandbox = spawn_sandbox(dir, Lifetime::WithCli, &own_executable()?, None)?;
     let cmd = args.command.cmd.clone();
     let result = wait_startup(dir, &mut sandbox).and_then(|()| exec_and_shutdown(dir, args));
     stop_sandbox(&mut sandbox);
@@ -161,22 +161,24 @@ pub(crate) enum Lifetime {
     Detached,
 }
 
-/// Spawns `exe __sandbox DIR` (`exe`: a `moat` binary, normally this one).
+/// Spawns `exe __sandbox DIR` (`exe`: a `moat` binary, normally this one). With `creator`
+/// (the read end of an [`crate::lifecycle::attach::Attachment`]'s pipe, as its stdin), it runs
+/// `--attached`: it stops when the creator goes away.
 pub(crate) fn spawn_sandbox(
     dir: &SandboxDir,
     lifetime: Lifetime,
     exe: &Path,
+    creator: Option<std::os::fd::OwnedFd>,
 ) -> Result<Child, RuntimeError> {
     let log_path = dir.sandbox_log();
     let log = std::fs::File::create(&log_path)
         .map_err(RuntimeError::io("create sandbox log", &log_path))?;
     let mut command = Command::new(exe);
-    command
-        .arg("__sandbox")
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log));
+    command.arg("__sandbox").arg(dir.path()).stdout(Stdio::piped()).stderr(Stdio::from(log));
+    match creator {
+        Some(lifeline) => command.arg("--attached").stdin(Stdio::from(lifeline)),
+        None => command.stdin(Stdio::null()),
+    };
     match lifetime {
         Lifetime::WithCli => {
             // Its own process group: a terminal's Ctrl-C reaches the CLI (which forwards it to

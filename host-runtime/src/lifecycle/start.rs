@@ -16,6 +16,7 @@ use std::path::Path;
 
 use crate::api::config::RootSource;
 use crate::error::RuntimeError;
+use crate::lifecycle::attach::Attachment;
 use crate::lifecycle::{Executables, launch, open_named_in, remove_cgroup_of, run};
 use crate::store::home::{self, SandboxDir};
 use crate::store::state::{self, SandboxState, Status};
@@ -34,14 +35,35 @@ pub fn start_in(
     executables: Option<&Executables>,
 ) -> Result<SandboxState, RuntimeError> {
     let dir = open_named_in(home, name)?;
-    let moat = match executables {
-        Some(given) => given.moat.clone(),
-        None => run::own_executable()?,
-    };
-    start_dir(home, &dir, &moat)
+    start_dir(home, &dir, &moat_of(executables)?, None)
 }
 
-fn start_dir(home: &Path, dir: &SandboxDir, moat: &Path) -> Result<SandboxState, RuntimeError> {
+/// [`start_in`], attached ([`crate::lifecycle::attach`]): the sandbox stops when the returned
+/// attachment is dropped or this process ends.
+pub fn start_attached_in(
+    home: &Path,
+    name: &str,
+    executables: Option<&Executables>,
+) -> Result<(SandboxState, Attachment), RuntimeError> {
+    let dir = open_named_in(home, name)?;
+    let (attachment, creator) = Attachment::pipe()?;
+    let state = start_dir(home, &dir, &moat_of(executables)?, Some(creator))?;
+    Ok((state, attachment))
+}
+
+fn moat_of(executables: Option<&Executables>) -> Result<std::path::PathBuf, RuntimeError> {
+    match executables {
+        Some(given) => Ok(given.moat.clone()),
+        None => run::own_executable(),
+    }
+}
+
+fn start_dir(
+    home: &Path,
+    dir: &SandboxDir,
+    moat: &Path,
+    creator: Option<std::os::fd::OwnedFd>,
+) -> Result<SandboxState, RuntimeError> {
     // Held until the new sandbox process reported: a second `start` of this sandbox waits here,
     // then finds it running.
     let _one_start = lock_for_start(dir)?;
@@ -62,7 +84,7 @@ fn start_dir(home: &Path, dir: &SandboxDir, moat: &Path) -> Result<SandboxState,
     let span = tracing::info_span!("sandbox", name = %record.name);
     let _entered = span.enter();
     tracing::info!("starting the sandbox again");
-    launch(dir, record, moat)
+    launch(dir, record, moat, creator)
 }
 
 /// An exclusive `flock` on the sandbox directory (closed on exec, so the sandbox process does

@@ -2,7 +2,7 @@
 //! StopSignal, `--stop-signal` at create, or `moat stop --signal`).
 //!
 //! ```text
-//!  stop, a signal in effect ─► DIR/stop-request "SIGNUM GRACE_MS" ─► sandbox process: relay
+//!  stop, a signal in effect ─► DIR/stop-request "SIGNUM GRACE_MS stop" ─► sandbox process: relay
 //!   refuses new execs ─► core.exec.signal SIGNUM on every open exec session (any client's)
 //!   ─► they end, or GRACE_MS passes ─► core.shutdown (the agent SIGTERMs what is left)
 //! ```
@@ -95,7 +95,7 @@ impl fmt::Display for StopSignal {
     }
 }
 
-/// The file a stop with a signal writes for the sandbox process.
+/// The file a stop request is written to for the sandbox process.
 const REQUEST_FILE: &str = "stop-request";
 
 /// `DIR/stop-request`.
@@ -103,27 +103,44 @@ pub(crate) fn request_file(dir: &SandboxDir) -> std::path::PathBuf {
     dir.path().join(REQUEST_FILE)
 }
 
-/// Asks the sandbox process to signal every open exec with `signal` and to send
-/// `core.shutdown` once they ended or `grace` passed (written whole, by a rename).
-pub(crate) fn write_request(
-    dir: &SandboxDir,
-    signal: StopSignal,
-    grace: Duration,
-) -> Result<(), RuntimeError> {
-    let path = request_file(dir);
-    let tmp = path.with_extension("tmp");
-    let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-    std::fs::write(&tmp, format!("{} {grace_ms}", signal.number()))
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(RuntimeError::io("request a stop with a signal", &path))
+/// A stop the sandbox process carries out itself: `moat stop` with a stop signal, or an
+/// attached sandbox whose creator went away ([`crate::lifecycle::attach`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StopRequest {
+    /// Sent to every open exec first (`None`: `core.shutdown` at once).
+    pub(crate) signal: Option<StopSignal>,
+    /// How long the execs get to end after the signal.
+    pub(crate) grace: Duration,
+    /// The creator of an attached sandbox went away (else: `moat stop`).
+    pub(crate) creator_gone: bool,
 }
 
-/// The request in `DIR/stop-request`, once one is there and readable.
-pub(crate) fn read_request(dir: &SandboxDir) -> Option<(StopSignal, Duration)> {
-    let text = std::fs::read_to_string(request_file(dir)).ok()?;
-    let (signal, grace) = text.trim().split_once(' ')?;
-    let signal = StopSignal::from_number(signal.parse().ok()?).ok()?;
-    Some((signal, Duration::from_millis(grace.parse().ok()?)))
+impl StopRequest {
+    /// Writes the request for the sandbox process (whole, by a rename): "SIGNUM GRACE_MS WHY",
+    /// SIGNUM 0 for none, WHY `stop` or `creator-gone`.
+    pub(crate) fn write(self, dir: &SandboxDir) -> Result<(), RuntimeError> {
+        let path = request_file(dir);
+        let tmp = path.with_extension("tmp");
+        let grace_ms = u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX);
+        let signal = self.signal.map_or(0, StopSignal::number);
+        let why = if self.creator_gone { "creator-gone" } else { "stop" };
+        std::fs::write(&tmp, format!("{signal} {grace_ms} {why}"))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(RuntimeError::io("request a stop", &path))
+    }
+
+    /// The request in `DIR/stop-request`, once one is there and readable.
+    pub(crate) fn read(dir: &SandboxDir) -> Option<StopRequest> {
+        let text = std::fs::read_to_string(request_file(dir)).ok()?;
+        let mut words = text.split_whitespace();
+        let signal = match words.next()?.parse().ok()? {
+            0 => None,
+            number => Some(StopSignal::from_number(number).ok()?),
+        };
+        let grace = Duration::from_millis(words.next()?.parse().ok()?);
+        let creator_gone = words.next()? == "creator-gone";
+        Some(StopRequest { signal, grace, creator_gone })
+    }
 }
 
 /// The stop signal recorded in a sandbox's configuration (an image's StopSignal, or
@@ -181,8 +198,16 @@ mod tests {
     fn the_request_file_round_trips() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = SandboxDir::open(tmp.path().to_path_buf());
-        assert_eq!(read_request(&dir), None);
-        write_request(&dir, StopSignal(10), Duration::from_millis(2500)).unwrap();
-        assert_eq!(read_request(&dir), Some((StopSignal(10), Duration::from_millis(2500))));
+        assert_eq!(StopRequest::read(&dir), None);
+        let request = StopRequest {
+            signal: Some(StopSignal(10)),
+            grace: Duration::from_millis(2500),
+            creator_gone: false,
+        };
+        request.write(&dir).unwrap();
+        assert_eq!(StopRequest::read(&dir), Some(request));
+        let request = StopRequest { signal: None, grace: Duration::ZERO, creator_gone: true };
+        request.write(&dir).unwrap();
+        assert_eq!(StopRequest::read(&dir), Some(request));
     }
 }

@@ -157,6 +157,9 @@ pub const STOPPED_DRAINED: &str = "drained: the last exec ended";
 /// `stop_reason` after a stop with a stop signal that did not wait for the end (`moat stop
 /// --no-wait`): the signal went to every exec, then `core.shutdown`.
 pub const STOPPED_WITH_SIGNAL: &str = "moat stop: the stop signal, then core.shutdown";
+/// `stop_reason` of an attached sandbox whose creator went away (its process ended, or the
+/// library handle was dropped).
+pub const STOPPED_CREATOR_GONE: &str = "attached: its creator went away";
 /// `stop_reason` after `--idle-timeout`.
 pub const STOPPED_IDLE: &str = "--idle-timeout reached with no client connected";
 
@@ -514,7 +517,8 @@ async fn drain_on_request(
     }
 }
 
-/// `moat stop` with a stop signal ([`crate::lifecycle::stop_signal`]): waits for
+/// A stop the sandbox process carries out ([`crate::lifecycle::stop_signal::StopRequest`]:
+/// `moat stop` with a stop signal, or an attached sandbox's creator gone): waits for
 /// `DIR/stop-request`, has the relay refuse new execs and send the signal to every open exec
 /// session, waits for them to end (up to the request's grace), then shuts the guest down as a
 /// time limit does. Never returns when nobody asks.
@@ -524,21 +528,25 @@ async fn stop_on_request(
     reason_file: Option<std::path::PathBuf>,
     fired: Arc<OnceLock<&'static str>>,
 ) {
-    let (signal, grace) = loop {
-        if let Some(request) = crate::lifecycle::stop_signal::read_request(&dir) {
+    let request = loop {
+        if let Some(request) = crate::lifecycle::stop_signal::StopRequest::read(&dir) {
             break request;
         }
         tokio::time::sleep(Duration::from_millis(DRAIN_POLL_INTERVAL_MS)).await;
     };
+    let reason = if request.creator_gone { STOPPED_CREATOR_GONE } else { STOPPED_WITH_SIGNAL };
     if !handle.drain().await {
         return;
     }
-    let Some(signalled) = handle.signal_execs(signal.number()).await else { return };
-    tracing::info!(%signal, signalled, ?grace, "stopping: the stop signal went to every exec");
-    if tokio::time::timeout(grace, handle.execs_ended()).await.is_err() {
-        tracing::info!("execs still running after the stop signal's grace; shutting down");
+    if let Some(signal) = request.signal {
+        let Some(signalled) = handle.signal_execs(signal.number()).await else { return };
+        let grace = request.grace;
+        tracing::info!(%signal, signalled, ?grace, reason, "the stop signal went to every exec");
+        if tokio::time::timeout(grace, handle.execs_ended()).await.is_err() {
+            tracing::info!("execs still running after the stop signal's grace; shutting down");
+        }
     }
-    shut_down_guest(&handle, STOPPED_WITH_SIGNAL, reason_file.as_deref(), &fired).await;
+    shut_down_guest(&handle, reason, reason_file.as_deref(), &fired).await;
 }
 
 /// Notes a client's `core.shutdown` (`moat stop`, an SDK) as the reason the sandbox stops, unless
