@@ -260,6 +260,16 @@ pub enum RuntimeError {
     /// A filesystem operation in the sandbox failed.
     #[error(transparent)]
     GuestFs(#[from] crate::relay_client::fs::GuestFsError),
+    /// A filesystem call ran past its timeout: its relay connection was closed (the relay and
+    /// the agent drop what it had open, as for any departed client) and the client reconnected,
+    /// so the next call works.
+    #[error("{what}: the filesystem call did not finish within {timeout:?}; it was abandoned")]
+    FsTimeout {
+        /// The guest path (or paths) of the call.
+        what: String,
+        /// The timeout.
+        timeout: std::time::Duration,
+    },
     /// Stdin written to, or closed on, an exec whose command has ended.
     #[error("the command has ended; its stdin is closed")]
     SessionEnded,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use moat_protocol::payload::exec::ExecRequest;
 use moat_runtime::api::{ExecOutcome, Isolation, Moat, Sandbox, SandboxOptions};
+use moat_runtime::error::RuntimeError;
 
 mod support;
 use support::{executables, moat, moat_home, processes_mentioning, require_root};
@@ -72,5 +73,49 @@ async fn dropping_a_collected_exec_kills_its_command_and_the_sandbox_serves_on_a
     let ran = sandbox.exec(sh("cat; echo done"), b"in\n".to_vec()).await.unwrap();
     assert_eq!(ran.outcome, ExecOutcome::Exited(0));
     assert_eq!(ran.stdout, b"in\ndone\n");
+    sandbox.remove(true).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_fs_call_past_its_timeout_is_a_typed_error_and_the_next_call_works_as_root() {
+    let (sandbox, cleanup) = boot("cancel-fs", "cancel-fs").await;
+    let made = sandbox.exec(sh("mkfifo /tmp/fifo"), Vec::new()).await.unwrap();
+    assert_eq!(made.outcome, ExecOutcome::Exited(0));
+    // Opening a FIFO that has no writer blocks the agent's open: the call cannot finish.
+    let fs = sandbox.fs().with_timeout(Duration::from_millis(800));
+    let asked = Instant::now();
+    let err = fs.read("/tmp/fifo").await.unwrap_err();
+    assert!(
+        matches!(&err, RuntimeError::FsTimeout { what, timeout }
+            if what == "/tmp/fifo" && *timeout == Duration::from_millis(800)),
+        "{err}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(5), "took {:?}", asked.elapsed());
+    // The same filesystem handle goes on working.
+    fs.write("/tmp/after", b"ok".to_vec()).await.unwrap();
+    assert_eq!(fs.read("/tmp/after").await.unwrap(), b"ok");
+
+    // The blocking client: one call with a timeout, then the same client works again.
+    let home = cleanup.home.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut client =
+            moat_runtime::api::blocking::Moat::new(home).get("cancel-fs").unwrap().fs().unwrap();
+        let timeout = Duration::from_millis(500);
+        let err =
+            client.with_timeout(timeout, "/tmp/fifo", |c| c.read("/tmp/fifo", 1024)).unwrap_err();
+        assert!(matches!(err, RuntimeError::FsTimeout { .. }), "{err}");
+        assert_eq!(client.read("/tmp/after", 1024).unwrap(), b"ok");
+    })
+    .await
+    .unwrap();
+
+    // Writers let the agent's blocked opens finish; the sandbox still serves.
+    let unblock = sandbox.exec_with_timeout(
+        sh("for i in 1 2; do echo x > /tmp/fifo; done; echo done"),
+        Vec::new(),
+        Duration::from_secs(10),
+    );
+    let ran = unblock.await.unwrap();
+    assert_eq!((ran.outcome, ran.stdout), (ExecOutcome::Exited(0), b"done\n".to_vec()));
     sandbox.remove(true).await.unwrap();
 }

@@ -8,7 +8,8 @@
 //!                             ├─► copy_from_host(host, guest) / copy_to_host(guest, host)
 //!                             ├─► copy_dir_from_host / copy_dir_to_host (whole trees)
 //!                             ├─► read_stream(path, chunk) ─► FsReadStream: next() ≤ chunk bytes
-//!                             └─► write_stream(path) ─► FsWriteStream: write(data) … finish()
+//!                             ├─► write_stream(path) ─► FsWriteStream: write(data) … finish()
+//!                             └─► with_timeout(t) ─► the same, each call within t (FsTimeout)
 //! ```
 //!
 //! Every call checks that the sandbox runs ([`RuntimeError::NotRunning`]), connects, does its
@@ -37,6 +38,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use moat_protocol::limits::FS_CHUNK_BYTES;
 pub use moat_protocol::payload::fs::{FsEntryInfo, FsEntryKind};
@@ -60,7 +62,7 @@ impl blocking::Sandbox {
 impl Sandbox {
     /// Its filesystem.
     pub fn fs(&self) -> SandboxFs {
-        SandboxFs { sandbox: self.inner.clone() }
+        SandboxFs { sandbox: self.inner.clone(), timeout: None }
     }
 }
 
@@ -68,16 +70,40 @@ impl Sandbox {
 #[derive(Debug, Clone)]
 pub struct SandboxFs {
     sandbox: blocking::Sandbox,
+    /// Every call's time limit ([`SandboxFs::with_timeout`]).
+    timeout: Option<Duration>,
+}
+
+/// Runs `op` on `client` within `timeout`, when there is one ([`FsClient::with_timeout`]).
+fn timed<T>(
+    client: &mut FsClient,
+    timeout: Option<Duration>,
+    what: &str,
+    op: impl FnOnce(&mut FsClient) -> Result<T, RuntimeError>,
+) -> Result<T, RuntimeError> {
+    match timeout {
+        Some(timeout) => client.with_timeout(timeout, what, op),
+        None => op(client),
+    }
 }
 
 impl SandboxFs {
-    /// Runs `op` on a fresh client on tokio's blocking pool.
+    /// The same filesystem with a time limit on each call (a whole `read`, `write`, copy, ...;
+    /// each `next`, `write` and `finish` of a stream): past it, the call fails with
+    /// [`RuntimeError::FsTimeout`], its connection is closed (the agent drops what it had open)
+    /// and the next call works. A per-call limit: `fs.with_timeout(t).read(path)`.
+    pub fn with_timeout(&self, timeout: Duration) -> SandboxFs {
+        SandboxFs { sandbox: self.sandbox.clone(), timeout: Some(timeout) }
+    }
+
+    /// Runs `op` (about `what`) on a fresh client on tokio's blocking pool, within the timeout.
     async fn run<T: Send + 'static>(
         &self,
+        what: String,
         op: impl FnOnce(&mut FsClient) -> Result<T, RuntimeError> + Send + 'static,
     ) -> Result<T, RuntimeError> {
-        let sandbox = self.sandbox.clone();
-        super::blocking(move || op(&mut sandbox.fs()?)).await
+        let (sandbox, timeout) = (self.sandbox.clone(), self.timeout);
+        super::blocking(move || timed(&mut sandbox.fs()?, timeout, &what, op)).await
     }
 
     /// The whole file `path` (at most [`MAX_FS_READ_BYTES`]).
@@ -92,68 +118,68 @@ impl SandboxFs {
         max_bytes: u64,
     ) -> Result<Vec<u8>, RuntimeError> {
         let path = path.to_owned();
-        self.run(move |client| client.read(&path, max_bytes)).await
+        self.run(path.clone(), move |client| client.read(&path, max_bytes)).await
     }
 
     /// The whole file `path` as UTF-8 text (at most [`MAX_FS_READ_BYTES`]).
     pub async fn read_to_string(&self, path: &str) -> Result<String, RuntimeError> {
         let path = path.to_owned();
-        self.run(move |client| client.read_to_string(&path, MAX_FS_READ_BYTES)).await
+        self.run(path.clone(), move |client| client.read_to_string(&path, MAX_FS_READ_BYTES)).await
     }
 
     /// Makes `data` the whole content of the file `path` (created or truncated; its directory
     /// must exist).
     pub async fn write(&self, path: &str, data: impl Into<Vec<u8>>) -> Result<(), RuntimeError> {
         let (path, data) = (path.to_owned(), data.into());
-        self.run(move |client| client.write(&path, &data)).await
+        self.run(path.clone(), move |client| client.write(&path, &data)).await
     }
 
     /// The entries of the directory `path`.
     pub async fn list(&self, path: &str) -> Result<Vec<FsEntryInfo>, RuntimeError> {
         let path = path.to_owned();
-        self.run(move |client| client.list(&path)).await
+        self.run(path.clone(), move |client| client.list(&path)).await
     }
 
     /// Creates the directory `path` and any missing parents (an existing directory is fine).
     pub async fn mkdir(&self, path: &str) -> Result<(), RuntimeError> {
         let path = path.to_owned();
-        self.run(move |client| client.mkdir(&path)).await
+        self.run(path.clone(), move |client| client.mkdir(&path)).await
     }
 
     /// Removes the directory `path`: empty, or with everything in it when `recursive`.
     pub async fn remove_dir(&self, path: &str, recursive: bool) -> Result<(), RuntimeError> {
         let path = path.to_owned();
-        self.run(move |client| client.remove_dir(&path, recursive)).await
+        self.run(path.clone(), move |client| client.remove_dir(&path, recursive)).await
     }
 
     /// Removes the file (or symlink) `path`.
     pub async fn remove(&self, path: &str) -> Result<(), RuntimeError> {
         let path = path.to_owned();
-        self.run(move |client| client.remove(&path)).await
+        self.run(path.clone(), move |client| client.remove(&path)).await
     }
 
     /// Copies the file `src` to `dst` inside the sandbox.
     pub async fn copy(&self, src: &str, dst: &str) -> Result<(), RuntimeError> {
         let (src, dst) = (src.to_owned(), dst.to_owned());
-        self.run(move |client| client.copy(&src, &dst)).await
+        self.run(format!("{src} -> {dst}"), move |client| client.copy(&src, &dst)).await
     }
 
     /// Renames `src` to `dst` inside the sandbox.
     pub async fn rename(&self, src: &str, dst: &str) -> Result<(), RuntimeError> {
         let (src, dst) = (src.to_owned(), dst.to_owned());
-        self.run(move |client| client.rename(&src, &dst)).await
+        self.run(format!("{src} -> {dst}"), move |client| client.rename(&src, &dst)).await
     }
 
     /// What `path` is (symlinks followed).
     pub async fn stat(&self, path: &str) -> Result<FsEntryInfo, RuntimeError> {
         let path = path.to_owned();
-        self.run(move |client| client.stat(&path)).await
+        self.run(path.clone(), move |client| client.stat(&path)).await
     }
 
     /// Whether `path` exists (symlinks followed).
     pub async fn exists(&self, path: &str) -> Result<bool, RuntimeError> {
         let path = path.to_owned();
-        self.run(move |client| client.exists(&path)).await
+        self.run(path.clone(), move |client| client.exists(&path)).await
     }
 
     /// Copies the host file `host_path` to the guest file `guest_path`, streaming (any size, one
@@ -165,7 +191,7 @@ impl SandboxFs {
         guest_path: &str,
     ) -> Result<u64, RuntimeError> {
         let (host, guest) = (host_path.as_ref().to_owned(), guest_path.to_owned());
-        self.run(move |client| client.copy_from_host(&host, &guest)).await
+        self.run(guest.clone(), move |client| client.copy_from_host(&host, &guest)).await
     }
 
     /// Copies the guest file `guest_path` to the host file `host_path`, streaming; the host file
@@ -176,7 +202,7 @@ impl SandboxFs {
         host_path: impl AsRef<Path>,
     ) -> Result<u64, RuntimeError> {
         let (guest, host): (String, PathBuf) = (guest_path.to_owned(), host_path.as_ref().into());
-        self.run(move |client| client.copy_to_host(&guest, &host)).await
+        self.run(guest.clone(), move |client| client.copy_to_host(&guest, &host)).await
     }
 
     /// Copies the host directory `host_dir` and everything under it (files with their
@@ -188,7 +214,7 @@ impl SandboxFs {
         guest_dir: &str,
     ) -> Result<u64, RuntimeError> {
         let (host, guest) = (host_dir.as_ref().to_owned(), guest_dir.to_owned());
-        self.run(move |client| client.copy_dir_from_host(&host, &guest)).await
+        self.run(guest.clone(), move |client| client.copy_dir_from_host(&host, &guest)).await
     }
 
     /// Copies the guest directory `guest_dir` and everything under it to `host_dir`, created
@@ -199,7 +225,7 @@ impl SandboxFs {
         host_dir: impl AsRef<Path>,
     ) -> Result<u64, RuntimeError> {
         let (guest, host) = (guest_dir.to_owned(), host_dir.as_ref().to_owned());
-        self.run(move |client| client.copy_dir_to_host(&guest, &host)).await
+        self.run(guest.clone(), move |client| client.copy_dir_to_host(&guest, &host)).await
     }
 
     /// The file `path` as a stream of chunks of at most `chunk_bytes` (1 byte to 3 MiB; other
@@ -210,29 +236,31 @@ impl SandboxFs {
         chunk_bytes: usize,
     ) -> Result<FsReadStream, RuntimeError> {
         let path = path.to_owned();
-        let sandbox = self.sandbox.clone();
+        let (sandbox, timeout) = (self.sandbox.clone(), self.timeout);
         let (client, file) = super::blocking(move || {
             let mut client = sandbox.fs()?;
-            let file = client.open(&path, OpenMode::Read)?;
+            let file = timed(&mut client, timeout, &path, |c| c.open(&path, OpenMode::Read))?;
             Ok((client, file))
         })
         .await?;
         let chunk_bytes = chunk_bytes.clamp(1, FS_CHUNK_BYTES) as u64;
-        Ok(FsReadStream { open: Some((client, file)), offset: 0, chunk_bytes })
+        Ok(FsReadStream { open: Some((client, file)), offset: 0, chunk_bytes, timeout })
     }
 
     /// A stream writing the file `path` (created or truncated) one [`FsWriteStream::write`] at
     /// a time; [`FsWriteStream::finish`] closes it.
     pub async fn write_stream(&self, path: &str) -> Result<FsWriteStream, RuntimeError> {
         let owned = path.to_owned();
-        let sandbox = self.sandbox.clone();
+        let (sandbox, timeout) = (self.sandbox.clone(), self.timeout);
         let (client, file) = super::blocking(move || {
             let mut client = sandbox.fs()?;
-            let file = client.open(&owned, OpenMode::Write { mode: None })?;
+            let open = |c: &mut FsClient| c.open(&owned, OpenMode::Write { mode: None });
+            let file = timed(&mut client, timeout, &owned, open)?;
             Ok((client, file))
         })
         .await?;
-        Ok(FsWriteStream { open: Some((client, file)), path: path.to_owned(), written: 0 })
+        let open = Some((client, file));
+        Ok(FsWriteStream { open, path: path.to_owned(), written: 0, timeout })
     }
 }
 
@@ -243,6 +271,8 @@ pub struct FsReadStream {
     open: Option<(FsClient, GuestFile)>,
     offset: u64,
     chunk_bytes: u64,
+    /// Each `next`'s time limit.
+    timeout: Option<Duration>,
 }
 
 impl FsReadStream {
@@ -255,12 +285,15 @@ impl FsReadStream {
     /// file's end or after an error (the last item).
     pub async fn next(&mut self) -> Option<Result<Vec<u8>, RuntimeError>> {
         let (mut client, file) = self.open.take()?;
-        let (offset, len) = (self.offset, self.chunk_bytes);
+        let (offset, len, timeout) = (self.offset, self.chunk_bytes, self.timeout);
         let read = tokio::task::spawn_blocking(move || {
             let mut chunk = Vec::new();
-            let read = client.read_at(&file, offset, Some(len), |data| {
-                chunk.extend_from_slice(data);
-                Ok(())
+            let path = file.path().to_owned();
+            let read = timed(&mut client, timeout, &path, |client| {
+                client.read_at(&file, offset, Some(len), |data| {
+                    chunk.extend_from_slice(data);
+                    Ok(())
+                })
             });
             if read.is_ok() && chunk.is_empty() {
                 return client.close(file).map(|()| None);
@@ -288,6 +321,8 @@ pub struct FsWriteStream {
     open: Option<(FsClient, GuestFile)>,
     path: String,
     written: u64,
+    /// Each call's time limit.
+    timeout: Option<Duration>,
 }
 
 impl FsWriteStream {
@@ -303,9 +338,12 @@ impl FsWriteStream {
             self.open = Some((client, file));
             return Ok(());
         }
-        let (offset, len) = (self.written, data.len() as u64);
+        let (offset, len, timeout, path) =
+            (self.written, data.len() as u64, self.timeout, self.path.clone());
         let (client, file) = super::blocking(move || {
-            client.write_at(&file, offset, Some(len), &mut &data[..])?;
+            timed(&mut client, timeout, &path, |client| {
+                client.write_at(&file, offset, Some(len), &mut &data[..])
+            })?;
             Ok((client, file))
         })
         .await?;
@@ -319,7 +357,9 @@ impl FsWriteStream {
         let Some((mut client, file)) = self.open.take() else {
             return Err(GuestFsError::StreamEnded { path: self.path.clone() }.into());
         };
-        super::blocking(move || client.close(file)).await?;
+        let (timeout, path) = (self.timeout, self.path.clone());
+        super::blocking(move || timed(&mut client, timeout, &path, |client| client.close(file)))
+            .await?;
         Ok(self.written)
     }
 }

@@ -73,6 +73,11 @@ impl Conn {
         self.send(&MessageFrame::new(id, ack), "core.exec.output.ack")
     }
 
+    /// Another handle on the connection's socket (to shut it down from another thread).
+    pub(crate) fn socket_handle(&self) -> Result<UnixStream, RuntimeError> {
+        self.stream.try_clone().map_err(RuntimeError::io("clone relay socket", "agent.sock"))
+    }
+
     /// A fresh correlation id.
     pub(crate) fn next_id(&mut self) -> Result<u32, RuntimeError> {
         self.ids.next_id().ok_or(RuntimeError::IdsExhausted)

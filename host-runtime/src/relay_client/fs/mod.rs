@@ -27,7 +27,11 @@ pub mod error;
 mod tree;
 
 use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use moat_protocol::limits::FS_CHUNK_BYTES;
 use moat_protocol::payload::bulk::BulkOffer;
@@ -77,6 +81,8 @@ pub struct FsClient {
     conn: Conn,
     /// Move file bytes as raw bulk records.
     bulk: bool,
+    /// The relay socket, to connect again after a call timed out.
+    socket: PathBuf,
 }
 
 impl FsClient {
@@ -84,7 +90,35 @@ impl FsClient {
     pub fn connect(socket: &Path) -> Result<FsClient, RuntimeError> {
         let conn = Conn::connect(socket)?;
         let bulk = conn.generation() >= FS_BULK_GENERATION;
-        Ok(FsClient { conn, bulk })
+        Ok(FsClient { conn, bulk, socket: socket.to_owned() })
+    }
+
+    /// Runs `op` (any calls on this client, about `what`) within `timeout`. Past it, the
+    /// connection is shut down, which ends a call waiting on the agent at once (the relay then
+    /// drops what the connection had open in the guest, as for any departed client), the client
+    /// connects again so its next call works, and the result is [`RuntimeError::FsTimeout`].
+    /// Files opened before are gone with the old connection.
+    pub fn with_timeout<T>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        op: impl FnOnce(&mut FsClient) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        let watchdog = Watchdog::arm(self.conn.socket_handle()?, timeout);
+        let result = op(self);
+        if !watchdog.disarm() {
+            return result;
+        }
+        match Conn::connect(&self.socket) {
+            Ok(conn) => self.conn = conn,
+            // The sandbox is going away: the next call says so.
+            Err(err) => tracing::warn!(%err, "could not reconnect after a filesystem timeout"),
+        }
+        match result {
+            // It finished just as the time ran out.
+            Ok(value) => Ok(value),
+            Err(_) => Err(RuntimeError::FsTimeout { what: what.to_owned(), timeout }),
+        }
     }
 
     /// Moves file bytes as CBOR `core.fs.data` even when the agent could take raw bulk records.
@@ -426,6 +460,45 @@ impl FsClient {
                 while_doing: "waiting for core.fs.response",
             }),
         }
+    }
+}
+
+/// Shuts a connection down once its time has run out, unless disarmed first.
+struct Watchdog {
+    state: Arc<Mutex<WatchState>>,
+    /// Dropped on disarm, which wakes the thread before its time.
+    _wake: std::sync::mpsc::Sender<()>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    disarmed: bool,
+    fired: bool,
+}
+
+impl Watchdog {
+    fn arm(socket: UnixStream, timeout: Duration) -> Watchdog {
+        let state = Arc::new(Mutex::new(WatchState::default()));
+        let (wake, woken) = std::sync::mpsc::channel::<()>();
+        let watched = Arc::clone(&state);
+        std::thread::spawn(move || {
+            if woken.recv_timeout(timeout) != Err(RecvTimeoutError::Timeout) {
+                return;
+            }
+            let mut state = watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !state.disarmed {
+                state.fired = true;
+                let _ = socket.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        Watchdog { state, _wake: wake }
+    }
+
+    /// Stops watching; whether the time ran out first (the connection is shut down then).
+    fn disarm(self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.disarmed = true;
+        state.fired
     }
 }
 
