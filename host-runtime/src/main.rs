@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use moat_runtime::api::SandboxOptions;
 use moat_runtime::api::blocking::Moat;
+use moat_runtime::api::{SandboxOptions, Status};
 use moat_runtime::backend::namespace::init as ns_init;
 use moat_runtime::backend::vm;
 use moat_runtime::cli::{
@@ -90,6 +90,12 @@ fn main() -> ExitCode {
                 .get(&args.name)
                 .and_then(|sandbox| logs::print(&sandbox, &args.options())),
         ),
+        Command::Start(args) if args.attach => {
+            let home = moat_runtime::store::home::moat_home();
+            let started = moat_runtime::relay_client::block_forwarded_signals()
+                .and_then(|()| lifecycle::start::start_attached_in(&home, &args.name, None));
+            finish(name, started.and_then(|(_, attachment)| hold_attached(&args.name, attachment)))
+        }
         Command::Start(args) => finish(name, lifecycle::start::start(&args.name).map(drop)),
         Command::Drain(args) => finish(name, lifecycle::drain::drain(&args.name).map(drop)),
         Command::Stop(args) => finish(name, stop_command(&args)),
@@ -119,33 +125,55 @@ fn main() -> ExitCode {
 }
 
 /// `moat create --attach`: creates the sandbox tied to this process, prints its name, and
-/// waits for it to end. SIGINT, SIGTERM and SIGHUP stop it (as `moat stop`) and then this
-/// returns; if this process dies any other way, the sandbox stops itself.
+/// waits for it to end ([`hold_attached`]); if this process dies any other way, the sandbox
+/// stops itself.
 fn create_attached_command(options: SandboxOptions, replace: bool) -> Result<(), RuntimeError> {
     moat_runtime::relay_client::block_forwarded_signals()?;
     let home = moat_runtime::store::home::moat_home();
     let (name, attachment) = lifecycle::create_attached_in(&home, options, None, replace)?;
     println!("{name}");
-    let sandbox = Moat::from_env().get(&name)?;
+    hold_attached(&name, attachment)
+}
+
+/// Holds an attached sandbox's lifeline until it ends; SIGINT, SIGTERM and SIGHUP (blocked in
+/// this thread already) stop it first, as `moat stop`.
+fn hold_attached(
+    name: &str,
+    attachment: lifecycle::attach::Attachment,
+) -> Result<(), RuntimeError> {
+    let sandbox = Moat::from_env().get(name)?;
     let stopper = sandbox.clone();
-    std::thread::spawn(move || {
+    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stopping);
+    let signalled = std::thread::spawn(move || {
         let mut signals = nix::sys::signal::SigSet::empty();
         for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
             signals.add(signal);
         }
-        if signals.wait().is_ok()
-            && let Err(err) = stopper.stop()
-        {
-            eprintln!("moat create: stopping {}: {err}", stopper.name());
+        if signals.wait().is_ok() {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            return stopper.stop().map(drop);
         }
+        Ok(())
     });
-    let ended = sandbox.wait(Duration::MAX);
+    let result = loop {
+        // A stop we started is waited for, so it records its outcome before this process ends.
+        if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            break signalled.join().unwrap_or(Ok(()));
+        }
+        match sandbox.state() {
+            Ok(state) if matches!(state.status, Status::Running | Status::Draining) => {}
+            Ok(_) | Err(RuntimeError::UnknownSandbox(_)) => break Ok(()),
+            Err(err) => break Err(err),
+        }
+        std::thread::sleep(Duration::from_millis(ATTACHED_POLL_MS));
+    };
     drop(attachment);
-    match ended {
-        Ok(_) | Err(RuntimeError::UnknownSandbox(_)) => Ok(()),
-        Err(err) => Err(err),
-    }
+    result
 }
+
+/// How often `moat create --attach` looks at its sandbox's state.
+const ATTACHED_POLL_MS: u64 = 100;
 
 /// `moat stop [--timeout SECS | --no-wait] [--signal SIG]`.
 fn stop_command(args: &StopCmd) -> Result<(), RuntimeError> {

@@ -64,11 +64,20 @@ async fn ended(moat: &Moat, name: &str) -> Option<SandboxState> {
     }
 }
 
-/// No process of the sandbox `name` in `home` is left: none in its cgroup, no sandbox process.
+/// No process of the sandbox `name` in `home` is left: none in its cgroup, no sandbox process
+/// (which records its end just before it exits: given 10 s to be gone).
 fn nothing_left(home: &Path, name: &str) {
-    assert_eq!(processes_in_cgroup(name), Vec::<String>::new());
     let dir = home.join("sandboxes").join(name);
-    assert_eq!(processes_mentioning(&format!("__sandbox {}", dir.display())), Vec::<String>::new());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut left = processes_in_cgroup(name);
+        left.extend(processes_mentioning(&format!("__sandbox {}", dir.display())));
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "left running: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[tokio::test]
@@ -155,5 +164,24 @@ async fn killing_the_attached_creator_stops_the_sandbox_and_sigterm_stops_it_fir
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let state = moat_lib.get("cli").await.unwrap().state().await.unwrap();
     assert_eq!((state.status, state.stop_reason.as_deref()), (Status::Stopped, Some("moat stop")));
+    nothing_left(&home, "cli");
+
+    // `moat start --attach`: the same tie for a sandbox booted again.
+    let mut creator = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["start", "--attach", "cli"])
+        .env("MOAT_HOME", &home)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sandbox.state().await.unwrap().status != Status::Running {
+        assert!(Instant::now() < deadline, "never started");
+        assert_eq!(creator.try_wait().unwrap(), None, "moat start --attach ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    creator.kill().unwrap();
+    creator.wait().unwrap();
+    let state = ended(&moat_lib, "cli").await.unwrap();
+    assert_eq!(state.stop_reason.as_deref(), Some(STOPPED_CREATOR_GONE), "{state:?}");
     nothing_left(&home, "cli");
 }

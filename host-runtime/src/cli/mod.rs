@@ -65,7 +65,7 @@ pub enum Command {
     /// A sandbox's exec log.
     Logs(LogsCmd),
     /// Boot a stopped or crashed sandbox again, with the configuration it was created with.
-    Start(NameArg),
+    Start(StartCmd),
     /// Refuse new execs in a sandbox; it stops once the running ones have finished.
     Drain(NameArg),
     /// Shut a sandbox down (core.shutdown; SIGTERM after 10 s, then SIGKILL).
@@ -217,6 +217,16 @@ impl ExecCmd {
 pub struct NameArg {
     /// The sandbox name.
     pub name: String,
+}
+
+/// `moat start`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct StartCmd {
+    /// The sandbox name.
+    pub name: String,
+    /// Stay in the foreground, tied to the sandbox, as `moat create --attach`.
+    #[arg(long)]
+    pub attach: bool,
 }
 
 /// `moat wait`.
@@ -598,8 +608,16 @@ mod tests {
         assert!(both.replace);
         assert!(both.into_options().config.ephemeral);
         let Command::Start(start) = parse_ok(&["start", "box"]) else { panic!("not start") };
-        assert_eq!(start.name, "box");
+        assert_eq!((start.name.as_str(), start.attach), ("box", false));
         assert!(usage_error(&["start"]).contains("NAME"), "start needs a name");
+        let Command::Start(start) = parse_ok(&["start", "--attach", "box"]) else {
+            panic!("not start")
+        };
+        assert!(start.attach);
+        let Command::Create(create) = parse_ok(&["create", "box", "--attach"]) else {
+            panic!("not create")
+        };
+        assert!(create.attach);
     }
 
     #[test]
