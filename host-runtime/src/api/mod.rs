@@ -309,9 +309,10 @@ impl Sandbox {
         blocking(move || inner.stop()).await
     }
 
-    /// Shuts it down as [`Sandbox::stop`] does (`core.shutdown`: the agent SIGTERMs every
-    /// process), but SIGKILLs it once `timeout` has passed since asking; returns the final state
-    /// (exit code 137 when it had to be killed, stop reason saying so).
+    /// Shuts it down as [`Sandbox::stop`] does (its stop signal to every exec when it has one,
+    /// then `core.shutdown`: the agent SIGTERMs every process), but SIGKILLs it once `timeout`
+    /// has passed since asking; returns the final state (exit code 137 when it had to be
+    /// killed, stop reason saying so).
     pub async fn stop_with_timeout(&self, timeout: Duration) -> Result<SandboxState, RuntimeError> {
         let inner = self.inner.clone();
         blocking(move || inner.stop_with_timeout(timeout)).await
