@@ -28,6 +28,9 @@
 //! fs.write("/tmp/hello", b"hi\n".to_vec()).await?;
 //! assert_eq!(fs.read_to_string("/tmp/hello").await?, "hi\n");
 //! fs.copy_to_host("/tmp/hello", "/tmp/hello-from-web").await?;
+//! // Each call within 5 s, or RuntimeError::FsTimeout (and the next call works).
+//! let quick = fs.with_timeout(std::time::Duration::from_secs(5));
+//! assert!(quick.exists("/tmp/hello").await?);
 //! let mut stream = fs.read_stream("/var/log/big.log", 1 << 20).await?;
 //! while let Some(chunk) = stream.next().await {
 //!     let chunk = chunk?; // at most 1 MiB

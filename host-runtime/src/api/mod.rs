@@ -156,6 +156,19 @@ impl Moat {
     /// the returned handle and all its clones are dropped or this process ends, however it
     /// ends, unless [`Sandbox::detach`] was called first. With `replace`, an existing sandbox of
     /// that name is removed first, as [`Moat::replace`].
+    ///
+    /// ```no_run
+    /// # async fn demo(moat: moat_runtime::api::Moat) -> Result<(), moat_runtime::error::RuntimeError> {
+    /// use moat_runtime::api::{SandboxOptions, StopSignal};
+    ///
+    /// let usr1: StopSignal = "SIGUSR1".parse()?;
+    /// let options = SandboxOptions::new("job").stop_signal(usr1);
+    /// let sandbox = moat.create_attached(options, false).await?;
+    /// sandbox.shell("echo working").await?;
+    /// drop(sandbox); // stopped: SIGUSR1 to its running execs, then core.shutdown
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn create_attached(
         &self,
         options: SandboxOptions,
