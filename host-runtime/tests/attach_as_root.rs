@@ -111,9 +111,11 @@ async fn dropping_the_last_attached_handle_stops_the_sandbox_as_root() {
 async fn a_detached_handle_lets_the_sandbox_outlive_it_as_root() {
     let (moat, _cleanup) = library("attach-detach", "detached");
     let mut sandbox = moat.create_attached(options("detached"), false).await.unwrap();
+    let clone = sandbox.clone();
     sandbox.detach().unwrap();
-    assert!(!sandbox.owns_lifecycle());
+    assert!(!sandbox.owns_lifecycle() && !clone.owns_lifecycle());
     drop(sandbox);
+    drop(clone);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let sandbox = moat.get("detached").await.unwrap();
     assert_eq!(sandbox.state().await.unwrap().status, Status::Running);

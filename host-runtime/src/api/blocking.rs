@@ -155,7 +155,7 @@ impl Sandbox {
     /// Whether this handle owns the sandbox's lifetime ([`Moat::create_attached`], not yet
     /// [`Sandbox::detach`]ed).
     pub fn owns_lifecycle(&self) -> bool {
-        self.attachment.is_some()
+        self.attachment.as_ref().is_some_and(|attachment| !attachment.is_detached())
     }
 
     /// Lets an attached sandbox outlive this handle and this process (it becomes detached);

@@ -31,6 +31,8 @@ const DETACH: u8 = b'd';
 #[derive(Debug)]
 pub struct Attachment {
     write_end: OwnedFd,
+    /// [`Attachment::detach`] succeeded.
+    detached: std::sync::atomic::AtomicBool,
 }
 
 impl Attachment {
@@ -38,7 +40,8 @@ impl Attachment {
     pub(crate) fn pipe() -> Result<(Attachment, OwnedFd), RuntimeError> {
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|errno| RuntimeError::io("create a pipe", "attach")(errno.into()))?;
-        Ok((Attachment { write_end }, read_end))
+        let detached = std::sync::atomic::AtomicBool::new(false);
+        Ok((Attachment { write_end, detached }, read_end))
     }
 
     /// Lets the sandbox outlive this attachment (and the process holding it): it becomes a
@@ -48,11 +51,18 @@ impl Attachment {
             self.write_end.try_clone().map_err(RuntimeError::io("detach", "attach pipe"))?,
         );
         match pipe.write_all(&[DETACH]) {
-            Ok(()) => Ok(()),
-            // The sandbox process is gone already: nothing is attached any more.
-            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            Err(err) => Err(RuntimeError::io("detach", "attach pipe")(err)),
+            // A broken pipe: the sandbox process is gone already, nothing is attached any more.
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(err) => return Err(RuntimeError::io("detach", "attach pipe")(err)),
         }
+        self.detached.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether [`Attachment::detach`] was called (on any handle sharing it).
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
