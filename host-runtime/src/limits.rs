@@ -11,7 +11,8 @@ pub const POLL_INTERVAL_MS: u64 = 10;
 
 /// Polling interval for a wait on the start-up path that usually ends within a millisecond (the
 /// relay binding its socket, `unshare` entering its user namespace): at [`POLL_INTERVAL_MS`]
-/// each of those waits cost a whole 10 ms sleep on every create.
+/// each of those waits cost a whole 10 ms sleep on every create. (The supervisor's async wait
+/// gets tokio's timer resolution, 1 ms.)
 pub const STARTUP_POLL_INTERVAL_US: u64 = 200;
 
 /// Events a streamed exec (`api::ExecStream`) holds before its reader stops reading the

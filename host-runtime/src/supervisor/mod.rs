@@ -209,10 +209,6 @@ fn write_reason_once(path: &std::path::Path, reason: &str) {
     }
 }
 
-/// `unshare --mount` running `moat __ns-prepare DIR`, which starts the agent in its namespaces:
-/// with `mapping`'s unprivileged range by itself ([`crate::backend::namespace::mapped`]), or with the identity
-/// map through the ready-pipe handshake ([`crate::backend::namespace::userns`]). An unprivileged user's map
-/// ([`crate::backend::namespace::rootless`]) takes the same handshake, with `unshare` running `__ns-init` directly.
 /// Asks for [`crate::limits::AGENT_CHANNEL_SEND_BUFFER_BYTES`] of send buffer on one end of the
 /// agent channel, so a 256 KiB output chunk or a 3 MiB bulk record crosses in one write instead
 /// of a write, a wait for the reader and another write per 208 KiB (the default `wmem_default`).
@@ -226,6 +222,10 @@ fn widen_send_buffer(stream: &UnixStream) {
     }
 }
 
+/// `unshare --mount` running `moat __ns-prepare DIR`, which starts the agent in its namespaces:
+/// with `mapping`'s unprivileged range by itself ([`crate::backend::namespace::mapped`]), or with the identity
+/// map through the ready-pipe handshake ([`crate::backend::namespace::userns`]). An unprivileged user's map
+/// ([`crate::backend::namespace::rootless`]) takes the same handshake, with `unshare` running `__ns-init` directly.
 fn start_agent(
     dir: &SandboxDir,
     cgroup: Option<&SandboxCgroup>,
