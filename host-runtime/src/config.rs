@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use moat_protocol::payload::bootstrap::{DirMount, EnvVar, GuestBootstrap, MountFlags, TmpfsMount};
-use moat_protocol::payload::exec::ExecRlimit;
+use moat_protocol::payload::exec::{ExecLimits, ExecRlimit};
 
 pub use crate::security::SecurityProfile;
 
@@ -555,6 +555,11 @@ impl SandboxConfig {
                 .filter_map(|pair| pair.split_once('='))
                 .map(|(key, value)| EnvVar { key: key.to_owned(), value: value.to_owned() })
                 .collect(),
+            exec_limits: Some(ExecLimits {
+                output_chunk_size: crate::limits::EXEC_OUTPUT_CHUNK_BYTES,
+                output_limit: crate::limits::EXEC_OUTPUT_WINDOW_BYTES,
+                ..ExecLimits::default()
+            }),
             ..GuestBootstrap::default()
         }
     }

@@ -9,6 +9,12 @@ pub const RELAY_SOCKET_WAIT_MS: u64 = 5_000;
 /// Poll interval while waiting for a file or a process.
 pub const POLL_INTERVAL_MS: u64 = 10;
 
+/// Polling interval for a wait on the start-up path that usually ends within a millisecond (the
+/// relay binding its socket, `unshare` entering its user namespace): at [`POLL_INTERVAL_MS`]
+/// each of those waits cost a whole 10 ms sleep on every create. (The supervisor's async wait
+/// gets tokio's timer resolution, 1 ms.)
+pub const STARTUP_POLL_INTERVAL_US: u64 = 200;
+
 /// Events a streamed exec (`api::ExecStream`) holds before its reader stops reading the
 /// session (and, through the output acks, the command's output): with the agent's frames at
 /// most a few MiB each, the memory a slow consumer costs is bounded.
@@ -32,6 +38,20 @@ pub const AGENT_EXIT_TIMEOUT_MS: u64 = 5_000;
 
 /// Bytes read from the CLI's stdin per `core.exec.stdin` frame.
 pub const STDIN_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Send buffer asked for on each end of the agent channel (`SO_SNDBUF`; the kernel doubles it
+/// for its bookkeeping and caps it at `net.core.wmem_max`): room for a whole 3 MiB bulk record.
+pub const AGENT_CHANNEL_SEND_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// `output_chunk_size` of the `exec_limits` moat's bootstrap sets (PROTOCOL.md §8.4): 256 KiB,
+/// agentd's largest chunk, where the protocol's default of 16 KiB makes a fast stream cross in
+/// sixteen times as many frames (and relay passes, `exec.log` records and acks).
+pub const EXEC_OUTPUT_CHUNK_BYTES: u32 = 256 * 1024;
+
+/// `output_limit` of that policy: 4 MiB of unacknowledged output per exec (sixteen chunks),
+/// so an ack sent at half the window arrives long before the agent runs out of room. The
+/// protocol's default 1 MiB is four of these chunks.
+pub const EXEC_OUTPUT_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 
 /// Bytes read from the relay socket per read call.
 pub const SOCKET_READ_CHUNK_BYTES: usize = 256 * 1024;

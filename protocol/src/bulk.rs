@@ -13,7 +13,14 @@ use bytes::Bytes;
 use crate::error::EncodeError;
 use crate::flags::Flags;
 use crate::frame;
-use crate::limits::{BULK_RECORD_HEADER_BYTES, MAX_BULK_RECORD_PAYLOAD_BYTES};
+use crate::limits::{
+    BULK_RECORD_HEADER_BYTES, FRAME_HEADER_BYTES, LEN_PREFIX_BYTES, MAX_BULK_RECORD_PAYLOAD_BYTES,
+};
+
+/// Bytes of a raw bulk record's wire frame in front of its payload: the length prefix, the frame
+/// header and the record header ([`BulkRecord::wire_header`]).
+pub const BULK_RECORD_WIRE_HEADER_BYTES: usize =
+    LEN_PREFIX_BYTES + FRAME_HEADER_BYTES + BULK_RECORD_HEADER_BYTES;
 
 /// Which operation family a bulk record belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,17 +154,47 @@ impl BulkRecord {
     /// Appends the complete wire frame (flags `0x08`). Refuses a record its receiver would
     /// reject: an empty or over-3-MiB payload, or an offset whose end overflows.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        if self.payload.is_empty() {
-            return Err(BulkRecordError::TooShort { len: BULK_RECORD_HEADER_BYTES }.into());
-        }
-        check_payload_len(self.payload.len())?;
-        check_offset(self.offset, self.payload.len())?;
-        let body_len = BULK_RECORD_HEADER_BYTES + self.payload.len();
-        frame::write_header(out, body_len, self.id, Flags::BULK)?;
-        out.extend_from_slice(&[self.kind.to_byte(), self.flow.to_byte(), 0, 0]);
-        out.extend_from_slice(&self.offset.to_be_bytes());
+        let header = BulkRecord::wire_header(
+            self.id,
+            self.kind,
+            self.flow,
+            self.offset,
+            self.payload.len(),
+        )?;
+        out.reserve(header.len() + self.payload.len());
+        out.extend_from_slice(&header);
         out.extend_from_slice(&self.payload);
         Ok(())
+    }
+
+    /// Everything of a record's wire frame that precedes its `payload_len` payload bytes: the
+    /// length prefix, the frame header and the record header. A sender writes the payload right
+    /// after it (a vectored write, or a buffer that reserved this much in front of the payload),
+    /// so the payload is never copied into a frame. Refuses what [`BulkRecord::encode`] refuses.
+    pub fn wire_header(
+        id: u32,
+        kind: BulkKind,
+        flow: BulkFlow,
+        offset: u64,
+        payload_len: usize,
+    ) -> Result<[u8; BULK_RECORD_WIRE_HEADER_BYTES], EncodeError> {
+        if payload_len == 0 {
+            return Err(BulkRecordError::TooShort { len: BULK_RECORD_HEADER_BYTES }.into());
+        }
+        check_payload_len(payload_len)?;
+        check_offset(offset, payload_len)?;
+        let mut header = Vec::with_capacity(BULK_RECORD_WIRE_HEADER_BYTES);
+        frame::write_header_only(
+            &mut header,
+            BULK_RECORD_HEADER_BYTES + payload_len,
+            id,
+            Flags::BULK,
+        )?;
+        header.extend_from_slice(&[kind.to_byte(), flow.to_byte(), 0, 0]);
+        header.extend_from_slice(&offset.to_be_bytes());
+        let mut out = [0; BULK_RECORD_WIRE_HEADER_BYTES];
+        out.copy_from_slice(&header);
+        Ok(out)
     }
 }
 

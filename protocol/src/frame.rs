@@ -59,8 +59,22 @@ pub fn write_header(
     if body_len > MAX_BODY_BYTES {
         return Err(EncodeError::FrameTooLarge { len: body_len + FRAME_HEADER_BYTES });
     }
+    out.reserve(LEN_PREFIX_BYTES + FRAME_HEADER_BYTES + body_len);
+    write_header_only(out, body_len, id, flags)
+}
+
+/// [`write_header`] without reserving room for the body: for a header written apart from its
+/// body.
+pub(crate) fn write_header_only(
+    out: &mut Vec<u8>,
+    body_len: usize,
+    id: u32,
+    flags: Flags,
+) -> Result<(), EncodeError> {
+    if body_len > MAX_BODY_BYTES {
+        return Err(EncodeError::FrameTooLarge { len: body_len + FRAME_HEADER_BYTES });
+    }
     let len = (body_len + FRAME_HEADER_BYTES) as u32;
-    out.reserve(LEN_PREFIX_BYTES + len as usize);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&id.to_be_bytes());
     out.push(flags.bits());

@@ -22,6 +22,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::{self, JoinHandle};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use moat_protocol::exec_log::{ExecLogRecord, LogSource};
 use moat_protocol::limits::{EXEC_LOG_ROTATE_BYTES, EXEC_LOG_ROTATED_FILES};
 
@@ -47,8 +48,9 @@ pub enum LogEntry {
         source: LogSource,
         /// The relay's session number.
         session: u64,
-        /// The chunk's bytes.
-        data: Vec<u8>,
+        /// The chunk's bytes: a slice of the received frame (no copy), which it keeps alive
+        /// while queued, as a client's queue keeps the frames it holds.
+        data: Bytes,
     },
 }
 
@@ -210,11 +212,24 @@ struct Writer {
     counters: Arc<Counters>,
     stats: ExecLogStats,
     reported_drops: u64,
+    /// The line being written, kept between records (up to [`KEPT_LINE_BUFFER_BYTES`]).
+    line: Vec<u8>,
 }
+
+/// The largest line buffer the writer keeps for the next record: room for the line of a 256 KiB
+/// chunk even when every byte is a control byte (`\u0000`, 6 bytes each). A larger one is freed
+/// after its line.
+const KEPT_LINE_BUFFER_BYTES: usize = 2 * 1024 * 1024;
 
 impl Writer {
     fn new(file: RotatingFile, counters: Arc<Counters>) -> Writer {
-        Writer { file, counters, stats: ExecLogStats::default(), reported_drops: 0 }
+        Writer {
+            file,
+            counters,
+            stats: ExecLogStats::default(),
+            reported_drops: 0,
+            line: Vec::new(),
+        }
     }
 
     /// Writes records until [`Command::Stop`] or until every sink is gone. Flushes whenever the
@@ -240,7 +255,20 @@ impl Writer {
     fn write(&mut self, entry: &LogEntry, at: SystemTime) {
         self.counters.queued_bytes.fetch_sub(entry.queued_len(), Ordering::AcqRel);
         self.report_drops();
-        self.write_line(&entry.to_record(at).to_line());
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        match entry {
+            // The chunk's line is written straight into the reused buffer: no record, no lossy
+            // copy of the chunk, no intermediate JSON string.
+            LogEntry::Output { source, session, data } => {
+                ExecLogRecord::write_output_line(&mut line, at, *source, *session, data);
+            }
+            LogEntry::System(_) => line.extend_from_slice(entry.to_record(at).to_line().as_bytes()),
+        }
+        self.write_line(&line);
+        if line.capacity() <= KEPT_LINE_BUFFER_BYTES {
+            self.line = line;
+        }
     }
 
     /// Marks a gap left by dropped records, once per batch of drops.
@@ -254,11 +282,11 @@ impl Writer {
         tracing::warn!(dropped = gap, "exec.log writer fell behind; records were dropped");
         let text = format!("--- exec.log dropped {gap} lines ---\n");
         let marker = ExecLogRecord::system(SystemTime::now(), &text);
-        self.write_line(&marker.to_line());
+        self.write_line(marker.to_line().as_bytes());
     }
 
-    fn write_line(&mut self, line: &str) {
-        match self.file.write_line(line.as_bytes()) {
+    fn write_line(&mut self, line: &[u8]) {
+        match self.file.write_line(line) {
             Ok(rotated) => {
                 self.stats.lines_written += 1;
                 self.stats.rotations += u64::from(rotated);
@@ -382,7 +410,7 @@ mod tests {
     }
 
     fn output(session: u64, data: &[u8]) -> LogEntry {
-        LogEntry::Output { source: LogSource::Stdout, session, data: data.to_vec() }
+        LogEntry::Output { source: LogSource::Stdout, session, data: Bytes::copy_from_slice(data) }
     }
 
     #[test]

@@ -44,8 +44,9 @@ pub const ORPHANED_EXEC_DRAIN_MS: u64 = 10_000;
 /// Frames a client writer takes off its queue before reporting progress to the router.
 pub const CLIENT_WRITE_BATCH_FRAMES: usize = 64;
 
-/// Bytes asked of the kernel per socket read (client and guest streams).
-pub const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes asked of the kernel per socket read (client and guest streams): one 256 KiB output
+/// chunk (moat's `output_chunk_size`) per read instead of four.
+pub const READ_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Frames queued for the guest writer (from all clients and the host). Client readers wait when
 /// the queue is full.

@@ -903,13 +903,20 @@ fn ends_exec(frame: &RawFrame, t: Option<MessageType>, started: bool) -> bool {
     }
 }
 
-fn exec_output(frame: &RawFrame) -> Option<(OutputStream, Vec<u8>)> {
+/// The data is a slice of the frame's body (no copy) when the frame has the shape every encoder
+/// writes ([`moat_protocol::decode::exec_output_data`]); any other frame is decoded in full.
+fn exec_output(frame: &RawFrame) -> Option<(OutputStream, Bytes)> {
+    match moat_protocol::decode::exec_output_data(frame) {
+        Some((MessageType::ExecStderr, data)) => return Some((OutputStream::Stderr, data)),
+        Some((_, data)) => return Some((OutputStream::Stdout, data)),
+        None => {}
+    }
     match decode_frame(frame) {
         Ok(Decoded::Message(MessageFrame { message: Message::ExecStdout(data), .. })) => {
-            Some((OutputStream::Stdout, data.data))
+            Some((OutputStream::Stdout, Bytes::from(data.data)))
         }
         Ok(Decoded::Message(MessageFrame { message: Message::ExecStderr(data), .. })) => {
-            Some((OutputStream::Stderr, data.data))
+            Some((OutputStream::Stderr, Bytes::from(data.data)))
         }
         // Other exec events (started, stdin.error, ...) are not output.
         Ok(_) => None,

@@ -148,6 +148,8 @@ fn pipe_stdio(fail: &Fail<'_>) -> Result<(ChildStdio, ChildIo), ExecFailed> {
     let (stdin_read, stdin_write) = cloexec_pipe().map_err(pipe_err)?;
     let (stdout_read, stdout_write) = cloexec_pipe().map_err(pipe_err)?;
     let (stderr_read, stderr_write) = cloexec_pipe().map_err(pipe_err)?;
+    widen_output_pipe(&stdout_read);
+    widen_output_pipe(&stderr_read);
     let io = ChildIo::Pipes {
         stdin: pipe::Sender::from_owned_fd(stdin_write).map_err(register_err)?,
         stdout: pipe::Receiver::from_owned_fd(stdout_read).map_err(register_err)?,
@@ -162,6 +164,21 @@ fn pty_stdio(rows: u16, cols: u16, fail: &Fail<'_>) -> Result<(ChildStdio, Child
     let master =
         register_master(pair.master).map_err(|(call, e)| fail(Stage::Register, e, call))?;
     Ok((ChildStdio::Pty(slave), ChildIo::Pty { master: Arc::new(master) }))
+}
+
+/// Bytes an output pipe holds ([`widen_output_pipe`]): four of the largest output chunks, so a
+/// fast writer keeps writing while agentd forwards the chunk before.
+pub(crate) const OUTPUT_PIPE_BYTES: usize = 4 * super::session::OUTPUT_CHUNK_BYTES;
+
+/// Grows an output pipe from the kernel's default 64 KiB to [`OUTPUT_PIPE_BYTES`]
+/// (`F_SETPIPE_SZ`), so agentd reads whole chunks of a fast writer's output instead of a pipe's
+/// worth at a time. Best effort: past `/proc/sys/fs/pipe-max-size` (1 MiB by default) or the
+/// user's pipe-pages quota the kernel refuses, and the pipe keeps its size.
+fn widen_output_pipe(fd: &OwnedFd) {
+    let size = i32::try_from(OUTPUT_PIPE_BYTES).unwrap_or(i32::MAX);
+    if let Err(err) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size)) {
+        tracing::debug!(%err, "output pipe keeps its default size");
+    }
 }
 
 /// A `CLOEXEC` pipe whose ends are both above fd 2, so the child's `dup2` onto 0..=2 never

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
+use moat_protocol::bulk::BULK_RECORD_WIRE_HEADER_BYTES;
 use moat_protocol::limits::{
     FS_CHUNK_BYTES, MAX_BULK_CREDIT_WINDOW_BYTES, MAX_BULK_RECORD_PAYLOAD_BYTES,
     MIN_BULK_OFFER_RECORD_PAYLOAD_BYTES,
@@ -35,7 +35,7 @@ use crate::outbound::Outbound;
 
 use super::error::{self, FsError, Op};
 use super::handles::OpenFile;
-use super::read::read_chunk;
+use super::read::read_chunk_after;
 
 /// The generation that introduced raw bulk.
 pub(crate) const BULK_GENERATION: u8 = 8;
@@ -344,31 +344,36 @@ async fn pump(
             *limit.wait_for(|limit| *limit > total).await.map_err(|_| None::<FsError>)?;
         let want = want.min((credit_limit - total).min(max_record as u64) as usize);
         let shared = Arc::clone(&file);
-        let (buf, read) = tokio::task::spawn_blocking(move || {
-            let mut buf = Vec::new();
-            let read = read_chunk(&shared.file, offset, want, &mut buf);
-            (buf, read)
+        // The chunk is read straight into the frame, behind room for its header: one buffer
+        // and no copy per record.
+        let (mut frame, read) = tokio::task::spawn_blocking(move || {
+            let mut frame = Vec::with_capacity(BULK_RECORD_WIRE_HEADER_BYTES + want);
+            let read = read_chunk_after(
+                &shared.file,
+                offset,
+                want,
+                &mut frame,
+                BULK_RECORD_WIRE_HEADER_BYTES,
+            );
+            (frame, read)
         })
         .await
         .map_err(|source| Some(FsError::Task { op: Op::Read, source }))?;
         read.map_err(|err| Some(FsError::positional(Op::Read)(err)))?;
-        if buf.is_empty() {
+        let got = frame.len() - BULK_RECORD_WIRE_HEADER_BYTES;
+        if got == 0 {
             return Ok(total);
         }
-        let got = buf.len() as u64;
-        let record = BulkRecord {
-            id,
-            kind: BulkKind::Filesystem,
-            flow: BulkFlow::GuestToHost,
-            offset: total,
-            payload: Bytes::from(buf),
-        };
-        let mut bytes = Vec::with_capacity(record.payload.len() + 32);
-        if let Err(err) = record.encode(&mut bytes) {
-            tracing::error!(%err, "bulk record cannot be encoded");
-            return Err(None);
+        let kind = BulkKind::Filesystem;
+        match BulkRecord::wire_header(id, kind, BulkFlow::GuestToHost, total, got) {
+            Ok(header) => frame[..BULK_RECORD_WIRE_HEADER_BYTES].copy_from_slice(&header),
+            Err(err) => {
+                tracing::error!(%err, "bulk record cannot be encoded");
+                return Err(None);
+            }
         }
-        out.send_raw(bytes).await.map_err(|_| None::<FsError>)?;
+        out.send_raw(frame).await.map_err(|_| None::<FsError>)?;
+        let got = got as u64;
         total += got;
         sent.store(total, Ordering::Release);
         offset = offset.saturating_add(got);
@@ -436,7 +441,7 @@ mod tests {
             kind: BulkKind::Filesystem,
             flow: BulkFlow::HostToGuest,
             offset,
-            payload: Bytes::from(vec![0; len]),
+            payload: bytes::Bytes::from(vec![0; len]),
         }
     }
 

@@ -112,20 +112,32 @@ pub(crate) fn read_chunk(
     want: usize,
     buf: &mut Vec<u8>,
 ) -> io::Result<()> {
-    buf.resize(want, 0);
+    read_chunk_after(file, offset, want, buf, 0)
+}
+
+/// [`read_chunk`] into `buf` after its first `keep` bytes (a header written in front of the
+/// data): `buf` ends up `keep` + what was read long.
+pub(crate) fn read_chunk_after(
+    file: &File,
+    offset: u64,
+    want: usize,
+    buf: &mut Vec<u8>,
+    keep: usize,
+) -> io::Result<()> {
+    buf.resize(keep + want, 0);
     let mut filled = 0;
     while filled < want {
-        match file.read_at(&mut buf[filled..], offset.saturating_add(filled as u64)) {
+        match file.read_at(&mut buf[keep + filled..], offset.saturating_add(filled as u64)) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => {
-                buf.clear();
+                buf.truncate(keep);
                 return Err(err);
             }
         }
     }
-    buf.truncate(filled);
+    buf.truncate(keep + filled);
     Ok(())
 }
 

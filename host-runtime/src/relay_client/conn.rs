@@ -2,13 +2,16 @@
 //! prologue's range. The filesystem client ([`crate::relay_client::fs`]) runs on it, and the
 //! bench drives pings and output streams through it.
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use moat_protocol::payload::exec::Consumed;
 use moat_protocol::relay::IdAllocator;
-use moat_protocol::{BulkRecord, Decoded, FrameDecoder, Message, MessageFrame, decode_frame};
+use moat_protocol::{
+    BulkFlow, BulkKind, BulkRecord, Decoded, FrameDecoder, Message, MessageFrame, decode_frame,
+};
 
 use crate::error::RuntimeError;
 use crate::limits::SOCKET_READ_CHUNK_BYTES;
@@ -128,13 +131,14 @@ impl Conn {
             if let Some(incoming) = next_incoming(&mut self.decoder)? {
                 return Ok(Some(incoming));
             }
-            self.stream
-                .set_nonblocking(true)
-                .map_err(RuntimeError::io("poll relay socket", "agent.sock"))?;
-            let read = self.stream.read(&mut self.read_buf);
-            self.stream
-                .set_nonblocking(false)
-                .map_err(RuntimeError::io("poll relay socket", "agent.sock"))?;
+            // One `recv(MSG_DONTWAIT)`, where switching the socket to non-blocking and back
+            // took two more system calls per poll (one poll per record sent).
+            let read = nix::sys::socket::recv(
+                self.stream.as_raw_fd(),
+                &mut self.read_buf,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            )
+            .map_err(std::io::Error::from);
             match read {
                 Ok(0) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
                 Ok(n) => self.decoder.push(&self.read_buf[..n]),
@@ -145,14 +149,19 @@ impl Conn {
         }
     }
 
-    /// Encodes a raw bulk record into the reused buffer and writes it.
-    pub(crate) fn send_record(&mut self, record: &BulkRecord) -> Result<(), RuntimeError> {
-        self.write_buf.clear();
-        record
-            .encode(&mut self.write_buf)
+    /// Writes a raw bulk record of `payload` (1 byte to 3 MiB) on `id`: its wire header and the
+    /// payload in vectored writes, so the payload is not copied into a frame first.
+    pub(crate) fn send_record_from(
+        &mut self,
+        id: u32,
+        kind: BulkKind,
+        flow: BulkFlow,
+        offset: u64,
+        payload: &[u8],
+    ) -> Result<(), RuntimeError> {
+        let header = BulkRecord::wire_header(id, kind, flow, offset, payload.len())
             .map_err(|source| RuntimeError::Encode { what: "a raw bulk record", source })?;
-        self.stream
-            .write_all(&self.write_buf)
+        write_all_pair(&mut self.stream, &header, payload)
             .map_err(RuntimeError::io("write to relay", "agent.sock"))
     }
 
@@ -160,6 +169,25 @@ impl Conn {
     pub(crate) fn generation(&self) -> u8 {
         self.generation
     }
+}
+
+/// Writes all of `head` then all of `body` with `writev`, as `write_all` would write the two
+/// concatenated.
+fn write_all_pair(stream: &mut UnixStream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+    let (mut head, mut body) = (head, body);
+    while !head.is_empty() || !body.is_empty() {
+        match stream.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                let from_head = n.min(head.len());
+                head = &head[from_head..];
+                body = &body[n - from_head..];
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 /// What [`Conn::recv_any`] returns.

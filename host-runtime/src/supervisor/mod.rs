@@ -37,6 +37,7 @@ use crate::error::RuntimeError;
 use crate::limits::{
     AGENT_EXIT_TIMEOUT_MS, DRAIN_POLL_INTERVAL_MS, GUEST_SHUTDOWN_GRACE_MS,
     HANDSHAKE_FRAME_TIMEOUT_MS, POLL_INTERVAL_MS, RELAY_SOCKET_WAIT_MS, SOCKET_READ_CHUNK_BYTES,
+    STARTUP_POLL_INTERVAL_US,
 };
 use crate::store::home::SandboxDir;
 
@@ -216,6 +217,19 @@ fn write_reason_once(path: &std::path::Path, reason: &str) {
     }
 }
 
+/// Asks for [`crate::limits::AGENT_CHANNEL_SEND_BUFFER_BYTES`] of send buffer on one end of the
+/// agent channel, so a 256 KiB output chunk or a 3 MiB bulk record crosses in one write instead
+/// of a write, a wait for the reader and another write per 208 KiB (the default `wmem_default`).
+/// The kernel caps it at `net.core.wmem_max`; a refusal leaves the default, which only costs
+/// throughput.
+fn widen_send_buffer(stream: &UnixStream) {
+    let size = crate::limits::AGENT_CHANNEL_SEND_BUFFER_BYTES;
+    if let Err(err) = nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::SndBuf, &size)
+    {
+        tracing::debug!(%err, "agent channel keeps its default send buffer");
+    }
+}
+
 /// `unshare --mount` running `moat __ns-prepare DIR`, which starts the agent in its namespaces:
 /// with `mapping`'s unprivileged range by itself ([`crate::backend::namespace::mapped`]), or with the identity
 /// map through the ready-pipe handshake ([`crate::backend::namespace::userns`]). An unprivileged user's map
@@ -228,6 +242,8 @@ fn start_agent(
     let exe = std::env::current_exe().map_err(RuntimeError::io("find own executable", "moat"))?;
     let (ours, theirs) =
         UnixStream::pair().map_err(RuntimeError::io("create agent socketpair", dir.path()))?;
+    widen_send_buffer(&ours);
+    widen_send_buffer(&theirs);
     let log_path = dir.agent_log();
     let log = std::fs::File::create(&log_path)
         .map_err(RuntimeError::io("create agent log", &log_path))?;
@@ -401,7 +417,7 @@ pub(crate) fn run_relay(
         let socket = dir.socket();
         let deadline = Instant::now() + Duration::from_millis(RELAY_SOCKET_WAIT_MS);
         while !socket.exists() && Instant::now() < deadline && !relay.is_finished() {
-            tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+            tokio::time::sleep(Duration::from_micros(STARTUP_POLL_INTERVAL_US)).await;
         }
         if socket.exists() {
             report_startup(STARTUP_OK);

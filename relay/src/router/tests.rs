@@ -455,9 +455,21 @@ fn exec_output_is_logged_with_relay_session_numbers() {
     assert_eq!(
         entries,
         [
-            LogEntry::Output { source: LogSource::Stdout, session: 1, data: b"out".to_vec() },
-            LogEntry::Output { source: LogSource::Stderr, session: 1, data: b"err".to_vec() },
-            LogEntry::Output { source: LogSource::Output, session: 2, data: b"pty".to_vec() },
+            LogEntry::Output {
+                source: LogSource::Stdout,
+                session: 1,
+                data: Bytes::from_static(b"out")
+            },
+            LogEntry::Output {
+                source: LogSource::Stderr,
+                session: 1,
+                data: Bytes::from_static(b"err")
+            },
+            LogEntry::Output {
+                source: LogSource::Output,
+                session: 2,
+                data: Bytes::from_static(b"pty")
+            },
         ]
     );
     // Output on an id that never opened an exec is routed but not logged.
@@ -478,7 +490,7 @@ fn exec_output_is_logged_after_the_owner_left() {
         [Effect::ExecLog(LogEntry::Output {
             source: LogSource::Stdout,
             session: 1,
-            data: b"late".to_vec()
+            data: Bytes::from_static(b"late")
         })]
     );
 }

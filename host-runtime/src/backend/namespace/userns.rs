@@ -25,7 +25,7 @@ use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 
 use crate::backend::namespace::idmap::IdMapping;
 use crate::error::RuntimeError;
-use crate::limits::{POLL_INTERVAL_MS, USERNS_SWITCH_TIMEOUT_MS};
+use crate::limits::{STARTUP_POLL_INTERVAL_US, USERNS_SWITCH_TIMEOUT_MS};
 
 /// Environment variable naming the inherited read end of the "maps written" pipe.
 pub const READY_FD_ENV: &str = "MOAT_USERNS_READY_FD";
@@ -81,7 +81,7 @@ pub fn map_ids(pid: u32, parent_end: OwnedFd, mapping: &IdMapping) -> Result<(),
                 source: std::io::Error::from(std::io::ErrorKind::TimedOut),
             });
         }
-        std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS));
+        std::thread::sleep(Duration::from_micros(STARTUP_POLL_INTERVAL_US));
     }
     match mapping {
         IdMapping::Rootless(map) => map.write(pid)?,

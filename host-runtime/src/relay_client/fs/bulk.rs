@@ -17,7 +17,6 @@
 
 use std::io::Read;
 
-use bytes::Bytes;
 use moat_protocol::limits::{MAX_BULK_CREDIT_WINDOW_BYTES, MAX_BULK_RECORD_PAYLOAD_BYTES};
 use moat_protocol::payload::bulk::{BulkAccepted, BulkCancel, BulkCredit, BulkFinish, BulkOffer};
 use moat_protocol::payload::fs::FsOp;
@@ -308,14 +307,14 @@ pub(super) fn write(
                 }
             }
             let take = piece.len().min(usize::try_from(flow.room()).unwrap_or(usize::MAX));
-            let record = BulkRecord {
+            // Written from `buf` as it is: no copy into a record or a frame buffer.
+            client.conn.send_record_from(
                 id,
-                kind: BulkKind::Filesystem,
-                flow: BulkFlow::HostToGuest,
-                offset: flow.sent,
-                payload: Bytes::copy_from_slice(&piece[..take]),
-            };
-            client.conn.send_record(&record)?;
+                BulkKind::Filesystem,
+                BulkFlow::HostToGuest,
+                flow.sent,
+                &piece[..take],
+            )?;
             flow.sent(take);
             piece = &piece[take..];
         }
@@ -417,7 +416,7 @@ mod tests {
             kind: BulkKind::Filesystem,
             flow,
             offset,
-            payload: Bytes::from(vec![0u8; len]),
+            payload: bytes::Bytes::from(vec![0u8; len]),
         }
     }
 
