@@ -60,3 +60,44 @@ export interface FsReadStream {
   [Symbol.asyncIterator](): AsyncGenerator<Buffer>
 }
 
+/** `for await (const entry of stream)`: `recv()` until the end; leaving the loop early closes it. */
+export interface LogStream {
+  [Symbol.asyncIterator](): AsyncGenerator<LogEntry>
+}
+
+/** `for await (const chunk of stream)`: `recv()` until the file's end. */
+export interface VolumeFsReadStream {
+  [Symbol.asyncIterator](): AsyncGenerator<Buffer>
+}
+
+/** microsandbox's mount factories: `volumes: { '/data': Mount.named('cache') }`. */
+export declare const Mount: {
+  bind(path: string, opts?: { readonly?: boolean, noexec?: boolean, nosuid?: boolean, nodev?: boolean }): MountConfig
+  named(name: string, opts?: { readonly?: boolean, noexec?: boolean, nosuid?: boolean, nodev?: boolean }): MountConfig
+  tmpfs(opts?: { sizeMib?: number }): MountConfig
+}
+
+/** microsandbox's patch factories: `patches: [Patch.text('/etc/motd', 'hi\n')]`. */
+export declare const Patch: {
+  text(path: string, content: string, opts?: { mode?: number, replace?: boolean }): PatchConfig
+  file(path: string, content: Buffer | string, opts?: { mode?: number, replace?: boolean }): PatchConfig
+  mkdir(path: string, opts?: { mode?: number }): PatchConfig
+  append(path: string, content: string): PatchConfig
+  copyFile(src: string, dst: string, opts?: { mode?: number, replace?: boolean }): PatchConfig
+  copyDir(src: string, dst: string, opts?: { replace?: boolean }): PatchConfig
+  symlink(target: string, link: string, opts?: { replace?: boolean }): PatchConfig
+  remove(path: string): PatchConfig
+}
+
+/** microsandbox's network presets (moat's default, with no `network`, is `none`). */
+export declare const NetworkPolicy: {
+  none(): NetworkConfig
+  publicOnly(): NetworkConfig
+  allowAll(): NetworkConfig
+}
+
+/** microsandbox's secret entries: moat does not support secrets, so `Sandbox.create` refuses them. */
+export declare const Secret: {
+  env(envVar: string, opts?: Record<string, unknown>): Record<string, unknown>
+}
+

@@ -60,6 +60,47 @@ export interface FsReadStream {
   [Symbol.asyncIterator](): AsyncGenerator<Buffer>
 }
 
+/** `for await (const entry of stream)`: `recv()` until the end; leaving the loop early closes it. */
+export interface LogStream {
+  [Symbol.asyncIterator](): AsyncGenerator<LogEntry>
+}
+
+/** `for await (const chunk of stream)`: `recv()` until the file's end. */
+export interface VolumeFsReadStream {
+  [Symbol.asyncIterator](): AsyncGenerator<Buffer>
+}
+
+/** microsandbox's mount factories: `volumes: { '/data': Mount.named('cache') }`. */
+export declare const Mount: {
+  bind(path: string, opts?: { readonly?: boolean, noexec?: boolean, nosuid?: boolean, nodev?: boolean }): MountConfig
+  named(name: string, opts?: { readonly?: boolean, noexec?: boolean, nosuid?: boolean, nodev?: boolean }): MountConfig
+  tmpfs(opts?: { sizeMib?: number }): MountConfig
+}
+
+/** microsandbox's patch factories: `patches: [Patch.text('/etc/motd', 'hi\n')]`. */
+export declare const Patch: {
+  text(path: string, content: string, opts?: { mode?: number, replace?: boolean }): PatchConfig
+  file(path: string, content: Buffer | string, opts?: { mode?: number, replace?: boolean }): PatchConfig
+  mkdir(path: string, opts?: { mode?: number }): PatchConfig
+  append(path: string, content: string): PatchConfig
+  copyFile(src: string, dst: string, opts?: { mode?: number, replace?: boolean }): PatchConfig
+  copyDir(src: string, dst: string, opts?: { replace?: boolean }): PatchConfig
+  symlink(target: string, link: string, opts?: { replace?: boolean }): PatchConfig
+  remove(path: string): PatchConfig
+}
+
+/** microsandbox's network presets (moat's default, with no `network`, is `none`). */
+export declare const NetworkPolicy: {
+  none(): NetworkConfig
+  publicOnly(): NetworkConfig
+  allowAll(): NetworkConfig
+}
+
+/** microsandbox's secret entries: moat does not support secrets, so `Sandbox.create` refuses them. */
+export declare const Secret: {
+  env(envVar: string, opts?: Record<string, unknown>): Record<string, unknown>
+}
+
 /** The raw client of a sandbox's agent, through its relay socket. */
 export declare class AgentClient {
   /** Connects to a relay socket by path. */
@@ -146,6 +187,23 @@ export declare class FsWriteSink {
   close(): Promise<void>
 }
 
+/**
+ * The exec log's entries, one per `recv()` (async-iterable). Closed by `close()`, by breaking
+ * out of `for await`, or when it is garbage-collected.
+ */
+export declare class LogStream {
+  /**
+   * The next entry; `null` once the stream ended (read all, the sandbox stopped, `untilMs`
+   * passed) or was closed.
+   */
+  recv(): Promise<LogEntry | null>
+  /**
+   * Stops the stream (a pending `recv()` returns `null`); idempotent. moat's addition:
+   * `for await` calls it when the loop is left early.
+   */
+  close(): Promise<void>
+}
+
 /** A sandbox's metrics, one sample per interval (async-iterable). */
 export declare class MetricsStream {
   /** The next sample, an interval after the previous one; `null` once the sandbox stopped. */
@@ -218,10 +276,16 @@ export declare class Sandbox {
   metrics(): Promise<SandboxMetrics>
   /** Its metrics every `intervalMs`, until it stops. */
   metricsStream(intervalMs: number): Promise<MetricsStream>
-  /** Not supported by moat yet. */
-  logs(opts?: unknown): Promise<never>
-  /** Not supported by moat yet. */
-  logStream(opts?: unknown): Promise<never>
+  /**
+   * The exec log: what the relay captured of its commands' output (and, with `sources`
+   * `"system"`, lifecycle markers), oldest first. Works on a stopped sandbox too.
+   */
+  logs(opts?: LogOptions | undefined | null): Promise<Array<LogEntry>>
+  /**
+   * The exec log as a stream; with `follow: true` it waits for new entries until the
+   * sandbox stops.
+   */
+  logStream(opts?: LogStreamOptions | undefined | null): Promise<LogStream>
   /**
    * Drains the sandbox: new execs are refused, the running ones finish, then it stops by
    * itself (`wait()` returns then).
@@ -294,6 +358,104 @@ export declare class SandboxHandle {
   startDetached(): Promise<Sandbox>
   /** What the sandbox uses now (it must be running). */
   metrics(): Promise<SandboxMetrics>
+  /** Its exec log (`Sandbox.logs`); the sandbox need not run. */
+  logs(opts?: LogOptions | undefined | null): Promise<Array<LogEntry>>
+  /** Its exec log as a stream (`Sandbox.logStream`); the sandbox need not run. */
+  logStream(opts?: LogStreamOptions | undefined | null): Promise<LogStream>
+}
+
+/** A named volume of the moat home. */
+export declare class Volume {
+  /** Creates a volume (`moat volume create`). */
+  static create(config: VolumeConfig): Promise<Volume>
+  /** A handle on the existing volume `name`, with its usage. */
+  static get(name: string): Promise<VolumeHandle>
+  /** Every volume, sorted by name, with its usage. */
+  static list(): Promise<Array<VolumeInfo>>
+  /**
+   * Removes the volume and its data; a volume a running sandbox mounts is refused
+   * (`ERR_MOAT_IN_USE`).
+   */
+  static remove(name: string): Promise<void>
+  /** The volume name. */
+  get name(): string
+  /** The host directory sandboxes mount. */
+  get path(): string
+  /** Host-side file access inside the volume. */
+  fs(): VolumeFs
+}
+
+/** Host-side file operations inside one volume (`volume.fs()`). */
+export declare class VolumeFs {
+  /** The whole file (at most 64 MiB; stream bigger files with `readStream`). */
+  read(path: string): Promise<Buffer>
+  /** The whole file as UTF-8 text (`ERR_MOAT_NOT_UTF8` when it is not). */
+  readString(path: string): Promise<string>
+  /** Makes `data` the whole content of the file (created mode 0644, or truncated). */
+  write(path: string, data: Buffer | string): Promise<void>
+  /** The entries of a directory. */
+  list(path: string): Promise<Array<FsEntry>>
+  /** Creates a directory and its missing parents. */
+  mkdir(path: string): Promise<void>
+  /** Not supported by moat yet. */
+  removeDir(path: string): Promise<never>
+  /** Not supported by moat yet. */
+  remove(path: string): Promise<never>
+  /** Copies a file inside the volume. */
+  copy(from: string, to: string): Promise<void>
+  /** Not supported by moat yet. */
+  rename(from: string, to: string): Promise<never>
+  /** What `path` is (a symlink is reported as itself, not followed). */
+  stat(path: string): Promise<FsMetadata>
+  /** Whether `path` exists in the volume. */
+  exists(path: string): Promise<boolean>
+  /** The file as a stream of chunks of at most 3 MiB, each read when `recv()` asks. */
+  readStream(path: string): Promise<VolumeFsReadStream>
+  /** A sink writing the file (created or truncated) one `write` at a time. */
+  writeStream(path: string): Promise<VolumeFsWriteSink>
+}
+
+/** A volume file read one chunk per `recv()` (async-iterable). */
+export declare class VolumeFsReadStream {
+  /** The next chunk; `null` after the file's end. */
+  recv(): Promise<Buffer | null>
+}
+
+/**
+ * A volume file written one call at a time; `close()` ends it (dropping the sink without
+ * closing it also ends the file, with what was written).
+ */
+export declare class VolumeFsWriteSink {
+  /** Appends `data`. */
+  write(data: Buffer | string): Promise<void>
+  /** Finishes the file (flushed and synced). Idempotent. */
+  close(): Promise<void>
+}
+
+/** A volume record from `Volume.get`. */
+export declare class VolumeHandle {
+  /** The volume name. */
+  get name(): string
+  /** Its size quota in MiB, if any. */
+  get quotaMib(): number | null
+  /** Always `"directory"`. */
+  get kind(): string
+  /** Bytes used when it was fetched. */
+  get usedBytes(): number
+  /** Always null (no disk volumes). */
+  get capacityBytes(): number | null
+  /** Always null. */
+  get diskFormat(): string | null
+  /** Always null. */
+  get diskFstype(): string | null
+  /** Always empty. */
+  get labels(): Record<string, string>
+  /** Creation time, ms since the epoch. */
+  get createdAt(): number | null
+  /** Removes the volume (`Volume.remove`). */
+  remove(): Promise<void>
+  /** Host-side file access inside the volume. */
+  fs(): VolumeFs
 }
 
 /** One event of a streamed exec. */
@@ -443,18 +605,141 @@ export declare function imageList(): Promise<Array<ImageInfo>>
 /** Removes an image; `force` removes it even when a sandbox uses it. */
 export declare function imageRemove(reference: string, force?: boolean | undefined | null): Promise<void>
 
-/** How a guest path is mounted (`volumes` values). */
+/** One record of the exec log. */
+export interface LogEntry {
+  /** When the relay captured it, ms since the epoch. */
+  timestampMs: number
+  /**
+   * `"stdout"`, `"stderr"`, `"output"` (a tty exec's output) or `"system"` (a lifecycle
+   * marker).
+   */
+  source: string
+  /** The relay's number of the exec session; absent for `system` entries. */
+  sessionId?: number
+  /** The chunk (the relay logs output as UTF-8, invalid bytes as U+FFFD). */
+  data: Buffer
+  /** Where the entry ends: `logStream({ fromCursor })` resumes after it. */
+  cursor: string
+}
+
+/** What `logs()` returns. */
+export interface LogOptions {
+  /** Only the last N of the entries selected. */
+  tail?: number
+  /** Only entries captured at or after this time (ms since the epoch). */
+  sinceMs?: number
+  /** Only entries captured before this time (ms since the epoch). */
+  untilMs?: number
+  /** `"stdout"`, `"stderr"`, `"output"`, `"system"` or `"all"`; default: the first three. */
+  sources?: Array<string>
+}
+
+/** What `logStream()` yields. */
+export interface LogStreamOptions {
+  /** As `LogOptions.sources`. */
+  sources?: Array<string>
+  /** Start at the first entry captured at or after this time (not with `fromCursor`). */
+  sinceMs?: number
+  /** Start right after the entry this cursor came from (not with `sinceMs`). */
+  fromCursor?: string
+  /** End at the first entry captured at or after this time. */
+  untilMs?: number
+  /**
+   * Keep yielding new entries as they are written, until the sandbox stops (default false:
+   * the entries there now, then the end).
+   */
+  follow?: boolean
+}
+
+/** How a guest path is mounted (`volumes` values): exactly one of `bind`, `named`, `tmpfs`. */
 export interface MountConfig {
-  /** A host directory shared into the sandbox. */
+  /** A host directory shared into the sandbox (a relative path is taken from node's cwd). */
   bind?: string
-  /** A named volume (not supported by moat yet). */
+  /** A named volume of the moat home (`Volume.create`); it must exist. */
   named?: string
   /** A memory-backed tmpfs. */
   tmpfs?: boolean
-  /** Mounted read-only (bind mounts). */
+  /** Mounted read-only (bind and named mounts). */
   readonly?: boolean
   /** Size cap in MiB (tmpfs). */
   sizeMib?: number
+  /** No program on the mount may be executed (bind and named mounts). */
+  noexec?: boolean
+  /** setuid and setgid bits on the mount are ignored (bind and named mounts). */
+  nosuid?: boolean
+  /** Device files on the mount are ignored (bind and named mounts). */
+  nodev?: boolean
+}
+
+/**
+ * What the guest may reach (`config.network`; `NetworkPolicy.none()` and the other factories
+ * make the presets).
+ */
+export interface NetworkConfig {
+  /**
+   * `"none"` (moat's default), `"public-only"` or `"allow-all"` (moat's own `"public"` and
+   * `"all"` too): what the guest may reach when no rule decides.
+   */
+  policy?: string
+  /** Rules checked in order; the first that matches decides. */
+  rules?: Array<PolicyRule>
+  /** `"deny"` or `"allow"`: what no rule matches gets (instead of `policy`). */
+  defaultAction?: string
+  /** Host names whose addresses the guest may not reach. */
+  blockDomains?: Array<string>
+  /** Domains whose names (the domain and every name under it) the guest may not reach. */
+  blockDomainSuffixes?: Array<string>
+  /** Not supported by moat: its DNS forwarder does not filter answers. */
+  dnsRebindProtection?: boolean
+  /** Not supported by moat: no TLS interception. */
+  tls?: unknown
+  /** Not supported by moat: the bound is fixed (4096 tracked connections). */
+  maxConnections?: number
+}
+
+/**
+ * One change to the root before boot (`patches` items; `Patch.text(...)` and the other
+ * factories make them). `kind` is `"text"`, `"file"`, `"copyFile"`, `"copyDir"`,
+ * `"symlink"`, `"mkdir"`, `"remove"` or `"append"`; a field the kind does not use is refused.
+ */
+export interface PatchConfig {
+  /** Which change. */
+  kind: string
+  /** The guest path (`text`, `file`, `mkdir`, `remove`, `append`; `symlink`: the link). */
+  path?: string
+  /** The content: text (`text`, `append`), or text or bytes (`file`). */
+  content?: string | Buffer
+  /** The content of a `file` patch as byte values. */
+  contentBytes?: Array<number>
+  /** The host path copied (`copyFile`, `copyDir`). */
+  src?: string
+  /** The guest path copied to (`copyFile`, `copyDir`). */
+  dst?: string
+  /** What a `symlink` points to. */
+  target?: string
+  /** The guest path of a `symlink`. */
+  link?: string
+  /** Permission bits (`text`, `file`, `copyFile`, `mkdir`), e.g. `0o644`. */
+  mode?: number
+  /**
+   * Replace what the root has at that path (`text`, `file`, `copyFile`, `copyDir`,
+   * `symlink`; default false: a path already there fails the boot).
+   */
+  replace?: boolean
+}
+
+/** One rule of `config.network.rules`. */
+export interface PolicyRule {
+  /** `"allow"` or `"deny"`. */
+  action: string
+  /** `"outbound"` (the default; moat's rules are outbound only). */
+  direction?: string
+  /** What it covers (default `"*"`): see the module documentation. */
+  destination?: string
+  /** `"tcp"` or `"udp"` (default: both). */
+  protocol?: string
+  /** A port (`443`, `"443"`) or a range (`"8000-9000"`); default: every port. */
+  port?: string | number
 }
 
 /** A raw protocol frame: correlation id, flags, and the CBOR body bytes. */
@@ -510,8 +795,17 @@ export interface SandboxConfig {
   hostname?: string
   /** Named scripts, placed in `/.msb/scripts` (on every command's PATH). */
   scripts?: Record<string, string>
-  /** Mounts by guest path. */
+  /** Mounts by guest path: a host directory (`bind`), a named volume (`named`), or a tmpfs. */
   volumes?: Record<string, MountConfig>
+  /** Changes to the root filesystem, applied in order before the sandbox boots. */
+  patches?: Array<PatchConfig>
+  /**
+   * Published TCP ports: `{ "HOSTPORT": GUESTPORT }`, listening on the host's 127.0.0.1
+   * (the namespace backend, as root).
+   */
+  ports?: Record<string, number>
+  /** What the guest may reach (default: nothing, loopback only; see the README). */
+  network?: NetworkConfig
   /** The sandbox shuts down this many seconds after it started. */
   maxDurationSecs?: number
   /** The sandbox shuts down after this many idle seconds. */
@@ -530,12 +824,6 @@ export interface SandboxConfig {
    */
   shell?: string
   /** Not supported by moat yet. */
-  patches?: Array<unknown>
-  /** Not supported by moat yet. */
-  ports?: Record<string, number>
-  /** Not supported by moat yet. */
-  network?: unknown
-  /** Not supported by moat yet. */
   secrets?: Array<unknown>
   /** Labels, matched by `Sandbox.listWith({ labels })`. */
   labels?: Record<string, string>
@@ -544,7 +832,11 @@ export interface SandboxConfig {
   /** Not supported by moat yet. */
   entrypoint?: Array<string>
   /** Not supported by moat yet. */
+  cmd?: Array<string>
+  /** Not supported by moat yet. */
   logLevel?: string
+  /** Not supported by moat yet (`stop()` asks the agent to end every process, then SIGTERM). */
+  stopSignal?: string
 }
 
 /** One sandbox as `Sandbox.list` reports it. */
@@ -605,4 +897,40 @@ export interface StreamOpenResult {
   id: number
   /** The stream handle, for `streamNext` and `streamClose`. */
   handle: bigint
+}
+
+/** What `Volume.create` takes. */
+export interface VolumeConfig {
+  /** The volume name (the sandbox name rules; not starting with `.` or `~`). */
+  name: string
+  /** `"directory"` (the default); `"disk"` is not supported by moat. */
+  kind?: string
+  /** A size quota in MiB (root only: an ext4 image mounted on the volume's directory). */
+  quotaMib?: number
+  /** Not supported by moat (a disk volume's size). */
+  capacityMib?: number
+  /** Not supported by moat: volumes carry no labels (an empty object is accepted). */
+  labels?: Record<string, string>
+}
+
+/** A volume as `Volume.list` reports it. */
+export interface VolumeInfo {
+  /** Name. */
+  name: string
+  /** Always `"directory"`. */
+  kind: string
+  /** Its size quota in MiB, if any. */
+  quotaMib?: number
+  /** Bytes used. */
+  usedBytes: number
+  /** Always absent (no disk volumes). */
+  capacityBytes?: number
+  /** Always absent. */
+  diskFormat?: string
+  /** Always absent. */
+  diskFstype?: string
+  /** Always empty (moat's volumes carry no labels). */
+  labels: Record<string, string>
+  /** Creation time, ms since the epoch. */
+  createdAt?: number
 }

@@ -1,13 +1,20 @@
 // The quickstart in TypeScript; `npm test` type-checks it with tsc (examples/tsconfig.json).
-import { Sandbox, ExecOutput, ExecEvent, FsEntry, SandboxMetrics, MoatError, NotSupportedError, imageList } from '..'
+import {
+  Sandbox, ExecOutput, ExecEvent, FsEntry, SandboxMetrics, LogEntry, LogStream, Volume, VolumeHandle, Mount, Patch,
+  NetworkPolicy, MoatError, NotSupportedError, imageList,
+} from '..'
 
 async function main(): Promise<void> {
+  const volume: Volume = await Volume.create({ name: `quickstart-ts-${process.pid}` })
+  await volume.fs().write('/seed.txt', Buffer.from('seeded'))
   const sandbox: Sandbox = await Sandbox.create({
     name: `quickstart-ts-${process.pid}`,
     image: 'host',
     isolation: 'namespace',
     memoryMib: 256,
-    volumes: { '/scratch': { tmpfs: true, sizeMib: 16 } },
+    volumes: { '/scratch': { tmpfs: true, sizeMib: 16 }, '/data': Mount.named(volume.name, { readonly: true }) },
+    patches: [Patch.text('/etc/motd', 'typed\n', { replace: true }), { kind: 'mkdir', path: '/app', mode: 0o755 }],
+    network: { ...NetworkPolicy.none(), rules: [{ action: 'allow', destination: 'host', port: 8080, protocol: 'tcp' }] },
   })
   try {
     const output: ExecOutput = await sandbox.exec('uname', ['-a'])
@@ -35,7 +42,13 @@ async function main(): Promise<void> {
       console.log(sample.uptimeMs)
       break
     }
-    await sandbox.logs().catch((err: unknown) => {
+    const logEntries: LogEntry[] = await sandbox.logs({ sources: ['stdout', 'stderr'], tail: 10 })
+    console.log(logEntries.map((entry) => `${entry.timestampMs} ${entry.source} ${entry.sessionId}: ${entry.data}`))
+    const logStream: LogStream = await sandbox.logStream({ follow: false, fromCursor: logEntries[0]?.cursor })
+    for await (const entry of logStream) console.log(entry.cursor)
+    const handle2: VolumeHandle = await Volume.get(volume.name)
+    console.log(handle2.usedBytes, await handle2.fs().exists('/seed.txt'))
+    await Sandbox.create({ name: 'x', image: 'host', secrets: [] }).catch((err: unknown) => {
       if (err instanceof NotSupportedError) console.log(err.code)
     })
   } catch (err) {
@@ -43,6 +56,7 @@ async function main(): Promise<void> {
     throw err
   } finally {
     await sandbox.stop()
+    await Volume.remove(volume.name)
   }
 }
 

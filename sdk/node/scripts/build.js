@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// `npm run build`: makes sure the `moat` and `moat-agentd` binaries exist (building them with
-// cargo when they do not), builds the addon with napi (which regenerates index.d.ts), and
-// records the binaries' paths in executables.json for index.js. `--release` builds optimized.
+// `npm run build`: makes sure the `moat` and `moat-agentd` binaries exist and are current
+// (cargo builds the workspace's own unless $MOAT_BIN / $MOAT_AGENTD name others), builds the
+// addon with napi (which regenerates index.d.ts), and records the binaries' paths in
+// executables.json for index.js. `--release` builds optimized.
 'use strict'
 
 const { spawnSync } = require('node:child_process')
@@ -36,15 +37,16 @@ function binary(envVar, name) {
   return { path: path.join(profileDir, name), how: 'in the workspace target directory' }
 }
 
-let moat = binary('MOAT_BIN', 'moat')
-let agentd = binary('MOAT_AGENTD', 'moat-agentd')
-const missing = [moat, agentd].filter((b) => !fs.existsSync(b.path))
-if (missing.length > 0) {
-  console.log(`not built yet: ${missing.map((b) => b.path).join(', ')}; building them`)
+const moat = binary('MOAT_BIN', 'moat')
+const agentd = binary('MOAT_AGENTD', 'moat-agentd')
+// The workspace's own binaries are (re)built by cargo every time: it rebuilds only what changed,
+// and a stale moat-agentd beside a newer addon is a mismatch the tests would find the hard way.
+const ours = [moat, agentd].filter((b) => b.how === 'in the workspace target directory')
+if (ours.length > 0) {
   const cargoArgs = ['build', '-p', 'moat-runtime', '-p', 'moat-agentd', '--bin', 'moat', '--bin', 'moat-agentd']
   if (release) cargoArgs.push('--release')
   run('cargo', cargoArgs, { cwd: workspace })
-  for (const b of missing) b.how = 'built now'
+  for (const b of ours) b.how = 'built or up to date by cargo, in the workspace target directory'
 }
 for (const [name, b] of [['moat', moat], ['moat-agentd', agentd]]) {
   if (!fs.existsSync(b.path)) {

@@ -1,29 +1,76 @@
 //! `SandboxConfig`, the object `Sandbox.create` takes, and its translation into the library's
 //! `SandboxOptions`. Every field moat cannot honour yet is refused by name
-//! ([`NodeError::NotSupported`]); none is dropped silently.
+//! ([`NodeError::NotSupported`]); none is dropped silently. (`index.js` refuses keys no
+//! struct here declares, which napi would otherwise skip.)
+//!
+//! ```text
+//!  volumes { GUEST: { bind | named | tmpfs } } ─► config::Volume (name: Some for named) / Tmpfs
+//!  patches [ { kind, path, content, ... } ]    ─► patches::Patch (in order)
+//!  network { policy, rules, defaultAction,     ─► network::NetworkConfig { mode, rules, .. }
+//!            blockDomains, blockDomainSuffixes }    (see network.rs)
+//!  ports { "HOSTPORT": GUESTPORT }             ─► NetworkConfig.publish (127.0.0.1, TCP)
+//! ```
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use moat_runtime::api::config::{ImageSource, Isolation, RootSource, SandboxOptions};
 use moat_runtime::config::{SandboxConfig as LibConfig, Script, Tmpfs, Volume};
+use moat_runtime::patches::Patch;
+use napi::bindgen_prelude::{Buffer, Either};
 use napi_derive::napi;
 
 use crate::error::{NodeError, Result};
+use crate::network::{NetworkConfig, network_config};
 
-/// How a guest path is mounted (`volumes` values).
+/// How a guest path is mounted (`volumes` values): exactly one of `bind`, `named`, `tmpfs`.
 #[napi(object)]
 pub struct MountConfig {
-    /// A host directory shared into the sandbox.
+    /// A host directory shared into the sandbox (a relative path is taken from node's cwd).
     pub bind: Option<String>,
-    /// A named volume (not supported by moat yet).
+    /// A named volume of the moat home (`Volume.create`); it must exist.
     pub named: Option<String>,
     /// A memory-backed tmpfs.
     pub tmpfs: Option<bool>,
-    /// Mounted read-only (bind mounts).
+    /// Mounted read-only (bind and named mounts).
     pub readonly: Option<bool>,
     /// Size cap in MiB (tmpfs).
     pub size_mib: Option<u32>,
+    /// No program on the mount may be executed (bind and named mounts).
+    pub noexec: Option<bool>,
+    /// setuid and setgid bits on the mount are ignored (bind and named mounts).
+    pub nosuid: Option<bool>,
+    /// Device files on the mount are ignored (bind and named mounts).
+    pub nodev: Option<bool>,
+}
+
+/// One change to the root before boot (`patches` items; `Patch.text(...)` and the other
+/// factories make them). `kind` is `"text"`, `"file"`, `"copyFile"`, `"copyDir"`,
+/// `"symlink"`, `"mkdir"`, `"remove"` or `"append"`; a field the kind does not use is refused.
+#[napi(object)]
+pub struct PatchConfig {
+    /// Which change.
+    pub kind: String,
+    /// The guest path (`text`, `file`, `mkdir`, `remove`, `append`; `symlink`: the link).
+    pub path: Option<String>,
+    /// The content: text (`text`, `append`), or text or bytes (`file`).
+    #[napi(ts_type = "string | Buffer")]
+    pub content: Option<Either<String, Buffer>>,
+    /// The content of a `file` patch as byte values.
+    pub content_bytes: Option<Vec<u32>>,
+    /// The host path copied (`copyFile`, `copyDir`).
+    pub src: Option<String>,
+    /// The guest path copied to (`copyFile`, `copyDir`).
+    pub dst: Option<String>,
+    /// What a `symlink` points to.
+    pub target: Option<String>,
+    /// The guest path of a `symlink`.
+    pub link: Option<String>,
+    /// Permission bits (`text`, `file`, `copyFile`, `mkdir`), e.g. `0o644`.
+    pub mode: Option<u32>,
+    /// Replace what the root has at that path (`text`, `file`, `copyFile`, `copyDir`,
+    /// `symlink`; default false: a path already there fails the boot).
+    pub replace: Option<bool>,
 }
 
 /// Credentials for pulling the image.
@@ -59,8 +106,15 @@ pub struct SandboxConfig {
     pub hostname: Option<String>,
     /// Named scripts, placed in `/.msb/scripts` (on every command's PATH).
     pub scripts: Option<HashMap<String, String>>,
-    /// Mounts by guest path.
+    /// Mounts by guest path: a host directory (`bind`), a named volume (`named`), or a tmpfs.
     pub volumes: Option<HashMap<String, MountConfig>>,
+    /// Changes to the root filesystem, applied in order before the sandbox boots.
+    pub patches: Option<Vec<PatchConfig>>,
+    /// Published TCP ports: `{ "HOSTPORT": GUESTPORT }`, listening on the host's 127.0.0.1
+    /// (the namespace backend, as root).
+    pub ports: Option<HashMap<String, f64>>,
+    /// What the guest may reach (default: nothing, loopback only; see the README).
+    pub network: Option<NetworkConfig>,
     /// The sandbox shuts down this many seconds after it started.
     pub max_duration_secs: Option<u32>,
     /// The sandbox shuts down after this many idle seconds.
@@ -78,15 +132,6 @@ pub struct SandboxConfig {
     pub shell: Option<String>,
     /// Not supported by moat yet.
     #[napi(ts_type = "Array<unknown>")]
-    pub patches: Option<serde_json::Value>,
-    /// Not supported by moat yet.
-    #[napi(ts_type = "Record<string, number>")]
-    pub ports: Option<serde_json::Value>,
-    /// Not supported by moat yet.
-    #[napi(ts_type = "unknown")]
-    pub network: Option<serde_json::Value>,
-    /// Not supported by moat yet.
-    #[napi(ts_type = "Array<unknown>")]
     pub secrets: Option<serde_json::Value>,
     /// Labels, matched by `Sandbox.listWith({ labels })`.
     pub labels: Option<HashMap<String, String>>,
@@ -96,8 +141,14 @@ pub struct SandboxConfig {
     #[napi(ts_type = "Array<string>")]
     pub entrypoint: Option<serde_json::Value>,
     /// Not supported by moat yet.
+    #[napi(ts_type = "Array<string>")]
+    pub cmd: Option<serde_json::Value>,
+    /// Not supported by moat yet.
     #[napi(ts_type = "string")]
     pub log_level: Option<serde_json::Value>,
+    /// Not supported by moat yet (`stop()` asks the agent to end every process, then SIGTERM).
+    #[napi(ts_type = "string")]
+    pub stop_signal: Option<serde_json::Value>,
 }
 
 /// A validated config: the library's arguments and what the binding does around the call.
@@ -164,6 +215,15 @@ impl SandboxConfig {
             .collect();
         scripts.sort_by(|a, b| a.name.cmp(&b.name));
         let (volumes, tmpfs) = mounts(self.volumes.unwrap_or_default())?;
+        let patches = self
+            .patches
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, patch)| patch.into_patch(i))
+            .collect::<Result<Vec<Patch>>>()?;
+        moat_runtime::patches::validate(&patches)?;
+        let network = network_config(self.network, self.ports)?;
         let config = LibConfig {
             hostname: self.hostname,
             env,
@@ -179,6 +239,8 @@ impl SandboxConfig {
             shell: self.shell,
             labels: self.labels.unwrap_or_default().into_iter().collect(),
             ephemeral: self.ephemeral.unwrap_or(false),
+            patches,
+            network,
             ..LibConfig::default()
         };
         Ok(CreatePlan {
@@ -189,12 +251,11 @@ impl SandboxConfig {
 
     fn refuse_unsupported(&self) -> Result<()> {
         let present = [
-            ("patches", self.patches.is_some()),
-            ("ports", self.ports.is_some()),
-            ("network", self.network.is_some()),
             ("secrets", self.secrets.is_some()),
             ("entrypoint", self.entrypoint.is_some()),
+            ("cmd", self.cmd.is_some()),
             ("logLevel", self.log_level.is_some()),
+            ("stopSignal", self.stop_signal.is_some()),
         ];
         if let Some((field, _)) = present.iter().find(|(_, given)| *given) {
             return Err(NodeError::NotSupported(format!("config.{field}")));
@@ -237,49 +298,188 @@ fn root_source(image: &str) -> Result<RootSource> {
     Ok(RootSource::Dir(path))
 }
 
-/// `volumes`: bind mounts and tmpfs mounts by guest path.
+/// `volumes`: bind mounts, named volumes and tmpfs mounts by guest path.
 fn mounts(volumes: HashMap<String, MountConfig>) -> Result<(Vec<Volume>, Vec<Tmpfs>)> {
     let mut binds = Vec::new();
     let mut tmpfs = Vec::new();
     let mut sorted: Vec<_> = volumes.into_iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     for (guest, mount) in sorted {
-        if mount.named.is_some() {
-            return Err(NodeError::NotSupported(format!(
-                "named volumes (config.volumes[{guest:?}])"
-            )));
-        }
-        match (mount.bind, mount.tmpfs.unwrap_or(false)) {
-            (Some(host), false) => {
-                if mount.size_mib.is_some() {
-                    return Err(NodeError::InvalidArgument(format!(
-                        "config.volumes[{guest:?}].sizeMib applies only to tmpfs"
-                    )));
-                }
-                binds.push(Volume {
-                    host: PathBuf::from(host),
-                    guest,
-                    readonly: mount.readonly.unwrap_or(false),
-                    name: None,
-                    noexec: false,
-                    nosuid: false,
-                    nodev: false,
-                });
+        let at = |field: &str| format!("config.volumes[{guest:?}].{field}");
+        let flags = [("noexec", mount.noexec), ("nosuid", mount.nosuid), ("nodev", mount.nodev)];
+        let source = match (mount.bind, mount.named, mount.tmpfs.unwrap_or(false)) {
+            (Some(host), None, false) => (PathBuf::from(host), None),
+            (None, Some(name), false) => {
+                moat_runtime::store::volumes::validate_name(&name)
+                    .map_err(|err| NodeError::InvalidArgument(format!("{}: {err}", at("named"))))?;
+                // The library fills the host path from the volume store at create.
+                (PathBuf::from(&name), Some(name))
             }
-            (None, true) => {
+            (None, None, true) => {
                 if mount.readonly == Some(true) {
                     return Err(NodeError::NotSupported(format!(
-                        "read-only tmpfs (config.volumes[{guest:?}])"
+                        "read-only tmpfs ({})",
+                        at("readonly")
+                    )));
+                }
+                if let Some((flag, _)) = flags.iter().find(|(_, set)| set.is_some()) {
+                    return Err(NodeError::NotSupported(format!(
+                        "{flag} on a tmpfs ({})",
+                        at(flag)
                     )));
                 }
                 tmpfs.push(Tmpfs { path: guest, size_mib: mount.size_mib });
+                continue;
             }
             _ => {
                 return Err(NodeError::InvalidArgument(format!(
                     "config.volumes[{guest:?}] needs exactly one of bind, named, tmpfs"
                 )));
             }
+        };
+        if mount.size_mib.is_some() {
+            return Err(NodeError::InvalidArgument(format!(
+                "{} applies only to tmpfs",
+                at("sizeMib")
+            )));
         }
+        let (host, name) = source;
+        binds.push(Volume {
+            host,
+            guest,
+            readonly: mount.readonly.unwrap_or(false),
+            name,
+            noexec: mount.noexec.unwrap_or(false),
+            nosuid: mount.nosuid.unwrap_or(false),
+            nodev: mount.nodev.unwrap_or(false),
+        });
     }
     Ok((binds, tmpfs))
+}
+
+impl PatchConfig {
+    /// The library's patch for item `index` of `config.patches`.
+    fn into_patch(self, index: usize) -> Result<Patch> {
+        let at = |field: &str| format!("config.patches[{index}].{field}");
+        let kind = self.kind.clone();
+        // Which optional fields each kind uses; any other one given is refused.
+        let uses: &[&str] = match kind.as_str() {
+            "text" => &["path", "content", "mode", "replace"],
+            "file" => &["path", "content", "contentBytes", "mode", "replace"],
+            "copyFile" => &["src", "dst", "mode", "replace"],
+            "copyDir" => &["src", "dst", "replace"],
+            "symlink" => &["target", "link", "path", "replace"],
+            "mkdir" => &["path", "mode"],
+            "remove" => &["path"],
+            "append" => &["path", "content"],
+            other => {
+                return Err(NodeError::InvalidArgument(format!(
+                    "{}: {other:?} is not a patch kind (text, file, copyFile, copyDir, symlink, \
+                     mkdir, remove, append)",
+                    at("kind")
+                )));
+            }
+        };
+        let given = [
+            ("path", self.path.is_some()),
+            ("content", self.content.is_some()),
+            ("contentBytes", self.content_bytes.is_some()),
+            ("src", self.src.is_some()),
+            ("dst", self.dst.is_some()),
+            ("target", self.target.is_some()),
+            ("link", self.link.is_some()),
+            ("mode", self.mode.is_some()),
+            ("replace", self.replace.is_some()),
+        ];
+        if let Some((field, _)) = given.iter().find(|(f, set)| *set && !uses.contains(f)) {
+            return Err(NodeError::InvalidArgument(format!(
+                "{} does not apply to a {kind:?} patch",
+                at(field)
+            )));
+        }
+        if let Some(mode) = self.mode.filter(|m| *m > 0o7777) {
+            return Err(NodeError::InvalidArgument(format!(
+                "{}: {mode:#o} is not a permission mode (at most 0o7777)",
+                at("mode")
+            )));
+        }
+        let need = |value: Option<String>, field: &str| {
+            value.ok_or_else(|| {
+                NodeError::InvalidArgument(format!(
+                    "{} is required for a {kind:?} patch",
+                    at(field)
+                ))
+            })
+        };
+        let text = |content: Option<Either<String, Buffer>>| match content {
+            Some(Either::A(text)) => Ok(text),
+            Some(Either::B(_)) => Err(NodeError::InvalidArgument(format!(
+                "{} must be a string for a {kind:?} patch",
+                at("content")
+            ))),
+            None => Err(NodeError::InvalidArgument(format!(
+                "{} is required for a {kind:?} patch",
+                at("content")
+            ))),
+        };
+        let replace = self.replace.unwrap_or(false);
+        let patch = match kind.as_str() {
+            "text" => Patch::Text {
+                path: need(self.path, "path")?,
+                content: text(self.content)?,
+                mode: self.mode,
+                replace,
+            },
+            "file" => {
+                let content = match (self.content, self.content_bytes) {
+                    (Some(Either::A(text)), None) => text.into_bytes(),
+                    (Some(Either::B(bytes)), None) => bytes.to_vec(),
+                    (None, Some(values)) => values
+                        .into_iter()
+                        .map(u8::try_from)
+                        .collect::<Result<Vec<u8>, _>>()
+                        .map_err(|_| {
+                            NodeError::InvalidArgument(format!(
+                                "{} must hold byte values (0..=255)",
+                                at("contentBytes")
+                            ))
+                        })?,
+                    _ => {
+                        return Err(NodeError::InvalidArgument(format!(
+                            "{} needs exactly one of content and contentBytes",
+                            at("kind")
+                        )));
+                    }
+                };
+                Patch::File { path: need(self.path, "path")?, content, mode: self.mode, replace }
+            }
+            "copyFile" => Patch::CopyFile {
+                src: PathBuf::from(need(self.src, "src")?),
+                dst: need(self.dst, "dst")?,
+                mode: self.mode,
+                replace,
+            },
+            "copyDir" => Patch::CopyDir {
+                src: PathBuf::from(need(self.src, "src")?),
+                dst: need(self.dst, "dst")?,
+                replace,
+            },
+            "symlink" => {
+                let link = match (self.link, self.path) {
+                    (Some(link), None) | (None, Some(link)) => link,
+                    _ => {
+                        return Err(NodeError::InvalidArgument(format!(
+                            "{} needs exactly one of link and path",
+                            at("kind")
+                        )));
+                    }
+                };
+                Patch::Symlink { target: need(self.target, "target")?, link, replace }
+            }
+            "mkdir" => Patch::Mkdir { path: need(self.path, "path")?, mode: self.mode },
+            "remove" => Patch::Remove { path: need(self.path, "path")? },
+            _ => Patch::Append { path: need(self.path, "path")?, content: text(self.content)? },
+        };
+        Ok(patch)
+    }
 }

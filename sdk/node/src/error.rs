@@ -10,6 +10,8 @@ use std::time::Duration;
 use moat_runtime::api::GuestFsError;
 use moat_runtime::error::RuntimeError;
 use moat_runtime::image::ImageError;
+use moat_runtime::network::NetworkError;
+use moat_runtime::store::volumes::VolumeError;
 
 /// What went wrong in a call from JS.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,9 @@ pub enum NodeError {
     /// An image store call failed.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A volume store call failed.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
     /// The command never started, or the agent refused it.
     #[error("exec failed: {0}")]
     ExecFailed(String),
@@ -38,6 +43,9 @@ pub enum NodeError {
     /// The connection or stream was closed by this program.
     #[error("{0} is closed")]
     Closed(&'static str),
+    /// A file read as text is not UTF-8.
+    #[error("{0:?} is not UTF-8 text")]
+    NotUtf8(String),
     /// A command ran past its `timeoutMs` and was killed.
     #[error("the command ran longer than its {0:?} timeout and was killed")]
     ExecTimeout(Duration),
@@ -56,10 +64,12 @@ impl NodeError {
             NodeError::Runtime(err) => runtime_code(err),
             NodeError::Image(ImageError::NotInStore(_)) => "ERR_MOAT_NOT_FOUND",
             NodeError::Image(_) => "ERR_MOAT_IMAGE",
+            NodeError::Volume(err) => volume_code(err),
             NodeError::ExecFailed(_) => "ERR_MOAT_EXEC_FAILED",
             NodeError::Protocol(_) => "ERR_MOAT_PROTOCOL",
             NodeError::Closed(_) => "ERR_MOAT_CLOSED",
             NodeError::ExecTimeout(_) => "ERR_MOAT_TIMEOUT",
+            NodeError::NotUtf8(_) => "ERR_MOAT_NOT_UTF8",
             NodeError::Worker(_) => "ERR_MOAT_INTERNAL",
         }
     }
@@ -77,6 +87,16 @@ fn runtime_code(err: &RuntimeError) -> &'static str {
         RuntimeError::Image(_) => "ERR_MOAT_IMAGE",
         RuntimeError::GuestFs(err) => guest_fs_code(err),
         RuntimeError::AlreadyRunning { .. } => "ERR_MOAT_ALREADY_RUNNING",
+        RuntimeError::Volume(err) => volume_code(err),
+        // What the backend cannot give (a VM's network, an unprivileged one) is not built yet.
+        RuntimeError::Network(NetworkError::NotBuilt { .. }) => "ERR_MOAT_NOT_SUPPORTED",
+        RuntimeError::Network(NetworkError::PortUnavailable { .. }) => "ERR_MOAT_PORT_UNAVAILABLE",
+        RuntimeError::Network(_) => "ERR_MOAT_NETWORK",
+        // The sandbox process reports its network's errors as its boot failure's text.
+        RuntimeError::Boot { message, .. } if message.contains("cannot bind the host port") => {
+            "ERR_MOAT_PORT_UNAVAILABLE"
+        }
+        RuntimeError::Boot { .. } => "ERR_MOAT_BOOT",
         RuntimeError::PeerGone { .. }
         | RuntimeError::Unexpected { .. }
         | RuntimeError::Prologue(_)
@@ -102,6 +122,32 @@ fn guest_fs_code(err: &GuestFsError) -> &'static str {
         GuestFsError::NotUtf8 { .. } => "ERR_MOAT_NOT_UTF8",
         GuestFsError::StreamEnded { .. } => "ERR_MOAT_CLOSED",
         GuestFsError::Failed { .. } => "ERR_MOAT_FS",
+    }
+}
+
+/// A failed volume store call: the conditions a caller acts on get their own code.
+fn volume_code(err: &VolumeError) -> &'static str {
+    match err {
+        VolumeError::Unknown(_) => "ERR_MOAT_NOT_FOUND",
+        VolumeError::Exists(_) => "ERR_MOAT_ALREADY_EXISTS",
+        VolumeError::InvalidName { .. } | VolumeError::BadQuota { .. } => {
+            "ERR_MOAT_INVALID_ARGUMENT"
+        }
+        VolumeError::PathEscapes { .. } => "ERR_MOAT_PATH_ESCAPES",
+        VolumeError::InUse { .. } => "ERR_MOAT_IN_USE",
+        VolumeError::QuotaNeedsRoot(_) => "ERR_MOAT_PERMISSION_DENIED",
+        VolumeError::QuotaExceeded { .. } => "ERR_MOAT_QUOTA_EXCEEDED",
+        VolumeError::TooLarge { .. } => "ERR_MOAT_TOO_LARGE",
+        VolumeError::Io { source, .. } => match source.kind() {
+            std::io::ErrorKind::NotFound => "ERR_MOAT_NOT_FOUND",
+            std::io::ErrorKind::AlreadyExists => "ERR_MOAT_ALREADY_EXISTS",
+            std::io::ErrorKind::IsADirectory => "ERR_MOAT_IS_A_DIRECTORY",
+            std::io::ErrorKind::NotADirectory => "ERR_MOAT_NOT_A_DIRECTORY",
+            std::io::ErrorKind::DirectoryNotEmpty => "ERR_MOAT_NOT_EMPTY",
+            std::io::ErrorKind::PermissionDenied => "ERR_MOAT_PERMISSION_DENIED",
+            _ => "ERR_MOAT_VOLUME",
+        },
+        _ => "ERR_MOAT_VOLUME",
     }
 }
 

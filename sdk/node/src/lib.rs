@@ -1,12 +1,12 @@
 //! moat's Node addon: microsandbox's Node SDK surface (`Sandbox`, `SandboxHandle`,
-//! `ExecOutput`, `ExecHandle`, `SandboxFs`, the image functions, the raw `AgentClient`) over
-//! `moat_runtime`.
+//! `ExecOutput`, `ExecHandle`, `SandboxFs`, `LogStream`, `MetricsStream`, `Volume`, the image
+//! functions, the raw `AgentClient`) over `moat_runtime`.
 //!
 //! ```text
 //!  index.js ── errors.js (MoatError subclasses by code)
 //!     │
-//!  #[napi] classes: sandbox.rs, exec.rs, exec_stream.rs, fs.rs, metrics.rs, images.rs,
-//!                   agent_client.rs
+//!  #[napi] classes: sandbox.rs, exec.rs, exec_stream.rs, fs.rs, logs.rs, metrics.rs,
+//!                   volume.rs, images.rs, agent_client.rs; config.rs + network.rs (SandboxConfig)
 //!     │   (async: every blocking call runs on tokio's blocking pool, never on node's thread)
 //!  library.rs ── the only caller of moat_runtime ──► moat_runtime::api
 //!  agent_client.rs ── moat_protocol over a tokio UnixStream ──► the sandbox's relay socket
@@ -29,5 +29,8 @@ mod fs;
 mod images;
 mod info;
 mod library;
+mod logs;
 mod metrics;
+mod network;
 mod sandbox;
+mod volume;

@@ -9,8 +9,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use moat_protocol::payload::exec::ExecRequest;
-use moat_runtime::api::LabelFilter;
 use moat_runtime::api::blocking::{Moat, Sandbox};
+use moat_runtime::api::{LabelFilter, LogEntry, LogQuery};
 use moat_runtime::error::RuntimeError;
 use moat_runtime::image::{ImageRecord, ImageRoot, ImageSummary, PruneReport};
 use moat_runtime::lifecycle::Executables;
@@ -140,6 +140,27 @@ pub(crate) fn metrics_stream(
 /// Drains the sandbox: new execs are refused, it stops once the running ones end.
 pub(crate) fn drain(sandbox: &Sandbox) -> Result<SandboxState> {
     sandbox.drain().map_err(|err| gone(sandbox, err))
+}
+
+/// The exec log's entries `query` selects (the sandbox may be stopped; a removed one is
+/// [`NodeError::NotFound`]).
+pub(crate) fn logs(sandbox: &Sandbox, query: LogQuery) -> Result<Vec<LogEntry>> {
+    state(sandbox)?;
+    sandbox.logs(query).map_err(|err| gone(sandbox, err))
+}
+
+/// The exec log followed: the entries `query` selects now, then each new one until the sandbox
+/// is no longer live.
+pub(crate) async fn log_follow(
+    sandbox: &Sandbox,
+    query: LogQuery,
+) -> Result<moat_runtime::api::LogStream> {
+    Ok(async_sandbox(sandbox).await?.log_stream(query))
+}
+
+/// The moat home's named volumes.
+pub(crate) fn volumes() -> moat_runtime::store::volumes::Volumes {
+    moat().volumes()
 }
 
 /// The sandboxes carrying every one of `labels` with its value.

@@ -16,12 +16,13 @@ use moat_runtime::store::state::SandboxState;
 use napi_derive::napi;
 
 use crate::config::SandboxConfig;
-use crate::error::{NodeError, blocking};
+use crate::error::blocking;
 use crate::exec::{ExecKind, ExecOptions, ExecOutput, ExecPlan, ExitStatus};
 use crate::exec_stream::ExecHandle;
 use crate::fs::SandboxFs;
 use crate::info::{SandboxInfo, timestamp_ms};
 use crate::library;
+use crate::logs::{self, LogEntry, LogOptions, LogStream, LogStreamOptions};
 use crate::metrics::{MetricsStream, SandboxMetrics};
 
 /// Attached sandboxes by handle token: what the exit hook kills.
@@ -55,10 +56,6 @@ pub fn kill_attached_sandboxes() -> u32 {
         }
     }
     killed
-}
-
-fn unsupported<T>(call: &str) -> napi::Result<T> {
-    Err(NodeError::NotSupported(call.to_owned()).into())
 }
 
 /// `Sandbox.listWith`'s filter: every label must be present with its value.
@@ -340,16 +337,18 @@ impl Sandbox {
         Ok(MetricsStream::new(stream))
     }
 
-    /// Not supported by moat yet.
-    #[napi(ts_args_type = "opts?: unknown", ts_return_type = "Promise<never>")]
-    pub async fn logs(&self, _opts: Option<serde_json::Value>) -> napi::Result<()> {
-        unsupported("Sandbox.logs")
+    /// The exec log: what the relay captured of its commands' output (and, with `sources`
+    /// `"system"`, lifecycle markers), oldest first. Works on a stopped sandbox too.
+    #[napi]
+    pub async fn logs(&self, opts: Option<LogOptions>) -> napi::Result<Vec<LogEntry>> {
+        Ok(logs::logs(self.inner.clone(), opts).await?)
     }
 
-    /// Not supported by moat yet.
-    #[napi(ts_args_type = "opts?: unknown", ts_return_type = "Promise<never>")]
-    pub async fn log_stream(&self, _opts: Option<serde_json::Value>) -> napi::Result<()> {
-        unsupported("Sandbox.logStream")
+    /// The exec log as a stream; with `follow: true` it waits for new entries until the
+    /// sandbox stops.
+    #[napi(ts_return_type = "Promise<LogStream>")]
+    pub async fn log_stream(&self, opts: Option<LogStreamOptions>) -> napi::Result<LogStream> {
+        Ok(logs::log_stream(self.inner.clone(), opts).await?)
     }
 
     /// Drains the sandbox: new execs are refused, the running ones finish, then it stops by
@@ -478,5 +477,17 @@ impl SandboxHandle {
         let inner = self.inner.clone();
         let metrics = blocking(move || library::metrics(&inner)).await?;
         Ok(SandboxMetrics::of(&metrics))
+    }
+
+    /// Its exec log (`Sandbox.logs`); the sandbox need not run.
+    #[napi]
+    pub async fn logs(&self, opts: Option<LogOptions>) -> napi::Result<Vec<LogEntry>> {
+        Ok(logs::logs(self.inner.clone(), opts).await?)
+    }
+
+    /// Its exec log as a stream (`Sandbox.logStream`); the sandbox need not run.
+    #[napi(ts_return_type = "Promise<LogStream>")]
+    pub async fn log_stream(&self, opts: Option<LogStreamOptions>) -> napi::Result<LogStream> {
+        Ok(logs::log_stream(self.inner.clone(), opts).await?)
     }
 }
