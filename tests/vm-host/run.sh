@@ -317,6 +317,42 @@ for b in "$r/opt/moat/moat" "$r/opt/moat/moat-conformance" "$r/usr/bin/script" "
   done
 done
 cp -L /lib64/ld-linux-x86-64.so.2 "$r/lib64/"
+# The guest network (docs/NETWORK.md): the tools the router namespace uses, from this host, with
+# their libraries; and the kernel modules its ruleset and wiring need, with their dependencies
+# (each module's own `depends=` field: the package ships no modules.dep), loaded dependencies
+# first, listed in load order in mods/net.list for /init.
+for t in slirp4netns nft ip nsenter; do
+  t_bin=$(command -v "$t" || true)
+  [ -n "$t_bin" ] || cannot "$t is missing on this host (the guest network needs it)"
+  cp -L "$t_bin" "$r/usr/bin/$t"
+  for l in $(ldd "$t_bin" | awk '/=> \//{print $3}'); do
+    cp -L "$l" "$r/lib/x86_64-linux-gnu/"
+  done
+done
+mkdir -p "$r/mods/net"
+: >"$r/mods/net.list"
+net_mod() {
+  local src out dep
+  grep -qx "$1" "$r/mods/net.list" && return
+  src=$(find "$mods" \( -name "$1.ko" -o -name "$1.ko.*" \) | head -n 1)
+  if [ -z "$src" ]; then
+    grep -q "/$1\.ko\$" "$mods/../modules.builtin" || cannot "kernel module $1 is neither a module nor built in"
+    return
+  fi
+  out=$r/mods/net/$1.ko
+  case $src in
+    *.xz) xz -dc "$src" >"$out" ;;
+    *.zst) zstd -qdc "$src" >"$out" ;;
+    *) cp "$src" "$out" ;;
+  esac
+  for dep in $(tr '\0' '\n' <"$out" | sed -n 's/^depends=//p' | head -n 1 | tr ',' ' '); do
+    net_mod "$dep"
+  done
+  echo "$1" >>"$r/mods/net.list"
+}
+for m in veth tun nf_tables nft_ct nft_nat nft_masq nft_chain_nat nft_connlimit; do
+  net_mod "$m"
+done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' >"$r/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
 echo vmhost >"$r/etc/hostname"
