@@ -103,7 +103,7 @@ pub fn supervise(dir: &SandboxDir) -> Result<(), RuntimeError> {
     // "ok" is passed on, so no client of this sandbox runs anything before the network is there.
     // `unshare` execs the VM process: its pid is the child's, and its network namespace (new,
     // empty) is the one the router gets wired to.
-    let mut _router = None;
+    let mut router = None;
     if line == STARTUP_OK && networked {
         match crate::network::attach(
             &network,
@@ -111,7 +111,7 @@ pub fn supervise(dir: &SandboxDir) -> Result<(), RuntimeError> {
             dir,
             crate::network::GuestResolver::WrittenAtBoot,
         ) {
-            Ok(router) => _router = router,
+            Ok(wired) => router = wired,
             Err(err) => {
                 tracing::error!(%err, "the guest network could not be set up");
                 let _ = child.kill();
@@ -125,6 +125,7 @@ pub fn supervise(dir: &SandboxDir) -> Result<(), RuntimeError> {
         report_startup(line);
     }
     let status = child.wait().map_err(RuntimeError::io("wait for", "the VM process"))?;
+    drop(router);
     if started {
         if status.success() {
             // libkrun ends the process with `_exit` on any guest power-off or reset: only the
