@@ -3,6 +3,18 @@
 # kernel filesystems, loads kvm-amd so /dev/kvm is real, runs /suite.sh, powers off.
 # Results go to the second serial port (/dev/ttyS1) as `VMTEST ...` lines, so kernel messages on
 # the console (ttyS0) can never corrupt them.
+# First, move from the initramfs (rootfs, which cannot be pivot_root'ed away) onto a tmpfs:
+# slirp4netns's --enable-sandbox (the guest network) pivots into an empty root, and fails on
+# rootfs ("cannot pivot_root to /tmp").
+if [ "$$" = 1 ] && [ -z "${VMHOST_ON_TMPFS:-}" ]; then
+  /bin/busybox mkdir -p /newroot
+  /bin/busybox mount -t tmpfs -o mode=755 tmpfs /newroot
+  for d in /*; do
+    [ "$d" = /newroot ] || /bin/busybox cp -a "$d" /newroot/
+  done
+  export VMHOST_ON_TMPFS=1
+  exec /bin/busybox switch_root /newroot /init
+fi
 /bin/busybox --install -s /bin
 export PATH=/opt/moat:/usr/bin:/bin:/sbin
 mount -t proc proc /proc
@@ -28,6 +40,11 @@ for m in irqbypass kvm kvm-amd overlay; do
   if ! insmod "/mods/$m.ko" $args; then
     echo "vm-host: insmod $m.ko failed"
   fi
+done
+
+# The guest network's modules (run.sh lists them in load order).
+for m in $(cat /mods/net.list 2>/dev/null); do
+  insmod "/mods/net/$m.ko" || echo "vm-host: insmod $m.ko failed"
 done
 
 # A heartbeat on the results port: run.sh tells a test host that stopped responding (its kernel

@@ -23,7 +23,7 @@
 #   MOAT_BIN_DIR          use prebuilt `moat` and `moat-conformance` from this directory
 #   MOAT_AGENTD_STATIC_BIN  use this prebuilt static moat-agentd (else agentd/build-static.sh)
 #   MOAT_VM_HOST_DIR      cache and work directory (default target/vm-host)
-#   MOAT_VM_HOST_TIMEOUT  seconds the test host may run (default 660)
+#   MOAT_VM_HOST_TIMEOUT  seconds the test host may run (default 1200)
 #   MOAT_VM_HOST_STALL    seconds without a heartbeat before the test host counts as hung (90)
 #   MOAT_VM_HOST_CASES    space-separated case names to run (default: all)
 #   MOAT_VM_HOST_KVM_AMD_ARGS  parameters for the test host's kvm-amd module (default none), for
@@ -36,7 +36,7 @@ cd "$(dirname "$0")/../.."
 root=$PWD
 here=$root/tests/vm-host
 vh=${MOAT_VM_HOST_DIR:-$root/target/vm-host}
-host_timeout=${MOAT_VM_HOST_TIMEOUT:-660}
+host_timeout=${MOAT_VM_HOST_TIMEOUT:-1200}
 stall_limit=${MOAT_VM_HOST_STALL:-90}
 qemu_cpu=${MOAT_VM_HOST_CPU:-max}
 mkdir -p "$vh"
@@ -317,6 +317,42 @@ for b in "$r/opt/moat/moat" "$r/opt/moat/moat-conformance" "$r/usr/bin/script" "
   done
 done
 cp -L /lib64/ld-linux-x86-64.so.2 "$r/lib64/"
+# The guest network (docs/NETWORK.md): the tools the router namespace uses, from this host, with
+# their libraries; and the kernel modules its ruleset and wiring need, with their dependencies
+# (each module's own `depends=` field: the package ships no modules.dep), loaded dependencies
+# first, listed in load order in mods/net.list for /init.
+for t in slirp4netns nft ip nsenter; do
+  t_bin=$(command -v "$t" || true)
+  [ -n "$t_bin" ] || cannot "$t is missing on this host (the guest network needs it)"
+  cp -L "$t_bin" "$r/usr/bin/$t"
+  for l in $(ldd "$t_bin" | awk '/=> \//{print $3}'); do
+    cp -L "$l" "$r/lib/x86_64-linux-gnu/"
+  done
+done
+mkdir -p "$r/mods/net"
+: >"$r/mods/net.list"
+net_mod() {
+  local src out dep
+  grep -qx "$1" "$r/mods/net.list" && return
+  src=$(find "$mods" \( -name "$1.ko" -o -name "$1.ko.*" \) | head -n 1)
+  if [ -z "$src" ]; then
+    grep -q "/$1\.ko\$" "$mods/../modules.builtin" || cannot "kernel module $1 is neither a module nor built in"
+    return
+  fi
+  out=$r/mods/net/$1.ko
+  case $src in
+    *.xz) xz -dc "$src" >"$out" ;;
+    *.zst) zstd -qdc "$src" >"$out" ;;
+    *) cp "$src" "$out" ;;
+  esac
+  for dep in $(tr '\0' '\n' <"$out" | sed -n 's/^depends=//p' | head -n 1 | tr ',' ' '); do
+    net_mod "$dep"
+  done
+  echo "$1" >>"$r/mods/net.list"
+}
+for m in veth tun nf_tables nft_ct nft_nat nft_masq nft_chain_nat nft_connlimit; do
+  net_mod "$m"
+done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' >"$r/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
 echo vmhost >"$r/etc/hostname"
@@ -504,7 +540,7 @@ support "the whole conformance suite" "conformance conformance_host_root"
 support "a crash recorded as crashed" "crashed"
 support "boot failures reported with their cause" "boot_fail_rootfs boot_fail_agentd"
 support "OCI images (--image), layers stacked on the host" "image"
-support "guest network (--network, -p): refused on a VM" ""
+support "guest network: none, --allow, public, DNS, -p, root cannot lift it" "net_none net_allow net_public net_dns net_publish net_root"
 support "named volumes, metrics, root patches" "" "no case yet"
 support "seccomp profile and masked /proc inside the guest" "vm_seccomp"
 support "without root (/dev/kvm access alone; a root the user owns)" "rootless_vm"

@@ -417,7 +417,177 @@ case_boot_fail_agentd() {
     moat run --isolation vm --rootfs /opt/rootfs -- true
 }
 
-all="kvm doctor run_echo exit_code stdin_cat rootfs image vm_seccomp rootless_vm leftovers create exec fs_relay pty logs conformance stop conformance_host_root crashed boot_fail_rootfs boot_fail_agentd"
+# --- The guest network (docs/NETWORK.md). Servers are the test host's own: busybox httpd on its
+# loopback (what host.moat.internal reaches), and a "fake internet" in a network namespace it
+# makes itself (203.0.113.10 public, 10.9.9.9 private), reached through a veth pair. Nothing
+# leaves the test host.
+net_servers_up=no
+net_servers() {
+  [ "$net_servers_up" = yes ] && return 0
+  mkdir -p /tmp/www/a /tmp/www/b /tmp/www/world
+  echo loopback-a >/tmp/www/a/ok.txt
+  echo loopback-b >/tmp/www/b/ok.txt
+  echo world >/tmp/www/world/ok.txt
+  busybox httpd -p 127.0.0.1:18081 -h /tmp/www/a
+  busybox httpd -p 127.0.0.1:18082 -h /tmp/www/b
+  mkdir -p /run/netns
+  /usr/bin/ip netns add world &&
+    /usr/bin/ip link add vt-world type veth peer name eth0 netns world &&
+    /usr/bin/ip addr add 203.0.113.1/24 dev vt-world &&
+    /usr/bin/ip link set vt-world up &&
+    /usr/bin/ip route add 10.9.9.9/32 via 203.0.113.10 &&
+    /usr/bin/nsenter --net=/run/netns/world /usr/bin/ip addr add 203.0.113.10/24 dev eth0 &&
+    /usr/bin/nsenter --net=/run/netns/world /usr/bin/ip addr add 10.9.9.9/32 dev eth0 &&
+    /usr/bin/nsenter --net=/run/netns/world /usr/bin/ip link set eth0 up &&
+    /usr/bin/nsenter --net=/run/netns/world /usr/bin/ip link set lo up &&
+    /usr/bin/nsenter --net=/run/netns/world busybox httpd -p 80 -h /tmp/www/world || return 1
+  # The servers answer the test host itself.
+  for u in http://127.0.0.1:18081/ok.txt http://127.0.0.1:18082/ok.txt \
+    http://203.0.113.10/ok.txt http://10.9.9.9/ok.txt; do
+    busybox timeout 5 busybox wget -q -O - "$u" >/dev/null || {
+      echo "the test host cannot reach its own server $u"
+      return 1
+    }
+  done
+  net_servers_up=yes
+}
+# A guest script that fetches each URL and prints `URL -> BODY` or `URL -> failed`.
+# (busybox 1.35's `wget -T` segfaults: timeout(1) bounds it instead.)
+fetch_script='for u in "$@"; do b=$(timeout 8 wget -q -O - "$u" 2>/dev/null) && echo "$u -> $b" || echo "$u -> failed"; done'
+# Whether $w/$1.out says URL -> WANT.
+fetched() { grep -qxF "$2 -> $3" "$w/$1.out"; }
+
+# Default `--network none`: no TSI and no network device (libkrunfw's kernel has only `lo` and an
+# unconfigured `dummy0`); nothing answers, not the host's loopback alias, slirp4netns's gateway,
+# nor the fake internet.
+case_net_none() {
+  net_servers || {
+    fail net_none "the test host's servers did not start"
+    return
+  }
+  run net_none 120 moat run --isolation vm --rootfs /opt/rootfs -- sh -c \
+    "ls /sys/class/net | tr '\n' ' '; echo; $fetch_script" - \
+    http://10.254.254.5:18081/ok.txt http://10.0.2.2:18081/ok.txt http://203.0.113.10/ok.txt
+  if [ "$rc" = 0 ] && ! head -n 1 "$w/net_none.out" | grep -q eth &&
+    fetched net_none http://10.254.254.5:18081/ok.txt failed &&
+    fetched net_none http://10.0.2.2:18081/ok.txt failed &&
+    fetched net_none http://203.0.113.10/ok.txt failed; then
+    pass net_none
+  else
+    fail net_none "exit $rc, stdout '$(tr '\n' '|' <"$w/net_none.out" | head -c 300)', stderr: $(last "$w/net_none.err")"
+  fi
+}
+
+# `--allow host.moat.internal:18081`: that port of the test host's loopback answers, by name
+# (the guest's resolver is the forwarder) and by the alias address; its port 18082 does not, nor
+# the fake internet (the mode is still none).
+case_net_allow() {
+  net_servers || {
+    fail net_allow "the test host's servers did not start"
+    return
+  }
+  run net_allow 120 moat run --isolation vm --rootfs /opt/rootfs \
+    --allow host.moat.internal:18081 -- sh -c "$fetch_script" - \
+    http://host.moat.internal:18081/ok.txt http://10.254.254.5:18081/ok.txt \
+    http://host.moat.internal:18082/ok.txt http://203.0.113.10/ok.txt
+  if [ "$rc" = 0 ] && fetched net_allow http://host.moat.internal:18081/ok.txt loopback-a &&
+    fetched net_allow http://10.254.254.5:18081/ok.txt loopback-a &&
+    fetched net_allow http://host.moat.internal:18082/ok.txt failed &&
+    fetched net_allow http://203.0.113.10/ok.txt failed; then
+    pass net_allow
+  else
+    fail net_allow "exit $rc, stdout '$(tr '\n' '|' <"$w/net_allow.out" | head -c 400)', stderr: $(last "$w/net_allow.err")"
+  fi
+}
+
+# `--network public`: the fake internet's public server answers; its private address, the host's
+# loopback (alias and slirp4netns's gateway) do not.
+case_net_public() {
+  net_servers || {
+    fail net_public "the test host's servers did not start"
+    return
+  }
+  run net_public 120 moat run --isolation vm --rootfs /opt/rootfs --network public -- \
+    sh -c "$fetch_script" - http://203.0.113.10/ok.txt http://10.9.9.9/ok.txt \
+    http://host.moat.internal:18081/ok.txt http://10.0.2.2:18081/ok.txt
+  if [ "$rc" = 0 ] && fetched net_public http://203.0.113.10/ok.txt world &&
+    fetched net_public http://10.9.9.9/ok.txt failed &&
+    fetched net_public http://host.moat.internal:18081/ok.txt failed &&
+    fetched net_public http://10.0.2.2:18081/ok.txt failed; then
+    pass net_public
+  else
+    fail net_public "exit $rc, stdout '$(tr '\n' '|' <"$w/net_public.out" | head -c 400)', stderr: $(last "$w/net_public.err")"
+  fi
+}
+
+# DNS: the guest's /etc/resolv.conf names the forwarder, which answers host.moat.internal itself
+# (the alias address), whatever the mode.
+case_net_dns() {
+  run net_dns 120 moat run --isolation vm --rootfs /opt/rootfs --network all -- sh -c \
+    'cat /etc/resolv.conf; nslookup host.moat.internal'
+  if [ "$rc" = 0 ] && grep -qx 'nameserver 10.254.254.1' "$w/net_dns.out" &&
+    grep -q 'Address.*10\.254\.254\.5' "$w/net_dns.out"; then
+    pass net_dns
+  else
+    fail net_dns "exit $rc, stdout '$(tr '\n' '|' <"$w/net_dns.out" | head -c 400)', stderr: $(last "$w/net_dns.err")"
+  fi
+}
+
+# `-p 127.0.0.1:18090:8080`: a server the guest starts on port 8080 answers on the test host's
+# 127.0.0.1:18090, with the default mode none.
+case_net_publish() {
+  echo "\$ moat run --isolation vm --rootfs /opt/rootfs -p 127.0.0.1:18090:8080 -- (httpd on 8080) &"
+  timeout -k 10 150 moat run --isolation vm --rootfs /opt/rootfs -p 127.0.0.1:18090:8080 -- \
+    sh -c 'mkdir -p /tmp/p; echo published >/tmp/p/ok.txt; httpd -f -p 8080 -h /tmp/p & sleep 120' \
+    >"$w/net_publish.out" 2>"$w/net_publish.err" &
+  mpid=$!
+  got=
+  i=0
+  while [ $i -lt 110 ] && kill -0 "$mpid" 2>/dev/null; do
+    got=$(busybox timeout 3 busybox wget -q -O - http://127.0.0.1:18090/ok.txt 2>/dev/null) && break
+    got=
+    sleep 1
+    i=$((i + 1))
+  done
+  echo "(after $i s the test host read '$got' from 127.0.0.1:18090)"
+  kill -TERM "$mpid" 2>/dev/null
+  wait "$mpid"
+  show "$w/net_publish.out" "$w/net_publish.err"
+  if [ "$got" = published ]; then
+    pass net_publish
+  else
+    fail net_publish "the test host read '$got' from the published port; stderr: $(last "$w/net_publish.err")"
+  fi
+}
+
+# The guest's root cannot lift the policy: with every capability (`--security-profile none`) it
+# gives itself routes and addresses (slirp4netns's network and the fake internet's on its
+# loopback, the sandbox's own address and a default route on dummy0), and what was denied stays
+# denied. The policy is not in the guest: its sockets are the VM process's, judged in the router
+# namespace, which the guest cannot reach.
+case_net_root() {
+  net_servers || {
+    fail net_root "the test host's servers did not start"
+    return
+  }
+  run net_root 120 moat run --isolation vm --rootfs /opt/rootfs --security-profile none \
+    --allow host.moat.internal:18081 -- sh -c \
+    "id -u; timeout 8 wget -q -O - http://host.moat.internal:18081/ok.txt || echo allowed-failed;
+     ip link set lo up; ip addr add 10.0.2.15/24 dev lo; ip addr add 203.0.113.2/24 dev lo;
+     ip link set dummy0 up; ip addr add 10.254.254.2/30 dev dummy0;
+     ip route add default via 10.254.254.1 dev dummy0; ip route; $fetch_script" - \
+    http://host.moat.internal:18082/ok.txt http://10.0.2.2:18081/ok.txt \
+    http://203.0.113.10/ok.txt http://10.9.9.9/ok.txt
+  if [ "$rc" = 0 ] && [ "$(sed -n 1,2p "$w/net_root.out" | tr '\n' ' ')" = "0 loopback-a " ] &&
+    ! grep -q 'not permitted' "$w/net_root.err" &&
+    [ "$(grep -c -- '-> failed$' "$w/net_root.out")" = 4 ]; then
+    pass net_root
+  else
+    fail net_root "exit $rc, stdout '$(tr '\n' '|' <"$w/net_root.out" | head -c 400)', stderr: $(last "$w/net_root.err")"
+  fi
+}
+
+all="kvm doctor run_echo exit_code stdin_cat rootfs image vm_seccomp rootless_vm leftovers create exec fs_relay pty logs conformance stop conformance_host_root crashed boot_fail_rootfs boot_fail_agentd net_none net_allow net_public net_dns net_publish net_root"
 cases=${*:-$all}
 for c in $cases; do
   echo

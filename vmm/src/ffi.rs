@@ -132,11 +132,18 @@ pub(crate) fn fs_add_overlay_file(
     .map(drop)
 }
 
-/// `krun_disable_implicit_vsock` then `krun_add_vsock(ctx, 0)`: a vsock device with no TSI, so
-/// the guest's INET sockets are not proxied through the host's network.
-pub(crate) fn add_vsock_without_tsi(ctx: u32) -> Result<(), Errno> {
+/// libkrun's `KRUN_TSI_HIJACK_INET`: the guest's AF_INET/AF_INET6 sockets are proxied by the VMM.
+const TSI_HIJACK_INET: u32 = 1;
+
+/// `krun_disable_implicit_vsock` then `krun_add_vsock`: a vsock device with TSI for INET sockets
+/// when `tsi_inet` (the guest's INET sockets become sockets of this process: libkrun adds
+/// `tsi_hijack` to the kernel command line), else with no TSI at all (the guest has no network).
+/// Unix-socket hijacking is never enabled, and libkrun refuses a guest's unix proxy request
+/// without it.
+pub(crate) fn add_vsock(ctx: u32, tsi_inet: bool) -> Result<(), Errno> {
     check(krun::krun_disable_implicit_vsock(ctx))?;
-    check(krun::krun_add_vsock(ctx, 0)).map(drop)
+    let features = if tsi_inet { TSI_HIJACK_INET } else { 0 };
+    check(krun::krun_add_vsock(ctx, features)).map(drop)
 }
 
 /// `krun_add_vsock_port2`. With `listen` false the guest connects to `port` and libkrun connects

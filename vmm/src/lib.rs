@@ -4,7 +4,8 @@
 //! ```text
 //!  VmConfig ─validate─► load libkrunfw (dlopen by path) ─► krun_create_ctx ─► vm config,
 //!   root share (read-only, tag /dev/root) + init served as /init.krun, extra shares,
-//!   vsock (no TSI) + port→unix socket maps, console file, env ─► krun_start_enter (never returns)
+//!   vsock (TSI for INET sockets only when asked, else none) + port→unix socket maps, console
+//!   file, env ─► krun_start_enter (never returns)
 //! ```
 //!
 //! Facts from libkrun 1.19 this relies on:
@@ -15,6 +16,12 @@
 //!   so they must not hold `"` or control characters.
 //! - libkrun `dlopen`s `libkrunfw.so.5` by name when the context is created; loading a chosen
 //!   file first (same soname) makes it use that one.
+//! - With TSI for INET sockets (`krun_add_vsock(ctx, KRUN_TSI_HIJACK_INET)`), libkrun adds
+//!   `tsi_hijack` to the kernel command line and makes each guest INET socket (connect, listen,
+//!   UDP) a socket of this process, in this process's network namespace; a guest listener binds
+//!   the same address and port here (no port map). Without the flag, the VMM refuses every
+//!   proxy request (the guest kernel may still have AF_TSI: nothing answers it), and it refuses
+//!   unix-socket proxies unless `KRUN_TSI_HIJACK_UNIX`, which moat never sets.
 //! - When the guest powers off, libkrun ends the process with `_exit` (no `atexit` hooks run):
 //!   exit code 0 for a clean power-off, 1 for a vCPU error (e.g. `KVM_EXIT_INTERNAL_ERROR`).
 
@@ -91,6 +98,10 @@ pub struct VmConfig {
     pub krunfw: Option<PathBuf>,
     /// libkrun's log level on stderr: 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace.
     pub log_level: u32,
+    /// TSI for the guest's INET sockets: each becomes a socket of this process, made in this
+    /// process's network namespace (so whatever judges that namespace's traffic judges the
+    /// guest's). `false`: the guest has no network at all.
+    pub tsi_inet: bool,
 }
 
 /// The least guest RAM accepted: a libkrunfw kernel needs some room to boot at all.
@@ -172,6 +183,7 @@ impl VmConfig {
             env: Vec::new(),
             krunfw: None,
             log_level: 1,
+            tsi_inet: false,
         }
     }
 
@@ -286,7 +298,7 @@ impl VmConfig {
             ffi::add_virtiofs(ctx, &tag, &path, share.read_only)
                 .map_err(call_error("krun_add_virtiofs3"))?;
         }
-        ffi::add_vsock_without_tsi(ctx).map_err(call_error("krun_add_vsock"))?;
+        ffi::add_vsock(ctx, self.tsi_inet).map_err(call_error("krun_add_vsock"))?;
         for mapping in &self.vsock_ports {
             let socket = path_cstring("vsock socket", &mapping.socket)?;
             let listen = mapping.direction == VsockDirection::HostConnects;

@@ -9,14 +9,15 @@
 //!  --allow DEST / --deny DEST ─┼─► NetworkConfig (spec.json, inside SandboxConfig)
 //!  -p [HOSTIP:]HOSTPORT:GUEST ─┘        │
 //!                                       ├─ none, no rules, no -p ─► loopback only (both backends)
-//!                                       └─ anything else ─► namespace backend: router.rs (a
-//!                                          router netns, nft.rs's ruleset, slirp4netns); VM backend:
-//!                                          refused, NetworkError::NotBuilt
+//!                                       └─ anything else ─► router.rs (a router netns,
+//!                                          nft.rs's ruleset, slirp4netns) wired to the sandbox's
+//!                                          netns: the agent's (namespace backend) or the VM
+//!                                          process's, whose sockets carry the guest's (libkrun TSI)
 //! ```
 //!
-//! Not built yet, and refused with [`NetworkError::NotBuilt`] rather than ignored: the VM
-//! backend's network, IPv6 inside the guest (and so `-p` on an IPv6 host address), and a network
-//! for an unprivileged user's sandbox.
+//! Not built yet, and refused with [`NetworkError::NotBuilt`] rather than ignored: IPv6 inside
+//! the guest (and so `-p` on an IPv6 host address), and a network for an unprivileged user's
+//! sandbox.
 
 pub mod dns;
 pub mod forwarder;
@@ -124,35 +125,55 @@ pub fn check_backend(
         return Ok(());
     }
     let not_built = |what: String, backend| Err(NetworkError::NotBuilt { what, backend });
-    match backend {
-        BackendKind::Vm => not_built(asking_option(config), "vm"),
-        BackendKind::Namespace if rootless => {
-            not_built(asking_option(config), "unprivileged namespace")
-        }
-        BackendKind::Namespace => match config.publish.iter().find(|p| p.host_addr.is_ipv6()) {
-            Some(p) => not_built(
-                format!(
-                    "-p [{}]:{}:{} (an IPv6 host address)",
-                    p.host_addr, p.host_port, p.guest_port
-                ),
-                "namespace",
-            ),
-            None => Ok(()),
-        },
+    if rootless {
+        let name = match backend {
+            BackendKind::Vm => "unprivileged vm",
+            BackendKind::Namespace => "unprivileged namespace",
+        };
+        return not_built(asking_option(config), name);
+    }
+    match config.publish.iter().find(|p| p.host_addr.is_ipv6()) {
+        Some(p) => not_built(
+            format!("-p [{}]:{}:{} (an IPv6 host address)", p.host_addr, p.host_port, p.guest_port),
+            match backend {
+                BackendKind::Vm => "vm",
+                BackendKind::Namespace => "namespace",
+            },
+        ),
+        None => Ok(()),
     }
 }
+
+/// How the guest's `/etc/resolv.conf` comes to name the DNS forwarder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestResolver {
+    /// Written by [`attach`] through the sandbox process's root (the namespace backend: the
+    /// agent's root is the guest's).
+    WriteThroughProcessRoot,
+    /// Already written before the guest booted (the VM backend: a root patch, see
+    /// [`guest_resolv_conf`]).
+    WrittenAtBoot,
+}
+
+/// The guest's `/etc/resolv.conf`: the DNS forwarder in the router namespace.
+pub fn guest_resolv_conf() -> String {
+    format!("nameserver {}\n", nft::WIRING.gateway)
+}
+
 /// Gives the sandbox whose network namespace is process `sandbox_pid`'s the network `config`
 /// asks for ([`router::Router`]); `None` when it asks for none. slirp4netns's messages go to
-/// `DIR/slirp4netns.log`.
+/// `DIR/slirp4netns.log`. On the VM backend `sandbox_pid` is the VM process: the guest's sockets
+/// are its sockets (libkrun's TSI), so the router judges them as it judges a namespace's.
 pub fn attach(
     config: &NetworkConfig,
     sandbox_pid: u32,
     dir: &crate::store::home::SandboxDir,
+    resolver: GuestResolver,
 ) -> Result<Option<router::Router>, NetworkError> {
     if !config.needs_network() {
         return Ok(None);
     }
-    let router = router::Router::start(config, sandbox_pid, dir.path())?;
+    let router = router::Router::start(config, sandbox_pid, dir.path(), resolver)?;
     tracing::info!(learned = ?router.learned(), "guest network up");
     Ok(Some(router))
 }
@@ -191,17 +212,29 @@ mod tests {
     }
 
     #[test]
-    fn a_network_on_the_vm_backend_is_refused_naming_the_option() {
+    fn the_vm_backend_takes_a_network_but_not_unprivileged_nor_on_ipv6() {
         let public = NetworkConfig { mode: NetworkMode::Public, ..NetworkConfig::default() };
-        let err = check_backend(BackendKind::Vm, false, &public).unwrap_err().to_string();
-        assert!(err.starts_with("--network public: not built on the vm backend"), "{err}");
+        assert!(check_backend(BackendKind::Vm, false, &public).is_ok());
+        let err = check_backend(BackendKind::Vm, true, &public).unwrap_err().to_string();
+        assert!(err.starts_with("--network public: not built on the unprivileged vm backend"));
         let allow = NetworkConfig {
             rules: vec![parse::parse_rule(Action::Allow, "host.moat.internal:80").unwrap()],
             ..NetworkConfig::default()
         };
-        let err = check_backend(BackendKind::Vm, false, &allow).unwrap_err().to_string();
-        assert!(err.starts_with("--allow: not built on the vm backend"), "{err}");
-        assert!(check_backend(BackendKind::Namespace, true, &allow).is_err());
+        assert!(check_backend(BackendKind::Vm, false, &allow).is_ok());
+        let err = check_backend(BackendKind::Namespace, true, &allow).unwrap_err().to_string();
+        assert!(err.starts_with("--allow: not built on the unprivileged namespace"), "{err}");
+        let v6 = NetworkConfig {
+            publish: vec![parse::parse_publish("[::1]:8080:80").unwrap()],
+            ..NetworkConfig::default()
+        };
+        let err = check_backend(BackendKind::Vm, false, &v6).unwrap_err().to_string();
+        assert!(err.starts_with("-p [::1]:8080:80 (an IPv6 host address): not built on the vm"));
+    }
+
+    #[test]
+    fn the_guest_resolver_is_the_forwarder_in_the_router() {
+        assert_eq!(guest_resolv_conf(), "nameserver 10.254.254.1\n");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use nix::sched::CloneFlags;
 
 use super::forwarder::{Forwarder, Setup, first_nameserver, point_guest_at};
 use super::nft::{self, Learned, WIRING};
-use super::{NetworkConfig, NetworkError};
+use super::{GuestResolver, NetworkConfig, NetworkError};
 use crate::limits::POLL_INTERVAL_MS;
 
 /// How long slirp4netns gets to configure the router namespace and answer on its API socket.
@@ -71,6 +71,7 @@ impl Router {
         config: &NetworkConfig,
         sandbox_pid: u32,
         dir: &Path,
+        resolver: GuestResolver,
     ) -> Result<Router, NetworkError> {
         let log = dir.join("slirp4netns.log");
         let api = dir.join("slirp4netns.sock");
@@ -110,7 +111,7 @@ impl Router {
         ip_batch(
             &sandbox_path,
             &format!(
-                "addr add {}/{} dev eth0\nlink set eth0 up\nroute add default via {}\n",
+                "link set lo up\naddr add {}/{} dev eth0\nlink set eth0 up\nroute add default via {}\n",
                 w.guest, w.prefix, w.gateway
             ),
         )?;
@@ -140,7 +141,9 @@ impl Router {
             router_path,
         };
         router.forwarder = Some(Forwarder::start(&router.netns, setup)?);
-        point_guest_at(sandbox_pid, w.gateway)?;
+        if resolver == GuestResolver::WriteThroughProcessRoot {
+            point_guest_at(sandbox_pid, w.gateway)?;
+        }
         Ok(router)
     }
 
@@ -163,7 +166,7 @@ impl Router {
                 let said = std::fs::read_to_string(log).unwrap_or_default();
                 return Err(NetworkError::SlirpExited {
                     status: status.to_string(),
-                    said: last_line(&said),
+                    said: slirp_said(&said),
                 });
             }
             let routes = capture_in(&path, "ip", &["-4", "route", "show", "default"])?;
@@ -379,6 +382,21 @@ fn nsenter(netns: &Path, program: &str, args: &[&str]) -> Command {
     command
 }
 
+/// What slirp4netns said before it ended, on one line: its messages without the configuration it
+/// prints (`* ...` lines) nor its warning about the host's loopback. It writes those to a buffered
+/// stdout, flushed at exit, so its real error (stderr) comes before them in the log.
+fn slirp_said(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('*') && !l.starts_with("WARNING: 127.0.0.1"))
+        .collect();
+    if lines.is_empty() {
+        return "(no message)".to_owned();
+    }
+    lines[lines.len().saturating_sub(8)..].join(" | ")
+}
+
 /// The last non-empty line of a program's output, without syslog noise.
 fn last_line(text: &str) -> String {
     text.lines()
@@ -421,5 +439,9 @@ mod tests {
     fn the_last_line_skips_syslog_noise() {
         assert_eq!(last_line("a\nreal error\nFailed to send 3 bytes to syslog\n"), "real error");
         assert_eq!(last_line(""), "(no message)");
+        let log =
+            "sent tapfd=5 for tap0\nreal error\n* MTU: 65520\nWARNING: 127.0.0.1:* on the host\n";
+        assert_eq!(slirp_said(log), "sent tapfd=5 for tap0 | real error");
+        assert_eq!(slirp_said(""), "(no message)");
     }
 }

@@ -104,7 +104,12 @@ pub fn serve_sandbox(dir: &SandboxDir) -> Result<(), RuntimeError> {
         }
     };
     // Held until the sandbox ends: dropping it takes the guest network down.
-    let network = match crate::network::attach(&spec.config.network, child.id(), dir) {
+    let network = match crate::network::attach(
+        &spec.config.network,
+        child.id(),
+        dir,
+        crate::network::GuestResolver::WriteThroughProcessRoot,
+    ) {
         Ok(network) => network,
         Err(err) => {
             stop_child(&mut child);

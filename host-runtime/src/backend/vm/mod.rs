@@ -31,8 +31,17 @@
 //! (generated `/etc`, empty directories, the host's top-level symlinks) as the root and each
 //! host system directory (`/usr`, `/lib`, ...) as its own read-only tag `moat-sys-NAME`, which
 //! agentd mounts nosuid and nodev at the same path. The guest console (kernel messages and the
-//! agent's stderr) goes to `DIR/logs/kernel.log`. The vsock device has no TSI: the guest has no
-//! network, like the namespace backend's loopback-only sandbox.
+//! agent's stderr) goes to `DIR/logs/kernel.log`.
+//!
+//! Network (docs/NETWORK.md): with none asked for (the default), the vsock device has no TSI and
+//! the guest has no network at all. With one, libkrun's TSI (transparent socket impersonation)
+//! makes each of the guest's INET sockets a socket of the VM process, which `unshare --net` put
+//! in a network namespace of its own; the supervisor wires that namespace to the same router
+//! namespace, ruleset and DNS forwarder as the namespace backend's ([`crate::network::attach`])
+//! before it passes "ok" on. The policy is judged on the VM process's sockets, outside the guest,
+//! which can change nothing there. The guest's `/etc/resolv.conf` is a root patch naming the
+//! forwarder; published ports reach the VM process's namespace, where TSI listens for a guest
+//! server.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -72,9 +81,11 @@ const VMM_LOG_LEVEL: u32 = 3;
 /// it and records how it ended.
 pub fn supervise(dir: &SandboxDir) -> Result<(), RuntimeError> {
     let exe = std::env::current_exe().map_err(RuntimeError::io("find own executable", "moat"))?;
+    let network = dir.read_spec()?.config.network;
+    let networked = network.needs_network();
     let mut command = Command::new("unshare");
     command
-        .args(vm_unshare_args(crate::backend::namespace::rootless::is_rootless()))
+        .args(vm_unshare_args(crate::backend::namespace::rootless::is_rootless(), networked))
         .arg(exe)
         .arg("__vm")
         .arg(dir.path())
@@ -87,12 +98,34 @@ pub fn supervise(dir: &SandboxDir) -> Result<(), RuntimeError> {
     if let Some(stdout) = child.stdout.take() {
         let _ = BufReader::new(stdout).read_line(&mut line);
     }
-    let line = line.trim_end();
+    let mut line = line.trim_end().to_owned();
+    // Held until the VM process ends: dropping it takes the guest network down. Wired before
+    // "ok" is passed on, so no client of this sandbox runs anything before the network is there.
+    // `unshare` execs the VM process: its pid is the child's, and its network namespace (new,
+    // empty) is the one the router gets wired to.
+    let mut router = None;
+    if line == STARTUP_OK && networked {
+        match crate::network::attach(
+            &network,
+            child.id(),
+            dir,
+            crate::network::GuestResolver::WrittenAtBoot,
+        ) {
+            Ok(wired) => router = wired,
+            Err(err) => {
+                tracing::error!(%err, "the guest network could not be set up");
+                let _ = child.kill();
+                line = format!("error: {}", one_line(&err.to_string()));
+            }
+        }
+    }
+    let line = line.as_str();
     let started = line == STARTUP_OK;
     if started || line.starts_with("error: ") {
         report_startup(line);
     }
     let status = child.wait().map_err(RuntimeError::io("wait for", "the VM process"))?;
+    drop(router);
     if started {
         if status.success() {
             // libkrun ends the process with `_exit` on any guest power-off or reset: only the
@@ -190,10 +223,13 @@ fn one_line(text: &str) -> String {
 
 /// `unshare(1)`'s flags for the VM process: a private mount namespace, owned by a new user
 /// namespace whose root is the user when moat runs unprivileged (the only privilege `__vm` needs
-/// is to mount in its own mount namespace; `/dev/kvm` is opened with the user's own access).
-pub fn vm_unshare_args(rootless: bool) -> Vec<&'static str> {
+/// is to mount in its own mount namespace; `/dev/kvm` is opened with the user's own access); and
+/// with a guest network, a new network namespace, which the router gets wired to (libkrun's TSI
+/// makes the guest's sockets sockets of the VM process, so they start there).
+pub fn vm_unshare_args(rootless: bool, network: bool) -> Vec<&'static str> {
     let user: &[&str] = if rootless { &["--user", "--map-root-user"] } else { &[] };
-    [user, &["--mount", "--propagation", "private"]].concat()
+    let net: &[&str] = if network { &["--net"] } else { &[] };
+    [user, net, &["--mount", "--propagation", "private"]].concat()
 }
 
 /// `moat __vm DIR` (in a private mount namespace): builds the VM and enters it. Returns only on
@@ -228,7 +264,17 @@ struct Channel {
 }
 
 fn prepare(dir: &SandboxDir) -> Result<(VmConfig, Channel), RuntimeError> {
-    let spec = dir.read_spec()?;
+    let mut spec = dir.read_spec()?;
+    if spec.config.network.needs_network() {
+        // The guest resolves through the DNS forwarder in the router namespace: written by agentd
+        // at boot, as a root patch into its tmpfs upper (replacing a file or symlink there).
+        spec.config.patches.push(crate::patches::Patch::Text {
+            path: "/etc/resolv.conf".into(),
+            content: crate::network::guest_resolv_conf(),
+            mode: Some(0o644),
+            replace: true,
+        });
+    }
     spec.config.write_scripts(&dir.scripts_dir())?;
     crate::patches::write_bundle(&spec.config.patches, &dir.patches_dir())?;
     let mut shares = spec.config.shares(&dir.scripts_dir(), ShareNaming::VirtioFsTag);
@@ -336,6 +382,7 @@ pub fn vm_config(
     ];
     config.krunfw = krunfw;
     config.log_level = VMM_LOG_LEVEL;
+    config.tsi_inet = spec.config.network.needs_network();
     config
 }
 
@@ -429,11 +476,12 @@ mod tests {
 
     #[test]
     fn an_unprivileged_vm_process_gets_a_user_namespace_for_its_mounts() {
-        assert_eq!(vm_unshare_args(false), ["--mount", "--propagation", "private"]);
+        assert_eq!(vm_unshare_args(false, false), ["--mount", "--propagation", "private"]);
         assert_eq!(
-            vm_unshare_args(true),
+            vm_unshare_args(true, false),
             ["--user", "--map-root-user", "--mount", "--propagation", "private"]
         );
+        assert_eq!(vm_unshare_args(false, true), ["--net", "--mount", "--propagation", "private"]);
     }
 
     #[test]
@@ -442,7 +490,25 @@ mod tests {
         let config =
             vm_config(&spec(SandboxConfig::default()), &dir, "/r".into(), vec![1], &[], None);
         assert_eq!((config.vcpus, config.memory_mib), (1, 512));
+        // No network asked for: no TSI, so the guest has no network at all.
+        assert!(!config.tsi_inet);
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_guest_network_turns_tsi_on() {
+        let dir = SandboxDir::open("/run/moat/box");
+        let mut sandbox = SandboxConfig::default();
+        sandbox.network.mode = crate::network::NetworkMode::Public;
+        let config = vm_config(&spec(sandbox), &dir, "/r".into(), vec![1], &[], None);
+        assert!(config.tsi_inet);
+        // A deny rule alone asks for no network.
+        let mut sandbox = SandboxConfig::default();
+        sandbox.network.rules = vec![
+            crate::network::parse::parse_rule(crate::network::Action::Deny, "10.0.0.0/8").unwrap(),
+        ];
+        let config = vm_config(&spec(sandbox), &dir, "/r".into(), vec![1], &[], None);
+        assert!(!config.tsi_inet);
     }
 
     #[test]
