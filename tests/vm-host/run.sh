@@ -283,8 +283,9 @@ rm -rf "$r"
 mkdir -p "$r"/{bin,sbin,proc,sys,dev,tmp,run,etc,mods,opt/moat,lib/x86_64-linux-gnu,lib64,root}
 cp "$busybox" "$r/bin/busybox"
 ln -s busybox "$r/bin/sh"
-# overlay: the VM process stacks an image's layers with overlayfs (the `image` case).
-for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd fs/overlayfs/overlay; do
+# overlay: the VM process stacks an image's layers with overlayfs (the `image` case); loop: a
+# volume with --quota is an ext4 image loop-mounted (the `volume_quota` case; ext4 is built in).
+for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd fs/overlayfs/overlay drivers/block/loop; do
   src=$(ls "$mods/$m".ko* 2>/dev/null | head -n 1)
   [ -n "$src" ] || cannot "module $m is missing from $mods"
   case $src in
@@ -311,7 +312,12 @@ for t in script unshare setpriv; do
   [ -n "$t_bin" ] || cannot "$t is missing on this host (util-linux / bsdutils)"
   cp -L "$t_bin" "$r/usr/bin/$t"
 done
-for b in "$r/opt/moat/moat" "$r/opt/moat/moat-conformance" "$r/usr/bin/script" "$r/usr/bin/unshare" "$r/usr/bin/setpriv"; do
+# mkfs.ext4 (e2fsprogs) makes a --quota volume's image (`moat volume create --quota`).
+mkfs_bin=$(command -v mkfs.ext4 || true)
+[ -n "$mkfs_bin" ] || cannot "mkfs.ext4 is missing on this host (e2fsprogs)"
+cp -L "$mkfs_bin" "$r/usr/bin/mkfs.ext4"
+[ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$r/etc/"
+for b in "$r/opt/moat/moat" "$r/opt/moat/moat-conformance" "$r/usr/bin/script" "$r/usr/bin/unshare" "$r/usr/bin/setpriv" "$r/usr/bin/mkfs.ext4"; do
   for l in $(ldd "$b" | awk '/=> \//{print $3}'); do
     cp -L "$l" "$r/lib/x86_64-linux-gnu/"
   done
