@@ -23,7 +23,7 @@
 #   MOAT_BIN_DIR          use prebuilt `moat` and `moat-conformance` from this directory
 #   MOAT_AGENTD_STATIC_BIN  use this prebuilt static moat-agentd (else agentd/build-static.sh)
 #   MOAT_VM_HOST_DIR      cache and work directory (default target/vm-host)
-#   MOAT_VM_HOST_TIMEOUT  seconds the test host may run (default 660)
+#   MOAT_VM_HOST_TIMEOUT  seconds the test host may run (default 900)
 #   MOAT_VM_HOST_STALL    seconds without a heartbeat before the test host counts as hung (90)
 #   MOAT_VM_HOST_CASES    space-separated case names to run (default: all)
 #   MOAT_VM_HOST_KVM_AMD_ARGS  parameters for the test host's kvm-amd module (default none), for
@@ -36,7 +36,7 @@ cd "$(dirname "$0")/../.."
 root=$PWD
 here=$root/tests/vm-host
 vh=${MOAT_VM_HOST_DIR:-$root/target/vm-host}
-host_timeout=${MOAT_VM_HOST_TIMEOUT:-660}
+host_timeout=${MOAT_VM_HOST_TIMEOUT:-900}
 stall_limit=${MOAT_VM_HOST_STALL:-90}
 qemu_cpu=${MOAT_VM_HOST_CPU:-max}
 mkdir -p "$vh"
@@ -511,7 +511,13 @@ support "a crash recorded as crashed" "crashed"
 support "boot failures reported with their cause" "boot_fail_rootfs boot_fail_agentd"
 support "OCI images (--image), layers stacked on the host" "image"
 support "guest network (--network, -p): refused on a VM" ""
-support "named volumes, metrics, root patches" "" "no case yet"
+support "named volumes: the volume CLI, -v NAME:/path, :ro, --quota" "volume volume_quota volume_rm"
+support "root patches (--patch)" "patch"
+support "moat stats --json (the VMM process's figures)" "stats"
+support "moat cp, both ways" "cp"
+support "moat logs --json, --after, --since" "logs_json"
+support "moat port-forward (the relay's TCP tunnel, no guest network)" "port_forward"
+support "moat start of a stopped sandbox, moat drain" "start drain"
 support "seccomp profile and masked /proc inside the guest" "vm_seccomp"
 support "without root (/dev/kvm access alone; a root the user owns)" "rootless_vm"
 echo "timing: $((t_boot - t_start)) s to build and assemble, $((t_end - t_boot)) s in the test host"
