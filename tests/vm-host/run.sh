@@ -23,7 +23,7 @@
 #   MOAT_BIN_DIR          use prebuilt `moat` and `moat-conformance` from this directory
 #   MOAT_AGENTD_STATIC_BIN  use this prebuilt static moat-agentd (else agentd/build-static.sh)
 #   MOAT_VM_HOST_DIR      cache and work directory (default target/vm-host)
-#   MOAT_VM_HOST_TIMEOUT  seconds the test host may run (default 900)
+#   MOAT_VM_HOST_TIMEOUT  seconds the test host may run (default 1200)
 #   MOAT_VM_HOST_STALL    seconds without a heartbeat before the test host counts as hung (90)
 #   MOAT_VM_HOST_CASES    space-separated case names to run (default: all)
 #   MOAT_VM_HOST_KVM_AMD_ARGS  parameters for the test host's kvm-amd module (default none), for
@@ -36,7 +36,7 @@ cd "$(dirname "$0")/../.."
 root=$PWD
 here=$root/tests/vm-host
 vh=${MOAT_VM_HOST_DIR:-$root/target/vm-host}
-host_timeout=${MOAT_VM_HOST_TIMEOUT:-900}
+host_timeout=${MOAT_VM_HOST_TIMEOUT:-1200}
 stall_limit=${MOAT_VM_HOST_STALL:-90}
 qemu_cpu=${MOAT_VM_HOST_CPU:-max}
 mkdir -p "$vh"

@@ -245,7 +245,7 @@ case_logs() {
 case_conformance() {
   need_vt conformance || return
   sock=$(moat socket vt)
-  run conformance 400 moat-conformance run --socket "$sock" --timeout 60
+  run conformance 500 moat-conformance run --socket "$sock" --timeout 150
   lat=$(sed -n "s/^PASS latency\/ping: //p" "$w/conformance.out" | head -n 1)
   [ -n "$lat" ] && figure "conformance latency/ping through the relay: $lat"
   if [ "$rc" = 0 ]; then
@@ -264,7 +264,7 @@ case_conformance_host_root() {
     return
   fi
   sock=$(moat socket vh)
-  run conformance_host_root 400 moat-conformance run --socket "$sock" --timeout 60
+  run conformance_host_root 500 moat-conformance run --socket "$sock" --timeout 150
   if [ "$rc" = 0 ]; then
     pass conformance_host_root
   else
