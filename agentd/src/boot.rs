@@ -250,6 +250,9 @@ pub fn assemble(options: &BootOptions, bootstrap: &GuestBootstrap) -> Result<(),
     mount_pseudo_filesystems(options.vm)?;
     if options.vm {
         mask_kernel_paths(Path::new("/"))?;
+        // The namespace backend's host side brings up the loopback of the network namespace it
+        // makes; in a VM the agent, as init, is the only one who can.
+        sys::loopback_up().map_err(step("bring up loopback"))?;
     }
     apply_system_settings(bootstrap)
 }

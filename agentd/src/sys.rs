@@ -96,6 +96,37 @@ pub fn mkdir_all(path: &Path) -> Result<(), SysError> {
     })
 }
 
+/// Brings the loopback interface up (`SIOCGIFFLAGS`, then `SIOCSIFFLAGS` with `IFF_UP`): a VM's
+/// kernel leaves `lo` down, and its agent is the guest's init, so nobody else would. Without it
+/// `127.0.0.1` is unreachable in the guest (`ENETUNREACH`), and so is every tunnel to a guest
+/// port (`core.tcp.connect`, `moat port-forward`).
+pub fn loopback_up() -> Result<(), SysError> {
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+
+    let failed = |call| SysError { call, target: "lo".into(), errno: Errno::last() };
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|errno| SysError { call: "socket(AF_INET)", target: "lo".into(), errno })?;
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads `ifr_name` and writes `ifr_ifru.ifru_flags` of a valid, owned
+    // `ifreq` on an open socket.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } == -1 {
+        return Err(failed("ioctl(SIOCGIFFLAGS)"));
+    }
+    // SAFETY: SIOCGIFFLAGS just initialised the `ifru_flags` member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the name and flags of a valid, owned `ifreq`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) } == -1 {
+        return Err(failed("ioctl(SIOCSIFFLAGS, IFF_UP)"));
+    }
+    Ok(())
+}
+
 /// `sethostname(name)`.
 pub fn sethostname(name: &str) -> Result<(), SysError> {
     sys("sethostname", name, nix::unistd::sethostname(name))

@@ -33,7 +33,7 @@ report() { echo "VMTEST $*" >"$out"; }
 
 echo "vm-host: up at $(cut -d' ' -f1 /proc/uptime) s ($(cat /etc/vmtest-versions))"
 report "INFO test host up at $(cut -d' ' -f1 /proc/uptime) s, $(cat /etc/vmtest-versions)"
-for m in irqbypass kvm kvm-amd overlay; do
+for m in irqbypass kvm kvm-amd overlay loop; do
   args=
   [ "$m" = kvm-amd ] && args=$(cat /etc/vmtest-kvm-amd-args 2>/dev/null)
   # shellcheck disable=SC2086 # the module parameters are separate words

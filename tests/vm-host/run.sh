@@ -283,8 +283,9 @@ rm -rf "$r"
 mkdir -p "$r"/{bin,sbin,proc,sys,dev,tmp,run,etc,mods,opt/moat,lib/x86_64-linux-gnu,lib64,root}
 cp "$busybox" "$r/bin/busybox"
 ln -s busybox "$r/bin/sh"
-# overlay: the VM process stacks an image's layers with overlayfs (the `image` case).
-for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd fs/overlayfs/overlay; do
+# overlay: the VM process stacks an image's layers with overlayfs (the `image` case); loop: a
+# volume with --quota is an ext4 image loop-mounted (the `volume_quota` case; ext4 is built in).
+for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-amd fs/overlayfs/overlay drivers/block/loop; do
   src=$(ls "$mods/$m".ko* 2>/dev/null | head -n 1)
   [ -n "$src" ] || cannot "module $m is missing from $mods"
   case $src in
@@ -311,7 +312,12 @@ for t in script unshare setpriv; do
   [ -n "$t_bin" ] || cannot "$t is missing on this host (util-linux / bsdutils)"
   cp -L "$t_bin" "$r/usr/bin/$t"
 done
-for b in "$r/opt/moat/moat" "$r/opt/moat/moat-conformance" "$r/usr/bin/script" "$r/usr/bin/unshare" "$r/usr/bin/setpriv"; do
+# mkfs.ext4 (e2fsprogs) makes a --quota volume's image (`moat volume create --quota`).
+mkfs_bin=$(command -v mkfs.ext4 || true)
+[ -n "$mkfs_bin" ] || cannot "mkfs.ext4 is missing on this host (e2fsprogs)"
+cp -L "$mkfs_bin" "$r/usr/bin/mkfs.ext4"
+[ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$r/etc/"
+for b in "$r/opt/moat/moat" "$r/opt/moat/moat-conformance" "$r/usr/bin/script" "$r/usr/bin/unshare" "$r/usr/bin/setpriv" "$r/usr/bin/mkfs.ext4"; do
   for l in $(ldd "$b" | awk '/=> \//{print $3}'); do
     cp -L "$l" "$r/lib/x86_64-linux-gnu/"
   done
@@ -541,7 +547,13 @@ support "a crash recorded as crashed" "crashed"
 support "boot failures reported with their cause" "boot_fail_rootfs boot_fail_agentd"
 support "OCI images (--image), layers stacked on the host" "image"
 support "guest network: none, --allow, public, DNS, -p, root cannot lift it" "net_none net_allow net_public net_dns net_publish net_root"
-support "named volumes, metrics, root patches" "" "no case yet"
+support "named volumes: the volume CLI, -v NAME:/path, :ro, --quota" "volume volume_quota volume_rm"
+support "root patches (--patch)" "patch"
+support "moat stats --json (the VMM process's figures)" "stats"
+support "moat cp, both ways" "cp"
+support "moat logs --json, --after, --since" "logs_json"
+support "moat port-forward (the relay's TCP tunnel, no guest network)" "port_forward"
+support "moat start of a stopped sandbox, moat drain" "start drain"
 support "seccomp profile and masked /proc inside the guest" "vm_seccomp"
 support "without root (/dev/kvm access alone; a root the user owns)" "rootless_vm"
 echo "timing: $((t_boot - t_start)) s to build and assemble, $((t_end - t_boot)) s in the test host"

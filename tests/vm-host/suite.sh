@@ -245,7 +245,7 @@ case_logs() {
 case_conformance() {
   need_vt conformance || return
   sock=$(moat socket vt)
-  run conformance 400 moat-conformance run --socket "$sock" --timeout 60
+  run conformance 500 moat-conformance run --socket "$sock" --timeout 150
   lat=$(sed -n "s/^PASS latency\/ping: //p" "$w/conformance.out" | head -n 1)
   [ -n "$lat" ] && figure "conformance latency/ping through the relay: $lat"
   if [ "$rc" = 0 ]; then
@@ -264,7 +264,7 @@ case_conformance_host_root() {
     return
   fi
   sock=$(moat socket vh)
-  run conformance_host_root 400 moat-conformance run --socket "$sock" --timeout 60
+  run conformance_host_root 500 moat-conformance run --socket "$sock" --timeout 150
   if [ "$rc" = 0 ]; then
     pass conformance_host_root
   else
@@ -587,7 +587,332 @@ case_net_root() {
   fi
 }
 
+
+# ---------------------------------------------------------------------------------------------
+# Issue 12's CLI on a VM: named volumes, --patch, stats, cp, logs --json/--after/--since,
+# port-forward, start, drain. They share one sandbox, v12 (busybox root, two named volumes,
+# root patches), made by `volume`; `drain` stops it and `volume_rm` removes it.
+
+# A number field of `moat ... --json` (pretty-printed: one field a line).
+json_num() { sed -n "s/^ *\"$2\": \([0-9][0-9]*\).*/\1/p" "$1" | head -n 1; }
+json_str() { sed -n "s/^ *\"$2\": \"\([^\"]*\)\".*/\1/p" "$1" | head -n 1; }
+sha_of() { sha256sum "$1" 2>/dev/null | cut -d' ' -f1; }
+need_v12() {
+  if [ "$(status_of v12)" != running ]; then
+    fail "$1" "sandbox v12 is not running (status '$(status_of v12)'): see case volume"
+    return 1
+  fi
+}
+
+# `moat volume create/ls/inspect`, `-v NAME:/path` on a VM, the data seen by a second sandbox
+# mounting the volume `:ro` (which refuses writes), `volume rm` refused while v12 runs.
+case_volume() {
+  rm -rf /tmp/moat/volumes/v12data /tmp/moat/volumes/v12quota
+  run volume_create 30 moat volume create v12data
+  if [ "$rc" != 0 ] || [ "$(cat "$w/volume_create.out")" != v12data ]; then
+    fail volume "moat volume create v12data: exit $rc, stdout '$(head -c 80 "$w/volume_create.out")': $(last "$w/volume_create.err")"
+    return
+  fi
+  run volume_create_quota 60 moat volume create v12quota --quota 16
+  if [ "$rc" != 0 ]; then
+    fail volume "moat volume create v12quota --quota 16: exit $rc: $(last "$w/volume_create_quota.err")"
+    return
+  fi
+  run volume_ls 30 moat volume ls
+  run volume_ls_json 30 moat volume ls --json
+  if ! grep -q '^v12data  *- ' "$w/volume_ls.out" || ! grep -q '^v12quota  *16MiB ' "$w/volume_ls.out" ||
+    [ "$(grep -c '"name": "v12' "$w/volume_ls_json.out")" != 2 ]; then
+    fail volume "moat volume ls does not list v12data (no quota) and v12quota (16MiB), or --json not both"
+    return
+  fi
+  head -c 65536 /dev/urandom >"$w/patch-src.bin"
+  run volume_sandbox 150 moat create v12 --isolation vm --rootfs /opt/rootfs \
+    -v v12data:/data -v v12quota:/quota \
+    --patch text:/etc/moat-patched=patched-by-moat-12 \
+    --patch append:/etc/moat-test-marker=appended-by-patch \
+    --patch "copy-file:$w/patch-src.bin=/opt/p12.bin" \
+    --patch mkdir:/srv/p12:750 \
+    --patch symlink:/etc/p12-link=/etc/moat-patched \
+    --patch text:/etc/p12-gone=soon-removed --patch rm:/etc/p12-gone
+  if [ "$rc" != 0 ]; then
+    fail volume "moat create v12 with -v v12data:/data -v v12quota:/quota and patches: exit $rc: $(last "$w/volume_sandbox.err")"
+    return
+  fi
+  figure "moat create --isolation vm with two named volumes and 7 patches (boot to ready): $ms ms"
+  run volume_write 60 moat exec v12 -- sh -c 'echo from-v12 > /data/note && cat /data/note'
+  host_note=$(cat /tmp/moat/volumes/v12data/data/note 2>/dev/null)
+  if [ "$rc" != 0 ] || [ "$(cat "$w/volume_write.out")" != from-v12 ] || [ "$host_note" != from-v12 ]; then
+    fail volume "a write to /data in v12: exit $rc, stdout '$(head -c 80 "$w/volume_write.out")', the volume's file on the host '$host_note': $(last "$w/volume_write.err")"
+    return
+  fi
+  run volume_inspect 30 moat volume inspect v12data
+  if [ "$(json_str "$w/volume_inspect.out" path)" != /tmp/moat/volumes/v12data/data ] ||
+    ! tr -d ' \n' <"$w/volume_inspect.out" | grep -q '"used_by":\[{"sandbox":"v12","status":"running"}\]'; then
+    fail volume "moat volume inspect v12data: path '$(json_str "$w/volume_inspect.out" path)', used_by not [v12 running]"
+    return
+  fi
+  run volume_rm_in_use 30 moat volume rm v12data
+  if [ "$rc" = 0 ] || [ ! -e /tmp/moat/volumes/v12data/data/note ]; then
+    fail volume "moat volume rm v12data while v12 runs with it: exit $rc (want a refusal)"
+    return
+  fi
+  # A second sandbox mounts the volume read-only: it reads v12's file and cannot write.
+  run volume_ro 150 moat run --isolation vm --rootfs /opt/rootfs -v v12data:/data:ro -- \
+    sh -c 'cat /data/note; echo x > /data/other && echo WROTE; grep " /data " /proc/mounts'
+  if [ "$rc" != 0 ] || [ "$(head -n 1 "$w/volume_ro.out")" != from-v12 ] ||
+    grep -q WROTE "$w/volume_ro.out" || [ -e /tmp/moat/volumes/v12data/data/other ] ||
+    ! sed -n 2p "$w/volume_ro.out" | grep -q -E ' ro[, ]'; then
+    fail volume "a second sandbox with -v v12data:/data:ro: exit $rc, stdout '$(tr '\n' '|' <"$w/volume_ro.out" | head -c 200)', stderr: $(last "$w/volume_ro.err")"
+    return
+  fi
+  pass volume
+}
+
+# A volume with --quota 16 (an ext4 image loop-mounted on the test host) fills up inside the
+# VM: dd past it fails with ENOSPC, and the volume's used bytes show the data.
+case_volume_quota() {
+  need_v12 volume_quota || return
+  run volume_quota 120 moat exec v12 -- sh -c 'dd if=/dev/zero of=/quota/big bs=1M count=32 2>&1; echo status=$?; sync'
+  run volume_quota_inspect 30 moat volume inspect v12quota
+  used=$(json_num "$w/volume_quota_inspect.out" used_bytes)
+  quota=$(json_num "$w/volume_quota_inspect.out" quota_mib)
+  moat exec v12 -- rm -f /quota/big >/dev/null 2>&1
+  if grep -q 'No space left on device' "$w/volume_quota.out" && ! grep -q 'status=0' "$w/volume_quota.out" &&
+    [ "$quota" = 16 ] && [ "${used:-0}" -gt $((10 << 20)) ]; then
+    pass volume_quota
+  else
+    fail volume_quota "dd of 32 MiB into a 16 MiB volume: '$(tr '\n' '|' <"$w/volume_quota.out" | head -c 200)' (want ENOSPC, status not 0); inspect: quota_mib '$quota', used_bytes '$used'"
+  fi
+}
+
+# The --patch forms v12 was created with, seen in the guest; the --rootfs directory untouched.
+case_patch() {
+  need_v12 patch || return
+  run patch 60 moat exec v12 -- sh -c 'cat /etc/moat-patched; echo; tail -n 1 /etc/moat-test-marker; echo; sha256sum /opt/p12.bin | cut -d" " -f1; stat -c %a /srv/p12; readlink /etc/p12-link; test -e /etc/p12-gone && echo gone-is-present || echo gone-is-absent'
+  expected="patched-by-moat-12
+appended-by-patch
+$(sha_of "$w/patch-src.bin")
+750
+/etc/moat-patched
+gone-is-absent"
+  if [ "$rc" = 0 ] && [ "$(cat "$w/patch.out")" = "$expected" ] && [ ! -e /opt/rootfs/etc/moat-patched ] &&
+    [ "$(cat /opt/rootfs/etc/moat-test-marker)" = "moat vm-host test rootfs" ]; then
+    pass patch
+  else
+    fail patch "exit $rc, guest saw '$(tr '\n' '|' <"$w/patch.out")', want '$(echo "$expected" | tr '\n' '|')'; /opt/rootfs/etc/moat-patched exists: $([ -e /opt/rootfs/etc/moat-patched ] && echo yes || echo no); stderr: $(last "$w/patch.err")"
+  fi
+}
+
+# `moat stats NAME --json` and `moat stats --json` on a running VM: the VMM process's figures.
+case_stats() {
+  need_v12 stats || return
+  run stats 60 moat stats v12 --json
+  mem=$(json_num "$w/stats.out" memory_bytes)
+  mem_limit=$(json_num "$w/stats.out" memory_limit_bytes)
+  up=$(json_num "$w/stats.out" uptime_ms)
+  cpu=$(json_num "$w/stats.out" cpu_time_ns)
+  src=$(json_str "$w/stats.out" source)
+  run stats_all 60 moat stats --json
+  up2=$(sed -n '/"sandbox": "v12"/,/}/p' "$w/stats_all.out" | sed -n 's/^ *"uptime_ms": \([0-9]*\).*/\1/p')
+  if [ "$rc" = 0 ] && [ "${mem:-0}" -gt $((1 << 20)) ] && [ "$mem_limit" = $((512 << 20)) ] &&
+    [ "${up:-0}" -gt 0 ] && [ "${cpu:-0}" -gt 0 ] && [ "$src" = vmm-process ] &&
+    [ -n "$up2" ] && [ "$up2" -gt "$up" ]; then
+    pass stats
+    figure "moat stats v12: memory_bytes $mem (the VMM's resident set), cpu_time_ns $cpu, uptime_ms $up"
+  else
+    fail stats "memory_bytes '$mem' (want > 1 MiB), memory_limit_bytes '$mem_limit' (want 512 MiB), uptime_ms '$up', cpu_time_ns '$cpu', source '$src', later uptime in moat stats --json '$up2'; stderr: $(last "$w/stats.err")$(last "$w/stats_all.err")"
+  fi
+}
+
+# `moat cp` both ways, a file and a directory, checked by sha256.
+case_cp() {
+  need_v12 cp || return
+  head -c 1048576 /dev/urandom >"$w/cp-in.bin"
+  rm -rf "$w/cpdir" "$w/cpback" "$w/cp-out.bin"
+  mkdir -p "$w/cpdir/sub" "$w/cpback"
+  head -c 5000 /dev/urandom >"$w/cpdir/a.bin"
+  echo nested >"$w/cpdir/sub/b.txt"
+  run cp_in 60 moat cp "$w/cp-in.bin" v12:/tmp/cp-in.bin
+  run cp_in_sha 60 moat exec v12 -- sha256sum /tmp/cp-in.bin
+  in_guest=$(cut -d' ' -f1 "$w/cp_in_sha.out")
+  run cp_out_make 60 moat exec v12 -- sh -c 'head -c 300000 /dev/urandom > /tmp/cp-out.bin; sha256sum /tmp/cp-out.bin'
+  made=$(cut -d' ' -f1 "$w/cp_out_make.out")
+  run cp_out 60 moat cp v12:/tmp/cp-out.bin "$w/cp-out.bin"
+  run cp_dir_in 60 moat cp "$w/cpdir" v12:/tmp
+  run cp_dir_out 60 moat cp v12:/tmp/cpdir "$w/cpback"
+  if [ "$in_guest" != "$(sha_of "$w/cp-in.bin")" ]; then
+    fail cp "host to guest: sha256 in the guest '$in_guest', on the host '$(sha_of "$w/cp-in.bin")'; stderr: $(last "$w/cp_in.err")"
+  elif [ -z "$made" ] || [ "$made" != "$(sha_of "$w/cp-out.bin")" ]; then
+    fail cp "guest to host: sha256 in the guest '$made', of the copy '$(sha_of "$w/cp-out.bin")'; stderr: $(last "$w/cp_out.err")"
+  elif ! diff -r "$w/cpdir" "$w/cpback/cpdir" >"$w/cp_diff.out" 2>&1; then
+    show "$w/cp_diff.out"
+    fail cp "a directory copied in and back differs: $(last "$w/cp_diff.out") $(last "$w/cp_dir_in.err") $(last "$w/cp_dir_out.err")"
+  else
+    pass cp
+  fi
+}
+
+# `moat logs --json` (one object a line with a cursor), `--after CURSOR`, `--since`.
+case_logs_json() {
+  need_v12 logs_json || return
+  moat exec v12 -- echo logs-json-1 >/dev/null 2>&1
+  moat exec v12 -- echo logs-json-2 >/dev/null 2>&1
+  run logs_json 30 moat logs v12 --source stdout --json
+  cursor=$(grep '"text":"logs-json-1\\n"' "$w/logs_json.out" | sed -n 's/.*"cursor":"\([^"]*\)".*/\1/p' | head -n 1)
+  run logs_after 30 moat logs v12 --source stdout --after "$cursor"
+  run logs_since 30 moat logs v12 --source stdout --since 1h
+  run logs_future 30 moat logs v12 --since 2999-01-01T00:00:00Z
+  if [ -n "$cursor" ] && grep -q '"source":"stdout"' "$w/logs_json.out" &&
+    [ "$(cat "$w/logs_after.out")" = logs-json-2 ] &&
+    grep -q '^logs-json-1$' "$w/logs_since.out" && grep -q '^logs-json-2$' "$w/logs_since.out" &&
+    [ ! -s "$w/logs_future.out" ]; then
+    pass logs_json
+  else
+    fail logs_json "cursor of logs-json-1 '$cursor'; --after it: '$(tr '\n' '|' <"$w/logs_after.out" | head -c 120)' (want logs-json-2); --since 1h has both: $(grep -c '^logs-json-[12]$' "$w/logs_since.out"); --since 2999: $(wc -c <"$w/logs_future.out") bytes"
+  fi
+}
+
+# An HTTP/1.0 GET of $2 from 127.0.0.1:$1 with busybox nc (this static busybox's wget crashes
+# in glibc's resolver); the whole response, carriage returns removed.
+http_get() {
+  printf 'GET %s HTTP/1.0\r\n\r\n' "$2" | timeout 15 nc 127.0.0.1 "$1" 2>>"$w/pf_nc.err" | tr -d '\r'
+}
+
+# `moat port-forward`: busybox httpd on the guest's port 8080, fetched from the test host through
+# 127.0.0.1:18080. The guest has no network device but lo and the kernel's dummy0 (no TSI, no
+# virtio-net): the bytes can only go through the relay.
+case_port_forward() {
+  need_v12 port_forward || return
+  run pf_setup 60 moat exec v12 -- sh -c 'mkdir -p /tmp/www && echo pf-body-12 > /tmp/www/index.html; cat /proc/net/dev'
+  ifaces=$(sed -n 's/^ *\([a-z0-9]*\):.*/\1/p' "$w/pf_setup.out" | grep -v '^dummy' | tr '\n' ' ')
+  : >"$w/pf_nc.err"
+  moat exec v12 -- httpd -f -p 8080 -h /tmp/www >"$w/pf_server.out" 2>&1 &
+  server=$!
+  moat port-forward v12 127.0.0.1:18080:8080 >"$w/pf.out" 2>"$w/pf.err" &
+  forward=$!
+  i=0
+  : >"$w/pf_get.out"
+  while [ $i -lt 60 ]; do
+    if grep -q '^forwarding 127.0.0.1:18080 -> v12:8080' "$w/pf.out"; then
+      http_get 18080 /index.html >"$w/pf_get.out"
+      [ "$(tail -n 1 "$w/pf_get.out")" = pf-body-12 ] && break
+    fi
+    sleep 1
+    i=$((i + 1))
+  done
+  # A second fetch on a new connection, timed.
+  t0=$(now_ms)
+  http_get 18080 /index.html >"$w/pf_get2.out"
+  fetch_ms=$(($(now_ms) - t0))
+  show "$w/pf.out" "$w/pf.err" "$w/pf_get.out" "$w/pf_get2.out" "$w/pf_nc.err"
+  kill "$forward" 2>/dev/null
+  wait "$forward"
+  pf_rc=$?
+  moat exec v12 -- killall httpd >/dev/null 2>&1
+  wait "$server"
+  show "$w/pf_server.out"
+  if head -n 1 "$w/pf_get.out" | grep -q -E '^HTTP/1\.[01] 200 OK$' &&
+    [ "$(tail -n 1 "$w/pf_get.out")" = pf-body-12 ] &&
+    [ "$(tail -n 1 "$w/pf_get2.out")" = pf-body-12 ] && [ "$ifaces" = "lo " ] && [ "$pf_rc" = 0 ]; then
+    pass port_forward
+    figure "a second HTTP GET through moat port-forward to httpd in the VM: $fetch_ms ms"
+  else
+    fail port_forward "GET through 127.0.0.1:18080: '$(tr '\n' '|' <"$w/pf_get.out" | head -c 160)', then '$(tail -n 1 "$w/pf_get2.out")' (want HTTP/1.x 200 OK ... pf-body-12), guest interfaces besides dummy '$ifaces' (want lo alone), port-forward exit after SIGTERM $pf_rc; $(last "$w/pf.err") $(last "$w/pf_nc.err")"
+  fi
+}
+
+# `moat stop`, then `moat start` boots v12 again: exec works, the volume's data and the patches
+# are there, a second start is refused.
+case_start() {
+  need_v12 start || return
+  run start_stop 60 moat stop v12
+  run start_refused 30 moat exec v12 -- true
+  refused_rc=$rc
+  if [ "$(status_of v12)" != stopped ] || [ "$refused_rc" = 0 ] ||
+    ! grep -q 'not running (it is stopped)' "$w/start_refused.err"; then
+    fail start "after moat stop: status '$(status_of v12)', exec exit $refused_rc: $(last "$w/start_refused.err")"
+    return
+  fi
+  run start 150 moat start v12
+  if [ "$rc" != 0 ]; then
+    fail start "moat start v12 exited $rc: $(last "$w/start.err")"
+    return
+  fi
+  figure "moat start of a stopped VM sandbox (boot to ready): $ms ms"
+  run start_exec 60 moat exec v12 -- cat /data/note /etc/moat-patched
+  run start_again 60 moat start v12
+  again_rc=$rc
+  if [ "$(printf 'from-v12\npatched-by-moat-12')" = "$(cat "$w/start_exec.out")" ] &&
+    [ "$(status_of v12)" = running ] && [ "$again_rc" != 0 ] &&
+    grep -q 'already running' "$w/start_again.err"; then
+    pass start
+  else
+    fail start "after moat start: exec read '$(tr '\n' '|' <"$w/start_exec.out")' (want from-v12|patched-by-moat-12), status '$(status_of v12)', a second start exited $again_rc: $(last "$w/start_again.err")"
+  fi
+}
+
+# `moat drain`: an exec running at the drain finishes with its output, a new exec is refused,
+# and the sandbox stops by itself once the running exec has ended.
+case_drain() {
+  need_v12 drain || return
+  moat exec v12 -- rm -f /tmp/drain-started >/dev/null 2>&1
+  (
+    moat exec v12 -- sh -c 'touch /tmp/drain-started; sleep 10; echo drain-finished' \
+      >"$w/drain_bg.out" 2>"$w/drain_bg.err"
+    echo $? >"$w/drain_bg.rc"
+  ) &
+  bg=$!
+  i=0
+  until moat exec v12 -- test -e /tmp/drain-started >/dev/null 2>&1 || [ $i -ge 30 ]; do
+    i=$((i + 1))
+  done
+  run drain 60 moat drain v12
+  drain_rc=$rc
+  st=$(status_of v12)
+  run drain_refused 30 moat exec v12 -- echo sneaked-in
+  refused_rc=$rc
+  wait "$bg"
+  run drain_wait 90 moat wait v12 --timeout 60
+  wait_rc=$rc
+  moat inspect v12 >"$w/drain_inspect.out" 2>&1
+  reason=$(json_str "$w/drain_inspect.out" stop_reason)
+  final=$(json_str "$w/drain_inspect.out" status)
+  show "$w/drain_bg.out" "$w/drain_bg.err"
+  if [ "$drain_rc" = 0 ] && [ "$st" = draining ] && [ "$refused_rc" != 0 ] &&
+    grep -q 'draining' "$w/drain_refused.err" && ! grep -q sneaked-in "$w/drain_refused.out" &&
+    [ "$(cat "$w/drain_bg.out")" = drain-finished ] && [ "$(cat "$w/drain_bg.rc")" = 0 ] &&
+    [ "$wait_rc" = 0 ] && [ "$final" = stopped ] && [ "$reason" = "drained: the last exec ended" ]; then
+    pass drain
+  else
+    fail drain "moat drain exit $drain_rc, status then '$st' (want draining); a new exec exit $refused_rc: $(last "$w/drain_refused.err"); the running exec: exit '$(cat "$w/drain_bg.rc")', stdout '$(cat "$w/drain_bg.out")'; moat wait exit $wait_rc; final status '$final', stop_reason '$reason'"
+  fi
+}
+
+# v12 removed, the volumes are still there with their data, then `moat volume rm` removes them
+# (the quota volume's ext4 image unmounted).
+case_volume_rm() {
+  moat stop v12 >/dev/null 2>&1
+  run volume_rm_sandbox 60 moat rm -f v12
+  run volume_rm_inspect 30 moat volume inspect v12data
+  users=$(tr -d ' \n' <"$w/volume_rm_inspect.out" | grep -o '"used_by":\[[^]]*\]')
+  note=$(cat /tmp/moat/volumes/v12data/data/note 2>/dev/null)
+  run volume_rm 30 moat volume rm v12data
+  data_rc=$rc
+  run volume_rm_quota 30 moat volume rm v12quota
+  quota_rc=$rc
+  run volume_rm_ls 30 moat volume ls
+  if [ "$users" = '"used_by":[]' ] && [ "$note" = from-v12 ] && [ "$data_rc" = 0 ] &&
+    [ "$quota_rc" = 0 ] && ! grep -q '^v12' "$w/volume_rm_ls.out" &&
+    [ ! -e /tmp/moat/volumes/v12data ] && [ ! -e /tmp/moat/volumes/v12quota ] &&
+    ! grep -q v12quota /proc/mounts; then
+    pass volume_rm
+  else
+    fail volume_rm "after rm -f v12: used_by '$users' (want []), the note '$note'; volume rm exits $data_rc / $quota_rc; ls: $(grep '^v12' "$w/volume_rm_ls.out" | tr '\n' ' '); mounted: $(grep v12quota /proc/mounts)"
+  fi
+}
+
 all="kvm doctor run_echo exit_code stdin_cat rootfs image vm_seccomp rootless_vm leftovers create exec fs_relay pty logs conformance stop conformance_host_root crashed boot_fail_rootfs boot_fail_agentd net_none net_allow net_public net_dns net_publish net_root"
+all="$all volume volume_quota patch stats cp logs_json port_forward start drain volume_rm"
 cases=${*:-$all}
 for c in $cases; do
   echo
