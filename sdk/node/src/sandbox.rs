@@ -15,10 +15,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use moat_runtime::api::blocking as api;
 use moat_runtime::store::state::SandboxState;
+use napi::Env;
+use napi::bindgen_prelude::Object;
 use napi_derive::napi;
 
 use crate::config::SandboxConfig;
-use crate::error::blocking;
+use crate::error::{blocking, promise_blocking};
 use crate::exec::{ExecKind, ExecOptions, ExecOutput, ExecPlan, ExitStatus};
 use crate::exec_stream::ExecHandle;
 use crate::fs::SandboxFs;
@@ -54,12 +56,14 @@ impl Sandbox {
         self.owner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn run(&self, plan: ExecPlan) -> napi::Result<ExecOutput> {
+    /// Runs the plan's command to its end; the promise settles from the blocking pool
+    /// ([`promise_blocking`]).
+    fn run<'env>(&self, env: &'env Env, plan: ExecPlan) -> napi::Result<Object<'env>> {
         let inner = self.inner.clone();
-        let captured =
-            blocking(move || library::exec(&inner, plan.request, &plan.stdin, plan.timeout))
-                .await?;
-        Ok(ExecOutput::from_captured(captured))
+        promise_blocking(env, move || {
+            let captured = library::exec(&inner, plan.request, &plan.stdin, plan.timeout)?;
+            Ok(ExecOutput::from_captured(captured))
+        })
     }
 
     async fn stream(&self, plan: ExecPlan) -> napi::Result<ExecHandle> {
@@ -170,24 +174,38 @@ impl Sandbox {
     }
 
     /// Runs `cmd args...` and collects its output.
-    #[napi]
-    pub async fn exec(&self, cmd: String, args: Option<Vec<String>>) -> napi::Result<ExecOutput> {
-        self.run(ExecPlan::simple(cmd, args)?).await
+    #[napi(ts_return_type = "Promise<ExecOutput>")]
+    pub fn exec<'env>(
+        &self,
+        env: &'env Env,
+        cmd: String,
+        args: Option<Vec<String>>,
+    ) -> napi::Result<Object<'env>> {
+        self.run(env, ExecPlan::simple(cmd, args)?)
     }
 
     /// Runs `cmd` with per-command options (`index.js` also accepts microsandbox's builder
     /// callback) and collects its output.
-    #[napi]
-    pub async fn exec_with(&self, cmd: String, options: ExecOptions) -> napi::Result<ExecOutput> {
-        self.run(ExecPlan::with_options(cmd, options, ExecKind::Collected)?).await
+    #[napi(ts_return_type = "Promise<ExecOutput>")]
+    pub fn exec_with<'env>(
+        &self,
+        env: &'env Env,
+        cmd: String,
+        options: ExecOptions,
+    ) -> napi::Result<Object<'env>> {
+        self.run(env, ExecPlan::with_options(cmd, options, ExecKind::Collected)?)
     }
 
     /// Runs `script` with the sandbox's shell (`config.shell`, else `/bin/sh`) `-c` and
     /// collects its output.
-    #[napi]
-    pub async fn shell(&self, script: String) -> napi::Result<ExecOutput> {
-        let plan = self.shell_plan(script).await?;
-        self.run(plan).await
+    #[napi(ts_return_type = "Promise<ExecOutput>")]
+    pub fn shell<'env>(&self, env: &'env Env, script: String) -> napi::Result<Object<'env>> {
+        let inner = self.inner.clone();
+        promise_blocking(env, move || {
+            let request = library::shell_request(&inner, script)?;
+            let captured = library::exec(&inner, request, &[], None)?;
+            Ok(ExecOutput::from_captured(captured))
+        })
     }
 
     /// Shuts the sandbox down gracefully.
