@@ -213,8 +213,8 @@ export declare class MetricsStream {
 /** A running sandbox. */
 export declare class Sandbox {
   /**
-   * Creates and boots a sandbox owned by this handle (killed when the handle is collected or
-   * node exits, unless detached).
+   * Creates and boots a sandbox owned by this handle: it stops when the handle is collected
+   * or node ends (even by SIGKILL), unless detached.
    */
   static create(config: SandboxConfig): Promise<Sandbox>
   /** Creates and boots a sandbox that outlives this handle and this process. */
@@ -835,8 +835,12 @@ export interface SandboxConfig {
   cmd?: Array<string>
   /** Not supported by moat yet. */
   logLevel?: string
-  /** Not supported by moat yet (`stop()` asks the agent to end every process, then SIGTERM). */
-  stopSignal?: string
+  /**
+   * The signal `stop()` (and an attached sandbox's end) sends every running command before
+   * shutting the sandbox down, instead of the image's StopSignal: a name (`"SIGUSR1"`,
+   * `"USR1"`, `"SIGRTMIN+3"`) or a number.
+   */
+  stopSignal?: string | number
 }
 
 /** One sandbox as `Sandbox.list` reports it. */

@@ -1,7 +1,7 @@
 // moat's Node package: the native addon (moat.node, built by `npm run build`) with every call's
 // errors turned into MoatError subclasses, microsandbox's execWith builder callback and config
-// factories (Mount, Patch, NetworkPolicy, Secret), the check that refuses config keys moat does
-// not know, and the exit hook that ends the sandboxes attached handles own.
+// factories (Mount, Patch, NetworkPolicy, Secret), and the check that refuses config keys moat
+// does not know. (An attached sandbox needs no exit hook: the library ties it to this process.)
 'use strict'
 
 const fs = require('node:fs')
@@ -233,20 +233,6 @@ for (const method of ['execWith', 'execStreamWith']) {
     }
     return nativeCall.call(this, cmd, options)
   }
-}
-
-// Attached sandboxes end with the process that owns them: at exit, and on the signals that
-// end node by default. A signal handler runs only while it is the signal's sole listener (a
-// program that handles the signal itself decides whether node ends); it then kills the
-// attached sandboxes and re-raises the signal with node's default action.
-process.on('exit', () => native.killAttachedSandboxes())
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(signal, function endAttached() {
-    if (process.listenerCount(signal) !== 1) return
-    native.killAttachedSandboxes()
-    process.removeListener(signal, endAttached)
-    process.kill(process.pid, signal)
-  })
 }
 
 const wrapped = {}

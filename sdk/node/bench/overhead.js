@@ -24,11 +24,16 @@ const workspace = path.resolve(pkg, '..', '..')
 const targetDir = process.env.CARGO_TARGET_DIR || path.join(workspace, 'target')
 const log = (line) => process.stderr.write(`${line}\n`)
 
-// The Rust half, built with cargo in the profile of `npm run build` (debug).
-log('building the Rust half: cargo build -p moat-node --example overhead')
-const built = spawnSync('cargo', ['build', '-q', '-p', 'moat-node', '--example', 'overhead'], { cwd: workspace, stdio: 'inherit' })
+// The Rust half, built with cargo in the profile the addon was built in (`npm run build`: debug;
+// `npm run build:release`: release), as executables.json records it.
+const recorded = JSON.parse(fs.readFileSync(path.join(pkg, 'executables.json'), 'utf8'))
+const profile = recorded.profile === 'release' ? 'release' : 'debug'
+const cargoArgs = ['build', '-q', '-p', 'moat-node', '--example', 'overhead']
+if (profile === 'release') cargoArgs.push('--release')
+log(`building the Rust half: cargo ${cargoArgs.join(' ')}`)
+const built = spawnSync('cargo', cargoArgs, { cwd: workspace, stdio: 'inherit' })
 if (built.status !== 0) process.exit(built.status || 1)
-const rustBin = path.join(targetDir, 'debug', 'examples', 'overhead')
+const rustBin = path.join(targetDir, profile, 'examples', 'overhead')
 
 const home = fs.mkdtempSync(path.join(os.tmpdir(), 'moat-node-bench-'))
 process.env.MOAT_HOME = home
@@ -95,7 +100,7 @@ async function main() {
     figures[key] = { addon_ms: n, rust_ms: r, ratio: n / r, overhead_pct: (n / r - 1) * 100, samples: node[key].length }
   }
   const report = {
-    profile: 'debug', exec_iters_per_round: EXEC_ITERS, fs_mib: FS_MIB, fs_iters_per_round: FS_ITERS, rounds: ROUNDS,
+    profile, exec_iters_per_round: EXEC_ITERS, fs_mib: FS_MIB, fs_iters_per_round: FS_ITERS, rounds: ROUNDS,
     cpus: os.cpus().length, load_before: loadBefore, load_after: os.loadavg(), node: process.version, figures,
   }
   if (json) {
@@ -103,7 +108,7 @@ async function main() {
     return
   }
   const fmt = (x) => x.toFixed(2).padStart(9)
-  console.log(`addon overhead (debug builds, ${ROUNDS} rounds, ${EXEC_ITERS} execs and ${FS_ITERS} × ${FS_MIB} MiB per round)`)
+  console.log(`addon overhead (${profile} builds, ${ROUNDS} rounds, ${EXEC_ITERS} execs and ${FS_ITERS} × ${FS_MIB} MiB per round)`)
   console.log('figure        addon ms   Rust ms    ratio   overhead')
   for (const [key, f] of Object.entries(figures)) {
     console.log(`${key.padEnd(10)}${fmt(f.addon_ms)} ${fmt(f.rust_ms)} ${fmt(f.ratio)} ${f.overhead_pct.toFixed(1).padStart(8)} %`)

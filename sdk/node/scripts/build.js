@@ -63,5 +63,5 @@ if (release) napiArgs.push('--release')
 run(path.join(pkg, 'node_modules', '.bin', 'napi'), napiArgs)
 
 fs.writeFileSync(path.join(pkg, 'executables.json'),
-  JSON.stringify({ moat: moat.path, agentd: agentd.path }, null, 2) + '\n')
+  JSON.stringify({ moat: moat.path, agentd: agentd.path, profile: release ? 'release' : 'debug' }, null, 2) + '\n')
 console.log(`addon: ${path.join(pkg, 'moat.node')}; binaries recorded in executables.json`)

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use moat_runtime::api::StopSignal;
 use moat_runtime::api::config::{ImageSource, Isolation, RootSource, SandboxOptions};
 use moat_runtime::config::{SandboxConfig as LibConfig, Script, Tmpfs, Volume};
 use moat_runtime::patches::Patch;
@@ -146,8 +147,10 @@ pub struct SandboxConfig {
     /// Not supported by moat yet.
     #[napi(ts_type = "string")]
     pub log_level: Option<serde_json::Value>,
-    /// Not supported by moat yet (`stop()` asks the agent to end every process, then SIGTERM).
-    #[napi(ts_type = "string")]
+    /// The signal `stop()` (and an attached sandbox's end) sends every running command before
+    /// shutting the sandbox down, instead of the image's StopSignal: a name (`"SIGUSR1"`,
+    /// `"USR1"`, `"SIGRTMIN+3"`) or a number.
+    #[napi(ts_type = "string | number")]
     pub stop_signal: Option<serde_json::Value>,
 }
 
@@ -224,6 +227,7 @@ impl SandboxConfig {
             .collect::<Result<Vec<Patch>>>()?;
         moat_runtime::patches::validate(&patches)?;
         let network = network_config(self.network, self.ports)?;
+        let stop_signal = self.stop_signal.as_ref().map(stop_signal).transpose()?;
         let config = LibConfig {
             hostname: self.hostname,
             env,
@@ -241,6 +245,7 @@ impl SandboxConfig {
             ephemeral: self.ephemeral.unwrap_or(false),
             patches,
             network,
+            stop_signal: stop_signal.map(|signal| signal.to_string()),
             ..LibConfig::default()
         };
         Ok(CreatePlan {
@@ -255,7 +260,6 @@ impl SandboxConfig {
             ("entrypoint", self.entrypoint.is_some()),
             ("cmd", self.cmd.is_some()),
             ("logLevel", self.log_level.is_some()),
-            ("stopSignal", self.stop_signal.is_some()),
         ];
         if let Some((field, _)) = present.iter().find(|(_, given)| *given) {
             return Err(NodeError::NotSupported(format!("config.{field}")));
@@ -482,4 +486,25 @@ impl PatchConfig {
         };
         Ok(patch)
     }
+}
+
+/// `config.stopSignal`: a signal name or number Linux has.
+fn stop_signal(value: &serde_json::Value) -> Result<StopSignal> {
+    let parsed = match value {
+        serde_json::Value::String(name) => name.parse::<StopSignal>(),
+        serde_json::Value::Number(number) => match number.as_i64().map(i32::try_from) {
+            Some(Ok(number)) => StopSignal::from_number(number),
+            _ => {
+                return Err(NodeError::InvalidArgument(format!(
+                    "config.stopSignal {number} is not a signal number (1 to 64)"
+                )));
+            }
+        },
+        other => {
+            return Err(NodeError::InvalidArgument(format!(
+                "config.stopSignal must be a signal name or number, not {other}"
+            )));
+        }
+    };
+    parsed.map_err(|err| NodeError::InvalidArgument(format!("config.stopSignal: {err}")))
 }

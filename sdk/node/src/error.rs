@@ -172,3 +172,27 @@ where
         Err(join) => Err(NodeError::Worker(join.to_string())),
     }
 }
+
+/// Runs a blocking library call on tokio's blocking pool and settles the returned promise from
+/// that thread: one hop to the pool and one back to node's thread. (An `async fn` awaiting
+/// [`blocking`] adds a third: the runtime's worker that polls the future is woken by the pool
+/// and only then settles the promise; for a short call such as an exec round trip that wake-up
+/// is a measurable share.)
+pub(crate) fn promise_blocking<'env, T, F>(
+    env: &'env napi::Env,
+    call: F,
+) -> napi::Result<napi::bindgen_prelude::Object<'env>>
+where
+    T: napi::bindgen_prelude::ToNapiValue + Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    let (deferred, promise) = env.create_deferred()?;
+    napi::bindgen_prelude::spawn_blocking(move || {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+            Ok(Ok(value)) => deferred.resolve(move |_| Ok(value)),
+            Ok(Err(err)) => deferred.reject(err.into()),
+            Err(_) => deferred.reject(NodeError::Worker("the library call panicked".into()).into()),
+        }
+    });
+    Ok(promise)
+}

@@ -92,9 +92,21 @@ fn checked(var: &str, path: PathBuf) -> Result<PathBuf> {
     }
 }
 
-/// Creates and boots a sandbox (removing a same-named one first with `replace`).
-pub(crate) fn create(plan: CreatePlan) -> Result<Sandbox> {
+/// A sandbox this process launched: the handle the calls use, and with `attached` the library's
+/// owning handle, whose drop (or this process's end, however it ends) stops the sandbox.
+pub(crate) struct Launched {
+    pub sandbox: Sandbox,
+    pub owner: Option<Sandbox>,
+}
+
+/// Creates and boots a sandbox (removing a same-named one first with `replace`); `attached`
+/// ties its lifetime to the returned owner (`Moat::create_attached`).
+pub(crate) fn create(plan: CreatePlan, attached: bool) -> Result<Launched> {
     let moat = moat().with_executables(executables()?);
+    if attached {
+        let owner = moat.create_attached(plan.args, plan.replace)?;
+        return launched(&moat, owner);
+    }
     if plan.replace {
         match moat.get(&plan.args.name) {
             Ok(old) => old.remove(true)?,
@@ -104,7 +116,18 @@ pub(crate) fn create(plan: CreatePlan) -> Result<Sandbox> {
     }
     let sandbox = moat.create(plan.args)?;
     adopt(&sandbox);
-    Ok(sandbox)
+    Ok(Launched { sandbox, owner: None })
+}
+
+/// The launched attached sandbox: a plain handle for the calls (so that only the owner, not
+/// every fs handle or stream made from it, holds the lifeline) beside the owner.
+fn launched(moat: &Moat, owner: Sandbox) -> Result<Launched> {
+    let sandbox = match moat.get(owner.name()) {
+        Ok(sandbox) => sandbox,
+        Err(err) => return Err(gone(&owner, err)),
+    };
+    adopt(&sandbox);
+    Ok(Launched { sandbox, owner: Some(owner) })
 }
 
 /// Records the sandbox process this process just spawned, to reap it when it ends.
@@ -115,12 +138,26 @@ fn adopt(sandbox: &Sandbox) {
 }
 
 /// Launches the stopped (or crashed) sandbox `name` again, with the configuration it was
-/// created with.
-pub(crate) fn start(name: &str) -> Result<Sandbox> {
-    let sandbox = moat().with_executables(executables()?).get(name)?;
+/// created with; `attached` as for [`create`].
+pub(crate) fn start(name: &str, attached: bool) -> Result<Launched> {
+    let moat = moat().with_executables(executables()?);
+    if attached {
+        let owner = match moat.start_attached(name) {
+            Ok(owner) => owner,
+            // The same error mapping as a detached start: a removed sandbox is not found.
+            Err(err) => return Err(gone(&moat.get(name)?, err)),
+        };
+        return launched(&moat, owner);
+    }
+    let sandbox = moat.get(name)?;
     sandbox.start().map_err(|err| gone(&sandbox, err))?;
     adopt(&sandbox);
-    Ok(sandbox)
+    Ok(Launched { sandbox, owner: None })
+}
+
+/// Lets an attached sandbox outlive its owner and this process.
+pub(crate) fn detach(mut owner: Sandbox) -> Result<()> {
+    owner.detach().map_err(|err| gone(&owner, err))
 }
 
 /// A snapshot of what the running sandbox uses.

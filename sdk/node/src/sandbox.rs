@@ -2,61 +2,32 @@
 //! with microsandbox's names. Calls moat does not implement yet reject with
 //! `ERR_MOAT_NOT_SUPPORTED` naming the call.
 //!
-//! Lifecycle ownership: `Sandbox.create` returns an *attached* handle. An attached sandbox is
-//! killed when its handle is garbage-collected or when the node process exits (`index.js` calls
-//! [`kill_attached_sandboxes`] on `exit`), unless `detach()` was called. `createDetached` and
+//! Lifecycle ownership: `Sandbox.create` and `Sandbox.start` return an *attached* handle over
+//! the library's `Moat::create_attached` / `start_attached`. The handle holds the library's
+//! owning `Sandbox` (a lifeline pipe to the sandbox process): when the handle is
+//! garbage-collected, or the node process ends however it ends (SIGKILL too: the kernel closes
+//! the pipe), the sandbox stops as `moat stop` stops it (its stop signal to every exec, then
+//! shutdown), unless `detach()` was called. `createDetached`, `startDetached` and
 //! `SandboxHandle.connect` give handles that never end the sandbox by themselves.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use moat_runtime::api::blocking as api;
 use moat_runtime::store::state::SandboxState;
+use napi::Env;
+use napi::bindgen_prelude::Object;
 use napi_derive::napi;
 
 use crate::config::SandboxConfig;
-use crate::error::blocking;
+use crate::error::{blocking, promise_blocking};
 use crate::exec::{ExecKind, ExecOptions, ExecOutput, ExecPlan, ExitStatus};
 use crate::exec_stream::ExecHandle;
 use crate::fs::SandboxFs;
 use crate::info::{SandboxInfo, timestamp_ms};
-use crate::library;
+use crate::library::{self, Launched};
 use crate::logs::{self, LogEntry, LogOptions, LogStream, LogStreamOptions};
 use crate::metrics::{MetricsStream, SandboxMetrics};
-
-/// Attached sandboxes by handle token: what the exit hook kills.
-static ATTACHED: Mutex<Option<HashMap<u64, api::Sandbox>>> = Mutex::new(None);
-static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
-
-fn attach(sandbox: &api::Sandbox) -> u64 {
-    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-    let mut attached = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
-    attached.get_or_insert_with(HashMap::new).insert(token, sandbox.clone());
-    token
-}
-
-fn release(token: u64) -> Option<api::Sandbox> {
-    let mut attached = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
-    attached.as_mut().and_then(|map| map.remove(&token))
-}
-
-/// Kills every sandbox an attached handle still owns; `index.js` calls it when node exits
-/// (internal: not exported by the package, so not in `index.d.ts`). Returns how many it killed.
-#[napi(skip_typescript)]
-pub fn kill_attached_sandboxes() -> u32 {
-    let owned: Vec<api::Sandbox> = {
-        let mut attached = ATTACHED.lock().unwrap_or_else(PoisonError::into_inner);
-        attached.take().map(|map| map.into_values().collect()).unwrap_or_default()
-    };
-    let mut killed = 0;
-    for sandbox in owned {
-        if library::kill(&sandbox).is_ok() {
-            killed += 1;
-        }
-    }
-    killed
-}
 
 /// `Sandbox.listWith`'s filter: every label must be present with its value.
 #[napi(object)]
@@ -68,27 +39,31 @@ pub struct SandboxListFilter {
 /// A running sandbox.
 #[napi]
 pub struct Sandbox {
+    /// The handle every call uses; it never owns the sandbox, so the fs handles and streams
+    /// made from it do not keep an attached sandbox alive.
     inner: api::Sandbox,
-    /// The attached-lifecycle token, while this handle owns the sandbox.
-    owner: Mutex<Option<u64>>,
+    /// The library's owning handle, while this one is attached: dropping it (with this object,
+    /// or when the sandbox ended) releases the lifeline.
+    owner: Mutex<Option<api::Sandbox>>,
 }
 
 impl Sandbox {
-    fn new(inner: api::Sandbox, attached: bool) -> Sandbox {
-        let owner = attached.then(|| attach(&inner));
-        Sandbox { inner, owner: Mutex::new(owner) }
+    fn new(launched: Launched) -> Sandbox {
+        Sandbox { inner: launched.sandbox, owner: Mutex::new(launched.owner) }
     }
 
-    fn owner(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+    fn owner(&self) -> MutexGuard<'_, Option<api::Sandbox>> {
         self.owner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn run(&self, plan: ExecPlan) -> napi::Result<ExecOutput> {
+    /// Runs the plan's command to its end; the promise settles from the blocking pool
+    /// ([`promise_blocking`]).
+    fn run<'env>(&self, env: &'env Env, plan: ExecPlan) -> napi::Result<Object<'env>> {
         let inner = self.inner.clone();
-        let captured =
-            blocking(move || library::exec(&inner, plan.request, &plan.stdin, plan.timeout))
-                .await?;
-        Ok(ExecOutput::from_captured(captured))
+        promise_blocking(env, move || {
+            let captured = library::exec(&inner, plan.request, &plan.stdin, plan.timeout)?;
+            Ok(ExecOutput::from_captured(captured))
+        })
     }
 
     async fn stream(&self, plan: ExecPlan) -> napi::Result<ExecHandle> {
@@ -110,42 +85,26 @@ impl Sandbox {
             blocking(move || if kill { library::kill(&inner) } else { library::stop(&inner) })
                 .await?;
         // It has ended: nothing is left for this handle to end.
-        if let Some(token) = self.owner().take() {
-            release(token);
-        }
+        drop(self.owner().take());
         Ok(state)
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let token = self.owner.get_mut().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(sandbox) = token.and_then(release) {
-            // Garbage collection runs on node's thread: the kill runs beside it.
-            std::thread::spawn(move || {
-                let _ = library::kill(&sandbox);
-            });
-        }
     }
 }
 
 #[napi]
 impl Sandbox {
-    /// Creates and boots a sandbox owned by this handle (killed when the handle is collected or
-    /// node exits, unless detached).
+    /// Creates and boots a sandbox owned by this handle: it stops when the handle is collected
+    /// or node ends (even by SIGKILL), unless detached.
     #[napi(ts_return_type = "Promise<Sandbox>")]
     pub async fn create(config: SandboxConfig) -> napi::Result<Sandbox> {
         let plan = config.plan()?;
-        let inner = blocking(move || library::create(plan)).await?;
-        Ok(Sandbox::new(inner, true))
+        Ok(Sandbox::new(blocking(move || library::create(plan, true)).await?))
     }
 
     /// Creates and boots a sandbox that outlives this handle and this process.
     #[napi(ts_return_type = "Promise<Sandbox>")]
     pub async fn create_detached(config: SandboxConfig) -> napi::Result<Sandbox> {
         let plan = config.plan()?;
-        let inner = blocking(move || library::create(plan)).await?;
-        Ok(Sandbox::new(inner, false))
+        Ok(Sandbox::new(blocking(move || library::create(plan, false)).await?))
     }
 
     /// A handle on the existing sandbox `name` (running or not).
@@ -185,15 +144,13 @@ impl Sandbox {
     /// Launches the stopped (or crashed) sandbox `name` again, owned by the returned handle.
     #[napi(ts_return_type = "Promise<Sandbox>")]
     pub async fn start(name: String) -> napi::Result<Sandbox> {
-        let inner = blocking(move || library::start(&name)).await?;
-        Ok(Sandbox::new(inner, true))
+        Ok(Sandbox::new(blocking(move || library::start(&name, true)).await?))
     }
 
     /// Launches the stopped (or crashed) sandbox `name` again, outliving the returned handle.
     #[napi(ts_return_type = "Promise<Sandbox>")]
     pub async fn start_detached(name: String) -> napi::Result<Sandbox> {
-        let inner = blocking(move || library::start(&name)).await?;
-        Ok(Sandbox::new(inner, false))
+        Ok(Sandbox::new(blocking(move || library::start(&name, false)).await?))
     }
 
     /// The sandbox name.
@@ -205,7 +162,7 @@ impl Sandbox {
     /// Whether this handle ends the sandbox when it goes away (attached mode).
     #[napi(getter)]
     pub fn owns_lifecycle(&self) -> bool {
-        self.owner().is_some()
+        self.owner().as_ref().is_some_and(api::Sandbox::owns_lifecycle)
     }
 
     /// The configuration the sandbox was created with, as JSON.
@@ -217,24 +174,38 @@ impl Sandbox {
     }
 
     /// Runs `cmd args...` and collects its output.
-    #[napi]
-    pub async fn exec(&self, cmd: String, args: Option<Vec<String>>) -> napi::Result<ExecOutput> {
-        self.run(ExecPlan::simple(cmd, args)?).await
+    #[napi(ts_return_type = "Promise<ExecOutput>")]
+    pub fn exec<'env>(
+        &self,
+        env: &'env Env,
+        cmd: String,
+        args: Option<Vec<String>>,
+    ) -> napi::Result<Object<'env>> {
+        self.run(env, ExecPlan::simple(cmd, args)?)
     }
 
     /// Runs `cmd` with per-command options (`index.js` also accepts microsandbox's builder
     /// callback) and collects its output.
-    #[napi]
-    pub async fn exec_with(&self, cmd: String, options: ExecOptions) -> napi::Result<ExecOutput> {
-        self.run(ExecPlan::with_options(cmd, options, ExecKind::Collected)?).await
+    #[napi(ts_return_type = "Promise<ExecOutput>")]
+    pub fn exec_with<'env>(
+        &self,
+        env: &'env Env,
+        cmd: String,
+        options: ExecOptions,
+    ) -> napi::Result<Object<'env>> {
+        self.run(env, ExecPlan::with_options(cmd, options, ExecKind::Collected)?)
     }
 
     /// Runs `script` with the sandbox's shell (`config.shell`, else `/bin/sh`) `-c` and
     /// collects its output.
-    #[napi]
-    pub async fn shell(&self, script: String) -> napi::Result<ExecOutput> {
-        let plan = self.shell_plan(script).await?;
-        self.run(plan).await
+    #[napi(ts_return_type = "Promise<ExecOutput>")]
+    pub fn shell<'env>(&self, env: &'env Env, script: String) -> napi::Result<Object<'env>> {
+        let inner = self.inner.clone();
+        promise_blocking(env, move || {
+            let request = library::shell_request(&inner, script)?;
+            let captured = library::exec(&inner, request, &[], None)?;
+            Ok(ExecOutput::from_captured(captured))
+        })
     }
 
     /// Shuts the sandbox down gracefully.
@@ -269,8 +240,9 @@ impl Sandbox {
     /// Lets the sandbox outlive this handle and this process.
     #[napi]
     pub async fn detach(&self) -> napi::Result<()> {
-        if let Some(token) = self.owner().take() {
-            release(token);
+        let owner = self.owner().take();
+        if let Some(owner) = owner {
+            blocking(move || library::detach(owner)).await?;
         }
         Ok(())
     }
@@ -280,9 +252,7 @@ impl Sandbox {
     pub async fn remove_persisted(&self) -> napi::Result<()> {
         let inner = self.inner.clone();
         blocking(move || library::remove_handle(inner, false)).await?;
-        if let Some(token) = self.owner().take() {
-            release(token);
-        }
+        drop(self.owner().take());
         Ok(())
     }
 
@@ -428,7 +398,7 @@ impl SandboxHandle {
             Ok(inner)
         })
         .await?;
-        Ok(Sandbox::new(inner, false))
+        Ok(Sandbox::new(Launched { sandbox: inner, owner: None }))
     }
 
     /// Shuts it down gracefully.
@@ -459,16 +429,14 @@ impl SandboxHandle {
     #[napi(ts_return_type = "Promise<Sandbox>")]
     pub async fn start(&self) -> napi::Result<Sandbox> {
         let name = self.inner.name().to_owned();
-        let inner = blocking(move || library::start(&name)).await?;
-        Ok(Sandbox::new(inner, true))
+        Ok(Sandbox::new(blocking(move || library::start(&name, true)).await?))
     }
 
     /// Launches the stopped sandbox again, outliving the returned handle.
     #[napi(ts_return_type = "Promise<Sandbox>")]
     pub async fn start_detached(&self) -> napi::Result<Sandbox> {
         let name = self.inner.name().to_owned();
-        let inner = blocking(move || library::start(&name)).await?;
-        Ok(Sandbox::new(inner, false))
+        Ok(Sandbox::new(blocking(move || library::start(&name, false)).await?))
     }
 
     /// What the sandbox uses now (it must be running).
