@@ -911,8 +911,100 @@ case_volume_rm() {
   fi
 }
 
+# ---------------------------------------------------------------------------------------------
+# Issue 12's stop signal and attached create on a VM.
+
+# `moat create --stop-signal USR1`: `moat stop` sends SIGUSR1 to a running exec (a shell trapping
+# it writes USR1 to a shared directory) before core.shutdown; `moat stop --signal INT` after a
+# `moat start` overrides it.
+case_stop_signal() {
+  d=$w/sigdir
+  rm -rf "$d" && mkdir -p "$d"
+  trapper="trap 'echo USR1 > /out/marker; exit 0' USR1; trap 'echo INT > /out/marker; exit 0' INT; echo up > /out/ready; while :; do sleep 1; done"
+  run stop_signal_create 120 moat create vsig --isolation vm --rootfs /opt/rootfs \
+    --stop-signal USR1 -v "$d:/out"
+  if [ "$rc" != 0 ]; then
+    fail stop_signal "moat create --stop-signal exited $rc: $(last "$w/stop_signal_create.err")"
+    return
+  fi
+  for sig in USR1 INT; do
+    rm -f "$d/marker" "$d/ready"
+    if [ "$sig" = INT ]; then
+      run stop_signal_start 120 moat start vsig
+    fi
+    moat exec vsig -- sh -c "$trapper" >"$w/stop_signal_exec.out" 2>&1 &
+    execpid=$!
+    i=0
+    while [ ! -f "$d/ready" ] && [ $i -lt 60 ]; do
+      sleep 1
+      i=$((i + 1))
+    done
+    if [ "$sig" = USR1 ]; then
+      run stop_signal_stop 120 moat stop vsig --timeout 60
+    else
+      run stop_signal_stop 120 moat stop vsig --signal INT --timeout 60
+    fi
+    wait "$execpid"
+    execrc=$?
+    got=$(cat "$d/marker" 2>/dev/null)
+    st=$(status_of vsig)
+    if [ "$rc" != 0 ] || [ "$got" != "$sig" ] || [ "$execrc" != 0 ] || [ "$st" != stopped ]; then
+      fail stop_signal "stop ($sig): moat stop exited $rc, marker '$got', the exec exited $execrc, status '$st': $(last "$w/stop_signal_stop.err")"
+      moat rm -f vsig >/dev/null 2>&1
+      return
+    fi
+  done
+  moat rm -f vsig >/dev/null 2>&1
+  pass stop_signal
+}
+
+# `moat create --attach`: the sandbox lives while its creator does; SIGKILL of the creator stops it
+# (stop reason "attached: its creator went away") and leaves no VM process behind.
+case_attach() {
+  moat create --attach vatt --isolation vm --rootfs /opt/rootfs >"$w/attach.out" 2>"$w/attach.err" &
+  creator=$!
+  # It prints the name once the sandbox is up (its state says running from the start).
+  i=0
+  while ! grep -qx vatt "$w/attach.out" 2>/dev/null && kill -0 "$creator" 2>/dev/null &&
+    [ $i -lt 120 ]; do
+    sleep 1
+    i=$((i + 1))
+  done
+  run attach_exec 60 moat exec vatt -- echo attached-up
+  if ! grep -qx attached-up "$w/attach_exec.out"; then
+    fail attach "an exec in the attached sandbox: exit $rc, $(last "$w/attach_exec.err")"
+    kill -9 "$creator" 2>/dev/null
+    moat rm -f vatt >/dev/null 2>&1
+    return
+  fi
+  vmpid=$(pid_of vatt)
+  kill -9 "$creator"
+  wait "$creator" 2>/dev/null
+  i=0
+  while [ "$(status_of vatt)" = running ] && [ $i -lt 120 ]; do
+    sleep 1
+    i=$((i + 1))
+  done
+  st=$(status_of vatt)
+  reason=$(moat inspect vatt 2>/dev/null | sed -n 's/^ *"stop_reason": "\(.*\)",*$/\1/p')
+  i=0
+  while [ -n "$vmpid" ] && kill -0 "$vmpid" 2>/dev/null && [ $i -lt 60 ]; do
+    sleep 1
+    i=$((i + 1))
+  done
+  left=no
+  [ -n "$vmpid" ] && kill -0 "$vmpid" 2>/dev/null && left=yes
+  moat rm -f vatt >/dev/null 2>&1
+  if [ "$st" = stopped ] && echo "$reason" | grep -q "creator went away" && [ "$left" = no ]; then
+    pass attach
+  else
+    fail attach "after SIGKILL of the creator: status '$st', stop reason '$reason', sandbox process $vmpid left: $left"
+  fi
+}
+
 all="kvm doctor run_echo exit_code stdin_cat rootfs image vm_seccomp rootless_vm leftovers create exec fs_relay pty logs conformance stop conformance_host_root crashed boot_fail_rootfs boot_fail_agentd net_none net_allow net_public net_dns net_publish net_root"
 all="$all volume volume_quota patch stats cp logs_json port_forward start drain volume_rm"
+all="$all stop_signal attach"
 cases=${*:-$all}
 for c in $cases; do
   echo
