@@ -903,12 +903,22 @@ fn ends_exec(frame: &RawFrame, t: Option<MessageType>, started: bool) -> bool {
     }
 }
 
+/// The smallest chunk the exec.log tap keeps as a slice of the received frame rather than a copy.
+const LOG_SLICE_MIN_BYTES: usize = 64 * 1024;
+
 /// The data is a slice of the frame's body (no copy) when the frame has the shape every encoder
 /// writes ([`moat_protocol::decode::exec_output_data`]); any other frame is decoded in full.
+/// A small chunk is copied: its slice would keep the whole read buffer it came in (up to
+/// [`crate::limits::READ_CHUNK_BYTES`]) alive while queued, so 4096 queued one-byte chunks could
+/// hold a GiB; a chunk of at least [`LOG_SLICE_MIN_BYTES`] pins at most a few times its own size,
+/// so the memory queued chunks hold stays within a few times the log queue's byte bound.
 fn exec_output(frame: &RawFrame) -> Option<(OutputStream, Bytes)> {
+    let kept = |data: Bytes| {
+        if data.len() >= LOG_SLICE_MIN_BYTES { data } else { Bytes::copy_from_slice(&data) }
+    };
     match moat_protocol::decode::exec_output_data(frame) {
-        Some((MessageType::ExecStderr, data)) => return Some((OutputStream::Stderr, data)),
-        Some((_, data)) => return Some((OutputStream::Stdout, data)),
+        Some((MessageType::ExecStderr, data)) => return Some((OutputStream::Stderr, kept(data))),
+        Some((_, data)) => return Some((OutputStream::Stdout, kept(data))),
         None => {}
     }
     match decode_frame(frame) {

@@ -1102,3 +1102,26 @@ fn signal_open_execs_reaches_every_open_session_and_no_ended_one() {
     guest(&mut router, &exited(b1));
     assert!(router.signal_open_execs(10).is_empty());
 }
+
+/// Whether `inner` points into `outer`'s bytes (shares its allocation).
+fn within(outer: &Bytes, inner: &Bytes) -> bool {
+    let start = outer.as_ptr() as usize;
+    let at = inner.as_ptr() as usize;
+    at >= start && at < start + outer.len()
+}
+
+#[test]
+fn the_log_tap_copies_a_small_chunk_and_slices_a_large_one() {
+    let small = stdout(1, b"one line\n");
+    let (stream, data) = exec_output(&small).expect("a stdout chunk");
+    assert!(matches!(stream, OutputStream::Stdout));
+    assert_eq!(&data[..], b"one line\n");
+    assert!(!within(&small.body, &data), "a small chunk must not pin the frame it came in");
+
+    let chunk = vec![7u8; LOG_SLICE_MIN_BYTES];
+    let large = stderr(1, &chunk);
+    let (stream, data) = exec_output(&large).expect("a stderr chunk");
+    assert!(matches!(stream, OutputStream::Stderr));
+    assert_eq!(&data[..], &chunk[..]);
+    assert!(within(&large.body, &data), "a large chunk is kept as a slice, not copied");
+}
