@@ -44,7 +44,7 @@ use crate::process::ExitCode;
 
 /// Largest output chunk sent as one `exec.stdout` / `exec.stderr` (generation 10: the cap of the
 /// bootstrap's `output_chunk_size`): 256 KiB, a quarter of the widened output pipe
-/// ([`super::spawn::OUTPUT_PIPE_BYTES`]), so a fast writer's output crosses in a sixteenth of the
+/// (`spawn::OUTPUT_PIPE_BYTES`), so a fast writer's output crosses in a sixteenth of the
 /// frames (and syscalls, relay passes and `exec.log` records) that the reference's 16 KiB takes.
 /// A read returns what is there, so interactive output is not held back.
 pub const OUTPUT_CHUNK_BYTES: usize = 256 * 1024;
