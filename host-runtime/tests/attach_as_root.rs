@@ -3,7 +3,7 @@
 //! left; a detached one lives on. Needs root.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,25 +13,15 @@ use moat_runtime::error::RuntimeError;
 use moat_runtime::supervisor::STOPPED_CREATOR_GONE;
 
 mod support;
-use support::{executables, moat, moat_home, processes_in_cgroup, processes_mentioning};
+use support::{
+    RemoveOnDrop, executables, moat, moat_home, processes_in_cgroup, processes_mentioning,
+};
 use support::{require_root, stderr};
 
-/// `moat rm -f NAME` in `home` when dropped.
-struct Cleanup {
-    home: PathBuf,
-    name: &'static str,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = moat(&self.home, &["rm", "-f", self.name]);
-    }
-}
-
-fn library(test: &str, name: &'static str) -> (Moat, Cleanup) {
+fn library(test: &str, name: &'static str) -> (Moat, RemoveOnDrop) {
     require_root();
     let home = moat_home(test);
-    (Moat::new(&home).with_executables(executables()), Cleanup { home, name })
+    (Moat::new(&home).with_executables(executables()), RemoveOnDrop::new(home, name))
 }
 
 fn options(name: &str) -> SandboxOptions {

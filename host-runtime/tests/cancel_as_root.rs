@@ -2,7 +2,6 @@
 //! dropped kills its command, and a filesystem call past its timeout is a typed error after
 //! which the next call works. Needs root.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use moat_protocol::payload::exec::ExecRequest;
@@ -10,25 +9,13 @@ use moat_runtime::api::{ExecOutcome, Isolation, Moat, Sandbox, SandboxOptions};
 use moat_runtime::error::RuntimeError;
 
 mod support;
-use support::{executables, moat, moat_home, processes_mentioning, require_root};
+use support::{RemoveOnDrop, executables, moat_home, processes_mentioning, require_root};
 
-/// `moat rm -f NAME` in `home` when dropped.
-struct Cleanup {
-    home: PathBuf,
-    name: &'static str,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = moat(&self.home, &["rm", "-f", self.name]);
-    }
-}
-
-async fn boot(test: &str, name: &'static str) -> (Sandbox, Cleanup) {
+async fn boot(test: &str, name: &'static str) -> (Sandbox, RemoveOnDrop) {
     require_root();
     let home = moat_home(test);
     let moat = Moat::new(&home).with_executables(executables());
-    let cleanup = Cleanup { home, name };
+    let cleanup = RemoveOnDrop::new(home, name);
     let sandbox =
         moat.create(SandboxOptions::new(name).isolation(Isolation::Namespace)).await.unwrap();
     (sandbox, cleanup)
@@ -96,7 +83,7 @@ async fn an_fs_call_past_its_timeout_is_a_typed_error_and_the_next_call_works_as
     assert_eq!(fs.read("/tmp/after").await.unwrap(), b"ok");
 
     // The blocking client: one call with a timeout, then the same client works again.
-    let home = cleanup.home.clone();
+    let home = cleanup.home().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut client =
             moat_runtime::api::blocking::Moat::new(home).get("cancel-fs").unwrap().fs().unwrap();

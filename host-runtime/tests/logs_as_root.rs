@@ -4,7 +4,6 @@
 //!
 //! Each test has its own `MOAT_HOME`, and a guard that `rm -f`s its sandbox even when it fails.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use moat_protocol::payload::exec::ExecRequest;
@@ -14,26 +13,16 @@ use moat_runtime::api::{
 use moat_runtime::error::RuntimeError;
 
 mod support;
-use support::{executables, moat, moat_home, processes_in_cgroup, require_root, stderr, stdout};
-
-/// `moat rm -f NAME` in `home` when dropped.
-struct Cleanup {
-    home: PathBuf,
-    name: &'static str,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = moat(&self.home, &["rm", "-f", self.name]);
-    }
-}
+use support::{
+    RemoveOnDrop, executables, moat, moat_home, processes_in_cgroup, require_root, stderr, stdout,
+};
 
 /// A running namespace sandbox `name` in a fresh home for `test`, and its cleanup.
-async fn boot(test: &str, name: &'static str) -> (Moat, Sandbox, Cleanup) {
+async fn boot(test: &str, name: &'static str) -> (Moat, Sandbox, RemoveOnDrop) {
     require_root();
     let home = moat_home(test);
     let moat = Moat::new(&home).with_executables(executables());
-    let cleanup = Cleanup { home, name };
+    let cleanup = RemoveOnDrop::new(home, name);
     let sandbox =
         moat.create(SandboxOptions::new(name).isolation(Isolation::Namespace)).await.unwrap();
     (moat, sandbox, cleanup)
@@ -216,7 +205,7 @@ async fn request_stop_returns_and_the_sandbox_then_stops_as_root() {
 #[tokio::test]
 async fn moat_logs_json_after_since_until_and_stop_flags_as_root() {
     let (_moat, sandbox, cleanup) = boot("logs-cli", "cli").await;
-    let home = cleanup.home.clone();
+    let home = cleanup.home().to_path_buf();
     for n in 1..=3 {
         run(&sandbox, &format!("echo line{n}")).await;
     }

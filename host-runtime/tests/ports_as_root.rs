@@ -15,7 +15,7 @@ use moat_runtime::api::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
-use support::{executables, moat, moat_home, require_root, stderr};
+use support::{RemoveOnDrop, executables, moat, moat_home, require_root, stderr};
 
 /// An echo server: reads each connection to its end, then writes it back upper-cased.
 const ECHO_SERVER: &str = r#"
@@ -45,19 +45,10 @@ fn sh(script: &str) -> ExecRequest {
     request
 }
 
-/// `moat rm -f ports` in its home when dropped: a test that panics leaves no sandbox running.
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = moat(&self.0, &["rm", "-f", "ports"]);
-    }
-}
-
-async fn sandbox(test: &str) -> (Moat, Sandbox, Cleanup) {
+async fn sandbox(test: &str) -> (Moat, Sandbox, RemoveOnDrop) {
     require_root();
     let home = moat_home(test);
-    let cleanup = Cleanup(home.clone());
+    let cleanup = RemoveOnDrop::new(home.clone(), "ports");
     let moat = Moat::new(home).with_executables(executables());
     let options = SandboxOptions::new("ports").isolation(Isolation::Namespace);
     let sandbox = moat.create(options).await.unwrap();

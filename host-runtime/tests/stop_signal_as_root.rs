@@ -15,24 +15,14 @@ use moat_runtime::config::{SandboxConfig, parse_volume};
 
 mod support;
 use support::registry::{Compression, Layer, Registry, busybox_layer};
-use support::{executables, moat, moat_home, processes_in_cgroup, require_root, stderr};
+use support::{
+    RemoveOnDrop, executables, moat, moat_home, processes_in_cgroup, require_root, stderr,
+};
 
 /// Writes which signal came to /out/marker and exits 0; /out/ready says the traps are set.
 const TRAPPER: &str = "trap 'echo USR1 > /out/marker; exit 0' USR1; \
                        trap 'echo INT > /out/marker; exit 0' INT; \
                        echo > /out/ready; while :; do sleep 0.1; done";
-
-/// `moat rm -f NAME` in `home` when dropped.
-struct Cleanup {
-    home: PathBuf,
-    name: &'static str,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = moat(&self.home, &["rm", "-f", self.name]);
-    }
-}
 
 fn sh(script: &str) -> ExecRequest {
     let mut request = ExecRequest::new("sh");
@@ -46,7 +36,7 @@ fn marks(home: &Path) -> PathBuf {
 }
 
 /// A home with the named volume `marks`, and options mounting it at /out.
-fn setup(test: &str, name: &'static str) -> (Moat, SandboxOptions, Cleanup) {
+fn setup(test: &str, name: &'static str) -> (Moat, SandboxOptions, RemoveOnDrop) {
     require_root();
     let home = moat_home(test);
     let moat = Moat::new(&home).with_executables(executables());
@@ -54,7 +44,7 @@ fn setup(test: &str, name: &'static str) -> (Moat, SandboxOptions, Cleanup) {
     let config =
         SandboxConfig { volumes: vec![parse_volume("marks:/out").unwrap()], ..Default::default() };
     let options = SandboxOptions::new(name).isolation(Isolation::Namespace).config(config);
-    (moat, options, Cleanup { home, name })
+    (moat, options, RemoveOnDrop::new(home, name))
 }
 
 /// Starts the trapping shell and waits until its traps are set.

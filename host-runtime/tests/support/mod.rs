@@ -72,6 +72,31 @@ pub fn processes_in_cgroup(name: &str) -> Vec<String> {
     found
 }
 
+/// Removes the sandbox `name` of the home `home` (`moat rm -f`) when dropped, so a test that
+/// fails half way leaves nothing running.
+pub struct RemoveOnDrop {
+    home: PathBuf,
+    name: String,
+}
+
+impl RemoveOnDrop {
+    /// A guard for the sandbox `name` of `home`.
+    pub fn new(home: impl Into<PathBuf>, name: &str) -> RemoveOnDrop {
+        RemoveOnDrop { home: home.into(), name: name.to_owned() }
+    }
+
+    /// The home the sandbox lives in.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = moat(&self.home, &["rm", "-f", &self.name]);
+    }
+}
+
 /// The `moat` under test and a `moat-agentd` beside it (built with cargo when missing, as the
 /// CLI does on its first run), for tests that drive the library in-process.
 pub fn executables() -> moat_runtime::lifecycle::Executables {
