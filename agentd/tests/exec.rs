@@ -555,6 +555,74 @@ async fn user_switch_sets_uid_gid_and_groups_needs_root() {
     assert_eq!(outcome.stdout_text(), "65534\n65534\n65534\n");
 }
 
+/// The `Uid:` and `Gid:` lines of every thread of this process (real, effective, saved, fs).
+fn own_thread_credentials() -> Vec<String> {
+    let mut lines = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status"));
+        // A thread may end between the listing and the read.
+        let Ok(status) = status else { continue };
+        let ids = status.lines().filter(|l| l.starts_with("Uid:") || l.starts_with("Gid:"));
+        lines.extend(ids.map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")));
+    }
+    lines
+}
+
+#[tokio::test]
+async fn user_switch_leaves_the_agents_own_credentials_alone_needs_root() {
+    // The child shares the agent's memory (a vfork-style clone); glibc's setuid wrappers would
+    // have switched every thread of the agent, which is this test process.
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root to switch users");
+    let request = ExecRequest { user: Some("65534:65534".into()), ..sh("id -u") };
+    let outcome = Host::new().run(request).await;
+    assert_eq!(outcome.stdout_text(), "65534\n");
+    let lines = own_thread_credentials();
+    assert!(lines.len() >= 2, "{lines:?}");
+    for line in lines {
+        assert!(line == "Uid: 0 0 0 0" || line == "Gid: 0 0 0 0", "{line}");
+    }
+}
+
+#[tokio::test]
+async fn child_starts_with_default_signals_and_an_empty_mask() {
+    // The agent (this process) ignores SIGPIPE and spawns with every signal blocked; the
+    // program must see neither.
+    let status = Host::new()
+        .run(ExecRequest { args: vec!["/proc/self/status".into()], ..ExecRequest::new("cat") })
+        .await;
+    let text = status.stdout_text();
+    let field = |name: &str| text.lines().find(|l| l.starts_with(name)).map(str::to_owned);
+    assert_eq!(field("SigBlk:").as_deref(), Some("SigBlk:\t0000000000000000"));
+    assert_eq!(field("SigIgn:").as_deref(), Some("SigIgn:\t0000000000000000"));
+}
+
+#[tokio::test]
+async fn spawning_restores_the_callers_signal_mask() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut mine = SigSet::empty();
+    mine.add(Signal::SIGUSR2);
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mine), None).unwrap();
+    // The current-thread runtime spawns on this thread.
+    let outcome = Host::new().run(ExecRequest::new("true")).await;
+    let mut after = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), Some(&mut after)).unwrap();
+    assert_eq!(outcome.exited, Some(0));
+    assert!(after.contains(Signal::SIGUSR2));
+    assert!(!after.contains(Signal::SIGUSR1) && !after.contains(Signal::SIGTERM));
+}
+
+#[tokio::test]
+async fn failed_step_in_the_child_reports_its_stage_and_errno() {
+    // A soft limit above the hard one makes the child's setrlimit fail with EINVAL.
+    let limit = ExecRlimit { resource: "nofile".into(), soft: 64, hard: 32 };
+    let request = ExecRequest { rlimits: vec![limit], ..ExecRequest::new("true") };
+    let outcome = Host::new().run(request).await;
+    let failed = outcome.failed.expect("exec.failed");
+    assert_eq!(failed.stage.as_deref(), Some("setrlimit(RLIMIT_NOFILE)"));
+    assert_eq!((failed.kind, failed.errno), (ExecFailureKind::Other, Some(libc::EINVAL)));
+    assert!(outcome.started.is_none());
+}
+
 #[tokio::test]
 async fn orphaned_grandchild_is_reaped() {
     let mut host = Host::new();

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  dispatcher ──start/stdin/signal/resize──► ExecManager (sync, returns at once)
-//!                                               │ plan ─► spawn (fork under the Reaper lock)
+//!                                               │ plan ─► spawn (clone under the Reaper lock)
 //!                                               ▼
 //!                 per session: session task ──started/stdout/stderr/exited──► Outbound
 //!                              stdin writer ◄── StdinQueue (bounded)
@@ -15,8 +15,8 @@
 //! errors the dispatcher sends for a refused follow-up frame ([`ExecError`] says what happened,
 //! and [`ExecError::stdin_error`] gives the report for a rejected stdin payload).
 //!
-//! Submodules: `plan` (request → launch plan, pure), `spawn` (descriptors and fork), `pre_exec`
-//! (the child between fork and exec), `pty`, `stdin` (the bounded queue), `session` (the task),
+//! Submodules: `plan` (request → launch plan, pure), `spawn` (descriptors and clone), `pre_exec`
+//! (the clone and the child until exec), `pty`, `stdin` (the bounded queue), `session` (the task),
 //! `failure` (errno → `exec.failed`).
 
 mod failure;

@@ -1,7 +1,8 @@
 //! From a [`LaunchPlan`] to a running child: check the working directory, create the stdio
 //! (three pipes or a PTY pair) and the report pipe, register the parent's ends with the runtime,
-//! then fork under the reaper's registration lock. Everything that can fail without a child
-//! fails before the fork; what fails after it (in the child) arrives on the report pipe.
+//! then start the child (a `vfork`-style clone, [`super::pre_exec`]) under the reaper's
+//! registration lock. Everything that can fail without a child fails before the clone; what fails
+//! after it (in the child) arrives on the report pipe.
 //!
 //! Every descriptor is created `O_CLOEXEC`, so a child started by another session at the same
 //! moment does not keep this session's pipes open (which would delay its end-of-file).
@@ -23,7 +24,7 @@ use tokio::sync::oneshot;
 use super::Confinement;
 use super::failure::{self, Stage};
 use super::plan::LaunchPlan;
-use super::pre_exec::{ChildSpec, fork_and_exec};
+use super::pre_exec::{ChildSpec, clone_and_exec};
 use super::pty::{open_pty, register_master};
 use crate::process::{ExitCode, Reaper};
 
@@ -46,7 +47,7 @@ pub(crate) enum ChildIo {
     },
 }
 
-/// A forked child.
+/// A started child.
 #[derive(Debug)]
 pub(crate) struct Spawned {
     /// The child's pid, also its process group and session id once it runs.
@@ -124,7 +125,7 @@ pub(crate) fn spawn(
         report_fd: report_write.as_raw_fd(),
     };
     let (pid, (), exit) = reaper
-        .spawn_tracked(|| fork_and_exec(&spec).map(|pid| (pid, ())))
+        .spawn_tracked(|| clone_and_exec(&spec).map(|pid| (pid, ())))
         .map_err(|e| fail(Stage::Fork, errno_of(&e), "fork"))?;
     // The child has its copies; closing ours lets end-of-file and EIO reach the parent.
     drop(child_stdio);
@@ -132,7 +133,7 @@ pub(crate) fn spawn(
     Ok(Spawned { pid, report, exit, io })
 }
 
-/// The child's ends of its stdio, owned by the parent until the fork is done.
+/// The child's ends of its stdio, owned by the parent until the clone is done.
 enum ChildStdio {
     /// stdin read end, stdout write end, stderr write end.
     Pipes([OwnedFd; 3]),
