@@ -51,7 +51,7 @@ use self::session::{FlowControl, SessionShared, SessionTask};
 use self::stdin::Rejected;
 use crate::outbound::Outbound;
 use crate::process::Reaper;
-use crate::users::UserDb;
+use crate::users::CachedUserDb;
 
 /// Most stdin bytes a session holds that the child has not read yet. A payload that would
 /// exceed it is dropped ([`ExecError::StdinQueueFull`]).
@@ -181,6 +181,8 @@ pub struct ExecManager {
     config: ExecConfig,
     reaper: Reaper,
     out: Outbound,
+    /// The user database under `config.root`, re-read only when its files change.
+    users: CachedUserDb,
     sessions: HashMap<u32, SessionHandle>,
     /// Sessions set aside from `sessions` because a new request reused their id while they were
     /// abandoned: SIGKILLed, silent, still draining a child that holds their output open (a
@@ -195,7 +197,8 @@ impl ExecManager {
     /// A manager resolving requests against `config`, spawning through `reaper` and sending to
     /// the host through `out`.
     pub fn new(config: ExecConfig, reaper: Reaper, out: Outbound) -> ExecManager {
-        ExecManager { config, reaper, out, sessions: HashMap::new(), orphans: Vec::new() }
+        let users = CachedUserDb::new(config.root.clone());
+        ExecManager { config, reaper, out, users, sessions: HashMap::new(), orphans: Vec::new() }
     }
 
     /// Starts a session on `id`. Returns at once; everything the host sees (`exec.started` or
@@ -230,8 +233,8 @@ impl ExecManager {
         }
         let span = tracing::info_span!("exec", id, cmd = %request.cmd, tty = request.tty);
         let _entered = span.enter();
-        let users = UserDb::load(&self.config.root);
-        let launch = plan::plan(&self.config, &users, &request).and_then(|plan| {
+        let users = self.users.current();
+        let launch = plan::plan(&self.config, users, &request).and_then(|plan| {
             spawn::check_cwd(&plan.cwd, request.tty)?;
             let child = spawn::spawn(&self.reaper, &plan, &self.config.confinement)?;
             Ok((plan, child))
