@@ -493,6 +493,37 @@ async fn file_without_execute_bit_fails_with_permission_denied() {
 }
 
 #[tokio::test]
+async fn path_search_passes_over_missing_and_non_executable_entries_as_execvp_does() {
+    let dir = std::env::temp_dir().join(format!("moat-exec-path-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shadow = dir.join("moat-path-probe");
+    std::fs::write(&shadow, "#!/bin/sh\necho shadow\n").unwrap();
+    std::fs::set_permissions(&shadow, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let real = dir.join("bin");
+    std::fs::create_dir_all(&real).unwrap();
+    let probe = real.join("moat-path-probe");
+    std::fs::write(&probe, "#!/bin/sh\necho real\n").unwrap();
+    std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = |dirs: &[&std::path::Path]| {
+        let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        format!("PATH=/nonexistent/moat:{}", dirs.join(":"))
+    };
+    let request =
+        |env: String| ExecRequest { env: vec![env], ..ExecRequest::new("moat-path-probe") };
+    // The non-executable one comes first: skipped (EACCES), the next one runs.
+    let outcome = Host::new().run(request(path(&[&dir, &real]))).await;
+    // Only the non-executable one: EACCES wins over the missing entries' ENOENT.
+    let denied = Host::new().run(request(path(&[&dir]))).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!((outcome.stdout_text().as_str(), outcome.exited), ("real\n", Some(0)));
+    let failed = denied.failed.expect("exec.failed");
+    assert_eq!(
+        (failed.kind, failed.errno),
+        (ExecFailureKind::PermissionDenied, Some(libc::EACCES))
+    );
+}
+
+#[tokio::test]
 async fn missing_cwd_fails_with_bad_cwd() {
     let request =
         ExecRequest { cwd: Some("/nonexistent/moat-cwd".into()), ..ExecRequest::new("true") };

@@ -7,7 +7,7 @@
 //! Every descriptor is created `O_CLOEXEC`, so a child started by another session at the same
 //! moment does not keep this session's pipes open (which would delay its end-of-file).
 
-use std::ffi::{CStr, OsStr, c_char};
+use std::ffi::{CStr, CString, OsStr, c_char};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -16,6 +16,7 @@ use std::sync::Arc;
 use moat_protocol::payload::exec::ExecFailed;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::sys::stat::stat;
 use nix::unistd::pipe2;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
@@ -119,7 +120,7 @@ pub(crate) fn spawn(
         cwd: &plan.cwd,
         rlimits: &plan.rlimits,
         identity: plan.identity.as_ref().map(|id| (id.uid, id.gid, groups.as_slice())),
-        candidates: &plan.candidates,
+        candidates: &plan.candidates[first_candidate(&plan.candidates)..],
         argv: &argv,
         envp: &envp,
         report_fd: report_write.as_raw_fd(),
@@ -131,6 +132,21 @@ pub(crate) fn spawn(
     drop(child_stdio);
     drop(report_write);
     Ok(Spawned { pid, report, exit, io })
+}
+
+/// Index of the first of `candidates` the child has to try: the leading absolute paths that do
+/// not exist are skipped, so the child does not spend an `execve` on each `$PATH` directory that
+/// lacks the program. `execvp` moves past exactly these (`ENOENT`, `ENOTDIR`), so the outcome is
+/// the same, and the child still tries every candidate after the first one that exists (an
+/// `EACCES` there moves on, as before). A relative path is never skipped: it resolves against the
+/// child's working directory, not agentd's. Returns `candidates.len()` when every candidate is
+/// absent; the child then fails with `ENOENT`, after its other steps, as `execvp` would.
+fn first_candidate(candidates: &[CString]) -> usize {
+    let absent = |path: &CString| {
+        path.as_bytes().first() == Some(&b'/')
+            && matches!(stat(path.as_c_str()), Err(Errno::ENOENT | Errno::ENOTDIR))
+    };
+    candidates.iter().position(|path| !absent(path)).unwrap_or(candidates.len())
 }
 
 /// The child's ends of its stdio, owned by the parent until the clone is done.
@@ -210,8 +226,6 @@ fn errno_of(err: &std::io::Error) -> Errno {
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::CString;
-
     use nix::fcntl::{FcntlArg, fcntl};
 
     use super::*;
@@ -223,6 +237,29 @@ mod tests {
         assert_eq!(ptrs.len(), 3);
         assert!(ptrs[2].is_null());
         assert_eq!(ptrs[0], strings[0].as_ptr());
+    }
+
+    fn paths(items: &[&str]) -> Vec<CString> {
+        items.iter().map(|p| CString::new(*p).unwrap()).collect()
+    }
+
+    #[test]
+    fn missing_absolute_candidates_are_skipped_up_to_the_first_that_exists() {
+        let candidates = paths(&["/nonexistent/moat/sh", "/proc/self/status/sh", "/bin/sh", "/x"]);
+        assert_eq!(first_candidate(&candidates), 2);
+    }
+
+    #[test]
+    fn relative_candidate_stops_the_skipping() {
+        let candidates = paths(&["/nonexistent/moat/sh", "./moat-no-such-file", "/bin/sh"]);
+        assert_eq!(first_candidate(&candidates), 1);
+    }
+
+    #[test]
+    fn all_missing_candidates_leave_none() {
+        let candidates = paths(&["/nonexistent/moat/a", "/nonexistent/moat/b"]);
+        assert_eq!(first_candidate(&candidates), 2);
+        assert_eq!(first_candidate(&[]), 0);
     }
 
     #[test]
