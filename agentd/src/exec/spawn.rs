@@ -86,8 +86,8 @@ pub(crate) fn spawn(
     let fail =
         |stage: Stage, errno: Errno, what: &str| failure::failed(stage, Some(errno), tty, what);
     let (report_read, report_write) =
-        cloexec_pipe().map_err(|e| fail(Stage::Pipe, e, "creating the report pipe"))?;
-    let report = pipe::Receiver::from_owned_fd(report_read)
+        child_pipe(Kept::Read).map_err(|e| fail(Stage::Pipe, e, "creating the report pipe"))?;
+    let report = pipe::Receiver::from_owned_fd_unchecked(report_read)
         .map_err(|e| fail(Stage::Register, errno_of(&e), "registering the report pipe"))?;
     let (child_stdio, io) = match plan.tty {
         Some((rows, cols)) => pty_stdio(rows, cols, &fail)?,
@@ -162,15 +162,17 @@ type Fail<'a> = dyn Fn(Stage, Errno, &str) -> ExecFailed + 'a;
 fn pipe_stdio(fail: &Fail<'_>) -> Result<(ChildStdio, ChildIo), ExecFailed> {
     let pipe_err = |e| fail(Stage::Pipe, e, "creating stdio pipes");
     let register_err = |e: std::io::Error| fail(Stage::Register, errno_of(&e), "registering stdio");
-    let (stdin_read, stdin_write) = cloexec_pipe().map_err(pipe_err)?;
-    let (stdout_read, stdout_write) = cloexec_pipe().map_err(pipe_err)?;
-    let (stderr_read, stderr_write) = cloexec_pipe().map_err(pipe_err)?;
+    let (stdin_read, stdin_write) = child_pipe(Kept::Write).map_err(pipe_err)?;
+    let (stdout_read, stdout_write) = child_pipe(Kept::Read).map_err(pipe_err)?;
+    let (stderr_read, stderr_write) = child_pipe(Kept::Read).map_err(pipe_err)?;
     widen_output_pipe(&stdout_read);
     widen_output_pipe(&stderr_read);
+    // `child_pipe` made agentd's ends what the unchecked constructors require: pipe ends of the
+    // right direction, non-blocking.
     let io = ChildIo::Pipes {
-        stdin: pipe::Sender::from_owned_fd(stdin_write).map_err(register_err)?,
-        stdout: pipe::Receiver::from_owned_fd(stdout_read).map_err(register_err)?,
-        stderr: pipe::Receiver::from_owned_fd(stderr_read).map_err(register_err)?,
+        stdin: pipe::Sender::from_owned_fd_unchecked(stdin_write).map_err(register_err)?,
+        stdout: pipe::Receiver::from_owned_fd_unchecked(stdout_read).map_err(register_err)?,
+        stderr: pipe::Receiver::from_owned_fd_unchecked(stderr_read).map_err(register_err)?,
     };
     Ok((ChildStdio::Pipes([stdin_read, stdout_write, stderr_write]), io))
 }
@@ -198,10 +200,23 @@ fn widen_output_pipe(fd: &OwnedFd) {
     }
 }
 
-/// A `CLOEXEC` pipe whose ends are both above fd 2, so the child's `dup2` onto 0..=2 never
-/// overwrites one of its own sources (agentd may run with fds 0..=2 closed).
-fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
-    let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+/// Which end of a child's pipe agentd keeps; the child gets the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    Read,
+    Write,
+}
+
+/// A `CLOEXEC` pipe `(read, write)` for a child, both ends above fd 2 so the child's `dup2` onto
+/// 0..=2 never overwrites one of its own sources (agentd may run with fds 0..=2 closed). The end
+/// agentd keeps is non-blocking, ready for the runtime as it is (tokio's checked constructors
+/// would `fstat` it and read and set its flags again); the child's end is blocking, as programs
+/// expect of their stdio. `O_NONBLOCK` belongs to each end's own open file description, so
+/// clearing it on one end leaves the other alone.
+fn child_pipe(kept: Kept) -> Result<(OwnedFd, OwnedFd), Errno> {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    let childs = if kept == Kept::Read { &write } else { &read };
+    nix::fcntl::fcntl(childs, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))?;
     Ok((above_stdio(read)?, above_stdio(write)?))
 }
 
@@ -277,11 +292,23 @@ mod tests {
 
     #[test]
     fn pipe_ends_are_above_stdio_and_cloexec() {
-        let (read, write) = cloexec_pipe().unwrap();
+        let (read, write) = child_pipe(Kept::Read).unwrap();
         for fd in [&read, &write] {
             assert!(fd.as_raw_fd() > 2);
             let flags = fcntl(fd, FcntlArg::F_GETFD).unwrap();
             assert_ne!(flags & libc::FD_CLOEXEC, 0);
         }
+    }
+
+    #[test]
+    fn only_the_kept_end_is_non_blocking() {
+        let non_blocking = |fd: &OwnedFd| {
+            let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+            flags.contains(OFlag::O_NONBLOCK)
+        };
+        let (read, write) = child_pipe(Kept::Read).unwrap();
+        assert_eq!((non_blocking(&read), non_blocking(&write)), (true, false));
+        let (read, write) = child_pipe(Kept::Write).unwrap();
+        assert_eq!((non_blocking(&read), non_blocking(&write)), (false, true));
     }
 }
