@@ -93,13 +93,27 @@ pub struct Confinement {
 }
 
 impl Confinement {
-    /// The confinement of the sandbox's processes under `profile`.
+    /// The confinement of the sandbox's processes under `profile`, for an agent that is not
+    /// itself confined: every child installs the whole process profile.
     pub fn for_profile(
         profile: crate::seccomp::SecurityProfile,
     ) -> Result<Confinement, crate::seccomp::SeccompError> {
         let seccomp = crate::seccomp::programs(profile, crate::seccomp::Scope::Process)?;
         Ok(Confinement {
             seccomp: Arc::new(seccomp),
+            kept_capabilities: crate::seccomp::kept_capabilities(profile),
+        })
+    }
+
+    /// The same confinement as [`Confinement::for_profile`], for an agent that has installed
+    /// `profile`'s agent filters on itself (`seccomp::programs(profile, Scope::Agent)`): the
+    /// children inherit those, so each installs only the small filter that makes them the
+    /// process profile ([`crate::seccomp::programs_over_agent`]), not the whole profile again.
+    pub fn over_agent_filter(
+        profile: crate::seccomp::SecurityProfile,
+    ) -> Result<Confinement, crate::seccomp::SeccompError> {
+        Ok(Confinement {
+            seccomp: Arc::new(crate::seccomp::programs_over_agent(profile)?),
             kept_capabilities: crate::seccomp::kept_capabilities(profile),
         })
     }
