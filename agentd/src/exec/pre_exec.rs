@@ -159,10 +159,11 @@ const CHILD_STACK_BYTES: usize = 64 * 1024;
 ///   all of them blocked: a handler of agentd's must never run on the child's stack in shared
 ///   memory. The child puts every disposition back to the default before it unblocks.
 /// - The child allocates nothing, takes no lock, and calls no libc function that touches
-///   process-wide state. In particular glibc's `setuid`/`setgid`/`setgroups` apply the change to
-///   every thread of the *calling process* (`SIGSETXID`), which would be agentd's: the child
-///   makes the raw system calls instead. errno writes land in the suspended thread's TLS, which
-///   nobody reads meanwhile.
+///   process-wide state. In particular glibc's `setuid`/`setgid`/`setgroups` are process-wide in
+///   a multi-threaded process: they take a lock and signal every thread on glibc's list
+///   (`SIGSETXID`), and in shared memory that lock and that list are agentd's. The child makes
+///   the raw system calls instead, which change its own credentials only. errno writes land in
+///   the suspended thread's TLS, which nobody reads meanwhile.
 /// - When this returns, the child has passed `execve`'s point of no return or has exited: a
 ///   failure report, if any, is already in the report pipe.
 pub(crate) fn clone_and_exec(spec: &ChildSpec<'_>) -> io::Result<u32> {
