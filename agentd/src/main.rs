@@ -260,15 +260,16 @@ async fn run(options: Options, reaper: Reaper, boot_time_ns: u64) -> ExitCode {
 }
 
 /// Installs `profile`'s filter on the agent itself (after boot, before serving) and returns the
-/// confinement of the processes it will start.
+/// confinement of the processes it will start: since they inherit the agent's filter, only what
+/// the agent keeps for itself is added in each of them ([`Confinement::over_agent_filter`]).
 fn confine(profile: SecurityProfile) -> Result<Confinement, boot::BootError> {
     let failed = |err: seccomp::SeccompError| boot::BootError::Confine(err.to_string());
-    let confinement = Confinement::for_profile(profile).map_err(failed)?;
     let agent = seccomp::programs(profile, Scope::Agent).map_err(failed)?;
     sys::install_seccomp(&agent).map_err(|source| boot::BootError::Sys {
         stage: "install the agent's seccomp filter",
         source,
     })?;
+    let confinement = Confinement::over_agent_filter(profile).map_err(failed)?;
     tracing::info!(%profile, filters = agent.len(), "security profile applied");
     Ok(confinement)
 }

@@ -294,6 +294,32 @@ pub fn programs(profile: SecurityProfile, scope: Scope) -> Result<Vec<BpfProgram
     Ok(programs)
 }
 
+/// The programs that, stacked on the agent's own [`Scope::Agent`] filters, confine a process
+/// exactly as [`programs`]`(profile, Scope::Process)` does: one filter denying what the agent
+/// keeps for itself (`umount2`, `reboot`, `clock_settime`, where the profile denies them).
+/// Seccomp filters are inherited by every child and kept across `execve`, so a process the
+/// agent starts after confining itself already runs under the agent's filters; installing the
+/// whole process profile again repeats them, and compiling its largest filter costs the kernel
+/// about 0.3 ms per process (its JIT) where this one takes a few tens of µs. Only valid for
+/// processes started by an agent that has installed `programs(profile, Scope::Agent)`. Empty for
+/// [`SecurityProfile::None`].
+pub fn programs_over_agent(profile: SecurityProfile) -> Result<Vec<BpfProgram>, SeccompError> {
+    if profile == SecurityProfile::None {
+        return Ok(Vec::new());
+    }
+    let agent = denied_rules(profile, Scope::Agent)?;
+    let extra: BTreeMap<i64, Vec<SeccompRule>> = denied_rules(profile, Scope::Process)?
+        .into_iter()
+        .filter(|(nr, _)| !agent.contains_key(nr))
+        .collect();
+    if extra.is_empty() {
+        return Ok(Vec::new());
+    }
+    let errno = SeccompAction::Errno(libc::EPERM.unsigned_abs());
+    let filter = SeccompFilter::new(extra, SeccompAction::Allow, errno, target_arch()?)?;
+    Ok(vec![BpfProgram::try_from(filter)?])
+}
+
 /// A hand-written filter that fails every x32 syscall (number at or above `__X32_SYSCALL_BIT`)
 /// with ENOSYS: x32 calls carry `AUDIT_ARCH_X86_64`, so the other filters would check them
 /// against x86_64 numbers and let them through. Where x32 is configured out they fail anyway.
@@ -452,6 +478,44 @@ mod tests {
         assert_eq!(verdict(libc::SYS_ptrace, 0), ALLOW);
         #[cfg(target_arch = "x86_64")]
         assert_eq!(run_all(&programs, X32_SYSCALL_BIT | 250, [0; 6]), ENOSYS);
+    }
+
+    #[test]
+    fn agent_filters_plus_the_extra_one_decide_every_call_as_the_process_profile() {
+        let interesting_args = [
+            0,
+            libc::SIGCHLD as u64,
+            CLONE_NEWUSER | libc::SIGCHLD as u64,
+            libc::CLONE_NEWNS as u64,
+            libc::CLONE_NEWNET as u64,
+            CLONE_NEW_ANY,
+            0x0040_0000,
+            0xffff_ffff,
+            u64::MAX,
+        ];
+        for profile in [SecurityProfile::Default, SecurityProfile::Restricted] {
+            let mut stacked = programs(profile, Scope::Agent).unwrap();
+            let extra = programs_over_agent(profile).unwrap();
+            assert_eq!(extra.len(), 1, "{profile}");
+            assert!(extra[0].len() < 32, "the extra filter stays small: {}", extra[0].len());
+            stacked.extend(extra);
+            let process = programs(profile, Scope::Process).unwrap();
+            #[cfg(target_arch = "x86_64")]
+            let x32 = [X32_SYSCALL_BIT, X32_SYSCALL_BIT | 250, u32::MAX];
+            #[cfg(not(target_arch = "x86_64"))]
+            let x32: [u32; 0] = [];
+            for call in (0..1024).chain(x32) {
+                for arg0 in interesting_args {
+                    let args = [arg0, 0, 0, 0, 0, 0];
+                    assert_eq!(
+                        run_all(&stacked, call, args),
+                        run_all(&process, call, args),
+                        "{profile}: syscall {call} with {arg0:#x}"
+                    );
+                }
+            }
+        }
+        assert!(programs_over_agent(SecurityProfile::None).unwrap().is_empty());
     }
 
     #[test]

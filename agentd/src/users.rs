@@ -4,7 +4,14 @@
 //! `USER`, `UID`, `USER:GROUP`, `UID:GID` (names and numbers may be mixed). An empty spec means
 //! root. This module owns parsing and lookup; applying the identity happens in the exec child.
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// How long after its last change a file's stamp is trusted. A file rewritten twice within one
+/// tick of the kernel's coarse clock can keep its mtime (and, written in place, its size and
+/// inode), so [`CachedUserDb`] re-reads a file changed this recently on every lookup.
+pub const STAMP_SETTLE: Duration = Duration::from_secs(2);
 
 /// A resolved identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +155,73 @@ impl UserDb {
     }
 }
 
+/// A [`UserDb`] that re-reads `<root>/etc/passwd` and `<root>/etc/group` only when one of them
+/// changed: each lookup `stat`s both files and compares device, inode, size, mtime and ctime with
+/// the ones the cached copy was read under. A file changed less than [`STAMP_SETTLE`] ago is
+/// always re-read, since its stamp may not show a second change within the same clock tick.
+#[derive(Debug)]
+pub struct CachedUserDb {
+    root: PathBuf,
+    /// The stamps of passwd and group the cached copy was read under; `None` before the first
+    /// read and while a file is too fresh to trust.
+    stamps: Option<[Stamp; 2]>,
+    db: UserDb,
+}
+
+/// What identifies one version of a file; `Missing` reads as an empty file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    Missing,
+    File { dev: u64, ino: u64, size: u64, mtime: (i64, i64), ctime: (i64, i64) },
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Stamp {
+        match std::fs::metadata(path) {
+            Ok(m) => Stamp::File {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ctime: (m.ctime(), m.ctime_nsec()),
+            },
+            // Unreadable counts as missing, as in `UserDb::load`; the stamp still changes when
+            // the file appears.
+            Err(_) => Stamp::Missing,
+        }
+    }
+
+    /// Whether the file changed less than [`STAMP_SETTLE`] before `now` (or in its future).
+    fn is_fresh(&self, now: SystemTime) -> bool {
+        let Stamp::File { ctime: (secs, nanos), .. } = *self else { return false };
+        let (Ok(secs), Ok(nanos)) = (u64::try_from(secs), u32::try_from(nanos)) else {
+            return true;
+        };
+        let changed = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+        now.duration_since(changed).map_or(true, |age| age < STAMP_SETTLE)
+    }
+}
+
+impl CachedUserDb {
+    /// A cache of the database under `root`; nothing is read until [`CachedUserDb::current`].
+    pub fn new(root: PathBuf) -> CachedUserDb {
+        CachedUserDb { root, stamps: None, db: UserDb::default() }
+    }
+
+    /// The database as the files are now, re-read only if they changed since the last call.
+    pub fn current(&mut self) -> &UserDb {
+        let etc = self.root.join("etc");
+        let stamps = [Stamp::of(&etc.join("passwd")), Stamp::of(&etc.join("group"))];
+        if self.stamps != Some(stamps) {
+            // Stamped before reading: a change during the read shows as a new stamp next time.
+            self.db = UserDb::load(&self.root);
+            let now = SystemTime::now();
+            self.stamps = (!stamps.iter().any(|s| s.is_fresh(now))).then_some(stamps);
+        }
+        &self.db
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +255,38 @@ mod tests {
     #[test]
     fn group_name_overrides_primary_group() {
         assert_eq!(db().resolve("alice:wheel").unwrap().gid, 10);
+    }
+
+    #[test]
+    fn cached_db_rereads_a_changed_file_and_trusts_a_settled_one() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        let passwd = root.path().join("etc/passwd");
+        std::fs::write(&passwd, PASSWD).unwrap();
+        let mut cache = CachedUserDb::new(root.path().to_owned());
+        assert_eq!(cache.current().resolve("alice").unwrap().uid, 1000);
+        // Fresh files are re-read every time, so a same-size rewrite is seen.
+        std::fs::write(&passwd, PASSWD.replace("alice", "alicf")).unwrap();
+        assert_eq!(cache.current().resolve("alicf").unwrap().uid, 1000);
+        assert!(cache.stamps.is_none(), "a file changed just now must not be trusted");
+        // A new file (another inode) is noticed whatever its times.
+        let staged = root.path().join("etc/passwd.new");
+        std::fs::write(&staged, "bob:x:7:7::/home/bob:/bin/sh\n").unwrap();
+        std::fs::rename(&staged, &passwd).unwrap();
+        assert_eq!(cache.current().resolve("bob").unwrap().uid, 7);
+        assert!(cache.current().resolve("alicf").is_err());
+    }
+
+    #[test]
+    fn settled_stamp_is_trusted_until_the_file_changes() {
+        let root = Path::new("/");
+        let stamp = Stamp::of(&root.join("proc/self/nonexistent"));
+        assert_eq!(stamp, Stamp::Missing);
+        assert!(!stamp.is_fresh(SystemTime::now()));
+        let old = Stamp::File { dev: 1, ino: 2, size: 3, mtime: (0, 0), ctime: (1_000, 0) };
+        assert!(!old.is_fresh(SystemTime::UNIX_EPOCH + Duration::from_secs(1_003)));
+        assert!(old.is_fresh(SystemTime::UNIX_EPOCH + Duration::from_secs(1_001)));
+        assert!(old.is_fresh(SystemTime::UNIX_EPOCH + Duration::from_secs(999)));
     }
 
     #[test]

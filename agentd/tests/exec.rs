@@ -493,6 +493,37 @@ async fn file_without_execute_bit_fails_with_permission_denied() {
 }
 
 #[tokio::test]
+async fn path_search_passes_over_missing_and_non_executable_entries_as_execvp_does() {
+    let dir = std::env::temp_dir().join(format!("moat-exec-path-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shadow = dir.join("moat-path-probe");
+    std::fs::write(&shadow, "#!/bin/sh\necho shadow\n").unwrap();
+    std::fs::set_permissions(&shadow, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let real = dir.join("bin");
+    std::fs::create_dir_all(&real).unwrap();
+    let probe = real.join("moat-path-probe");
+    std::fs::write(&probe, "#!/bin/sh\necho real\n").unwrap();
+    std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = |dirs: &[&std::path::Path]| {
+        let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        format!("PATH=/nonexistent/moat:{}", dirs.join(":"))
+    };
+    let request =
+        |env: String| ExecRequest { env: vec![env], ..ExecRequest::new("moat-path-probe") };
+    // The non-executable one comes first: skipped (EACCES), the next one runs.
+    let outcome = Host::new().run(request(path(&[&dir, &real]))).await;
+    // Only the non-executable one: EACCES wins over the missing entries' ENOENT.
+    let denied = Host::new().run(request(path(&[&dir]))).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!((outcome.stdout_text().as_str(), outcome.exited), ("real\n", Some(0)));
+    let failed = denied.failed.expect("exec.failed");
+    assert_eq!(
+        (failed.kind, failed.errno),
+        (ExecFailureKind::PermissionDenied, Some(libc::EACCES))
+    );
+}
+
+#[tokio::test]
 async fn missing_cwd_fails_with_bad_cwd() {
     let request =
         ExecRequest { cwd: Some("/nonexistent/moat-cwd".into()), ..ExecRequest::new("true") };
@@ -553,6 +584,74 @@ async fn user_switch_sets_uid_gid_and_groups_needs_root() {
     let request = ExecRequest { user: Some("65534:65534".into()), ..sh("id -u; id -g; id -G") };
     let outcome = Host::new().run(request).await;
     assert_eq!(outcome.stdout_text(), "65534\n65534\n65534\n");
+}
+
+/// The `Uid:` and `Gid:` lines of every thread of this process (real, effective, saved, fs).
+fn own_thread_credentials() -> Vec<String> {
+    let mut lines = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status"));
+        // A thread may end between the listing and the read.
+        let Ok(status) = status else { continue };
+        let ids = status.lines().filter(|l| l.starts_with("Uid:") || l.starts_with("Gid:"));
+        lines.extend(ids.map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")));
+    }
+    lines
+}
+
+#[tokio::test]
+async fn user_switch_leaves_the_agents_own_credentials_alone_needs_root() {
+    // The child shares the agent's memory (a vfork-style clone); glibc's setuid wrappers would
+    // have switched every thread of the agent, which is this test process.
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root to switch users");
+    let request = ExecRequest { user: Some("65534:65534".into()), ..sh("id -u") };
+    let outcome = Host::new().run(request).await;
+    assert_eq!(outcome.stdout_text(), "65534\n");
+    let lines = own_thread_credentials();
+    assert!(lines.len() >= 2, "{lines:?}");
+    for line in lines {
+        assert!(line == "Uid: 0 0 0 0" || line == "Gid: 0 0 0 0", "{line}");
+    }
+}
+
+#[tokio::test]
+async fn child_starts_with_default_signals_and_an_empty_mask() {
+    // The agent (this process) ignores SIGPIPE and spawns with every signal blocked; the
+    // program must see neither.
+    let status = Host::new()
+        .run(ExecRequest { args: vec!["/proc/self/status".into()], ..ExecRequest::new("cat") })
+        .await;
+    let text = status.stdout_text();
+    let field = |name: &str| text.lines().find(|l| l.starts_with(name)).map(str::to_owned);
+    assert_eq!(field("SigBlk:").as_deref(), Some("SigBlk:\t0000000000000000"));
+    assert_eq!(field("SigIgn:").as_deref(), Some("SigIgn:\t0000000000000000"));
+}
+
+#[tokio::test]
+async fn spawning_restores_the_callers_signal_mask() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut mine = SigSet::empty();
+    mine.add(Signal::SIGUSR2);
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mine), None).unwrap();
+    // The current-thread runtime spawns on this thread.
+    let outcome = Host::new().run(ExecRequest::new("true")).await;
+    let mut after = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), Some(&mut after)).unwrap();
+    assert_eq!(outcome.exited, Some(0));
+    assert!(after.contains(Signal::SIGUSR2));
+    assert!(!after.contains(Signal::SIGUSR1) && !after.contains(Signal::SIGTERM));
+}
+
+#[tokio::test]
+async fn failed_step_in_the_child_reports_its_stage_and_errno() {
+    // A soft limit above the hard one makes the child's setrlimit fail with EINVAL.
+    let limit = ExecRlimit { resource: "nofile".into(), soft: 64, hard: 32 };
+    let request = ExecRequest { rlimits: vec![limit], ..ExecRequest::new("true") };
+    let outcome = Host::new().run(request).await;
+    let failed = outcome.failed.expect("exec.failed");
+    assert_eq!(failed.stage.as_deref(), Some("setrlimit(RLIMIT_NOFILE)"));
+    assert_eq!((failed.kind, failed.errno), (ExecFailureKind::Other, Some(libc::EINVAL)));
+    assert!(outcome.started.is_none());
 }
 
 #[tokio::test]

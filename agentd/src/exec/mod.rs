@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  dispatcher ──start/stdin/signal/resize──► ExecManager (sync, returns at once)
-//!                                               │ plan ─► spawn (fork under the Reaper lock)
+//!                                               │ plan ─► spawn (clone under the Reaper lock)
 //!                                               ▼
 //!                 per session: session task ──started/stdout/stderr/exited──► Outbound
 //!                              stdin writer ◄── StdinQueue (bounded)
@@ -15,8 +15,8 @@
 //! errors the dispatcher sends for a refused follow-up frame ([`ExecError`] says what happened,
 //! and [`ExecError::stdin_error`] gives the report for a rejected stdin payload).
 //!
-//! Submodules: `plan` (request → launch plan, pure), `spawn` (descriptors and fork), `pre_exec`
-//! (the child between fork and exec), `pty`, `stdin` (the bounded queue), `session` (the task),
+//! Submodules: `plan` (request → launch plan, pure), `spawn` (descriptors and clone), `pre_exec`
+//! (the clone and the child until exec), `pty`, `stdin` (the bounded queue), `session` (the task),
 //! `failure` (errno → `exec.failed`).
 
 mod failure;
@@ -51,7 +51,7 @@ use self::session::{FlowControl, SessionShared, SessionTask};
 use self::stdin::Rejected;
 use crate::outbound::Outbound;
 use crate::process::Reaper;
-use crate::users::UserDb;
+use crate::users::CachedUserDb;
 
 /// Most stdin bytes a session holds that the child has not read yet. A payload that would
 /// exceed it is dropped ([`ExecError::StdinQueueFull`]).
@@ -93,13 +93,27 @@ pub struct Confinement {
 }
 
 impl Confinement {
-    /// The confinement of the sandbox's processes under `profile`.
+    /// The confinement of the sandbox's processes under `profile`, for an agent that is not
+    /// itself confined: every child installs the whole process profile.
     pub fn for_profile(
         profile: crate::seccomp::SecurityProfile,
     ) -> Result<Confinement, crate::seccomp::SeccompError> {
         let seccomp = crate::seccomp::programs(profile, crate::seccomp::Scope::Process)?;
         Ok(Confinement {
             seccomp: Arc::new(seccomp),
+            kept_capabilities: crate::seccomp::kept_capabilities(profile),
+        })
+    }
+
+    /// The same confinement as [`Confinement::for_profile`], for an agent that has installed
+    /// `profile`'s agent filters on itself (`seccomp::programs(profile, Scope::Agent)`): the
+    /// children inherit those, so each installs only the small filter that makes them the
+    /// process profile ([`crate::seccomp::programs_over_agent`]), not the whole profile again.
+    pub fn over_agent_filter(
+        profile: crate::seccomp::SecurityProfile,
+    ) -> Result<Confinement, crate::seccomp::SeccompError> {
+        Ok(Confinement {
+            seccomp: Arc::new(crate::seccomp::programs_over_agent(profile)?),
             kept_capabilities: crate::seccomp::kept_capabilities(profile),
         })
     }
@@ -181,6 +195,8 @@ pub struct ExecManager {
     config: ExecConfig,
     reaper: Reaper,
     out: Outbound,
+    /// The user database under `config.root`, re-read only when its files change.
+    users: CachedUserDb,
     sessions: HashMap<u32, SessionHandle>,
     /// Sessions set aside from `sessions` because a new request reused their id while they were
     /// abandoned: SIGKILLed, silent, still draining a child that holds their output open (a
@@ -195,7 +211,8 @@ impl ExecManager {
     /// A manager resolving requests against `config`, spawning through `reaper` and sending to
     /// the host through `out`.
     pub fn new(config: ExecConfig, reaper: Reaper, out: Outbound) -> ExecManager {
-        ExecManager { config, reaper, out, sessions: HashMap::new(), orphans: Vec::new() }
+        let users = CachedUserDb::new(config.root.clone());
+        ExecManager { config, reaper, out, users, sessions: HashMap::new(), orphans: Vec::new() }
     }
 
     /// Starts a session on `id`. Returns at once; everything the host sees (`exec.started` or
@@ -230,8 +247,8 @@ impl ExecManager {
         }
         let span = tracing::info_span!("exec", id, cmd = %request.cmd, tty = request.tty);
         let _entered = span.enter();
-        let users = UserDb::load(&self.config.root);
-        let launch = plan::plan(&self.config, &users, &request).and_then(|plan| {
+        let users = self.users.current();
+        let launch = plan::plan(&self.config, users, &request).and_then(|plan| {
             spawn::check_cwd(&plan.cwd, request.tty)?;
             let child = spawn::spawn(&self.reaper, &plan, &self.config.confinement)?;
             Ok((plan, child))

@@ -1,7 +1,8 @@
-//! `fork` and everything the child does before `execve`. This is the one place in exec that
-//! runs between fork and exec, so it follows the post-fork rule strictly: the child only makes
-//! async-signal-safe libc calls on data prepared by the parent ([`ChildSpec`] borrows it), and
-//! never allocates, locks, or touches the environment of the parent's libc.
+//! Starting the child (a `vfork`-style clone) and everything it does before `execve`. This is the
+//! one place in exec that runs between the clone and exec, so it follows the post-fork rule
+//! strictly, and more: the child shares agentd's memory, so it only makes plain system calls on
+//! data prepared by the parent ([`ChildSpec`] borrows it), and never allocates, locks, or touches
+//! state of the parent's libc (`clone_and_exec` lists the rules).
 //!
 //! The child reports a failed step to the parent through a `CLOEXEC` pipe, then `_exit(127)`s. A
 //! successful `execve` closes the pipe, so the parent reads either end-of-file (the program runs)
@@ -56,8 +57,8 @@ enum ChildStep {
     DropCapabilities = 11,
 }
 
-/// What the child needs, all prepared before the fork. The pointer arrays are null-terminated
-/// and point into `CString`s that outlive the fork.
+/// What the child needs, all prepared before the clone. The pointer arrays are null-terminated
+/// and point into `CString`s that outlive the clone.
 #[derive(Debug)]
 pub(crate) struct ChildSpec<'a> {
     /// The descriptors to install as fds 0, 1 and 2. All must be 3 or above.
@@ -142,24 +143,174 @@ impl ChildFailure {
     }
 }
 
-/// Forks a child that runs `spec` and execs; returns its pid. Call it with the reaper's
+/// Bytes of the stack the child runs on, above its guard page. The child's frames (`prepare`,
+/// `exec_path`) take well under 4 KiB in a release build; the rest is room for a debug build.
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+/// Starts a child that runs `spec` and execs; returns its pid. Call it with the reaper's
 /// registration lock held (`Reaper::spawn_tracked`).
-pub(crate) fn fork_and_exec(spec: &ChildSpec<'_>) -> io::Result<u32> {
+///
+/// The child is a `vfork`-style clone (`CLONE_VM | CLONE_VFORK`, as glibc's `posix_spawn`
+/// makes it): it runs in agentd's memory on a stack allocated here, and the calling thread is
+/// suspended until the child has exec'd or exited, so nothing of agentd's is copied and there
+/// are no copy-on-write faults afterwards. The rules that keep that sound:
+///
+/// - Every signal is blocked in the calling thread around the clone, so the child starts with
+///   all of them blocked: a handler of agentd's must never run on the child's stack in shared
+///   memory. The child puts every disposition back to the default before it unblocks.
+/// - The child allocates nothing, takes no lock, and calls no libc function that touches
+///   process-wide state. In particular glibc's `setuid`/`setgid`/`setgroups` are process-wide in
+///   a multi-threaded process: they take a lock and signal every thread on glibc's list
+///   (`SIGSETXID`), and in shared memory that lock and that list are agentd's. The child makes
+///   the raw system calls instead, which change its own credentials only. errno writes land in
+///   the suspended thread's TLS, which nobody reads meanwhile.
+/// - When this returns, the child has passed `execve`'s point of no return or has exited: a
+///   failure report, if any, is already in the report pipe.
+pub(crate) fn clone_and_exec(spec: &ChildSpec<'_>) -> io::Result<u32> {
     debug_assert!(spec.stdio.iter().all(|fd| *fd > 2), "stdio sources must not be 0..=2");
     debug_assert!(spec.argv.last().is_some_and(|p| p.is_null()));
     debug_assert!(spec.envp.last().is_some_and(|p| p.is_null()));
-    // SAFETY: fork has no memory-safety preconditions. The child, which has one thread and a
-    // copy of memory other threads may have left mid-update, only runs `child_main`, which makes
-    // async-signal-safe calls on `spec` and never returns.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => Err(io::Error::last_os_error()),
-        0 => child_main(spec),
-        pid => Ok(pid.unsigned_abs()),
+    let stack = ChildStack::new()?;
+    let blocked = SignalsBlocked::all()?;
+    let arg = std::ptr::from_ref(spec).cast_mut().cast::<libc::c_void>();
+    // SAFETY: `child_entry` never returns and only reads `*arg`, a `ChildSpec` that outlives the
+    // child's use of it (this thread is suspended until the child execs or exits). `stack.top()`
+    // is the 16-byte aligned end of a live mapping this frame owns past the clone. All signals
+    // are blocked, so no handler of agentd's runs in the child before it resets them.
+    let pid = unsafe {
+        libc::clone(
+            child_entry,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            arg,
+        )
+    };
+    let result = if pid == -1 { Err(io::Error::last_os_error()) } else { Ok(pid.unsigned_abs()) };
+    drop(blocked);
+    drop(stack);
+    result
+}
+
+/// The child's entry point on its own stack. Never returns.
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `&ChildSpec` `clone_and_exec` passed, alive until the child execs or
+    // exits (the parent thread is suspended until then).
+    let spec = unsafe { &*arg.cast_const().cast::<ChildSpec<'_>>() };
+    child_main(spec)
+}
+
+/// The stack a child runs on: an anonymous mapping with a `PROT_NONE` guard page at its low end,
+/// so an overflow faults (killing only the child) instead of writing over agentd's memory.
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    fn new() -> io::Result<ChildStack> {
+        let page = page_bytes();
+        let len = CHILD_STACK_BYTES + page;
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing; no
+        // existing memory is touched.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = ChildStack { base, len };
+        // SAFETY: the first page of the mapping just made, which nothing else references.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The highest address: stacks grow down. Page aligned, so 16-byte aligned as the ABI needs.
+    fn top(&self) -> *mut libc::c_void {
+        self.base.wrapping_byte_add(self.len)
     }
 }
 
-/// The child after fork: set up, exec, or report and exit. Never returns.
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made; the child no longer runs on it (it
+        // exec'd or exited before `clone` returned, or was never created).
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// The system page size (4 KiB if `sysconf` does not say).
+fn page_bytes() -> usize {
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096)
+}
+
+/// The calling thread's signal mask with every signal blocked; dropping it restores the mask it
+/// replaced. Raw `rt_sigprocmask`, because glibc's wrappers quietly leave its two internal
+/// signals unblocked.
+struct SignalsBlocked {
+    previous: u64,
+}
+
+impl SignalsBlocked {
+    fn all() -> io::Result<SignalsBlocked> {
+        let all = u64::MAX;
+        let mut previous = 0u64;
+        // SAFETY: both pointers are to live u64s, the kernel's sigset size on Linux.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &raw const all,
+                &raw mut previous,
+                KERNEL_SIGSET_BYTES,
+            )
+        };
+        if ret == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SignalsBlocked { previous })
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: a pointer to a live u64 mask, the kernel's sigset size; no old mask wanted.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &raw const self.previous,
+                std::ptr::null_mut::<u64>(),
+                KERNEL_SIGSET_BYTES,
+            )
+        };
+    }
+}
+
+/// Size of the kernel's signal set: 64 signals, one bit each.
+const KERNEL_SIGSET_BYTES: usize = 8;
+
+/// The kernel's `struct sigaction` for `rt_sigaction` on x86-64 and arm64 (both define
+/// `SA_RESTORER`, so the restorer precedes the mask).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// The child after the clone: set up, exec, or report and exit. Never returns.
 fn child_main(spec: &ChildSpec<'_>) -> ! {
     let failure = match prepare(spec) {
         Err(failure) => failure,
@@ -187,6 +338,8 @@ fn prepare(spec: &ChildSpec<'_>) -> Result<(), ChildFailure> {
     };
     let check =
         |ret: libc::c_int, step: ChildStep| if ret == -1 { Err(fail(step, 0)) } else { Ok(()) };
+    let check_raw =
+        |ret: libc::c_long, step: ChildStep| if ret == -1 { Err(fail(step, 0)) } else { Ok(()) };
     // SAFETY: setsid takes no arguments.
     check(unsafe { libc::setsid() }, ChildStep::Setsid)?;
     if spec.controlling_tty {
@@ -227,12 +380,15 @@ fn prepare(spec: &ChildSpec<'_>) -> Result<(), ChildFailure> {
         drop_capabilities(kept).map_err(|()| fail(ChildStep::DropCapabilities, 0))?;
     }
     if let Some((uid, gid, groups)) = spec.identity {
+        // Raw system calls: glibc's wrappers would change every thread of agentd too (see
+        // `clone_and_exec`). They change this child's credentials only.
         // SAFETY: `groups` is a live slice of gid_t of the given length.
-        check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }, ChildStep::Setgroups)?;
+        let ret = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+        check_raw(ret, ChildStep::Setgroups)?;
         // SAFETY: plain integer argument.
-        check(unsafe { libc::setgid(gid) }, ChildStep::Setgid)?;
+        check_raw(unsafe { libc::syscall(libc::SYS_setgid, gid) }, ChildStep::Setgid)?;
         // SAFETY: plain integer argument.
-        check(unsafe { libc::setuid(uid) }, ChildStep::Setuid)?;
+        check_raw(unsafe { libc::syscall(libc::SYS_setuid, uid) }, ChildStep::Setuid)?;
     }
     Ok(())
 }
@@ -262,24 +418,41 @@ fn drop_capabilities(kept: u64) -> Result<(), ()> {
     Ok(())
 }
 
-/// Puts every signal back to its default action and unblocks all of them. `execve` resets
+/// Puts every signal back to its default action, then unblocks all of them. `execve` resets
 /// handled signals but keeps ignored ones and the mask, and agentd ignores `SIGPIPE` (the Rust
-/// runtime does) and may ignore or block others; the program must not inherit that.
+/// runtime does) and may ignore or block others; the program must not inherit that. The child
+/// starts with every signal blocked (`clone_and_exec`), and unblocks only once no handler of
+/// agentd's is left to run on its stack. Raw system calls: glibc's `sigaction` refuses its two
+/// internal signals, and `sigprocmask` would keep them as they are.
 fn reset_signals() {
+    let default = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
     for signal in 1..=MAX_SIGNAL {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: signal is async-signal-safe; SIG_DFL is a valid disposition. Numbers the
-        // libc reserves fail with EINVAL, which is fine to ignore.
-        unsafe { libc::signal(signal, libc::SIG_DFL) };
+        // SAFETY: `default` is a live kernel sigaction of the size the kernel expects with an
+        // 8-byte mask; no old action is wanted.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &raw const default,
+                std::ptr::null_mut::<KernelSigaction>(),
+                KERNEL_SIGSET_BYTES,
+            )
+        };
     }
-    // SAFETY: `set` is a stack sigset_t initialised by sigemptyset before use.
+    let none = 0u64;
+    // SAFETY: a pointer to a live u64 mask of the kernel's sigset size; no old mask wanted.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &raw const none,
+            std::ptr::null_mut::<u64>(),
+            KERNEL_SIGSET_BYTES,
+        )
+    };
 }
 
 /// Tries each candidate with `execve` the way glibc's `execvp` searches PATH: a missing file

@@ -1,12 +1,13 @@
 //! From a [`LaunchPlan`] to a running child: check the working directory, create the stdio
 //! (three pipes or a PTY pair) and the report pipe, register the parent's ends with the runtime,
-//! then fork under the reaper's registration lock. Everything that can fail without a child
-//! fails before the fork; what fails after it (in the child) arrives on the report pipe.
+//! then start the child (a `vfork`-style clone, [`super::pre_exec`]) under the reaper's
+//! registration lock. Everything that can fail without a child fails before the clone; what fails
+//! after it (in the child) arrives on the report pipe.
 //!
 //! Every descriptor is created `O_CLOEXEC`, so a child started by another session at the same
 //! moment does not keep this session's pipes open (which would delay its end-of-file).
 
-use std::ffi::{CStr, OsStr, c_char};
+use std::ffi::{CStr, CString, OsStr, c_char};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use moat_protocol::payload::exec::ExecFailed;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::sys::stat::stat;
 use nix::unistd::pipe2;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
@@ -23,7 +25,7 @@ use tokio::sync::oneshot;
 use super::Confinement;
 use super::failure::{self, Stage};
 use super::plan::LaunchPlan;
-use super::pre_exec::{ChildSpec, fork_and_exec};
+use super::pre_exec::{ChildSpec, clone_and_exec};
 use super::pty::{open_pty, register_master};
 use crate::process::{ExitCode, Reaper};
 
@@ -46,7 +48,7 @@ pub(crate) enum ChildIo {
     },
 }
 
-/// A forked child.
+/// A started child.
 #[derive(Debug)]
 pub(crate) struct Spawned {
     /// The child's pid, also its process group and session id once it runs.
@@ -84,8 +86,8 @@ pub(crate) fn spawn(
     let fail =
         |stage: Stage, errno: Errno, what: &str| failure::failed(stage, Some(errno), tty, what);
     let (report_read, report_write) =
-        cloexec_pipe().map_err(|e| fail(Stage::Pipe, e, "creating the report pipe"))?;
-    let report = pipe::Receiver::from_owned_fd(report_read)
+        child_pipe(Kept::Read).map_err(|e| fail(Stage::Pipe, e, "creating the report pipe"))?;
+    let report = pipe::Receiver::from_owned_fd_unchecked(report_read)
         .map_err(|e| fail(Stage::Register, errno_of(&e), "registering the report pipe"))?;
     let (child_stdio, io) = match plan.tty {
         Some((rows, cols)) => pty_stdio(rows, cols, &fail)?,
@@ -118,13 +120,13 @@ pub(crate) fn spawn(
         cwd: &plan.cwd,
         rlimits: &plan.rlimits,
         identity: plan.identity.as_ref().map(|id| (id.uid, id.gid, groups.as_slice())),
-        candidates: &plan.candidates,
+        candidates: &plan.candidates[first_candidate(&plan.candidates)..],
         argv: &argv,
         envp: &envp,
         report_fd: report_write.as_raw_fd(),
     };
     let (pid, (), exit) = reaper
-        .spawn_tracked(|| fork_and_exec(&spec).map(|pid| (pid, ())))
+        .spawn_tracked(|| clone_and_exec(&spec).map(|pid| (pid, ())))
         .map_err(|e| fail(Stage::Fork, errno_of(&e), "fork"))?;
     // The child has its copies; closing ours lets end-of-file and EIO reach the parent.
     drop(child_stdio);
@@ -132,7 +134,22 @@ pub(crate) fn spawn(
     Ok(Spawned { pid, report, exit, io })
 }
 
-/// The child's ends of its stdio, owned by the parent until the fork is done.
+/// Index of the first of `candidates` the child has to try: the leading absolute paths that do
+/// not exist are skipped, so the child does not spend an `execve` on each `$PATH` directory that
+/// lacks the program. `execvp` moves past exactly these (`ENOENT`, `ENOTDIR`), so the outcome is
+/// the same, and the child still tries every candidate after the first one that exists (an
+/// `EACCES` there moves on, as before). A relative path is never skipped: it resolves against the
+/// child's working directory, not agentd's. Returns `candidates.len()` when every candidate is
+/// absent; the child then fails with `ENOENT`, after its other steps, as `execvp` would.
+fn first_candidate(candidates: &[CString]) -> usize {
+    let absent = |path: &CString| {
+        path.as_bytes().first() == Some(&b'/')
+            && matches!(stat(path.as_c_str()), Err(Errno::ENOENT | Errno::ENOTDIR))
+    };
+    candidates.iter().position(|path| !absent(path)).unwrap_or(candidates.len())
+}
+
+/// The child's ends of its stdio, owned by the parent until the clone is done.
 enum ChildStdio {
     /// stdin read end, stdout write end, stderr write end.
     Pipes([OwnedFd; 3]),
@@ -145,15 +162,17 @@ type Fail<'a> = dyn Fn(Stage, Errno, &str) -> ExecFailed + 'a;
 fn pipe_stdio(fail: &Fail<'_>) -> Result<(ChildStdio, ChildIo), ExecFailed> {
     let pipe_err = |e| fail(Stage::Pipe, e, "creating stdio pipes");
     let register_err = |e: std::io::Error| fail(Stage::Register, errno_of(&e), "registering stdio");
-    let (stdin_read, stdin_write) = cloexec_pipe().map_err(pipe_err)?;
-    let (stdout_read, stdout_write) = cloexec_pipe().map_err(pipe_err)?;
-    let (stderr_read, stderr_write) = cloexec_pipe().map_err(pipe_err)?;
+    let (stdin_read, stdin_write) = child_pipe(Kept::Write).map_err(pipe_err)?;
+    let (stdout_read, stdout_write) = child_pipe(Kept::Read).map_err(pipe_err)?;
+    let (stderr_read, stderr_write) = child_pipe(Kept::Read).map_err(pipe_err)?;
     widen_output_pipe(&stdout_read);
     widen_output_pipe(&stderr_read);
+    // `child_pipe` made agentd's ends what the unchecked constructors require: pipe ends of the
+    // right direction, non-blocking.
     let io = ChildIo::Pipes {
-        stdin: pipe::Sender::from_owned_fd(stdin_write).map_err(register_err)?,
-        stdout: pipe::Receiver::from_owned_fd(stdout_read).map_err(register_err)?,
-        stderr: pipe::Receiver::from_owned_fd(stderr_read).map_err(register_err)?,
+        stdin: pipe::Sender::from_owned_fd_unchecked(stdin_write).map_err(register_err)?,
+        stdout: pipe::Receiver::from_owned_fd_unchecked(stdout_read).map_err(register_err)?,
+        stderr: pipe::Receiver::from_owned_fd_unchecked(stderr_read).map_err(register_err)?,
     };
     Ok((ChildStdio::Pipes([stdin_read, stdout_write, stderr_write]), io))
 }
@@ -181,10 +200,23 @@ fn widen_output_pipe(fd: &OwnedFd) {
     }
 }
 
-/// A `CLOEXEC` pipe whose ends are both above fd 2, so the child's `dup2` onto 0..=2 never
-/// overwrites one of its own sources (agentd may run with fds 0..=2 closed).
-fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
-    let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+/// Which end of a child's pipe agentd keeps; the child gets the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    Read,
+    Write,
+}
+
+/// A `CLOEXEC` pipe `(read, write)` for a child, both ends above fd 2 so the child's `dup2` onto
+/// 0..=2 never overwrites one of its own sources (agentd may run with fds 0..=2 closed). The end
+/// agentd keeps is non-blocking, ready for the runtime as it is (tokio's checked constructors
+/// would `fstat` it and read and set its flags again); the child's end is blocking, as programs
+/// expect of their stdio. `O_NONBLOCK` belongs to each end's own open file description, so
+/// clearing it on one end leaves the other alone.
+fn child_pipe(kept: Kept) -> Result<(OwnedFd, OwnedFd), Errno> {
+    let (read, write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    let childs = if kept == Kept::Read { &write } else { &read };
+    nix::fcntl::fcntl(childs, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))?;
     Ok((above_stdio(read)?, above_stdio(write)?))
 }
 
@@ -209,8 +241,6 @@ fn errno_of(err: &std::io::Error) -> Errno {
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::CString;
-
     use nix::fcntl::{FcntlArg, fcntl};
 
     use super::*;
@@ -222,6 +252,29 @@ mod tests {
         assert_eq!(ptrs.len(), 3);
         assert!(ptrs[2].is_null());
         assert_eq!(ptrs[0], strings[0].as_ptr());
+    }
+
+    fn paths(items: &[&str]) -> Vec<CString> {
+        items.iter().map(|p| CString::new(*p).unwrap()).collect()
+    }
+
+    #[test]
+    fn missing_absolute_candidates_are_skipped_up_to_the_first_that_exists() {
+        let candidates = paths(&["/nonexistent/moat/sh", "/proc/self/status/sh", "/bin/sh", "/x"]);
+        assert_eq!(first_candidate(&candidates), 2);
+    }
+
+    #[test]
+    fn relative_candidate_stops_the_skipping() {
+        let candidates = paths(&["/nonexistent/moat/sh", "./moat-no-such-file", "/bin/sh"]);
+        assert_eq!(first_candidate(&candidates), 1);
+    }
+
+    #[test]
+    fn all_missing_candidates_leave_none() {
+        let candidates = paths(&["/nonexistent/moat/a", "/nonexistent/moat/b"]);
+        assert_eq!(first_candidate(&candidates), 2);
+        assert_eq!(first_candidate(&[]), 0);
     }
 
     #[test]
@@ -239,11 +292,23 @@ mod tests {
 
     #[test]
     fn pipe_ends_are_above_stdio_and_cloexec() {
-        let (read, write) = cloexec_pipe().unwrap();
+        let (read, write) = child_pipe(Kept::Read).unwrap();
         for fd in [&read, &write] {
             assert!(fd.as_raw_fd() > 2);
             let flags = fcntl(fd, FcntlArg::F_GETFD).unwrap();
             assert_ne!(flags & libc::FD_CLOEXEC, 0);
         }
+    }
+
+    #[test]
+    fn only_the_kept_end_is_non_blocking() {
+        let non_blocking = |fd: &OwnedFd| {
+            let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+            flags.contains(OFlag::O_NONBLOCK)
+        };
+        let (read, write) = child_pipe(Kept::Read).unwrap();
+        assert_eq!((non_blocking(&read), non_blocking(&write)), (true, false));
+        let (read, write) = child_pipe(Kept::Write).unwrap();
+        assert_eq!((non_blocking(&read), non_blocking(&write)), (false, true));
     }
 }
