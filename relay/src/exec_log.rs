@@ -26,7 +26,7 @@ use bytes::Bytes;
 use moat_protocol::exec_log::{ExecLogRecord, LogSource};
 use moat_protocol::limits::{EXEC_LOG_ROTATE_BYTES, EXEC_LOG_ROTATED_FILES};
 
-use crate::limits::{EXEC_LOG_QUEUE_MAX_BYTES, EXEC_LOG_QUEUE_MAX_LINES, EXEC_LOG_WRITER_NICE};
+use crate::limits::{EXEC_LOG_QUEUE_MAX_BYTES, EXEC_LOG_QUEUE_MAX_LINES};
 
 /// Name of the live log file inside the log directory.
 pub const EXEC_LOG_FILE: &str = "exec.log";
@@ -176,10 +176,7 @@ impl ExecLog {
         let thread_counters = Arc::clone(&counters);
         let thread = thread::Builder::new()
             .name("exec-log".into())
-            .spawn(move || {
-                lower_priority();
-                Writer::new(file, thread_counters).run(rx)
-            })
+            .spawn(move || Writer::new(file, thread_counters).run(rx))
             .map_err(ExecLogError::Spawn)?;
         Ok(ExecLog { sink: ExecLogSink { tx, counters }, thread })
     }
@@ -206,21 +203,6 @@ impl ExecLog {
                 ExecLogStats { lines_dropped: dropped, ..ExecLogStats::default() }
             }
         }
-    }
-}
-
-/// Lowers the calling thread's priority to [`EXEC_LOG_WRITER_NICE`] (never raises it). A
-/// failure only costs the stream some CPU: logged, not fatal.
-fn lower_priority() {
-    let me = Some(rustix::thread::gettid());
-    let lowered = rustix::process::getpriority_process(me).and_then(|nice| {
-        if nice < EXEC_LOG_WRITER_NICE {
-            rustix::process::setpriority_process(me, EXEC_LOG_WRITER_NICE)?;
-        }
-        Ok(())
-    });
-    if let Err(err) = lowered {
-        tracing::debug!(error = %err, "cannot lower the exec.log writer's priority");
     }
 }
 
@@ -512,35 +494,6 @@ mod tests {
         assert_eq!(records[0].s, LogSource::System);
         assert_eq!(records[0].d, "--- exec.log dropped 1 lines ---\n");
         assert_eq!(records[1].id, Some(2));
-    }
-
-    /// The highest nice value of this process's threads named `name` (other tests may have
-    /// started writers of their own), from `/proc/self/task/*/stat`.
-    fn nice_of_thread(name: &str) -> Option<i32> {
-        let tasks = fs::read_dir("/proc/self/task").unwrap();
-        let nices = tasks.filter_map(|task| {
-            let stat = fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
-            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-            // After the comm: state is field 3, nice is field 19.
-            (comm == name).then(|| rest.split(' ').nth(16)?.parse::<i32>().ok())?
-        });
-        nices.max()
-    }
-
-    #[test]
-    fn the_writer_thread_runs_at_a_lower_priority() {
-        let tmp = TempDir::new();
-        let log = ExecLog::open(&tmp.0).unwrap();
-        // The thread lowers itself once it runs: it has once it wrote a line.
-        assert!(log.sink().append(output(1, b"x")));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while fs::metadata(tmp.0.join(EXEC_LOG_FILE)).unwrap().len() == 0 {
-            assert!(std::time::Instant::now() < deadline, "the writer wrote nothing");
-            thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let nice = nice_of_thread("exec-log");
-        log.finish(None);
-        assert!(nice >= Some(EXEC_LOG_WRITER_NICE), "exec-log thread nice {nice:?}");
     }
 
     #[test]

@@ -90,14 +90,6 @@ pub const EXEC_LOG_QUEUE_MAX_LINES: usize = 4096;
 /// [`EXEC_LOG_QUEUE_MAX_LINES`].
 pub const EXEC_LOG_QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-/// The nice value the `exec.log` writer thread lowers itself to. The log is a tap on the
-/// workload's output, not part of its path: on a busy host the relay's readers and writers, the
-/// agent and the client run first, and a writer that falls behind drops records from its bounded
-/// queue and marks the gap (as it does whenever it falls behind), instead of taking a third of
-/// two cores from the stream it logs (the JSON escaping or base64 of every chunk, and writing
-/// the file).
-pub const EXEC_LOG_WRITER_NICE: i32 = 10;
-
 /// Longest `t` kept in a log line or error about a refused `control.*` frame.
 pub const MAX_LOGGED_TYPE_NAME_BYTES: usize = 64;
 
