@@ -89,6 +89,32 @@ async fn logs_of_several_execs_carry_sources_and_session_ids_as_root() {
     assert_eq!(texts(&only_stderr), ["err1\n", "err2\n"]);
 }
 
+/// Binary output (random bytes, a run of zeros, text cut inside a character) comes back from
+/// `moat logs` byte for byte: the relay logs such chunks as base64 (`e: "b64"`), not as lossy
+/// UTF-8.
+#[tokio::test]
+async fn binary_output_round_trips_through_moat_logs_as_root() {
+    let (_moat, sandbox, cleanup) = boot("logs-binary", "binary").await;
+    let script = "head -c 300000 /dev/urandom; head -c 200000 /dev/zero; printf 'caf\\303'; \
+                  printf '\\251 \\000\\001\\377 plain text\\n'";
+    let ran = sandbox.exec(sh(script), Vec::new()).await.unwrap();
+    assert_eq!(ran.stderr, b"");
+    assert_eq!(ran.stdout.len(), 500_000 + 4 + 17);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let logged = loop {
+        let logs = moat(&cleanup.home, &["logs", "binary", "--source", "stdout"]);
+        assert_eq!(logs.status.code(), Some(0), "{}", stderr(&logs));
+        if logs.stdout.len() >= ran.stdout.len() || std::time::Instant::now() >= deadline {
+            break logs.stdout;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(logged == ran.stdout, "moat logs gave {} bytes, not the exec's output", logged.len());
+    let entries = sandbox.logs(stdout_only()).await.unwrap();
+    let joined: Vec<u8> = entries.iter().flat_map(|e| e.data.iter().copied()).collect();
+    assert!(joined == ran.stdout, "the library's entries differ from the exec's output");
+}
+
 #[tokio::test]
 async fn tail_since_until_and_resume_by_cursor_as_root() {
     let (_moat, sandbox, _cleanup) = boot("logs-select", "select").await;

@@ -12,6 +12,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// Where a log line came from.
@@ -35,7 +36,7 @@ pub struct ExecLogRecord {
     pub t: String,
     /// Source.
     pub s: LogSource,
-    /// The chunk, lossily decoded as UTF-8 (or base64 when `e` is `"b64"`).
+    /// The chunk as text (or its base64 when `e` is `"b64"`).
     pub d: String,
     /// Relay-assigned session number; absent for `system` lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,14 +58,21 @@ pub enum ExecLogError {
 }
 
 impl ExecLogRecord {
-    /// A record for an exec output chunk.
+    /// A record for an exec output chunk: `d` is the chunk as a JSON string when it is valid
+    /// UTF-8 that escapes to at most twice its size, and its base64 with `e: "b64"` otherwise
+    /// ([`prefers_base64`]). Both are lossless.
     pub fn output(at: SystemTime, source: LogSource, session: u64, chunk: &[u8]) -> ExecLogRecord {
+        let base64 = prefers_base64(chunk);
         ExecLogRecord {
             t: format_timestamp(at),
             s: source,
-            d: String::from_utf8_lossy(chunk).into_owned(),
+            d: if base64 {
+                BASE64.encode(chunk)
+            } else {
+                String::from_utf8_lossy(chunk).into_owned()
+            },
             id: Some(session),
-            e: None,
+            e: base64.then(|| BASE64_MARKER.to_owned()),
         }
     }
 
@@ -81,7 +89,7 @@ impl ExecLogRecord {
 
     /// Appends the line of [`ExecLogRecord::output`]`(at, source, session, chunk)` to `out`,
     /// byte for byte what its [`ExecLogRecord::to_line`] gives, without building the record: no
-    /// lossy copy of the chunk, no intermediate strings. What the relay's `exec.log` writer runs
+    /// copy of the chunk, no intermediate strings. What the relay's `exec.log` writer runs
     /// for every output chunk.
     pub fn write_output_line(
         out: &mut Vec<u8>,
@@ -101,14 +109,22 @@ impl ExecLogRecord {
             LogSource::System => b"system",
         });
         out.extend_from_slice(b"\",\"d\":\"");
-        for piece in chunk.utf8_chunks() {
-            escape_json_into(out, piece.valid().as_bytes());
-            if !piece.invalid().is_empty() {
-                out.extend_from_slice("\u{fffd}".as_bytes());
-            }
+        let base64 = prefers_base64(chunk);
+        if base64 {
+            let start = out.len();
+            out.resize(start + chunk.len().div_ceil(3) * 4, 0);
+            // The buffer was sized to the encoded length above, so this cannot fail.
+            let written = BASE64.encode_slice(chunk, &mut out[start..]).unwrap_or(0);
+            out.truncate(start + written);
+        } else {
+            // `prefers_base64` said the chunk is valid UTF-8.
+            escape_json_into(out, chunk);
         }
         out.extend_from_slice(b"\",\"id\":");
         out.extend_from_slice(session.to_string().as_bytes());
+        if base64 {
+            out.extend_from_slice(b",\"e\":\"b64\"");
+        }
         out.extend_from_slice(b"}\n");
     }
 
@@ -149,6 +165,52 @@ pub fn format_timestamp(at: SystemTime) -> String {
         since.subsec_millis()
     )
 }
+
+/// The `e` value that marks `d` as base64.
+pub const BASE64_MARKER: &str = "b64";
+
+/// Standard base64 with padding, as `e: "b64"` lines carry it.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Whether an output chunk is logged as base64 (`e: "b64"`): when it is not valid UTF-8 (a
+/// lossy `d` would replace bytes with U+FFFD, and a chunk can end inside a character), or when
+/// its JSON text would be more than twice its size. Base64 is 4/3 of it: text stays readable in
+/// the file (short lines, a terminal's colour codes and `\r\n` stay under twice), while output
+/// full of control bytes (a `\0` escapes to the six bytes `\u0000`) costs a third more instead
+/// of up to six times as much to format and to write.
+pub fn prefers_base64(chunk: &[u8]) -> bool {
+    // What escaping adds (as `escape_json_into` escapes), counted a block at a time so that a
+    // chunk of control bytes is decided on its first block, without a pass over the rest.
+    const BLOCK: usize = 1024;
+    let mut added = 0usize;
+    for block in chunk.chunks(BLOCK) {
+        added += block.iter().map(|&b| usize::from(ESCAPE_ADDS[usize::from(b)])).sum::<usize>();
+        // (len + added) / len > 2
+        if added > chunk.len() {
+            return true;
+        }
+    }
+    std::str::from_utf8(chunk).is_err()
+}
+
+/// The bytes JSON escaping adds for each byte value: 1 for `"`, `\\` and the controls with a
+/// short escape (`\b \t \n \f \r`), 5 for the other controls (`\u00XX`), 0 for the rest.
+const ESCAPE_ADDS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = 5;
+        b += 1;
+    }
+    table[b'"' as usize] = 1;
+    table[b'\\' as usize] = 1;
+    table[0x08] = 1;
+    table[b'\t' as usize] = 1;
+    table[b'\n' as usize] = 1;
+    table[0x0c] = 1;
+    table[b'\r' as usize] = 1;
+    table
+};
 
 /// Appends valid UTF-8 `text` as the inside of a JSON string, escaped as `serde_json` escapes
 /// it: `"` and `\`, then `\b \t \n \f \r`, the other controls below 0x20 as `\u00XX` (lower-case
@@ -480,9 +542,62 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_is_replaced() {
+    fn invalid_utf8_is_logged_as_base64() {
         let record = ExecLogRecord::output(at(0), LogSource::Stderr, 1, &[b'a', 0xff, b'b']);
-        assert_eq!(record.d, "a\u{fffd}b");
+        assert_eq!((record.d.as_str(), record.e.as_deref()), ("Yf9i", Some("b64")));
+        assert_eq!(record.data().unwrap(), [b'a', 0xff, b'b']);
+        // A chunk that ends inside a character, as a 256 KiB cut through text can.
+        let cut = &"é".as_bytes()[..1];
+        assert_eq!(ExecLogRecord::output(at(0), LogSource::Stdout, 1, cut).data().unwrap(), cut);
+    }
+
+    #[test]
+    fn text_stays_text_until_escaping_would_more_than_double_it() {
+        let line = |chunk: &[u8]| ExecLogRecord::output(at(0), LogSource::Stdout, 1, chunk);
+        let texts: [&[u8]; 7] = [
+            b"hello\n",
+            b"\n\n",
+            b"",
+            "naïve ✓\n".as_bytes(),
+            b"\x01abcde",
+            b"\"a\"",
+            b"\x1b[1mtty\x1b[0m\r\n",
+        ];
+        for text in texts {
+            let record = line(text);
+            assert_eq!((record.d.as_bytes(), record.e), (text, None), "{text:?}");
+        }
+        // A zero escapes to `\u0000` (six times), `\x01abc` to 9 bytes of 4, `\x1b\x1b` to 12 of 2
+        // (`\x01abcde` above is 11 of 6; text of `"`, `\` and `\n` alone is at most twice).
+        for binary in [&[0; 1024][..], b"\x01abc", b"\x1b\x1b"] {
+            let record = line(binary);
+            assert_eq!(record.e.as_deref(), Some("b64"), "{binary:?}");
+            assert_eq!(record.data().unwrap(), binary);
+        }
+        assert_eq!(
+            line(&[0; 4]).to_line(),
+            "{\"t\":\"1970-01-01T00:00:00.000Z\",\"s\":\"stdout\",\"d\":\"AAAAAA==\",\"id\":1,\"e\":\"b64\"}\n"
+        );
+    }
+
+    #[test]
+    fn the_escape_table_counts_what_escaping_adds() {
+        for b in 0..=0x7fu8 {
+            let mut out = Vec::new();
+            escape_json_into(&mut out, &[b]);
+            assert_eq!(out.len() - 1, usize::from(ESCAPE_ADDS[usize::from(b)]), "byte {b:#x}");
+        }
+        assert!(ESCAPE_ADDS[0x80..].iter().all(|&added| added == 0));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_chunk_round_trips_through_its_line(chunk in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let mut line = Vec::new();
+            ExecLogRecord::write_output_line(&mut line, at(5), LogSource::Stdout, 3, &chunk);
+            let record = ExecLogRecord::from_line(std::str::from_utf8(&line).unwrap()).unwrap();
+            proptest::prop_assert_eq!(record.data().unwrap(), chunk);
+        }
     }
 
     #[test]

@@ -132,9 +132,9 @@ pub struct ExecLogSink {
 
 impl ExecLogSink {
     /// Queues `entry`, stamped now. Returns `false` (and counts a dropped line) when the queue is
-    /// full or the writer has stopped. The record's text (lossy UTF-8, timestamp) is made by the
-    /// writer thread, so the caller (the relay's guest reader) pays only for the queueing, and
-    /// nothing at all for an entry that is dropped.
+    /// full or the writer has stopped. The record's text (escaped or base64, timestamp) is made by
+    /// the writer thread, so the caller (the relay's guest reader) pays only for the queueing,
+    /// and nothing at all for an entry that is dropped.
     pub fn append(&self, entry: LogEntry) -> bool {
         let len = entry.queued_len();
         let queued = self.counters.queued_bytes.fetch_add(len, Ordering::AcqRel);
@@ -216,10 +216,10 @@ struct Writer {
     line: Vec<u8>,
 }
 
-/// The largest line buffer the writer keeps for the next record: room for the line of a 256 KiB
-/// chunk even when every byte is a control byte (`\u0000`, 6 bytes each). A larger one is freed
-/// after its line.
-const KEPT_LINE_BUFFER_BYTES: usize = 2 * 1024 * 1024;
+/// The largest line buffer the writer keeps for the next record: room for the line of any 256 KiB
+/// chunk, whose `d` is at most twice its size (text that escapes to more is written as base64,
+/// 4/3 of it). A larger one is freed after its line.
+const KEPT_LINE_BUFFER_BYTES: usize = 1024 * 1024;
 
 impl Writer {
     fn new(file: RotatingFile, counters: Arc<Counters>) -> Writer {
@@ -258,8 +258,8 @@ impl Writer {
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         match entry {
-            // The chunk's line is written straight into the reused buffer: no record, no lossy
-            // copy of the chunk, no intermediate JSON string.
+            // The chunk's line is written straight into the reused buffer: no record, no copy
+            // of the chunk, no intermediate JSON string.
             LogEntry::Output { source, session, data } => {
                 ExecLogRecord::write_output_line(&mut line, at, *source, *session, data);
             }

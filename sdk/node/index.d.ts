@@ -616,7 +616,7 @@ export interface LogEntry {
   source: string
   /** The relay's number of the exec session; absent for `system` entries. */
   sessionId?: number
-  /** The chunk (the relay logs output as UTF-8, invalid bytes as U+FFFD). */
+  /** The chunk's bytes, exactly as the exec wrote them. */
   data: Buffer
   /** Where the entry ends: `logStream({ fromCursor })` resumes after it. */
   cursor: string

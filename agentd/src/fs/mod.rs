@@ -248,7 +248,7 @@ impl FsService {
             self.streams.insert(id, Stream::Closing(session.finish()));
             return;
         }
-        match session.push(data) {
+        match session.push(data.into()) {
             Pushed::Queued => {
                 self.streams.insert(id, Stream::Write(session));
             }
@@ -420,7 +420,8 @@ impl FsService {
                     bulk::cancel(id, Op::Write, breach, &self.out);
                     return Ok(());
                 }
-                match session.push(record.payload.to_vec()) {
+                // The payload is queued as the slice of the frame it came in: no copy.
+                match session.push(record.payload) {
                     Pushed::Queued => {
                         self.streams.insert(id, Stream::BulkWrite(session, flow));
                     }

@@ -34,6 +34,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use moat_protocol::Message;
 use moat_protocol::limits::MAX_FRAME_BYTES;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -58,7 +59,9 @@ const _: () = assert!(WRITE_QUEUE_BYTES <= u32::MAX as usize);
 
 /// A chunk waiting for the disk, holding its share of the byte budget.
 struct Chunk {
-    data: Vec<u8>,
+    /// A `core.fs.data` chunk's bytes, or a raw bulk record's payload: a slice of the frame
+    /// as it was read, not a copy (it keeps that read buffer, about the frame's size, alive).
+    data: Bytes,
     _budget: OwnedSemaphorePermit,
 }
 
@@ -127,7 +130,7 @@ impl WriteSession {
     }
 
     /// Queues a non-empty chunk without waiting.
-    pub(crate) fn push(&self, data: Vec<u8>) -> Pushed {
+    pub(crate) fn push(&self, data: Bytes) -> Pushed {
         if self.task.is_finished() {
             return Pushed::Gone;
         }

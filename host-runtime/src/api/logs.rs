@@ -88,8 +88,9 @@ pub struct LogEntry {
     pub source: LogSource,
     /// The relay's number for the exec session; `None` for `System` entries.
     pub session_id: Option<u64>,
-    /// The chunk as logged (the relay stores output lossily as UTF-8, so invalid bytes read as
-    /// U+FFFD).
+    /// The chunk's bytes, exactly as the exec wrote them (the relay logs a chunk that is not
+    /// UTF-8, or is mostly control bytes, as base64 with `e: "b64"`, which this decodes). Logs
+    /// written by relays that logged every chunk as lossy UTF-8 read as that text.
     pub data: Vec<u8>,
     /// Where it ends: [`LogQuery::after`] this reads on from the next entry.
     pub cursor: LogCursor,

@@ -2,20 +2,20 @@
 //! prologue's range. The filesystem client ([`crate::relay_client::fs`]) runs on it, and the
 //! bench drives pings and output streams through it.
 
-use std::io::{IoSlice, Read, Write};
+use std::io::{IoSlice, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use bytes::BytesMut;
+use moat_protocol::frame::split_frame;
 use moat_protocol::payload::exec::Consumed;
 use moat_protocol::relay::IdAllocator;
-use moat_protocol::{
-    BulkFlow, BulkKind, BulkRecord, Decoded, FrameDecoder, Message, MessageFrame, decode_frame,
-};
+use moat_protocol::{BulkFlow, BulkKind, BulkRecord, Decoded, Message, MessageFrame, decode_frame};
 
 use crate::error::RuntimeError;
 use crate::limits::SOCKET_READ_CHUNK_BYTES;
-use crate::relay_client::{connect_relay, recv_message};
+use crate::relay_client::connect_relay;
 
 const RELAY: &str = "the relay";
 
@@ -23,9 +23,11 @@ const RELAY: &str = "the relay";
 #[derive(Debug)]
 pub(crate) struct Conn {
     stream: UnixStream,
-    decoder: FrameDecoder,
+    /// Bytes received and not yet taken out as frames. The socket is read straight into it
+    /// (no copy through a separate read buffer); it holds at most one frame (4 MiB, checked
+    /// before room for it is made) and one read more.
+    received: BytesMut,
     ids: IdAllocator,
-    read_buf: Vec<u8>,
     write_buf: Vec<u8>,
     /// The output window, when exec output must be acknowledged (generation 10 with
     /// `exec_limits`).
@@ -40,9 +42,8 @@ impl Conn {
         let (stream, range) = connect_relay(socket)?;
         let mut conn = Conn {
             stream,
-            decoder: FrameDecoder::new(),
+            received: BytesMut::new(),
             ids: IdAllocator::new(range),
-            read_buf: vec![0u8; SOCKET_READ_CHUNK_BYTES],
             write_buf: Vec::new(),
             output_window: None,
             generation: 0,
@@ -69,7 +70,7 @@ impl Conn {
         acks: &mut crate::relay_client::flow::OutputAcks,
     ) -> Result<(), RuntimeError> {
         let Some(window) = self.output_window else { return Ok(()) };
-        let Some(consumed) = acks.due(self.decoder.buffered() == 0, window) else {
+        let Some(consumed) = acks.due(self.received.is_empty(), window) else {
             return Ok(());
         };
         let ack = Message::ExecOutputAck(Consumed { consumed });
@@ -103,18 +104,22 @@ impl Conn {
 
     /// The next message frame (bulk and lease records are skipped).
     pub(crate) fn recv(&mut self, while_doing: &'static str) -> Result<MessageFrame, RuntimeError> {
-        recv_message(&mut self.stream, &mut self.decoder, &mut self.read_buf, while_doing)
+        loop {
+            if let Incoming::Message(frame) = self.recv_any(while_doing)? {
+                return Ok(frame);
+            }
+        }
     }
 
     /// The next message frame or raw bulk record (lease records are skipped).
     pub(crate) fn recv_any(&mut self, while_doing: &'static str) -> Result<Incoming, RuntimeError> {
         loop {
-            if let Some(incoming) = next_incoming(&mut self.decoder)? {
+            if let Some(incoming) = next_incoming(&mut self.received)? {
                 return Ok(incoming);
             }
-            match self.stream.read(&mut self.read_buf) {
+            match self.fill(0) {
                 Ok(0) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
-                Ok(n) => self.decoder.push(&self.read_buf[..n]),
+                Ok(_) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
             }
@@ -128,25 +133,40 @@ impl Conn {
         while_doing: &'static str,
     ) -> Result<Option<Incoming>, RuntimeError> {
         loop {
-            if let Some(incoming) = next_incoming(&mut self.decoder)? {
+            if let Some(incoming) = next_incoming(&mut self.received)? {
                 return Ok(Some(incoming));
             }
             // One `recv(MSG_DONTWAIT)`, where switching the socket to non-blocking and back
             // took two more system calls per poll (one poll per record sent).
-            let read = nix::sys::socket::recv(
-                self.stream.as_raw_fd(),
-                &mut self.read_buf,
-                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-            )
-            .map_err(std::io::Error::from);
-            match read {
+            match self.fill(libc::MSG_DONTWAIT) {
                 Ok(0) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
-                Ok(n) => self.decoder.push(&self.read_buf[..n]),
+                Ok(_) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return Err(RuntimeError::PeerGone { peer: RELAY, while_doing }),
             }
         }
+    }
+
+    /// One `recv(2)` with `flags` straight into the spare room of [`Conn::received`] (at least
+    /// [`SOCKET_READ_CHUNK_BYTES`], more when a large frame is partly in): the bytes of a frame
+    /// are copied once, by the kernel, and a raw bulk record's payload is a slice of them.
+    /// (`unsafe`: a read into the buffer's uninitialized spare room, as `tokio`'s `read_buf`
+    /// does; std's safe equivalent, `BorrowedBuf`, is not stable.)
+    #[allow(unsafe_code)]
+    fn fill(&mut self, flags: libc::c_int) -> std::io::Result<usize> {
+        self.received.reserve(SOCKET_READ_CHUNK_BYTES);
+        let spare = self.received.spare_capacity_mut();
+        // SAFETY: `spare` is valid for writes of `spare.len()` bytes and lives across the call;
+        // `recv` writes at most that many bytes into it and reads none of them.
+        let read = unsafe {
+            libc::recv(self.stream.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), flags)
+        };
+        let read = usize::try_from(read).map_err(|_| std::io::Error::last_os_error())?;
+        // SAFETY: `recv` initialized the first `read` bytes of the spare room (`read` is at
+        // most its length), which directly follow the buffer's current contents.
+        unsafe { self.received.set_len(self.received.len() + read) };
+        Ok(read)
     }
 
     /// Writes a raw bulk record of `payload` (1 byte to 3 MiB) on `id`: its wire header and the
@@ -199,11 +219,12 @@ pub(crate) enum Incoming {
     Bulk(BulkRecord),
 }
 
-/// The next message or bulk record already in `decoder`; `None` when it needs more bytes.
-fn next_incoming(decoder: &mut FrameDecoder) -> Result<Option<Incoming>, RuntimeError> {
+/// The next message or bulk record already in `received`; `None` when it needs more bytes.
+/// A framing error leaves `received` as it was, so every later call reports it again.
+fn next_incoming(received: &mut BytesMut) -> Result<Option<Incoming>, RuntimeError> {
     loop {
         let next =
-            decoder.next_frame().map_err(|source| RuntimeError::Frame { peer: RELAY, source })?;
+            split_frame(received).map_err(|source| RuntimeError::Frame { peer: RELAY, source })?;
         let Some(raw) = next else { return Ok(None) };
         match decode_frame(&raw) {
             Ok(Decoded::Message(frame)) => return Ok(Some(Incoming::Message(frame))),

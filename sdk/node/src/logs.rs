@@ -36,7 +36,7 @@ pub struct LogEntry {
     pub source: String,
     /// The relay's number of the exec session; absent for `system` entries.
     pub session_id: Option<f64>,
-    /// The chunk (the relay logs output as UTF-8, invalid bytes as U+FFFD).
+    /// The chunk's bytes, exactly as the exec wrote them.
     pub data: Buffer,
     /// Where the entry ends: `logStream({ fromCursor })` resumes after it.
     pub cursor: String,
