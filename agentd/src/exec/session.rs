@@ -23,6 +23,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::BufMut;
 use moat_protocol::limits::AGENT_GENERATION;
 use moat_protocol::payload::exec::{
     Consumed, Data, ExecExited, ExecFailed, ExecLimits, ExecStarted, output_charge,
@@ -340,39 +341,45 @@ async fn pump_pipes(
     emitter: &mut Emitter,
     notices: &mut mpsc::Receiver<Notice>,
 ) {
+    // Read into spare capacity (`read_buf`), never zeroed: a command that prints little touches
+    // little of the two chunk-sized buffers, and `true` touches none of them.
     let chunk_bytes = emitter.chunk_bytes();
-    let mut out_buf = vec![0u8; chunk_bytes];
-    let mut err_buf = vec![0u8; chunk_bytes];
+    let mut out_buf = Vec::with_capacity(chunk_bytes);
+    let mut err_buf = Vec::with_capacity(chunk_bytes);
     let (mut out_open, mut err_open) = (true, true);
     while out_open || err_open {
         // Generation 10: read nothing (so the child blocks on its full pipe) while the host
         // holds a whole window unacknowledged.
         emitter.wait_room(notices).await;
-        // Every branch is cancel-safe: `read` loses no data when another branch wins.
+        // Every branch is cancel-safe: `read_buf` reads nothing when another branch wins.
         tokio::select! {
-            read = stdout.read(&mut out_buf), if out_open => match chunk(read, "stdout") {
-                Some(n) => out_buf = refill(emitter, Message::ExecStdout, out_buf, n).await,
-                None => out_open = false,
-            },
-            read = stderr.read(&mut err_buf), if err_open => match chunk(read, "stderr") {
-                Some(n) => err_buf = refill(emitter, Message::ExecStderr, err_buf, n).await,
-                None => err_open = false,
-            },
+            read = read_chunk(&mut stdout, &mut out_buf, chunk_bytes), if out_open => {
+                match chunk(read, "stdout") {
+                    Some(_) => out_buf = refill(emitter, Message::ExecStdout, out_buf).await,
+                    None => out_open = false,
+                }
+            }
+            read = read_chunk(&mut stderr, &mut err_buf, chunk_bytes), if err_open => {
+                match chunk(read, "stderr") {
+                    Some(_) => err_buf = refill(emitter, Message::ExecStderr, err_buf).await,
+                    None => err_open = false,
+                }
+            }
             Some(notice) = notices.recv() => emitter.notice(notice).await,
         }
     }
 }
 
-/// Emits the first `n` bytes of `buf` and returns it sized for the next read.
-async fn refill(
-    emitter: &mut Emitter,
-    wrap: fn(Data) -> Message,
-    mut buf: Vec<u8>,
-    n: usize,
-) -> Vec<u8> {
-    buf.truncate(n);
+/// One read of at most `max` bytes into `buf`'s spare capacity. Cancel-safe, as `read_buf` is:
+/// nothing is read when the future is dropped before it completes.
+async fn read_chunk(pipe: &mut pipe::Receiver, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    pipe.read_buf(&mut buf.limit(max)).await
+}
+
+/// Emits `buf` (what the last read put there) and returns it empty for the next read.
+async fn refill(emitter: &mut Emitter, wrap: fn(Data) -> Message, buf: Vec<u8>) -> Vec<u8> {
     let mut buf = emitter.emit_chunk(wrap, buf).await;
-    buf.resize(emitter.chunk_bytes(), 0);
+    buf.clear();
     buf
 }
 
