@@ -202,13 +202,25 @@ pub(super) fn concurrent_execs(socket: &Path, clients: usize, execs: usize) -> C
         .map(|_| {
             let socket: PathBuf = socket.to_owned();
             std::thread::spawn(move || {
-                let Ok(mut client) = RelayClient::connect(&socket) else {
-                    return (0, execs as u64);
+                let mut client = match RelayClient::connect(&socket) {
+                    Ok(client) => client,
+                    Err(err) => {
+                        eprintln!("bench: a concurrent client could not connect: {err}");
+                        return (0, execs as u64);
+                    }
                 };
                 let mut ok = 0u64;
+                let mut reported = false;
                 for _ in 0..execs {
-                    match client.run_captured(ExecRequest::new("true"), b"", 4096, None) {
+                    let ran = client.run_captured(ExecRequest::new("true"), b"", 4096, None);
+                    match ran {
                         Ok(ran) if ran.outcome == ExecOutcome::Exited(0) => ok += 1,
+                        // The first failure of each client is said on stderr; the count is in
+                        // the report.
+                        other if !reported => {
+                            reported = true;
+                            eprintln!("bench: a concurrent exec failed: {other:?}");
+                        }
                         _ => {}
                     }
                 }
