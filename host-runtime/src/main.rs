@@ -5,7 +5,9 @@
 //! `socket`, `logs`, `stop`, `kill`, `rm`, `port-forward`), images (`pull`, `images`, `rmi`,
 //! `image prune`) and `bench`. Hidden: `__sandbox DIR` (the per-sandbox process), `__ns-prepare
 //! DIR` (binds the root source, execs `unshare`), `__ns-init DIR` (first process in the sandbox's
-//! namespaces; execs the agent) and `__vm DIR` (a VM sandbox's VM process). Exit status of `run` and `exec`: the
+//! namespaces; execs the agent) and `__vm DIR` (a VM sandbox's VM process): the code the
+//! `moat-sandbox` binary runs, which a namespace sandbox starts from; a VM sandbox starts from
+//! `moat __sandbox`. Exit status of `run` and `exec`: the
 //! command's; 127 when it could not be started; 125 when moat itself failed. Other commands: 0,
 //! 1 on failure. Every command: 2 on a usage error.
 
