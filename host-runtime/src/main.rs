@@ -5,18 +5,17 @@
 //! `socket`, `logs`, `stop`, `kill`, `rm`, `port-forward`), images (`pull`, `images`, `rmi`,
 //! `image prune`) and `bench`. Hidden: `__sandbox DIR` (the per-sandbox process), `__ns-prepare
 //! DIR` (binds the root source, execs `unshare`), `__ns-init DIR` (first process in the sandbox's
-//! namespaces; execs the agent) and `__vm DIR` (a VM sandbox's VM process). Exit status of `run` and `exec`: the
+//! namespaces; execs the agent) and `__vm DIR` (a VM sandbox's VM process): the code the
+//! `moat-sandbox` binary runs, which a namespace sandbox starts from; a VM sandbox starts from
+//! `moat __sandbox`. Exit status of `run` and `exec`: the
 //! command's; 127 when it could not be started; 125 when moat itself failed. Other commands: 0,
 //! 1 on failure. Every command: 2 on a usage error.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use moat_runtime::api::blocking::Moat;
 use moat_runtime::api::{SandboxOptions, Status};
-use moat_runtime::backend::namespace::init as ns_init;
-use moat_runtime::backend::vm;
 use moat_runtime::cli::{
     BenchCmd, Command, ExecCmd, ImageSubcommand, ListCmd, LoginCmd, LsCmd, Parsed, PullCmd,
     RemoveCmd, RunCmd, StopCmd, WaitCmd,
@@ -25,8 +24,7 @@ use moat_runtime::error::RuntimeError;
 use moat_runtime::image::{Credentials, ImageError, Images, PullOptions, progress};
 use moat_runtime::lifecycle::{logs, run};
 use moat_runtime::security::hardening;
-use moat_runtime::store::home::SandboxDir;
-use moat_runtime::supervisor as sandbox;
+use moat_runtime::supervisor::entry::{self, Internal};
 use moat_runtime::{bench, cli, doctor, lifecycle};
 use nix::sys::signal::Signal;
 
@@ -52,11 +50,13 @@ fn main() -> ExitCode {
         }
     };
     let name = cli::name_of(&command);
-    match &command {
-        Command::Sandbox(_) | Command::Vm(_) => init_logging(tracing::Level::INFO),
-        // These exec another program at once; it logs for itself.
-        Command::NsInit(_) | Command::NsPrepare(_) => {}
-        _ => init_logging(tracing::Level::WARN),
+    // The per-sandbox processes set up their own logging (`moat-sandbox` runs the same code).
+    let internal = matches!(
+        command,
+        Command::Sandbox(_) | Command::NsPrepare(_) | Command::NsInit(_) | Command::Vm(_)
+    );
+    if !internal {
+        init_logging(tracing::Level::WARN);
     }
     match command {
         Command::Doctor => doctor_command(),
@@ -64,10 +64,12 @@ fn main() -> ExitCode {
         Command::Exec(args) => exec_command(args),
         Command::Cp(args) => cp_command(args),
         Command::Bench(args) => bench_command(&args),
-        Command::Sandbox(arg) => sandbox_command(&arg.dir, arg.attached),
-        Command::NsInit(arg) => ns_init_command(&arg.dir),
-        Command::NsPrepare(arg) => ns_prepare_command(&arg.dir),
-        Command::Vm(arg) => vm_command(&arg.dir),
+        Command::Sandbox(arg) => {
+            entry::run(Internal::Sandbox { dir: arg.dir, attached: arg.attached })
+        }
+        Command::NsInit(arg) => entry::run(Internal::NsInit(arg.dir)),
+        Command::NsPrepare(arg) => entry::run(Internal::NsPrepare(arg.dir)),
+        Command::Vm(arg) => entry::run(Internal::Vm(arg.dir)),
         Command::Create(args) if args.attach => {
             let replace = args.replace;
             finish(name, create_attached_command(args.into_options(), replace))
@@ -388,40 +390,6 @@ fn prune_command() -> Result<(), RuntimeError> {
         report.temporaries
     );
     Ok(())
-}
-
-fn sandbox_command(dir: &Path, attached: bool) -> ExitCode {
-    let dir = SandboxDir::open(dir.to_owned());
-    if attached {
-        lifecycle::attach::watch_creator(&dir);
-    }
-    match sandbox::serve_sandbox(&dir) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(%err, "sandbox failed");
-            sandbox::report_startup(&format!("error: {err}"));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn ns_init_command(dir: &Path) -> ExitCode {
-    let err = ns_init::exec_agent(&SandboxDir::open(dir.to_owned()));
-    eprintln!("moat __ns-init: {err}");
-    ExitCode::FAILURE
-}
-
-fn ns_prepare_command(dir: &Path) -> ExitCode {
-    let err = ns_init::prepare_and_enter(&SandboxDir::open(dir.to_owned()));
-    eprintln!("moat __ns-prepare: {err}");
-    ExitCode::FAILURE
-}
-
-fn vm_command(dir: &Path) -> ExitCode {
-    let err = vm::run_vm(&SandboxDir::open(dir.to_owned()));
-    tracing::error!(%err, "the VM did not start");
-    sandbox::report_startup(&format!("error: {err}"));
-    ExitCode::FAILURE
 }
 
 fn doctor_command() -> ExitCode {

@@ -84,8 +84,8 @@ fn id(name: &str, flag: &str) -> Option<u32> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok().filter(|_| out.status.success())
 }
 
-/// `moat` and `moat-agentd` copied where any user can run them (the build may sit under a
-/// directory only root can enter).
+/// `moat`, `moat-sandbox` and `moat-agentd` copied where any user can run them (the build may
+/// sit under a directory only root can enter).
 fn shared_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -93,7 +93,8 @@ fn shared_bin() -> PathBuf {
         let bin = std::env::temp_dir().join("moat-rootless-bin");
         let _ = std::fs::remove_dir_all(&bin);
         std::fs::create_dir_all(&bin).unwrap();
-        for source in [&executables.moat, &executables.agentd] {
+        let sandbox = PathBuf::from(env!("CARGO_BIN_EXE_moat-sandbox"));
+        for source in [&executables.moat, &sandbox, &executables.agentd] {
             let target = bin.join(source.file_name().unwrap());
             std::fs::copy(source, &target).unwrap();
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -163,6 +163,7 @@ fn boot_failure_reports_the_agent_log_and_leaves_nothing_as_root() {
     let bin = home.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_moat"), bin.join("moat")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_moat-sandbox"), bin.join("moat-sandbox")).unwrap();
     let agent = bin.join("moat-agentd");
     std::fs::write(&agent, "#!/bin/sh\necho 'fake agent: cannot boot' >&2\nexit 3\n").unwrap();
     std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

@@ -248,7 +248,8 @@ pub(crate) fn launch(
     creator: Option<std::os::fd::OwnedFd>,
 ) -> Result<SandboxState, RuntimeError> {
     dir.write_spec(&record.spec)?;
-    let mut child = run::spawn_sandbox(dir, Lifetime::Detached, moat, creator)?;
+    let mut child =
+        run::spawn_sandbox(dir, Lifetime::Detached, record.spec.backend, moat, creator)?;
     record.status = Status::Running;
     record.pid = i32::try_from(child.id()).ok();
     record.started_at = None;

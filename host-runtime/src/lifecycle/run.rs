@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use moat_protocol::payload::exec::{ExecFailed, ExecFailureKind};
 
 use crate::api::config::{ImageSource, RootSource, RunOptions};
-use crate::backend::isolation;
+use crate::backend::isolation::{self, BackendKind};
 use crate::error::RuntimeError;
 use crate::image::{ImageDefaults, ImageError, Images, PullOptions};
 use crate::limits::{AGENT_LOG_TAIL_LINES, POLL_INTERVAL_MS, SANDBOX_EXIT_TIMEOUT_MS};
@@ -128,7 +128,8 @@ pub(crate) fn checked_root(root: &RootSource) -> Result<RootSource, RuntimeError
 
 fn run_in(dir: &SandboxDir, spec: SandboxSpec, args: RunOptions) -> Result<u8, RuntimeError> {
     dir.write_spec(&spec)?;
-    let mut sandbox = spawn_sandbox(dir, Lifetime::WithCli, &own_executable()?, None)?;
+    let mut sandbox =
+        spawn_sandbox(dir, Lifetime::WithCli, spec.backend, &own_executable()?, None)?;
     let cmd = args.command.cmd.clone();
     let result = wait_startup(dir, &mut sandbox).and_then(|()| exec_and_shutdown(dir, args));
     stop_sandbox(&mut sandbox);
@@ -161,19 +162,27 @@ pub(crate) enum Lifetime {
     Detached,
 }
 
-/// Spawns `exe __sandbox DIR` (`exe`: a `moat` binary, normally this one). With `creator`
-/// (the read end of an [`crate::lifecycle::attach::Attachment`]'s pipe, as its stdin), it runs
-/// `--attached`: it stops when the creator goes away.
+/// Spawns `moat-sandbox __sandbox DIR`, the per-sandbox binary next to `moat` (a `moat`
+/// binary, normally this one; [`crate::agentd_bin::locate_sandbox`]). A VM sandbox runs
+/// `moat __sandbox DIR` instead: its start is the VM's boot, and `moat` is the one binary a VM
+/// test host installs. With `creator` (the read end of an
+/// [`crate::lifecycle::attach::Attachment`]'s pipe, as its stdin), it runs `--attached`: it
+/// stops when the creator goes away.
 pub(crate) fn spawn_sandbox(
     dir: &SandboxDir,
     lifetime: Lifetime,
-    exe: &Path,
+    backend: BackendKind,
+    moat: &Path,
     creator: Option<std::os::fd::OwnedFd>,
 ) -> Result<Child, RuntimeError> {
+    let exe = match backend {
+        BackendKind::Namespace => crate::agentd_bin::locate_sandbox(moat)?,
+        BackendKind::Vm => moat.to_path_buf(),
+    };
     let log_path = dir.sandbox_log();
     let log = std::fs::File::create(&log_path)
         .map_err(RuntimeError::io("create sandbox log", &log_path))?;
-    let mut command = Command::new(exe);
+    let mut command = Command::new(&exe);
     command.arg("__sandbox").arg(dir.path()).stdout(Stdio::piped()).stderr(Stdio::from(log));
     match creator {
         Some(lifeline) => command.arg("--attached").stdin(Stdio::from(lifeline)),

@@ -18,6 +18,8 @@
 //! [`crate::network::attach`] wires it once the handshake is done) and dies with this process
 //! (`PR_SET_PDEATHSIG`, then `unshare --kill-child`, then the pid namespace).
 
+pub mod entry;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
