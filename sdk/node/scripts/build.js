@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run build`: makes sure the `moat` and `moat-agentd` binaries exist and are current
+// `npm run build`: makes sure the `moat`, `moat-sandbox` and `moat-agentd` binaries exist and are current
 // (cargo builds the workspace's own unless $MOAT_BIN / $MOAT_AGENTD name others), builds the
 // addon with napi (which regenerates index.d.ts), and records the binaries' paths in
 // executables.json for index.js. `--release` builds optimized.
@@ -43,7 +43,7 @@ const agentd = binary('MOAT_AGENTD', 'moat-agentd')
 // and a stale moat-agentd beside a newer addon is a mismatch the tests would find the hard way.
 const ours = [moat, agentd].filter((b) => b.how === 'in the workspace target directory')
 if (ours.length > 0) {
-  const cargoArgs = ['build', '-p', 'moat-runtime', '-p', 'moat-agentd', '--bin', 'moat', '--bin', 'moat-agentd']
+  const cargoArgs = ['build', '-p', 'moat-runtime', '-p', 'moat-agentd', '--bin', 'moat', '--bin', 'moat-sandbox', '--bin', 'moat-agentd']
   if (release) cargoArgs.push('--release')
   run('cargo', cargoArgs, { cwd: workspace })
   for (const b of ours) b.how = 'built or up to date by cargo, in the workspace target directory'
