@@ -102,7 +102,7 @@ async fn binary_output_round_trips_through_moat_logs_as_root() {
     assert_eq!(ran.stdout.len(), 500_000 + 4 + 17);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let logged = loop {
-        let logs = moat(&cleanup.home, &["logs", "binary", "--source", "stdout"]);
+        let logs = moat(cleanup.home(), &["logs", "binary", "--source", "stdout"]);
         assert_eq!(logs.status.code(), Some(0), "{}", stderr(&logs));
         if logs.stdout.len() >= ran.stdout.len() || std::time::Instant::now() >= deadline {
             break logs.stdout;
